@@ -1,9 +1,12 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
-use crate::{Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker};
+use crate::{
+    AGG_BLOCK, Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
+};
 use lena_compress::dense;
 use lena_kernels::Kernels;
 use rand::RngCore;
+use rayon::prelude::*;
 
 /// DGD / minibatch SGD: `w^{t+1} = w^t - alpha (1/M) sum_m g_m^t`.
 ///
@@ -21,9 +24,9 @@ impl Algorithm for Dgd {
         "DGD".into()
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, _dim: usize) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
-            .map(|_| Box::new(DgdWorker { g: vec![0.0; dim] }) as Box<dyn Worker>)
+            .map(|_| Box::new(DgdWorker { g: Vec::new() }) as Box<dyn Worker>)
             .collect()
     }
 
@@ -38,6 +41,7 @@ impl Algorithm for Dgd {
 }
 
 struct DgdWorker {
+    /// Used only where the message buffer cannot be written as f32 (big-endian, misaligned).
     g: Vec<f32>,
 }
 
@@ -50,8 +54,8 @@ impl Worker for DgdWorker {
         _rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
-        oracle.gradient(w, &mut self.g);
-        dense::encode(&self.g, msg);
+        // The gradient is computed straight into the upload's buffer.
+        dense::encode_with(msg, w.len(), &mut self.g, |g| oracle.gradient(w, g));
         Upload::Sent
     }
 }
@@ -66,25 +70,33 @@ struct DgdServer {
 impl Server for DgdServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
-        self.sum.fill(0.0);
-        // sum_m fl(alpha g_m) in node order, then w += (-1/M) sum; a missing upload contributes
-        // nothing (faults only).
-        // INVARIANT: the same float operations as LENA's server when e = 0, so LENA with
-        // beta = 0 reproduces DGD bit for bit.
         for (node, msg) in uploads.iter().enumerate() {
             if let Some(msg) = msg {
-                // sum += fl(alpha g) in one pass: decode_axpy rounds the product before the sum.
-                dense::decode_axpy(msg, self.step_size, &mut self.sum).map_err(|source| {
-                    Error::Decode {
-                        round,
-                        node,
-                        source,
-                    }
+                dense::check(msg, w.len()).map_err(|source| Error::Decode {
+                    round,
+                    node,
+                    source,
                 })?;
             }
         }
-        self.kernels
-            .axpy(-1.0 / self.n_workers as f32, &self.sum, w);
+        // sum_m fl(alpha g_m) in node order, then w += (-1/M) sum; a missing upload contributes
+        // nothing (faults only). Coordinate blocks run in parallel; each block sums the nodes in
+        // node order, so the result does not depend on the thread count.
+        // INVARIANT: the same float operations as LENA's server when e = 0, so LENA with
+        // beta = 0 reproduces DGD bit for bit.
+        let (k, alpha, inv_m) = (self.kernels, self.step_size, -1.0 / self.n_workers as f32);
+        self.sum
+            .par_chunks_mut(AGG_BLOCK)
+            .zip(w.par_chunks_mut(AGG_BLOCK))
+            .enumerate()
+            .for_each(|(b, (sum, w))| {
+                sum.fill(0.0);
+                for msg in uploads.iter().flatten() {
+                    // sum += fl(alpha g): the product is rounded before the sum.
+                    dense::axpy_at(msg, b * AGG_BLOCK, alpha, sum);
+                }
+                k.axpy(inv_m, sum, w);
+            });
         Ok(())
     }
 }

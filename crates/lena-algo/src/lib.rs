@@ -118,6 +118,10 @@ pub enum Upload {
     Skipped,
 }
 
+/// Coordinates per block when a server aggregates in parallel. Fixed, so that each
+/// coordinate's sum runs over the nodes in node order whatever the number of threads.
+pub(crate) const AGG_BLOCK: usize = 1024;
+
 /// One round's uploads in node order: node m's message, if it sent one.
 ///
 /// A view over buffers the caller keeps from round to round (the simulator's message and

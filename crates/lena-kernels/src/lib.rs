@@ -21,11 +21,13 @@
 //! A kernel's result may depend on the instruction set (the lane count changes the summation
 //! order) but never on the number of threads: kernels are single-threaded.
 
+mod fused;
 mod reduce;
 pub mod reference;
 mod special;
 mod update;
 
+pub use fused::{Ema, ScanNorms};
 use pulp::{Simd, WithSimd};
 
 /// Which instruction set a [`Kernels`] context dispatches to.

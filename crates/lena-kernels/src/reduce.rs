@@ -159,3 +159,78 @@ impl Kernels {
         self.run(LinDist2 { e, alpha, g, v })
     }
 }
+
+/// `out[k] = rows[k] . y` for exactly `N` rows, reading `y` once.
+struct DotRows<'a, const N: usize> {
+    rows: [&'a [f32]; N],
+    y: &'a [f32],
+}
+
+impl<const N: usize> WithSimd for DotRows<'_, N> {
+    type Output = [f32; N];
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f32; N] {
+        let (ys, yt) = S::as_simd_f32s(self.y);
+        let head = ys.len() * S::F32_LANES;
+        let xs: [&[S::f32s]; N] = self.rows.map(|r| S::as_simd_f32s(r).0);
+        // Two accumulators per row: 2N independent FMA chains.
+        let mut acc0 = [simd.splat_f32s(0.0); N];
+        let mut acc1 = [simd.splat_f32s(0.0); N];
+        let pairs = ys.len() / 2;
+        for i in 0..pairs {
+            let (y0, y1) = (ys[2 * i], ys[2 * i + 1]);
+            for k in 0..N {
+                acc0[k] = simd.mul_add_f32s(xs[k][2 * i], y0, acc0[k]);
+                acc1[k] = simd.mul_add_f32s(xs[k][2 * i + 1], y1, acc1[k]);
+            }
+        }
+        if ys.len() % 2 == 1 {
+            let y0 = ys[ys.len() - 1];
+            for k in 0..N {
+                acc0[k] = simd.mul_add_f32s(xs[k][ys.len() - 1], y0, acc0[k]);
+            }
+        }
+        let mut out = [0.0f32; N];
+        for k in 0..N {
+            let mut r = simd.reduce_sum_f32s(simd.add_f32s(acc0[k], acc1[k]));
+            for (j, y) in yt.iter().enumerate() {
+                r = self.rows[k][head + j].mul_add(*y, r);
+            }
+            out[k] = r;
+        }
+        out
+    }
+}
+
+impl Kernels {
+    /// `out[k] = rows[k] . y` for every row, reading `y` once per four rows.
+    ///
+    /// The scores of a small minibatch against one class's weights, without a matrix product.
+    /// Each result may differ from [`Kernels::dot`]'s in the last bits (another summation order).
+    ///
+    /// # Panics
+    /// If `out` and `rows` differ in length or a row's length differs from `y`'s.
+    pub fn dot_rows(self, rows: &[&[f32]], y: &[f32], out: &mut [f32]) {
+        assert_eq!(rows.len(), out.len(), "dot_rows: output length");
+        for r in rows {
+            assert_eq!(r.len(), y.len(), "dot_rows: row length");
+        }
+        for (rows, out) in rows.chunks(4).zip(out.chunks_mut(4)) {
+            match rows.len() {
+                1 => out.copy_from_slice(&self.run(DotRows::<1> { rows: [rows[0]], y })),
+                2 => out.copy_from_slice(&self.run(DotRows::<2> {
+                    rows: [rows[0], rows[1]],
+                    y,
+                })),
+                3 => out.copy_from_slice(&self.run(DotRows::<3> {
+                    rows: [rows[0], rows[1], rows[2]],
+                    y,
+                })),
+                _ => out.copy_from_slice(&self.run(DotRows::<4> {
+                    rows: [rows[0], rows[1], rows[2], rows[3]],
+                    y,
+                })),
+            }
+        }
+    }
+}

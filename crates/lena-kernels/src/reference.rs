@@ -86,3 +86,14 @@ pub fn softplus_sigmoid(t: &[f32]) -> (f64, Vec<f64>) {
 pub fn exp(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| (v as f64).exp()).collect()
 }
+
+/// Reference `out <- b * base + sum_k c[k] * rows[k]`.
+pub fn lin_comb(out: &mut [f32], b: f32, base: &[f32], c: &[f32], rows: &[&[f32]]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        let mut s = b as f64 * base[j] as f64;
+        for (ck, r) in c.iter().zip(rows) {
+            s += *ck as f64 * r[j] as f64;
+        }
+        *o = s as f32;
+    }
+}

@@ -48,6 +48,27 @@ fn check_reductions(k: Kernels, x: &[f32], y: &[f32], v: &[f32], alpha: f32) {
         k.name()
     );
 
+    // dot_rows over 0..=9 rows (groups of four), each against the reference dot.
+    let pool = [x, y, v];
+    for nrows in 0..=9usize {
+        let rows: Vec<&[f32]> = (0..nrows).map(|r| pool[(r + 1) % 3]).collect();
+        let mut got = vec![f32::NAN; nrows];
+        k.dot_rows(&rows, x, &mut got);
+        for (r, g) in rows.iter().zip(&got) {
+            let abs: f64 = r
+                .iter()
+                .zip(x)
+                .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                .sum();
+            let want = reference::dot(r, x);
+            assert!(
+                (*g as f64 - want).abs() <= sum_bound(n, abs),
+                "dot_rows n={n} rows={nrows} {g} vs {want} ({})",
+                k.name()
+            );
+        }
+    }
+
     let want = reference::norm2_sq(x);
     let got = k.norm2_sq(x) as f64;
     assert!(
@@ -126,6 +147,66 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
         (ng - nw).abs() <= sum_bound(x.len(), abs),
         "ef_update norm {ng} vs {nw}"
     );
+
+    // ef_scan: norms against the reference, averages bit-equal to axpby, every combination.
+    for (with1, with2) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (mut m1, mut m2) = (v.to_vec(), x.to_vec());
+        let (mut w1, mut w2) = (v.to_vec(), x.to_vec());
+        let r = k.ef_scan(
+            x,
+            a,
+            y,
+            v,
+            with1.then(|| crate::Ema {
+                x: &mut m1,
+                a: 0.3 * a,
+                b: 0.7,
+            }),
+            with2.then(|| crate::Ema {
+                x: &mut m2,
+                a: b,
+                b: 0.25,
+            }),
+        );
+        let lin = reference::lin_dist2_sq(x, a, y, v);
+        let lin_abs: f64 = (0..x.len()).map(|i| mag(i).powi(2)).sum();
+        assert!((r.innovation_sq as f64 - lin).abs() <= sum_bound(x.len(), lin_abs));
+        let gw = reference::norm2_sq(y);
+        assert!((r.g_sq as f64 - gw).abs() <= sum_bound(x.len(), gw));
+        if with1 {
+            k.axpby(0.3 * a, y, 0.7, &mut w1);
+            assert_eq!(m1, w1, "ef_scan average 1 ({})", k.name());
+            let nw = reference::norm2_sq(&w1);
+            assert!((r.ema_sq[0] as f64 - nw).abs() <= sum_bound(x.len(), nw));
+        } else {
+            assert_eq!(r.ema_sq[0], 0.0);
+        }
+        if with2 {
+            k.axpby(b, y, 0.25, &mut w2);
+            assert_eq!(m2, w2, "ef_scan average 2 ({})", k.name());
+            let nw = reference::norm2_sq(&w2);
+            assert!((r.ema_sq[1] as f64 - nw).abs() <= sum_bound(x.len(), nw));
+        }
+    }
+
+    // Every row count 0..=9 crosses the groups of four the kernel takes rows in.
+    let pool = [x, y, v];
+    for nrows in 0..=9usize {
+        let rows: Vec<&[f32]> = (0..nrows).map(|r| pool[r % 3]).collect();
+        let c: Vec<f32> = (0..nrows).map(|r| a * (r as f32 - 3.5)).collect();
+        let (mut got, mut want) = (vec![7.0; x.len()], vec![0.0; x.len()]);
+        k.lin_comb(&mut got, b, y, &c, &rows);
+        reference::lin_comb(&mut want, b, y, &c, &rows);
+        let mag = |i: usize| {
+            (nrows as f64 + 1.0)
+                * ((b * y[i]).abs() as f64
+                    + c.iter()
+                        .zip(&rows)
+                        .map(|(ck, r)| (ck * r[i]).abs() as f64)
+                        .sum::<f64>())
+        };
+        close(&got, &want, &mag, "lin_comb");
+    }
 }
 
 #[test]

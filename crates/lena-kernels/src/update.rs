@@ -137,3 +137,121 @@ impl Kernels {
         self.run(EfUpdate { e, alpha, g, v })
     }
 }
+
+/// `out <- b * base + sum_k c[k] * rows[k]` for exactly `N` rows, one pass over `out`.
+struct LinComb<'a, const N: usize> {
+    out: &'a mut [f32],
+    b: f32,
+    base: Option<&'a [f32]>,
+    c: [f32; N],
+    rows: [&'a [f32]; N],
+}
+
+impl<const N: usize> WithSimd for LinComb<'_, N> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let len = self.out.len();
+        let head = len / S::F32_LANES * S::F32_LANES;
+        let rows_s: [&[S::f32s]; N] = self.rows.map(|r| S::as_simd_f32s(r).0);
+        let c_s: [S::f32s; N] = self.c.map(|c| simd.splat_f32s(c));
+        let b_s = simd.splat_f32s(self.b);
+        let (os, ot) = S::as_mut_simd_f32s(self.out);
+        // `base` is either a separate slice or `out` itself (accumulating passes).
+        match self.base {
+            Some(base) => {
+                let (bs, _) = S::as_simd_f32s(base);
+                for (i, (o, bv)) in os.iter_mut().zip(bs).enumerate() {
+                    let mut acc = simd.mul_f32s(b_s, *bv);
+                    for k in 0..N {
+                        acc = simd.mul_add_f32s(c_s[k], rows_s[k][i], acc);
+                    }
+                    *o = acc;
+                }
+            }
+            None => {
+                for (i, o) in os.iter_mut().enumerate() {
+                    let mut acc = simd.mul_f32s(b_s, *o);
+                    for k in 0..N {
+                        acc = simd.mul_add_f32s(c_s[k], rows_s[k][i], acc);
+                    }
+                    *o = acc;
+                }
+            }
+        }
+        for (j, o) in ot.iter_mut().enumerate() {
+            let idx = head + j;
+            let mut acc = self.b * self.base.map_or(*o, |b| b[idx]);
+            for k in 0..N {
+                acc = self.c[k].mul_add(self.rows[k][idx], acc);
+            }
+            *o = acc;
+        }
+    }
+}
+
+impl Kernels {
+    /// `out <- b * base + sum_k c[k] * rows[k]` (a small linear combination of rows), each
+    /// element rounded once per term: `acc = b * base`, then `acc = fma(c[k], rows[k], acc)` in
+    /// `k` order. Rows are taken four at a time, so `out` is written `ceil(rows / 4)` times.
+    ///
+    /// This is the gradient of a linear model on a small minibatch (`base` = the weights, `b` =
+    /// the L2 penalty, `c` = the loss derivatives over the batch size, `rows` = the samples)
+    /// without the overhead of a matrix product.
+    ///
+    /// # Panics
+    /// If `c` and `rows` differ in length or a slice's length differs from `out`'s.
+    pub fn lin_comb(self, out: &mut [f32], b: f32, base: &[f32], c: &[f32], rows: &[&[f32]]) {
+        assert_eq!(c.len(), rows.len(), "lin_comb: coefficient count");
+        assert_eq!(base.len(), out.len(), "lin_comb: base length");
+        for r in rows {
+            assert_eq!(r.len(), out.len(), "lin_comb: row length");
+        }
+        let mut first = true;
+        let mut k = 0;
+        while k < rows.len() || first {
+            let n = (rows.len() - k).min(4);
+            let (b, base) = if first { (b, Some(base)) } else { (1.0, None) };
+            let out = &mut *out;
+            match n {
+                0 => self.run(LinComb::<0> {
+                    out,
+                    b,
+                    base,
+                    c: [],
+                    rows: [],
+                }),
+                1 => self.run(LinComb::<1> {
+                    out,
+                    b,
+                    base,
+                    c: [c[k]],
+                    rows: [rows[k]],
+                }),
+                2 => self.run(LinComb::<2> {
+                    out,
+                    b,
+                    base,
+                    c: [c[k], c[k + 1]],
+                    rows: [rows[k], rows[k + 1]],
+                }),
+                3 => self.run(LinComb::<3> {
+                    out,
+                    b,
+                    base,
+                    c: [c[k], c[k + 1], c[k + 2]],
+                    rows: [rows[k], rows[k + 1], rows[k + 2]],
+                }),
+                _ => self.run(LinComb::<4> {
+                    out,
+                    b,
+                    base,
+                    c: [c[k], c[k + 1], c[k + 2], c[k + 3]],
+                    rows: [rows[k], rows[k + 1], rows[k + 2], rows[k + 3]],
+                }),
+            }
+            first = false;
+            k += n;
+        }
+    }
+}

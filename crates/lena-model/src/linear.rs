@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 const BLOCK: usize = 256;
 /// Rows per parallel chunk. Fixed, so the summation order never depends on the thread count.
 const CHUNK: usize = 2048;
+/// Up to this many rows (a minibatch), scores are dot products and the gradient one
+/// [`Kernels::lin_comb`] per class, written straight into the output: a matrix product's
+/// packing and call overhead would cost more than the arithmetic.
+const SMALL: usize = 16;
 
 /// Which loss the linear model uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +267,13 @@ impl Linear {
         assert_eq!(w.len(), self.dim(), "parameter length");
         assert_eq!(data.n_features, self.n_features, "feature count");
         let p = self.n_features;
+        let n_rows = match rows {
+            Rows::All => data.n_samples(),
+            Rows::Subset(idx) => idx.len(),
+        };
+        if n_rows <= SMALL {
+            return self.eval_small(data, rows, w, grad, ws);
+        }
         let Workspace {
             x: wx,
             y: wy,
@@ -305,6 +316,76 @@ impl Linear {
             k.axpy(self.lambda, w, g);
         }
         loss
+    }
+
+    /// [`Self::eval`] for at most [`SMALL`] rows, straight from `data` (no copy of the rows)
+    /// into `grad` (no partial gradient to zero, copy and scale).
+    fn eval_small(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        grad: Option<&mut [f32]>,
+        ws: &mut Workspace,
+    ) -> f64 {
+        let (p, c) = (self.n_features, self.n_classes);
+        let k = self.kernels;
+        let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
+        let mut labels = [0u32; SMALL];
+        let n = match rows {
+            Rows::All => {
+                for (i, x) in xs.iter_mut().take(data.n_samples()).enumerate() {
+                    *x = data.row(i);
+                    labels[i] = data.labels[i];
+                }
+                data.n_samples()
+            }
+            Rows::Subset(idx) => {
+                for (i, &r) in idx.iter().enumerate() {
+                    xs[i] = data.row(r as usize);
+                    labels[i] = data.labels[r as usize];
+                }
+                idx.len()
+            }
+        };
+        let (xs, labels) = (&xs[..n], &labels[..n]);
+        self.reserve_chunks(&mut ws.chunks, n);
+        let z = &mut ws.chunks[0].z[..n * c];
+        let mut col = [0.0f32; SMALL];
+        for class in 0..c {
+            let wk = &w[class * (p + 1)..(class + 1) * (p + 1)];
+            k.dot_rows(xs, &wk[..p], &mut col[..n]);
+            for (i, s) in col[..n].iter().enumerate() {
+                z[i * c + class] = s + wk[p];
+            }
+        }
+        let loss_sum = match self.kind {
+            LinearKind::LogisticOva => logistic_ova_block(k, z, labels, c),
+            LinearKind::Softmax => softmax_block(k, z, labels, c),
+        };
+        let inv_n = if n == 0 { 0.0 } else { 1.0 / n as f64 };
+        if let Some(g) = grad {
+            assert_eq!(g.len(), self.dim(), "gradient length");
+            let mut coef = [0.0f32; SMALL];
+            for class in 0..c {
+                // g_k = lambda w_k + sum_i (d_ik / n) x_i; bias: lambda b_k + sum_i d_ik / n.
+                let mut bias = self.lambda * w[class * (p + 1) + p];
+                for (i, ci) in coef[..n].iter_mut().enumerate() {
+                    *ci = z[i * c + class] * inv_n as f32;
+                    bias += *ci;
+                }
+                let range = class * (p + 1)..class * (p + 1) + p;
+                k.lin_comb(
+                    &mut g[range.clone()],
+                    self.lambda,
+                    &w[range],
+                    &coef[..n],
+                    xs,
+                );
+                g[class * (p + 1) + p] = bias;
+            }
+        }
+        loss_sum * inv_n + 0.5 * f64::from(self.lambda) * f64::from(k.norm2_sq(w))
     }
 
     /// Loss sum (and gradient sum, unscaled) over contiguous rows `x`, labels `y`.

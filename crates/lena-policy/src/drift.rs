@@ -6,7 +6,7 @@
 //! the others are sent with `v`.
 
 use crate::{Result, check_range};
-use lena_kernels::Kernels;
+use lena_kernels::{Ema, Kernels};
 use serde::{Deserialize, Serialize};
 
 /// Drift choices (paper figure 4c/4d).
@@ -105,6 +105,21 @@ impl Drift {
         if let DriftKind::Momentum { gamma } = self.kind {
             k.axpby(gamma * alpha, g, 1.0 - gamma, &mut self.mom);
         }
+    }
+
+    /// The drift `q` together with [`Self::observe`]'s update as an [`Ema`] for a caller that
+    /// fuses it into its own pass over the gradient ([`Kernels::ef_scan`]); applying the
+    /// returned average is bit-identical to calling `observe`.
+    pub fn observe_fused(&mut self, alpha: f32) -> (&[f32], Option<Ema<'_>>) {
+        let ema = match self.kind {
+            DriftKind::Momentum { gamma } => Some(Ema {
+                x: &mut self.mom,
+                a: gamma * alpha,
+                b: 1.0 - gamma,
+            }),
+            _ => None,
+        };
+        (&self.q, ema)
     }
 
     /// At an upload of `v` after `rounds` rounds (1 = uploaded in the previous round too):

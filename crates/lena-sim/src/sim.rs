@@ -297,7 +297,9 @@ impl Simulation {
             self.uploads += 1;
             self.bits += m.bits();
         }
-        self.server.apply(round, &mut self.w, uploads)?;
+        // Inside the pool: servers aggregate coordinate blocks on the run's threads.
+        let (server, w) = (&mut self.server, &mut self.w);
+        self.pool.install(|| server.apply(round, w, uploads))?;
         self.round += 1;
         if !self.kernels.norm2_sq(&self.w).is_finite() {
             return Err(Error::Diverged {

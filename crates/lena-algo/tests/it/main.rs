@@ -62,10 +62,9 @@ proptest! {
         let l = lena(DRIFTS[drift_idx], alpha);
         let mut wk = worker(&l, &outcomes, 1, 7);
         let mut msg = Message::default();
-        let w = vec![0.0f32; 7];
         let (mut sum_v, mut sum_ag, mut abs) = (vec![0.0f64; 7], vec![0.0f64; 7], vec![0.0f64; 7]);
         for (t, g) in grads.iter().enumerate() {
-            let up = wk.step_with_gradient(t as u64, &w, g, &mut rng0(), &mut msg);
+            let up = wk.step_with_gradient(t as u64, g, &mut rng0(), &mut msg);
             for i in 0..7 {
                 sum_v[i] += f64::from(wk.applied()[i]);
                 sum_ag[i] += f64::from(alpha) * f64::from(g[i]);
@@ -103,7 +102,7 @@ proptest! {
                 .map(|(i, wk)| {
                     // Node i sees a node-specific gradient.
                     let gi: Vec<f32> = g.iter().map(|x| x * (i as f32 + 1.0)).collect();
-                    wk.step_with_gradient(t as u64, &w, &gi, &mut rng0(), &mut msgs[i]) == Upload::Sent
+                    wk.step_with_gradient(t as u64, &gi, &mut rng0(), &mut msgs[i]) == Upload::Sent
                 })
                 .collect();
             let before = w.clone();
@@ -134,7 +133,7 @@ fn messages_carry_q_only_when_the_server_cannot_rebuild_it() {
         let l = lena(drift, 0.1);
         let mut wk = worker(&l, &[true], 1, 4);
         let mut msg = Message::default();
-        wk.step_with_gradient(0, &[0.0; 4], &[1.0, 2.0, 3.0, 4.0], &mut rng0(), &mut msg);
+        wk.step_with_gradient(0, &[1.0, 2.0, 3.0, 4.0], &mut rng0(), &mut msg);
         assert_eq!(msg.bits(), 32 * words, "{drift:?}");
     }
 }
@@ -611,11 +610,10 @@ proptest! {
         let l = lena_with(DRIFTS[drift_idx], alpha, c, 8);
         let mut wk = worker(&l, &outcomes, 1, 8);
         let mut msg = Message::default();
-        let w = vec![0.0f32; 8];
         let (mut sum_v, mut sum_ag, mut mag) = (vec![0.0f64; 8], vec![0.0f64; 8], vec![0.0f64; 8]);
         for (t, g) in grads.iter().enumerate() {
             let u: Vec<f64> = (0..8).map(|i| f64::from(wk.memory()[i]) + f64::from(alpha) * f64::from(g[i])).collect();
-            let up = wk.step_with_gradient(t as u64, &w, g, &mut rng0(), &mut msg);
+            let up = wk.step_with_gradient(t as u64, g, &mut rng0(), &mut msg);
             if up == Upload::Sent {
                 let e2: f64 = wk.memory().iter().map(|v| f64::from(*v).powi(2)).sum();
                 let u2: f64 = u.iter().map(|v| v * v).sum();
@@ -652,7 +650,7 @@ proptest! {
         for (t, g) in grads.iter().enumerate() {
             let sent: Vec<bool> = workers.iter_mut().enumerate().map(|(i, wk)| {
                 let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64((t * 2 + i) as u64);
-                wk.step_with_gradient(t as u64, &w, g, &mut rng, &mut msgs[i]) == Upload::Sent
+                wk.step_with_gradient(t as u64, g, &mut rng, &mut msgs[i]) == Upload::Sent
             }).collect();
             server.apply(t as u64, &mut w, lena_algo::Uploads::new(&msgs, &sent)).unwrap();
             for i in 0..2 {
@@ -678,7 +676,7 @@ fn compressed_upload_bits_are_the_encodings() {
         let mut wk = worker(&l, &[true], 1, d);
         let mut msg = Message::default();
         let g: Vec<f32> = (0..d).map(|i| i as f32).collect();
-        wk.step_with_gradient(0, &vec![0.0; d], &g, &mut rng0(), &mut msg);
+        wk.step_with_gradient(0, &g, &mut rng0(), &mut msg);
         // top-4 of 40: 4 indices of 6 bits and 4 floats.
         assert_eq!(msg.bits(), 4 * (6 + 32) + extra, "{drift:?}");
     }

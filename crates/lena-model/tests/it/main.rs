@@ -13,8 +13,8 @@ fn data(n: usize, d: usize, c: usize) -> Dataset {
 
 #[test]
 fn matches_reference_across_block_and_chunk_edges() {
-    // Sizes around BLOCK = 256 and CHUNK = 2048 boundaries.
-    for &n in &[1usize, 3, 255, 256, 257, 2047, 2049, 4500] {
+    // Sizes around SMALL = 16 (the minibatch path), BLOCK = 256 and CHUNK = 2048 boundaries.
+    for &n in &[1usize, 3, 15, 16, 17, 255, 256, 257, 2047, 2049, 4500] {
         let ds = data(n, 13, 4);
         for kind in KINDS {
             for kernels in [Kernels::detect(), Kernels::scalar()] {
@@ -60,10 +60,11 @@ fn minibatch_equals_gathered_full_batch() {
 
 #[test]
 fn finite_difference_gradient_check() {
-    for kind in KINDS {
-        let ds = data(120, 9, 5);
+    // 12 rows take the minibatch path, 120 the blocked matrix-product path.
+    for (kind, n) in KINDS.into_iter().flat_map(|k| [(k, 12), (k, 120)]) {
+        let ds = data(n, 9, 5);
         let m = Linear::new(kind, 9, 5, 1e-2).unwrap();
-        let mut ws = m.workspace(120);
+        let mut ws = m.workspace(n);
         for seed in 0..5 {
             let w = pseudo_random(m.dim(), seed, 0.5);
             let mut g = vec![0.0; m.dim()];
