@@ -1,12 +1,15 @@
 //! LENA: self-triggered uploads with error feedback and a drift for silent nodes
 //! (AISTATS 2021; ALGORITHMS.md).
 
-use crate::{Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker};
+use crate::{
+    AGG_BLOCK, Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
+};
 use lena_compress::{Compressor, CompressorParams, dense};
 use lena_kernels::{Ema, Kernels};
 use lena_policy::drift::{Drift, DriftKind};
 use lena_policy::trigger::{Decision, ReferenceNorm, Significance, Trigger, TriggerCtx};
 use rand::RngCore;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -170,23 +173,6 @@ impl Lena {
                     gamma: self.params.average_gamma,
                 })
             && self.step_size > 0.0
-    }
-
-    /// The server, with its concrete type (tests inspect its bookkeeping).
-    pub fn lena_server(&self, n_workers: usize, dim: usize) -> LenaServer {
-        LenaServer {
-            sub: Message::default(),
-            compressor: self.compressor.clone(),
-            n_workers,
-            drifts: (0..n_workers)
-                .map(|_| Drift::new(self.params.drift, dim))
-                .collect(),
-            since_upload: vec![0; n_workers],
-            v: vec![0.0; dim],
-            q: vec![0.0; dim],
-            sum: vec![0.0; dim],
-            kernels: Kernels::detect(),
-        }
     }
 }
 
@@ -394,68 +380,158 @@ thread_local! {
 }
 
 /// LENA's server: keeps each node's drift and applies it in the node's silent rounds.
+///
+/// The drifts are stored block-major (for each block of [`AGG_BLOCK`] coordinates, every
+/// node's piece in turn), so that coordinate blocks are aggregated in parallel: each block
+/// applies the nodes in node order, with the same element-wise float operations as the node,
+/// whatever the thread count. Compressed uploads are first decoded in parallel over nodes.
 pub struct LenaServer {
-    /// Reused buffer for the compressed part of a `(q, v)` message.
-    sub: Message,
     n_workers: usize,
+    dim: usize,
+    kind: DriftKind,
     compressor: Option<Arc<dyn Compressor>>,
-    drifts: Vec<Drift>,
+    /// Every node's drift q, block-major.
+    qs: Vec<f32>,
     since_upload: Vec<u64>,
-    v: Vec<f32>,
-    q: Vec<f32>,
+    /// Rounds since node m's previous upload, for this round's rebuild (Average drift).
+    rounds: Vec<u64>,
+    /// Per node: the decoded compressed v, the compressed part of a `(q, v)` message, and a
+    /// decoding error (all empty without a compressor).
+    decoded: Vec<Vec<f32>>,
+    subs: Vec<Message>,
+    errors: Vec<Option<lena_compress::Error>>,
     sum: Vec<f32>,
     kernels: Kernels,
 }
 
+impl Lena {
+    /// The server, with its concrete type (tests inspect its bookkeeping).
+    pub fn lena_server(&self, n_workers: usize, dim: usize) -> LenaServer {
+        let per_node = |n: usize| if self.compressor.is_some() { n } else { 0 };
+        LenaServer {
+            n_workers,
+            dim,
+            kind: self.params.drift,
+            compressor: self.compressor.clone(),
+            qs: vec![0.0; n_workers * dim],
+            since_upload: vec![0; n_workers],
+            rounds: vec![0; n_workers],
+            decoded: vec![vec![0.0; dim]; per_node(n_workers)],
+            subs: vec![Message::default(); per_node(n_workers)],
+            errors: (0..per_node(n_workers)).map(|_| None).collect(),
+            sum: vec![0.0; dim],
+            kernels: Kernels::detect(),
+        }
+    }
+}
+
 impl LenaServer {
     /// The drift the server holds for node `m` (applied in its silent rounds).
-    pub fn drift(&self, m: usize) -> &[f32] {
-        self.drifts[m].q()
+    pub fn drift(&self, m: usize) -> Vec<f32> {
+        let mut q = Vec::with_capacity(self.dim);
+        for block in self.qs.chunks(AGG_BLOCK * self.n_workers) {
+            let width = block.len() / self.n_workers;
+            q.extend_from_slice(&block[m * width..(m + 1) * width]);
+        }
+        q
+    }
+
+    /// Checks every upload and decodes the compressed ones (in parallel over nodes).
+    fn receive(&mut self, round: u64, uploads: &Uploads<'_>) -> Result<()> {
+        let (d, rebuildable) = (self.dim, self.kind.rebuildable());
+        let err = |node, source| Error::Decode {
+            round,
+            node,
+            source,
+        };
+        let Some(c) = &self.compressor else {
+            // Dense: v, or v then q.
+            let n = if rebuildable { d } else { 2 * d };
+            for (m, msg) in uploads.iter().enumerate() {
+                if let Some(msg) = msg {
+                    dense::check(msg, n).map_err(|e| err(m, e))?;
+                }
+            }
+            return Ok(());
+        };
+        self.decoded
+            .par_iter_mut()
+            .zip(self.subs.par_iter_mut())
+            .zip(self.errors.par_iter_mut())
+            .enumerate()
+            .for_each(|(m, ((v, sub), error))| {
+                *error = uploads.get(m).and_then(|msg| {
+                    if rebuildable {
+                        c.decode(msg, v).err()
+                    } else {
+                        split_q(msg, d, sub).and_then(|()| c.decode(sub, v)).err()
+                    }
+                });
+            });
+        // The first failing node in node order, whatever the thread count.
+        for (m, e) in self.errors.iter_mut().enumerate() {
+            if let Some(source) = e.take() {
+                return Err(err(m, source));
+            }
+        }
+        Ok(())
     }
 }
 
 impl Server for LenaServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
-        let k = self.kernels;
-        self.sum.fill(0.0);
-        for (m, up) in uploads.iter().enumerate() {
+        self.receive(round, &uploads)?;
+        for (m, msg) in uploads.iter().enumerate() {
             self.since_upload[m] += 1;
-            let drift = &mut self.drifts[m];
-            match up {
-                Some(msg) => {
-                    let decoded = match (&self.compressor, drift.kind().rebuildable()) {
-                        (None, true) => dense::decode(msg, &mut self.v),
-                        (None, false) => dense::decode_concat(msg, &mut [&mut self.v, &mut self.q]),
-                        (Some(c), true) => c.decode(msg, &mut self.v),
-                        (Some(c), false) => split_q(msg, &mut self.q, &mut self.sub)
-                            .and_then(|()| c.decode(&self.sub, &mut self.v)),
-                    };
-                    decoded.map_err(|source| Error::Decode {
-                        round,
-                        node: m,
-                        source,
-                    })?;
-                    if drift.kind().rebuildable() {
-                        drift.on_upload(k, &self.v, &[], self.since_upload[m]);
-                    } else {
-                        drift.set(&self.q);
-                    }
-                    self.since_upload[m] = 0;
-                    k.axpy(1.0, &self.v, &mut self.sum);
-                }
-                None => k.axpy(1.0, drift.q(), &mut self.sum),
+            self.rounds[m] = self.since_upload[m];
+            if msg.is_some() {
+                self.since_upload[m] = 0;
             }
         }
-        k.axpy(-1.0 / self.n_workers as f32, &self.sum, w);
+        let (k, kind, d, n) = (self.kernels, self.kind, self.dim, self.n_workers);
+        let (dense_v, rounds, decoded) = (self.compressor.is_none(), &self.rounds, &self.decoded);
+        // Where q sits in a non-rebuildable upload: after v (dense), before v (compressed).
+        let q_offset = if dense_v { d } else { 0 };
+        let inv_m = -1.0 / n as f32;
+        self.qs
+            .par_chunks_mut(AGG_BLOCK * n)
+            .zip(self.sum.par_chunks_mut(AGG_BLOCK))
+            .zip(w.par_chunks_mut(AGG_BLOCK))
+            .enumerate()
+            .for_each(|(b, ((qs, sum), w))| {
+                let (off, width) = (b * AGG_BLOCK, sum.len());
+                let mut buf = [0.0f32; AGG_BLOCK];
+                sum.fill(0.0);
+                for (m, q) in qs.chunks_exact_mut(width).enumerate() {
+                    let Some(msg) = uploads.get(m) else {
+                        k.axpy(1.0, q, sum);
+                        continue;
+                    };
+                    let v: &[f32] = if dense_v {
+                        dense::decode_at(msg, off, &mut buf[..width]);
+                        &buf[..width]
+                    } else {
+                        &decoded[m][off..off + width]
+                    };
+                    if kind.rebuildable() {
+                        kind.rebuild(k, q, v, rounds[m]);
+                    } else {
+                        dense::decode_at(msg, q_offset + off, q);
+                    }
+                    k.axpy(1.0, v, sum);
+                }
+                k.axpy(inv_m, sum, w);
+            });
         Ok(())
     }
 }
 
-/// Splits a `(q dense, compressed v)` message: decodes q, copies the compressed part to `sub`.
-fn split_q(msg: &Message, q: &mut [f32], sub: &mut Message) -> lena_compress::Result<()> {
-    let qb = 4 * q.len();
-    let q_bits = 32 * q.len() as u64;
+/// Checks a `(q dense, compressed v)` message of dimension `d` and copies the compressed part
+/// to `sub` (q is read in place).
+fn split_q(msg: &Message, d: usize, sub: &mut Message) -> lena_compress::Result<()> {
+    let qb = 4 * d;
+    let q_bits = 32 * d as u64;
     let truncated = || lena_compress::Error::Truncated {
         kind: "LENA (q, v)",
         needed: q_bits,
@@ -464,10 +540,6 @@ fn split_q(msg: &Message, q: &mut [f32], sub: &mut Message) -> lena_compress::Re
     if msg.bits() < q_bits || msg.bytes().len() < qb {
         return Err(truncated());
     }
-    for (o, b) in q.iter_mut().zip(msg.bytes()[..qb].chunks_exact(4)) {
-        *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
-    // The compressed v, copied into a buffer the server reuses every round.
     let rest = &msg.bytes()[qb..];
     let bits = msg.bits() - q_bits;
     if bits.div_ceil(8) != rest.len() as u64 {

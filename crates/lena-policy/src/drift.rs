@@ -48,6 +48,22 @@ impl DriftKind {
         )
     }
 
+    /// A rebuildable drift's new `q` from the uploaded `v` after `rounds` rounds, element-wise,
+    /// so that a server may apply it to any block of coordinates with the node's exact float
+    /// operations. Does nothing for the other kinds (their `q` is sent).
+    pub fn rebuild(self, k: Kernels, q: &mut [f32], v: &[f32], rounds: u64) {
+        match self {
+            DriftKind::Zero => {}
+            DriftKind::LastUpload => q.copy_from_slice(v),
+            DriftKind::Average => {
+                let kf = rounds.max(1) as f32;
+                // q <- (v + (k - 1) q) / k
+                k.axpby(1.0 / kf, v, (kf - 1.0) / kf, q);
+            }
+            DriftKind::LastGradient | DriftKind::Momentum { .. } => {}
+        }
+    }
+
     /// Paper legend suffix: 0, g, v, m, avg.
     pub fn suffix(self) -> &'static str {
         match self {
@@ -127,14 +143,10 @@ impl Drift {
     /// kinds, so the server passes an empty slice).
     pub fn on_upload(&mut self, k: Kernels, v: &[f32], alpha_g: &[f32], rounds: u64) {
         match self.kind {
-            DriftKind::Zero => {}
             DriftKind::LastGradient => self.q.copy_from_slice(alpha_g),
-            DriftKind::LastUpload => self.q.copy_from_slice(v),
             DriftKind::Momentum { .. } => self.q.copy_from_slice(&self.mom),
-            DriftKind::Average => {
-                let kf = rounds.max(1) as f32;
-                // q <- (v + (k - 1) q) / k
-                k.axpby(1.0 / kf, v, (kf - 1.0) / kf, &mut self.q);
+            DriftKind::Zero | DriftKind::LastUpload | DriftKind::Average => {
+                self.kind.rebuild(k, &mut self.q, v, rounds)
             }
         }
     }

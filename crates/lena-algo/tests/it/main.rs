@@ -88,20 +88,25 @@ proptest! {
         grads in gradients(30, 5),
         outcomes in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 1..10), 3),
         drift_idx in 0usize..5,
+        wide in any::<bool>(),
     ) {
         let m = 3;
+        // Wide: the server's coordinate blocks (1024) are crossed, the last one partial.
+        let d = if wide { 2100 } else { 5 };
         let l = lena(DRIFTS[drift_idx], 0.1);
-        let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, 5)).collect();
-        let mut server = l.lena_server(m, 5);
+        let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
+        let mut server = l.lena_server(m, d);
         let mut msgs = vec![Message::default(); m];
-        let mut w = vec![0.5f32; 5];
+        let mut w = vec![0.5f32; d];
         for (t, g) in grads.iter().enumerate() {
             let sent: Vec<bool> = workers
                 .iter_mut()
                 .enumerate()
                 .map(|(i, wk)| {
-                    // Node i sees a node-specific gradient.
-                    let gi: Vec<f32> = g.iter().map(|x| x * (i as f32 + 1.0)).collect();
+                    // Node i sees a node-specific gradient (the 5 drawn values, tiled).
+                    let gi: Vec<f32> = (0..d)
+                        .map(|j| g[j % 5] * (i as f32 + 1.0) * (1.0 + (j / 5) as f32 * 1e-3))
+                        .collect();
                     wk.step_with_gradient(t as u64, &gi, &mut rng0(), &mut msgs[i]) == Upload::Sent
                 })
                 .collect();
@@ -110,7 +115,7 @@ proptest! {
             for i in 0..m {
                 prop_assert_eq!(server.drift(i), workers[i].drift(), "drift of node {} at t={}", i, t);
             }
-            for j in 0..5 {
+            for j in 0..d {
                 let applied: f64 = workers.iter().map(|wk| f64::from(wk.applied()[j])).sum();
                 let scale: f64 = workers.iter().map(|wk| f64::from(wk.applied()[j]).abs()).sum();
                 let want = f64::from(before[j]) - applied / m as f64;
@@ -636,21 +641,24 @@ proptest! {
         outcomes in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 1..8), 2),
         drift_idx in 0usize..5,
         qsgd in any::<bool>(),
+        wide in any::<bool>(),
     ) {
+        let d = if wide { 2100 } else { 6 };
         let c = if qsgd {
             lena_compress::CompressorParams::Qsgd { levels: 3, bucket: 4, norm: lena_compress::QsgdNorm::Max }
         } else {
             lena_compress::CompressorParams::TopK { k: 2 }
         };
-        let l = lena_with(DRIFTS[drift_idx], 0.2, c, 6);
-        let mut workers: Vec<LenaWorker> = (0..2).map(|i| worker(&l, &outcomes[i], 2, 6)).collect();
-        let mut server = l.lena_server(2, 6);
+        let l = lena_with(DRIFTS[drift_idx], 0.2, c, d);
+        let mut workers: Vec<LenaWorker> = (0..2).map(|i| worker(&l, &outcomes[i], 2, d)).collect();
+        let mut server = l.lena_server(2, d);
         let mut msgs = vec![Message::default(); 2];
-        let mut w = vec![0.1f32; 6];
+        let mut w = vec![0.1f32; d];
         for (t, g) in grads.iter().enumerate() {
+            let g: Vec<f32> = (0..d).map(|j| g[j % 6] * (1.0 + (j / 6) as f32 * 1e-3)).collect();
             let sent: Vec<bool> = workers.iter_mut().enumerate().map(|(i, wk)| {
                 let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64((t * 2 + i) as u64);
-                wk.step_with_gradient(t as u64, g, &mut rng, &mut msgs[i]) == Upload::Sent
+                wk.step_with_gradient(t as u64, &g, &mut rng, &mut msgs[i]) == Upload::Sent
             }).collect();
             server.apply(t as u64, &mut w, lena_algo::Uploads::new(&msgs, &sent)).unwrap();
             for i in 0..2 {
