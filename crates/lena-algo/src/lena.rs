@@ -1,6 +1,7 @@
 //! LENA: self-triggered uploads with error feedback and a drift for silent nodes
 //! (AISTATS 2021; ALGORITHMS.md).
 
+use crate::gather::Decoded;
 use crate::{
     AGG_BLOCK, Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
 };
@@ -395,11 +396,8 @@ pub struct LenaServer {
     since_upload: Vec<u64>,
     /// Rounds since node m's previous upload, for this round's rebuild (Average drift).
     rounds: Vec<u64>,
-    /// Per node: the decoded compressed v, the compressed part of a `(q, v)` message, and a
-    /// decoding error (all empty without a compressor).
-    decoded: Vec<Vec<f32>>,
-    subs: Vec<Message>,
-    errors: Vec<Option<lena_compress::Error>>,
+    /// Every node's decoded compressed v (none without a compressor).
+    decoded: Option<Decoded>,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -407,7 +405,6 @@ pub struct LenaServer {
 impl Lena {
     /// The server, with its concrete type (tests inspect its bookkeeping).
     pub fn lena_server(&self, n_workers: usize, dim: usize) -> LenaServer {
-        let per_node = |n: usize| if self.compressor.is_some() { n } else { 0 };
         LenaServer {
             n_workers,
             dim,
@@ -416,9 +413,10 @@ impl Lena {
             qs: vec![0.0; n_workers * dim],
             since_upload: vec![0; n_workers],
             rounds: vec![0; n_workers],
-            decoded: vec![vec![0.0; dim]; per_node(n_workers)],
-            subs: vec![Message::default(); per_node(n_workers)],
-            errors: (0..per_node(n_workers)).map(|_| None).collect(),
+            decoded: self
+                .compressor
+                .as_ref()
+                .map(|_| Decoded::new(n_workers, dim)),
             sum: vec![0.0; dim],
             kernels: Kernels::detect(),
         }
@@ -444,7 +442,7 @@ impl LenaServer {
             node,
             source,
         };
-        let Some(c) = &self.compressor else {
+        let (Some(c), Some(decoded)) = (&self.compressor, &mut self.decoded) else {
             // Dense: v, or v then q.
             let n = if rebuildable { d } else { 2 * d };
             for (m, msg) in uploads.iter().enumerate() {
@@ -454,27 +452,13 @@ impl LenaServer {
             }
             return Ok(());
         };
-        self.decoded
-            .par_iter_mut()
-            .zip(self.subs.par_iter_mut())
-            .zip(self.errors.par_iter_mut())
-            .enumerate()
-            .for_each(|(m, ((v, sub), error))| {
-                *error = uploads.get(m).and_then(|msg| {
-                    if rebuildable {
-                        c.decode(msg, v).err()
-                    } else {
-                        split_q(msg, d, sub).and_then(|()| c.decode(sub, v)).err()
-                    }
-                });
-            });
-        // The first failing node in node order, whatever the thread count.
-        for (m, e) in self.errors.iter_mut().enumerate() {
-            if let Some(source) = e.take() {
-                return Err(err(m, source));
+        decoded.decode(round, uploads, |msg, v, sub| {
+            if rebuildable {
+                c.decode(msg, v)
+            } else {
+                split_q(msg, d, sub).and_then(|()| c.decode(sub, v))
             }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -490,7 +474,8 @@ impl Server for LenaServer {
             }
         }
         let (k, kind, d, n) = (self.kernels, self.kind, self.dim, self.n_workers);
-        let (dense_v, rounds, decoded) = (self.compressor.is_none(), &self.rounds, &self.decoded);
+        let (rounds, decoded) = (&self.rounds, &self.decoded);
+        let dense_v = decoded.is_none();
         // Where q sits in a non-rebuildable upload: after v (dense), before v (compressed).
         let q_offset = if dense_v { d } else { 0 };
         let inv_m = -1.0 / n as f32;
@@ -508,11 +493,12 @@ impl Server for LenaServer {
                         k.axpy(1.0, q, sum);
                         continue;
                     };
-                    let v: &[f32] = if dense_v {
-                        dense::decode_at(msg, off, &mut buf[..width]);
-                        &buf[..width]
-                    } else {
-                        &decoded[m][off..off + width]
+                    let v: &[f32] = match decoded {
+                        None => {
+                            dense::decode_at(msg, off, &mut buf[..width]);
+                            &buf[..width]
+                        }
+                        Some(dec) => &dec.get(m)[off..off + width],
                     };
                     if kind.rebuildable() {
                         kind.rebuild(k, q, v, rounds[m]);

@@ -34,6 +34,7 @@
 //! ```
 
 mod dgd;
+mod gather;
 pub mod lazy;
 pub mod lena;
 pub mod peers;

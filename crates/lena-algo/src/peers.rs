@@ -1,6 +1,7 @@
 //! LENA's peers: DIANA with a compressor, error-feedback SGD, and LAG-WK.
 
-use crate::{Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker};
+use crate::gather::Decoded;
+use crate::{Algorithm, GradientOracle, Message, Result, Server, Upload, Uploads, Worker};
 use lena_compress::{Compressor, ErrorFeedback, dense};
 use lena_kernels::Kernels;
 use lena_policy::trigger::{Decision, LazyRule, Normalisation, Trigger, TriggerCtx};
@@ -50,7 +51,7 @@ impl Algorithm for Diana {
             n_workers,
             c: self.compressor.clone(),
             h: vec![0.0; dim],
-            q: vec![0.0; dim],
+            decoded: Decoded::new(n_workers, dim),
             mean: vec![0.0; dim],
             kernels: Kernels::detect(),
         })
@@ -90,7 +91,8 @@ struct DianaServer {
     n_workers: usize,
     c: Arc<dyn Compressor>,
     h: Vec<f32>,
-    q: Vec<f32>,
+    /// Every node's decoded upload (decoded in parallel).
+    decoded: Decoded,
     mean: Vec<f32>,
     kernels: Kernels,
 }
@@ -98,25 +100,29 @@ struct DianaServer {
 impl Server for DianaServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
-        let k = self.kernels;
-        self.mean.fill(0.0);
-        for (node, up) in uploads.iter().enumerate() {
-            if let Some(msg) = up {
-                self.c
-                    .decode(msg, &mut self.q)
-                    .map_err(|source| Error::Decode {
-                        round,
-                        node,
-                        source,
-                    })?;
-                k.axpy(1.0, &self.q, &mut self.mean);
-            }
-        }
-        k.scale(1.0 / self.n_workers as f32, &mut self.mean);
-        // w -= alpha (h + mean); h += a mean
-        k.axpy(-self.alpha, &self.h, w);
-        k.axpy(-self.alpha, &self.mean, w);
-        k.axpy(self.a, &self.mean, &mut self.h);
+        let c = &self.c;
+        self.decoded
+            .decode(round, &uploads, |msg, out, _| c.decode(msg, out))?;
+        let (k, alpha, a, inv_m) = (
+            self.kernels,
+            self.alpha,
+            self.a,
+            1.0 / self.n_workers as f32,
+        );
+        // Per coordinate block: mean = sum / M; w -= alpha (h + mean); h += a mean.
+        self.decoded.sum_blocks(
+            k,
+            &uploads,
+            &mut self.mean,
+            w,
+            Some(&mut self.h),
+            |mean, w, h| {
+                k.scale(inv_m, mean);
+                k.axpy(-alpha, h, w);
+                k.axpy(-alpha, mean, w);
+                k.axpy(a, mean, h);
+            },
+        );
         Ok(())
     }
 }
@@ -157,7 +163,7 @@ impl Algorithm for EfSgd {
         Box::new(SumServer {
             n_workers,
             c: self.compressor.clone(),
-            v: vec![0.0; dim],
+            decoded: Decoded::new(n_workers, dim),
             sum: vec![0.0; dim],
             kernels: Kernels::detect(),
         })
@@ -202,7 +208,7 @@ impl Worker for EfWorker {
 struct SumServer {
     n_workers: usize,
     c: Arc<dyn Compressor>,
-    v: Vec<f32>,
+    decoded: Decoded,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -210,21 +216,14 @@ struct SumServer {
 impl Server for SumServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
-        self.sum.fill(0.0);
-        for (node, up) in uploads.iter().enumerate() {
-            if let Some(msg) = up {
-                self.c
-                    .decode(msg, &mut self.v)
-                    .map_err(|source| Error::Decode {
-                        round,
-                        node,
-                        source,
-                    })?;
-                self.kernels.axpy(1.0, &self.v, &mut self.sum);
-            }
-        }
-        self.kernels
-            .axpy(-1.0 / self.n_workers as f32, &self.sum, w);
+        let c = &self.c;
+        self.decoded
+            .decode(round, &uploads, |msg, out, _| c.decode(msg, out))?;
+        let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
+        self.decoded
+            .sum_blocks(k, &uploads, &mut self.sum, w, None, |sum, w, _| {
+                k.axpy(inv_m, sum, w)
+            });
         Ok(())
     }
 }

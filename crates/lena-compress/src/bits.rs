@@ -123,6 +123,42 @@ impl<'a> BitReader<'a> {
         Ok(v)
     }
 
+    /// Reads `out.len()` fields of `width` bits (1 to 32 each) in one tight loop: the same
+    /// result as that many [`Self::read`] calls, checked once up front.
+    pub fn read_fields(&mut self, width: u32, out: &mut [u32]) -> Result<()> {
+        debug_assert!((1..=32).contains(&width));
+        let need = u64::from(width) * out.len() as u64;
+        if need > self.left {
+            return Err(Error::Truncated {
+                kind: self.kind,
+                needed: need,
+                left: self.left,
+            });
+        }
+        let mask = u64::MAX >> (64 - width);
+        let mut done = 0;
+        // PERF: while four whole bytes remain, refill without per-field error paths.
+        for o in out.iter_mut() {
+            if self.n < width {
+                let Some(b) = self.buf.get(self.pos..self.pos + 4) else {
+                    break;
+                };
+                self.acc |= u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) << self.n;
+                self.pos += 4;
+                self.n += 32;
+            }
+            *o = (self.acc & mask) as u32;
+            self.acc >>= width;
+            self.n -= width;
+            done += 1;
+        }
+        self.left -= u64::from(width) * done as u64;
+        for o in &mut out[done..] {
+            *o = self.read(width)? as u32;
+        }
+        Ok(())
+    }
+
     /// Reads an f32.
     #[inline]
     pub fn read_f32(&mut self) -> Result<f32> {
@@ -178,6 +214,34 @@ mod tests {
             }
             prop_assert!(rd.read(1).is_err());
             rd.finish().unwrap();
+        }
+
+        /// Bulk reads equal one-at-a-time reads, including the byte-wise tail and a
+        /// truncated stream.
+        #[test]
+        fn bulk_reads_equal_single_reads(width in 1u32..=32, values in proptest::collection::vec(any::<u32>(), 0..100), lead in 0u32..=32, cut in 0u64..8) {
+            let mask = u64::MAX >> (64 - width);
+            let mut buf = Vec::new();
+            let mut wr = BitWriter::new(&mut buf);
+            wr.write(0, lead);
+            for &v in &values {
+                wr.write(u64::from(v) & mask, width);
+            }
+            let bits = wr.finish();
+            let bits = bits.saturating_sub(cut);
+            let mut one = BitReader::new(&buf, bits, "test");
+            let mut bulk = BitReader::new(&buf, bits, "test");
+            one.read(lead).unwrap_or_default();
+            bulk.read(lead).unwrap_or_default();
+            let singles: std::result::Result<Vec<u32>, _> =
+                values.iter().map(|_| one.read(width).map(|v| v as u32)).collect();
+            let mut out = vec![0u32; values.len()];
+            let r = bulk.read_fields(width, &mut out);
+            prop_assert_eq!(r.is_ok(), singles.is_ok());
+            if let Ok(s) = singles {
+                prop_assert_eq!(&out, &s);
+                prop_assert_eq!(one.remaining(), bulk.remaining());
+            }
         }
     }
 

@@ -107,6 +107,7 @@ impl CompressorParams {
                     s: levels,
                     bucket: if bucket == 0 { d.max(1) } else { bucket },
                     norm,
+                    kernels: Kernels::detect(),
                 })
             }
             CompressorParams::TopK { k } => {
@@ -178,18 +179,21 @@ pub struct Qsgd {
     s: u32,
     bucket: usize,
     norm: QsgdNorm,
+    kernels: Kernels,
 }
 
 impl Qsgd {
-    #[inline]
-    fn value(n: f32, level: u32, s: u32, negative: bool) -> f32 {
-        let v = n * level as f32 / s as f32;
+    /// The value of `level` in a bucket whose step is `unit = norm / s` (encoder and decoder
+    /// compute it identically).
+    #[inline(always)]
+    fn value(unit: f32, level: u32, negative: bool) -> f32 {
+        let v = unit * level as f32;
         if negative { -v } else { v }
     }
 
     fn bucket_norm(&self, xb: &[f32]) -> f32 {
         match self.norm {
-            QsgdNorm::L2 => Kernels::detect().norm2_sq(xb).sqrt(),
+            QsgdNorm::L2 => self.kernels.norm2_sq(xb).sqrt(),
             QsgdNorm::Max => xb.iter().fold(0.0f32, |m, v| m.max(v.abs())),
         }
     }
@@ -205,22 +209,44 @@ impl Compressor for Qsgd {
         assert_eq!(out.len(), self.d);
         let width = width_for(u64::from(self.s) + 1);
         let mut w = BitWriter::new(&mut msg.bytes);
-        // PERF: one 64-bit draw gives two 24-bit uniforms, halving the calls through
-        // `dyn RngCore`; level and sign go out as one field.
-        let mut uniforms = Uniforms24::default();
+        let s = self.s as f32;
+        // PERF: the uniforms of up to CHUNK coordinates come from one `fill_bytes` call (not one
+        // call through `dyn RngCore` per coordinate), the levels are computed in a loop free of
+        // calls and branches (vectorised by the compiler), and packing is a separate pass.
+        const CHUNK: usize = 256;
+        let mut random = [0u8; 4 * CHUNK];
+        let mut fields = [0u32; CHUNK];
         for (xb, ob) in x.chunks(self.bucket).zip(out.chunks_mut(self.bucket)) {
             let n = self.bucket_norm(xb);
             w.write_f32(n);
-            let scale = if n > 0.0 { self.s as f32 / n } else { 0.0 };
-            for (xi, oi) in xb.iter().zip(ob.iter_mut()) {
-                let r = (xi.abs() * scale).min(self.s as f32);
-                // r >= 0, so truncation is floor (and avoids a libm call on baseline x86-64).
-                let lower = r as u32;
-                let u = uniforms.next(rng);
-                let level = (lower + u32::from(u < r - lower as f32)).min(self.s);
-                let negative = xi.is_sign_negative() && level > 0;
-                w.write((u64::from(level) << 1) | u64::from(negative), width + 1);
-                *oi = Self::value(n, level, self.s, negative);
+            let scale = if n > 0.0 { s / n } else { 0.0 };
+            let unit = n / s;
+            for (xc, oc) in xb.chunks(CHUNK).zip(ob.chunks_mut(CHUNK)) {
+                let m = xc.len();
+                rng.fill_bytes(&mut random[..4 * m]);
+                let top = self.s;
+                self.kernels.vectorize(|| {
+                    for (((xi, oi), f), r4) in xc
+                        .iter()
+                        .zip(oc.iter_mut())
+                        .zip(fields.iter_mut())
+                        .zip(random.chunks_exact(4))
+                    {
+                        // A uniform in [0, 1) from the top 24 bits of a 32-bit draw.
+                        let bits = u32::from_le_bytes([r4[0], r4[1], r4[2], r4[3]]);
+                        let u = (bits >> 8) as f32 * (1.0 / (1u32 << 24) as f32);
+                        let r = (xi.abs() * scale).min(s);
+                        // 0 <= r <= s < 2^31: truncation is floor.
+                        let lower = r as i32 as u32;
+                        let level = (lower + u32::from(u < r - lower as f32)).min(top);
+                        let negative = xi.is_sign_negative() && level > 0;
+                        *f = (level << 1) | u32::from(negative);
+                        *oi = Self::value(unit, level, negative);
+                    }
+                });
+                for &f in &fields[..m] {
+                    w.write(u64::from(f), width + 1);
+                }
             }
         }
         msg.bits = w.finish();
@@ -238,16 +264,23 @@ impl Compressor for Qsgd {
                     what: format!("bucket norm {n}"),
                 });
             }
-            for oi in ob.iter_mut() {
-                let field = r.read(width + 1)?;
-                let (level, negative) = ((field >> 1) as u32, field & 1 == 1);
-                if level > self.s {
+            let unit = n / self.s as f32;
+            let mut fields = [0u32; 256];
+            for oc in ob.chunks_mut(256) {
+                let fields = &mut fields[..oc.len()];
+                r.read_fields(width + 1, fields)?;
+                let top = fields.iter().fold(0, |m, f| m.max(f >> 1));
+                if top > self.s {
                     return Err(Error::Malformed {
                         kind: "QSGD",
-                        what: format!("level {level} > s"),
+                        what: format!("level {top} > s"),
                     });
                 }
-                *oi = Self::value(n, level, self.s, negative);
+                self.kernels.vectorize(|| {
+                    for (oi, f) in oc.iter_mut().zip(fields.iter()) {
+                        *oi = Self::value(unit, f >> 1, f & 1 == 1);
+                    }
+                });
             }
         }
         r.finish()
@@ -267,27 +300,6 @@ impl Compressor for Qsgd {
 
     fn delta(&self) -> Option<f64> {
         None
-    }
-}
-
-/// Uniforms in [0, 1) with 24 random bits each, two per 64-bit draw.
-#[derive(Default)]
-struct Uniforms24 {
-    cache: u64,
-    left: u32,
-}
-
-impl Uniforms24 {
-    #[inline]
-    fn next(&mut self, rng: &mut dyn RngCore) -> f32 {
-        if self.left == 0 {
-            self.cache = rng.next_u64();
-            self.left = 2;
-        }
-        let u = (self.cache >> 40) as f32 * (1.0 / (1u32 << 24) as f32);
-        self.cache <<= 24;
-        self.left -= 1;
-        u
     }
 }
 

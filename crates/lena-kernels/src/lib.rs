@@ -88,6 +88,15 @@ impl Kernels {
         }
     }
 
+    /// Runs `f` compiled for the chosen instruction set, so that the compiler can
+    /// auto-vectorise its plain loops (for element-wise code that has no kernel here, such as
+    /// a quantizer's level computation). Float results are the same as a scalar build's: the
+    /// compiler neither reassociates nor contracts float operations.
+    #[inline(always)]
+    pub fn vectorize<R>(self, f: impl FnOnce() -> R) -> R {
+        self.run(f)
+    }
+
     #[inline(always)]
     fn run<Op: WithSimd>(self, op: Op) -> Op::Output {
         match self.path {

@@ -1,0 +1,98 @@
+//! Servers' parallel receive path: decode every upload in parallel over nodes, then sum the
+//! decoded vectors in parallel over coordinate blocks, in node order within each block.
+//!
+//! Both phases give the same floats whatever the thread count: a node's decode is sequential,
+//! and every coordinate's sum runs over the nodes in node order.
+
+use crate::{AGG_BLOCK, Error, Message, Result, Uploads};
+use lena_kernels::Kernels;
+use rayon::prelude::*;
+
+/// One decode buffer, scratch message and error slot per node, reused every round.
+pub(crate) struct Decoded {
+    bufs: Vec<Vec<f32>>,
+    scratch: Vec<Message>,
+    errors: Vec<Option<lena_compress::Error>>,
+}
+
+impl Decoded {
+    /// Buffers for `n` nodes of dimension `d`.
+    pub(crate) fn new(n: usize, d: usize) -> Self {
+        Self {
+            bufs: vec![vec![0.0; d]; n],
+            scratch: vec![Message::default(); n],
+            errors: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Decodes every sent upload with `decode(msg, out, scratch)`, in parallel over nodes.
+    /// On failure, the error of the first failing node in node order.
+    pub(crate) fn decode<F>(&mut self, round: u64, uploads: &Uploads<'_>, decode: F) -> Result<()>
+    where
+        F: Fn(&Message, &mut [f32], &mut Message) -> lena_compress::Result<()> + Sync,
+    {
+        self.bufs
+            .par_iter_mut()
+            .zip(self.scratch.par_iter_mut())
+            .zip(self.errors.par_iter_mut())
+            .enumerate()
+            .for_each(|(m, ((out, scratch), error))| {
+                *error = uploads
+                    .get(m)
+                    .and_then(|msg| decode(msg, out, scratch).err());
+            });
+        for (node, e) in self.errors.iter_mut().enumerate() {
+            if let Some(source) = e.take() {
+                return Err(Error::Decode {
+                    round,
+                    node,
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `m`'s decoded vector (meaningful if it sent this round).
+    pub(crate) fn get(&self, m: usize) -> &[f32] {
+        &self.bufs[m]
+    }
+
+    /// For each coordinate block in parallel: `sum_block` = the senders' decoded blocks summed
+    /// in node order, then `then(sum_block, w_block, aux_block)`; `aux` is server state
+    /// updated block by block (empty blocks if `None`).
+    pub(crate) fn sum_blocks<F>(
+        &self,
+        k: Kernels,
+        uploads: &Uploads<'_>,
+        sum: &mut [f32],
+        w: &mut [f32],
+        aux: Option<&mut [f32]>,
+        then: F,
+    ) where
+        F: Fn(&mut [f32], &mut [f32], &mut [f32]) + Sync,
+    {
+        let body = |b: usize, sum: &mut [f32], w: &mut [f32], aux: &mut [f32]| {
+            let off = b * AGG_BLOCK;
+            sum.fill(0.0);
+            for (m, msg) in uploads.iter().enumerate() {
+                if msg.is_some() {
+                    k.axpy(1.0, &self.bufs[m][off..off + sum.len()], sum);
+                }
+            }
+            then(sum, w, aux);
+        };
+        let blocks = sum
+            .par_chunks_mut(AGG_BLOCK)
+            .zip(w.par_chunks_mut(AGG_BLOCK));
+        match aux {
+            Some(aux) => blocks
+                .zip(aux.par_chunks_mut(AGG_BLOCK))
+                .enumerate()
+                .for_each(|(b, ((s, w), a))| body(b, s, w, a)),
+            None => blocks
+                .enumerate()
+                .for_each(|(b, (s, w))| body(b, s, w, &mut [])),
+        }
+    }
+}
