@@ -1,7 +1,8 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
 use crate::{
-    AGG_BLOCK, Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
+    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Result, Server, Upload,
+    Uploads, Worker,
 };
 use lena_compress::dense;
 use lena_kernels::Kernels;
@@ -48,12 +49,12 @@ struct DgdWorker {
 impl Worker for DgdWorker {
     fn step(
         &mut self,
-        _round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         _rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let w = bc.w;
         // The gradient is computed straight into the upload's buffer.
         dense::encode_with(msg, w.len(), &mut self.g, |g| oracle.gradient(w, g));
         Upload::Sent

@@ -8,6 +8,17 @@ use crate::{AGG_BLOCK, Error, Message, Result, Uploads};
 use lena_kernels::Kernels;
 use rayon::prelude::*;
 
+/// Which buffers a block sum adds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Terms {
+    /// This round's senders' (their freshly decoded uploads).
+    Senders,
+    /// Every node's (each buffer keeps a node's last contribution).
+    All,
+    /// Every node's, each scaled by the factor: `sum += fl(a x)`.
+    AllScaled(f32),
+}
+
 /// One decode buffer, scratch message and error slot per node, reused every round.
 pub(crate) struct Decoded {
     bufs: Vec<Vec<f32>>,
@@ -58,13 +69,15 @@ impl Decoded {
         &self.bufs[m]
     }
 
-    /// For each coordinate block in parallel: `sum_block` = the senders' decoded blocks summed
-    /// in node order, then `then(sum_block, w_block, aux_block)`; `aux` is server state
-    /// updated block by block (empty blocks if `None`).
+    /// For each coordinate block in parallel: `sum_block` = the buffers of the nodes `terms`
+    /// selects, summed in node order (each term scaled as `scale` says), then
+    /// `then(sum_block, w_block, aux_block)`; `aux` is server state updated block by block
+    /// (empty blocks if `None`).
     pub(crate) fn sum_blocks<F>(
         &self,
         k: Kernels,
         uploads: &Uploads<'_>,
+        terms: Terms,
         sum: &mut [f32],
         w: &mut [f32],
         aux: Option<&mut [f32]>,
@@ -76,8 +89,17 @@ impl Decoded {
             let off = b * AGG_BLOCK;
             sum.fill(0.0);
             for (m, msg) in uploads.iter().enumerate() {
-                if msg.is_some() {
-                    k.axpy(1.0, &self.bufs[m][off..off + sum.len()], sum);
+                let x = &self.bufs[m][off..off + sum.len()];
+                match terms {
+                    Terms::Senders if msg.is_some() => k.axpy(1.0, x, sum),
+                    Terms::Senders => {}
+                    Terms::AllScaled(a) => k.vectorize(|| {
+                        // fl(a x) rounded before the sum, as DGD's server does.
+                        for (s, x) in sum.iter_mut().zip(x) {
+                            *s += a * *x;
+                        }
+                    }),
+                    Terms::All => k.axpy(1.0, x, sum),
                 }
             }
             then(sum, w, aux);

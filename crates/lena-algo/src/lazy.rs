@@ -1,7 +1,10 @@
 //! Lazily aggregated methods: LASG-WK2, LAQ, SASG and LAG-PS. A silent node's last
 //! contribution is reused by the server.
 
-use crate::{Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker};
+use crate::gather::{Decoded, Terms};
+use crate::{
+    Algorithm, Broadcast, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
+};
 use lena_compress::{Compressor, dense, laq};
 use lena_kernels::Kernels;
 use lena_policy::trigger::{Decision, LazyRule, Normalisation, Trigger, TriggerCtx};
@@ -27,8 +30,9 @@ pub(crate) enum Payload {
 pub(crate) struct StaleServer {
     payload: Payload,
     alpha: f32,
-    last: Vec<Vec<f32>>,
-    scratch: Vec<f32>,
+    n_workers: usize,
+    /// Each node's last contribution (updated in parallel over the round's senders).
+    last: Decoded,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -38,8 +42,8 @@ impl StaleServer {
         Self {
             payload,
             alpha,
-            last: vec![vec![0.0; dim]; n_workers],
-            scratch: vec![0.0; dim],
+            n_workers,
+            last: Decoded::new(n_workers, dim),
             sum: vec![0.0; dim],
             kernels: Kernels::detect(),
         }
@@ -48,64 +52,44 @@ impl StaleServer {
 
 impl Server for StaleServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
-        uploads.expect_len(self.last.len())?;
-        let k = self.kernels;
-        self.sum.fill(0.0);
-        for (node, up) in uploads.iter().enumerate() {
-            let last = &mut self.last[node];
-            if let Some(msg) = up {
-                let res = match &self.payload {
-                    Payload::DenseGradient => dense::decode(msg, last),
-                    Payload::Laq { bits } => laq::decode(msg, *bits, last),
-                    Payload::Update(c) => c.decode(msg, last),
-                };
-                res.map_err(|source| Error::Decode {
-                    round,
-                    node,
-                    source,
-                })?;
-            }
-            match self.payload {
-                Payload::Update(_) => k.axpy(1.0, last, &mut self.sum),
-                _ => {
-                    self.scratch.copy_from_slice(last);
-                    k.scale(self.alpha, &mut self.scratch);
-                    k.axpy(1.0, &self.scratch, &mut self.sum);
-                }
-            }
-        }
-        k.axpy(-1.0 / self.last.len() as f32, &self.sum, w);
+        uploads.expect_len(self.n_workers)?;
+        let payload = &self.payload;
+        self.last
+            .decode(round, &uploads, |msg, last, _| match payload {
+                Payload::DenseGradient => dense::decode(msg, last),
+                Payload::Laq { bits } => laq::decode(msg, *bits, last),
+                Payload::Update(c) => c.decode(msg, last),
+            })?;
+        let terms = match self.payload {
+            Payload::Update(_) => Terms::All,
+            _ => Terms::AllScaled(self.alpha),
+        };
+        let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
+        self.last
+            .sum_blocks(k, &uploads, terms, &mut self.sum, w, None, |sum, w, _| {
+                k.axpy(inv_m, sum, w)
+            });
         Ok(())
     }
 }
 
-/// Parameter-change bookkeeping every lazy worker shares.
+/// Upload-age bookkeeping every lazy worker shares.
 struct Steps {
-    prev_w: Vec<f32>,
     since_upload: u64,
 }
 
 impl Steps {
-    fn new(dim: usize) -> Self {
-        Self {
-            prev_w: vec![0.0; dim],
-            since_upload: 0,
-        }
+    fn new() -> Self {
+        Self { since_upload: 0 }
     }
 
     /// The context for this round; `innovation_sq` and `threshold_offset` are filled by the caller.
-    fn ctx(&mut self, k: Kernels, round: u64, w: &[f32], alpha: f32, m: usize) -> TriggerCtx {
-        let param_step_sq = if round == 0 {
-            0.0
-        } else {
-            f64::from(k.dist2_sq(w, &self.prev_w))
-        };
-        self.prev_w.copy_from_slice(w);
+    fn ctx(&mut self, bc: &Broadcast<'_>, alpha: f32, m: usize) -> TriggerCtx {
         self.since_upload += 1;
         TriggerCtx {
-            round,
+            round: bc.round,
             since_upload: self.since_upload,
-            param_step_sq,
+            param_step_sq: bc.step_sq,
             step_size: f64::from(alpha),
             n_workers: m,
             ..TriggerCtx::default()
@@ -148,7 +132,7 @@ impl Algorithm for LasgWk2 {
                     alpha: self.step_size,
                     m: n_workers,
                     rule: Box::new(rule),
-                    steps: Steps::new(dim),
+                    steps: Steps::new(),
                     g: vec![0.0; dim],
                     g_old: vec![0.0; dim],
                     w_hat: vec![0.0; dim],
@@ -193,15 +177,15 @@ pub struct TwoPointWorker {
 impl Worker for TwoPointWorker {
     fn step(
         &mut self,
-        round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let (round, w) = (bc.round, bc.w);
         let k = self.kernels;
         oracle.gradient(w, &mut self.g);
-        let mut ctx = self.steps.ctx(k, round, w, self.alpha, self.m);
+        let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
         if round > 0 {
             oracle.gradient_same_batch(&self.w_hat, &mut self.g_old);
             ctx.innovation_sq = f64::from(k.dist2_sq(&self.g, &self.g_old));
@@ -268,7 +252,7 @@ impl Sasg {
             alpha: self.step_size,
             m: n_workers,
             rule: trigger,
-            steps: Steps::new(dim),
+            steps: Steps::new(),
             g: vec![0.0; dim],
             g_old: vec![0.0; dim],
             w_hat: vec![0.0; dim],
@@ -365,7 +349,7 @@ impl Algorithm for Laq {
                         Some(self.clock),
                     )
                     .expect("checked"),
-                    steps: Steps::new(dim),
+                    steps: Steps::new(),
                     g: vec![0.0; dim],
                     q: vec![0.0; dim],
                     levels: vec![0; dim],
@@ -404,12 +388,12 @@ struct LaqWorker {
 impl Worker for LaqWorker {
     fn step(
         &mut self,
-        round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         _rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let w = bc.w;
         let k = self.kernels;
         oracle.gradient(w, &mut self.g);
         let r = laq::quantize(
@@ -420,7 +404,7 @@ impl Worker for LaqWorker {
             &mut self.q,
         );
         let eps_sq = f64::from(k.dist2_sq(&self.g, &self.q));
-        let mut ctx = self.steps.ctx(k, round, w, self.alpha, self.m);
+        let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
         ctx.innovation_sq = f64::from(k.dist2_sq(&self.q, &self.qhat));
         ctx.threshold_offset = 3.0 * (eps_sq + self.eps_hat_sq);
         if self.rule.decide(&ctx) == Decision::Skip {
@@ -463,7 +447,7 @@ impl Algorithm for LagPs {
                     m: n_workers,
                     rule: LazyRule::new(self.depth, self.xi, Normalisation::Alpha2M2, None)
                         .expect("checked"),
-                    steps: Steps::new(dim),
+                    steps: Steps::new(),
                     g: vec![0.0; dim],
                     w_hat: vec![0.0; dim],
                     kernels: Kernels::detect(),
@@ -495,16 +479,16 @@ struct LagPsWorker {
 impl Worker for LagPsWorker {
     fn step(
         &mut self,
-        round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         _rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let w = bc.w;
         let k = self.kernels;
         // Without a smoothness constant the rule cannot be evaluated safely: upload every round.
         let l = oracle.smoothness().unwrap_or(f64::INFINITY);
-        let mut ctx = self.steps.ctx(k, round, w, self.alpha, self.m);
+        let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
         ctx.innovation_sq = l * l * f64::from(k.dist2_sq(&self.w_hat, w));
         if self.rule.decide(&ctx) == Decision::Skip {
             return Upload::Skipped;

@@ -3,7 +3,8 @@
 
 use crate::gather::Decoded;
 use crate::{
-    AGG_BLOCK, Algorithm, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
+    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Result, Server, Upload,
+    Uploads, Worker,
 };
 use lena_compress::{Compressor, CompressorParams, dense};
 use lena_kernels::{Ema, Kernels};
@@ -359,25 +360,19 @@ impl LenaWorker {
 impl Worker for LenaWorker {
     fn step(
         &mut self,
-        round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let (round, w) = (bc.round, bc.w);
         // PERF: the gradient lives only for the round, so it goes into a per-thread buffer
         // that stays in cache instead of one per node (6 MB less state at M = 200).
-        GRADIENT.with_borrow_mut(|g| {
-            g.resize(w.len(), 0.0);
+        crate::with_gradient_buffer(w.len(), |g| {
             oracle.gradient(w, g);
             self.core(round, g, rng, msg)
         })
     }
-}
-
-thread_local! {
-    /// The current round's gradient, one buffer per thread (see [`LenaWorker`]'s `step`).
-    static GRADIENT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// LENA's server: keeps each node's drift and applies it in the node's silent rounds.

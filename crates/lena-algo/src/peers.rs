@@ -1,7 +1,9 @@
 //! LENA's peers: DIANA with a compressor, error-feedback SGD, and LAG-WK.
 
-use crate::gather::Decoded;
-use crate::{Algorithm, GradientOracle, Message, Result, Server, Upload, Uploads, Worker};
+use crate::gather::{Decoded, Terms};
+use crate::{
+    Algorithm, Broadcast, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
+};
 use lena_compress::{Compressor, ErrorFeedback, dense};
 use lena_kernels::Kernels;
 use lena_policy::trigger::{Decision, LazyRule, Normalisation, Trigger, TriggerCtx};
@@ -70,12 +72,12 @@ struct DianaWorker {
 impl Worker for DianaWorker {
     fn step(
         &mut self,
-        _round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let w = bc.w;
         oracle.gradient(w, &mut self.g);
         // delta = g - h, in place in g.
         self.kernels.axpy(-1.0, &self.h, &mut self.g);
@@ -113,6 +115,7 @@ impl Server for DianaServer {
         self.decoded.sum_blocks(
             k,
             &uploads,
+            Terms::Senders,
             &mut self.mean,
             w,
             Some(&mut self.h),
@@ -190,12 +193,12 @@ impl EfWorker {
 impl Worker for EfWorker {
     fn step(
         &mut self,
-        _round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let w = bc.w;
         oracle.gradient(w, &mut self.g);
         self.kernels.scale(self.alpha, &mut self.g);
         self.ef
@@ -220,10 +223,15 @@ impl Server for SumServer {
         self.decoded
             .decode(round, &uploads, |msg, out, _| c.decode(msg, out))?;
         let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
-        self.decoded
-            .sum_blocks(k, &uploads, &mut self.sum, w, None, |sum, w, _| {
-                k.axpy(inv_m, sum, w)
-            });
+        self.decoded.sum_blocks(
+            k,
+            &uploads,
+            Terms::Senders,
+            &mut self.sum,
+            w,
+            None,
+            |sum, w, _| k.axpy(inv_m, sum, w),
+        );
         Ok(())
     }
 }
@@ -256,9 +264,7 @@ impl Algorithm for Lag {
                     n_workers,
                     trigger: LazyRule::new(self.depth, self.xi, Normalisation::Alpha2M2, None)
                         .expect("checked"),
-                    g: vec![0.0; dim],
                     last_sent: vec![0.0; dim],
-                    prev_w: vec![0.0; dim],
                     kernels: Kernels::detect(),
                 }) as Box<dyn Worker>
             })
@@ -279,43 +285,38 @@ struct LagWorker {
     alpha: f32,
     n_workers: usize,
     trigger: LazyRule,
-    g: Vec<f32>,
     last_sent: Vec<f32>,
-    prev_w: Vec<f32>,
     kernels: Kernels,
 }
 
 impl Worker for LagWorker {
     fn step(
         &mut self,
-        round: u64,
-        w: &[f32],
+        bc: &Broadcast<'_>,
         oracle: &mut dyn GradientOracle,
         _rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
+        let (round, w) = (bc.round, bc.w);
         let k = self.kernels;
-        oracle.gradient(w, &mut self.g);
-        let ctx = TriggerCtx {
-            round,
-            innovation_sq: f64::from(k.dist2_sq(&self.g, &self.last_sent)),
-            param_step_sq: if round == 0 {
-                0.0
-            } else {
-                f64::from(k.dist2_sq(w, &self.prev_w))
-            },
-            step_size: f64::from(self.alpha),
-            n_workers: self.n_workers,
-            ..TriggerCtx::default()
-        };
-        self.prev_w.copy_from_slice(w);
-        match self.trigger.decide(&ctx) {
-            Decision::Upload => {
-                self.last_sent.copy_from_slice(&self.g);
-                dense::encode(&self.g, msg);
-                Upload::Sent
+        crate::with_gradient_buffer(w.len(), |g| {
+            oracle.gradient(w, g);
+            let ctx = TriggerCtx {
+                round,
+                innovation_sq: f64::from(k.dist2_sq(g, &self.last_sent)),
+                param_step_sq: bc.step_sq,
+                step_size: f64::from(self.alpha),
+                n_workers: self.n_workers,
+                ..TriggerCtx::default()
+            };
+            match self.trigger.decide(&ctx) {
+                Decision::Upload => {
+                    self.last_sent.copy_from_slice(g);
+                    dense::encode(g, msg);
+                    Upload::Sent
+                }
+                Decision::Skip => Upload::Skipped,
             }
-            Decision::Skip => Upload::Skipped,
-        }
+        })
     }
 }

@@ -4,7 +4,7 @@ use crate::config::{DataSource, ExperimentConfig};
 use crate::metrics::MetricsRow;
 use crate::streams::{self, Purpose};
 use crate::{Error, Result};
-use lena_algo::{Algorithm, GradientOracle, Message, Server, Upload, Uploads, Worker};
+use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Uploads, Worker};
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
 use lena_kernels::Kernels;
 use lena_model::{Linear, Rows, Workspace};
@@ -94,6 +94,8 @@ pub struct Simulation {
     test: Dataset,
     eval_ws: Workspace,
     w: Vec<f32>,
+    /// The previous round's parameters (for the broadcast parameter change).
+    w_prev: Vec<f32>,
     round: u64,
     uploads: u64,
     bits: u64,
@@ -234,6 +236,7 @@ impl Simulation {
             eval_ws: model.workspace(0),
             test,
             w: vec![0.0; dim],
+            w_prev: vec![0.0; dim],
             round: 0,
             uploads: 0,
             bits: 0,
@@ -279,6 +282,8 @@ impl Simulation {
     pub fn step(&mut self) -> Result<()> {
         let round = self.round;
         let w = &self.w;
+        let prev = (round > 0).then_some(&self.w_prev[..]);
+        let bc = Broadcast::next(self.kernels, round, w, prev);
         let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
         self.pool.install(|| {
             nodes
@@ -286,9 +291,7 @@ impl Simulation {
                 .zip(msgs.par_iter_mut())
                 .zip(sent.par_iter_mut())
                 .for_each(|((node, msg), sent)| {
-                    let up = node
-                        .worker
-                        .step(round, w, &mut node.local, &mut node.rng, msg);
+                    let up = node.worker.step(&bc, &mut node.local, &mut node.rng, msg);
                     *sent = up == Upload::Sent;
                 });
         });
@@ -297,6 +300,7 @@ impl Simulation {
             self.uploads += 1;
             self.bits += m.bits();
         }
+        self.w_prev.copy_from_slice(&self.w);
         // Inside the pool: servers aggregate coordinate blocks on the run's threads.
         let (server, w) = (&mut self.server, &mut self.w);
         self.pool.install(|| server.apply(round, w, uploads))?;

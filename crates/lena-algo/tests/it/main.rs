@@ -2,7 +2,8 @@
 //! and node/server agreement, on random gradients and random trigger outcomes.
 
 use lena_algo::lena::{Lena, LenaWorker};
-use lena_algo::{LenaParams, Message, Server, Upload};
+use lena_algo::{Broadcast, LenaParams, Message, Server, Upload};
+use lena_kernels::Kernels;
 use lena_policy::drift::DriftKind;
 use lena_policy::trigger::{Decision, Trigger, TriggerCtx};
 use proptest::prelude::*;
@@ -222,12 +223,14 @@ fn run_fixed(params: lena_algo::AlgorithmParams, rounds: u64) -> (Vec<f32>, u64)
     let mut rngs: Vec<_> = (0..m)
         .map(|i| rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(i as u64))
         .collect();
+    let mut w_prev = w.clone();
     for t in 0..rounds {
+        let bc = Broadcast::next(Kernels::detect(), t, &w, (t > 0).then_some(&w_prev[..]));
         for i in 0..m {
-            sent[i] =
-                ws[i].step(t, &w, &mut Field { i }, &mut rngs[i], &mut msgs[i]) == Upload::Sent;
+            sent[i] = ws[i].step(&bc, &mut Field { i }, &mut rngs[i], &mut msgs[i]) == Upload::Sent;
             uploads += u64::from(sent[i]);
         }
+        w_prev.copy_from_slice(&w);
         s.apply(t, &mut w, lena_algo::Uploads::new(&msgs, &sent))
             .unwrap();
     }
@@ -382,8 +385,11 @@ fn zero_beta_lena_equals_dgd_given_the_same_gradients() {
                     .map(|j| ((i * 31 + j * 7 + t as usize) % 17) as f32 * 0.37 - 2.9 + w[j])
                     .collect();
                 ws[i].step(
-                    t,
-                    &w,
+                    &Broadcast {
+                        round: t,
+                        w: &w,
+                        step_sq: 0.0,
+                    },
                     &mut Fixed(g),
                     &mut <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(0),
                     &mut msgs[i],
@@ -441,7 +447,8 @@ proptest! {
         let (mut sum_v, mut sum_ag, mut mag) = (vec![0.0f64; 9], vec![0.0f64; 9], vec![0.0f64; 9]);
         for (t, g) in grads.iter().enumerate() {
             let before: Vec<f32> = wk.memory().unwrap().to_vec();
-            let up = lena_algo::Worker::step(&mut wk, t as u64, &w, &mut Fixed(g.clone()), &mut rng, &mut msg);
+            let bc = Broadcast { round: t as u64, w: &w, step_sq: 0.0 };
+            let up = lena_algo::Worker::step(&mut wk, &bc, &mut Fixed(g.clone()), &mut rng, &mut msg);
             let (e, v) = (wk.memory().unwrap(), wk.applied().unwrap());
             if up == Upload::Skipped {
                 prop_assert_eq!(&before[..], e, "a silent round changed the memory");
@@ -524,7 +531,12 @@ fn laq_message_is_32_plus_b_d_bits() {
     let mut w = alg.workers(1, 37);
     let mut msg = Message::default();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
-    let up = w[0].step(0, &[0.0; 37], &mut Fixed(vec![1.5; 37]), &mut rng, &mut msg);
+    let bc = Broadcast {
+        round: 0,
+        w: &[0.0; 37],
+        step_sq: 0.0,
+    };
+    let up = w[0].step(&bc, &mut Fixed(vec![1.5; 37]), &mut rng, &mut msg);
     assert_eq!(up, Upload::Sent);
     assert_eq!(msg.bits(), 32 + 4 * 37);
 }
