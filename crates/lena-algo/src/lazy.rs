@@ -20,6 +20,9 @@ pub(crate) enum Payload {
     Laq { bits: u32 },
     /// SASG: an already scaled sparse update from a compressor; applies it as is.
     Update(Arc<dyn Compressor>),
+    /// Compressed LAG: a compressed innovation added to the stored gradient; applies
+    /// `alpha g_hat`.
+    Innovation(Arc<dyn Compressor>),
 }
 
 /// Keeps each node's last contribution and applies `w -= (1/M) sum_m scale * last_m`
@@ -59,6 +62,11 @@ impl Server for StaleServer {
                 Payload::DenseGradient => dense::decode(msg, last),
                 Payload::Laq { bits } => laq::decode(msg, *bits, last),
                 Payload::Update(c) => c.decode(msg, last),
+                Payload::Innovation(c) => crate::with_gradient_buffer(last.len(), |v| {
+                    c.decode(msg, v)?;
+                    Kernels::detect().axpy(1.0, v, last);
+                    Ok(())
+                }),
             })?;
         let terms = match self.payload {
             Payload::Update(_) => Terms::All,

@@ -256,6 +256,10 @@ pub enum AlgorithmParams {
         /// Weight xi of each history term (default 1/D).
         #[serde(default)]
         xi: Option<f64>,
+        /// Optional compressor of the upload, with error feedback (a combination no paper
+        /// ran: LAG's trigger with, e.g., top-k uploads). Must be a contraction.
+        #[serde(default)]
+        compressor: Option<CompressorParams>,
     },
     /// DIANA with a compressor (see [`peers::Diana`]).
     Diana {
@@ -465,13 +469,19 @@ impl AlgorithmParams {
                 step_size,
                 depth,
                 xi,
+                compressor: cp,
             } => {
                 let xi = xi.unwrap_or(1.0 / (*depth).max(1) as f64);
                 lazy_rule(*depth, xi, None)?;
+                let compressor = match cp {
+                    Some(cp) => Some(contractive(compressor(cp)?)?),
+                    None => None,
+                };
                 Ok(Box::new(peers::Lag {
                     step_size: step_size.resolve(smoothness)?,
                     depth: *depth,
                     xi,
+                    compressor,
                 }))
             }
             AlgorithmParams::Diana {

@@ -271,10 +271,28 @@ fn degenerate_cases_equal_dgd() {
             step_size: step(),
             depth: 10,
             xi: Some(0.0),
+            compressor: None,
         },
         20,
     );
     assert!(bit_equal(&dgd, &lag.0), "LAG-WK, zero threshold");
+    // Through the compressed path: the identity sends g - g_hat and the server adds it back,
+    // which equals g up to rounding (not bit for bit).
+    let lag_id = run_fixed(
+        P::LagWk {
+            step_size: step(),
+            depth: 10,
+            xi: Some(0.0),
+            compressor: Some(C::Identity),
+        },
+        20,
+    );
+    let scale = dgd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let diff = dgd
+        .iter()
+        .zip(&lag_id.0)
+        .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(diff <= 1e-5 * scale, "LAG-WK identity differs by {diff}");
     // DIANA with the identity compressor computes h + mean(g - h) rather than mean(g): equal in
     // exact arithmetic, so equal here up to float rounding (not bit for bit).
     let diana = run_fixed(
@@ -310,6 +328,7 @@ fn lag_with_default_threshold_skips_uploads_and_still_converges() {
             step_size: StepSize::Value(0.1),
             depth: 10,
             xi: None,
+            compressor: None,
         },
         200,
     );
@@ -319,6 +338,54 @@ fn lag_with_default_threshold_skips_uploads_and_still_converges() {
         .zip(&lag)
         .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
     assert!(diff < 1e-2, "LAG ends {diff} away from DGD");
+}
+
+/// LAG's trigger with top-k uploads and error feedback (a combination no paper ran): fewer
+/// uploads than DGD, a fraction of the bits per upload, and the same end point up to a
+/// tolerance.
+#[test]
+fn lag_with_top_k_uploads_converges_with_fewer_bits() {
+    use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
+    let (m, d, rounds) = (3u64, 37u64, 400);
+    let (dgd, _) = run_fixed(
+        P::Dgd {
+            step_size: StepSize::Value(0.1),
+        },
+        rounds,
+    );
+    let p = P::LagWk {
+        step_size: StepSize::Value(0.1),
+        depth: 10,
+        xi: None,
+        compressor: Some(C::TopK { k: 8 }),
+    };
+    let alg = p.clone().check(d as usize).unwrap();
+    assert_eq!(alg.name(), "LAG-WK-top-8");
+    let (lag, n) = run_fixed(p, rounds);
+    assert!(n < m * rounds, "LAG-WK top-k uploaded {n} of {}", m * rounds);
+    let scale = dgd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let diff = dgd
+        .iter()
+        .zip(&lag)
+        .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
+    eprintln!("LAG-WK top-8: {n} uploads, max |w - w_dgd| = {diff} (scale {scale})");
+    assert!(diff <= 0.05 * scale, "ends {diff} away from DGD (scale {scale})");
+    // Non-contractive compressors are refused: error feedback needs a contraction.
+    let bad = P::LagWk {
+        step_size: StepSize::Value(0.1),
+        depth: 10,
+        xi: None,
+        compressor: Some(C::Qsgd {
+            levels: 1,
+            bucket: 0,
+            norm: lena_compress::QsgdNorm::L2,
+        }),
+    };
+    let Err(e) = bad.check(d as usize) else {
+        panic!("a non-contractive compressor was accepted")
+    };
+    let e = e.to_string();
+    assert!(e.contains("compressor"), "{e}");
 }
 
 #[test]
