@@ -417,11 +417,37 @@ pub struct RandK {
 }
 
 impl RandK {
-    fn indices(&self, seed: u64) -> Vec<usize> {
+    /// Runs `f` on the k coordinates `seed` selects, ascending, without allocating: Floyd's
+    /// algorithm (k draws, uniform over k-subsets) on a bitmap of d bits, read back in order.
+    fn with_indices<T>(&self, seed: u64, f: impl FnOnce(&[u32]) -> T) -> T {
+        thread_local! {
+            static BITMAP: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut idx = rand::seq::index::sample(&mut rng, self.d, self.k).into_vec();
-        idx.sort_unstable();
-        idx
+        BITMAP.with_borrow_mut(|bits| {
+            bits.clear();
+            bits.resize(self.d.div_ceil(64), 0);
+            for j in (self.d - self.k)..self.d {
+                let t = rand::Rng::random_range(&mut rng, 0..=j);
+                let pick = if bits[t / 64] >> (t % 64) & 1 == 1 {
+                    j
+                } else {
+                    t
+                };
+                bits[pick / 64] |= 1 << (pick % 64);
+            }
+            with_index_scratch(|idx| {
+                idx.clear();
+                for (wi, &word) in bits.iter().enumerate() {
+                    let mut word = word;
+                    while word != 0 {
+                        idx.push((wi * 64) as u32 + word.trailing_zeros());
+                        word &= word - 1;
+                    }
+                }
+                f(idx)
+            })
+        })
     }
 
     fn factor(&self) -> f32 {
@@ -446,10 +472,13 @@ impl Compressor for RandK {
         w.write(seed & 0xFFFF_FFFF, 32);
         w.write(seed >> 32, 32);
         let f = self.factor();
-        for i in self.indices(seed) {
-            w.write_f32(x[i]);
-            out[i] = f * x[i];
-        }
+        self.with_indices(seed, |idx| {
+            for &i in idx {
+                let i = i as usize;
+                w.write_f32(x[i]);
+                out[i] = f * x[i];
+            }
+        });
         msg.bits = w.finish();
     }
 
@@ -459,9 +488,12 @@ impl Compressor for RandK {
         let seed = r.read(32)? | (r.read(32)? << 32);
         out.fill(0.0);
         let f = self.factor();
-        for i in self.indices(seed) {
-            out[i] = f * r.read_f32()?;
-        }
+        self.with_indices(seed, |idx| {
+            for &i in idx {
+                out[i as usize] = f * r.read_f32()?;
+            }
+            Ok(())
+        })?;
         r.finish()
     }
 

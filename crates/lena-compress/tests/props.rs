@@ -251,3 +251,34 @@ fn parameters_are_checked() {
         .is_err()
     );
 }
+
+/// Rand-k picks k distinct coordinates, ascending, each with probability k / d.
+#[test]
+fn rand_k_picks_uniform_k_subsets() {
+    use rand::SeedableRng;
+    let (d, k, trials) = (50usize, 7usize, 20_000);
+    let c = CompressorParams::RandK { k, scaled: false }
+        .check(d)
+        .unwrap();
+    let x: Vec<f32> = (0..d).map(|i| i as f32 + 1.0).collect();
+    let mut out = vec![0.0f32; d];
+    let mut msg = lena_compress::Message::default();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+    let mut counts = vec![0u32; d];
+    for _ in 0..trials {
+        c.compress(&x, &mut rng, &mut out, &mut msg);
+        let picked: Vec<usize> = (0..d).filter(|&i| out[i] != 0.0).collect();
+        assert_eq!(picked.len(), k);
+        for i in picked {
+            counts[i] += 1;
+        }
+    }
+    let p = k as f64 / d as f64;
+    let (mean, sd) = (trials as f64 * p, (trials as f64 * p * (1.0 - p)).sqrt());
+    for (i, &n) in counts.iter().enumerate() {
+        assert!(
+            (f64::from(n) - mean).abs() < 5.0 * sd,
+            "coordinate {i} picked {n} times, expected {mean:.0} +- {sd:.0}"
+        );
+    }
+}

@@ -62,6 +62,18 @@ fn rounds_allocate_nothing_after_start_up() {
             "lena_topk",
             "name = \"lena\"\nstep_size = 0.1\n[algorithm.compressor]\nkind = \"top_k\"\nk = 20",
         ),
+        (
+            "ef_sgd_randk",
+            "name = \"ef_sgd\"\nstep_size = 0.1\n[algorithm.compressor]\nkind = \"rand_k\"\nk = 20",
+        ),
+        (
+            "lag_wk_topk",
+            "name = \"lag_wk\"\nstep_size = 0.1\n[algorithm.compressor]\nkind = \"top_k\"\nk = 20",
+        ),
+        (
+            "lena_qsgd",
+            "name = \"lena\"\nstep_size = 0.1\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 255",
+        ),
     ] {
         for batch in [0, 5] {
             let n = allocations_per_round(algo, batch);

@@ -362,14 +362,21 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
     let alg = p.clone().check(d as usize).unwrap();
     assert_eq!(alg.name(), "LAG-WK-top-8");
     let (lag, n) = run_fixed(p, rounds);
-    assert!(n < m * rounds, "LAG-WK top-k uploaded {n} of {}", m * rounds);
+    assert!(
+        n < m * rounds,
+        "LAG-WK top-k uploaded {n} of {}",
+        m * rounds
+    );
     let scale = dgd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
     let diff = dgd
         .iter()
         .zip(&lag)
         .fold(0.0f32, |a, (x, y)| a.max((x - y).abs()));
     eprintln!("LAG-WK top-8: {n} uploads, max |w - w_dgd| = {diff} (scale {scale})");
-    assert!(diff <= 0.05 * scale, "ends {diff} away from DGD (scale {scale})");
+    assert!(
+        diff <= 0.05 * scale,
+        "ends {diff} away from DGD (scale {scale})"
+    );
     // Non-contractive compressors are refused: error feedback needs a contraction.
     let bad = P::LagWk {
         step_size: StepSize::Value(0.1),
