@@ -191,7 +191,16 @@ thread_local! {
 pub(crate) fn with_gradient_buffer<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     GRADIENT.with_borrow_mut(|g| {
         g.resize(dim, 0.0);
-        f(g)
+        f(&mut g[..dim])
+    })
+}
+
+/// [`with_gradient_buffer`] with a second per-thread buffer of the same length.
+pub(crate) fn with_round_buffers<R>(dim: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    GRADIENT.with_borrow_mut(|g| {
+        g.resize(2 * dim, 0.0);
+        let (a, b) = g.split_at_mut(dim);
+        f(a, b)
     })
 }
 

@@ -37,9 +37,7 @@ impl Algorithm for Diana {
                 Box::new(DianaWorker {
                     a: self.a,
                     c: self.compressor.clone(),
-                    g: vec![0.0; dim],
                     h: vec![0.0; dim],
-                    q: vec![0.0; dim],
                     kernels: Kernels::detect(),
                 }) as Box<dyn Worker>
             })
@@ -63,9 +61,8 @@ impl Algorithm for Diana {
 struct DianaWorker {
     a: f32,
     c: Arc<dyn Compressor>,
-    g: Vec<f32>,
+    /// The shift h_m (the round's gradient and compressed difference live in per-thread buffers).
     h: Vec<f32>,
-    q: Vec<f32>,
     kernels: Kernels,
 }
 
@@ -78,11 +75,13 @@ impl Worker for DianaWorker {
         msg: &mut Message,
     ) -> Upload {
         let w = bc.w;
-        oracle.gradient(w, &mut self.g);
-        // delta = g - h, in place in g.
-        self.kernels.axpy(-1.0, &self.h, &mut self.g);
-        self.c.compress(&self.g, rng, &mut self.q, msg);
-        self.kernels.axpy(self.a, &self.q, &mut self.h);
+        crate::with_round_buffers(w.len(), |g, q| {
+            oracle.gradient(w, g);
+            // delta = g - h, in place in g.
+            self.kernels.axpy(-1.0, &self.h, g);
+            self.c.compress(g, rng, q, msg);
+            self.kernels.axpy(self.a, q, &mut self.h);
+        });
         Upload::Sent
     }
 }
