@@ -439,11 +439,7 @@ fn default_depth() -> usize {
 }
 
 fn default_diana_compressor() -> CompressorParams {
-    CompressorParams::Qsgd {
-        levels: 4,
-        bucket: 512,
-        norm: lena_compress::QsgdNorm::L2,
-    }
+    CompressorParams::qsgd(4, 512, lena_compress::QsgdNorm::L2)
 }
 
 impl AlgorithmParams {
@@ -524,9 +520,7 @@ impl AlgorithmParams {
                 step_size,
                 compressor: cp,
             } => {
-                let default = CompressorParams::TopK {
-                    k: dim.div_ceil(100).max(1),
-                };
+                let default = CompressorParams::top_k(dim.div_ceil(100).max(1));
                 Ok(Box::new(peers::EfSgd {
                     step_size: step_size.resolve(smoothness)?,
                     compressor: contractive(compressor(cp.as_ref().unwrap_or(&default))?)?,
@@ -607,7 +601,7 @@ impl AlgorithmParams {
                     xi,
                     normalisation: *normalisation,
                     max_staleness: *max_staleness,
-                    compressor: compressor(&CompressorParams::TopK { k })?,
+                    compressor: compressor(&CompressorParams::top_k(k))?,
                 }))
             }
             AlgorithmParams::Dgd { step_size } => Ok(Box::new(Dgd {

@@ -40,6 +40,29 @@ pub enum QsgdNorm {
     Max,
 }
 
+/// How QSGD writes each coordinate's level and sign (ALGORITHMS.md, "Bit accounting").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QsgdCoding {
+    /// The level `l` as the Elias-gamma code of `l + 1` (1 bit for level 0, `2 floor(log2(l + 1))
+    /// + 1` bits in general), then a sign bit when `l > 0`: short when most levels are 0.
+    #[default]
+    EliasGamma,
+    /// Fixed width: `ceil(log2(s + 1))` bits of level and one sign bit per coordinate.
+    Fixed,
+}
+
+/// How top-k writes its indices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexCoding {
+    /// `ceil(log2 d)` bits per index.
+    #[default]
+    Log2,
+    /// 32 bits per index, as many published codes count.
+    U32,
+}
+
 /// Unchecked compressor choice, as read from a config file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -56,11 +79,17 @@ pub enum CompressorParams {
         /// Bucket norm.
         #[serde(default = "default_norm")]
         norm: QsgdNorm,
+        /// Level coding (default Elias gamma).
+        #[serde(default)]
+        coding: QsgdCoding,
     },
     /// The k largest magnitudes.
     TopK {
         /// Coordinates kept, 1..=d.
         k: usize,
+        /// Index coding (default `ceil(log2 d)` bits).
+        #[serde(default)]
+        index_coding: IndexCoding,
     },
     /// k uniformly random coordinates (indices from a shared seed).
     RandK {
@@ -79,6 +108,24 @@ fn default_norm() -> QsgdNorm {
 }
 
 impl CompressorParams {
+    /// QSGD with the default (Elias-gamma) coding.
+    pub fn qsgd(levels: u32, bucket: usize, norm: QsgdNorm) -> Self {
+        CompressorParams::Qsgd {
+            levels,
+            bucket,
+            norm,
+            coding: QsgdCoding::default(),
+        }
+    }
+
+    /// Top-k with the default (`ceil(log2 d)`-bit) index coding.
+    pub fn top_k(k: usize) -> Self {
+        CompressorParams::TopK {
+            k,
+            index_coding: IndexCoding::default(),
+        }
+    }
+
     /// Validates against dimension `d`.
     pub fn check(&self, d: usize) -> Result<Box<dyn Compressor>> {
         let bad = |field: &'static str, expected: String, found: String| {
@@ -94,6 +141,7 @@ impl CompressorParams {
                 levels,
                 bucket,
                 norm,
+                coding,
             } => {
                 if levels == 0 || levels > (1 << 24) {
                     return bad(
@@ -107,14 +155,22 @@ impl CompressorParams {
                     s: levels,
                     bucket: if bucket == 0 { d.max(1) } else { bucket },
                     norm,
+                    coding,
                     kernels: Kernels::detect(),
                 })
             }
-            CompressorParams::TopK { k } => {
+            CompressorParams::TopK { k, index_coding } => {
                 if k == 0 || k > d {
                     return bad("compressor.k", format!("in 1..={d}"), k.to_string());
                 }
-                Box::new(TopK { d, k })
+                Box::new(TopK {
+                    d,
+                    k,
+                    index_width: match index_coding {
+                        IndexCoding::Log2 => width_for(d as u64),
+                        IndexCoding::U32 => 32,
+                    },
+                })
             }
             CompressorParams::RandK { k, scaled } => {
                 if k == 0 || k > d {
@@ -179,6 +235,7 @@ pub struct Qsgd {
     s: u32,
     bucket: usize,
     norm: QsgdNorm,
+    coding: QsgdCoding,
     kernels: Kernels,
 }
 
@@ -201,7 +258,10 @@ impl Qsgd {
 
 impl Compressor for Qsgd {
     fn name(&self) -> String {
-        format!("QSGD(s={})", self.s)
+        match self.coding {
+            QsgdCoding::EliasGamma => format!("QSGD(s={})", self.s),
+            QsgdCoding::Fixed => format!("QSGD(s={}, fixed)", self.s),
+        }
     }
 
     fn compress(&self, x: &[f32], rng: &mut dyn RngCore, out: &mut [f32], msg: &mut Message) {
@@ -244,8 +304,21 @@ impl Compressor for Qsgd {
                         *oi = Self::value(unit, level, negative);
                     }
                 });
-                for &f in &fields[..m] {
-                    w.write(u64::from(f), width + 1);
+                match self.coding {
+                    QsgdCoding::Fixed => {
+                        for &f in &fields[..m] {
+                            w.write(u64::from(f), width + 1);
+                        }
+                    }
+                    QsgdCoding::EliasGamma => {
+                        for &f in &fields[..m] {
+                            let (level, negative) = (f >> 1, f & 1);
+                            w.write_gamma(u64::from(level) + 1);
+                            if level > 0 {
+                                w.write(u64::from(negative), 1);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -268,7 +341,18 @@ impl Compressor for Qsgd {
             let mut fields = [0u32; 256];
             for oc in ob.chunks_mut(256) {
                 let fields = &mut fields[..oc.len()];
-                r.read_fields(width + 1, fields)?;
+                match self.coding {
+                    QsgdCoding::Fixed => r.read_fields(width + 1, fields)?,
+                    QsgdCoding::EliasGamma => {
+                        for f in fields.iter_mut() {
+                            let n = r.read_gamma()?;
+                            // n - 1 is the level; bound it before it can overflow a u32.
+                            let level = (n - 1).min(u64::from(self.s) + 1) as u32;
+                            let negative = if level > 0 { r.read(1)? as u32 } else { 0 };
+                            *f = (level << 1) | negative;
+                        }
+                    }
+                }
                 let top = fields.iter().fold(0, |m, f| m.max(f >> 1));
                 if top > self.s {
                     return Err(Error::Malformed {
@@ -309,6 +393,7 @@ impl Compressor for Qsgd {
 pub struct TopK {
     d: usize,
     k: usize,
+    index_width: u32,
 }
 
 impl TopK {
@@ -326,7 +411,7 @@ impl TopK {
         let sel = &mut idx[..self.k];
         sel.sort_unstable();
         out.fill(0.0);
-        let width = width_for(self.d as u64);
+        let width = self.index_width;
         let mut w = BitWriter::new(&mut msg.bytes);
         for &i in sel.iter() {
             w.write(u64::from(i), width);
@@ -353,7 +438,7 @@ impl Compressor for TopK {
 
     fn decode(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
         check_len("top-k", self.d, out)?;
-        sparse_decode("top-k", msg, self.d, self.k, out)
+        sparse_decode("top-k", msg, self.d, self.k, self.index_width, out)
     }
 
     fn unbiased(&self) -> bool {
@@ -372,9 +457,9 @@ fn sparse_decode(
     msg: &Message,
     d: usize,
     k: usize,
+    width: u32,
     out: &mut [f32],
 ) -> Result<()> {
-    let width = width_for(d as u64);
     let mut r = BitReader::new(&msg.bytes, msg.bits, kind);
     out.fill(0.0);
     with_index_scratch(|idx| {

@@ -22,7 +22,9 @@ pub mod bits;
 pub mod compressor;
 pub mod laq;
 
-pub use compressor::{Compressor, CompressorParams, ErrorFeedback, QsgdNorm};
+pub use compressor::{
+    Compressor, CompressorParams, ErrorFeedback, IndexCoding, QsgdCoding, QsgdNorm,
+};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

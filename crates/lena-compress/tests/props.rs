@@ -1,6 +1,8 @@
 //! Conformance of every compressor: round trip, bit count, contraction / unbiasedness, EF.
 
-use lena_compress::{Compressor, CompressorParams, ErrorFeedback, Message, QsgdNorm};
+use lena_compress::{
+    Compressor, CompressorParams, ErrorFeedback, IndexCoding, Message, QsgdCoding, QsgdNorm,
+};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -9,17 +11,21 @@ fn all(d: usize) -> Vec<Box<dyn Compressor>> {
     let k = (d / 3).max(1);
     [
         CompressorParams::Identity,
+        CompressorParams::qsgd(1, 0, QsgdNorm::L2),
+        CompressorParams::qsgd(7, 5, QsgdNorm::Max),
         CompressorParams::Qsgd {
-            levels: 1,
-            bucket: 0,
+            levels: 300,
+            bucket: 7,
             norm: QsgdNorm::L2,
+            coding: QsgdCoding::Fixed,
         },
-        CompressorParams::Qsgd {
-            levels: 7,
-            bucket: 5,
-            norm: QsgdNorm::Max,
+        // Levels up to 2^16: Elias-gamma codes longer than 32 bits are split in two fields.
+        CompressorParams::qsgd(1 << 16, 0, QsgdNorm::Max),
+        CompressorParams::top_k(k),
+        CompressorParams::TopK {
+            k,
+            index_coding: IndexCoding::U32,
         },
-        CompressorParams::TopK { k },
         CompressorParams::RandK { k, scaled: false },
         CompressorParams::RandK { k, scaled: true },
         CompressorParams::ScaledSign,
@@ -56,7 +62,7 @@ proptest! {
     fn deterministic_contraction_holds_on_every_input(x in proptest::collection::vec(-1e3f32..1e3, 1..300)) {
         let d = x.len();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
-        for p in [CompressorParams::TopK { k: (d / 4).max(1) }, CompressorParams::ScaledSign] {
+        for p in [CompressorParams::top_k((d / 4).max(1)), CompressorParams::ScaledSign] {
             let c = p.check(d).unwrap();
             let mut out = vec![0.0f32; d];
             c.compress(&x, &mut rng, &mut out, &mut Message::default());
@@ -70,7 +76,7 @@ proptest! {
     fn top_k_keeps_the_largest(x in proptest::collection::vec(-1e3f32..1e3, 2..100), k in 1usize..50) {
         let d = x.len();
         let k = k.min(d);
-        let c = CompressorParams::TopK { k }.check(d).unwrap();
+        let c = CompressorParams::top_k(k).check(d).unwrap();
         let mut out = vec![0.0f32; d];
         c.compress(&x, &mut Xoshiro256PlusPlus::seed_from_u64(0), &mut out, &mut Message::default());
         let kept: Vec<usize> = (0..d).filter(|&i| out[i] != 0.0 || x[i] == 0.0 && out[i] == 0.0).collect();
@@ -198,7 +204,7 @@ fn bit_counts_match_the_documented_encodings() {
     assert_eq!(bits(CompressorParams::Identity, &mut rng, &mut out), 32_000);
     // ceil(log2 1000) = 10 bits per index + 32 per value
     assert_eq!(
-        bits(CompressorParams::TopK { k: 10 }, &mut rng, &mut out),
+        bits(CompressorParams::top_k(10), &mut rng, &mut out),
         10 * 42
     );
     assert_eq!(
@@ -216,32 +222,48 @@ fn bit_counts_match_the_documented_encodings() {
         bits(CompressorParams::ScaledSign, &mut rng, &mut out),
         32 + 1000
     );
-    // s = 4: 3 bits per level + sign; 2 buckets of 512 and 488 -> 2 norms
-    let q = CompressorParams::Qsgd {
+    // Top-k with 32-bit indices, as many papers count.
+    let t32 = CompressorParams::TopK {
+        k: 10,
+        index_coding: IndexCoding::U32,
+    };
+    assert_eq!(bits(t32, &mut rng, &mut out), 10 * 64);
+    // Fixed-width QSGD, s = 4: 3 bits per level + sign; 2 buckets of 512 and 488 -> 2 norms.
+    let fixed = CompressorParams::Qsgd {
         levels: 4,
         bucket: 512,
         norm: QsgdNorm::L2,
+        coding: QsgdCoding::Fixed,
     };
-    assert_eq!(bits(q, &mut rng, &mut out), 2 * 32 + 1000 * 4);
+    assert_eq!(bits(fixed, &mut rng, &mut out), 2 * 32 + 1000 * 4);
+    // Elias-gamma QSGD: per coordinate 2 floor(log2(l + 1)) + 1 bits, plus a sign if l > 0.
+    let q = CompressorParams::qsgd(4, 512, QsgdNorm::L2);
+    let got = bits(q, &mut rng, &mut out);
+    let mut want = 2 * 32;
+    for (b, (xb, ob)) in x.chunks(512).zip(out.chunks(512)).enumerate() {
+        let norm = xb.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+        for &o in ob {
+            let level = (f64::from(o.abs()) / (norm / 4.0)).round() as u64;
+            assert!(level <= 4, "bucket {b}: level {level}");
+            want += 2 * u64::from(63 - (level + 1).leading_zeros()) + 1 + u64::from(level > 0);
+        }
+    }
+    assert_eq!(got, want);
+    assert!(
+        got < 2 * 32 + 1000 * 4,
+        "Elias gamma is the shorter code here"
+    );
 }
 
 #[test]
 fn parameters_are_checked() {
-    let e = CompressorParams::TopK { k: 0 }
+    let e = CompressorParams::top_k(0)
         .check(10)
         .err()
         .unwrap()
         .to_string();
     assert_eq!(e, "compressor.k must be in 1..=10, got 0");
-    assert!(
-        CompressorParams::Qsgd {
-            levels: 0,
-            bucket: 0,
-            norm: QsgdNorm::L2
-        }
-        .check(3)
-        .is_err()
-    );
+    assert!(CompressorParams::qsgd(0, 0, QsgdNorm::L2).check(3).is_err());
     assert!(
         CompressorParams::RandK {
             k: 11,

@@ -261,7 +261,7 @@ fn degenerate_cases_equal_dgd() {
     let ef = run_fixed(
         P::EfSgd {
             step_size: step(),
-            compressor: Some(C::TopK { k: 37 }),
+            compressor: Some(C::top_k(37)),
         },
         20,
     );
@@ -357,7 +357,7 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
         step_size: StepSize::Value(0.1),
         depth: 10,
         xi: None,
-        compressor: Some(C::TopK { k: 8 }),
+        compressor: Some(C::top_k(8)),
     };
     let alg = p.clone().check(d as usize).unwrap();
     assert_eq!(alg.name(), "LAG-WK-top-8");
@@ -382,11 +382,7 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
         step_size: StepSize::Value(0.1),
         depth: 10,
         xi: None,
-        compressor: Some(C::Qsgd {
-            levels: 1,
-            bucket: 0,
-            norm: lena_compress::QsgdNorm::L2,
-        }),
+        compressor: Some(C::qsgd(1, 0, lena_compress::QsgdNorm::L2)),
     };
     let Err(e) = bad.check(d as usize) else {
         panic!("a non-contractive compressor was accepted")
@@ -400,7 +396,7 @@ fn diana_rejects_biased_compressors_and_bad_shift() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
     let e = P::Diana {
         step_size: StepSize::Value(0.1),
-        compressor: C::TopK { k: 3 },
+        compressor: C::top_k(3),
         a: None,
     }
     .check(10)
@@ -411,11 +407,7 @@ fn diana_rejects_biased_compressors_and_bad_shift() {
         e.starts_with("algorithm.compressor must be an unbiased compressor"),
         "{e}"
     );
-    let q = C::Qsgd {
-        levels: 1,
-        bucket: 0,
-        norm: lena_compress::QsgdNorm::L2,
-    };
+    let q = C::qsgd(1, 0, lena_compress::QsgdNorm::L2);
     let e = P::Diana {
         step_size: StepSize::Value(0.1),
         compressor: q,
@@ -428,7 +420,7 @@ fn diana_rejects_biased_compressors_and_bad_shift() {
     assert!(e.contains("a (1 + omega) <= 1"), "{e}");
     let e = P::EfSgd {
         step_size: StepSize::Value(0.1),
-        compressor: Some(C::TopK { k: 11 }),
+        compressor: Some(C::top_k(11)),
     }
     .check(10)
     .err()
@@ -505,7 +497,7 @@ proptest! {
         use lena_algo::lazy::Sasg;
         use lena_policy::trigger::Normalisation;
         use rand::SeedableRng;
-        let c = lena_compress::CompressorParams::TopK { k: 2 }.check(9).unwrap();
+        let c = lena_compress::CompressorParams::top_k(2).check(9).unwrap();
         let sasg = Sasg {
             step_size: alpha,
             depth: 10,
@@ -696,7 +688,7 @@ proptest! {
         k in 1usize..8,
     ) {
         let alpha = 0.3f32;
-        let c = lena_compress::CompressorParams::TopK { k };
+        let c = lena_compress::CompressorParams::top_k(k);
         let delta = k as f64 / 8.0;
         let l = lena_with(DRIFTS[drift_idx], alpha, c, 8);
         let mut wk = worker(&l, &outcomes, 1, 8);
@@ -731,9 +723,9 @@ proptest! {
     ) {
         let d = if wide { 2100 } else { 6 };
         let c = if qsgd {
-            lena_compress::CompressorParams::Qsgd { levels: 3, bucket: 4, norm: lena_compress::QsgdNorm::Max }
+            lena_compress::CompressorParams::qsgd(3, 4, lena_compress::QsgdNorm::Max)
         } else {
-            lena_compress::CompressorParams::TopK { k: 2 }
+            lena_compress::CompressorParams::top_k(2)
         };
         let l = lena_with(DRIFTS[drift_idx], 0.2, c, d);
         let mut workers: Vec<LenaWorker> = (0..2).map(|i| worker(&l, &outcomes[i], 2, d)).collect();
@@ -761,12 +753,7 @@ fn compressed_upload_bits_are_the_encodings() {
         (DriftKind::LastUpload, 0),
         (DriftKind::Momentum { gamma: 0.1 }, 32 * 40),
     ] {
-        let l = lena_with(
-            drift,
-            0.1,
-            lena_compress::CompressorParams::TopK { k: 4 },
-            d,
-        );
+        let l = lena_with(drift, 0.1, lena_compress::CompressorParams::top_k(4), d);
         let mut wk = worker(&l, &[true], 1, d);
         let mut msg = Message::default();
         let g: Vec<f32> = (0..d).map(|i| i as f32).collect();
@@ -779,11 +766,7 @@ fn compressed_upload_bits_are_the_encodings() {
 #[test]
 fn error_feedback_rejects_non_contractive_compressors() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
-    let q = C::Qsgd {
-        levels: 4,
-        bucket: 512,
-        norm: lena_compress::QsgdNorm::L2,
-    };
+    let q = C::qsgd(4, 512, lena_compress::QsgdNorm::L2);
     let e = P::EfSgd {
         step_size: StepSize::Value(0.1),
         compressor: Some(q.clone()),
@@ -804,11 +787,7 @@ fn error_feedback_rejects_non_contractive_compressors() {
         },
     };
     assert!(lena.check(7850).is_err());
-    let fine = C::Qsgd {
-        levels: 64,
-        bucket: 512,
-        norm: lena_compress::QsgdNorm::L2,
-    };
+    let fine = C::qsgd(64, 512, lena_compress::QsgdNorm::L2);
     let lena = P::Lena {
         step_size: StepSize::Value(0.1),
         params: LenaParams {

@@ -1,0 +1,24 @@
+//! The top-k (log2 and 32-bit indices) decoder returns an error or a vector for any bytes; never a panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+#[allow(unused_imports)]
+use lena_compress::{CompressorParams, IndexCoding, Message, QsgdCoding, QsgdNorm};
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 2 {
+        return;
+    }
+    let d = 1 + data[0] as usize % 64;
+    let bytes = data[2..].to_vec();
+    let bits = (8 * bytes.len() as u64).saturating_sub(u64::from(data[1] % 8));
+    let Ok(msg) = Message::from_bytes(bytes, bits) else { return };
+    let params = [
+        CompressorParams::top_k(d.div_ceil(3)),
+        CompressorParams::TopK { k: d.div_ceil(2), index_coding: IndexCoding::U32 },
+    ];
+    let mut out = vec![0.0f32; d];
+    for p in params {
+        let c = p.check(d).expect("valid parameters");
+        let _ = c.decode(&msg, &mut out);
+    }
+});
