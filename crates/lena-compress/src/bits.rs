@@ -47,7 +47,7 @@ impl<'a> BitWriter<'a> {
     /// the `N` low bits of `n` (as one field, in this writer's bit order). `2N + 1` bits.
     #[inline]
     pub fn write_gamma(&mut self, n: u64) {
-        debug_assert!(n >= 1 && n < (1 << 32));
+        debug_assert!((1..(1 << 32)).contains(&n));
         let big = 63 - n.leading_zeros();
         let low = n & ((1u64 << big) - 1);
         if 2 * big < 32 {
