@@ -98,10 +98,11 @@ fn default_realizations() -> usize {
 }
 
 /// Unchecked network model, as read from a config file (`[network]`, `kind = ...`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NetworkParams {
     /// Counts only: no clock.
+    #[default]
     Ideal,
     /// Local area network, round-robin TDMA on one channel of `rate_mbps`.
     Lan {
@@ -134,11 +135,6 @@ pub enum NetworkParams {
     },
 }
 
-impl Default for NetworkParams {
-    fn default() -> Self {
-        NetworkParams::Ideal
-    }
-}
 
 /// A checked network model.
 #[derive(Clone, Debug, PartialEq)]
