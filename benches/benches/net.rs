@@ -12,7 +12,11 @@ fn trace(m: usize, rounds: usize, every: usize) -> Trace {
     let mut row = vec![0u32; m];
     for r in 0..rounds {
         for (i, b) in row.iter_mut().enumerate() {
-            *b = if (i + r) % every == 0 { 2 * 32 * 7850 } else { 0 };
+            *b = if (i + r) % every == 0 {
+                2 * 32 * 7850
+            } else {
+                0
+            };
         }
         t.push_round(&row).unwrap();
     }
@@ -34,7 +38,9 @@ fn stats(c: &mut Criterion) {
     g.sample_size(10);
     for (name, every) in [("lena_like_5pct", 20), ("dgd_like_all", 1)] {
         let t = trace(500, 10_000, every);
-        g.bench_function(name, |b| b.iter(|| black_box(t.latency_stats(&net, 1, &at))));
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(t.latency_stats(&net, 1, &at)))
+        });
     }
     g.finish();
 }

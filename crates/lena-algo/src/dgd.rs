@@ -1,8 +1,8 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
 use crate::{
-    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Result, Server, Upload,
-    Uploads, Worker,
+    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server,
+    Upload, Uploads, Worker,
 };
 use lena_compress::dense;
 use lena_kernels::Kernels;
@@ -18,6 +18,9 @@ use rayon::prelude::*;
 pub struct Dgd {
     /// Step size alpha.
     pub step_size: f32,
+    /// A missing upload (faults only): average over the arrivals, or reuse the node's last
+    /// gradient (a LAG-style server with every node's last gradient stored).
+    pub missing: Missing,
 }
 
 impl Algorithm for Dgd {
@@ -32,6 +35,15 @@ impl Algorithm for Dgd {
     }
 
     fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+        if self.missing == Missing::Last {
+            // With every upload delivered this is DGD's server, float for float.
+            return Box::new(crate::lazy::StaleServer::new(
+                crate::lazy::Payload::DenseGradient,
+                self.step_size,
+                n_workers,
+                dim,
+            ));
+        }
         Box::new(DgdServer {
             step_size: self.step_size,
             n_workers,
@@ -80,12 +92,16 @@ impl Server for DgdServer {
                 })?;
             }
         }
-        // sum_m fl(alpha g_m) in node order, then w += (-1/M) sum; a missing upload contributes
-        // nothing (faults only). Coordinate blocks run in parallel; each block sums the nodes in
-        // node order, so the result does not depend on the thread count.
+        // sum_m fl(alpha g_m) in node order, then w += (-1/|A|) sum over the arrivals A (all M
+        // nodes unless uploads were lost). Coordinate blocks run in parallel; each block sums
+        // the nodes in node order, so the result does not depend on the thread count.
         // INVARIANT: the same float operations as LENA's server when e = 0, so LENA with
         // beta = 0 reproduces DGD bit for bit.
-        let (k, alpha, inv_m) = (self.kernels, self.step_size, -1.0 / self.n_workers as f32);
+        let arrived = uploads.iter().flatten().count();
+        if arrived == 0 {
+            return Ok(());
+        }
+        let (k, alpha, inv_m) = (self.kernels, self.step_size, -1.0 / arrived as f32);
         self.sum
             .par_chunks_mut(AGG_BLOCK)
             .zip(w.par_chunks_mut(AGG_BLOCK))

@@ -223,6 +223,15 @@ impl Worker for TwoPointWorker {
             Upload::Skipped
         }
     }
+
+    /// SASG: the sparse vector never arrived, so it goes back into the memory. (The server
+    /// keeps reusing its older vector; LASG's dense uploads carry no state to restore, and the
+    /// next upload replaces the server's copy either way.)
+    fn on_lost(&mut self, _msg: &Message) {
+        if let Some(s) = &mut self.sparse {
+            self.kernels.axpy(1.0, &s.v_prev, &mut s.e);
+        }
+    }
 }
 
 /// SASG (Deng et al.): LASG-WK2's rule with a forced upload after `max_staleness` silent
@@ -362,7 +371,9 @@ impl Algorithm for Laq {
                     q: vec![0.0; dim],
                     levels: vec![0; dim],
                     qhat: vec![0.0; dim],
+                    qhat_prev: vec![0.0; dim],
                     eps_hat_sq: 0.0,
+                    eps_hat_prev: 0.0,
                     kernels: Kernels::detect(),
                 }) as Box<dyn Worker>
             })
@@ -389,7 +400,9 @@ struct LaqWorker {
     q: Vec<f32>,
     levels: Vec<u32>,
     qhat: Vec<f32>,
+    qhat_prev: Vec<f32>,
     eps_hat_sq: f64,
+    eps_hat_prev: f64,
     kernels: Kernels,
 }
 
@@ -419,10 +432,18 @@ impl Worker for LaqWorker {
             return Upload::Skipped;
         }
         laq::encode(r, &self.levels, self.bits, msg);
+        // The previous Qhat is kept in case this upload is lost.
+        std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
         self.qhat.copy_from_slice(&self.q);
-        self.eps_hat_sq = eps_sq;
+        self.eps_hat_prev = std::mem::replace(&mut self.eps_hat_sq, eps_sq);
         self.steps.since_upload = 0;
         Upload::Sent
+    }
+
+    /// The server's Qhat did not move: neither does the node's.
+    fn on_lost(&mut self, _msg: &Message) {
+        std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
+        self.eps_hat_sq = self.eps_hat_prev;
     }
 }
 

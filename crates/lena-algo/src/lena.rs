@@ -151,6 +151,8 @@ impl Lena {
             },
             avg_from_momentum: self.avg_from_momentum(),
             v_is_q: false,
+            q_before: vec![0.0; dim],
+            since_before: 0,
             prev_grad_sq: 0.0,
             since_upload: 0,
             compressor: self.compressor.clone(),
@@ -231,6 +233,9 @@ pub struct LenaWorker {
     avg_from_momentum: bool,
     /// True after a skip: the applied update is the drift `q`, not `v_prev`.
     v_is_q: bool,
+    /// The drift and upload age before the last upload, to undo it if it is lost.
+    q_before: Vec<f32>,
+    since_before: u64,
     prev_grad_sq: f64,
     since_upload: u64,
     compressor: Option<Arc<dyn Compressor>>,
@@ -330,6 +335,9 @@ impl LenaWorker {
                     self.alpha_g.fill(0.0);
                     k.axpy(alpha, g, &mut self.alpha_g);
                 }
+                // Kept in case the upload is lost (see `on_lost`).
+                self.q_before.copy_from_slice(self.drift.q());
+                self.since_before = self.since_upload;
                 self.drift
                     .on_upload(k, &self.v_prev, &self.alpha_g, self.since_upload);
                 match (&self.compressor, self.drift.kind().rebuildable()) {
@@ -372,6 +380,26 @@ impl Worker for LenaWorker {
             oracle.gradient(w, g);
             self.core(round, g, rng, msg)
         })
+    }
+
+    /// The server applied the old drift `q_before` instead of `v` and kept its old drift and
+    /// upload age: the difference `v - q_before` goes back into the memory (so nothing is
+    /// lost, only delayed) and the node's drift and age return to the server's.
+    fn on_lost(&mut self, _msg: &Message) {
+        let k = self.kernels;
+        k.ef_update(&mut self.e, 1.0, &self.v_prev, &self.q_before);
+        self.drift.set(&self.q_before);
+        self.v_is_q = true;
+        self.since_upload = self.since_before;
+    }
+
+    /// The server applied the drift q in each absent round, which the node never computed:
+    /// it is charged to the memory, `e -= rounds q`.
+    fn on_absent(&mut self, rounds: u64) {
+        let k = self.kernels;
+        k.axpy(-(rounds as f32), self.drift.q(), &mut self.e);
+        self.since_upload += rounds;
+        self.v_is_q = true;
     }
 }
 

@@ -19,7 +19,8 @@
 //!         0.0
 //!     }
 //! }
-//! let alg = AlgorithmParams::Dgd { step_size: 0.5.into() }.check(1).unwrap();
+//! let dgd = AlgorithmParams::Dgd { step_size: 0.5.into(), missing: Default::default() };
+//! let alg = dgd.check(1).unwrap();
 //! let (mut workers, mut server) = (alg.workers(2, 1), alg.server(2, 1));
 //! let mut oracles = [Quadratic(1.0), Quadratic(3.0)];
 //! let mut msgs = vec![lena_compress::Message::default(); 2];
@@ -204,6 +205,20 @@ pub(crate) fn with_round_buffers<R>(dim: usize, f: impl FnOnce(&mut [f32], &mut 
     })
 }
 
+/// What a server does with a node's missing upload (a lost upload, a straggler past the
+/// deadline, an offline node; never in a fault-free run). Algorithms whose servers keep
+/// per-node state (LENA's drift, the lazy methods' last contribution) use that state and
+/// document it; DGD and DIANA offer the choice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missing {
+    /// Average over the uploads that arrived.
+    #[default]
+    Average,
+    /// Use what the server last had from that node.
+    Last,
+}
+
 /// What the server broadcasts at the start of a round, as every node receives it.
 #[derive(Clone, Copy, Debug)]
 pub struct Broadcast<'a> {
@@ -238,6 +253,17 @@ pub trait Worker: Send {
         rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload;
+
+    /// Delivery feedback: this node's last upload `msg` never reached the server (lost, or a
+    /// straggler past the deadline), which learned nothing from it and treated the node as
+    /// silent. Called before the node's next `step` (the broadcast carries one delivery bit per
+    /// node). Nodes with state the server mirrors restore agreement here; the default does
+    /// nothing (uploads that carry no state).
+    fn on_lost(&mut self, _msg: &Message) {}
+
+    /// The node was offline for `rounds` rounds, in which the server treated it as silent
+    /// (applied its missing-upload rule). Called before its first `step` back.
+    fn on_absent(&mut self, _rounds: u64) {}
 }
 
 /// The server side of an algorithm.
@@ -254,6 +280,10 @@ pub enum AlgorithmParams {
     Dgd {
         /// Step size alpha: a number, or `"c/L"` for c over the objective's smoothness constant.
         step_size: StepSize,
+        /// What the server does without a node's upload (faults only): `"average"` over the
+        /// arrivals (default) or the `"last"` gradient it received from that node.
+        #[serde(default)]
+        missing: Missing,
     },
     /// LAG-WK (see [`peers::Lag`]).
     LagWk {
@@ -280,6 +310,10 @@ pub enum AlgorithmParams {
         /// Shift step a (default 1 / (1 + omega)).
         #[serde(default)]
         a: Option<f32>,
+        /// What the server does without a node's upload (faults only): the node's `"last"`
+        /// shift h_m stands in for it (default), or the mean is over the `"average"` arrivals.
+        #[serde(default)]
+        missing: Missing,
     },
     /// Error-feedback SGD with a compressor (see [`peers::EfSgd`]).
     EfSgd {
@@ -493,6 +527,7 @@ impl AlgorithmParams {
                 step_size,
                 compressor: cp,
                 a,
+                missing,
             } => {
                 let c = compressor(cp)?;
                 let Some(omega) = c.omega().filter(|_| c.unbiased()) else {
@@ -514,6 +549,7 @@ impl AlgorithmParams {
                     step_size: step_size.resolve(smoothness)?,
                     a,
                     compressor: c,
+                    missing: *missing,
                 }))
             }
             AlgorithmParams::EfSgd {
@@ -604,7 +640,8 @@ impl AlgorithmParams {
                     compressor: compressor(&CompressorParams::top_k(k))?,
                 }))
             }
-            AlgorithmParams::Dgd { step_size } => Ok(Box::new(Dgd {
+            AlgorithmParams::Dgd { step_size, missing } => Ok(Box::new(Dgd {
+                missing: *missing,
                 step_size: step_size.resolve(smoothness)?,
             })),
             AlgorithmParams::Lena { step_size, params } => {
@@ -625,7 +662,7 @@ impl AlgorithmParams {
     /// The configured step size, mutable (for command-line overrides).
     pub fn step_size_mut(&mut self) -> &mut StepSize {
         match self {
-            AlgorithmParams::Dgd { step_size }
+            AlgorithmParams::Dgd { step_size, .. }
             | AlgorithmParams::Lena { step_size, .. }
             | AlgorithmParams::LagWk { step_size, .. }
             | AlgorithmParams::Diana { step_size, .. }
@@ -640,7 +677,7 @@ impl AlgorithmParams {
     /// The configured step size.
     pub fn step_size(&self) -> &StepSize {
         match self {
-            AlgorithmParams::Dgd { step_size }
+            AlgorithmParams::Dgd { step_size, .. }
             | AlgorithmParams::Lena { step_size, .. }
             | AlgorithmParams::LagWk { step_size, .. }
             | AlgorithmParams::Diana { step_size, .. }

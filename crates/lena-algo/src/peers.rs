@@ -1,5 +1,6 @@
 //! LENA's peers: DIANA with a compressor, error-feedback SGD, and LAG-WK.
 
+use crate::Missing;
 use crate::gather::{Decoded, Terms};
 use crate::{
     Algorithm, Broadcast, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
@@ -24,6 +25,11 @@ pub struct Diana {
     pub a: f32,
     /// The compressor (shared by all nodes; stateless).
     pub compressor: Arc<dyn Compressor>,
+    /// A missing upload (faults only): the node's last shift h_m stands in for its gradient
+    /// (`Last`: its difference counts as 0 in the mean over M), or the mean of the differences
+    /// is taken over the arrivals only (`Average`). Either way `h` moves by `a/M` times the
+    /// arrivals' sum, as the nodes' shifts do (a node whose upload was lost rolls its shift back).
+    pub missing: Missing,
 }
 
 impl Algorithm for Diana {
@@ -49,6 +55,7 @@ impl Algorithm for Diana {
             alpha: self.step_size,
             a: self.a,
             n_workers,
+            missing: self.missing,
             c: self.compressor.clone(),
             h: vec![0.0; dim],
             decoded: Decoded::new(n_workers, dim),
@@ -84,12 +91,23 @@ impl Worker for DianaWorker {
         });
         Upload::Sent
     }
+
+    /// The server never added `a Q` to its shift: roll the node's shift back (exact up to
+    /// rounding).
+    fn on_lost(&mut self, msg: &Message) {
+        crate::with_gradient_buffer(self.h.len(), |q| {
+            if self.c.decode(msg, q).is_ok() {
+                self.kernels.axpy(-self.a, q, &mut self.h);
+            }
+        });
+    }
 }
 
 struct DianaServer {
     alpha: f32,
     a: f32,
     n_workers: usize,
+    missing: Missing,
     c: Arc<dyn Compressor>,
     h: Vec<f32>,
     /// Every node's decoded upload (decoded in parallel).
@@ -110,6 +128,12 @@ impl Server for DianaServer {
             self.a,
             1.0 / self.n_workers as f32,
         );
+        let arrived = uploads.iter().flatten().count();
+        // Average: the step uses sum / |A| instead of sum / M; h still moves by a sum / M.
+        let step_ratio = match self.missing {
+            Missing::Average if arrived > 0 => self.n_workers as f32 / arrived as f32,
+            _ => 1.0,
+        };
         // Per coordinate block: mean = sum / M; w -= alpha (h + mean); h += a mean.
         self.decoded.sum_blocks(
             k,
@@ -121,7 +145,7 @@ impl Server for DianaServer {
             |mean, w, h| {
                 k.scale(inv_m, mean);
                 k.axpy(-alpha, h, w);
-                k.axpy(-alpha, mean, w);
+                k.axpy(-alpha * step_ratio, mean, w);
                 k.axpy(a, mean, h);
             },
         );
@@ -204,6 +228,11 @@ impl Worker for EfWorker {
             .compress(self.c.as_ref(), &self.g, rng, &mut self.out, msg);
         Upload::Sent
     }
+
+    /// The compressed vector never arrived: it goes back into the memory.
+    fn on_lost(&mut self, _msg: &Message) {
+        self.ef.restore(&self.out);
+    }
 }
 
 /// Server for algorithms whose uploads are already-scaled updates: `w -= (1/M) sum_m v_m`.
@@ -278,6 +307,11 @@ impl Algorithm for Lag {
                     trigger: LazyRule::new(self.depth, self.xi, Normalisation::Alpha2M2, None)
                         .expect("checked"),
                     last_sent: vec![0.0; dim],
+                    prev_sent: if self.compressor.is_none() {
+                        vec![0.0; dim]
+                    } else {
+                        Vec::new()
+                    },
                     compressed: self.compressor.as_ref().map(|c| LagCompressed {
                         c: c.clone(),
                         delta: vec![0.0; dim],
@@ -318,6 +352,8 @@ struct LagWorker {
     trigger: LazyRule,
     /// `g_hat`: the server's copy of this node's gradient.
     last_sent: Vec<f32>,
+    /// The previous g_hat (dense uploads), restored if an upload is lost.
+    prev_sent: Vec<f32>,
     compressed: Option<LagCompressed>,
     kernels: Kernels,
 }
@@ -346,6 +382,8 @@ impl Worker for LagWorker {
                 Decision::Upload => {
                     match &mut self.compressed {
                         None => {
+                            // The previous g_hat is kept in case this upload is lost.
+                            std::mem::swap(&mut self.last_sent, &mut self.prev_sent);
                             self.last_sent.copy_from_slice(g);
                             dense::encode(g, msg);
                         }
@@ -361,5 +399,13 @@ impl Worker for LagWorker {
                 Decision::Skip => Upload::Skipped,
             }
         })
+    }
+
+    /// The server kept its old g_hat: so does the node.
+    fn on_lost(&mut self, _msg: &Message) {
+        match &mut self.compressed {
+            None => std::mem::swap(&mut self.last_sent, &mut self.prev_sent),
+            Some(s) => self.kernels.axpy(-1.0, &s.v, &mut self.last_sent),
+        }
     }
 }

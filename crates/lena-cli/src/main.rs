@@ -105,6 +105,7 @@ fn default_config() -> ExperimentConfig {
         model: ModelConfig::default(),
         algorithm: AlgorithmParams::Dgd {
             step_size: StepSize::Rule("1/L".into()),
+            missing: Default::default(),
         },
         run: RunConfig {
             iterations: 200,

@@ -661,6 +661,12 @@ impl ErrorFeedback {
         &self.e
     }
 
+    /// Puts a compressed vector `v` that was never delivered back into the memory, `e += v`,
+    /// so that the sum of delivered vectors plus the memory is again the sum of inputs.
+    pub fn restore(&mut self, v: &[f32]) {
+        Kernels::detect().axpy(1.0, v, &mut self.e);
+    }
+
     /// Compresses `e + x` with `c`; `out` receives what the receiver decodes.
     pub fn compress(
         &mut self,

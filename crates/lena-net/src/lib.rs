@@ -135,7 +135,6 @@ pub enum NetworkParams {
     },
 }
 
-
 /// A checked network model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Network {

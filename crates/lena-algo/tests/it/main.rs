@@ -127,6 +127,93 @@ proptest! {
     }
 }
 
+proptest! {
+    /// With lost uploads (the server sees the node as silent, the node is told before its next
+    /// round): drifts still agree bit for bit, the parameter update is what the nodes now
+    /// believe was applied, and nothing is lost: sum of applied updates + memory = sum of
+    /// alpha g, per node. Offline rounds likewise.
+    #[test]
+    fn lost_uploads_and_absences_keep_node_and_server_in_agreement(
+        grads in gradients(40, 4),
+        outcomes in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 1..10), 3),
+        losses in proptest::collection::vec(any::<bool>(), 1..7),
+        absent_at in 0usize..40,
+        drift_idx in 0usize..5,
+    ) {
+        let (m, d, alpha) = (3, 4, 0.1f32);
+        let l = lena(DRIFTS[drift_idx], alpha);
+        let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
+        let mut server = l.lena_server(m, d);
+        let mut msgs = vec![Message::default(); m];
+        let mut w = vec![0.5f32; d];
+        let (mut sum_v, mut sum_ag) = (vec![vec![0.0f64; d]; m], vec![vec![0.0f64; d]; m]);
+        // Magnitude of everything summed, for the float tolerance (scripted triggers can make
+        // the memory and the updates large and cancelling).
+        let mut mag = vec![vec![1.0f64; d]; m];
+        let mut away = 0u64;
+        for (t, g) in grads.iter().enumerate() {
+            let mut sent = vec![false; m];
+            for i in 0..m {
+                // Node 2 is offline for three rounds from `absent_at`.
+                if i == 2 && (absent_at..absent_at + 3).contains(&t) {
+                    away += 1;
+                    continue;
+                }
+                if i == 2 && away > 0 {
+                    lena_algo::Worker::on_absent(&mut workers[i], away);
+                    away = 0;
+                }
+                let gi: Vec<f32> = g.iter().map(|x| x * (i as f32 + 1.0)).collect();
+                sent[i] = workers[i].step_with_gradient(t as u64, &gi, &mut rng0(), &mut msgs[i]) == Upload::Sent;
+                for j in 0..d {
+                    sum_ag[i][j] += f64::from(alpha) * f64::from(gi[j]);
+                    mag[i][j] += (f64::from(alpha) * f64::from(gi[j])).abs()
+                        + f64::from(workers[i].memory()[j]).abs();
+                }
+            }
+            // Some uploads are lost on the way.
+            let lost: Vec<bool> = (0..m).map(|i| sent[i] && losses[(t + i) % losses.len()]).collect();
+            let delivered: Vec<bool> = (0..m).map(|i| sent[i] && !lost[i]).collect();
+            let before = w.clone();
+            server.apply(t as u64, &mut w, lena_algo::Uploads::new(&msgs, &delivered)).unwrap();
+            for i in 0..m {
+                if lost[i] {
+                    lena_algo::Worker::on_lost(&mut workers[i], &msgs[i]);
+                }
+            }
+            // The offline node's applied update is its drift (the server's missing-upload rule).
+            let applied = |i: usize, j: usize| -> f64 {
+                let wk: &LenaWorker = &workers[i];
+                if i == 2 && away > 0 { f64::from(wk.drift()[j]) } else { f64::from(wk.applied()[j]) }
+            };
+            for i in 0..m {
+                prop_assert_eq!(server.drift(i), workers[i].drift(), "drift of node {} at t={}", i, t);
+                for j in 0..d {
+                    sum_v[i][j] += applied(i, j);
+                    mag[i][j] += applied(i, j).abs();
+                }
+            }
+            for j in 0..d {
+                let total: f64 = (0..m).map(|i| applied(i, j)).sum();
+                let scale: f64 = (0..m).map(|i| applied(i, j).abs()).sum();
+                let want = f64::from(before[j]) - total / m as f64;
+                let tol = 4.0 * f64::from(f32::EPSILON) * (f64::from(before[j]).abs() + scale);
+                prop_assert!((f64::from(w[j]) - want).abs() <= tol, "t={} w[{}] {} vs {}", t, j, w[j], want);
+            }
+        }
+        if away > 0 {
+            lena_algo::Worker::on_absent(&mut workers[2], away);
+        }
+        for i in 0..m {
+            for j in 0..d {
+                let lhs = sum_v[i][j] + f64::from(workers[i].memory()[j]);
+                prop_assert!((lhs - sum_ag[i][j]).abs() <= 1e-5 * mag[i][j],
+                    "node {} coordinate {}: applied + e = {} but sum alpha g = {}", i, j, lhs, sum_ag[i][j]);
+            }
+        }
+    }
+}
+
 #[test]
 fn messages_carry_q_only_when_the_server_cannot_rebuild_it() {
     for (drift, words) in [
@@ -245,7 +332,13 @@ fn bit_equal(a: &[f32], b: &[f32]) -> bool {
 fn degenerate_cases_equal_dgd() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
     let step = || StepSize::Value(0.3);
-    let (dgd, n) = run_fixed(P::Dgd { step_size: step() }, 20);
+    let (dgd, n) = run_fixed(
+        P::Dgd {
+            step_size: step(),
+            missing: Default::default(),
+        },
+        20,
+    );
     assert_eq!(n, 60);
     let lena = run_fixed(
         P::Lena {
@@ -300,6 +393,7 @@ fn degenerate_cases_equal_dgd() {
             step_size: step(),
             compressor: C::Identity,
             a: None,
+            missing: Default::default(),
         },
         20,
     );
@@ -320,6 +414,7 @@ fn lag_with_default_threshold_skips_uploads_and_still_converges() {
     let (dgd, _) = run_fixed(
         P::Dgd {
             step_size: StepSize::Value(0.1),
+            missing: Default::default(),
         },
         200,
     );
@@ -350,6 +445,7 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
     let (dgd, _) = run_fixed(
         P::Dgd {
             step_size: StepSize::Value(0.1),
+            missing: Default::default(),
         },
         rounds,
     );
@@ -398,6 +494,7 @@ fn diana_rejects_biased_compressors_and_bad_shift() {
         step_size: StepSize::Value(0.1),
         compressor: C::top_k(3),
         a: None,
+        missing: Default::default(),
     }
     .check(10)
     .err()
@@ -412,6 +509,7 @@ fn diana_rejects_biased_compressors_and_bad_shift() {
         step_size: StepSize::Value(0.1),
         compressor: q,
         a: Some(0.9),
+        missing: Default::default(),
     }
     .check(100)
     .err()
@@ -468,6 +566,7 @@ fn zero_beta_lena_equals_dgd_given_the_same_gradients() {
     };
     let dgd = run(AlgorithmParams::Dgd {
         step_size: StepSize::Value(0.3),
+        missing: Default::default(),
     });
     let lena = run(AlgorithmParams::Lena {
         step_size: StepSize::Value(0.3),
@@ -535,7 +634,13 @@ proptest! {
 fn lazy_methods_converge_with_fewer_uploads() {
     use lena_algo::{AlgorithmParams as P, StepSize};
     let s = || StepSize::Value(0.1);
-    let (dgd, n_dgd) = run_fixed(P::Dgd { step_size: s() }, 300);
+    let (dgd, n_dgd) = run_fixed(
+        P::Dgd {
+            step_size: s(),
+            missing: Default::default(),
+        },
+        300,
+    );
     let cases = [
         (
             "LAG-PS",
@@ -645,6 +750,7 @@ fn sasg_trajectory() {
     let (dgd, _) = run_fixed(
         P::Dgd {
             step_size: StepSize::Value(0.1),
+            missing: Default::default(),
         },
         3000,
     );
@@ -754,7 +860,7 @@ fn compressed_upload_bits_are_the_encodings() {
         (DriftKind::Momentum { gamma: 0.1 }, 32 * 40),
     ] {
         let l = lena_with(drift, 0.1, lena_compress::CompressorParams::top_k(4), d);
-        let mut wk = worker(&l, &[true], 1, d);
+        let mut wk = worker(&l, &[true, false, false, true, false, false], 3, d);
         let mut msg = Message::default();
         let g: Vec<f32> = (0..d).map(|i| i as f32).collect();
         wk.step_with_gradient(0, &g, &mut rng0(), &mut msg);
