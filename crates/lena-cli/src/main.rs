@@ -111,6 +111,9 @@ fn default_config() -> ExperimentConfig {
             iterations: 200,
             ..RunConfig::default()
         },
+        network: Default::default(),
+        accounting: Default::default(),
+        faults: Default::default(),
     }
 }
 
@@ -272,13 +275,18 @@ fn run(a: RunArgs) -> Result<()> {
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "{}: {} iterations, train loss {:.6}, test accuracy {:.4}, uploads {}, bits {}, {:.1} s; metrics in {}",
+            "{}: {} iterations, train loss {:.6}, test accuracy {:.4}, uploads {} ({} delivered, {} lost, {} late, {} dropped), bits {}, simulated latency {:.3} s, {:.1} s; metrics in {}",
             summary.algorithm,
             l.iteration,
             l.train_loss,
             l.test_accuracy,
             l.uploads,
+            l.delivered,
+            l.lost,
+            l.late,
+            l.dropped,
             l.bits,
+            l.latency_seconds,
             l.wall_seconds,
             output.display()
         );

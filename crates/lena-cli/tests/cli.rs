@@ -43,10 +43,7 @@ fn run_writes_csv_and_flags_override_the_file() {
     assert!(stdout.starts_with("DGD: 30 iterations"), "{stdout}");
     let csv = std::fs::read_to_string(dir.path().join("runs/exp.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(
-        lines[0],
-        "iteration,train_loss,test_accuracy,uploads,bits,wall_seconds"
-    );
+    assert_eq!(lines[0], lena_sim::metrics::CSV_HEADER);
     assert_eq!(lines.len(), 1 + 4);
     assert!(lines[4].starts_with("30,"));
 

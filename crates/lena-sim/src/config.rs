@@ -40,6 +40,94 @@ pub struct ExperimentConfig {
     /// Length, evaluation interval, seed.
     #[serde(default)]
     pub run: RunConfig,
+    /// The network model that turns message sizes into a clock (default: ideal).
+    #[serde(default)]
+    pub network: lena_net::NetworkParams,
+    /// How uploads are counted beyond their payload.
+    #[serde(default)]
+    pub accounting: AccountingConfig,
+    /// Injected faults (default: none).
+    #[serde(default)]
+    pub faults: FaultConfig,
+}
+
+/// Counting beyond the payload bits (ALGORITHMS.md, "Bit accounting").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountingConfig {
+    /// Charge a 1-bit "silent" flag for every online node that does not upload in a round
+    /// (default off: the paper counts uploads).
+    #[serde(default)]
+    pub silent_flag: bool,
+    /// Rounds in the window of the upload-frequency metric (the paper's figure 1 uses 1000).
+    #[serde(default = "default_window")]
+    pub window: u64,
+}
+
+fn default_window() -> u64 {
+    1000
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        Self {
+            silent_flag: false,
+            window: default_window(),
+        }
+    }
+}
+
+/// Faults injected into a run, each drawn from the node's own seeded stream, so that two
+/// algorithms run with the same seed see the same fault pattern.
+///
+/// - `loss`: each upload is lost with this probability. The server treats the node as silent;
+///   the node learns it from the next broadcast's delivery bit ([`lena_algo::Worker::on_lost`]).
+/// - `straggler`: with this probability a node's upload in a round was computed on parameters
+///   `1..=max_delay` rounds old (uniform): the server does not wait for the straggler and uses
+///   its stale result. A delay beyond `deadline` (default `max_delay`: none) means the upload
+///   missed the round and is dropped, as a loss.
+/// - `leave` / `rejoin`: an online node goes offline with probability `leave` per round and an
+///   offline node comes back with probability `rejoin` per round; offline nodes compute and
+///   send nothing and the server applies its missing-upload rule
+///   ([`lena_algo::Worker::on_absent`] on return).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Probability that an upload is lost.
+    #[serde(default)]
+    pub loss: f64,
+    /// Probability that a node's upload is stale.
+    #[serde(default)]
+    pub straggler: f64,
+    /// Largest staleness of a straggler, in rounds (default 1).
+    #[serde(default)]
+    pub max_delay: Option<u64>,
+    /// Staleness beyond which a straggler's upload is dropped (default: `max_delay`).
+    #[serde(default)]
+    pub deadline: Option<u64>,
+    /// Probability per round that an online node goes offline.
+    #[serde(default)]
+    pub leave: f64,
+    /// Probability per round that an offline node comes back.
+    #[serde(default)]
+    pub rejoin: f64,
+}
+
+impl FaultConfig {
+    /// True if no fault can happen.
+    pub fn is_none(&self) -> bool {
+        self.loss == 0.0 && self.straggler == 0.0 && self.leave == 0.0
+    }
+
+    /// Largest straggler delay (rounds).
+    pub fn max_delay(&self) -> u64 {
+        self.max_delay.unwrap_or(1)
+    }
+
+    /// Straggler deadline (rounds).
+    pub fn deadline(&self) -> u64 {
+        self.deadline.unwrap_or(self.max_delay())
+    }
 }
 
 /// Where the data comes from and how nodes see it.
@@ -224,6 +312,39 @@ impl ExperimentConfig {
                 "> 1",
                 self.run.divergence_factor.to_string(),
             );
+        }
+        for (field, p) in [
+            ("faults.loss", self.faults.loss),
+            ("faults.straggler", self.faults.straggler),
+            ("faults.leave", self.faults.leave),
+            ("faults.rejoin", self.faults.rejoin),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return bad(field, "a probability in [0, 1]", p.to_string());
+            }
+        }
+        if self.faults.loss == 1.0 {
+            return bad("faults.loss", "below 1 (every upload lost)", "1".into());
+        }
+        if !(1..=1000).contains(&self.faults.max_delay()) {
+            return bad(
+                "faults.max_delay",
+                "in 1..=1000 rounds",
+                self.faults.max_delay().to_string(),
+            );
+        }
+        if self.faults.leave > 0.0 && self.faults.rejoin == 0.0 {
+            return bad(
+                "faults.rejoin",
+                "> 0 when faults.leave > 0 (nodes that leave must be able to return)",
+                "0".into(),
+            );
+        }
+        if self.accounting.window == 0 {
+            return bad("accounting.window", ">= 1", "0".into());
+        }
+        if let Err(e) = self.network.check() {
+            return Err(Error::Config(e.to_string()));
         }
         if let DataSource::Synthetic {
             samples,

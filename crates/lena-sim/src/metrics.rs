@@ -16,8 +16,23 @@ pub struct MetricsRow {
     pub test_accuracy: f64,
     /// Uploads sent so far, over all nodes.
     pub uploads: u64,
-    /// Uploaded bits so far: the sum of the encoded messages' lengths.
+    /// Uploaded bits so far: the sum of the encoded messages' lengths, plus the silent flags
+    /// if the bit model charges them. Lost and late uploads were sent, so they count.
     pub bits: u64,
+    /// Uploads that reached the server in time.
+    pub delivered: u64,
+    /// Uploads lost on the way (faults).
+    pub lost: u64,
+    /// Straggler uploads the server used although computed on stale parameters.
+    pub late: u64,
+    /// Straggler uploads past the deadline, dropped.
+    pub dropped: u64,
+    /// Simulated upload time so far under the configured network model, in seconds (for WAN:
+    /// the run's first link-rate realization; statistics over all come from the trace).
+    pub latency_seconds: f64,
+    /// Uploads per node and round over the last `accounting.window` rounds (the paper's
+    /// figure 1, right panel).
+    pub upload_frequency: f64,
     /// Wall-clock seconds since the run started (not deterministic; everything else is).
     pub wall_seconds: f64,
 }
@@ -49,7 +64,8 @@ pub struct Writer {
     format: Format,
 }
 
-const CSV_HEADER: &str = "iteration,train_loss,test_accuracy,uploads,bits,wall_seconds";
+/// The CSV header, one column per [`MetricsRow`] field.
+pub const CSV_HEADER: &str = "iteration,train_loss,test_accuracy,uploads,bits,delivered,lost,late,dropped,latency_seconds,upload_frequency,wall_seconds";
 
 impl Writer {
     /// Creates (truncates) `path`, making parent directories.
@@ -78,12 +94,18 @@ impl Writer {
         let res = match self.format {
             Format::Csv => writeln!(
                 self.file,
-                "{},{:e},{},{},{},{:.3}",
+                "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3}",
                 row.iteration,
                 row.train_loss,
                 row.test_accuracy,
                 row.uploads,
                 row.bits,
+                row.delivered,
+                row.lost,
+                row.late,
+                row.dropped,
+                row.latency_seconds,
+                row.upload_frequency,
                 row.wall_seconds
             ),
             Format::Jsonl => {

@@ -8,6 +8,7 @@ use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, U
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
 use lena_kernels::Kernels;
 use lena_model::{Linear, Rows, Workspace};
+use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -79,6 +80,37 @@ struct Node {
     /// The node's algorithm randomness (stream `Purpose::Worker`).
     rng: Xoshiro256PlusPlus,
     worker: Box<dyn Worker>,
+    /// The node's fault draws (stream `Purpose::Faults`).
+    faults: Xoshiro256PlusPlus,
+    /// This round's fault plan and the node's standing.
+    plan: Plan,
+}
+
+/// A node's faults for the round being run, drawn before it steps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Plan {
+    /// Offline this round.
+    offline: bool,
+    /// Rounds it has been offline (reported when it returns).
+    absent: u64,
+    /// Staleness of its parameters this round (0: fresh).
+    delay: u64,
+    /// Its upload, if it sends one, is lost.
+    lose: bool,
+    /// Its previous upload never arrived: tell it before it steps.
+    lost_last: bool,
+}
+
+/// Cumulative communication counters.
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    uploads: u64,
+    bits: u64,
+    delivered: u64,
+    lost: u64,
+    late: u64,
+    dropped: u64,
+    latency: f64,
 }
 
 /// An experiment being run in one process.
@@ -97,8 +129,21 @@ pub struct Simulation {
     /// The previous round's parameters (for the broadcast parameter change).
     w_prev: Vec<f32>,
     round: u64,
-    uploads: u64,
-    bits: u64,
+    counters: Counters,
+    /// What the server receives this round (sent and delivered).
+    delivered: Vec<bool>,
+    /// Every round's message sizes (kept when the network model has a clock).
+    trace: Option<lena_net::Trace>,
+    /// This round's sizes (0: nothing sent).
+    row_bits: Vec<u32>,
+    network: lena_net::Network,
+    /// Link rates of the metrics' realization (seeded by the run).
+    rates: Vec<f64>,
+    /// Uploads per round over the last `accounting.window` rounds, as a ring.
+    window: Vec<u32>,
+    window_sum: u64,
+    /// The last rounds' parameters, newest at `round % len` (stragglers only).
+    history: Vec<Vec<f32>>,
     initial_loss: Option<f64>,
     step_size: f32,
     algorithm: String,
@@ -222,12 +267,32 @@ impl Simulation {
                     },
                     worker,
                     rng: streams::stream(seed, Purpose::Worker, i as u64),
+                    faults: streams::stream(seed, Purpose::Faults, i as u64),
+                    plan: Plan::default(),
                 }
             })
             .collect();
         drop(train);
         let server = alg.server(m, dim);
+        let network = cfg
+            .network
+            .check()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let rates = network.rates(m, streams::derive(seed, Purpose::Network, 0));
+        let history = if cfg.faults.straggler > 0.0 {
+            vec![vec![0.0; dim]; cfg.faults.max_delay() as usize + 2]
+        } else {
+            Vec::new()
+        };
         Ok(Self {
+            delivered: vec![false; m],
+            trace: (!network.is_ideal()).then(|| lena_net::Trace::new(m)),
+            row_bits: vec![0; m],
+            network,
+            rates,
+            window: vec![0; cfg.accounting.window as usize],
+            window_sum: 0,
+            history,
             msgs: vec![Message::default(); m],
             sent: vec![false; m],
             model,
@@ -238,8 +303,7 @@ impl Simulation {
             w: vec![0.0; dim],
             w_prev: vec![0.0; dim],
             round: 0,
-            uploads: 0,
-            bits: 0,
+            counters: Counters::default(),
             initial_loss: None,
             step_size,
             algorithm: alg.name(),
@@ -277,13 +341,66 @@ impl Simulation {
         &self.cfg
     }
 
+    /// The recorded message sizes (`None` for the ideal network, which has no clock).
+    pub fn trace(&self) -> Option<&lena_net::Trace> {
+        self.trace.as_ref()
+    }
+
+    /// Latency statistics over the network model's link-rate realizations at the listed
+    /// round counts, from the recorded trace (no re-training). `None` for the ideal network.
+    pub fn latency_stats(&self, at: &[u64]) -> Option<Vec<lena_net::LatencyStats>> {
+        let seed = streams::derive(self.cfg.run.seed, Purpose::Network, 0);
+        let trace = self.trace.as_ref()?;
+        let net = &self.network;
+        Some(self.pool.install(|| trace.latency_stats(net, seed, at)))
+    }
+
+    /// Draws every node's faults for this round from its own stream (before any node steps,
+    /// in node order, so the pattern depends only on the seed and is the same whatever the
+    /// algorithm).
+    fn plan_faults(&mut self) {
+        let f = &self.cfg.faults;
+        if f.is_none() {
+            return;
+        }
+        for node in &mut self.nodes {
+            let (rng, plan) = (&mut node.faults, &mut node.plan);
+            // Fixed draws per round, whatever the outcome, so streams stay aligned.
+            let (u_leave, u_strag, u_delay, u_loss): (f64, f64, f64, f64) =
+                (rng.random(), rng.random(), rng.random(), rng.random());
+            if plan.offline {
+                if u_leave < f.rejoin {
+                    plan.offline = false;
+                } else {
+                    plan.absent += 1;
+                }
+            } else if u_leave < f.leave {
+                plan.offline = true;
+                plan.absent = 1;
+            }
+            plan.delay = if u_strag < f.straggler {
+                1 + (u_delay * f.max_delay() as f64) as u64 % f.max_delay()
+            } else {
+                0
+            };
+            plan.lose = u_loss < f.loss;
+        }
+    }
+
     /// One round: every node steps at the current parameters (in parallel), then the server
-    /// applies the uploads in node order.
+    /// applies the uploads that arrived (node order per coordinate).
     pub fn step(&mut self) -> Result<()> {
         let round = self.round;
+        self.plan_faults();
+        let k = self.kernels;
+        if !self.history.is_empty() {
+            let h = self.history.len() as u64;
+            self.history[(round % h) as usize].copy_from_slice(&self.w);
+        }
         let w = &self.w;
         let prev = (round > 0).then_some(&self.w_prev[..]);
-        let bc = Broadcast::next(self.kernels, round, w, prev);
+        let bc = Broadcast::next(k, round, w, prev);
+        let history = &self.history;
         let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
         self.pool.install(|| {
             nodes
@@ -291,15 +408,37 @@ impl Simulation {
                 .zip(msgs.par_iter_mut())
                 .zip(sent.par_iter_mut())
                 .for_each(|((node, msg), sent)| {
-                    let up = node.worker.step(&bc, &mut node.local, &mut node.rng, msg);
+                    let plan = &mut node.plan;
+                    if plan.offline {
+                        *sent = false;
+                        return;
+                    }
+                    // In the order they happened: a loss, then the absence that followed it.
+                    if plan.lost_last {
+                        node.worker.on_lost(msg);
+                        plan.lost_last = false;
+                    }
+                    if plan.absent > 0 {
+                        node.worker.on_absent(plan.absent);
+                        plan.absent = 0;
+                    }
+                    // A straggler computes on the parameters of `delay` rounds ago.
+                    let stale;
+                    let bc = if plan.delay > 0 {
+                        let h = history.len() as u64;
+                        let t = round.saturating_sub(plan.delay);
+                        let p = (t > 0).then(|| &history[((t - 1) % h) as usize][..]);
+                        stale = Broadcast::next(k, t, &history[(t % h) as usize], p);
+                        &stale
+                    } else {
+                        &bc
+                    };
+                    let up = node.worker.step(bc, &mut node.local, &mut node.rng, msg);
                     *sent = up == Upload::Sent;
                 });
         });
-        let uploads = Uploads::new(&self.msgs, &self.sent);
-        for m in uploads.iter().flatten() {
-            self.uploads += 1;
-            self.bits += m.bits();
-        }
+        self.account(round);
+        let uploads = Uploads::new(&self.msgs, &self.delivered);
         self.w_prev.copy_from_slice(&self.w);
         // Inside the pool: servers aggregate coordinate blocks on the run's threads.
         let (server, w) = (&mut self.server, &mut self.w);
@@ -313,6 +452,51 @@ impl Simulation {
             });
         }
         Ok(())
+    }
+
+    /// Counts the round's uploads and bits, decides which uploads arrive, and advances the
+    /// clock. Lost and late uploads were transmitted: they cost bits and time.
+    fn account(&mut self, round: u64) {
+        let deadline = self.cfg.faults.deadline();
+        let flag = self.cfg.accounting.silent_flag;
+        let c = &mut self.counters;
+        let mut uploads_this_round = 0u32;
+        for (m, node) in self.nodes.iter_mut().enumerate() {
+            let plan = &mut node.plan;
+            let msg = &self.msgs[m];
+            let mut bits = 0u64;
+            self.delivered[m] = false;
+            if self.sent[m] {
+                bits = msg.bits();
+                c.uploads += 1;
+                uploads_this_round += 1;
+                if plan.delay > deadline {
+                    c.dropped += 1;
+                    plan.lost_last = true;
+                } else if plan.lose {
+                    c.lost += 1;
+                    plan.lost_last = true;
+                } else {
+                    c.delivered += 1;
+                    c.late += u64::from(plan.delay > 0);
+                    self.delivered[m] = true;
+                }
+            } else if flag && !plan.offline {
+                bits = 1;
+            }
+            c.bits += bits;
+            self.row_bits[m] = u32::try_from(bits).unwrap_or(u32::MAX);
+        }
+        if let Some(trace) = &mut self.trace {
+            trace
+                .push_round(&self.row_bits)
+                .expect("one entry per node");
+            c.latency += self.network.round_latency(&self.row_bits, &self.rates);
+        }
+        let slot = (round % self.window.len() as u64) as usize;
+        self.window_sum =
+            self.window_sum - u64::from(self.window[slot]) + u64::from(uploads_this_round);
+        self.window[slot] = uploads_this_round;
     }
 
     /// Global train loss `F(w) = (1/M) sum_m f_m(w)` (full batch) and test accuracy.
@@ -349,8 +533,17 @@ impl Simulation {
             iteration: self.round,
             train_loss,
             test_accuracy,
-            uploads: self.uploads,
-            bits: self.bits,
+            uploads: self.counters.uploads,
+            bits: self.counters.bits,
+            delivered: self.counters.delivered,
+            lost: self.counters.lost,
+            late: self.counters.late,
+            dropped: self.counters.dropped,
+            latency_seconds: self.counters.latency,
+            upload_frequency: {
+                let rounds = self.round.min(self.window.len() as u64).max(1);
+                self.window_sum as f64 / (rounds * self.nodes.len() as u64) as f64
+            },
             wall_seconds: start.elapsed().as_secs_f64(),
         })
     }

@@ -16,6 +16,10 @@ pub enum Purpose {
     Worker = 3,
     /// Initial parameters.
     Init = 4,
+    /// A node's faults (losses, straggling, leaving and returning).
+    Faults = 5,
+    /// Link-rate realizations of the network model.
+    Network = 6,
 }
 
 fn splitmix(mut z: u64) -> u64 {
