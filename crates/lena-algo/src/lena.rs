@@ -49,6 +49,16 @@ pub struct LenaParams {
     /// (any compressor with `||e'||^2 <= (1 - delta) ||e + alpha g||^2` keeps convergence).
     #[serde(default)]
     pub compressor: Option<CompressorParams>,
+    /// After the broadcast reports a lost upload, upload again in the next round whatever
+    /// the filter says (a retransmission, counted like any upload). Without it the server
+    /// keeps the old drift until the node's next regular upload; measured in
+    /// docs/COMMUNICATION.md.
+    #[serde(default = "default_resend")]
+    pub resend_lost: bool,
+}
+
+fn default_resend() -> bool {
+    true
 }
 
 fn default_beta() -> f64 {
@@ -77,6 +87,7 @@ impl Default for LenaParams {
             drift: default_drift(),
             average_gamma: default_avg_gamma(),
             compressor: None,
+            resend_lost: default_resend(),
         }
     }
 }
@@ -153,6 +164,8 @@ impl Lena {
             v_is_q: false,
             q_before: vec![0.0; dim],
             since_before: 0,
+            resend: false,
+            resend_lost: self.params.resend_lost,
             prev_grad_sq: 0.0,
             since_upload: 0,
             compressor: self.compressor.clone(),
@@ -236,6 +249,9 @@ pub struct LenaWorker {
     /// The drift and upload age before the last upload, to undo it if it is lost.
     q_before: Vec<f32>,
     since_before: u64,
+    /// Upload in the next round whatever the filter says (after a loss, if `resend_lost`).
+    resend: bool,
+    resend_lost: bool,
     prev_grad_sq: f64,
     since_upload: u64,
     compressor: Option<Arc<dyn Compressor>>,
@@ -314,7 +330,13 @@ impl LenaWorker {
             threshold_offset: 0.0,
         };
         self.prev_grad_sq = grad_sq;
-        match self.trigger.decide(&ctx) {
+        let decision = self.trigger.decide(&ctx);
+        let decision = if std::mem::take(&mut self.resend) {
+            Decision::Upload
+        } else {
+            decision
+        };
+        match decision {
             Decision::Upload => {
                 match &self.compressor {
                     None => {
@@ -391,6 +413,7 @@ impl Worker for LenaWorker {
         self.drift.set(&self.q_before);
         self.v_is_q = true;
         self.since_upload = self.since_before;
+        self.resend = self.resend_lost;
     }
 
     /// The server applied the drift q in each absent round, which the node never computed:

@@ -219,6 +219,10 @@ pub enum Missing {
     Last,
 }
 
+fn default_diana_missing() -> Missing {
+    Missing::Last
+}
+
 /// What the server broadcasts at the start of a round, as every node receives it.
 #[derive(Clone, Copy, Debug)]
 pub struct Broadcast<'a> {
@@ -312,7 +316,7 @@ pub enum AlgorithmParams {
         a: Option<f32>,
         /// What the server does without a node's upload (faults only): the node's `"last"`
         /// shift h_m stands in for it (default), or the mean is over the `"average"` arrivals.
-        #[serde(default)]
+        #[serde(default = "default_diana_missing")]
         missing: Missing,
     },
     /// Error-feedback SGD with a compressor (see [`peers::EfSgd`]).

@@ -355,3 +355,5 @@ fn lena_tracks_dgd_with_fewer_uploads_on_mnist_slice() {
         d.uploads
     );
 }
+
+mod comm;
