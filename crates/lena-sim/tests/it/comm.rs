@@ -184,18 +184,37 @@ fn lena_degrades_less_than_dgd_and_diana_under_upload_loss() {
 fn loss_study() {
     for (name, algo) in [
         ("DGD average", "name = \"dgd\"\nstep_size = 0.05"),
-        ("DGD last", "name = \"dgd\"\nstep_size = 0.05\nmissing = \"last\""),
+        (
+            "DGD last",
+            "name = \"dgd\"\nstep_size = 0.05\nmissing = \"last\"",
+        ),
         ("DIANA last", "name = \"diana\"\nstep_size = 0.05"),
-        ("DIANA average", "name = \"diana\"\nstep_size = 0.05\nmissing = \"average\""),
+        (
+            "DIANA average",
+            "name = \"diana\"\nstep_size = 0.05\nmissing = \"average\"",
+        ),
         ("LENA", "name = \"lena\"\nstep_size = 0.05"),
-        ("LENA no resend", "name = \"lena\"\nstep_size = 0.05\nresend_lost = false"),
+        (
+            "LENA no resend",
+            "name = \"lena\"\nstep_size = 0.05\nresend_lost = false",
+        ),
     ] {
         for (nodes, batch, rounds) in [(10, 0, 400), (10, 10, 400), (100, 3, 600)] {
-            let base = mnist_slice(algo, rounds).replace("nodes = 10\n", &format!("nodes = {nodes}\nbatch = {batch}\n"));
+            let base = mnist_slice(algo, rounds).replace(
+                "nodes = 10\n",
+                &format!("nodes = {nodes}\nbatch = {batch}\n"),
+            );
             let clean = run(&base).unwrap();
             let lossy = run(&format!("{base}[faults]\nloss = 0.1\n")).unwrap();
             let (c, l) = (clean.last().unwrap(), lossy.last().unwrap());
-            eprintln!("| {name} | {nodes} | {batch} | {rounds} | {:.5} | {:.5} | {:.4} | {} / {} |", c.train_loss, l.train_loss, l.train_loss / c.train_loss, l.lost, l.uploads);
+            eprintln!(
+                "| {name} | {nodes} | {batch} | {rounds} | {:.5} | {:.5} | {:.4} | {} / {} |",
+                c.train_loss,
+                l.train_loss,
+                l.train_loss / c.train_loss,
+                l.lost,
+                l.uploads
+            );
         }
     }
 }
