@@ -428,7 +428,7 @@ impl Worker for LenaWorker {
 
 /// LENA's server: keeps each node's drift and applies it in the node's silent rounds.
 ///
-/// The drifts are stored block-major (for each block of [`AGG_BLOCK`] coordinates, every
+/// The drifts are stored block-major (for each block of 1024 coordinates, every
 /// node's piece in turn), so that coordinate blocks are aggregated in parallel: each block
 /// applies the nodes in node order, with the same element-wise float operations as the node,
 /// whatever the thread count. Compressed uploads are first decoded in parallel over nodes.
