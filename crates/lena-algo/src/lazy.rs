@@ -110,6 +110,9 @@ impl Steps {
 /// difference is at most `c / (alpha^2 M^2) sum_{d<=D} ||dw_d||^2`; an upload is forced once
 /// `max_staleness` rounds passed. Server: `w -= (alpha / M) sum_m g_hat_m` over the last
 /// gradients received. One upload: the fresh gradient, dense f32. Two gradients per round.
+///
+/// A missing upload (faults): the server keeps the node's last gradient until the next upload
+/// replaces it.
 pub struct LasgWk2 {
     /// Step size alpha.
     pub step_size: f32,
@@ -242,6 +245,9 @@ impl Worker for TwoPointWorker {
 /// gradient is replaced by the stale vector, not accumulated.
 /// The threshold's normalisation is explicit ([`Normalisation`]); the authors' scripts use
 /// `2 alpha M^2` and `alpha M^2`. One upload: top-k indices and values.
+///
+/// A missing upload (faults): the server reuses the node's last sparse vector; the node puts
+/// the undelivered one back into its memory.
 pub struct Sasg {
     /// Step size alpha.
     pub step_size: f32,
@@ -334,6 +340,9 @@ impl Algorithm for Sasg {
 /// (eps = g - Q now, eps_hat at the last upload) or the clock reaches C. Defaults from the
 /// authors' code: b = 4, D = 10, xi = 0.8 / D, C = 100. One upload: R as f32 and b bits per
 /// coordinate (32 + b d bits). Server: `w -= (alpha / M) sum_m Qhat_m`.
+///
+/// A missing upload (faults): the server keeps its quantized gradient; the node, told, restores
+/// its Qhat.
 pub struct Laq {
     /// Step size alpha.
     pub step_size: f32,
@@ -454,6 +463,9 @@ impl Worker for LaqWorker {
 /// is the server's decision; a skipped node computes no gradient at all. A node whose oracle
 /// knows no smoothness constant uploads every round. One upload: the
 /// gradient, dense f32.
+///
+/// A missing upload (faults): the server keeps the node's last gradient until the next upload
+/// replaces it.
 pub struct LagPs {
     /// Step size alpha.
     pub step_size: f32,

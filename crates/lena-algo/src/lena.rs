@@ -93,6 +93,10 @@ impl Default for LenaParams {
 }
 
 /// A validated LENA configuration.
+///
+/// A missing upload (faults) is a silent round for the server, which applies the drift; the
+/// node, told of the loss, puts `v - q` back into its memory and, with `resend_lost`, uploads
+/// again next round (docs/COMMUNICATION.md).
 #[derive(Clone)]
 pub struct Lena {
     /// Step size alpha.

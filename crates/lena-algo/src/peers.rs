@@ -18,6 +18,8 @@ use std::sync::Arc;
 /// Convergence needs `a (1 + omega) <= 1`; the default is `a = 1 / (1 + omega)`.
 /// One upload: the compressor's encoding of `delta` (for QSGD: a norm per bucket and a level
 /// and sign per coordinate).
+///
+/// A missing upload (faults): see [`Missing`]; the node rolls its shift back when told.
 pub struct Diana {
     /// Step size alpha.
     pub step_size: f32,
@@ -158,6 +160,9 @@ impl Server for DianaServer {
 ///
 /// Node: `m <- m + alpha g`; send `C(m)`; `m <- m - C(m)`. Server: `w -= (1/M) sum_m C(m_m)`.
 /// One upload: the compressor's encoding (top-k: k indices of ceil(log2 d) bits and k floats).
+///
+/// A missing upload (faults) counts as 0 in the mean over M; the node puts the undelivered
+/// vector back into its memory.
 pub struct EfSgd {
     /// Step size alpha.
     pub step_size: f32,
@@ -279,6 +284,9 @@ impl Server for SumServer {
 /// needed (LAQ's construction with any compressor). Reusing a stale compressed vector
 /// instead (SASG's choice) ends far from DGD's point on non-IID nodes: measured in this
 /// crate's tests before this choice. One upload: the compressor's encoding.
+///
+/// A missing upload (faults): the server keeps the node's last gradient; the node, told,
+/// restores its copy of it.
 pub struct Lag {
     /// Step size alpha.
     pub step_size: f32,
