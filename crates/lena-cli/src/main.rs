@@ -22,14 +22,49 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one experiment from a TOML file and/or flags (flags override the file).
+    /// Run one experiment from a TOML file and/or flags (flags override the file) into an
+    /// output directory: config.toml (resolved), meta.json, metrics.csv, metrics.jsonl (both
+    /// written as the run goes), summary.json, and latency.csv for a network with a clock.
     Run(RunArgs),
+    /// Draw metrics of one or more runs as a line chart, PNG and SVG.
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Run directories (or metrics CSV files) to draw, one line each.
+    runs: Vec<PathBuf>,
+    /// Output path without extension (writes OUT.png and OUT.svg).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Column for the x axis (iteration, bits, uploads, latency_seconds, ...).
+    #[arg(long, default_value = "iteration")]
+    x: String,
+    /// Column for the y axis (train_loss, test_accuracy, upload_frequency, ...).
+    #[arg(long, default_value = "train_loss")]
+    y: String,
+    /// Logarithmic x axis.
+    #[arg(long)]
+    log_x: bool,
+    /// Logarithmic y axis.
+    #[arg(long)]
+    log_y: bool,
+    /// Legend entries, one per run in order (default: each run's algorithm name).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Title (default: "Y vs X").
+    #[arg(long)]
+    title: Option<String>,
 }
 
 #[derive(Args)]
 struct RunArgs {
     /// Experiment file (TOML). Without one, flags and defaults describe the run.
     config: Option<PathBuf>,
+    /// Override any field of the experiment, e.g. `--set algorithm.beta=20` or
+    /// `--set faults.loss=0.1` (repeatable; the value is read as TOML, else as a string).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     /// Dataset: mnist (from --data-dir), or a LIBSVM training file given with --train.
     #[arg(long)]
     dataset: Option<String>,
@@ -79,12 +114,9 @@ struct RunArgs {
     /// Use only the first N training samples.
     #[arg(long)]
     max_train: Option<usize>,
-    /// Metrics file, `.csv` or `.jsonl` (default `runs/NAME.csv`, NAME from the experiment file).
+    /// Output directory (default `runs/NAME`, NAME from the experiment file).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Metrics format, overriding the output's extension.
-    #[arg(long, value_parser = ["csv", "jsonl"])]
-    format: Option<String>,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -117,14 +149,48 @@ fn default_config() -> ExperimentConfig {
     }
 }
 
+/// Applies `--set key=value` overrides to a TOML document.
+fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
+    for set in sets {
+        let (key, raw) = set
+            .split_once('=')
+            .with_context(|| format!("--set {set:?}: expected KEY=VALUE"))?;
+        let value = match format!("v = {raw}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(raw.to_string()),
+        };
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let (last, path) = parts.split_last().expect("split gives one part");
+        let mut cur = &mut *table;
+        for p in path {
+            cur = cur
+                .entry(p.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .with_context(|| format!("--set {set:?}: {p} is not a table"))?;
+        }
+        cur.insert(last.to_string(), value);
+    }
+    Ok(())
+}
+
 fn resolve_config(a: &RunArgs) -> Result<ExperimentConfig> {
-    let mut cfg = match &a.config {
+    let (text, name) = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read experiment file {}", path.display()))?;
-            ExperimentConfig::from_toml(&text, &path.display().to_string())?
+            // Errors in the file itself name its lines.
+            ExperimentConfig::from_toml(&text, &path.display().to_string())?;
+            (text, path.display().to_string())
         }
-        None => default_config(),
+        None => (toml::to_string(&default_config())?, "defaults".into()),
+    };
+    let mut cfg = if a.sets.is_empty() {
+        ExperimentConfig::from_toml(&text, &name)?
+    } else {
+        let mut table: toml::Table = text.parse()?;
+        apply_sets(&mut table, &a.sets)?;
+        ExperimentConfig::from_toml(&toml::to_string(&table)?, &format!("{name} with --set"))?
     };
     let d = &mut cfg.data;
     match (a.dataset.as_deref(), &a.train) {
@@ -201,15 +267,19 @@ fn resolve_config(a: &RunArgs) -> Result<ExperimentConfig> {
     Ok(cfg)
 }
 
-/// Writes each evaluation and drives the progress bar.
+/// Writes each evaluation (CSV and JSON lines) and drives the progress bar.
 struct Progress {
     bar: ProgressBar,
-    writer: Writer,
+    csv: Writer,
+    jsonl: Writer,
+    rows: Vec<MetricsRow>,
 }
 
 impl Observer for Progress {
     fn on_eval(&mut self, row: &MetricsRow) -> lena_sim::Result<()> {
-        self.writer.write(row)?;
+        self.csv.write(row)?;
+        self.jsonl.write(row)?;
+        self.rows.push(row.clone());
         self.bar.set_message(format!(
             "loss {:.4}  acc {:.4}  uploads {}  bits {:.3e}",
             row.train_loss, row.test_accuracy, row.uploads, row.bits as f64
@@ -223,23 +293,70 @@ impl Observer for Progress {
     }
 }
 
+/// Run metadata (meta.json).
+#[derive(serde::Serialize)]
+struct Meta<'a> {
+    label: String,
+    algorithm: String,
+    step_size: f32,
+    seed: u64,
+    version: &'a str,
+    git_commit: &'a str,
+    simd: &'a str,
+    threads: usize,
+    nodes: usize,
+    node_samples: (usize, usize),
+    started_unix: u64,
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
 fn run(a: RunArgs) -> Result<()> {
     let cfg = resolve_config(&a)?;
-    let output = a.output.clone().unwrap_or_else(|| {
+    let dir = a.output.clone().unwrap_or_else(|| {
         let stem = a
             .config
             .as_ref()
             .and_then(|p| p.file_stem())
             .map(|s| s.to_string_lossy().into_owned());
-        PathBuf::from("runs").join(format!("{}.csv", stem.unwrap_or_else(|| "run".into())))
+        PathBuf::from("runs").join(stem.unwrap_or_else(|| "run".into()))
     });
-    let format = match a.format.as_deref() {
-        Some("jsonl") => Format::Jsonl,
-        Some(_) => Format::Csv,
-        None => Format::from_path(&output),
-    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    write_file(&dir.join("config.toml"), &toml::to_string(&cfg)?)?;
     let iterations = cfg.run.iterations;
+    let threads = if cfg.run.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.run.threads
+    };
+    let seed = cfg.run.seed;
     let mut sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    let sizes = sim.node_sizes();
+    let simd = lena_kernels::Kernels::detect().name();
+    let meta = Meta {
+        label: sim.algorithm_name().to_string(),
+        algorithm: sim.algorithm_name().to_string(),
+        step_size: sim.step_size(),
+        seed,
+        version: env!("CARGO_PKG_VERSION"),
+        git_commit: env!("LENA_GIT_COMMIT"),
+        simd,
+        threads,
+        nodes: sizes.len(),
+        node_samples: (
+            *sizes.iter().min().unwrap_or(&0),
+            *sizes.iter().max().unwrap_or(&0),
+        ),
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    write_file(
+        &dir.join("meta.json"),
+        &serde_json::to_string_pretty(&meta)?,
+    )?;
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
@@ -251,31 +368,55 @@ fn run(a: RunArgs) -> Result<()> {
             .expect("valid template")
             .progress_chars("=> "),
         );
+        bar.println(format!(
+            "lena: {} ({} nodes, {}..{} samples each), step size {}, SIMD {simd}, {threads} threads -> {}",
+            meta.algorithm,
+            meta.nodes,
+            meta.node_samples.0,
+            meta.node_samples.1,
+            meta.step_size,
+            dir.display(),
+        ));
         bar
     };
-    if !a.quiet {
-        let sizes = sim.node_sizes();
-        bar.println(format!(
-            "lena: {} nodes ({}..{} samples each), step size {}, SIMD {}, {} threads",
-            sizes.len(),
-            sizes.iter().min().unwrap_or(&0),
-            sizes.iter().max().unwrap_or(&0),
-            sim.step_size(),
-            lena_kernels::Kernels::detect().name(),
-            rayon::current_num_threads(),
-        ));
-    }
-    let writer = Writer::create(&output, format)?;
-    let mut obs = Progress { bar, writer };
+    let mut obs = Progress {
+        bar,
+        csv: Writer::create(&dir.join("metrics.csv"), Format::Csv)?,
+        jsonl: Writer::create(&dir.join("metrics.jsonl"), Format::Jsonl)?,
+        rows: Vec::new(),
+    };
     let res = sim.run(&mut obs);
     obs.bar.finish_and_clear();
     let summary =
-        res.with_context(|| format!("run stopped; metrics so far are in {}", output.display()))?;
+        res.with_context(|| format!("run stopped; metrics so far are in {}", dir.display()))?;
+    // Latency over the network model's link-rate realizations, at every evaluation.
+    let at: Vec<u64> = obs.rows.iter().map(|r| r.iteration).collect();
+    let latency = sim.latency_stats(&at);
+    if let Some(stats) = &latency {
+        let mut text = String::from("iteration,mean,min,max,p5,p95\n");
+        for s in stats {
+            text.push_str(&format!(
+                "{},{:e},{:e},{:e},{:e},{:e}\n",
+                s.rounds, s.mean, s.min, s.max, s.p5, s.p95
+            ));
+        }
+        write_file(&dir.join("latency.csv"), &text)?;
+    }
     let l = &summary.last;
+    let json = serde_json::json!({
+        "algorithm": summary.algorithm,
+        "step_size": summary.step_size,
+        "last": l,
+        "latency_final": latency.as_ref().and_then(|s| s.last().copied()),
+    });
+    write_file(
+        &dir.join("summary.json"),
+        &serde_json::to_string_pretty(&json)?,
+    )?;
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "{}: {} iterations, train loss {:.6}, test accuracy {:.4}, uploads {} ({} delivered, {} lost, {} late, {} dropped), bits {}, simulated latency {:.3} s, {:.1} s; metrics in {}",
+            "{}: {} iterations, train loss {:.6}, test accuracy {:.4}, uploads {} ({} delivered, {} lost, {} late, {} dropped), bits {}, simulated latency {:.3} s, {:.1} s; output in {}",
             summary.algorithm,
             l.iteration,
             l.train_loss,
@@ -288,8 +429,66 @@ fn run(a: RunArgs) -> Result<()> {
             l.bits,
             l.latency_seconds,
             l.wall_seconds,
-            output.display()
+            dir.display()
         );
+    }
+    Ok(())
+}
+
+fn plot(a: PlotArgs) -> Result<()> {
+    anyhow::ensure!(
+        !a.runs.is_empty(),
+        "lena plot: give at least one run directory"
+    );
+    anyhow::ensure!(
+        a.labels.is_empty() || a.labels.len() == a.runs.len(),
+        "lena plot: {} --label for {} runs",
+        a.labels.len(),
+        a.runs.len()
+    );
+    let mut series = Vec::new();
+    for (i, run) in a.runs.iter().enumerate() {
+        let (csv, meta) = if run.is_dir() {
+            (run.join("metrics.csv"), Some(run.join("meta.json")))
+        } else {
+            (run.clone(), None)
+        };
+        let table = lena_plot::Table::read(&csv)?;
+        let col = |name: &str| {
+            table.column(name).with_context(|| {
+                format!(
+                    "{}: no column {name:?}; columns are: {}",
+                    csv.display(),
+                    table.names.join(", ")
+                )
+            })
+        };
+        let (x, y) = (col(&a.x)?, col(&a.y)?);
+        let label = match a.labels.get(i) {
+            Some(l) => l.clone(),
+            None => meta
+                .and_then(|m| std::fs::read_to_string(m).ok())
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["label"].as_str().map(String::from))
+                .unwrap_or_else(|| run.display().to_string()),
+        };
+        series.push(lena_plot::Series {
+            label,
+            points: x.into_iter().zip(y).collect(),
+        });
+    }
+    let chart = lena_plot::Chart {
+        title: a.title.unwrap_or_else(|| format!("{} vs {}", a.y, a.x)),
+        x_label: a.x.clone(),
+        y_label: a.y.clone(),
+        log_x: a.log_x,
+        log_y: a.log_y,
+        series,
+    };
+    let [png, svg] = lena_plot::draw(&chart, &a.output)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("wrote {} and {}", png.display(), svg.display());
     }
     Ok(())
 }
@@ -298,6 +497,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Run(a) => run(a),
+        Command::Plot(a) => plot(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,7 +30,7 @@ fn lena(args: &[&str], dir: &std::path::Path) -> std::process::Output {
 }
 
 #[test]
-fn run_writes_csv_and_flags_override_the_file() {
+fn run_writes_its_directory_and_flags_override_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
     let out = lena(&["run", "exp.toml", "-q"], dir.path());
@@ -41,15 +41,31 @@ fn run_writes_csv_and_flags_override_the_file() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("DGD: 30 iterations"), "{stdout}");
-    let csv = std::fs::read_to_string(dir.path().join("runs/exp.csv")).unwrap();
+    let run_dir = dir.path().join("runs/exp");
+    let csv = std::fs::read_to_string(run_dir.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], lena_sim::metrics::CSV_HEADER);
     assert_eq!(lines.len(), 1 + 4);
     assert!(lines[4].starts_with("30,"));
+    let jsonl = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 4);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["seed"], 2);
+    assert_eq!(meta["algorithm"], "DGD");
+    assert!(meta["simd"].as_str().unwrap().len() > 3);
+    assert!(meta["git_commit"].is_string());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["last"]["iteration"], 30);
+    // The resolved config is a valid experiment file giving the same run.
+    let resolved = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(lena_sim::ExperimentConfig::from_toml(&resolved, "config.toml").is_ok());
 
     let out = lena(
         &[
-            "run", "exp.toml", "-q", "-n", "20", "--nodes", "5", "-o", "m.jsonl",
+            "run", "exp.toml", "-q", "-n", "20", "--nodes", "5", "-o", "out",
         ],
         dir.path(),
     );
@@ -58,10 +74,100 @@ fn run_writes_csv_and_flags_override_the_file() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let jsonl = std::fs::read_to_string(dir.path().join("m.jsonl")).unwrap();
+    let jsonl = std::fs::read_to_string(dir.path().join("out/metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
     assert_eq!(last["iteration"], 20);
     assert_eq!(last["uploads"], 100); // 5 nodes x 20 rounds
+}
+
+#[test]
+fn set_overrides_any_field_and_names_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(
+        &[
+            "run",
+            "exp.toml",
+            "-q",
+            "--set",
+            "run.iterations=12",
+            "--set",
+            "algorithm.name=\"lena\"",
+            "--set",
+            "algorithm.beta=5",
+            "--set",
+            "network.kind=lan",
+            "--set",
+            "network.rate_mbps=2",
+            "-o",
+            "s",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolved = std::fs::read_to_string(dir.path().join("s/config.toml")).unwrap();
+    assert!(
+        resolved.contains("beta = 5.0") && resolved.contains("iterations = 12"),
+        "{resolved}"
+    );
+    assert!(dir.path().join("s/latency.csv").exists());
+    for (set, want) in [
+        ("algorithm.betta=1", "unknown field `betta`"),
+        (
+            "faults.loss=2",
+            "faults.loss must be a probability in [0, 1], got 2",
+        ),
+        ("nokey", "expected KEY=VALUE"),
+    ] {
+        let out = lena(&["run", "exp.toml", "-q", "--set", set], dir.path());
+        assert_eq!(out.status.code(), Some(1), "{set}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{set}: expected {want:?} in {err}");
+    }
+}
+
+#[test]
+fn plot_draws_runs_to_png_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    for (name, out) in [("dgd", "a"), ("lena", "b")] {
+        let o = lena(
+            &["run", "exp.toml", "-q", "-a", name, "-o", out],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = lena(
+        &[
+            "plot",
+            "a",
+            "b",
+            "--x",
+            "bits",
+            "--y",
+            "train_loss",
+            "--log-x",
+            "-o",
+            "fig/loss",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = std::fs::read_to_string(dir.path().join("fig/loss.svg")).unwrap();
+    assert!(
+        svg.contains("DGD") && svg.contains("LENA-m"),
+        "legend from meta.json"
+    );
+    assert!(dir.path().join("fig/loss.png").exists());
+    let o = lena(&["plot", "a", "--y", "nope", "-o", "x"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no column \"nope\"; columns are: iteration")
+    );
 }
 
 #[test]
@@ -130,7 +236,7 @@ fn diverging_run_keeps_the_rows_it_wrote() {
         err.contains("diverged at iteration") && err.contains("metrics so far are in"),
         "{err}"
     );
-    let csv = std::fs::read_to_string(dir.path().join("runs/exp.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("runs/exp/metrics.csv")).unwrap();
     assert!(
         csv.lines().count() >= 2,
         "the rows before divergence are kept: {csv}"
@@ -145,9 +251,7 @@ fn every_algorithm_runs_from_the_command_line() {
         "dgd", "lena", "lag_wk", "lag_ps", "lasg_wk2", "laq", "sasg", "diana", "ef_sgd",
     ] {
         let out = lena(
-            &[
-                "run", "exp.toml", "-q", "-a", name, "-n", "15", "-o", "a.csv",
-            ],
+            &["run", "exp.toml", "-q", "-a", name, "-n", "15", "-o", "a"],
             dir.path(),
         );
         assert!(
@@ -155,7 +259,7 @@ fn every_algorithm_runs_from_the_command_line() {
             "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let csv = std::fs::read_to_string(dir.path().join("a.csv")).unwrap();
+        let csv = std::fs::read_to_string(dir.path().join("a/metrics.csv")).unwrap();
         assert!(
             csv.lines().last().unwrap().starts_with("15,"),
             "{name}: {csv}"

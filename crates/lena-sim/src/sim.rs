@@ -323,6 +323,11 @@ impl Simulation {
         self.round
     }
 
+    /// The algorithm's display name (LENA-m, DGD, ...).
+    pub fn algorithm_name(&self) -> &str {
+        &self.algorithm
+    }
+
     /// The step size in use (after resolving a `"c/L"` rule).
     pub fn step_size(&self) -> f32 {
         self.step_size
