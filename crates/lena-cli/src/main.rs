@@ -25,7 +25,7 @@ enum Command {
     /// Run one experiment from a TOML file and/or flags (flags override the file) into an
     /// output directory: config.toml (resolved), meta.json, metrics.csv, metrics.jsonl (both
     /// written as the run goes), summary.json, and latency.csv for a network with a clock.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Draw metrics of one or more runs as a line chart, PNG and SVG.
     Plot(PlotArgs),
 }
@@ -496,7 +496,7 @@ fn plot(a: PlotArgs) -> Result<()> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Plot(a) => plot(a),
     };
     match res {
