@@ -1,13 +1,19 @@
-//! Project automation: `cargo xtask data mnist`, `cargo xtask fixtures`.
+//! Project automation: `cargo xtask data mnist`, `cargo xtask fixtures`,
+//! `cargo xtask reproduce FIGURE [--quick]`.
 
 mod data;
+mod reproduce;
 
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
 const USAGE: &str = "usage:
   cargo xtask data mnist [--dir DIR]   fetch the four MNIST files into DIR (default data/mnist)
-  cargo xtask fixtures                 rebuild tests/data/mnist-mini from data/mnist";
+  cargo xtask fixtures                 rebuild tests/data/mnist-mini from data/mnist
+  cargo xtask reproduce FIGURE [--quick] [--out DIR]
+                                       run the paper's figure (fig1, fig2, fig3, fig4 or all)
+                                       from experiments/, writing CSV and PNG/SVG under DIR
+                                       (default runs/reproduce); fetches MNIST if missing";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
@@ -33,6 +39,19 @@ fn dispatch(args: &[String]) -> Result<()> {
         ["data", "mnist"] => data::mnist(&root().join("data/mnist")),
         ["data", "mnist", "--dir", dir] => data::mnist(&PathBuf::from(dir)),
         ["fixtures"] => data::fixtures(&root()),
+        ["reproduce", which, rest @ ..] => {
+            let mut quick = false;
+            let mut out = None;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match *a {
+                    "--quick" => quick = true,
+                    "--out" => out = it.next().map(PathBuf::from),
+                    other => bail!("unknown option {other:?}\n{USAGE}"),
+                }
+            }
+            reproduce::reproduce(&root(), which, quick, out)
+        }
         ["help" | "--help" | "-h"] | [] => {
             eprintln!("{USAGE}");
             Ok(())

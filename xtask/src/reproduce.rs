@@ -1,0 +1,348 @@
+//! `cargo xtask reproduce fig1 | fig2 | fig3 | fig4 | all [--quick] [--out DIR]`: runs the
+//! paper's experiments from the files in `experiments/` with the `lena` binary, then writes
+//! CSV tables and PNG/SVG figures under one output directory (default `runs/reproduce`).
+//!
+//! Every curve is `lena run experiments/figN.toml --set ...`; its run directory keeps the
+//! resolved config, so any curve can be re-run alone. `--quick` shortens the runs (fewer
+//! iterations, realizations and node counts) so that `all` finishes within minutes on 2 cores.
+
+use anyhow::{Context, Result, bail};
+use lena_plot::Table;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One curve: its run directory name, legend label and overrides of the figure's file.
+struct Curve {
+    dir: String,
+    label: String,
+    sets: Vec<String>,
+}
+
+fn curve(dir: impl Into<String>, label: impl Into<String>, sets: &[&str]) -> Curve {
+    Curve {
+        dir: dir.into(),
+        label: label.into(),
+        sets: sets.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The four methods of the figures, as `--set` overrides.
+const METHODS: [(&str, &str, &[&str]); 4] = [
+    ("dgd", "DGD", &["algorithm.name=dgd"]),
+    ("lag", "LAG", &["algorithm.name=lag_wk"]),
+    ("diana", "DIANA", &["algorithm.name=diana"]),
+    ("lena", "LENA", &["algorithm.name=lena"]),
+];
+
+struct Ctx {
+    root: PathBuf,
+    lena: PathBuf,
+    out: PathBuf,
+    quick: bool,
+}
+
+impl Ctx {
+    /// Runs one curve of `figure` into `out/figure/curve.dir`.
+    fn run(&self, figure: &str, c: &Curve, extra: &[String]) -> Result<PathBuf> {
+        let dir = self.out.join(figure).join(&c.dir);
+        let mut cmd = Command::new(&self.lena);
+        cmd.current_dir(&self.root)
+            .arg("run")
+            .arg(format!("experiments/{figure}.toml"))
+            .arg("-q")
+            .arg("-o")
+            .arg(&dir);
+        for s in c.sets.iter().chain(extra) {
+            cmd.arg("--set").arg(s);
+        }
+        eprintln!("  {figure}/{}: {}", c.dir, c.sets.join(" "));
+        let status = cmd.status().context("cannot start lena")?;
+        if !status.success() {
+            bail!("{figure}/{} failed ({status})", c.dir);
+        }
+        Ok(dir)
+    }
+
+    /// `lena plot` of run directories with explicit labels.
+    fn plot(&self, runs: &[(PathBuf, String)], stem: &Path, args: &[&str]) -> Result<()> {
+        let mut cmd = Command::new(&self.lena);
+        cmd.current_dir(&self.root).arg("plot");
+        for (dir, _) in runs {
+            cmd.arg(dir);
+        }
+        for (_, label) in runs {
+            cmd.arg("--label").arg(label);
+        }
+        cmd.args(args).arg("-o").arg(stem);
+        let out = cmd.output().context("cannot start lena plot")?;
+        if !out.status.success() {
+            bail!("lena plot: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
+fn metrics(dir: &Path) -> Result<Table> {
+    Ok(Table::read(&dir.join("metrics.csv"))?)
+}
+
+fn col(t: &Table, name: &str) -> Vec<f64> {
+    t.column(name).unwrap_or_default()
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Figure 1: loss vs iterations, B / M-2 / M-15, and upload frequency of LENA and LAG.
+fn fig1(cx: &Ctx) -> Result<()> {
+    let (iters_b, iters_m, window) = if cx.quick {
+        ("300", "1000", "100")
+    } else {
+        ("3000", "3000", "1000")
+    };
+    let mut runs = Vec::new();
+    for (suffix, batch, iters) in [
+        ("B", "0", iters_b),
+        ("M-2", "2", iters_m),
+        ("M-15", "15", iters_m),
+    ] {
+        for (dir, label, sets) in METHODS {
+            let mut s: Vec<&str> = sets.to_vec();
+            let b = format!("data.batch={batch}");
+            let n = format!("run.iterations={iters}");
+            let w = format!("accounting.window={window}");
+            let e = format!("run.eval_every={}", if cx.quick && batch == "0" { 10 } else { 50 });
+            s.extend([b.as_str(), n.as_str(), w.as_str(), e.as_str()]);
+            let c = curve(format!("{dir}-{suffix}"), format!("{label}-{suffix}"), &s);
+            let d = cx.run("fig1", &c, &[])?;
+            runs.push((suffix, label, d, c.label));
+        }
+    }
+    let fig = cx.out.join("fig1");
+    let mut table = String::from(
+        "curve,iterations,final_train_loss,final_test_accuracy,uploads,bits,final_upload_frequency\n",
+    );
+    for suffix in ["B", "M-2", "M-15"] {
+        let these: Vec<(PathBuf, String)> = runs
+            .iter()
+            .filter(|r| r.0 == suffix)
+            .map(|r| (r.2.clone(), r.3.clone()))
+            .collect();
+        cx.plot(
+            &these,
+            &fig.join(format!("loss-{suffix}")),
+            &[
+                "--x",
+                "iteration",
+                "--y",
+                "train_loss",
+                "--log-y",
+                "--title",
+                &format!("Figure 1: training loss, {suffix}"),
+            ],
+        )?;
+        let freq: Vec<(PathBuf, String)> = runs
+            .iter()
+            .filter(|r| r.0 == suffix && (r.1 == "LENA" || r.1 == "LAG"))
+            .map(|r| (r.2.clone(), r.3.clone()))
+            .collect();
+        cx.plot(
+            &freq,
+            &fig.join(format!("upload-frequency-{suffix}")),
+            &[
+                "--x",
+                "iteration",
+                "--y",
+                "upload_frequency",
+                "--title",
+                &format!("Figure 1: uploads per node and round (window {window}), {suffix}"),
+            ],
+        )?;
+    }
+    for (_, _, dir, label) in &runs {
+        let t = metrics(dir)?;
+        let last = t.rows.last().context("no rows")?;
+        let v = |n: &str| last[t.names.iter().position(|x| x == n).unwrap_or(0)];
+        writeln!(
+            table,
+            "{label},{},{},{},{},{},{}",
+            v("iteration"),
+            v("train_loss"),
+            v("test_accuracy"),
+            v("uploads"),
+            v("bits"),
+            v("upload_frequency")
+        )?;
+    }
+    write(&fig.join("fig1.csv"), &table)
+}
+
+/// Bits a run needed to first reach test accuracy `target` (None if never).
+fn bits_to(t: &Table, target: f64) -> Option<f64> {
+    let (acc, bits) = (col(t, "test_accuracy"), col(t, "bits"));
+    acc.iter()
+        .zip(&bits)
+        .find(|(a, _)| **a >= target)
+        .map(|(_, b)| *b)
+}
+
+/// Figure 2: test accuracy vs bits, (a) M = 10 minibatch 15, (b) M = 200 minibatch 3.
+fn fig2(cx: &Ctx) -> Result<()> {
+    let iters = if cx.quick { "600" } else { "3000" };
+    let fig = cx.out.join("fig2");
+    let mut table = String::from(
+        "setting,curve,final_test_accuracy,bits,bits_to_0.80,bits_to_0.85,bits_to_0.88\n",
+    );
+    for (setting, nodes, batch) in [("a", "10", "15"), ("b", "200", "3")] {
+        let mut runs = Vec::new();
+        let mut curves: Vec<Curve> = METHODS.iter().map(|(d, l, s)| curve(*d, *l, s)).collect();
+        curves.push(curve(
+            "lena-k3",
+            "LENA (k = 3)",
+            &["algorithm.name=lena", "algorithm.confirm=3"],
+        ));
+        for mut c in curves {
+            c.dir = format!("{setting}-{}", c.dir);
+            let extra = vec![
+                format!("data.nodes={nodes}"),
+                format!("data.batch={batch}"),
+                format!("run.iterations={iters}"),
+            ];
+            let d = cx.run("fig2", &c, &extra)?;
+            runs.push((d, c.label));
+        }
+        cx.plot(
+            &runs,
+            &fig.join(format!("accuracy-vs-bits-{setting}")),
+            &["--x", "bits", "--y", "test_accuracy", "--log-x", "--title", &format!("Figure 2{setting}: test accuracy vs uploaded bits, M = {nodes}, minibatch {batch}")],
+        )?;
+        for (dir, label) in &runs {
+            let t = metrics(dir)?;
+            let fmt = |v: Option<f64>| v.map_or("never".into(), |b| format!("{b:e}"));
+            writeln!(
+                table,
+                "{setting},{label},{},{:e},{},{},{}",
+                col(&t, "test_accuracy").last().copied().unwrap_or(0.0),
+                col(&t, "bits").last().copied().unwrap_or(0.0),
+                fmt(bits_to(&t, 0.80)),
+                fmt(bits_to(&t, 0.85)),
+                fmt(bits_to(&t, 0.88)),
+            )?;
+        }
+    }
+    write(&fig.join("fig2.csv"), &table)
+}
+
+/// Figure 4: upload latency relative to LENA vs M, (a) uniform and (b) skewed link rates.
+fn fig4(cx: &Ctx) -> Result<()> {
+    let (ms, iters, realizations): (&[usize], &str, &str) = if cx.quick {
+        (&[20, 100, 200], "200", "20")
+    } else {
+        (&[20, 50, 100, 200, 500], "1000", "100")
+    };
+    let fig = cx.out.join("fig4");
+    let mut table =
+        String::from("probabilities,nodes,method,mean_latency_s,p5_s,p95_s,relative_to_lena\n");
+    for probs in ["uniform", "skewed"] {
+        let mut lat = std::collections::BTreeMap::<(usize, &str), (f64, f64, f64)>::new();
+        for &m in ms {
+            // Minibatch: 10% of each node's share of the 60 000 training images.
+            let batch = (60_000 / m / 10).max(1);
+            for (dir, label, sets) in METHODS {
+                let c = curve(format!("{probs}-m{m}-{dir}"), label, sets);
+                let extra = vec![
+                    format!("data.nodes={m}"),
+                    format!("data.batch={batch}"),
+                    format!("run.iterations={iters}"),
+                    format!("run.eval_every={iters}"),
+                    format!("network.probabilities=\"{probs}\""),
+                    format!("network.realizations={realizations}"),
+                ];
+                let d = cx.run("fig4", &c, &extra)?;
+                let t = Table::read(&d.join("latency.csv"))?;
+                let last = t.rows.last().context("empty latency.csv")?;
+                lat.insert((m, label), (last[1], last[4], last[5]));
+            }
+        }
+        let mut series = Vec::new();
+        for (_, label, _) in METHODS {
+            let mut pts = Vec::new();
+            for &m in ms {
+                let (mean, p5, p95) = lat[&(m, label)];
+                let lena = lat[&(m, "LENA")].0;
+                writeln!(
+                    table,
+                    "{probs},{m},{label},{mean:e},{p5:e},{p95:e},{}",
+                    mean / lena
+                )?;
+                pts.push((m as f64, mean / lena));
+            }
+            if label != "LENA" {
+                series.push(lena_plot::Series {
+                    label: label.to_string(),
+                    points: pts,
+                });
+            }
+        }
+        let chart = lena_plot::Chart {
+            title: format!("Figure 4 ({probs} link rates): upload latency relative to LENA"),
+            x_label: "nodes M".into(),
+            y_label: "latency / LENA's latency".into(),
+            log_x: false,
+            log_y: true,
+            series,
+        };
+        lena_plot::draw(&chart, &fig.join(format!("latency-vs-m-{probs}")))?;
+    }
+    write(&fig.join("fig4.csv"), &table)
+}
+
+/// Entry point: `which` is fig1, fig2, fig3, fig4 or all.
+pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) -> Result<()> {
+    if !root.join("data/mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!("MNIST is missing: fetching it first (cargo xtask data mnist)");
+        crate::data::mnist(&root.join("data/mnist"))?;
+    }
+    eprintln!("building lena (release)");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["build", "--release", "-q", "-p", "lena-cli"])
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p lena-cli failed");
+    }
+    let cx = Ctx {
+        root: root.to_path_buf(),
+        lena: root.join("target/release/lena"),
+        out: out.unwrap_or_else(|| root.join("runs/reproduce")),
+        quick,
+    };
+    let start = std::time::Instant::now();
+    let figs: Vec<&str> = match which {
+        "all" => vec!["fig1", "fig2", "fig4", "fig3"],
+        f @ ("fig1" | "fig2" | "fig3" | "fig4") => vec![f],
+        other => bail!("unknown figure {other:?}, expected one of: fig1, fig2, fig3, fig4, all"),
+    };
+    for f in figs {
+        let t = std::time::Instant::now();
+        eprintln!("{f}{}", if quick { " (quick)" } else { "" });
+        match f {
+            "fig1" => fig1(&cx)?,
+            "fig2" => fig2(&cx)?,
+            "fig4" => fig4(&cx)?,
+            _ => bail!(
+                "figure 3 needs the CNN of issue 6, which is not built yet; \
+                 fig1, fig2 and fig4 are available"
+            ),
+        }
+        eprintln!(
+            "{f} done in {:.0} s -> {}",
+            t.elapsed().as_secs_f64(),
+            cx.out.join(f).display()
+        );
+    }
+    eprintln!("all done in {:.0} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
