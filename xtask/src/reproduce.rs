@@ -113,7 +113,10 @@ fn fig1(cx: &Ctx) -> Result<()> {
             let b = format!("data.batch={batch}");
             let n = format!("run.iterations={iters}");
             let w = format!("accounting.window={window}");
-            let e = format!("run.eval_every={}", if cx.quick && batch == "0" { 10 } else { 50 });
+            let e = format!(
+                "run.eval_every={}",
+                if cx.quick && batch == "0" { 10 } else { 50 }
+            );
             s.extend([b.as_str(), n.as_str(), w.as_str(), e.as_str()]);
             let c = curve(format!("{dir}-{suffix}"), format!("{label}-{suffix}"), &s);
             let d = cx.run("fig1", &c, &[])?;
@@ -321,7 +324,10 @@ pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) ->
     };
     let start = std::time::Instant::now();
     let figs: Vec<&str> = match which {
-        "all" => vec!["fig1", "fig2", "fig4", "fig3"],
+        "all" => {
+            eprintln!("fig3 is skipped: it needs the CNN of issue 6, which is not built yet");
+            vec!["fig1", "fig2", "fig4"]
+        }
         f @ ("fig1" | "fig2" | "fig3" | "fig4") => vec![f],
         other => bail!("unknown figure {other:?}, expected one of: fig1, fig2, fig3, fig4, all"),
     };

@@ -203,6 +203,22 @@ fn visible(chart: &Chart) -> Vec<Vec<(f64, f64)>> {
         .collect()
 }
 
+/// A tick label: plain for moderate numbers, `2.5e9` style for large and tiny ones.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        let s = format!("{v:.1e}");
+        s.replace(".0e", "e")
+    } else if a >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+    }
+}
+
 fn range(v: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for x in v {
@@ -267,6 +283,8 @@ where
             let mut ctx = $ctx;
             ctx.configure_mesh()
                 .light_line_style(TRANSPARENT)
+                .x_label_formatter(&|v| tick(*v))
+                .y_label_formatter(&|v| tick(*v))
                 .x_desc(chart.x_label.as_str())
                 .y_desc(chart.y_label.as_str())
                 .label_style(("sans-serif", 14))
@@ -326,6 +344,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(tick(1e9), "1e9");
+        assert_eq!(tick(2.5e10), "2.5e10");
+        assert_eq!(tick(300.0), "300");
+        assert_eq!(tick(0.85), "0.85");
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(2e-5), "2e-5");
+    }
 
     #[test]
     fn tables_parse_and_reject_bad_lines() {
