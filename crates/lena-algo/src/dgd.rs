@@ -71,6 +71,8 @@ impl Worker for DgdWorker {
         dense::encode_with(msg, w.len(), &mut self.g, |g| oracle.gradient(w, g));
         Upload::Sent
     }
+
+    fn visit(&mut self, _v: &mut dyn crate::state::Visitor) {}
 }
 
 struct DgdServer {
@@ -116,4 +118,6 @@ impl Server for DgdServer {
             });
         Ok(())
     }
+
+    fn visit(&mut self, _v: &mut dyn crate::state::Visitor) {}
 }

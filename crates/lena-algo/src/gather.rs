@@ -64,6 +64,13 @@ impl Decoded {
         Ok(())
     }
 
+    /// Every node's buffer, for servers whose buffers keep state across rounds.
+    pub(crate) fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        for b in &mut self.bufs {
+            v.f32s(b);
+        }
+    }
+
     /// Node `m`'s decoded vector (meaningful if it sent this round).
     pub(crate) fn get(&self, m: usize) -> &[f32] {
         &self.bufs[m]

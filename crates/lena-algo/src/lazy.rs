@@ -79,6 +79,10 @@ impl Server for StaleServer {
             });
         Ok(())
     }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        self.last.visit(v);
+    }
 }
 
 /// Upload-age bookkeeping every lazy worker shares.
@@ -233,6 +237,16 @@ impl Worker for TwoPointWorker {
     fn on_lost(&mut self, _msg: &Message) {
         if let Some(s) = &mut self.sparse {
             self.kernels.axpy(1.0, &s.v_prev, &mut s.e);
+        }
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.u64(&mut self.steps.since_upload);
+        v.trigger(self.rule.as_mut());
+        v.f32s(&mut self.w_hat);
+        if let Some(s) = &mut self.sparse {
+            v.f32s(&mut s.e);
+            v.f32s(&mut s.v_prev);
         }
     }
 }
@@ -454,6 +468,15 @@ impl Worker for LaqWorker {
         std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
         self.eps_hat_sq = self.eps_hat_prev;
     }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.u64(&mut self.steps.since_upload);
+        v.trigger(&mut self.rule);
+        v.f32s(&mut self.qhat);
+        v.f32s(&mut self.qhat_prev);
+        v.f64(&mut self.eps_hat_sq);
+        v.f64(&mut self.eps_hat_prev);
+    }
 }
 
 /// LAG-PS (Chen et al. 2018), the server-side rule: node m is asked for a gradient only when
@@ -539,5 +562,11 @@ impl Worker for LagPsWorker {
         self.w_hat.copy_from_slice(w);
         self.steps.since_upload = 0;
         Upload::Sent
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.u64(&mut self.steps.since_upload);
+        v.trigger(&mut self.rule);
+        v.f32s(&mut self.w_hat);
     }
 }

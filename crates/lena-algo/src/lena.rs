@@ -420,6 +420,23 @@ impl Worker for LenaWorker {
         self.resend = self.resend_lost;
     }
 
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(&mut self.e);
+        v.f32s(&mut self.v_prev);
+        v.f32s(&mut self.alpha_g);
+        v.f32s(&mut self.avg);
+        v.bool(&mut self.v_is_q);
+        v.f32s(&mut self.q_before);
+        v.u64(&mut self.since_before);
+        v.bool(&mut self.resend);
+        v.f64(&mut self.prev_grad_sq);
+        v.u64(&mut self.since_upload);
+        v.trigger(self.trigger.as_mut());
+        let (q, mom) = self.drift.buffers_mut();
+        v.f32s(q);
+        v.f32s(mom);
+    }
+
     /// The server applied the drift q in each absent round, which the node never computed:
     /// it is charged to the memory, `e -= rounds q`.
     fn on_absent(&mut self, rounds: u64) {
@@ -560,6 +577,11 @@ impl Server for LenaServer {
                 k.axpy(inv_m, sum, w);
             });
         Ok(())
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(&mut self.qs);
+        v.u64s(&mut self.since_upload);
     }
 }
 

@@ -42,6 +42,7 @@ mod gather;
 pub mod lazy;
 pub mod lena;
 pub mod peers;
+pub mod state;
 
 pub use dgd::Dgd;
 pub use lena::{Lena, LenaParams};
@@ -268,12 +269,18 @@ pub trait Worker: Send {
     /// The node was offline for `rounds` rounds, in which the server treated it as silent
     /// (applied its missing-upload rule). Called before its first `step` back.
     fn on_absent(&mut self, _rounds: u64) {}
+
+    /// Visits the node's state (everything a later round reads), for checkpoints.
+    fn visit(&mut self, v: &mut dyn state::Visitor);
 }
 
 /// The server side of an algorithm.
 pub trait Server: Send {
     /// Applies one round: `uploads[m]` is node `m`'s message, or `None` if it sent nothing.
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()>;
+
+    /// Visits the server's state (everything a later round reads), for checkpoints.
+    fn visit(&mut self, v: &mut dyn state::Visitor);
 }
 
 /// Unchecked algorithm choice and parameters, as read from a config file.

@@ -94,6 +94,10 @@ impl Worker for DianaWorker {
         Upload::Sent
     }
 
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(&mut self.h);
+    }
+
     /// The server never added `a Q` to its shift: roll the node's shift back (exact up to
     /// rounding).
     fn on_lost(&mut self, msg: &Message) {
@@ -152,6 +156,10 @@ impl Server for DianaServer {
             },
         );
         Ok(())
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(&mut self.h);
     }
 }
 
@@ -238,6 +246,11 @@ impl Worker for EfWorker {
     fn on_lost(&mut self, _msg: &Message) {
         self.ef.restore(&self.out);
     }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(self.ef.memory_mut());
+        v.f32s(&mut self.out);
+    }
 }
 
 /// Server for algorithms whose uploads are already-scaled updates: `w -= (1/M) sum_m v_m`.
@@ -267,6 +280,8 @@ impl Server for SumServer {
         );
         Ok(())
     }
+
+    fn visit(&mut self, _v: &mut dyn crate::state::Visitor) {}
 }
 
 /// LAG-WK (Chen et al., NeurIPS 2018): a node uploads its fresh gradient only when it changed
@@ -407,6 +422,15 @@ impl Worker for LagWorker {
                 Decision::Skip => Upload::Skipped,
             }
         })
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.trigger(&mut self.trigger);
+        v.f32s(&mut self.last_sent);
+        v.f32s(&mut self.prev_sent);
+        if let Some(c) = &mut self.compressed {
+            v.f32s(&mut c.v);
+        }
     }
 
     /// The server kept its old g_hat: so does the node.

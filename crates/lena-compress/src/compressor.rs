@@ -661,6 +661,11 @@ impl ErrorFeedback {
         &self.e
     }
 
+    /// The memory, for checkpoints.
+    pub fn memory_mut(&mut self) -> &mut [f32] {
+        &mut self.e
+    }
+
     /// Puts a compressed vector `v` that was never delivered back into the memory, `e += v`,
     /// so that the sum of delivered vectors plus the memory is again the sum of inputs.
     pub fn restore(&mut self, v: &[f32]) {

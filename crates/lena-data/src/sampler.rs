@@ -17,6 +17,11 @@ pub struct BatchSampler {
 }
 
 impl BatchSampler {
+    /// The sampler's state (permutation and position), for checkpoints.
+    pub fn state_mut(&mut self) -> (&mut Vec<u32>, &mut usize) {
+        (&mut self.perm, &mut self.pos)
+    }
+
     /// A sampler over `0..n`.
     ///
     /// # Panics

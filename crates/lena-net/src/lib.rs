@@ -367,6 +367,16 @@ impl Trace {
         &self.bits[t * self.nodes..(t + 1) * self.nodes]
     }
 
+    /// Every round's sizes, round after round (for checkpoints).
+    pub fn raw(&self) -> &[u32] {
+        &self.bits
+    }
+
+    /// A trace from [`Self::raw`]'s values; `None` if they are not whole rounds.
+    pub fn from_raw(nodes: usize, bits: Vec<u32>) -> Option<Self> {
+        (nodes > 0 && bits.len().is_multiple_of(nodes)).then_some(Self { nodes, bits })
+    }
+
     /// Appends a round.
     ///
     /// # Errors

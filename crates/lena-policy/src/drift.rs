@@ -116,6 +116,11 @@ impl Drift {
         &self.mom
     }
 
+    /// The drift and momentum buffers, for checkpoints.
+    pub fn buffers_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        (&mut self.q, &mut self.mom)
+    }
+
     /// Node side, every round before the decision: `mom <- (1 - gamma) mom + gamma alpha g`.
     pub fn observe(&mut self, k: Kernels, alpha: f32, g: &[f32]) {
         if let DriftKind::Momentum { gamma } = self.kind {

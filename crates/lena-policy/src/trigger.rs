@@ -46,6 +46,12 @@ pub enum Decision {
 pub trait Trigger: Send {
     /// This round's decision. Called once per round, with the round's norms.
     fn decide(&mut self, ctx: &TriggerCtx) -> Decision;
+
+    /// The state a checkpoint must keep (counters, histories), as numbers.
+    fn save(&self) -> Vec<f64>;
+
+    /// Restores [`Self::save`]'s numbers; false if they cannot be this trigger's state.
+    fn restore(&mut self, state: &[f64]) -> bool;
 }
 
 /// Which squared norm LENA's significance filter compares the innovation with.
@@ -84,6 +90,14 @@ impl ReferenceNorm {
 pub struct Always;
 
 impl Trigger for Always {
+    fn save(&self) -> Vec<f64> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, state: &[f64]) -> bool {
+        state.is_empty()
+    }
+
     fn decide(&mut self, _ctx: &TriggerCtx) -> Decision {
         Decision::Upload
     }
@@ -104,6 +118,14 @@ impl Periodic {
 }
 
 impl Trigger for Periodic {
+    fn save(&self) -> Vec<f64> {
+        Vec::new()
+    }
+
+    fn restore(&mut self, state: &[f64]) -> bool {
+        state.is_empty()
+    }
+
     fn decide(&mut self, ctx: &TriggerCtx) -> Decision {
         if ctx.round.is_multiple_of(self.period) {
             Decision::Upload
@@ -146,6 +168,20 @@ impl Significance {
 }
 
 impl Trigger for Significance {
+    fn save(&self) -> Vec<f64> {
+        vec![f64::from(self.fired)]
+    }
+
+    fn restore(&mut self, state: &[f64]) -> bool {
+        match state {
+            [f] if *f >= 0.0 && *f <= f64::from(u32::MAX) => {
+                self.fired = *f as u32;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn decide(&mut self, ctx: &TriggerCtx) -> Decision {
         if ctx.round == 0 {
             self.fired = 0;
@@ -231,6 +267,18 @@ impl LazyRule {
 }
 
 impl Trigger for LazyRule {
+    fn save(&self) -> Vec<f64> {
+        self.history.iter().copied().collect()
+    }
+
+    fn restore(&mut self, state: &[f64]) -> bool {
+        if state.len() > self.depth {
+            return false;
+        }
+        self.history = state.iter().copied().collect();
+        true
+    }
+
     fn decide(&mut self, ctx: &TriggerCtx) -> Decision {
         if ctx.round > 0 {
             if self.history.len() == self.depth {

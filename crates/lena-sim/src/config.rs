@@ -240,6 +240,20 @@ pub struct RunConfig {
     /// Stop as diverged when the train loss exceeds this multiple of its initial value.
     #[serde(default = "default_divergence")]
     pub divergence_factor: f64,
+    /// Write a checkpoint every this many rounds (0: never).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Record wall-clock seconds in the metrics (false writes 0, so that a run's metrics are
+    /// a pure function of its config and seed, byte for byte).
+    #[serde(default = "default_true")]
+    pub wall_clock: bool,
+}
+
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_iterations() -> u64 {
@@ -260,6 +274,8 @@ impl Default for RunConfig {
             seed: 0,
             threads: 0,
             divergence_factor: default_divergence(),
+            checkpoint_every: default_checkpoint_every(),
+            wall_clock: true,
         }
     }
 }

@@ -62,6 +62,9 @@ pub enum Error {
     /// An observer asked to stop (e.g. Ctrl-C).
     #[error("stopped by the caller at iteration {0}")]
     Stopped(u64),
+    /// A checkpoint cannot be used for this run.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// Result type of this crate.

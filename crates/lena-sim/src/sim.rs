@@ -4,6 +4,7 @@ use crate::config::{DataSource, ExperimentConfig};
 use crate::metrics::MetricsRow;
 use crate::streams::{self, Purpose};
 use crate::{Error, Result};
+use lena_algo::state::{Loader, Saver, Visitor};
 use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Uploads, Worker};
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
 use lena_kernels::Kernels;
@@ -17,9 +18,25 @@ use std::time::Instant;
 pub trait Observer {
     /// After each evaluation. Returning an error stops the run with it.
     fn on_eval(&mut self, row: &MetricsRow) -> Result<()>;
-    /// After each round; returning `false` stops the run (e.g. on Ctrl-C).
+    /// After each round; returning `false` stops the run (e.g. on Ctrl-C), after a checkpoint.
     fn on_round(&mut self, _round: u64) -> bool {
         true
+    }
+    /// Every `run.checkpoint_every` rounds (after that round's evaluation, if any), and when
+    /// the run is stopped: the whole state, for [`Simulation::load_state`].
+    fn on_checkpoint(&mut self, _round: u64, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// First bytes of a checkpoint.
+const MAGIC: &[u8; 8] = b"LENACKP1";
+
+fn rng_state(v: &mut dyn Visitor, rng: &mut Xoshiro256PlusPlus) {
+    let mut bytes = serde_json::to_vec(rng).expect("a xoshiro state serialises");
+    v.bytes(&mut bytes);
+    if let Ok(r) = serde_json::from_slice(&bytes) {
+        *rng = r;
     }
 }
 
@@ -360,6 +377,126 @@ impl Simulation {
         Some(self.pool.install(|| trace.latency_stats(net, seed, at)))
     }
 
+    /// The whole state after the rounds run so far: parameters, every node's algorithm state,
+    /// random streams, minibatch sampler and fault plan, the server, counters, trace and
+    /// metric windows. A fresh simulation of the same config given these bytes continues
+    /// exactly as this one would.
+    pub fn save_state(&mut self) -> Vec<u8> {
+        let mut s = Saver::default();
+        s.out.extend_from_slice(MAGIC);
+        let mut fp = self.fingerprint();
+        s.bytes(&mut fp);
+        self.visit(&mut s);
+        s.out
+    }
+
+    /// Restores [`Self::save_state`]'s bytes, which must come from a run of the same config.
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let bad = |what: String| Error::Checkpoint(what);
+        let Some(rest) = bytes.strip_prefix(MAGIC) else {
+            return Err(bad("not a lena checkpoint (wrong magic bytes)".into()));
+        };
+        let mut l = Loader::new(rest);
+        let mut fp = Vec::new();
+        l.bytes(&mut fp);
+        if fp != self.fingerprint() {
+            return Err(bad(
+                "the checkpoint was written by a run of another configuration".into(),
+            ));
+        }
+        self.visit(&mut l);
+        match l.finish() {
+            Ok([]) => Ok(()),
+            Ok(rest) => Err(bad(format!("{} unread bytes at the end", rest.len()))),
+            Err(e) => Err(bad(e)),
+        }
+    }
+
+    /// What a checkpoint must match: the configuration, minus what does not change a run.
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut cfg = self.cfg.clone();
+        cfg.run.iterations = 0;
+        cfg.run.threads = 0;
+        cfg.run.checkpoint_every = 0;
+        cfg.run.eval_every = 0;
+        toml::to_string(&cfg).unwrap_or_default().into_bytes()
+    }
+
+    fn visit(&mut self, v: &mut dyn Visitor) {
+        v.f32s(&mut self.w);
+        v.f32s(&mut self.w_prev);
+        v.u64(&mut self.round);
+        let c = &mut self.counters;
+        for x in [
+            &mut c.uploads,
+            &mut c.bits,
+            &mut c.delivered,
+            &mut c.lost,
+            &mut c.late,
+            &mut c.dropped,
+        ] {
+            v.u64(x);
+        }
+        v.f64(&mut c.latency);
+        let mut init = self.initial_loss.unwrap_or(f64::NAN);
+        v.f64(&mut init);
+        self.initial_loss = (!init.is_nan()).then_some(init);
+        let mut window: Vec<u8> = self.window.iter().flat_map(|x| x.to_le_bytes()).collect();
+        v.bytes(&mut window);
+        if window.len() == 4 * self.window.len() {
+            for (w, b) in self.window.iter_mut().zip(window.chunks_exact(4)) {
+                *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        v.u64(&mut self.window_sum);
+        for h in &mut self.history {
+            v.f32s(h);
+        }
+        if let Some(trace) = &mut self.trace {
+            let mut raw: Vec<u8> = trace.raw().iter().flat_map(|x| x.to_le_bytes()).collect();
+            v.bytes(&mut raw);
+            let bits = raw
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if let Some(t) = lena_net::Trace::from_raw(trace.nodes(), bits) {
+                *trace = t;
+            }
+        }
+        for ((node, msg), sent) in self
+            .nodes
+            .iter_mut()
+            .zip(&mut self.msgs)
+            .zip(&mut self.sent)
+        {
+            v.message(msg);
+            v.bool(sent);
+            let p = &mut node.plan;
+            v.bool(&mut p.offline);
+            v.u64(&mut p.absent);
+            v.u64(&mut p.delay);
+            v.bool(&mut p.lose);
+            v.bool(&mut p.lost_last);
+            rng_state(v, &mut node.rng);
+            rng_state(v, &mut node.faults);
+            rng_state(v, &mut node.local.rng);
+            let (perm, pos) = node.local.sampler.state_mut();
+            let mut raw: Vec<u8> = perm.iter().flat_map(|x| x.to_le_bytes()).collect();
+            v.bytes(&mut raw);
+            if raw.len() == 4 * perm.len() || perm.is_empty() {
+                *perm = raw
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+            }
+            let mut p64 = *pos as u64;
+            v.u64(&mut p64);
+            *pos = p64 as usize;
+            node.worker.visit(v);
+        }
+        self.server.visit(v);
+    }
+
     /// Draws every node's faults for this round from its own stream (before any node steps,
     /// in node order, so the pattern depends only on the seed and is the same whatever the
     /// algorithm).
@@ -549,7 +686,11 @@ impl Simulation {
                 let rounds = self.round.min(self.window.len() as u64).max(1);
                 self.window_sum as f64 / (rounds * self.nodes.len() as u64) as f64
             },
-            wall_seconds: start.elapsed().as_secs_f64(),
+            wall_seconds: if self.cfg.run.wall_clock {
+                start.elapsed().as_secs_f64()
+            } else {
+                0.0
+            },
         })
     }
 
@@ -559,16 +700,24 @@ impl Simulation {
         let start = Instant::now();
         let total = self.cfg.run.iterations;
         let every = self.cfg.run.eval_every;
+        let ckpt = self.cfg.run.checkpoint_every;
+        // A resumed run (round > 0) wrote its evaluations up to its checkpoint already.
         let mut last = self.eval_row(start)?;
-        obs.on_eval(&last)?;
+        if self.round == 0 {
+            obs.on_eval(&last)?;
+        }
         while self.round < total {
             self.step()?;
             if !obs.on_round(self.round) {
+                obs.on_checkpoint(self.round, &self.save_state())?;
                 return Err(Error::Stopped(self.round));
             }
             if self.round.is_multiple_of(every) || self.round == total {
                 last = self.eval_row(start)?;
                 obs.on_eval(&last)?;
+            }
+            if ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total {
+                obs.on_checkpoint(self.round, &self.save_state())?;
             }
         }
         Ok(Summary {

@@ -20,6 +20,15 @@ impl Trigger for Script {
         self.1 += 1;
         if up { Decision::Upload } else { Decision::Skip }
     }
+
+    fn save(&self) -> Vec<f64> {
+        vec![self.1 as f64]
+    }
+
+    fn restore(&mut self, state: &[f64]) -> bool {
+        self.1 = state[0] as usize;
+        true
+    }
 }
 
 const DRIFTS: [DriftKind; 5] = [

@@ -218,3 +218,105 @@ fn loss_study() {
         }
     }
 }
+
+/// Keeps every row and every checkpoint.
+#[derive(Default)]
+struct Record {
+    rows: Vec<MetricsRow>,
+    checkpoints: Vec<(u64, Vec<u8>)>,
+    stop_at: Option<u64>,
+}
+
+impl lena_sim::Observer for Record {
+    fn on_eval(&mut self, row: &MetricsRow) -> lena_sim::Result<()> {
+        self.rows.push(row.clone());
+        Ok(())
+    }
+    fn on_round(&mut self, round: u64) -> bool {
+        self.stop_at != Some(round)
+    }
+    fn on_checkpoint(&mut self, round: u64, state: &[u8]) -> lena_sim::Result<()> {
+        self.checkpoints.push((round, state.to_vec()));
+        Ok(())
+    }
+}
+
+/// A run stopped and resumed from its checkpoint produces exactly the rows and parameters of
+/// the uninterrupted run, for every algorithm, with minibatches, faults and a network clock.
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly() {
+    let extra = "[faults]\nloss = 0.1\nstraggler = 0.1\nmax_delay = 2\nleave = 0.05\nrejoin = 0.5\n\
+                 [network]\nkind = \"wan\"\nrealizations = 5\n";
+    for algo in [
+        "name = \"lena\"",
+        "name = \"dgd\"\nmissing = \"last\"",
+        "name = \"lag_wk\"",
+        "name = \"lag_ps\"",
+        "name = \"lasg_wk2\"",
+        "name = \"laq\"",
+        "name = \"sasg\"",
+        "name = \"diana\"",
+        "name = \"ef_sgd\"",
+        "name = \"lena\"\nstep_size = 0.5\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 15",
+    ] {
+        let step = if algo.contains("step_size") {
+            ""
+        } else {
+            "step_size = 0.5"
+        };
+        let text = synthetic(
+            "wall_clock = false\ncheckpoint_every = 20",
+            step,
+            "batch = 8",
+        )
+        .replace("name = \"dgd\"", algo)
+            + extra;
+        let cfg = ExperimentConfig::from_toml(&text, "t.toml").unwrap();
+        let mut whole = Simulation::new(cfg.clone()).unwrap();
+        let mut a = Record::default();
+        whole.run(&mut a).unwrap();
+        // Stopped at round 33 (Ctrl-C): the stop writes a checkpoint, then resume from it.
+        let mut first = Simulation::new(cfg.clone()).unwrap();
+        let mut b = Record {
+            stop_at: Some(33),
+            ..Record::default()
+        };
+        assert!(matches!(
+            first.run(&mut b),
+            Err(lena_sim::Error::Stopped(33))
+        ));
+        let (round, state) = b.checkpoints.last().unwrap().clone();
+        assert_eq!(round, 33, "{algo}");
+        assert_eq!(b.checkpoints[0].0, 20);
+        let mut resumed = Simulation::new(cfg.clone()).unwrap();
+        resumed.load_state(&state).unwrap();
+        assert_eq!(resumed.round(), 33);
+        let mut c = Record::default();
+        resumed.run(&mut c).unwrap();
+        let mut rows = b.rows.clone();
+        rows.extend(c.rows.clone());
+        assert_eq!(rows, a.rows, "{algo}: rows after resuming differ");
+        assert!(
+            whole
+                .params()
+                .iter()
+                .zip(resumed.params())
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{algo}: parameters differ"
+        );
+        // A checkpoint of another configuration is refused.
+        let other =
+            ExperimentConfig::from_toml(&text.replace("seed = 3", "seed = 4"), "t.toml").unwrap();
+        let e = Simulation::new(other)
+            .unwrap()
+            .load_state(&state)
+            .unwrap_err();
+        assert!(e.to_string().contains("another configuration"), "{e}");
+        // Truncated bytes are an error, not a panic.
+        let e = Simulation::new(cfg)
+            .unwrap()
+            .load_state(&state[..state.len() / 2])
+            .unwrap_err();
+        assert!(e.to_string().starts_with("checkpoint:"), "{e}");
+    }
+}
