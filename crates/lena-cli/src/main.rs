@@ -28,6 +28,21 @@ enum Command {
     Run(Box<RunArgs>),
     /// Draw metrics of one or more runs as a line chart, PNG and SVG.
     Plot(PlotArgs),
+    /// Continue an interrupted run from its directory's checkpoint (config.toml and
+    /// checkpoint.bin): the metrics files end exactly as an uninterrupted run's would.
+    Resume(ResumeArgs),
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    /// The run directory.
+    dir: PathBuf,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Stop after this round as Ctrl-C would, leaving a checkpoint.
+    #[arg(long)]
+    stop_at: Option<u64>,
 }
 
 #[derive(Args)]
@@ -120,6 +135,9 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Stop after this round as Ctrl-C would, leaving a checkpoint (`lena resume` continues).
+    #[arg(long)]
+    stop_at: Option<u64>,
 }
 
 fn default_config() -> ExperimentConfig {
@@ -267,13 +285,20 @@ fn resolve_config(a: &RunArgs) -> Result<ExperimentConfig> {
     Ok(cfg)
 }
 
-/// Writes each evaluation (CSV and JSON lines) and drives the progress bar.
+/// Writes each evaluation (CSV and JSON lines) and checkpoints, and drives the progress bar.
 struct Progress {
     bar: ProgressBar,
     csv: Writer,
     jsonl: Writer,
     rows: Vec<MetricsRow>,
+    dir: PathBuf,
+    stop_at: Option<u64>,
+    interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The checkpoint file of a run directory: the metrics files' lengths at the checkpoint, then
+/// the simulation's state.
+const CHECKPOINT: &str = "checkpoint.bin";
 
 impl Observer for Progress {
     fn on_eval(&mut self, row: &MetricsRow) -> lena_sim::Result<()> {
@@ -289,7 +314,25 @@ impl Observer for Progress {
 
     fn on_round(&mut self, round: u64) -> bool {
         self.bar.set_position(round);
-        true
+        !(self.stop_at == Some(round) || self.interrupted.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn on_checkpoint(&mut self, round: u64, state: &[u8]) -> lena_sim::Result<()> {
+        // Atomic: written beside the old one, then renamed over it.
+        let mut bytes = Vec::with_capacity(state.len() + 24);
+        bytes.extend_from_slice(&round.to_le_bytes());
+        bytes.extend_from_slice(&self.csv.len()?.to_le_bytes());
+        bytes.extend_from_slice(&self.jsonl.len()?.to_le_bytes());
+        bytes.extend_from_slice(state);
+        let path = self.dir.join(CHECKPOINT);
+        let tmp = self.dir.join(format!("{CHECKPOINT}.tmp"));
+        let io = |err| lena_sim::Error::Io {
+            path: path.clone(),
+            err,
+        };
+        std::fs::write(&tmp, &bytes).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
     }
 }
 
@@ -332,7 +375,7 @@ fn run(a: RunArgs) -> Result<()> {
         cfg.run.threads
     };
     let seed = cfg.run.seed;
-    let mut sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    let sim = Simulation::new(cfg).context("cannot set up the experiment")?;
     let sizes = sim.node_sizes();
     let simd = lena_kernels::Kernels::detect().name();
     let meta = Meta {
@@ -379,18 +422,68 @@ fn run(a: RunArgs) -> Result<()> {
         ));
         bar
     };
-    let mut obs = Progress {
+    let obs = Progress {
         bar,
         csv: Writer::create(&dir.join("metrics.csv"), Format::Csv)?,
         jsonl: Writer::create(&dir.join("metrics.jsonl"), Format::Jsonl)?,
         rows: Vec::new(),
+        dir: dir.clone(),
+        stop_at: a.stop_at,
+        interrupted: interrupted(),
     };
+    finish(sim, obs)
+}
+
+/// Set by Ctrl-C: the run stops after the current round and writes a checkpoint.
+fn interrupted() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    static FLAG: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = flag.clone();
+        // If a handler cannot be installed, Ctrl-C simply ends the process (checkpoints
+        // written every run.checkpoint_every rounds remain usable).
+        let _ = ctrlc::set_handler(move || f.store(true, std::sync::atomic::Ordering::SeqCst));
+        flag
+    })
+    .clone()
+}
+
+/// Exit status of a run stopped by Ctrl-C or `--stop-at` (128 + SIGINT, as shells expect).
+const STOPPED: u8 = 130;
+
+/// A stop that left a checkpoint: not an error, but not a finished run either.
+#[derive(Debug)]
+struct StoppedRun(u64, PathBuf);
+
+impl std::fmt::Display for StoppedRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "stopped at iteration {}; the checkpoint and metrics so far are in {}; continue with `lena resume {}`",
+            self.0,
+            self.1.display(),
+            self.1.display()
+        )
+    }
+}
+
+impl std::error::Error for StoppedRun {}
+
+/// Runs to the end, then writes latency statistics and the summary.
+fn finish(mut sim: Simulation, mut obs: Progress) -> Result<()> {
+    let dir = obs.dir.clone();
     let res = sim.run(&mut obs);
     obs.bar.finish_and_clear();
-    let summary =
-        res.with_context(|| format!("run stopped; metrics so far are in {}", dir.display()))?;
+    let summary = match res {
+        Err(lena_sim::Error::Stopped(round)) => return Err(StoppedRun(round, dir).into()),
+        r => r.with_context(|| format!("run stopped; metrics so far are in {}", dir.display()))?,
+    };
     // Latency over the network model's link-rate realizations, at every evaluation.
-    let at: Vec<u64> = obs.rows.iter().map(|r| r.iteration).collect();
+    let (total, every) = (sim.config().run.iterations, sim.config().run.eval_every);
+    let at: Vec<u64> = (0..=total)
+        .filter(|r| r % every == 0 || *r == total)
+        .collect();
     let latency = sim.latency_stats(&at);
     if let Some(stats) = &latency {
         let mut text = String::from("iteration,mean,min,max,p5,p95\n");
@@ -433,6 +526,70 @@ fn run(a: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn resume(a: ResumeArgs) -> Result<()> {
+    let dir = a.dir;
+    let cfg_path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+        format!(
+            "cannot read {} (is {} a run directory?)",
+            cfg_path.display(),
+            dir.display()
+        )
+    })?;
+    let cfg = ExperimentConfig::from_toml(&text, &cfg_path.display().to_string())?;
+    let ckpt_path = dir.join(CHECKPOINT);
+    let bytes = std::fs::read(&ckpt_path).with_context(|| {
+        format!(
+            "cannot read {}: no checkpoint to resume from",
+            ckpt_path.display()
+        )
+    })?;
+    anyhow::ensure!(
+        bytes.len() >= 24,
+        "{}: truncated checkpoint",
+        ckpt_path.display()
+    );
+    let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
+    let (round, csv_len, jsonl_len) = (word(0), word(1), word(2));
+    let iterations = cfg.run.iterations;
+    let mut sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    sim.load_state(&bytes[24..])
+        .with_context(|| format!("{}", ckpt_path.display()))?;
+    anyhow::ensure!(
+        sim.round() == round,
+        "{}: round mismatch",
+        ckpt_path.display()
+    );
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(Some(iterations), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(round);
+        bar.println(format!(
+            "lena: resuming {} at iteration {round}",
+            dir.display()
+        ));
+        bar
+    };
+    let obs = Progress {
+        bar,
+        csv: Writer::resume(&dir.join("metrics.csv"), Format::Csv, csv_len)?,
+        jsonl: Writer::resume(&dir.join("metrics.jsonl"), Format::Jsonl, jsonl_len)?,
+        rows: Vec::new(),
+        dir: dir.clone(),
+        stop_at: a.stop_at,
+        interrupted: interrupted(),
+    };
+    finish(sim, obs)
 }
 
 fn plot(a: PlotArgs) -> Result<()> {
@@ -498,9 +655,14 @@ fn main() -> std::process::ExitCode {
     let res = match cli.command {
         Command::Run(a) => run(*a),
         Command::Plot(a) => plot(a),
+        Command::Resume(a) => resume(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<StoppedRun>() => {
+            eprintln!("lena: {e}");
+            std::process::ExitCode::from(STOPPED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(1)

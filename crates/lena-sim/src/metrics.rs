@@ -89,6 +89,37 @@ impl Writer {
         Ok(w)
     }
 
+    /// Reopens `path` to continue a run: keeps its first `len` bytes (what was written up to a
+    /// checkpoint) and appends after them.
+    pub fn resume(path: &Path, format: Format, len: u64) -> Result<Self> {
+        let io = |err| Error::Io {
+            path: path.into(),
+            err,
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        file.set_len(len).map_err(io)?;
+        let mut file = std::io::BufWriter::new(file);
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io)?;
+        Ok(Self {
+            path: path.into(),
+            file,
+            format,
+        })
+    }
+
+    /// Bytes written so far (the file's length once flushed).
+    pub fn len(&mut self) -> Result<u64> {
+        let io = |err| Error::Io {
+            path: self.path.clone(),
+            err,
+        };
+        self.file.flush().map_err(io)?;
+        self.file.get_ref().metadata().map(|m| m.len()).map_err(io)
+    }
+
     /// Appends one row and flushes.
     pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
         let res = match self.format {
