@@ -28,9 +28,45 @@ enum Command {
     Run(Box<RunArgs>),
     /// Draw metrics of one or more runs as a line chart, PNG and SVG.
     Plot(PlotArgs),
+    /// Run a grid of variations of an experiment, in parallel, each into its own run
+    /// directory, and tabulate them (sweep.csv). With `--target`, also pick the best setting.
+    Sweep(SweepArgs),
+    /// `sweep` that picks the setting reaching `--target` with the least `--minimize`
+    /// (by default the fewest bits), as the paper tuned its baselines by grid search.
+    Tune(SweepArgs),
     /// Continue an interrupted run from its directory's checkpoint (config.toml and
     /// checkpoint.bin): the metrics files end exactly as an uninterrupted run's would.
     Resume(ResumeArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// The base experiment file.
+    config: PathBuf,
+    /// A grid axis: `KEY=V1,V2,...` (repeatable; every combination runs), e.g.
+    /// `--grid algorithm.step_size=0.01,0.05,0.1 --grid run.seed=1,2,3`.
+    #[arg(long = "grid", value_name = "KEY=V1,V2,...")]
+    grid: Vec<String>,
+    /// Overrides applied to every run (`KEY=VALUE`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Output directory (default `runs/NAME-sweep`).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Runs at once (default: one per core; each run then gets the remaining threads).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// A target `COLUMN=VALUE` (reached when the column first gets there: `>=` for accuracy,
+    /// `<=` for losses), e.g. `test_accuracy=0.88` or `train_loss=1.0`.
+    #[arg(long)]
+    target: Option<String>,
+    /// What the best setting minimises at the target: bits (default), uploads,
+    /// latency_seconds or iteration.
+    #[arg(long, default_value = "bits")]
+    minimize: String,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -366,6 +402,18 @@ fn run(a: RunArgs) -> Result<()> {
             .map(|s| s.to_string_lossy().into_owned());
         PathBuf::from("runs").join(stem.unwrap_or_else(|| "run".into()))
     });
+    run_in(cfg, &dir, a.quiet, a.stop_at, true).map(|_| ())
+}
+
+/// Runs `cfg` into the run directory `dir`; returns the evaluations.
+fn run_in(
+    cfg: ExperimentConfig,
+    dir: &std::path::Path,
+    quiet: bool,
+    stop_at: Option<u64>,
+    print: bool,
+) -> Result<Vec<MetricsRow>> {
+    let dir = dir.to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     write_file(&dir.join("config.toml"), &toml::to_string(&cfg)?)?;
     let iterations = cfg.run.iterations;
@@ -400,7 +448,7 @@ fn run(a: RunArgs) -> Result<()> {
         &dir.join("meta.json"),
         &serde_json::to_string_pretty(&meta)?,
     )?;
-    let bar = if a.quiet {
+    let bar = if quiet {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::with_draw_target(Some(iterations), ProgressDrawTarget::stderr());
@@ -428,10 +476,10 @@ fn run(a: RunArgs) -> Result<()> {
         jsonl: Writer::create(&dir.join("metrics.jsonl"), Format::Jsonl)?,
         rows: Vec::new(),
         dir: dir.clone(),
-        stop_at: a.stop_at,
+        stop_at,
         interrupted: interrupted(),
     };
-    finish(sim, obs)
+    finish(sim, obs, print)
 }
 
 /// Set by Ctrl-C: the run stops after the current round and writes a checkpoint.
@@ -471,7 +519,7 @@ impl std::fmt::Display for StoppedRun {
 impl std::error::Error for StoppedRun {}
 
 /// Runs to the end, then writes latency statistics and the summary.
-fn finish(mut sim: Simulation, mut obs: Progress) -> Result<()> {
+fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<MetricsRow>> {
     let dir = obs.dir.clone();
     let res = sim.run(&mut obs);
     obs.bar.finish_and_clear();
@@ -507,7 +555,7 @@ fn finish(mut sim: Simulation, mut obs: Progress) -> Result<()> {
         &serde_json::to_string_pretty(&json)?,
     )?;
     #[allow(clippy::print_stdout)]
-    {
+    if print {
         println!(
             "{}: {} iterations, train loss {:.6}, test accuracy {:.4}, uploads {} ({} delivered, {} lost, {} late, {} dropped), bits {}, simulated latency {:.3} s, {:.1} s; output in {}",
             summary.algorithm,
@@ -525,6 +573,242 @@ fn finish(mut sim: Simulation, mut obs: Progress) -> Result<()> {
             dir.display()
         );
     }
+    Ok(obs.rows)
+}
+
+/// Every combination of the grid's axes, as `--set` lists, in a fixed order.
+fn combinations(grid: &[String]) -> Result<Vec<Vec<(String, String)>>> {
+    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for axis in grid {
+        let (key, values) = axis
+            .split_once('=')
+            .with_context(|| format!("--grid {axis:?}: expected KEY=V1,V2,..."))?;
+        let values: Vec<&str> = values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        anyhow::ensure!(!values.is_empty(), "--grid {axis:?}: no values");
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push((key.trim().to_string(), v.to_string()));
+                    c
+                })
+            })
+            .collect();
+    }
+    Ok(combos)
+}
+
+/// When a run first reaches `target` (`column=value`): the row, if ever.
+fn reached<'a>(rows: &'a [MetricsRow], column: &str, value: f64) -> Result<Option<&'a MetricsRow>> {
+    let get = |r: &MetricsRow| -> Result<f64> {
+        let v = serde_json::to_value(r)?;
+        v[column]
+            .as_f64()
+            .with_context(|| format!("--target: no metrics column {column:?}"))
+    };
+    // Accuracy-like columns must rise to the target, loss-like ones fall to it.
+    let rising = !column.contains("loss");
+    for r in rows {
+        let x = get(r)?;
+        if (rising && x >= value) || (!rising && x <= value) {
+            return Ok(Some(r));
+        }
+    }
+    Ok(None)
+}
+
+fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
+    let text = std::fs::read_to_string(&a.config)
+        .with_context(|| format!("cannot read experiment file {}", a.config.display()))?;
+    let name = a.config.display().to_string();
+    ExperimentConfig::from_toml(&text, &name)?;
+    let combos = combinations(&a.grid)?;
+    let target = match (&a.target, tune) {
+        (Some(t), _) => {
+            let (c, v) = t
+                .split_once('=')
+                .with_context(|| format!("--target {t:?}: expected COLUMN=VALUE"))?;
+            Some((
+                c.trim().to_string(),
+                v.trim()
+                    .parse::<f64>()
+                    .with_context(|| format!("--target {t:?}: not a number"))?,
+            ))
+        }
+        (None, true) => {
+            anyhow::bail!("lena tune needs --target COLUMN=VALUE, e.g. test_accuracy=0.88")
+        }
+        (None, false) => None,
+    };
+    // Every configuration is checked before anything runs.
+    let mut jobs_cfg = Vec::new();
+    for combo in &combos {
+        let mut table: toml::Table = text.parse()?;
+        let sets: Vec<String> = a
+            .sets
+            .iter()
+            .cloned()
+            .chain(combo.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        apply_sets(&mut table, &sets)?;
+        let cfg = ExperimentConfig::from_toml(
+            &toml::to_string(&table)?,
+            &format!("{name} with {}", sets.join(" ")),
+        )?;
+        let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let label = if label.is_empty() {
+            "base".to_string()
+        } else {
+            // `;` between axes keeps the label one CSV field and a valid directory name.
+            label.join(";")
+        };
+        jobs_cfg.push((label, cfg));
+    }
+    let out = a.output.clone().unwrap_or_else(|| {
+        let stem = a
+            .config
+            .file_stem()
+            .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+        PathBuf::from("runs").join(format!("{stem}-sweep"))
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = a.jobs.unwrap_or(cores).clamp(1, jobs_cfg.len().max(1));
+    let threads_each = (cores / jobs).max(1);
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(
+            Some(jobs_cfg.len() as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} runs [{elapsed_precise}<{eta_precise}] {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.println(format!(
+            "lena sweep: {} runs, {jobs} at a time, {threads_each} threads each -> {}",
+            jobs_cfg.len(),
+            out.display()
+        ));
+        bar
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Vec<MetricsRow>>>>> = jobs_cfg
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((label, cfg)) = jobs_cfg.get(i) else {
+                        break;
+                    };
+                    let mut cfg = cfg.clone();
+                    if cfg.run.threads == 0 {
+                        cfg.run.threads = threads_each;
+                    }
+                    let dir = out.join(label.replace(['/', ' ', '"'], "_"));
+                    let r = run_in(cfg, &dir, true, None, false);
+                    *results[i].lock().expect("no panics while holding the lock") = Some(r);
+                    bar.inc(1);
+                    bar.set_message(label.clone());
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let mut table =
+        String::from("setting,final_train_loss,final_test_accuracy,uploads,bits,latency_seconds");
+    if let Some((c, v)) = &target {
+        table.push_str(&format!(
+            ",iteration_at_{c}_{v},bits_at_target,uploads_at_target,latency_at_target"
+        ));
+    }
+    table.push('\n');
+    let mut best: Option<(f64, String)> = None;
+    let mut failed = Vec::new();
+    for ((label, _), r) in jobs_cfg.iter().zip(&results) {
+        let r = r
+            .lock()
+            .expect("threads are done")
+            .take()
+            .expect("every run ran");
+        let rows = match r {
+            Ok(rows) => rows,
+            Err(e) => {
+                failed.push(format!("{label}: {e:#}"));
+                table.push_str(&format!("{label},failed,,,,\n"));
+                continue;
+            }
+        };
+        let l = rows.last().context("a run without evaluations")?;
+        table.push_str(&format!(
+            "{label},{},{},{},{},{}",
+            l.train_loss, l.test_accuracy, l.uploads, l.bits, l.latency_seconds
+        ));
+        if let Some((c, v)) = &target {
+            match reached(&rows, c, *v)? {
+                Some(r) => {
+                    table.push_str(&format!(
+                        ",{},{},{},{}",
+                        r.iteration, r.bits, r.uploads, r.latency_seconds
+                    ));
+                    let cost = match a.minimize.as_str() {
+                        "bits" => r.bits as f64,
+                        "uploads" => r.uploads as f64,
+                        "latency_seconds" => r.latency_seconds,
+                        "iteration" => r.iteration as f64,
+                        other => anyhow::bail!(
+                            "--minimize {other:?}: expected one of bits, uploads, latency_seconds, iteration"
+                        ),
+                    };
+                    if best.as_ref().is_none_or(|(b, _)| cost < *b) {
+                        best = Some((cost, label.clone()));
+                    }
+                }
+                None => table.push_str(",never,,,"),
+            }
+        }
+        table.push('\n');
+    }
+    write_file(&out.join("sweep.csv"), &table)?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "{} runs; table in {}",
+            jobs_cfg.len(),
+            out.join("sweep.csv").display()
+        );
+        if let Some((c, v)) = &target {
+            match &best {
+                Some((cost, label)) => {
+                    println!("best for {c} = {v}: {label} ({} {cost})", a.minimize);
+                    write_file(
+                        &out.join("best.json"),
+                        &serde_json::to_string_pretty(&serde_json::json!({
+                            "setting": label, "target": format!("{c}={v}"), "minimize": a.minimize, "value": cost
+                        }))?,
+                    )?;
+                }
+                None => println!("no setting reached {c} = {v}"),
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} runs failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
     Ok(())
 }
 
@@ -589,7 +873,7 @@ fn resume(a: ResumeArgs) -> Result<()> {
         stop_at: a.stop_at,
         interrupted: interrupted(),
     };
-    finish(sim, obs)
+    finish(sim, obs, true).map(|_| ())
 }
 
 fn plot(a: PlotArgs) -> Result<()> {
@@ -656,6 +940,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(a) => run(*a),
         Command::Plot(a) => plot(a),
         Command::Resume(a) => resume(a),
+        Command::Sweep(a) => sweep(a, false),
+        Command::Tune(a) => sweep(a, true),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -326,3 +326,78 @@ fn resume_continues_to_the_same_bytes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is nowhere a run directory?"));
 }
+
+/// A sweep runs every combination, each into its own directory with the same metrics as the
+/// equivalent `lena run --set`, and tune picks the cheapest setting that reaches the target.
+#[test]
+fn sweep_and_tune_run_the_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = SYNTH.replace("seed = 2", "seed = 2\nwall_clock = false");
+    std::fs::write(dir.path().join("exp.toml"), exp).unwrap();
+    let out = lena(
+        &[
+            "tune",
+            "exp.toml",
+            "-q",
+            "--grid",
+            "algorithm.name=dgd,lena",
+            "--grid",
+            "algorithm.step_size=0.1,0.5",
+            "--target",
+            "test_accuracy=0.9",
+            "-o",
+            "t",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = std::fs::read_to_string(dir.path().join("t/sweep.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 4, "{table}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("best for test_accuracy = 0.9: algorithm.name=lena;"),
+        "{stdout}"
+    );
+    assert!(dir.path().join("t/best.json").exists());
+    // The same run alone gives the same bytes.
+    let one = "algorithm.name=lena;algorithm.step_size=0.5";
+    let out = lena(
+        &[
+            "run",
+            "exp.toml",
+            "-q",
+            "--set",
+            "algorithm.name=lena",
+            "--set",
+            "algorithm.step_size=0.5",
+            "--set",
+            "run.threads=1",
+            "-o",
+            "alone",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = std::fs::read(dir.path().join("t").join(one).join("metrics.csv")).unwrap();
+    let b = std::fs::read(dir.path().join("alone/metrics.csv")).unwrap();
+    assert!(a == b, "a sweep run differs from the same run alone");
+    // Tune without a target, or with a bad axis, is an error naming it.
+    let out = lena(
+        &["tune", "exp.toml", "-q", "--grid", "run.seed=1,2"],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lena tune needs --target"));
+    let out = lena(
+        &["sweep", "exp.toml", "-q", "--grid", "algorithm.betta=1,2"],
+        dir.path(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `betta`"));
+}
