@@ -357,8 +357,8 @@ impl Observer for Progress {
         // Atomic: written beside the old one, then renamed over it.
         let mut bytes = Vec::with_capacity(state.len() + 24);
         bytes.extend_from_slice(&round.to_le_bytes());
-        bytes.extend_from_slice(&self.csv.len()?.to_le_bytes());
-        bytes.extend_from_slice(&self.jsonl.len()?.to_le_bytes());
+        bytes.extend_from_slice(&self.csv.written()?.to_le_bytes());
+        bytes.extend_from_slice(&self.jsonl.written()?.to_le_bytes());
         bytes.extend_from_slice(state);
         let path = self.dir.join(CHECKPOINT);
         let tmp = self.dir.join(format!("{CHECKPOINT}.tmp"));

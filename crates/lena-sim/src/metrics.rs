@@ -111,7 +111,7 @@ impl Writer {
     }
 
     /// Bytes written so far (the file's length once flushed).
-    pub fn len(&mut self) -> Result<u64> {
+    pub fn written(&mut self) -> Result<u64> {
         let io = |err| Error::Io {
             path: self.path.clone(),
             err,
