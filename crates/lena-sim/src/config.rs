@@ -300,6 +300,13 @@ impl ExperimentConfig {
             if msg.contains("unknown variant") && msg.contains("dgd") {
                 msg = format!("{msg} (algorithm.name must be one of: {algos})");
             }
+            // LENA's fields are flattened into [algorithm], where serde cannot list them.
+            if msg.contains("unknown field") && !msg.contains("expected") {
+                msg = format!(
+                    "{msg}, expected one of `step_size`, `beta`, `reference`, `confirm`, \
+                     `drift`, `average_gamma`, `compressor`, `resend_lost` (LENA)"
+                );
+            }
             Error::Config(format!("{source_name}{line}: {msg}"))
         })?;
         cfg.validate()?;
