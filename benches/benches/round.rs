@@ -34,6 +34,10 @@ fn rounds(c: &mut Criterion) {
         ("lena", "name = \"lena\""),
         ("lag_wk", "name = \"lag_wk\""),
         ("diana_qsgd", "name = \"diana\""),
+        (
+            "diana_qsgd_fixed",
+            "name = \"diana\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 4\nbucket = 512\ncoding = \"fixed\"",
+        ),
     ] {
         let mut sim = Simulation::new(config(algo)).unwrap();
         // Warm past the first rounds (LAG's warm-up, LENA's first upload).

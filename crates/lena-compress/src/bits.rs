@@ -175,9 +175,75 @@ impl<'a> BitReader<'a> {
         Ok(())
     }
 
+    /// The next `width <= 32` bits without consuming them (bits past the end read as 0), and
+    /// how many of them are real.
+    #[inline]
+    pub fn peek(&mut self, width: u32) -> (u64, u32) {
+        debug_assert!(width <= 32);
+        if self.n < 32 {
+            if let Some(b) = self.buf.get(self.pos..self.pos + 4) {
+                self.acc |= u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) << self.n;
+                self.pos += 4;
+                self.n += 32;
+            } else {
+                while self.n < 56 {
+                    let Some(&b) = self.buf.get(self.pos) else {
+                        break;
+                    };
+                    self.acc |= u64::from(b) << self.n;
+                    self.pos += 1;
+                    self.n += 8;
+                }
+            }
+        }
+        let avail = u64::from(self.n).min(self.left) as u32;
+        let real = avail.min(width);
+        let bits = if real == 0 {
+            0
+        } else {
+            self.acc & (u64::MAX >> (64 - real))
+        };
+        (bits, real)
+    }
+
+    /// Consumes `width` bits that [`Self::peek`] reported real.
+    #[inline]
+    pub fn consume(&mut self, width: u32) {
+        debug_assert!(width <= self.n && u64::from(width) <= self.left);
+        self.acc >>= width;
+        self.n -= width;
+        self.left -= u64::from(width);
+    }
+
     /// Reads an Elias-gamma code written by [`BitWriter::write_gamma`]; a prefix of more than
     /// 31 zeros is malformed (no encoder here writes one).
     pub fn read_gamma(&mut self) -> Result<u64> {
+        // PERF: fast path when the whole code is already in the accumulator: the prefix length
+        // is the trailing-zero count of the buffered bits.
+        if self.n < 32
+            && let Some(b) = self.buf.get(self.pos..self.pos + 4)
+        {
+            self.acc |= u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) << self.n;
+            self.pos += 4;
+            self.n += 32;
+        }
+        let avail = u64::from(self.n).min(self.left) as u32;
+        let window = if avail >= 64 {
+            self.acc
+        } else {
+            self.acc & ((1u64 << avail) - 1)
+        };
+        if window != 0 {
+            let z = window.trailing_zeros();
+            let total = 2 * z + 1;
+            if z <= 31 && total <= avail {
+                let low = (self.acc >> (z + 1)) & ((1u64 << z) - 1);
+                self.acc >>= total;
+                self.n -= total;
+                self.left -= u64::from(total);
+                return Ok((1u64 << z) | low);
+            }
+        }
         let mut zeros = 0u32;
         loop {
             let bit = self.read(1)?;

@@ -313,9 +313,19 @@ impl Compressor for Qsgd {
                     QsgdCoding::EliasGamma => {
                         for &f in &fields[..m] {
                             let (level, negative) = (f >> 1, f & 1);
-                            w.write_gamma(u64::from(level) + 1);
-                            if level > 0 {
-                                w.write(u64::from(negative), 1);
+                            let n = u64::from(level) + 1;
+                            let big = 63 - n.leading_zeros();
+                            if big < 15 {
+                                // PERF: code and sign as one field (the same bits as
+                                // write_gamma followed by a 1-bit write).
+                                let code = (1u64 << big) | ((n & ((1u64 << big) - 1)) << (big + 1));
+                                let sign = u64::from(negative) << (2 * big + 1);
+                                w.write(code | sign, 2 * big + 1 + u32::from(level > 0));
+                            } else {
+                                w.write_gamma(n);
+                                if level > 0 {
+                                    w.write(u64::from(negative), 1);
+                                }
                             }
                         }
                     }
@@ -345,6 +355,15 @@ impl Compressor for Qsgd {
                     QsgdCoding::Fixed => r.read_fields(width + 1, fields)?,
                     QsgdCoding::EliasGamma => {
                         for f in fields.iter_mut() {
+                            // PERF: most codes (level and sign) fit in GAMMA_BITS bits: one
+                            // table lookup instead of a bit-by-bit parse.
+                            let (window, real) = r.peek(GAMMA_BITS);
+                            let (field, len) = gamma_table()[window as usize];
+                            if len > 0 && u32::from(len) <= real {
+                                r.consume(u32::from(len));
+                                *f = field;
+                                continue;
+                            }
                             let n = r.read_gamma()?;
                             // n - 1 is the level; bound it before it can overflow a u32.
                             let level = (n - 1).min(u64::from(self.s) + 1) as u32;
@@ -385,6 +404,39 @@ impl Compressor for Qsgd {
     fn delta(&self) -> Option<f64> {
         None
     }
+}
+
+/// Bits of the QSGD Elias-gamma decoding table's window.
+const GAMMA_BITS: u32 = 12;
+
+/// For every `GAMMA_BITS`-bit window: the QSGD field (`level << 1 | sign`) of the code that
+/// starts it and its length in bits, or length 0 if the code (with its sign) is longer.
+fn gamma_table() -> &'static [(u32, u8)] {
+    static TABLE: std::sync::OnceLock<Vec<(u32, u8)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..1u32 << GAMMA_BITS)
+            .map(|w| {
+                let z = w.trailing_zeros();
+                if z >= GAMMA_BITS {
+                    return (0, 0);
+                }
+                let code_len = 2 * z + 1;
+                if code_len > GAMMA_BITS {
+                    return (0, 0);
+                }
+                let low = (w >> (z + 1)) & ((1 << z) - 1);
+                let level = ((1 << z) | low) - 1;
+                if level == 0 {
+                    return (0, code_len as u8);
+                }
+                if code_len + 1 > GAMMA_BITS {
+                    return (0, 0);
+                }
+                let sign = (w >> code_len) & 1;
+                ((level << 1) | sign, (code_len + 1) as u8)
+            })
+            .collect()
+    })
 }
 
 /// Top-k: keeps the k largest magnitudes (ties: lower index). delta = k / d, deterministic.
