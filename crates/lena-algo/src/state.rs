@@ -30,6 +30,17 @@ pub trait Visitor {
             *m = back;
         }
     }
+    /// A variable-length vector of `u32` (read back with the saved length).
+    fn u32s(&mut self, x: &mut Vec<u32>) {
+        let mut bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.bytes(&mut bytes);
+        if bytes.len().is_multiple_of(4) {
+            *x = bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+        }
+    }
     /// A `u64` per element.
     fn u64s(&mut self, x: &mut [u64]) {
         for v in x {

@@ -451,14 +451,7 @@ fn run_in(
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
-        let bar = ProgressBar::with_draw_target(Some(iterations), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        let bar = round_bar(iterations);
         bar.println(format!(
             "lena: {} ({} nodes, {}..{} samples each), step size {}, SIMD {simd}, {threads} threads -> {}",
             meta.algorithm,
@@ -480,6 +473,19 @@ fn run_in(
         interrupted: interrupted(),
     };
     finish(sim, obs, print)
+}
+
+/// A progress bar over a run's rounds, with rate and ETA, on stderr.
+fn round_bar(iterations: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(iterations), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Set by Ctrl-C: the run stops after the current round and writes a checkpoint.
@@ -849,14 +855,7 @@ fn resume(a: ResumeArgs) -> Result<()> {
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
-        let bar = ProgressBar::with_draw_target(Some(iterations), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        let bar = round_bar(iterations);
         bar.set_position(round);
         bar.println(format!(
             "lena: resuming {} at iteration {round}",

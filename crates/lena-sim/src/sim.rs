@@ -441,24 +441,18 @@ impl Simulation {
         let mut init = self.initial_loss.unwrap_or(f64::NAN);
         v.f64(&mut init);
         self.initial_loss = (!init.is_nan()).then_some(init);
-        let mut window: Vec<u8> = self.window.iter().flat_map(|x| x.to_le_bytes()).collect();
-        v.bytes(&mut window);
-        if window.len() == 4 * self.window.len() {
-            for (w, b) in self.window.iter_mut().zip(window.chunks_exact(4)) {
-                *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            }
+        let mut window = self.window.clone();
+        v.u32s(&mut window);
+        if window.len() == self.window.len() {
+            self.window = window;
         }
         v.u64(&mut self.window_sum);
         for h in &mut self.history {
             v.f32s(h);
         }
         if let Some(trace) = &mut self.trace {
-            let mut raw: Vec<u8> = trace.raw().iter().flat_map(|x| x.to_le_bytes()).collect();
-            v.bytes(&mut raw);
-            let bits = raw
-                .chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let mut bits = trace.raw().to_vec();
+            v.u32s(&mut bits);
             if let Some(t) = lena_net::Trace::from_raw(trace.nodes(), bits) {
                 *trace = t;
             }
@@ -481,14 +475,7 @@ impl Simulation {
             rng_state(v, &mut node.faults);
             rng_state(v, &mut node.local.rng);
             let (perm, pos) = node.local.sampler.state_mut();
-            let mut raw: Vec<u8> = perm.iter().flat_map(|x| x.to_le_bytes()).collect();
-            v.bytes(&mut raw);
-            if raw.len() == 4 * perm.len() || perm.is_empty() {
-                *perm = raw
-                    .chunks_exact(4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-            }
+            v.u32s(perm);
             let mut p64 = *pos as u64;
             v.u64(&mut p64);
             *pos = p64 as usize;
