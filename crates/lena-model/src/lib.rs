@@ -1,6 +1,8 @@
 //! Objectives for distributed learning: one-versus-all logistic ridge regression and softmax
 //! regression over dense rows, with loss, gradient, fused loss+gradient, accuracy and a
-//! smoothness estimate.
+//! smoothness estimate; and convolutional networks for MNIST ([`Cnn`]: the paper's small
+//! network and a wider one) with forward and backward passes, dropout and He initialisation.
+//! [`Model`] puts them behind one interface, every model exposing a flat parameter vector.
 //!
 //! Must not depend on: `lena-compress`, `lena-policy`, `lena-algo`, `lena-sim` (objectives know
 //! nothing of how gradients travel).
@@ -22,10 +24,175 @@
 //! assert!((loss - 3.0 * std::f64::consts::LN_2).abs() < 1e-6);
 //! ```
 
+mod cnn;
 mod linear;
 pub mod reference;
 
+pub use cnn::{Cnn, CnnArch, CnnWorkspace};
+use lena_data::Dataset;
 pub use linear::{Linear, LinearKind, Rows, Workspace};
+use serde::{Deserialize, Serialize};
+
+/// Which model a run trains (the `model.objective` field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// [`LinearKind::LogisticOva`].
+    LogisticOva,
+    /// [`LinearKind::Softmax`].
+    Softmax,
+    /// [`CnnArch::Small`], the paper's network of figure 3.
+    Cnn,
+    /// [`CnnArch::Wide`].
+    CnnWide,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "logistic_ova" | "logistic" => Ok(Self::LogisticOva),
+            "softmax" => Ok(Self::Softmax),
+            "cnn" => Ok(Self::Cnn),
+            "cnn_wide" => Ok(Self::CnnWide),
+            _ => Err(format!(
+                "unknown objective {s:?}, expected one of: logistic_ova, softmax, cnn, cnn_wide"
+            )),
+        }
+    }
+}
+
+/// Any model of this crate behind one interface, for runners that pick it from a config.
+#[derive(Clone, Copy, Debug)]
+pub enum Model {
+    /// A linear model.
+    Linear(Linear),
+    /// A convolutional network.
+    Cnn(Cnn),
+}
+
+/// Scratch memory of a [`Model`].
+#[derive(Clone, Debug)]
+pub enum ModelWorkspace {
+    /// For [`Model::Linear`].
+    Linear(Workspace),
+    /// For [`Model::Cnn`].
+    Cnn(CnnWorkspace),
+}
+
+impl Model {
+    /// The model of `objective` for data with `n_features` and `n_classes`; `dropout` applies
+    /// to the networks only.
+    pub fn new(
+        objective: Objective,
+        n_features: usize,
+        n_classes: usize,
+        lambda: f32,
+        dropout: f32,
+    ) -> Result<Self> {
+        let linear = |kind| Linear::new(kind, n_features, n_classes, lambda).map(Model::Linear);
+        match objective {
+            Objective::LogisticOva => linear(LinearKind::LogisticOva),
+            Objective::Softmax => linear(LinearKind::Softmax),
+            Objective::Cnn => Cnn::new(CnnArch::Small, dropout, lambda).map(Model::Cnn),
+            Objective::CnnWide => Cnn::new(CnnArch::Wide, dropout, lambda).map(Model::Cnn),
+        }
+    }
+
+    /// Number of parameters.
+    pub fn dim(&self) -> usize {
+        match self {
+            Model::Linear(m) => m.dim(),
+            Model::Cnn(m) => m.dim(),
+        }
+    }
+
+    /// Whether gradients draw dropout masks (and so want a seed).
+    pub fn has_dropout(&self) -> bool {
+        matches!(self, Model::Cnn(m) if m.dropout() > 0.0)
+    }
+
+    /// Scratch memory for calls on up to `max_rows` rows (0: sized on first use).
+    pub fn workspace(&self, max_rows: usize) -> ModelWorkspace {
+        match self {
+            Model::Linear(m) => ModelWorkspace::Linear(m.workspace(max_rows)),
+            Model::Cnn(m) => ModelWorkspace::Cnn(m.workspace(max_rows)),
+        }
+    }
+
+    /// Checks that `data` fits the model.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        match self {
+            Model::Linear(m) => m.check_data(data),
+            Model::Cnn(m) => m.check_data(data),
+        }
+    }
+
+    /// Initial parameters: zero for linear models (a convex objective), He initialisation
+    /// from `rng` for networks (zero would leave every hidden unit alike).
+    pub fn init(&self, rng: &mut dyn rand::RngCore, w: &mut [f32]) {
+        match self {
+            Model::Linear(_) => w.fill(0.0),
+            Model::Cnn(m) => m.init(rng, w),
+        }
+    }
+
+    /// Objective value on `rows` of `data` (no dropout).
+    ///
+    /// # Panics
+    /// If `ws` was made by another kind of model.
+    pub fn loss(&self, data: &Dataset, rows: Rows, w: &[f32], ws: &mut ModelWorkspace) -> f64 {
+        match (self, ws) {
+            (Model::Linear(m), ModelWorkspace::Linear(ws)) => m.loss(data, rows, w, ws),
+            (Model::Cnn(m), ModelWorkspace::Cnn(ws)) => m.loss(data, rows, w, ws),
+            _ => panic!("workspace of another model"),
+        }
+    }
+
+    /// Gradient on `rows` into `grad`, returning the objective (fused); `dropout_seed` turns
+    /// dropout on (networks only).
+    ///
+    /// # Panics
+    /// If `ws` was made by another kind of model.
+    pub fn loss_grad(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        grad: &mut [f32],
+        ws: &mut ModelWorkspace,
+        dropout_seed: Option<u64>,
+    ) -> f64 {
+        match (self, ws) {
+            (Model::Linear(m), ModelWorkspace::Linear(ws)) => m.loss_grad(data, rows, w, grad, ws),
+            (Model::Cnn(m), ModelWorkspace::Cnn(ws)) => {
+                m.loss_grad(data, rows, w, grad, ws, dropout_seed)
+            }
+            _ => panic!("workspace of another model"),
+        }
+    }
+
+    /// Test accuracy on all rows of `data`.
+    ///
+    /// # Panics
+    /// If `ws` was made by another kind of model.
+    pub fn accuracy(&self, data: &Dataset, w: &[f32], ws: &mut ModelWorkspace) -> f64 {
+        match (self, ws) {
+            (Model::Linear(m), ModelWorkspace::Linear(ws)) => m.accuracy(data, w, ws),
+            (Model::Cnn(m), ModelWorkspace::Cnn(ws)) => m.accuracy(data, w, ws),
+            _ => panic!("workspace of another model"),
+        }
+    }
+
+    /// Smoothness constant of the objective on `data`, where one is known (linear models);
+    /// `None` for networks, whose gradients are not globally Lipschitz.
+    pub fn smoothness(&self, data: &Dataset, iters: usize) -> Option<f64> {
+        match self {
+            Model::Linear(m) => Some(m.smoothness(data, iters)),
+            Model::Cnn(_) => None,
+        }
+    }
+}
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

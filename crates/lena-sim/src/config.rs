@@ -22,7 +22,7 @@
 
 use crate::{Error, Result};
 use lena_algo::AlgorithmParams;
-use lena_model::LinearKind;
+use lena_model::Objective;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -197,16 +197,22 @@ fn default_separation() -> f32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `logistic_ova` or `softmax`.
+    /// `logistic_ova`, `softmax`, `cnn` (the paper's network of figure 3) or `cnn_wide`.
     #[serde(default = "default_objective")]
-    pub objective: LinearKind,
+    pub objective: Objective,
     /// L2 penalty lambda.
     #[serde(default = "default_lambda")]
     pub lambda: f32,
+    /// Dropout rate of the networks' hidden layers during training (ignored by linear models).
+    #[serde(default = "default_dropout")]
+    pub dropout: f32,
 }
 
-fn default_objective() -> LinearKind {
-    LinearKind::LogisticOva
+fn default_objective() -> Objective {
+    Objective::LogisticOva
+}
+fn default_dropout() -> f32 {
+    0.5
 }
 fn default_lambda() -> f32 {
     1e-3
@@ -217,6 +223,7 @@ impl Default for ModelConfig {
         Self {
             objective: default_objective(),
             lambda: default_lambda(),
+            dropout: default_dropout(),
         }
     }
 }

@@ -8,7 +8,7 @@ use lena_algo::state::{Loader, Saver, Visitor};
 use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Uploads, Worker};
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
 use lena_kernels::Kernels;
-use lena_model::{Linear, Rows, Workspace};
+use lena_model::{Model, ModelWorkspace, Rows};
 use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
@@ -54,15 +54,19 @@ pub struct Summary {
 /// A node's data and its access to gradients (the [`GradientOracle`] its worker calls).
 struct Local {
     data: Dataset,
-    model: Linear,
+    model: Model,
     /// 0 = full batch.
     batch_size: usize,
     sampler: BatchSampler,
     rng: Xoshiro256PlusPlus,
     batch: Vec<u32>,
-    ws: Workspace,
-    /// The local objective's smoothness, computed on first request.
-    smoothness: Option<f64>,
+    ws: ModelWorkspace,
+    /// The node's dropout stream (`Purpose::Dropout`): one seed per fresh minibatch.
+    dropout: Xoshiro256PlusPlus,
+    /// The current minibatch's dropout seed (reused by `gradient_same_batch`).
+    dropout_seed: u64,
+    /// The local objective's smoothness, computed on first request (`None` inside: unknown).
+    smoothness: Option<Option<f64>>,
 }
 
 impl GradientOracle for Local {
@@ -70,25 +74,27 @@ impl GradientOracle for Local {
         if self.batch_size > 0 {
             self.sampler.fill(&mut self.rng, &mut self.batch);
         }
+        if self.model.has_dropout() {
+            self.dropout_seed = self.dropout.random();
+        }
         self.gradient_same_batch(w, g)
     }
 
     fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
-        if self.batch_size == 0 {
-            self.model
-                .loss_grad(&self.data, Rows::All, w, g, &mut self.ws)
+        let rows = if self.batch_size == 0 {
+            Rows::All
         } else {
-            self.model
-                .loss_grad(&self.data, Rows::Subset(&self.batch), w, g, &mut self.ws)
-        }
+            Rows::Subset(&self.batch)
+        };
+        let seed = self.model.has_dropout().then_some(self.dropout_seed);
+        self.model
+            .loss_grad(&self.data, rows, w, g, &mut self.ws, seed)
     }
 
     fn smoothness(&mut self) -> Option<f64> {
-        Some(
-            *self
-                .smoothness
-                .get_or_insert_with(|| self.model.smoothness(&self.data, 100)),
-        )
+        *self
+            .smoothness
+            .get_or_insert_with(|| self.model.smoothness(&self.data, 100))
     }
 }
 
@@ -137,11 +143,11 @@ pub struct Simulation {
     msgs: Vec<Message>,
     /// Whether each node uploaded this round.
     sent: Vec<bool>,
-    model: Linear,
+    model: Model,
     nodes: Vec<Node>,
     server: Box<dyn Server>,
     test: Dataset,
-    eval_ws: Workspace,
+    eval_ws: ModelWorkspace,
     w: Vec<f32>,
     /// The previous round's parameters (for the broadcast parameter change).
     w_prev: Vec<f32>,
@@ -236,11 +242,12 @@ impl Simulation {
             .into());
         }
         let n_classes = train.n_classes.max(test.n_classes);
-        let model = Linear::new(
+        let model = Model::new(
             cfg.model.objective,
             train.n_features,
             n_classes,
             cfg.model.lambda,
+            cfg.model.dropout,
         )?;
         model.check_data(&train)?;
         model.check_data(&test)?;
@@ -254,10 +261,21 @@ impl Simulation {
             &split_kind,
             streams::derive(seed, Purpose::Split, 0),
         )?;
+        if let (lena_algo::StepSize::Rule(r), Model::Cnn(_)) = (cfg.algorithm.step_size(), model) {
+            return Err(Error::Config(format!(
+                "algorithm.step_size = {r:?}: a \"c/L\" rule needs the objective's smoothness \
+                 constant, which a neural network does not have; give a number"
+            )));
+        }
         // The smoothness of F on the whole training set, computed once and only if a "c/L"
-        // step size asks for it.
+        // step size asks for it (linear models only: checked above).
         let smoothness = std::cell::OnceCell::new();
-        let smooth = || *smoothness.get_or_init(|| pool.install(|| model.smoothness(&train, 100)));
+        let smooth = || {
+            *smoothness.get_or_init(|| {
+                pool.install(|| model.smoothness(&train, 100))
+                    .unwrap_or(f64::NAN)
+            })
+        };
         let alg: Box<dyn Algorithm> = cfg.algorithm.check_with(model.dim(), smooth)?;
         let step_size = cfg.algorithm.step_size().resolve(smooth)?;
         let dim = model.dim();
@@ -280,6 +298,8 @@ impl Simulation {
                         data,
                         model,
                         ws,
+                        dropout: streams::stream(seed, Purpose::Dropout, i as u64),
+                        dropout_seed: 0,
                         smoothness: None,
                     },
                     worker,
@@ -317,7 +337,11 @@ impl Simulation {
             server,
             eval_ws: model.workspace(0),
             test,
-            w: vec![0.0; dim],
+            w: {
+                let mut w = vec![0.0; dim];
+                model.init(&mut streams::stream(seed, Purpose::Init, 0), &mut w);
+                w
+            },
             w_prev: vec![0.0; dim],
             round: 0,
             counters: Counters::default(),
@@ -474,6 +498,10 @@ impl Simulation {
             rng_state(v, &mut node.rng);
             rng_state(v, &mut node.faults);
             rng_state(v, &mut node.local.rng);
+            if self.model.has_dropout() {
+                rng_state(v, &mut node.local.dropout);
+                v.u64(&mut node.local.dropout_seed);
+            }
             let (perm, pos) = node.local.sampler.state_mut();
             v.u32s(perm);
             let mut p64 = *pos as u64;

@@ -20,6 +20,8 @@ pub enum Purpose {
     Faults = 5,
     /// Link-rate realizations of the network model.
     Network = 6,
+    /// A node's dropout masks (networks only).
+    Dropout = 7,
 }
 
 fn splitmix(mut z: u64) -> u64 {

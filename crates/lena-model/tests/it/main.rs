@@ -193,3 +193,4 @@ fn result_independent_of_thread_count() {
     assert_eq!(run(1), run(2));
     assert_eq!(run(1), run(3));
 }
+mod cnn;

@@ -221,10 +221,10 @@ fn loss_study() {
 
 /// Keeps every row and every checkpoint.
 #[derive(Default)]
-struct Record {
-    rows: Vec<MetricsRow>,
-    checkpoints: Vec<(u64, Vec<u8>)>,
-    stop_at: Option<u64>,
+pub(crate) struct Record {
+    pub rows: Vec<MetricsRow>,
+    pub checkpoints: Vec<(u64, Vec<u8>)>,
+    pub stop_at: Option<u64>,
 }
 
 impl lena_sim::Observer for Record {

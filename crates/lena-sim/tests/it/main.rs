@@ -356,4 +356,5 @@ fn lena_tracks_dgd_with_fewer_uploads_on_mnist_slice() {
     );
 }
 
+mod cnn;
 mod comm;

@@ -1,0 +1,917 @@
+//! A convolutional network for 28 x 28 single-channel images (MNIST), with a flat parameter
+//! vector so that every algorithm and compressor applies to it unchanged.
+//!
+//! Activations of the convolutional part are stored channel-major over a block of samples
+//! (`[channel][sample][row][column]`), so one convolution over the whole block is a single
+//! matrix product: `out (C_out x B*P) = W (C_out x C_in*k*k) . col (C_in*k*k x B*P)`, with `col`
+//! the im2col unfolding of the block (P output positions per sample). The fully connected part
+//! stores `[sample][feature]`. Every product goes through faer; the element-wise layers
+//! (pooling, ReLU, dropout, log-softmax) are plain loops.
+//!
+//! Samples are processed in fixed blocks inside fixed chunks; chunks run in parallel and their
+//! partial gradients are summed in chunk order, so results do not depend on the thread count.
+//! Dropout masks are drawn per sample from `(seed, position in the minibatch, layer)`, so they
+//! depend neither on threads nor on how the minibatch is blocked.
+
+use crate::{Error, Result, Rows};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use lena_data::Dataset;
+use lena_kernels::Kernels;
+use rand::{Rng, RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Samples per parallel chunk. Fixed, so the summation order never depends on the thread count.
+const CHUNK: usize = 64;
+/// Bytes of activations and unfolded inputs one block may use (so a block stays in L2).
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Which network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CnnArch {
+    /// The paper's network (PyTorch's classic MNIST example): conv 1->10 (5x5), max-pool 2,
+    /// ReLU, conv 10->20 (5x5), channel dropout, max-pool 2, ReLU, fully connected 320->50,
+    /// ReLU, dropout, 50->10, log-softmax. 21 840 parameters.
+    Small,
+    /// A wider network (PyTorch's current MNIST example): conv 1->32 (3x3), ReLU, conv 32->64
+    /// (3x3), ReLU, max-pool 2, dropout, fully connected 9216->128, ReLU, dropout, 128->10,
+    /// log-softmax. 1 199 882 parameters.
+    Wide,
+}
+
+/// A convolution with stride 1 and no padding over `cin` planes of `h x w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Conv {
+    pub cin: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Conv {
+    pub fn ho(&self) -> usize {
+        self.h - self.k + 1
+    }
+    pub fn wo(&self) -> usize {
+        self.w - self.k + 1
+    }
+    /// Rows of the unfolded input: `cin * k * k`.
+    pub fn kk(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+}
+
+/// One layer. Sizes are per sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Convolution; parameters `cout x (cin k k)` weights (row-major, `[co][ci][ki][kj]`), then
+    /// `cout` biases.
+    Conv(Conv),
+    /// 2 x 2 max-pooling with stride 2 over `c` planes of `h x w` (even sizes).
+    Pool { c: usize, h: usize, w: usize },
+    /// Rectifier.
+    Relu,
+    /// Inverted dropout over `c` groups of `hw` values: one draw per group (`channelwise`, as
+    /// PyTorch's `Dropout2d`) or per value. The rate is the model's.
+    Dropout {
+        c: usize,
+        hw: usize,
+        channelwise: bool,
+    },
+    /// From the channel-major block layout to `[sample][c * hw]` (PyTorch's flattening order).
+    Flatten { c: usize, hw: usize },
+    /// Fully connected; parameters `output x input` weights (row-major), then `output` biases.
+    Dense { input: usize, output: usize },
+}
+
+const SMALL_OPS: &[Op] = &[
+    Op::Conv(Conv {
+        cin: 1,
+        cout: 10,
+        k: 5,
+        h: 28,
+        w: 28,
+    }),
+    Op::Pool {
+        c: 10,
+        h: 24,
+        w: 24,
+    },
+    Op::Relu,
+    Op::Conv(Conv {
+        cin: 10,
+        cout: 20,
+        k: 5,
+        h: 12,
+        w: 12,
+    }),
+    Op::Dropout {
+        c: 20,
+        hw: 64,
+        channelwise: true,
+    },
+    Op::Pool { c: 20, h: 8, w: 8 },
+    Op::Relu,
+    Op::Flatten { c: 20, hw: 16 },
+    Op::Dense {
+        input: 320,
+        output: 50,
+    },
+    Op::Relu,
+    Op::Dropout {
+        c: 1,
+        hw: 50,
+        channelwise: false,
+    },
+    Op::Dense {
+        input: 50,
+        output: 10,
+    },
+];
+
+const WIDE_OPS: &[Op] = &[
+    Op::Conv(Conv {
+        cin: 1,
+        cout: 32,
+        k: 3,
+        h: 28,
+        w: 28,
+    }),
+    Op::Relu,
+    Op::Conv(Conv {
+        cin: 32,
+        cout: 64,
+        k: 3,
+        h: 26,
+        w: 26,
+    }),
+    Op::Relu,
+    Op::Pool {
+        c: 64,
+        h: 24,
+        w: 24,
+    },
+    Op::Dropout {
+        c: 64,
+        hw: 144,
+        channelwise: false,
+    },
+    Op::Flatten { c: 64, hw: 144 },
+    Op::Dense {
+        input: 9216,
+        output: 128,
+    },
+    Op::Relu,
+    Op::Dropout {
+        c: 1,
+        hw: 128,
+        channelwise: false,
+    },
+    Op::Dense {
+        input: 128,
+        output: 10,
+    },
+];
+
+/// Input values per sample (28 x 28).
+pub const INPUT: usize = 784;
+/// Output classes.
+pub const CLASSES: usize = 10;
+
+impl Op {
+    /// Output values per sample, given the input's.
+    pub fn out_size(&self, input: usize) -> usize {
+        match *self {
+            Op::Conv(c) => c.cout * c.ho() * c.wo(),
+            Op::Pool { c, h, w } => c * (h / 2) * (w / 2),
+            Op::Relu => input,
+            Op::Dropout { c, hw, .. } | Op::Flatten { c, hw } => c * hw,
+            Op::Dense { output, .. } => output,
+        }
+    }
+
+    /// Parameters of the layer.
+    pub fn params(&self) -> usize {
+        match *self {
+            Op::Conv(c) => c.cout * c.kk() + c.cout,
+            Op::Dense { input, output } => output * input + output,
+            _ => 0,
+        }
+    }
+}
+
+impl CnnArch {
+    pub(crate) fn ops(self) -> &'static [Op] {
+        match self {
+            CnnArch::Small => SMALL_OPS,
+            CnnArch::Wide => WIDE_OPS,
+        }
+    }
+}
+
+/// Keep decisions of one dropout layer for the sample at position `pos` of a minibatch: one per
+/// group (`channelwise`) or per value, `true` with probability `1 - p`. A pure function of its
+/// arguments, shared with the f64 reference.
+pub(crate) fn dropout_keep(
+    seed: u64,
+    pos: usize,
+    layer: usize,
+    draws: usize,
+    p: f32,
+    out: &mut impl FnMut(usize, bool),
+) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(
+        seed ^ (pos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((layer as u64) << 56),
+    );
+    // keep iff u >= p with u uniform on [0, 1) in steps of 2^-32.
+    let threshold = (f64::from(p) * 4_294_967_296.0).min(u32::MAX as f64) as u64;
+    for i in 0..draws {
+        out(i, u64::from(rng.next_u32()) >= threshold);
+    }
+}
+
+/// The convolutional network of [`CnnArch`] with cross-entropy loss, dropout rate `p` on its
+/// hidden layers and an L2 penalty `lambda` on every parameter.
+///
+/// The objective on `n` samples is `(1/n) sum_i (logsumexp(z_i) - z_i[y_i]) + (lambda/2)
+/// ||w||^2`. Dropout applies only when a gradient call passes a dropout seed (training);
+/// losses and accuracies are evaluated without it.
+#[derive(Clone, Copy, Debug)]
+pub struct Cnn {
+    arch: CnnArch,
+    dropout: f32,
+    lambda: f32,
+    kernels: Kernels,
+}
+
+/// Scratch memory of one chunk: activations, unfolded inputs, masks, a partial gradient.
+#[derive(Clone, Debug, Default)]
+struct ChunkWs {
+    /// Output of each layer (index 0: the input), for one block.
+    acts: Vec<Vec<f32>>,
+    /// Unfolded input of each convolution (empty for other layers).
+    cols: Vec<Vec<f32>>,
+    /// Dropout multipliers (0 or 1/(1-p)) of each dropout layer.
+    masks: Vec<Vec<f32>>,
+    /// Position of each pooled maximum (0..4).
+    argmax: Vec<Vec<u8>>,
+    /// Backward buffers.
+    d_out: Vec<f32>,
+    d_in: Vec<f32>,
+    d_col: Vec<f32>,
+    labels: Vec<u32>,
+    g: Vec<f32>,
+    loss: f64,
+    correct: usize,
+}
+
+/// Reusable scratch memory for a [`Cnn`]: after the first call at a given size, calls allocate
+/// nothing.
+#[derive(Clone, Debug, Default)]
+pub struct CnnWorkspace {
+    rows: Vec<u32>,
+    chunks: Vec<ChunkWs>,
+}
+
+impl Cnn {
+    /// A network; `dropout` must be in `[0, 1)` and `lambda` finite and non-negative.
+    pub fn new(arch: CnnArch, dropout: f32, lambda: f32) -> Result<Self> {
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::BadParam {
+                field: "model.dropout",
+                expected: "in [0, 1)",
+                found: dropout.to_string(),
+            });
+        }
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            return Err(Error::BadParam {
+                field: "model.lambda",
+                expected: "finite and >= 0",
+                found: lambda.to_string(),
+            });
+        }
+        Ok(Self {
+            arch,
+            dropout,
+            lambda,
+            kernels: Kernels::detect(),
+        })
+    }
+
+    /// The same network with the given SIMD dispatch (tests compare paths).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.kernels = kernels;
+        self
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> CnnArch {
+        self.arch
+    }
+
+    /// The dropout rate.
+    pub fn dropout(&self) -> f32 {
+        self.dropout
+    }
+
+    /// The L2 penalty.
+    pub fn lambda(&self) -> f32 {
+        self.lambda
+    }
+
+    /// Number of parameters.
+    pub fn dim(&self) -> usize {
+        self.arch.ops().iter().map(Op::params).sum()
+    }
+
+    /// Per-sample sizes of every layer's output, the input first.
+    fn sizes(&self) -> impl Iterator<Item = usize> {
+        let mut size = INPUT;
+        std::iter::once(INPUT).chain(self.arch.ops().iter().map(move |op| {
+            size = op.out_size(size);
+            size
+        }))
+    }
+
+    /// Samples per block: as many as fit [`BLOCK_BYTES`], at least 1, at most [`CHUNK`].
+    fn block(&self) -> usize {
+        let per_sample: usize = self.sizes().sum::<usize>()
+            + self
+                .arch
+                .ops()
+                .iter()
+                .map(|op| match op {
+                    Op::Conv(c) => c.kk() * c.ho() * c.wo(),
+                    _ => 0,
+                })
+                .sum::<usize>();
+        (BLOCK_BYTES / (4 * per_sample)).clamp(1, CHUNK)
+    }
+
+    /// He (Kaiming) uniform initialisation: weights uniform on `+-sqrt(6 / fan_in)` (variance
+    /// `2 / fan_in`), biases zero.
+    pub fn init(&self, rng: &mut dyn RngCore, w: &mut [f32]) {
+        assert_eq!(w.len(), self.dim(), "parameter length");
+        let mut off = 0;
+        for op in self.arch.ops() {
+            let (fan_in, weights, biases) = match *op {
+                Op::Conv(c) => (c.kk(), c.cout * c.kk(), c.cout),
+                Op::Dense { input, output } => (input, output * input, output),
+                _ => continue,
+            };
+            let bound = (6.0 / fan_in as f64).sqrt() as f32;
+            for wi in &mut w[off..off + weights] {
+                *wi = rng.random_range(-bound..bound);
+            }
+            w[off + weights..off + weights + biases].fill(0.0);
+            off += weights + biases;
+        }
+    }
+
+    /// Scratch memory for calls on up to `max_rows` rows (it grows if a call needs more).
+    pub fn workspace(&self, max_rows: usize) -> CnnWorkspace {
+        let mut ws = CnnWorkspace::default();
+        self.reserve(&mut ws, max_rows.max(1), max_rows > 0);
+        ws
+    }
+
+    fn reserve(&self, ws: &mut CnnWorkspace, rows: usize, grad: bool) {
+        let n_chunks = rows.div_ceil(CHUNK).max(1);
+        if ws.chunks.len() < n_chunks {
+            ws.chunks.resize_with(n_chunks, ChunkWs::default);
+        }
+        let block = self.block();
+        let ops = self.arch.ops();
+        let sizes: Vec<usize> = self.sizes().collect();
+        let max_act = *sizes.iter().max().expect("layers");
+        for cw in &mut ws.chunks[..n_chunks] {
+            if cw.acts.len() == sizes.len() && (!grad || cw.g.len() == self.dim()) {
+                continue;
+            }
+            cw.acts = sizes.iter().map(|s| vec![0.0; s * block]).collect();
+            cw.cols = ops
+                .iter()
+                .map(|op| match op {
+                    Op::Conv(c) => vec![0.0; c.kk() * c.ho() * c.wo() * block],
+                    _ => Vec::new(),
+                })
+                .collect();
+            cw.masks = ops
+                .iter()
+                .zip(&sizes[1..])
+                .map(|(op, s)| match op {
+                    Op::Dropout { .. } => vec![0.0; s * block],
+                    _ => Vec::new(),
+                })
+                .collect();
+            cw.argmax = ops
+                .iter()
+                .zip(&sizes[1..])
+                .map(|(op, s)| match op {
+                    Op::Pool { .. } => vec![0; s * block],
+                    _ => Vec::new(),
+                })
+                .collect();
+            cw.labels = vec![0; block];
+            if grad {
+                let max_col = cw.cols.iter().map(Vec::len).max().unwrap_or(0);
+                cw.d_out = vec![0.0; max_act * block];
+                cw.d_in = vec![0.0; max_act * block];
+                cw.d_col = vec![0.0; max_col];
+                cw.g = vec![0.0; self.dim()];
+            }
+        }
+    }
+
+    /// Checks that `data` holds 28 x 28 images with at most 10 classes.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        if data.n_features != INPUT {
+            return Err(Error::Shape {
+                what: "features per sample (the CNN takes 28 x 28 images)",
+                expected: INPUT,
+                found: data.n_features,
+            });
+        }
+        if data.n_classes > CLASSES {
+            return Err(Error::Shape {
+                what: "classes in the data (the CNN has 10 outputs)",
+                expected: CLASSES,
+                found: data.n_classes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Objective value on `rows` of `data`, without dropout.
+    pub fn loss(&self, data: &Dataset, rows: Rows, w: &[f32], ws: &mut CnnWorkspace) -> f64 {
+        self.eval(data, rows, w, None, None, ws).0
+    }
+
+    /// Gradient on `rows` of `data` into `grad`; returns the objective value (fused). With
+    /// `dropout_seed`, dropout is on (training) with masks drawn from that seed; the same seed
+    /// gives the same masks.
+    ///
+    /// # Panics
+    /// If `w` or `grad` is not of length [`Self::dim`] or `data` does not hold 784 features.
+    pub fn loss_grad(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        grad: &mut [f32],
+        ws: &mut CnnWorkspace,
+        dropout_seed: Option<u64>,
+    ) -> f64 {
+        self.eval(data, rows, w, Some(grad), dropout_seed, ws).0
+    }
+
+    /// Fraction of `data`'s rows whose largest output is their label's (no dropout).
+    pub fn accuracy(&self, data: &Dataset, w: &[f32], ws: &mut CnnWorkspace) -> f64 {
+        let n = data.n_samples();
+        if n == 0 {
+            return 0.0;
+        }
+        self.eval(data, Rows::All, w, None, None, ws).1 as f64 / n as f64
+    }
+
+    /// Loss and correct count over `rows`.
+    fn eval(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        grad: Option<&mut [f32]>,
+        dropout_seed: Option<u64>,
+        ws: &mut CnnWorkspace,
+    ) -> (f64, usize) {
+        assert_eq!(w.len(), self.dim(), "parameter length");
+        assert_eq!(data.n_features, INPUT, "feature count");
+        let want_grad = grad.is_some();
+        let n = match rows {
+            Rows::All => data.n_samples(),
+            Rows::Subset(idx) => idx.len(),
+        };
+        self.reserve(ws, n, want_grad);
+        let CnnWorkspace {
+            rows: wrows,
+            chunks,
+        } = ws;
+        let idx: &[u32] = match rows {
+            Rows::All => {
+                if wrows.len() != n || wrows.iter().enumerate().any(|(i, &r)| r as usize != i) {
+                    wrows.clear();
+                    wrows.extend(0..n as u32);
+                }
+                wrows
+            }
+            Rows::Subset(idx) => idx,
+        };
+        let n_chunks = n.div_ceil(CHUNK).max(1);
+        let chunks = &mut chunks[..n_chunks];
+        chunks.par_iter_mut().enumerate().for_each(|(ci, cw)| {
+            let (r0, r1) = ((ci * CHUNK).min(n), ((ci + 1) * CHUNK).min(n));
+            self.chunk(data, &idx[r0..r1], r0, w, cw, want_grad, dropout_seed);
+        });
+        let inv_n = if n == 0 { 0.0 } else { 1.0 / n as f64 };
+        let mut loss: f64 = chunks.iter().map(|c| c.loss).sum::<f64>() * inv_n;
+        let correct = chunks.iter().map(|c| c.correct).sum();
+        let k = self.kernels;
+        loss += 0.5 * f64::from(self.lambda) * f64::from(k.norm2_sq(w));
+        if let Some(g) = grad {
+            assert_eq!(g.len(), self.dim(), "gradient length");
+            g.copy_from_slice(&chunks[0].g);
+            for c in &chunks[1..] {
+                k.axpy(1.0, &c.g, g);
+            }
+            k.scale(inv_n as f32, g);
+            k.axpy(self.lambda, w, g);
+        }
+        (loss, correct)
+    }
+
+    /// One chunk: blocks in order; `first` is the chunk's first position in the minibatch.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk(
+        &self,
+        data: &Dataset,
+        idx: &[u32],
+        first: usize,
+        w: &[f32],
+        cw: &mut ChunkWs,
+        want_grad: bool,
+        dropout_seed: Option<u64>,
+    ) {
+        cw.loss = 0.0;
+        cw.correct = 0;
+        if want_grad {
+            cw.g.fill(0.0);
+        }
+        let block = self.block();
+        for (bi, rows) in idx.chunks(block).enumerate() {
+            let nb = rows.len();
+            for (b, &r) in rows.iter().enumerate() {
+                cw.acts[0][b * INPUT..(b + 1) * INPUT].copy_from_slice(data.row(r as usize));
+                cw.labels[b] = data.labels[r as usize];
+            }
+            let pos = first + bi * block;
+            self.forward(w, cw, nb, dropout_seed.map(|s| (s, pos)));
+            self.loss_block(cw, nb, want_grad);
+            if want_grad {
+                self.backward(w, cw, nb);
+            }
+        }
+    }
+
+    /// Forward pass over the block's `nb` samples in `cw.acts[0]`. `dropout`: the seed and the
+    /// block's first position in the minibatch (training mode).
+    fn forward(&self, w: &[f32], cw: &mut ChunkWs, nb: usize, dropout: Option<(u64, usize)>) {
+        let mut off = 0;
+        for (l, op) in self.arch.ops().iter().enumerate() {
+            let (done, rest) = cw.acts.split_at_mut(l + 1);
+            let x = &done[l];
+            let y = &mut rest[0];
+            match *op {
+                Op::Conv(c) => {
+                    let p = c.ho() * c.wo();
+                    let col = &mut cw.cols[l][..c.kk() * nb * p];
+                    im2col(c, nb, x, col);
+                    let (wt, bias) = w[off..off + op.params()].split_at(c.cout * c.kk());
+                    let y = &mut y[..c.cout * nb * p];
+                    for (co, row) in y.chunks_exact_mut(nb * p).enumerate() {
+                        row.fill(bias[co]);
+                    }
+                    gemm(
+                        MatMut::from_row_major_slice_mut(y, c.cout, nb * p),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(wt, c.cout, c.kk()),
+                        MatRef::from_row_major_slice(col, c.kk(), nb * p),
+                    );
+                }
+                Op::Pool { c, h, w: wd } => {
+                    let am = &mut cw.argmax[l];
+                    max_pool(c * nb, h, wd, x, y, am);
+                }
+                Op::Relu => {
+                    let n = self.out_len(l, nb);
+                    for (yi, &xi) in y[..n].iter_mut().zip(&x[..n]) {
+                        *yi = xi.max(0.0);
+                    }
+                }
+                Op::Dropout { c, hw, channelwise } => {
+                    let n = c * hw * nb;
+                    match dropout {
+                        Some((seed, pos)) if self.dropout > 0.0 => {
+                            let mask = &mut cw.masks[l][..n];
+                            self.draw_mask(seed, pos, l, nb, c, hw, channelwise, mask);
+                            for ((yi, &xi), &m) in y[..n].iter_mut().zip(&x[..n]).zip(&*mask) {
+                                *yi = xi * m;
+                            }
+                        }
+                        _ => {
+                            cw.masks[l][..n].fill(1.0);
+                            y[..n].copy_from_slice(&x[..n]);
+                        }
+                    }
+                }
+                Op::Flatten { c, hw } => {
+                    for ci in 0..c {
+                        for b in 0..nb {
+                            let src = &x[(ci * nb + b) * hw..(ci * nb + b + 1) * hw];
+                            y[b * c * hw + ci * hw..b * c * hw + (ci + 1) * hw]
+                                .copy_from_slice(src);
+                        }
+                    }
+                }
+                Op::Dense { input, output } => {
+                    let (wt, bias) = w[off..off + op.params()].split_at(output * input);
+                    let y = &mut y[..nb * output];
+                    for row in y.chunks_exact_mut(output) {
+                        row.copy_from_slice(bias);
+                    }
+                    gemm(
+                        MatMut::from_row_major_slice_mut(y, nb, output),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(&x[..nb * input], nb, input),
+                        MatRef::from_row_major_slice(wt, output, input).transpose(),
+                    );
+                }
+            }
+            off += op.params();
+        }
+    }
+
+    /// Values of layer `l`'s output for `nb` samples.
+    fn out_len(&self, l: usize, nb: usize) -> usize {
+        self.sizes().nth(l + 1).expect("layer") * nb
+    }
+
+    /// Dropout multipliers of layer `l` for a block, in the block layout (`[c][b][hw]`).
+    #[allow(clippy::too_many_arguments)]
+    fn draw_mask(
+        &self,
+        seed: u64,
+        pos: usize,
+        l: usize,
+        nb: usize,
+        c: usize,
+        hw: usize,
+        channelwise: bool,
+        mask: &mut [f32],
+    ) {
+        let scale = 1.0 / (1.0 - self.dropout);
+        for b in 0..nb {
+            let draws = if channelwise { c } else { c * hw };
+            dropout_keep(seed, pos + b, l, draws, self.dropout, &mut |i, keep| {
+                let v = if keep { scale } else { 0.0 };
+                if channelwise {
+                    mask[(i * nb + b) * hw..(i * nb + b + 1) * hw].fill(v);
+                } else {
+                    let (ci, j) = (i / hw, i % hw);
+                    mask[(ci * nb + b) * hw + j] = v;
+                }
+            });
+        }
+    }
+
+    /// Cross-entropy of the last layer's outputs; leaves `softmax - onehot` in `cw.d_out`.
+    fn loss_block(&self, cw: &mut ChunkWs, nb: usize, want_grad: bool) {
+        let z = &cw.acts[cw.acts.len() - 1][..nb * CLASSES];
+        for (b, zb) in z.chunks_exact(CLASSES).enumerate() {
+            let label = cw.labels[b] as usize;
+            let (mut best, mut m) = (0, zb[0]);
+            for (k, &v) in zb.iter().enumerate() {
+                if v > m {
+                    (best, m) = (k, v);
+                }
+            }
+            cw.correct += usize::from(best == label);
+            let s: f64 = zb.iter().map(|&v| f64::from(v - m).exp()).sum();
+            cw.loss += f64::from(m) + s.ln() - f64::from(zb[label]);
+            if want_grad {
+                let d = &mut cw.d_out[b * CLASSES..(b + 1) * CLASSES];
+                for (k, (dk, &v)) in d.iter_mut().zip(zb).enumerate() {
+                    *dk = ((f64::from(v - m).exp()) / s) as f32 - f32::from(u8::from(k == label));
+                }
+            }
+        }
+    }
+
+    /// Backward pass: from `cw.d_out` (the loss's gradient w.r.t. the outputs) accumulates the
+    /// parameter gradient (summed over samples) into `cw.g`.
+    fn backward(&self, w: &[f32], cw: &mut ChunkWs, nb: usize) {
+        let ops = self.arch.ops();
+        let mut off = self.dim();
+        for (l, op) in ops.iter().enumerate().rev() {
+            off -= op.params();
+            let x = &cw.acts[l];
+            let y = &cw.acts[l + 1];
+            let dy = &cw.d_out;
+            let dx = &mut cw.d_in;
+            // The first layer's input gradient is never needed.
+            let need_dx = l > 0;
+            match *op {
+                Op::Conv(c) => {
+                    let p = c.ho() * c.wo();
+                    let np = nb * p;
+                    let dy = &dy[..c.cout * np];
+                    let col = &cw.cols[l][..c.kk() * np];
+                    let (gw, gb) = cw.g[off..off + op.params()].split_at_mut(c.cout * c.kk());
+                    gemm(
+                        MatMut::from_row_major_slice_mut(gw, c.cout, c.kk()),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(dy, c.cout, np),
+                        MatRef::from_row_major_slice(col, c.kk(), np).transpose(),
+                    );
+                    for (gbi, row) in gb.iter_mut().zip(dy.chunks_exact(np)) {
+                        *gbi += row.iter().sum::<f32>();
+                    }
+                    if need_dx {
+                        let wt = &w[off..off + c.cout * c.kk()];
+                        let d_col = &mut cw.d_col[..c.kk() * np];
+                        gemm(
+                            MatMut::from_row_major_slice_mut(d_col, c.kk(), np),
+                            Accum::Replace,
+                            MatRef::from_row_major_slice(wt, c.cout, c.kk()).transpose(),
+                            MatRef::from_row_major_slice(dy, c.cout, np),
+                        );
+                        col2im(c, nb, d_col, &mut dx[..c.cin * nb * c.h * c.w]);
+                    }
+                }
+                Op::Pool { c, h, w: wd } => {
+                    let n_in = c * nb * h * wd;
+                    let dx = &mut dx[..n_in];
+                    dx.fill(0.0);
+                    let (ho, wo) = (h / 2, wd / 2);
+                    let am = &cw.argmax[l];
+                    for plane in 0..c * nb {
+                        for i in 0..ho {
+                            for j in 0..wo {
+                                let o = plane * ho * wo + i * wo + j;
+                                let a = usize::from(am[o]);
+                                let (di, dj) = (a >> 1, a & 1);
+                                dx[plane * h * wd + (2 * i + di) * wd + 2 * j + dj] = dy[o];
+                            }
+                        }
+                    }
+                }
+                Op::Relu => {
+                    let n = self.out_len(l, nb);
+                    for ((dxi, &dyi), &yi) in dx[..n].iter_mut().zip(&dy[..n]).zip(&y[..n]) {
+                        *dxi = if yi > 0.0 { dyi } else { 0.0 };
+                    }
+                }
+                Op::Dropout { c, hw, .. } => {
+                    let n = c * hw * nb;
+                    for ((dxi, &dyi), &m) in dx[..n].iter_mut().zip(&dy[..n]).zip(&cw.masks[l]) {
+                        *dxi = dyi * m;
+                    }
+                }
+                Op::Flatten { c, hw } => {
+                    for ci in 0..c {
+                        for b in 0..nb {
+                            dx[(ci * nb + b) * hw..(ci * nb + b + 1) * hw].copy_from_slice(
+                                &dy[b * c * hw + ci * hw..b * c * hw + (ci + 1) * hw],
+                            );
+                        }
+                    }
+                }
+                Op::Dense { input, output } => {
+                    let dy = &dy[..nb * output];
+                    let (gw, gb) = cw.g[off..off + op.params()].split_at_mut(output * input);
+                    gemm(
+                        MatMut::from_row_major_slice_mut(gw, output, input),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(dy, nb, output).transpose(),
+                        MatRef::from_row_major_slice(&x[..nb * input], nb, input),
+                    );
+                    for row in dy.chunks_exact(output) {
+                        for (gbi, &d) in gb.iter_mut().zip(row) {
+                            *gbi += d;
+                        }
+                    }
+                    if need_dx {
+                        let wt = &w[off..off + output * input];
+                        gemm(
+                            MatMut::from_row_major_slice_mut(&mut dx[..nb * input], nb, input),
+                            Accum::Replace,
+                            MatRef::from_row_major_slice(dy, nb, output),
+                            MatRef::from_row_major_slice(wt, output, input),
+                        );
+                    }
+                }
+            }
+            std::mem::swap(&mut cw.d_out, &mut cw.d_in);
+        }
+    }
+}
+
+/// `dst (+)= lhs . rhs`, single-threaded (parallelism is over chunks).
+fn gemm(dst: MatMut<f32>, accum: Accum, lhs: MatRef<f32>, rhs: MatRef<f32>) {
+    matmul(dst, accum, lhs, rhs, 1.0f32, Par::Seq);
+}
+
+/// Unfolds a block's input (`[cin][nb][h][w]`) into `col` (`cin k k` rows of `nb * ho * wo`):
+/// `col[(ci, ki, kj)][(b, y, x)] = in[ci][b][y + ki][x + kj]`.
+fn im2col(c: Conv, nb: usize, x: &[f32], col: &mut [f32]) {
+    let (ho, wo, h, w, k) = (c.ho(), c.wo(), c.h, c.w, c.k);
+    let np = nb * ho * wo;
+    for ci in 0..c.cin {
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = &mut col[((ci * k + ki) * k + kj) * np..][..np];
+                for b in 0..nb {
+                    let plane = &x[(ci * nb + b) * h * w..][..h * w];
+                    for y in 0..ho {
+                        let src = &plane[(y + ki) * w + kj..][..wo];
+                        row[(b * ho + y) * wo..][..wo].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx[ci][b][y + ki][x + kj] += d_col[(ci, ki, kj)][(b, y, x)]`,
+/// with `dx` overwritten first.
+fn col2im(c: Conv, nb: usize, d_col: &[f32], dx: &mut [f32]) {
+    let (ho, wo, h, w, k) = (c.ho(), c.wo(), c.h, c.w, c.k);
+    let np = nb * ho * wo;
+    dx.fill(0.0);
+    for ci in 0..c.cin {
+        for ki in 0..k {
+            for kj in 0..k {
+                let row = &d_col[((ci * k + ki) * k + kj) * np..][..np];
+                for b in 0..nb {
+                    let plane = &mut dx[(ci * nb + b) * h * w..][..h * w];
+                    for y in 0..ho {
+                        let dst = &mut plane[(y + ki) * w + kj..][..wo];
+                        for (d, &s) in dst.iter_mut().zip(&row[(b * ho + y) * wo..][..wo]) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 2 x 2 max-pooling, stride 2, of `planes` planes of `h x w`; records each maximum's position
+/// (`2 * di + dj`, the first maximum on ties).
+fn max_pool(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], am: &mut [u8]) {
+    let (ho, wo) = (h / 2, w / 2);
+    for p in 0..planes {
+        let xp = &x[p * h * w..][..h * w];
+        for i in 0..ho {
+            let r0 = &xp[2 * i * w..][..w];
+            let r1 = &xp[(2 * i + 1) * w..][..w];
+            for j in 0..wo {
+                let cand = [r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1]];
+                let (mut best, mut m) = (0u8, cand[0]);
+                for (a, &v) in cand.iter().enumerate().skip(1) {
+                    if v > m {
+                        (best, m) = (a as u8, v);
+                    }
+                }
+                let o = p * ho * wo + i * wo + j;
+                y[o] = m;
+                am[o] = best;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_keeps_a_fraction_one_minus_p() {
+        // Over 200 000 draws the kept fraction is within 5 standard deviations of 1 - p.
+        for p in [0.1f32, 0.25, 0.5, 0.9] {
+            let (mut kept, mut n) = (0usize, 0usize);
+            for pos in 0..1000 {
+                dropout_keep(7, pos, 3, 200, p, &mut |_, k| {
+                    kept += usize::from(k);
+                    n += 1;
+                });
+            }
+            let q = 1.0 - f64::from(p);
+            let sd = (q * (1.0 - q) / n as f64).sqrt();
+            let frac = kept as f64 / n as f64;
+            assert!((frac - q).abs() < 5.0 * sd, "p={p}: kept {frac}");
+        }
+        // Positions and layers draw different masks.
+        let draw = |pos, layer| {
+            let mut v = Vec::new();
+            dropout_keep(7, pos, layer, 64, 0.5, &mut |_, k| v.push(k));
+            v
+        };
+        assert_ne!(draw(0, 1), draw(1, 1));
+        assert_ne!(draw(0, 1), draw(0, 2));
+        assert_eq!(draw(5, 2), draw(5, 2));
+    }
+}
