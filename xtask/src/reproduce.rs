@@ -238,6 +238,176 @@ fn fig2(cx: &Ctx) -> Result<()> {
     write(&fig.join("fig2.csv"), &table)
 }
 
+/// Figure 3 curves: the paper's three methods and LENA composed with a rebuildable drift and a
+/// QSGD upload (a combination the toolkit offers; 32 levels keep QSGD a contraction, as error
+/// feedback requires).
+const FIG3_METHODS: [(&str, &str, &[&str]); 4] = [
+    ("dgd", "DGD", &["algorithm.name=dgd"]),
+    ("diana", "DIANA", &["algorithm.name=diana"]),
+    ("lena", "LENA", &["algorithm.name=lena"]),
+    (
+        "lena-v-qsgd",
+        "LENA-v + QSGD",
+        &[
+            "algorithm.name=lena",
+            "algorithm.drift.kind=\"last_upload\"",
+            "algorithm.compressor.kind=\"qsgd\"",
+            "algorithm.compressor.levels=32",
+            "algorithm.compressor.bucket=512",
+        ],
+    ),
+];
+
+/// Test accuracies at which figure 3 compares latencies.
+const FIG3_TARGETS: [f64; 11] = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97];
+
+/// One evaluation of a run: test accuracy and simulated latency so far.
+#[derive(Clone, Copy)]
+struct Eval {
+    iteration: f64,
+    accuracy: f64,
+    /// Mean, 5th and 95th percentile over the link-rate realizations (seconds).
+    mean: f64,
+    p5: f64,
+    p95: f64,
+}
+
+/// Every evaluation of a run, from metrics.csv and latency.csv.
+fn accuracy_latency(dir: &Path) -> Result<Vec<Eval>> {
+    let m = metrics(dir)?;
+    let l = Table::read(&dir.join("latency.csv"))?;
+    let (it, acc) = (col(&m, "iteration"), col(&m, "test_accuracy"));
+    let (lit, mean, p5, p95) = (
+        col(&l, "iteration"),
+        col(&l, "mean"),
+        col(&l, "p5"),
+        col(&l, "p95"),
+    );
+    let mut out = Vec::new();
+    for (i, a) in it.iter().zip(&acc) {
+        if let Some(k) = lit.iter().position(|x| x == i) {
+            out.push(Eval {
+                iteration: *i,
+                accuracy: *a,
+                mean: mean[k],
+                p5: p5[k],
+                p95: p95[k],
+            });
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no evaluation has a latency row", dir.display());
+    }
+    Ok(out)
+}
+
+/// Figure 3: the CNN; latency (wide-area model) to reach each test accuracy, and the gain of
+/// LENA over DIANA and DGD.
+fn fig3(cx: &Ctx) -> Result<()> {
+    let (iters, every, realizations) = if cx.quick {
+        ("300", "25", "20")
+    } else {
+        ("1500", "50", "100")
+    };
+    let fig = cx.out.join("fig3");
+    let mut runs = Vec::new();
+    for (dir, label, sets) in FIG3_METHODS {
+        let c = curve(dir, label, sets);
+        let extra = vec![
+            format!("run.iterations={iters}"),
+            format!("run.eval_every={every}"),
+            format!("network.realizations={realizations}"),
+        ];
+        let d = cx.run("fig3", &c, &extra)?;
+        runs.push((label, accuracy_latency(&d)?));
+    }
+    // First evaluation at or above each target.
+    let reach = |rows: &[Eval], target: f64| rows.iter().find(|r| r.accuracy >= target).copied();
+    let mut table = String::from(
+        "target_accuracy,method,iteration,mean_latency_s,p5_s,p95_s,latency_over_lena,\
+         latency_over_lena_v_qsgd\n",
+    );
+    let mut gains: Vec<lena_plot::Series> = Vec::new();
+    for (bench, lena) in [
+        ("DIANA", "LENA"),
+        ("DGD", "LENA"),
+        ("DIANA", "LENA-v + QSGD"),
+        ("DGD", "LENA-v + QSGD"),
+    ] {
+        gains.push(lena_plot::Series {
+            label: format!("{bench} / {lena}"),
+            points: Vec::new(),
+        });
+    }
+    for target in FIG3_TARGETS {
+        let at: Vec<Option<Eval>> = runs.iter().map(|(_, rows)| reach(rows, target)).collect();
+        let lat = |label: &str| {
+            runs.iter()
+                .position(|(l, _)| *l == label)
+                .and_then(|i| at[i])
+                .map(|r| r.mean)
+        };
+        for ((label, _), r) in runs.iter().zip(&at) {
+            let ratio = |base: &str| match (r, lat(base)) {
+                (Some(r), Some(b)) if b > 0.0 => format!("{}", r.mean / b),
+                _ => String::new(),
+            };
+            match r {
+                Some(r) => writeln!(
+                    table,
+                    "{target},{label},{},{:e},{:e},{:e},{},{}",
+                    r.iteration,
+                    r.mean,
+                    r.p5,
+                    r.p95,
+                    ratio("LENA"),
+                    ratio("LENA-v + QSGD")
+                )?,
+                None => writeln!(table, "{target},{label},,,,,,")?,
+            }
+        }
+        for s in &mut gains {
+            let (bench, lena) = s.label.split_once(" / ").expect("label");
+            if let (Some(b), Some(l)) = (lat(bench), lat(lena))
+                && l > 0.0
+            {
+                s.points.push((target, b / l));
+            }
+        }
+    }
+    write(&fig.join("fig3.csv"), &table)?;
+    let chart = lena_plot::Chart {
+        title: "Figure 3 (CNN): latency to reach a test accuracy, relative to LENA's".into(),
+        x_label: "test accuracy".into(),
+        y_label: "benchmark latency / LENA latency".into(),
+        log_x: false,
+        log_y: true,
+        series: gains,
+    };
+    lena_plot::draw(&chart, &fig.join("latency-gain-vs-accuracy"))?;
+    let curves = runs
+        .iter()
+        .map(|(label, rows)| lena_plot::Series {
+            label: label.to_string(),
+            points: rows
+                .iter()
+                .filter(|r| r.mean > 0.0)
+                .map(|r| (r.mean, r.accuracy))
+                .collect(),
+        })
+        .collect();
+    let chart = lena_plot::Chart {
+        title: "Figure 3 (CNN): test accuracy vs simulated upload latency (wide-area)".into(),
+        x_label: "latency (s, mean over link-rate realizations)".into(),
+        y_label: "test accuracy".into(),
+        log_x: true,
+        log_y: false,
+        series: curves,
+    };
+    lena_plot::draw(&chart, &fig.join("accuracy-vs-latency"))?;
+    Ok(())
+}
+
 /// Figure 4: upload latency relative to LENA vs M, (a) uniform and (b) skewed link rates.
 fn fig4(cx: &Ctx) -> Result<()> {
     let (ms, iters, realizations): (&[usize], &str, &str) = if cx.quick {
@@ -324,10 +494,7 @@ pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) ->
     };
     let start = std::time::Instant::now();
     let figs: Vec<&str> = match which {
-        "all" => {
-            eprintln!("fig3 is skipped: it needs the CNN of issue 6, which is not built yet");
-            vec!["fig1", "fig2", "fig4"]
-        }
+        "all" => vec!["fig1", "fig2", "fig3", "fig4"],
         f @ ("fig1" | "fig2" | "fig3" | "fig4") => vec![f],
         other => bail!("unknown figure {other:?}, expected one of: fig1, fig2, fig3, fig4, all"),
     };
@@ -337,11 +504,8 @@ pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) ->
         match f {
             "fig1" => fig1(&cx)?,
             "fig2" => fig2(&cx)?,
-            "fig4" => fig4(&cx)?,
-            _ => bail!(
-                "figure 3 needs the CNN of issue 6, which is not built yet; \
-                 fig1, fig2 and fig4 are available"
-            ),
+            "fig3" => fig3(&cx)?,
+            _ => fig4(&cx)?,
         }
         eprintln!(
             "{f} done in {:.0} s -> {}",
