@@ -384,12 +384,18 @@ impl Cnn {
         if ws.chunks.len() < n_chunks {
             ws.chunks.resize_with(n_chunks, ChunkWs::default);
         }
+        let layers = self.arch.ops().len() + 1;
+        let ready = |cw: &ChunkWs| cw.acts.len() == layers && (!grad || cw.g.len() == self.dim());
+        if ws.chunks[..n_chunks].iter().all(ready) {
+            // The steady state: nothing to allocate.
+            return;
+        }
         let block = self.block();
         let ops = self.arch.ops();
         let sizes: Vec<usize> = self.sizes().collect();
         let max_act = *sizes.iter().max().expect("layers");
         for cw in &mut ws.chunks[..n_chunks] {
-            if cw.acts.len() == sizes.len() && (!grad || cw.g.len() == self.dim()) {
+            if ready(cw) {
                 continue;
             }
             cw.acts = sizes.iter().map(|s| vec![0.0; s * block]).collect();

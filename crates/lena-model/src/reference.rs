@@ -397,9 +397,13 @@ mod tests {
 
     #[test]
     fn whole_network_matches_finite_differences() {
-        // Both networks, dropout on (fixed masks), along coordinates of every layer and along
-        // random directions.
-        for (arch, n) in [(CnnArch::Small, 3), (CnnArch::Wide, 1)] {
+        // Both networks, dropout off and on (fixed masks), along coordinates of every layer and
+        // along random directions.
+        for (arch, n, drop) in [
+            (CnnArch::Small, 3, None),
+            (CnnArch::Small, 3, Some((0.5, 9))),
+            (CnnArch::Wide, 1, Some((0.5, 9))),
+        ] {
             let data = lena_data::synthetic::classification(n, 784, 10, 3.0, 4);
             let cnn = crate::Cnn::new(arch, 0.5, 1e-3).unwrap();
             let mut w32 = vec![0.0f32; cnn.dim()];
@@ -409,7 +413,6 @@ mod tests {
                 &mut w32,
             );
             let w: Vec<f64> = w32.iter().map(|&v| f64::from(v)).collect();
-            let drop = Some((0.5, 9));
             let (_, g) = cnn_loss_grad64(arch, &data, &w, 1e-3, drop);
             let f = |w: &[f64]| cnn_loss_grad64(arch, &data, w, 1e-3, drop).0;
             let h = 1e-6;
