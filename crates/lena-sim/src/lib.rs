@@ -6,7 +6,8 @@
 //! - [`config`]: the experiment file (TOML), with errors that name the field;
 //! - [`streams`]: seeded RNG streams, one per node and purpose;
 //! - [`Simulation`]: loads data, splits it, builds workers and server, runs rounds, evaluates;
-//! - [`metrics`]: one [`MetricsRow`] per evaluation, written as CSV or JSON lines as it goes.
+//! - [`metrics`]: one [`MetricsRow`] per evaluation, written as CSV or JSON lines as it goes;
+//! - [`exchange`]: the seam a multi-process backend (`lena-mpi`) plugs into.
 //!
 //! # Determinism
 //! A run is fully determined by its config and seed. Nodes compute in parallel (rayon), but each
@@ -14,11 +15,13 @@
 //! so the metrics do not depend on the number of threads.
 
 pub mod config;
+pub mod exchange;
 pub mod metrics;
 mod sim;
 pub mod streams;
 
 pub use config::ExperimentConfig;
+pub use exchange::{Command, Exchange, Item, Items, host_of};
 pub use metrics::MetricsRow;
 pub use sim::{Observer, Simulation, Summary};
 
@@ -65,6 +68,9 @@ pub enum Error {
     /// A checkpoint cannot be used for this run.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A multi-process transport failed (a process exited, hung or sent something wrong).
+    #[error("transport: {0}")]
+    Transport(String),
 }
 
 /// Result type of this crate.

@@ -35,6 +35,10 @@ pub struct MetricsRow {
     pub upload_frequency: f64,
     /// Wall-clock seconds since the run started (not deterministic; everything else is).
     pub wall_seconds: f64,
+    /// Wall-clock seconds the server spent communicating with other processes (the MPI
+    /// backend; 0 in-process). Not deterministic.
+    #[serde(default)]
+    pub comm_seconds: f64,
 }
 
 /// Output format of the metrics file.
@@ -65,7 +69,7 @@ pub struct Writer {
 }
 
 /// The CSV header, one column per [`MetricsRow`] field.
-pub const CSV_HEADER: &str = "iteration,train_loss,test_accuracy,uploads,bits,delivered,lost,late,dropped,latency_seconds,upload_frequency,wall_seconds";
+pub const CSV_HEADER: &str = "iteration,train_loss,test_accuracy,uploads,bits,delivered,lost,late,dropped,latency_seconds,upload_frequency,wall_seconds,comm_seconds";
 
 impl Writer {
     /// Creates (truncates) `path`, making parent directories.
@@ -125,7 +129,7 @@ impl Writer {
         let res = match self.format {
             Format::Csv => writeln!(
                 self.file,
-                "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3}",
+                "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3},{:.3}",
                 row.iteration,
                 row.train_loss,
                 row.test_accuracy,
@@ -137,7 +141,8 @@ impl Writer {
                 row.dropped,
                 row.latency_seconds,
                 row.upload_frequency,
-                row.wall_seconds
+                row.wall_seconds,
+                row.comm_seconds
             ),
             Format::Jsonl => {
                 let line = serde_json::to_string(row).expect("metrics rows serialise");

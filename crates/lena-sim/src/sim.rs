@@ -1,6 +1,7 @@
 //! The round loop.
 
 use crate::config::{DataSource, ExperimentConfig};
+use crate::exchange::{Command, Exchange, Item, Items};
 use crate::metrics::MetricsRow;
 use crate::streams::{self, Purpose};
 use crate::{Error, Result};
@@ -172,6 +173,15 @@ pub struct Simulation {
     algorithm: String,
     kernels: Kernels,
     pool: rayon::ThreadPool,
+    /// The transport to the other processes of a multi-process run (`None` in-process).
+    exchange: Option<Box<dyn Exchange>>,
+    /// Which nodes this process computes (all in-process; none on a multi-process server).
+    hosted: Vec<bool>,
+    /// Worker process: the next round command must not shift `w` into `w_prev` (just started
+    /// or restored: `w_prev` is already right).
+    fresh: bool,
+    /// Reused buffer for what crosses the transport.
+    wire: Vec<u8>,
 }
 
 /// Loads `(train, test)` for a data source.
@@ -350,8 +360,38 @@ impl Simulation {
             algorithm: alg.name(),
             kernels: Kernels::detect(),
             pool,
+            exchange: None,
+            hosted: vec![true; m],
+            fresh: true,
+            wire: Vec::new(),
             cfg,
         })
+    }
+
+    /// Makes this simulation one process of a multi-process run over `exchange`: it computes
+    /// only the nodes the exchange says it hosts (the other nodes' data is dropped), and, on
+    /// the server, asks the other processes for the rest. Call [`Self::serve`] on workers and
+    /// [`Self::run`] on the server, then [`Self::finish_workers`].
+    pub fn with_exchange(mut self, exchange: Box<dyn Exchange>) -> Self {
+        for (m, node) in self.nodes.iter_mut().enumerate() {
+            self.hosted[m] = exchange.hosts(m);
+            if !self.hosted[m] {
+                let d = &node.local.data;
+                node.local.data = Dataset {
+                    features: Vec::new(),
+                    labels: Vec::new(),
+                    n_features: d.n_features,
+                    n_classes: d.n_classes,
+                };
+            }
+        }
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// Whether this process is a worker of a multi-process run (it runs [`Self::serve`]).
+    pub fn is_worker(&self) -> bool {
+        self.exchange.as_ref().is_some_and(|e| !e.is_server())
     }
 
     /// Current parameters.
@@ -404,14 +444,57 @@ impl Simulation {
     /// The whole state after the rounds run so far: parameters, every node's algorithm state,
     /// random streams, minibatch sampler and fault plan, the server, counters, trace and
     /// metric windows. A fresh simulation of the same config given these bytes continues
-    /// exactly as this one would.
+    /// exactly as this one would. On a multi-process server the nodes' sections come from the
+    /// processes hosting them (an error there is returned as a transport error).
     pub fn save_state(&mut self) -> Vec<u8> {
+        match self.try_save_state() {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Self::save_state`], with a multi-process transport's failure as an error.
+    pub fn try_save_state(&mut self) -> Result<Vec<u8>> {
+        self.fetch_node_states()?;
         let mut s = Saver::default();
         s.out.extend_from_slice(MAGIC);
         let mut fp = self.fingerprint();
         s.bytes(&mut fp);
         self.visit(&mut s);
-        s.out
+        Ok(s.out)
+    }
+
+    /// Server of a multi-process run: loads the hosting processes' node sections into this
+    /// process's copies of the nodes, so that its checkpoint is the whole state.
+    fn fetch_node_states(&mut self) -> Result<()> {
+        let Some(ex) = self.exchange.as_mut().filter(|e| e.is_server()) else {
+            return Ok(());
+        };
+        let round = self.round;
+        ex.command(round, Command::Checkpoint, &[])?;
+        let dropout = self.model.has_dropout();
+        let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
+        ex.gather_items(round, Items::States, &mut |it| {
+            let bad = |what: String| {
+                Error::Transport(format!("node {}'s state at round {round}: {what}", it.node))
+            };
+            let node = nodes
+                .get_mut(it.node)
+                .ok_or_else(|| bad("no such node".into()))?;
+            let mut l = Loader::new(it.bytes);
+            visit_node(
+                &mut l,
+                node,
+                &mut msgs[it.node],
+                &mut sent[it.node],
+                dropout,
+            );
+            match l.finish() {
+                Ok([]) => Ok(()),
+                Ok(rest) => Err(bad(format!("{} unread bytes", rest.len()))),
+                Err(e) => Err(bad(e)),
+            }
+        })
     }
 
     /// Restores [`Self::save_state`]'s bytes, which must come from a run of the same config.
@@ -430,10 +513,15 @@ impl Simulation {
         }
         self.visit(&mut l);
         match l.finish() {
-            Ok([]) => Ok(()),
-            Ok(rest) => Err(bad(format!("{} unread bytes at the end", rest.len()))),
-            Err(e) => Err(bad(e)),
+            Ok([]) => {}
+            Ok(rest) => return Err(bad(format!("{} unread bytes at the end", rest.len()))),
+            Err(e) => return Err(bad(e)),
         }
+        if let Some(ex) = self.exchange.as_mut().filter(|e| e.is_server()) {
+            ex.command(self.round, Command::Restore, bytes)?;
+        }
+        self.fresh = true;
+        Ok(())
     }
 
     /// What a checkpoint must match: the configuration, minus what does not change a run.
@@ -481,33 +569,14 @@ impl Simulation {
                 *trace = t;
             }
         }
+        let dropout = self.model.has_dropout();
         for ((node, msg), sent) in self
             .nodes
             .iter_mut()
             .zip(&mut self.msgs)
             .zip(&mut self.sent)
         {
-            v.message(msg);
-            v.bool(sent);
-            let p = &mut node.plan;
-            v.bool(&mut p.offline);
-            v.u64(&mut p.absent);
-            v.u64(&mut p.delay);
-            v.bool(&mut p.lose);
-            v.bool(&mut p.lost_last);
-            rng_state(v, &mut node.rng);
-            rng_state(v, &mut node.faults);
-            rng_state(v, &mut node.local.rng);
-            if self.model.has_dropout() {
-                rng_state(v, &mut node.local.dropout);
-                v.u64(&mut node.local.dropout_seed);
-            }
-            let (perm, pos) = node.local.sampler.state_mut();
-            v.u32s(perm);
-            let mut p64 = *pos as u64;
-            v.u64(&mut p64);
-            *pos = p64 as usize;
-            node.worker.visit(v);
+            visit_node(v, node, msg, sent, dropout);
         }
         self.server.visit(v);
     }
@@ -545,9 +614,157 @@ impl Simulation {
     }
 
     /// One round: every node steps at the current parameters (in parallel), then the server
-    /// applies the uploads that arrived (node order per coordinate).
+    /// applies the uploads that arrived (node order per coordinate). On a multi-process server
+    /// the parameters go out first and the other processes' uploads come back before the
+    /// server applies them.
     pub fn step(&mut self) -> Result<()> {
         let round = self.round;
+        if let Some(ex) = self.exchange.as_mut() {
+            encode_f32s(&self.w, &mut self.wire);
+            ex.command(round, Command::Round, &self.wire)?;
+        }
+        self.node_phase(round);
+        if let Some(ex) = self.exchange.as_mut() {
+            let (msgs, sent) = (&mut self.msgs, &mut self.sent);
+            ex.gather_items(round, Items::Uploads, &mut |it| {
+                receive_upload(round, it, &mut msgs[it.node], &mut sent[it.node])
+            })?;
+        }
+        self.account(round);
+        let uploads = Uploads::new(&self.msgs, &self.delivered);
+        self.w_prev.copy_from_slice(&self.w);
+        // Inside the pool: servers aggregate coordinate blocks on the run's threads.
+        let (server, w) = (&mut self.server, &mut self.w);
+        self.pool.install(|| server.apply(round, w, uploads))?;
+        self.round += 1;
+        if !self.kernels.norm2_sq(&self.w).is_finite() {
+            return Err(Error::Diverged {
+                iteration: self.round,
+                what: "the parameters are no longer finite".into(),
+                step_size: self.step_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Worker process of a multi-process run: obeys the server's commands until it says the
+    /// run is over. Returns the transport's error if the server goes silent or away.
+    pub fn serve(&mut self) -> Result<()> {
+        let mut payload = Vec::new();
+        loop {
+            let round = self.round;
+            let ex = self
+                .exchange
+                .as_mut()
+                .ok_or_else(|| Error::Config("serve() needs an exchange".into()))?;
+            match ex.next_command(round, &mut payload)? {
+                Command::Round => {
+                    if !self.fresh {
+                        self.w_prev.copy_from_slice(&self.w);
+                    }
+                    self.fresh = false;
+                    decode_f32s(&payload, &mut self.w).map_err(|e| {
+                        Error::Transport(format!("round {round}'s parameters: {e}"))
+                    })?;
+                    self.node_phase(round);
+                    let items: Vec<Item<'_>> = (0..self.nodes.len())
+                        .filter(|&m| self.hosted[m])
+                        .map(|m| {
+                            let msg = &self.msgs[m];
+                            let sent = self.sent[m];
+                            Item {
+                                node: m,
+                                bits: if sent { msg.bits() } else { 0 },
+                                bytes: if sent { msg.bytes() } else { &[] },
+                            }
+                        })
+                        .collect();
+                    let ex = self.exchange.as_mut().expect("checked above");
+                    ex.send_items(round, Items::Uploads, &items)?;
+                    // The delivery outcome (lost, dropped) the server will see, for the nodes'
+                    // feedback next round; counters here are not reported.
+                    self.account(round);
+                    self.round += 1;
+                }
+                Command::Evaluate => {
+                    // At the server's current parameters (this process's are a round behind).
+                    let mut w = vec![0.0; self.w.len()];
+                    decode_f32s(&payload, &mut w).map_err(|e| {
+                        Error::Transport(format!("round {round}'s parameters: {e}"))
+                    })?;
+                    let losses = self.hosted_losses(&w);
+                    let bytes: Vec<(usize, [u8; 8])> =
+                        losses.iter().map(|&(m, l)| (m, l.to_le_bytes())).collect();
+                    let items: Vec<Item<'_>> = bytes
+                        .iter()
+                        .map(|(m, b)| Item {
+                            node: *m,
+                            bits: 64,
+                            bytes: b,
+                        })
+                        .collect();
+                    let ex = self.exchange.as_mut().expect("checked above");
+                    ex.send_items(round, Items::Losses, &items)?;
+                }
+                Command::Checkpoint => {
+                    let dropout = self.model.has_dropout();
+                    let mut sections = Vec::new();
+                    for m in (0..self.nodes.len()).filter(|&m| self.hosted[m]) {
+                        let mut s = Saver::default();
+                        visit_node(
+                            &mut s,
+                            &mut self.nodes[m],
+                            &mut self.msgs[m],
+                            &mut self.sent[m],
+                            dropout,
+                        );
+                        sections.push((m, s.out));
+                    }
+                    let items: Vec<Item<'_>> = sections
+                        .iter()
+                        .map(|(m, b)| Item {
+                            node: *m,
+                            bits: 8 * b.len() as u64,
+                            bytes: b,
+                        })
+                        .collect();
+                    let ex = self.exchange.as_mut().expect("checked above");
+                    ex.send_items(round, Items::States, &items)?;
+                }
+                Command::Restore => {
+                    let bytes = std::mem::take(&mut payload);
+                    self.load_state(&bytes)?;
+                }
+                Command::Finish => return Ok(()),
+            }
+        }
+    }
+
+    /// Server of a multi-process run: tells the workers the run is over (after [`Self::run`]
+    /// returned, whatever it returned).
+    pub fn finish_workers(&mut self) -> Result<()> {
+        match self.exchange.as_mut().filter(|e| e.is_server()) {
+            Some(ex) => ex.command(self.round, Command::Finish, &[]),
+            None => Ok(()),
+        }
+    }
+
+    /// The full-batch loss of each node this process hosts.
+    fn hosted_losses(&mut self, w: &[f32]) -> Vec<(usize, f64)> {
+        let model = self.model;
+        let hosted = &self.hosted;
+        self.pool.install(|| {
+            self.nodes
+                .par_iter_mut()
+                .enumerate()
+                .filter(|(m, _)| hosted[*m])
+                .map(|(m, n)| (m, model.loss(&n.local.data, Rows::All, w, &mut n.local.ws)))
+                .collect()
+        })
+    }
+
+    /// The nodes' part of a round: faults drawn, then every hosted node steps (in parallel).
+    fn node_phase(&mut self, round: u64) {
         self.plan_faults();
         let k = self.kernels;
         if !self.history.is_empty() {
@@ -558,13 +775,20 @@ impl Simulation {
         let prev = (round > 0).then_some(&self.w_prev[..]);
         let bc = Broadcast::next(k, round, w, prev);
         let history = &self.history;
+        let hosted = &self.hosted;
         let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
         self.pool.install(|| {
             nodes
                 .par_iter_mut()
                 .zip(msgs.par_iter_mut())
                 .zip(sent.par_iter_mut())
-                .for_each(|((node, msg), sent)| {
+                .enumerate()
+                .for_each(|(m, ((node, msg), sent))| {
+                    if !hosted[m] {
+                        // Computed by another process.
+                        *sent = false;
+                        return;
+                    }
                     let plan = &mut node.plan;
                     if plan.offline {
                         *sent = false;
@@ -594,21 +818,6 @@ impl Simulation {
                     *sent = up == Upload::Sent;
                 });
         });
-        self.account(round);
-        let uploads = Uploads::new(&self.msgs, &self.delivered);
-        self.w_prev.copy_from_slice(&self.w);
-        // Inside the pool: servers aggregate coordinate blocks on the run's threads.
-        let (server, w) = (&mut self.server, &mut self.w);
-        self.pool.install(|| server.apply(round, w, uploads))?;
-        self.round += 1;
-        if !self.kernels.norm2_sq(&self.w).is_finite() {
-            return Err(Error::Diverged {
-                iteration: self.round,
-                what: "the parameters are no longer finite".into(),
-                step_size: self.step_size,
-            });
-        }
-        Ok(())
     }
 
     /// Counts the round's uploads and bits, decides which uploads arrive, and advances the
@@ -657,23 +866,45 @@ impl Simulation {
     }
 
     /// Global train loss `F(w) = (1/M) sum_m f_m(w)` (full batch) and test accuracy.
+    ///
+    /// # Panics
+    /// On a multi-process server whose transport fails (use [`Self::try_evaluate`]).
     pub fn evaluate(&mut self) -> (f64, f64) {
+        self.try_evaluate().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::evaluate`]; on a multi-process server the other processes' node losses are
+    /// gathered, and a transport failure is an error.
+    pub fn try_evaluate(&mut self) -> Result<(f64, f64)> {
+        let mut losses = vec![f64::NAN; self.nodes.len()];
+        let w = std::mem::take(&mut self.w);
+        for (m, l) in self.hosted_losses(&w) {
+            losses[m] = l;
+        }
+        self.w = w;
+        if let Some(ex) = self.exchange.as_mut().filter(|e| e.is_server()) {
+            let round = self.round;
+            encode_f32s(&self.w, &mut self.wire);
+            ex.command(round, Command::Evaluate, &self.wire)?;
+            ex.gather_items(round, Items::Losses, &mut |it| {
+                let b: [u8; 8] = it.bytes.try_into().map_err(|_| {
+                    Error::Transport(format!("node {}'s loss at round {round}", it.node))
+                })?;
+                losses[it.node] = f64::from_le_bytes(b);
+                Ok(())
+            })?;
+        }
         let w = &self.w;
         let model = self.model;
-        let (loss, acc) = self.pool.install(|| {
-            let losses: Vec<f64> = self
-                .nodes
-                .par_iter_mut()
-                .map(|n| model.loss(&n.local.data, Rows::All, w, &mut n.local.ws))
-                .collect();
-            let acc = model.accuracy(&self.test, w, &mut self.eval_ws);
-            (losses.iter().sum::<f64>() / losses.len() as f64, acc)
-        });
-        (loss, acc)
+        let acc = self
+            .pool
+            .install(|| model.accuracy(&self.test, w, &mut self.eval_ws));
+        // Summed in node order, as in-process.
+        Ok((losses.iter().sum::<f64>() / losses.len() as f64, acc))
     }
 
     fn eval_row(&mut self, start: Instant) -> Result<MetricsRow> {
-        let (train_loss, test_accuracy) = self.evaluate();
+        let (train_loss, test_accuracy) = self.try_evaluate()?;
         let initial = *self.initial_loss.get_or_insert(train_loss);
         let bound = self.cfg.run.divergence_factor * initial.max(1e-12);
         if !train_loss.is_finite() || train_loss > bound {
@@ -706,6 +937,10 @@ impl Simulation {
             } else {
                 0.0
             },
+            comm_seconds: match &self.exchange {
+                Some(ex) if self.cfg.run.wall_clock => ex.comm_seconds(),
+                _ => 0.0,
+            },
         })
     }
 
@@ -724,7 +959,7 @@ impl Simulation {
         while self.round < total {
             self.step()?;
             if !obs.on_round(self.round) {
-                obs.on_checkpoint(self.round, &self.save_state())?;
+                obs.on_checkpoint(self.round, &self.try_save_state()?)?;
                 return Err(Error::Stopped(self.round));
             }
             if self.round.is_multiple_of(every) || self.round == total {
@@ -732,7 +967,7 @@ impl Simulation {
                 obs.on_eval(&last)?;
             }
             if ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total {
-                obs.on_checkpoint(self.round, &self.save_state())?;
+                obs.on_checkpoint(self.round, &self.try_save_state()?)?;
             }
         }
         Ok(Summary {
@@ -741,4 +976,75 @@ impl Simulation {
             algorithm: self.algorithm.clone(),
         })
     }
+}
+
+/// One node's part of the state walk (a checkpoint's node section).
+fn visit_node(
+    v: &mut dyn Visitor,
+    node: &mut Node,
+    msg: &mut Message,
+    sent: &mut bool,
+    dropout: bool,
+) {
+    v.message(msg);
+    v.bool(sent);
+    let p = &mut node.plan;
+    v.bool(&mut p.offline);
+    v.u64(&mut p.absent);
+    v.u64(&mut p.delay);
+    v.bool(&mut p.lose);
+    v.bool(&mut p.lost_last);
+    rng_state(v, &mut node.rng);
+    rng_state(v, &mut node.faults);
+    rng_state(v, &mut node.local.rng);
+    if dropout {
+        rng_state(v, &mut node.local.dropout);
+        v.u64(&mut node.local.dropout_seed);
+    }
+    let (perm, pos) = node.local.sampler.state_mut();
+    v.u32s(perm);
+    let mut p64 = *pos as u64;
+    v.u64(&mut p64);
+    *pos = p64 as usize;
+    node.worker.visit(v);
+}
+
+/// Parameters as little-endian bytes into `out` (reused).
+fn encode_f32s(w: &[f32], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend(w.iter().flat_map(|x| x.to_le_bytes()));
+}
+
+/// Little-endian bytes into parameters of the expected length.
+fn decode_f32s(bytes: &[u8], w: &mut [f32]) -> std::result::Result<(), String> {
+    if bytes.len() != 4 * w.len() {
+        return Err(format!("{} bytes, expected {}", bytes.len(), 4 * w.len()));
+    }
+    for (x, b) in w.iter_mut().zip(bytes.chunks_exact(4)) {
+        *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    Ok(())
+}
+
+/// The server's copy of a node's upload from another process: exactly `ceil(bits / 8)` bytes,
+/// the length the bits were charged for (checked on every upload).
+fn receive_upload(round: u64, it: Item<'_>, msg: &mut Message, sent: &mut bool) -> Result<()> {
+    *sent = it.bits > 0;
+    if !*sent {
+        return Ok(());
+    }
+    if it.bytes.len() as u64 != it.bits.div_ceil(8) {
+        return Err(Error::Transport(format!(
+            "node {}'s upload at round {round}: {} bytes for {} bits (expected {})",
+            it.node,
+            it.bytes.len(),
+            it.bits,
+            it.bits.div_ceil(8)
+        )));
+    }
+    let buf = msg.bytes_mut();
+    buf.clear();
+    buf.extend_from_slice(it.bytes);
+    msg.set_bits(it.bits);
+    Ok(())
 }

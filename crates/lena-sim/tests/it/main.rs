@@ -51,6 +51,7 @@ fn strip_time(rows: &[MetricsRow]) -> Vec<MetricsRow> {
     rows.iter()
         .map(|r| MetricsRow {
             wall_seconds: 0.0,
+            comm_seconds: 0.0,
             ..r.clone()
         })
         .collect()
@@ -358,3 +359,4 @@ fn lena_tracks_dgd_with_fewer_uploads_on_mnist_slice() {
 
 mod cnn;
 mod comm;
+mod exchange;
