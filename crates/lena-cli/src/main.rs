@@ -1,5 +1,7 @@
 //! `lena`: run communication-efficient distributed learning experiments.
 
+mod backend;
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -79,6 +81,8 @@ struct ResumeArgs {
     /// Stop after this round as Ctrl-C would, leaving a checkpoint.
     #[arg(long)]
     stop_at: Option<u64>,
+    #[command(flatten)]
+    backend: backend::BackendArgs,
 }
 
 #[derive(Args)]
@@ -174,6 +178,8 @@ struct RunArgs {
     /// Stop after this round as Ctrl-C would, leaving a checkpoint (`lena resume` continues).
     #[arg(long)]
     stop_at: Option<u64>,
+    #[command(flatten)]
+    backend: backend::BackendArgs,
 }
 
 fn default_config() -> ExperimentConfig {
@@ -386,7 +392,15 @@ struct Meta<'a> {
     nodes: usize,
     node_samples: (usize, usize),
     started_unix: u64,
+    backend: String,
 }
+
+/// A note that lives in a run directory until the run has finished: whoever finds metrics
+/// files beside it knows they stop early, and why.
+const INCOMPLETE: &str = "INCOMPLETE";
+const INCOMPLETE_NOTE: &str = "This run has not finished (it is running, or it was stopped or \
+killed): metrics.csv and metrics.jsonl end at the last evaluation written. `lena resume` on this \
+directory continues from checkpoint.bin if there is one.\n";
 
 fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
@@ -402,7 +416,13 @@ fn run(a: RunArgs) -> Result<()> {
             .map(|s| s.to_string_lossy().into_owned());
         PathBuf::from("runs").join(stem.unwrap_or_else(|| "run".into()))
     });
-    run_in(cfg, &dir, a.quiet, a.stop_at, true).map(|_| ())
+    let started = a.backend.start()?;
+    if started.is_worker() {
+        // Rank > 0 of an MPI job: hosts nodes; rank 0 writes the run directory.
+        let sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+        return started.serve(sim);
+    }
+    run_in(cfg, &dir, a.quiet, a.stop_at, true, &started).map(|_| ())
 }
 
 /// Runs `cfg` into the run directory `dir`; returns the evaluations.
@@ -412,6 +432,7 @@ fn run_in(
     quiet: bool,
     stop_at: Option<u64>,
     print: bool,
+    backend: &backend::Started,
 ) -> Result<Vec<MetricsRow>> {
     let dir = dir.to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -443,11 +464,14 @@ fn run_in(
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
+        backend: backend.describe(),
     };
     write_file(
         &dir.join("meta.json"),
         &serde_json::to_string_pretty(&meta)?,
     )?;
+    write_file(&dir.join(INCOMPLETE), INCOMPLETE_NOTE)?;
+    let sim = backend.attach(sim, Some(&dir.join(INCOMPLETE)))?;
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -529,6 +553,24 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
     let dir = obs.dir.clone();
     let res = sim.run(&mut obs);
     obs.bar.finish_and_clear();
+    if let Err(lena_sim::Error::Transport(e)) = &res {
+        // Another process exited or hangs: say so beside the metrics, then end the whole job
+        // (a hung rank would never return).
+        let note = format!(
+            "{INCOMPLETE_NOTE}The run stopped at round {}: {e}.\n",
+            sim.round()
+        );
+        let _ = std::fs::write(dir.join(INCOMPLETE), note);
+        eprintln!(
+            "lena: {e}; the run stopped at round {}; metrics so far and the last checkpoint are \
+             in {}",
+            sim.round(),
+            dir.display()
+        );
+        sim.abort_exchange();
+    }
+    // Workers of a multi-process run wait for a command whatever happened here.
+    sim.finish_workers()?;
     let summary = match res {
         Err(lena_sim::Error::Stopped(round)) => return Err(StoppedRun(round, dir).into()),
         r => r.with_context(|| format!("run stopped; metrics so far are in {}", dir.display()))?,
@@ -555,11 +597,13 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
         "step_size": summary.step_size,
         "last": l,
         "latency_final": latency.as_ref().and_then(|s| s.last().copied()),
+        "traffic": sim.traffic(),
     });
     write_file(
         &dir.join("summary.json"),
         &serde_json::to_string_pretty(&json)?,
     )?;
+    let _ = std::fs::remove_file(dir.join(INCOMPLETE));
     #[allow(clippy::print_stdout)]
     if print {
         println!(
@@ -723,7 +767,8 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
                         cfg.run.threads = threads_each;
                     }
                     let dir = out.join(label.replace(['/', ' ', '"'], "_"));
-                    let r = run_in(cfg, &dir, true, None, false);
+                    let local = backend::Started::local();
+                    let r = run_in(cfg, &dir, true, None, false, &local);
                     *results[i].lock().expect("no panics while holding the lock") = Some(r);
                     bar.inc(1);
                     bar.set_message(label.clone());
@@ -819,6 +864,7 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
 }
 
 fn resume(a: ResumeArgs) -> Result<()> {
+    let started = a.backend.start()?;
     let dir = a.dir;
     let cfg_path = dir.join("config.toml");
     let text = std::fs::read_to_string(&cfg_path).with_context(|| {
@@ -844,7 +890,13 @@ fn resume(a: ResumeArgs) -> Result<()> {
     let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
     let (round, csv_len, jsonl_len) = (word(0), word(1), word(2));
     let iterations = cfg.run.iterations;
-    let mut sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    let sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    if started.is_worker() {
+        // The server sends the checkpoint's state with its first command.
+        return started.serve(sim);
+    }
+    write_file(&dir.join(INCOMPLETE), INCOMPLETE_NOTE)?;
+    let mut sim = started.attach(sim, Some(&dir.join(INCOMPLETE)))?;
     sim.load_state(&bytes[24..])
         .with_context(|| format!("{}", ckpt_path.display()))?;
     anyhow::ensure!(

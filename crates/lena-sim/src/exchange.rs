@@ -76,11 +76,20 @@ pub struct Item<'a> {
     pub bytes: &'a [u8],
 }
 
+/// What a transport carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    /// Bytes of encoded uploads (the messages whose bits were charged).
+    pub payload_bytes: u64,
+    /// All other bytes: commands (with the parameters), headers, losses, checkpoint sections.
+    pub control_bytes: u64,
+}
+
 /// A transport between the server process and the processes hosting nodes.
 ///
 /// Every call names the round it belongs to, so that a transport's errors (a process that
 /// died or hangs) can say where the run stopped.
-pub trait Exchange: Send {
+pub trait Exchange {
     /// Whether this process computes node `node`.
     fn hosts(&self, node: usize) -> bool;
     /// Whether this process is the server.
@@ -100,6 +109,14 @@ pub trait Exchange: Send {
     ) -> Result<()>;
     /// Wall-clock seconds spent communicating so far (waiting included).
     fn comm_seconds(&self) -> f64;
+    /// Bytes this process sent and received so far.
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+    /// Ends every process of the run at once, after a failure this process cannot recover
+    /// from (a hung peer would otherwise wait forever). Returns only if the transport has no
+    /// such means.
+    fn abort(&mut self) {}
 }
 
 /// The process (1-based worker rank) hosting node `node` of `nodes` over `workers` worker

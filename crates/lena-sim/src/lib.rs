@@ -21,7 +21,7 @@ mod sim;
 pub mod streams;
 
 pub use config::ExperimentConfig;
-pub use exchange::{Command, Exchange, Item, Items, host_of};
+pub use exchange::{Command, Exchange, Item, Items, Traffic, host_of};
 pub use metrics::MetricsRow;
 pub use sim::{Observer, Simulation, Summary};
 

@@ -414,6 +414,11 @@ impl Simulation {
         self.step_size
     }
 
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// Sample count of each node, in node order.
     pub fn node_sizes(&self) -> Vec<usize> {
         self.nodes
@@ -746,6 +751,22 @@ impl Simulation {
         match self.exchange.as_mut().filter(|e| e.is_server()) {
             Some(ex) => ex.command(self.round, Command::Finish, &[]),
             None => Ok(()),
+        }
+    }
+
+    /// What this process's transport carried (zero in-process).
+    pub fn traffic(&self) -> crate::Traffic {
+        self.exchange
+            .as_ref()
+            .map(|e| e.traffic())
+            .unwrap_or_default()
+    }
+
+    /// Multi-process run: ends every process at once after an unrecoverable failure (see
+    /// [`Exchange::abort`]).
+    pub fn abort_exchange(&mut self) {
+        if let Some(ex) = self.exchange.as_mut() {
+            ex.abort();
         }
     }
 
