@@ -45,10 +45,11 @@ impl BackendArgs {
         );
         let timeout = std::time::Duration::from_secs_f64(self.timeout);
         match self.backend {
-            Kind::Local => Ok(Started {
-                timeout,
-                ..Started::local()
-            }),
+            Kind::Local => {
+                let mut s = Started::local();
+                s.timeout = timeout;
+                Ok(s)
+            }
             #[cfg(feature = "mpi")]
             Kind::Mpi => {
                 let mpi = lena_mpi::Mpi::init()
