@@ -1,0 +1,302 @@
+//! `lena run --backend mpi` under `mpirun`, on loopback (needs `--features mpi` and OpenMPI's
+//! `mpirun` on PATH): the in-process results bit for bit, exact bytes on the wire, and failing
+//! ranks named with their round.
+#![cfg(feature = "mpi")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn base(algo: &str, extra: &str) -> String {
+    format!(
+        r#"
+[data]
+split = "one_label"
+nodes = 10
+batch = 8
+[data.source]
+kind = "synthetic"
+samples = 2000
+test_samples = 500
+features = 20
+classes = 10
+separation = 4.0
+[algorithm]
+{algo}
+[run]
+iterations = 60
+eval_every = 20
+seed = 3
+wall_clock = false
+checkpoint_every = 25
+{extra}
+"#
+    )
+}
+
+const FAULTS: &str = "[faults]\nloss = 0.1\nstraggler = 0.1\nmax_delay = 2\nleave = 0.05\n\
+                      rejoin = 0.5\n[network]\nkind = \"wan\"\nrealizations = 3\n";
+
+fn lena(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lena"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn mpirun(ranks: usize, args: &[&str], dir: &Path, env: Option<(&str, &str)>) -> Output {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe", "-n"])
+        .arg(ranks.to_string())
+        .current_dir(dir);
+    if let Some((k, v)) = env {
+        // Exported to every rank (-x), not only to local ones.
+        cmd.env(k, v).args(["-x", k]);
+    }
+    cmd.arg(env!("CARGO_BIN_EXE_lena")).args(args);
+    cmd.output()
+        .expect("mpirun on PATH (apt-get install openmpi-bin)")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout {}\nstderr {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn same_files(a: &Path, b: &Path, what: &str) {
+    for f in [
+        "metrics.csv",
+        "metrics.jsonl",
+        "latency.csv",
+        "checkpoint.bin",
+    ] {
+        let (x, y) = (std::fs::read(a.join(f)), std::fs::read(b.join(f)));
+        match (x, y) {
+            (Ok(x), Ok(y)) => assert!(x == y, "{what}: {f} differs"),
+            (Err(_), Err(_)) => {}
+            (x, y) => panic!("{what}: {f} present on one side only ({x:?} vs {y:?})"),
+        }
+    }
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn mpi_runs_equal_local_runs_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        ("dgd", base("name = \"dgd\"\nstep_size = 0.5", "")),
+        ("lena", base("name = \"lena\"\nstep_size = 0.5", FAULTS)),
+        ("diana", base("name = \"diana\"\nstep_size = 0.5", "")),
+        ("lag_wk", base("name = \"lag_wk\"\nstep_size = 0.5", FAULTS)),
+        (
+            "ef_sgd_topk",
+            base(
+                "name = \"ef_sgd\"\nstep_size = 0.5\n[algorithm.compressor]\nkind = \"top_k\"\nk = 30",
+                "",
+            ),
+        ),
+        (
+            "cnn_lena",
+            base("name = \"lena\"\nstep_size = 0.05", "")
+                .replace("features = 20", "features = 784")
+                .replace("samples = 2000", "samples = 200")
+                .replace("test_samples = 500", "test_samples = 50")
+                .replace("iterations = 60", "iterations = 6")
+                .replace("eval_every = 20", "eval_every = 3")
+                .replace("checkpoint_every = 25", "checkpoint_every = 4")
+                .replace("[algorithm]", "[model]\nobjective = \"cnn\"\n[algorithm]"),
+        ),
+    ];
+    for (name, text) in cases {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let f = file.to_str().unwrap();
+        let local = tmp.path().join(format!("{name}-local"));
+        ok(&lena(
+            &["run", f, "-q", "-o", local.to_str().unwrap()],
+            tmp.path(),
+        ));
+        for ranks in [3, 4] {
+            let out = tmp.path().join(format!("{name}-mpi{ranks}"));
+            let o = out.to_str().unwrap();
+            ok(&mpirun(
+                ranks,
+                &["run", f, "-q", "-o", o, "--backend", "mpi"],
+                tmp.path(),
+                None,
+            ));
+            same_files(&local, &out, &format!("{name} on {ranks} ranks"));
+            assert!(!out.join("INCOMPLETE").exists());
+            let meta = std::fs::read_to_string(out.join("meta.json")).unwrap();
+            assert!(meta.contains(&format!("mpi ({ranks} ranks")), "{meta}");
+        }
+    }
+}
+
+#[test]
+fn upload_bytes_on_the_wire_equal_the_charged_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, algo) in [
+        ("dgd", "name = \"dgd\"\nstep_size = 0.5"),
+        ("diana", "name = \"diana\"\nstep_size = 0.5"),
+    ] {
+        let file = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&file, base(algo, "")).unwrap();
+        let out = tmp.path().join(name);
+        let args = [
+            "run",
+            file.to_str().unwrap(),
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        ok(&mpirun(
+            3,
+            &[&args[..], &["--backend", "mpi"]].concat(),
+            tmp.path(),
+            None,
+        ));
+        let s = summary(&out);
+        let payload = s["traffic"]["payload_bytes"].as_u64().unwrap();
+        let bits = s["last"]["bits"].as_u64().unwrap();
+        let uploads = s["last"]["uploads"].as_u64().unwrap();
+        assert_eq!(uploads, 600);
+        // Every upload is ceil(bits / 8) bytes: at most 7 bits of padding each.
+        assert!(
+            8 * payload >= bits && 8 * payload < bits + 8 * uploads,
+            "{name}: {payload} bytes for {bits} bits"
+        );
+        if name == "dgd" {
+            assert_eq!(8 * payload, bits, "dense f32 uploads are whole bytes");
+        }
+    }
+}
+
+#[test]
+fn a_hung_rank_is_named_with_its_round_and_the_checkpoint_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("lena.toml");
+    std::fs::write(&file, base("name = \"lena\"\nstep_size = 0.5", FAULTS)).unwrap();
+    let f = file.to_str().unwrap();
+    let local = tmp.path().join("local");
+    ok(&lena(
+        &["run", f, "-q", "-o", local.to_str().unwrap()],
+        tmp.path(),
+    ));
+    let dir = tmp.path().join("hung");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "run",
+        f,
+        "-q",
+        "-o",
+        d,
+        "--backend",
+        "mpi",
+        "--timeout",
+        "2",
+    ];
+    let started = std::time::Instant::now();
+    let out = mpirun(4, &args, tmp.path(), Some(("LENA_MPI_FAULT", "stall:2:35")));
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the timeout did not stop the run"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rank 2") && err.contains("round 35"), "{err}");
+    let note = std::fs::read_to_string(dir.join("INCOMPLETE")).unwrap();
+    assert!(
+        note.contains("rank 2") && note.contains("round 35"),
+        "{note}"
+    );
+    // The checkpoint of round 25 is usable: resumed in-process, the run ends as the local one.
+    ok(&lena(&["resume", d, "-q"], tmp.path()));
+    same_files(&local, &dir, "resumed after a hung rank");
+    assert!(!dir.join("INCOMPLETE").exists());
+}
+
+#[test]
+fn an_exiting_rank_ends_the_job_and_leaves_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dgd.toml");
+    std::fs::write(&file, base("name = \"dgd\"\nstep_size = 0.5", "")).unwrap();
+    let dir = tmp.path().join("exit");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "run",
+        file.to_str().unwrap(),
+        "-q",
+        "-o",
+        d,
+        "--backend",
+        "mpi",
+    ];
+    let out = mpirun(4, &args, tmp.path(), Some(("LENA_MPI_FAULT", "exit:3:30")));
+    assert!(!out.status.success());
+    // mpirun names the process that exited: [[job,1],3] is rank 3.
+    let all =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(all.contains(",1],3]"), "{all}");
+    assert!(dir.join("INCOMPLETE").exists());
+    let rows = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(
+        rows.lines().count() < 5,
+        "the metrics should stop early:\n{rows}"
+    );
+    ok(&lena(&["resume", d, "-q"], tmp.path()));
+    assert!(!dir.join("INCOMPLETE").exists());
+}
+
+#[test]
+fn an_mpi_run_stops_and_resumes_on_another_rank_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("lena.toml");
+    std::fs::write(&file, base("name = \"lena\"\nstep_size = 0.5", FAULTS)).unwrap();
+    let f = file.to_str().unwrap();
+    let local = tmp.path().join("local");
+    ok(&lena(
+        &["run", f, "-q", "-o", local.to_str().unwrap()],
+        tmp.path(),
+    ));
+    let dir = tmp.path().join("mpi");
+    let d = dir.to_str().unwrap();
+    let out = mpirun(
+        4,
+        &[
+            "run",
+            f,
+            "-q",
+            "-o",
+            d,
+            "--backend",
+            "mpi",
+            "--stop-at",
+            "33",
+        ],
+        tmp.path(),
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.join("INCOMPLETE").exists());
+    ok(&mpirun(
+        3,
+        &["resume", d, "-q", "--backend", "mpi"],
+        tmp.path(),
+        None,
+    ));
+    same_files(&local, &dir, "stopped at 33 on 4 ranks, resumed on 3");
+}
