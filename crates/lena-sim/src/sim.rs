@@ -624,6 +624,13 @@ impl Simulation {
     /// server applies them.
     pub fn step(&mut self) -> Result<()> {
         let round = self.round;
+        if self.is_worker() {
+            return Err(Error::Config(
+                "a worker process of a multi-process run serves the server's rounds \
+                 (Simulation::serve); it does not step on its own"
+                    .into(),
+            ));
+        }
         if let Some(ex) = self.exchange.as_mut() {
             encode_f32s(&self.w, &mut self.wire);
             ex.command(round, Command::Round, &self.wire)?;
