@@ -401,3 +401,44 @@ fn sweep_and_tune_run_the_grid() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `betta`"));
 }
+
+#[test]
+fn backend_errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(&["run", "exp.toml", "-q", "--timeout", "0"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--timeout must be a positive"), "{err}");
+    let out = lena(&["run", "exp.toml", "-q", "--backend", "mpi"], dir.path());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "mpi") {
+        // Started without mpirun: a single process.
+        assert!(err.contains("at least 2 processes"), "{err}");
+    } else {
+        assert!(err.contains("--features mpi"), "{err}");
+    }
+    // Nothing was written for a run that could not start.
+    assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn an_unfinished_run_directory_has_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(
+        &["run", "exp.toml", "-q", "-o", "r", "--stop-at", "15"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(130));
+    let note = std::fs::read_to_string(dir.path().join("r/INCOMPLETE")).unwrap();
+    assert!(note.contains("lena resume"), "{note}");
+    let out = lena(&["resume", "r", "-q"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("r/INCOMPLETE").exists());
+}
