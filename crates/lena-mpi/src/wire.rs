@@ -102,7 +102,7 @@ pub fn decode_header(frame: &[u8]) -> Result<Header, FrameError> {
     let round = u64::from_le_bytes(frame[1..9].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(frame[9..13].try_into().expect("4 bytes")) as usize;
     let flags = frame.get(13..13 + count.div_ceil(8)).ok_or_else(short)?;
-    if count % 8 != 0 && flags[flags.len() - 1] >> (count % 8) != 0 {
+    if !count.is_multiple_of(8) && flags[flags.len() - 1] >> (count % 8) != 0 {
         return Err(FrameError("header frame flags items past its count".into()));
     }
     let mut lengths = frame[13 + flags.len()..].chunks(8);
