@@ -306,28 +306,46 @@ impl Compressor for Qsgd {
                 });
                 match self.coding {
                     QsgdCoding::Fixed => {
+                        // PERF: fields gather in a local word, written 32 bits at a time.
+                        let len = width + 1;
+                        let (mut acc, mut filled) = (0u64, 0u32);
                         for &f in &fields[..m] {
-                            w.write(u64::from(f), width + 1);
+                            if filled + len > 32 {
+                                w.write(acc, filled);
+                                (acc, filled) = (0, 0);
+                            }
+                            acc |= u64::from(f) << filled;
+                            filled += len;
                         }
+                        w.write(acc, filled);
                     }
                     QsgdCoding::EliasGamma => {
+                        // PERF: short codes gather in a local word, written 32 bits at a time.
+                        let codes = gamma_codes();
+                        let (mut acc, mut filled) = (0u64, 0u32);
                         for &f in &fields[..m] {
-                            let (level, negative) = (f >> 1, f & 1);
-                            let n = u64::from(level) + 1;
-                            let big = 63 - n.leading_zeros();
-                            if big < 15 {
-                                // PERF: code and sign as one field (the same bits as
-                                // write_gamma followed by a 1-bit write).
-                                let code = (1u64 << big) | ((n & ((1u64 << big) - 1)) << (big + 1));
-                                let sign = u64::from(negative) << (2 * big + 1);
-                                w.write(code | sign, 2 * big + 1 + u32::from(level > 0));
+                            if let Some(&(code, len)) = codes.get(f as usize) {
+                                // Code and sign as one field (the same bits as write_gamma
+                                // followed by a 1-bit write), from the table.
+                                let len = u32::from(len);
+                                if filled + len > 32 {
+                                    w.write(acc, filled);
+                                    (acc, filled) = (0, 0);
+                                }
+                                acc |= u64::from(code) << filled;
+                                filled += len;
                             } else {
+                                let (level, negative) = (f >> 1, f & 1);
+                                let n = u64::from(level) + 1;
+                                w.write(acc, filled);
+                                (acc, filled) = (0, 0);
                                 w.write_gamma(n);
                                 if level > 0 {
                                     w.write(u64::from(negative), 1);
                                 }
                             }
                         }
+                        w.write(acc, filled);
                     }
                 }
             }
@@ -354,21 +372,36 @@ impl Compressor for Qsgd {
                 match self.coding {
                     QsgdCoding::Fixed => r.read_fields(width + 1, fields)?,
                     QsgdCoding::EliasGamma => {
-                        for f in fields.iter_mut() {
-                            // PERF: most codes (level and sign) fit in GAMMA_BITS bits: one
-                            // table lookup instead of a bit-by-bit parse.
+                        let multi = multi_gamma_table();
+                        let mut i = 0;
+                        while i < fields.len() {
+                            // PERF: a GAMMA_BITS-bit window usually holds several whole codes
+                            // (level 0 is one bit): all of them from one table entry.
                             let (window, real) = r.peek(GAMMA_BITS);
+                            let e = &multi[window as usize];
+                            if real == GAMMA_BITS && e.count > 0 {
+                                let k = usize::from(e.count).min(fields.len() - i);
+                                for (f, &v) in fields[i..i + k].iter_mut().zip(&e.fields) {
+                                    *f = u32::from(v);
+                                }
+                                r.consume(u32::from(e.ends[k - 1]));
+                                i += k;
+                                continue;
+                            }
+                            // One code: from the single-code table, or parsed.
                             let (field, len) = gamma_table()[window as usize];
                             if len > 0 && u32::from(len) <= real {
                                 r.consume(u32::from(len));
-                                *f = field;
+                                fields[i] = field;
+                                i += 1;
                                 continue;
                             }
                             let n = r.read_gamma()?;
                             // n - 1 is the level; bound it before it can overflow a u32.
                             let level = (n - 1).min(u64::from(self.s) + 1) as u32;
                             let negative = if level > 0 { r.read(1)? as u32 } else { 0 };
-                            *f = (level << 1) | negative;
+                            fields[i] = (level << 1) | negative;
+                            i += 1;
                         }
                     }
                 }
@@ -434,6 +467,64 @@ fn gamma_table() -> &'static [(u32, u8)] {
                 }
                 let sign = (w >> code_len) & 1;
                 ((level << 1) | sign, (code_len + 1) as u8)
+            })
+            .collect()
+    })
+}
+
+/// The Elias-gamma code of every QSGD field (`level << 1 | sign`) with a level up to 254: the
+/// code's bits followed by the sign bit (none for level 0), as one field, and its length (at
+/// most 16 bits).
+fn gamma_codes() -> &'static [(u32, u8)] {
+    static TABLE: std::sync::OnceLock<Vec<(u32, u8)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..510u32)
+            .map(|f| {
+                let (level, negative) = (f >> 1, f & 1);
+                let n = level + 1;
+                let big = 31 - n.leading_zeros();
+                let code = (1 << big) | ((n & ((1 << big) - 1)) << (big + 1));
+                let sign = (negative & u32::from(level > 0)) << (2 * big + 1);
+                (code | sign, (2 * big + 1 + u32::from(level > 0)) as u8)
+            })
+            .collect()
+    })
+}
+
+/// Every whole QSGD code (level and sign) at the start of a `GAMMA_BITS`-bit window, in order.
+#[derive(Clone, Copy, Default)]
+struct MultiCodes {
+    /// How many codes (0: the first code does not fit the window).
+    count: u8,
+    /// Their fields, `level << 1 | sign` (levels below 63 fit a byte).
+    fields: [u8; GAMMA_BITS as usize],
+    /// Bits consumed after each code.
+    ends: [u8; GAMMA_BITS as usize],
+}
+
+/// For every `GAMMA_BITS`-bit window: all the whole codes it starts with (see [`MultiCodes`]).
+fn multi_gamma_table() -> &'static [MultiCodes] {
+    static TABLE: std::sync::OnceLock<Vec<MultiCodes>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let single = gamma_table();
+        (0..1u32 << GAMMA_BITS)
+            .map(|w| {
+                let mut e = MultiCodes::default();
+                let mut pos = 0;
+                while pos < GAMMA_BITS {
+                    // The rest of the window, zero-filled above: a code found there is whole
+                    // only if its length fits what is left.
+                    let (field, len) = single[(w >> pos) as usize];
+                    let len = u32::from(len);
+                    if len == 0 || pos + len > GAMMA_BITS {
+                        break;
+                    }
+                    e.fields[usize::from(e.count)] = field as u8;
+                    pos += len;
+                    e.ends[usize::from(e.count)] = pos as u8;
+                    e.count += 1;
+                }
+                e
             })
             .collect()
     })
