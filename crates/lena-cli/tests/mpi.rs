@@ -180,17 +180,30 @@ fn upload_bytes_on_the_wire_equal_the_charged_bits() {
     }
 }
 
-#[test]
-fn a_hung_rank_is_named_with_its_round_and_the_checkpoint_resumes() {
+/// LENA with faults written to `lena.toml` in a fresh directory and run in-process into
+/// `local`: the reference a failing or resumed MPI run must end equal to.
+fn lena_with_faults_run_locally() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("lena.toml");
     std::fs::write(&file, base("name = \"lena\"\nstep_size = 0.5", FAULTS)).unwrap();
-    let f = file.to_str().unwrap();
     let local = tmp.path().join("local");
     ok(&lena(
-        &["run", f, "-q", "-o", local.to_str().unwrap()],
+        &[
+            "run",
+            file.to_str().unwrap(),
+            "-q",
+            "-o",
+            local.to_str().unwrap(),
+        ],
         tmp.path(),
     ));
+    (tmp, file, local)
+}
+
+#[test]
+fn a_hung_rank_is_named_with_its_round_and_the_checkpoint_resumes() {
+    let (tmp, file, local) = lena_with_faults_run_locally();
+    let f = file.to_str().unwrap();
     let dir = tmp.path().join("hung");
     let d = dir.to_str().unwrap();
     let args = [
@@ -258,15 +271,8 @@ fn an_exiting_rank_ends_the_job_and_leaves_a_note() {
 
 #[test]
 fn an_mpi_run_stops_and_resumes_on_another_rank_count() {
-    let tmp = tempfile::tempdir().unwrap();
-    let file = tmp.path().join("lena.toml");
-    std::fs::write(&file, base("name = \"lena\"\nstep_size = 0.5", FAULTS)).unwrap();
+    let (tmp, file, local) = lena_with_faults_run_locally();
     let f = file.to_str().unwrap();
-    let local = tmp.path().join("local");
-    ok(&lena(
-        &["run", f, "-q", "-o", local.to_str().unwrap()],
-        tmp.path(),
-    ));
     let dir = tmp.path().join("mpi");
     let d = dir.to_str().unwrap();
     let out = mpirun(

@@ -194,6 +194,32 @@ impl Model {
     }
 }
 
+/// The objective and gradient from per-chunk results, summed in chunk order:
+/// `loss = sum(losses) / n + (lambda/2) ||w||^2` and, if `grad` is given,
+/// `grad = sum(partials) / n + lambda w`. Shared by every model, so all regularise alike.
+pub(crate) fn combine_chunks<'a>(
+    k: lena_kernels::Kernels,
+    lambda: f32,
+    w: &[f32],
+    n: usize,
+    loss_sum: f64,
+    mut partials: impl Iterator<Item = &'a [f32]>,
+    grad: Option<&mut [f32]>,
+) -> f64 {
+    let inv_n = if n == 0 { 0.0 } else { 1.0 / n as f64 };
+    let loss = loss_sum * inv_n + 0.5 * f64::from(lambda) * f64::from(k.norm2_sq(w));
+    if let Some(g) = grad {
+        assert_eq!(g.len(), w.len(), "gradient length");
+        g.copy_from_slice(partials.next().expect("at least one chunk"));
+        for p in partials {
+            k.axpy(1.0, p, g);
+        }
+        k.scale(inv_n as f32, g);
+        k.axpy(lambda, w, g);
+    }
+    loss
+}
+
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

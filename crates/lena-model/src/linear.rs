@@ -301,21 +301,15 @@ impl Linear {
             let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n));
             self.chunk(&x[r0 * p..r1 * p], &y[r0..r1], w, cw, want_grad);
         });
-        let inv_n = if n == 0 { 0.0 } else { 1.0 / n as f64 };
-        let mut loss: f64 = chunks.iter().map(|c| c.loss).sum::<f64>() * inv_n;
-        let k = self.kernels;
-        loss += 0.5 * f64::from(self.lambda) * f64::from(k.norm2_sq(w));
-        if let Some(g) = grad {
-            assert_eq!(g.len(), self.dim(), "gradient length");
-            g.copy_from_slice(&chunks[0].g);
-            for c in &chunks[1..] {
-                k.axpy(1.0, &c.g, g);
-            }
-            // g <- g / n + lambda w
-            k.scale(inv_n as f32, g);
-            k.axpy(self.lambda, w, g);
-        }
-        loss
+        crate::combine_chunks(
+            self.kernels,
+            self.lambda,
+            w,
+            n,
+            chunks.iter().map(|c| c.loss).sum(),
+            chunks.iter().map(|c| &c.g[..]),
+            grad,
+        )
     }
 
     /// [`Self::eval`] for at most [`SMALL`] rows, straight from `data` (no copy of the rows)

@@ -704,7 +704,7 @@ impl Simulation {
                     decode_f32s(&payload, &mut w).map_err(|e| {
                         Error::Transport(format!("round {round}'s parameters: {e}"))
                     })?;
-                    let losses = self.hosted_losses(&w);
+                    let losses = self.hosted_losses(Some(&w));
                     let bytes: Vec<(usize, [u8; 8])> =
                         losses.iter().map(|&(m, l)| (m, l.to_le_bytes())).collect();
                     let items: Vec<Item<'_>> = bytes
@@ -778,7 +778,9 @@ impl Simulation {
     }
 
     /// The full-batch loss of each node this process hosts.
-    fn hosted_losses(&mut self, w: &[f32]) -> Vec<(usize, f64)> {
+    /// `w`: the parameters to evaluate at (default: this process's).
+    fn hosted_losses(&mut self, w: Option<&[f32]>) -> Vec<(usize, f64)> {
+        let w = w.unwrap_or(&self.w);
         let model = self.model;
         let hosted = &self.hosted;
         self.pool.install(|| {
@@ -905,11 +907,9 @@ impl Simulation {
     /// gathered, and a transport failure is an error.
     pub fn try_evaluate(&mut self) -> Result<(f64, f64)> {
         let mut losses = vec![f64::NAN; self.nodes.len()];
-        let w = std::mem::take(&mut self.w);
-        for (m, l) in self.hosted_losses(&w) {
+        for (m, l) in self.hosted_losses(None) {
             losses[m] = l;
         }
-        self.w = w;
         if let Some(ex) = self.exchange.as_mut().filter(|e| e.is_server()) {
             let round = self.round;
             encode_f32s(&self.w, &mut self.wire);
