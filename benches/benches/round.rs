@@ -62,6 +62,24 @@ fn rounds(c: &mut Criterion) {
             black_box(acc)
         })
     });
+    // The same touch on both cores (the rounds run on 2 threads): nodes split in two halves.
+    g.bench_function("bound_touch_state_once_2_threads", |b| {
+        b.iter(|| {
+            let half = state.len() / 2;
+            let (a, z) = state.split_at_mut(half);
+            let touch = |part: &mut [Vec<f32>]| {
+                let mut acc = 0.0f32;
+                for node in part.chunks_mut(4) {
+                    let (e, rest) = node.split_first_mut().unwrap();
+                    acc += k.ef_update(e, 0.1, &rest[0], &rest[1]);
+                    acc += k.norm2_sq(&rest[2]);
+                }
+                acc
+            };
+            let (x, y) = rayon::join(|| touch(a), || touch(z));
+            black_box(x + y)
+        })
+    });
     g.finish();
 }
 
