@@ -3,6 +3,8 @@
 //! `perf record -g target/release/examples/round_profile lena 2000`.
 //! Same setting as the `round` bench (M = 200, minibatch 3, one label per node, d = 7850).
 
+#![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+
 use lena_sim::{ExperimentConfig, Simulation};
 
 fn config(algorithm: &str) -> ExperimentConfig {
