@@ -7,7 +7,7 @@ use crate::{
     Uploads, Worker,
 };
 use lena_compress::{Compressor, CompressorParams, dense};
-use lena_kernels::{Ema, Kernels};
+use lena_kernels::{Ema, Kernels, SkipUpdate};
 use lena_policy::drift::{Drift, DriftKind};
 use lena_policy::trigger::{Decision, ReferenceNorm, Significance, Trigger, TriggerCtx};
 use rand::RngCore;
@@ -303,6 +303,10 @@ impl LenaWorker {
         // ||e + alpha g - v_prev||^2 (without forming u), the momentum drift's update and the
         // running average with its norm (five passes before). After a skip v_prev is the drift
         // q itself (q only changes on upload), so it is read from there instead of copied.
+        // PERF: the scan also writes the memory a skip leaves, e + alpha g - q, into a
+        // per-thread spare vector, swapped in below if the node skips: a skip costs no second
+        // pass over e, g and q.
+        let mut skip_e = crate::take_spare_vector(g.len());
         let (q, mom) = self.drift.observe_fused(alpha);
         let v_prev = if self.v_is_q { q } else { &self.v_prev[..] };
         let avg = (!self.avg.is_empty()).then(|| Ema {
@@ -310,7 +314,11 @@ impl LenaWorker {
             a: self.avg_gamma,
             b: 1.0 - self.avg_gamma,
         });
-        let norms = k.ef_scan(&self.e, alpha, g, v_prev, mom, avg);
+        let skip = SkipUpdate {
+            q,
+            out: &mut skip_e,
+        };
+        let norms = k.ef_scan(&self.e, alpha, g, v_prev, mom, avg, Some(skip));
         let grad_sq = f64::from(norms.g_sq);
         let innovation_sq = f64::from(norms.innovation_sq);
         let avg_grad_sq = if self.avg_from_momentum {
@@ -379,11 +387,13 @@ impl LenaWorker {
                 }
                 self.since_upload = 0;
                 self.v_is_q = false;
+                crate::give_back_spare_vector(skip_e);
                 Upload::Sent
             }
             Decision::Skip => {
-                // v = q; e = e + alpha g - q in one pass.
-                k.ef_update(&mut self.e, alpha, g, self.drift.q());
+                // v = q; e = e + alpha g - q, computed by the scan.
+                std::mem::swap(&mut self.e, &mut skip_e);
+                crate::give_back_spare_vector(skip_e);
                 self.v_is_q = true;
                 Upload::Skipped
             }

@@ -206,6 +206,25 @@ pub(crate) fn with_round_buffers<R>(dim: usize, f: impl FnOnce(&mut [f32], &mut 
     })
 }
 
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes this thread's spare vector, of length `dim`: a kernel writes a candidate for a
+/// node's state into it, and the node swaps it in or gives it back with
+/// [`give_back_spare_vector`]. Allocates only on a thread's first use (or a new `dim`).
+pub(crate) fn take_spare_vector(dim: usize) -> Vec<f32> {
+    let mut v = SPARE.with_borrow_mut(std::mem::take);
+    v.resize(dim, 0.0);
+    v
+}
+
+/// Returns a vector (the spare, or the node state it replaced) to this thread for the next
+/// [`take_spare_vector`].
+pub(crate) fn give_back_spare_vector(v: Vec<f32>) {
+    SPARE.with_borrow_mut(|s| *s = v);
+}
+
 /// What a server does with a node's missing upload (a lost upload, a straggler past the
 /// deadline, an offline node; never in a fault-free run). Algorithms whose servers keep
 /// per-node state (LENA's drift, the lazy methods' last contribution) use that state and

@@ -27,7 +27,7 @@ pub mod reference;
 mod special;
 mod update;
 
-pub use fused::{Ema, ScanNorms};
+pub use fused::{Ema, ScanNorms, SkipUpdate};
 use pulp::{Simd, WithSimd};
 
 /// Which instruction set a [`Kernels`] context dispatches to.

@@ -148,10 +148,16 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
         "ef_update norm {ng} vs {nw}"
     );
 
-    // ef_scan: norms against the reference, averages bit-equal to axpby, every combination.
-    for (with1, with2) in [(false, false), (true, false), (false, true), (true, true)] {
+    // ef_scan: norms against the reference, averages bit-equal to axpby and the skip memory
+    // to ef_update (with q another slice and q = v), every combination.
+    let q: Vec<f32> = v.iter().zip(y).map(|(v, y)| 0.5 * v - 0.25 * y).collect();
+    for case in 0..12 {
+        let (with1, with2) = (case & 1 == 1, case & 2 == 2);
+        let skip_kind = case / 4; // 0: none, 1: q another slice, 2: q is v
         let (mut m1, mut m2) = (v.to_vec(), x.to_vec());
         let (mut w1, mut w2) = (v.to_vec(), x.to_vec());
+        let mut skip_out = vec![f32::NAN; x.len()];
+        let skip_q: &[f32] = if skip_kind == 2 { v } else { &q };
         let r = k.ef_scan(
             x,
             a,
@@ -167,7 +173,21 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
                 a: b,
                 b: 0.25,
             }),
+            (skip_kind > 0).then(|| crate::SkipUpdate {
+                q: skip_q,
+                out: &mut skip_out,
+            }),
         );
+        if skip_kind > 0 {
+            let mut want = x.to_vec();
+            k.ef_update(&mut want, a, y, skip_q);
+            assert_eq!(
+                skip_out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                "ef_scan skip memory ({}, case {case})",
+                k.name()
+            );
+        }
         let lin = reference::lin_dist2_sq(x, a, y, v);
         let lin_abs: f64 = (0..x.len()).map(|i| mag(i).powi(2)).sum();
         assert!((r.innovation_sq as f64 - lin).abs() <= sum_bound(x.len(), lin_abs));
