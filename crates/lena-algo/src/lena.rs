@@ -369,11 +369,15 @@ impl LenaWorker {
                     self.alpha_g.fill(0.0);
                     k.axpy(alpha, g, &mut self.alpha_g);
                 }
-                // Kept in case the upload is lost (see `on_lost`).
-                self.q_before.copy_from_slice(self.drift.q());
+                // The drift before is kept in case the upload is lost (see `on_lost`).
                 self.since_before = self.since_upload;
-                self.drift
-                    .on_upload(k, &self.v_prev, &self.alpha_g, self.since_upload);
+                self.drift.on_upload_keeping(
+                    k,
+                    &self.v_prev,
+                    &self.alpha_g,
+                    self.since_upload,
+                    &mut self.q_before,
+                );
                 match (&self.compressor, self.drift.kind().rebuildable()) {
                     (None, true) => dense::encode(&self.v_prev, msg),
                     (None, false) => dense::encode_concat(&[&self.v_prev, self.drift.q()], msg),

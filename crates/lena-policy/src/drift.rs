@@ -156,8 +156,71 @@ impl Drift {
         }
     }
 
+    /// [`Self::on_upload`], keeping the drift from before it in `before` (of the same length).
+    ///
+    /// PERF: where the new q overwrites the old one entirely, the old vector is moved into
+    /// `before` (a pointer swap) instead of copied.
+    pub fn on_upload_keeping(
+        &mut self,
+        k: Kernels,
+        v: &[f32],
+        alpha_g: &[f32],
+        rounds: u64,
+        before: &mut Vec<f32>,
+    ) {
+        assert_eq!(
+            before.len(),
+            self.q.len(),
+            "on_upload_keeping: length mismatch"
+        );
+        match self.kind {
+            DriftKind::LastGradient | DriftKind::Momentum { .. } | DriftKind::LastUpload => {
+                std::mem::swap(&mut self.q, before);
+            }
+            DriftKind::Zero | DriftKind::Average => before.copy_from_slice(&self.q),
+        }
+        self.on_upload(k, v, alpha_g, rounds);
+    }
+
     /// Sets q to a value received from the node (non-rebuildable kinds, server side).
     pub fn set(&mut self, q: &[f32]) {
         self.q.copy_from_slice(q);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `on_upload_keeping` leaves the same q and keeps the same old q as a copy followed by
+    /// `on_upload`, for every kind, over several uploads (so swapped buffers get reused).
+    #[test]
+    fn on_upload_keeping_equals_copy_then_on_upload() {
+        let k = Kernels::detect();
+        let d = 37;
+        for kind in [
+            DriftKind::Zero,
+            DriftKind::LastGradient,
+            DriftKind::LastUpload,
+            DriftKind::Momentum { gamma: 0.1 },
+            DriftKind::Average,
+        ] {
+            let (mut a, mut b) = (Drift::new(kind, d), Drift::new(kind, d));
+            let (mut before_a, mut before_b) = (vec![0.0; d], vec![0.0; d]);
+            for t in 0..5u64 {
+                let g: Vec<f32> = (0..d)
+                    .map(|i| ((i as u64 * 7 + t) % 11) as f32 - 5.0)
+                    .collect();
+                let v: Vec<f32> = g.iter().map(|x| 0.5 * x + t as f32).collect();
+                let alpha_g: Vec<f32> = g.iter().map(|x| 0.05 * x).collect();
+                a.observe(k, 0.05, &g);
+                b.observe(k, 0.05, &g);
+                a.on_upload_keeping(k, &v, &alpha_g, t + 1, &mut before_a);
+                before_b.copy_from_slice(b.q());
+                b.on_upload(k, &v, &alpha_g, t + 1);
+                assert_eq!(a.q(), b.q(), "{kind:?} q after upload {t}");
+                assert_eq!(before_a, before_b, "{kind:?} q before upload {t}");
+            }
+        }
     }
 }
