@@ -202,7 +202,102 @@ impl<const N: usize> WithSimd for DotRows<'_, N> {
     }
 }
 
+/// [`DotRows`] for two `y` at once (each sample row loaded once for both), with the same
+/// accumulators and summation order, so each result is bit-identical to [`DotRows`]'s.
+struct DotRows2<'a, const N: usize> {
+    rows: [&'a [f32]; N],
+    y: [&'a [f32]; 2],
+}
+
+impl<const N: usize> WithSimd for DotRows2<'_, N> {
+    type Output = [[f32; N]; 2];
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [[f32; N]; 2] {
+        let (ya, yat) = S::as_simd_f32s(self.y[0]);
+        let (yb, ybt) = S::as_simd_f32s(self.y[1]);
+        let head = ya.len() * S::F32_LANES;
+        let xs: [&[S::f32s]; N] = self.rows.map(|r| S::as_simd_f32s(r).0);
+        let zero = simd.splat_f32s(0.0);
+        let (mut a0, mut a1) = ([zero; N], [zero; N]);
+        let (mut b0, mut b1) = ([zero; N], [zero; N]);
+        let pairs = ya.len() / 2;
+        for i in 0..pairs {
+            let (ya0, ya1) = (ya[2 * i], ya[2 * i + 1]);
+            let (yb0, yb1) = (yb[2 * i], yb[2 * i + 1]);
+            for k in 0..N {
+                let (x0, x1) = (xs[k][2 * i], xs[k][2 * i + 1]);
+                a0[k] = simd.mul_add_f32s(x0, ya0, a0[k]);
+                a1[k] = simd.mul_add_f32s(x1, ya1, a1[k]);
+                b0[k] = simd.mul_add_f32s(x0, yb0, b0[k]);
+                b1[k] = simd.mul_add_f32s(x1, yb1, b1[k]);
+            }
+        }
+        if ya.len() % 2 == 1 {
+            let last = ya.len() - 1;
+            for k in 0..N {
+                a0[k] = simd.mul_add_f32s(xs[k][last], ya[last], a0[k]);
+                b0[k] = simd.mul_add_f32s(xs[k][last], yb[last], b0[k]);
+            }
+        }
+        let mut out = [[0.0f32; N]; 2];
+        for k in 0..N {
+            let mut r = simd.reduce_sum_f32s(simd.add_f32s(a0[k], a1[k]));
+            for (j, y) in yat.iter().enumerate() {
+                r = self.rows[k][head + j].mul_add(*y, r);
+            }
+            out[0][k] = r;
+            let mut r = simd.reduce_sum_f32s(simd.add_f32s(b0[k], b1[k]));
+            for (j, y) in ybt.iter().enumerate() {
+                r = self.rows[k][head + j].mul_add(*y, r);
+            }
+            out[1][k] = r;
+        }
+        out
+    }
+}
+
 impl Kernels {
+    /// [`Kernels::dot_rows`] against two vectors: `out0[k] = rows[k] . y0`, `out1[k] = rows[k]
+    /// . y1`, each bit-identical to `dot_rows`'s result, with each row read once for both
+    /// (the scores of a small minibatch against two classes).
+    ///
+    /// # Panics
+    /// If `out0`, `out1` and `rows` differ in length or a row's length differs from `y0`'s or
+    /// `y1`'s.
+    pub fn dot_rows2(self, rows: &[&[f32]], y: [&[f32]; 2], out: [&mut [f32]; 2]) {
+        let [out0, out1] = out;
+        assert!(
+            rows.len() == out0.len() && rows.len() == out1.len(),
+            "dot_rows2: output length"
+        );
+        assert_eq!(y[0].len(), y[1].len(), "dot_rows2: vector lengths");
+        for r in rows {
+            assert_eq!(r.len(), y[0].len(), "dot_rows2: row length");
+        }
+        for ((rows, o0), o1) in rows
+            .chunks(4)
+            .zip(out0.chunks_mut(4))
+            .zip(out1.chunks_mut(4))
+        {
+            macro_rules! go {
+                ($n:literal) => {{
+                    let r = self.run(DotRows2::<$n> {
+                        rows: std::array::from_fn(|k| rows[k]),
+                        y,
+                    });
+                    o0.copy_from_slice(&r[0]);
+                    o1.copy_from_slice(&r[1]);
+                }};
+            }
+            match rows.len() {
+                1 => go!(1),
+                2 => go!(2),
+                3 => go!(3),
+                _ => go!(4),
+            }
+        }
+    }
+
     /// `out[k] = rows[k] . y` for every row, reading `y` once per four rows.
     ///
     /// The scores of a small minibatch against one class's weights, without a matrix product.

@@ -67,6 +67,22 @@ fn check_reductions(k: Kernels, x: &[f32], y: &[f32], v: &[f32], alpha: f32) {
                 k.name()
             );
         }
+        // dot_rows2: each result bit-identical to dot_rows against the same vector.
+        let (mut got0, mut got1) = (vec![f32::NAN; nrows], vec![f32::NAN; nrows]);
+        k.dot_rows2(&rows, [x, v], [&mut got0, &mut got1]);
+        let mut want1 = vec![f32::NAN; nrows];
+        k.dot_rows(&rows, v, &mut want1);
+        let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(&got0),
+            bits(&got),
+            "dot_rows2 first n={n} rows={nrows}"
+        );
+        assert_eq!(
+            bits(&got1),
+            bits(&want1),
+            "dot_rows2 second n={n} rows={nrows}"
+        );
     }
 
     let want = reference::norm2_sq(x);
@@ -215,7 +231,12 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
         let rows: Vec<&[f32]> = (0..nrows).map(|r| pool[r % 3]).collect();
         let c: Vec<f32> = (0..nrows).map(|r| a * (r as f32 - 3.5)).collect();
         let (mut got, mut want) = (vec![7.0; x.len()], vec![0.0; x.len()]);
-        k.lin_comb(&mut got, b, y, &c, &rows);
+        let base_sq = k.lin_comb(&mut got, b, y, &c, &rows);
+        let nw = reference::norm2_sq(y);
+        assert!(
+            (base_sq as f64 - nw).abs() <= sum_bound(y.len(), nw),
+            "lin_comb base norm {base_sq} vs {nw}"
+        );
         reference::lin_comb(&mut want, b, y, &c, &rows);
         let mag = |i: usize| {
             (nrows as f64 + 1.0)
@@ -226,6 +247,24 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
                         .sum::<f64>())
         };
         close(&got, &want, &mag, "lin_comb");
+        if nrows <= 4 {
+            // lin_comb2: each output bit-identical to lin_comb's with its base and coefficients.
+            let c1: Vec<f32> = c.iter().map(|ck| 0.5 - ck).collect();
+            let (mut o0, mut o1) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
+            let sq = k.lin_comb2([&mut o0, &mut o1], b, [y, v], [&c, &c1], &rows);
+            let mut want1 = vec![0.0; x.len()];
+            k.lin_comb(&mut want1, b, v, &c1, &rows);
+            let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&o0), bits(&got), "lin_comb2 first rows={nrows}");
+            assert_eq!(bits(&o1), bits(&want1), "lin_comb2 second rows={nrows}");
+            for (s, base) in sq.iter().zip([y, v]) {
+                let nw = reference::norm2_sq(base);
+                assert!(
+                    (*s as f64 - nw).abs() <= sum_bound(base.len(), nw),
+                    "lin_comb2 norm"
+                );
+            }
+        }
     }
 }
 

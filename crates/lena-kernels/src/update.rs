@@ -148,26 +148,31 @@ struct LinComb<'a, const N: usize> {
 }
 
 impl<const N: usize> WithSimd for LinComb<'_, N> {
-    type Output = ();
+    /// `||base||^2` when `base` is given (read in the same pass), else 0.
+    type Output = f32;
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    fn with_simd<S: Simd>(self, simd: S) -> f32 {
         let len = self.out.len();
         let head = len / S::F32_LANES * S::F32_LANES;
         let rows_s: [&[S::f32s]; N] = self.rows.map(|r| S::as_simd_f32s(r).0);
         let c_s: [S::f32s; N] = self.c.map(|c| simd.splat_f32s(c));
         let b_s = simd.splat_f32s(self.b);
         let (os, ot) = S::as_mut_simd_f32s(self.out);
+        let mut base_sq = 0.0f32;
         // `base` is either a separate slice or `out` itself (accumulating passes).
         match self.base {
             Some(base) => {
                 let (bs, _) = S::as_simd_f32s(base);
+                let mut sq = simd.splat_f32s(0.0);
                 for (i, (o, bv)) in os.iter_mut().zip(bs).enumerate() {
                     let mut acc = simd.mul_f32s(b_s, *bv);
+                    sq = simd.mul_add_f32s(*bv, *bv, sq);
                     for k in 0..N {
                         acc = simd.mul_add_f32s(c_s[k], rows_s[k][i], acc);
                     }
                     *o = acc;
                 }
+                base_sq = simd.reduce_sum_f32s(sq);
             }
             None => {
                 for (i, o) in os.iter_mut().enumerate() {
@@ -182,15 +187,127 @@ impl<const N: usize> WithSimd for LinComb<'_, N> {
         for (j, o) in ot.iter_mut().enumerate() {
             let idx = head + j;
             let mut acc = self.b * self.base.map_or(*o, |b| b[idx]);
+            if let Some(b) = self.base {
+                base_sq = b[idx].mul_add(b[idx], base_sq);
+            }
             for k in 0..N {
                 acc = self.c[k].mul_add(self.rows[k][idx], acc);
             }
             *o = acc;
         }
+        base_sq
+    }
+}
+
+/// [`LinComb`] with a base for two outputs at once, sharing the rows (each row element loaded
+/// once for both): each output bit-identical to [`LinComb`]'s, and both bases' squared norms.
+struct LinComb2<'a, const N: usize> {
+    out: [&'a mut [f32]; 2],
+    b: f32,
+    base: [&'a [f32]; 2],
+    c: [[f32; N]; 2],
+    rows: [&'a [f32]; N],
+}
+
+impl<const N: usize> WithSimd for LinComb2<'_, N> {
+    type Output = [f32; 2];
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> [f32; 2] {
+        let [out0, out1] = self.out;
+        let len = out0.len();
+        let head = len / S::F32_LANES * S::F32_LANES;
+        let rows_s: [&[S::f32s]; N] = self.rows.map(|r| S::as_simd_f32s(r).0);
+        let c0: [S::f32s; N] = self.c[0].map(|c| simd.splat_f32s(c));
+        let c1: [S::f32s; N] = self.c[1].map(|c| simd.splat_f32s(c));
+        let b_s = simd.splat_f32s(self.b);
+        let (o0s, o0t) = S::as_mut_simd_f32s(out0);
+        let (o1s, o1t) = S::as_mut_simd_f32s(out1);
+        let (b0s, _) = S::as_simd_f32s(self.base[0]);
+        let (b1s, _) = S::as_simd_f32s(self.base[1]);
+        let (mut sq0, mut sq1) = (simd.splat_f32s(0.0), simd.splat_f32s(0.0));
+        for i in 0..o0s.len() {
+            let (v0, v1) = (b0s[i], b1s[i]);
+            let mut acc0 = simd.mul_f32s(b_s, v0);
+            let mut acc1 = simd.mul_f32s(b_s, v1);
+            sq0 = simd.mul_add_f32s(v0, v0, sq0);
+            sq1 = simd.mul_add_f32s(v1, v1, sq1);
+            for k in 0..N {
+                let x = rows_s[k][i];
+                acc0 = simd.mul_add_f32s(c0[k], x, acc0);
+                acc1 = simd.mul_add_f32s(c1[k], x, acc1);
+            }
+            o0s[i] = acc0;
+            o1s[i] = acc1;
+        }
+        let mut sq = [simd.reduce_sum_f32s(sq0), simd.reduce_sum_f32s(sq1)];
+        for (j, (o0, o1)) in o0t.iter_mut().zip(o1t.iter_mut()).enumerate() {
+            let idx = head + j;
+            for (h, o) in [o0, o1].into_iter().enumerate() {
+                let v = self.base[h][idx];
+                let mut acc = self.b * v;
+                sq[h] = v.mul_add(v, sq[h]);
+                for k in 0..N {
+                    acc = self.c[h][k].mul_add(self.rows[k][idx], acc);
+                }
+                *o = acc;
+            }
+        }
+        sq
     }
 }
 
 impl Kernels {
+    /// [`Kernels::lin_comb`] for two outputs sharing the rows (at most four): `out[h] <- b *
+    /// base[h] + sum_k c[h][k] * rows[k]`, each bit-identical to `lin_comb`'s, with each row
+    /// read once for both (the gradient of two classes). Returns `||base[h]||^2`.
+    ///
+    /// # Panics
+    /// If there are more than four rows, `c[h]` and `rows` differ in length, or a slice's
+    /// length differs from `out[0]`'s.
+    pub fn lin_comb2(
+        self,
+        out: [&mut [f32]; 2],
+        b: f32,
+        base: [&[f32]; 2],
+        c: [&[f32]; 2],
+        rows: &[&[f32]],
+    ) -> [f32; 2] {
+        let n = out[0].len();
+        assert!(rows.len() <= 4, "lin_comb2: at most four rows");
+        assert!(
+            c[0].len() == rows.len() && c[1].len() == rows.len(),
+            "lin_comb2: coefficient count"
+        );
+        assert!(
+            out[1].len() == n && base[0].len() == n && base[1].len() == n,
+            "lin_comb2: length mismatch"
+        );
+        for r in rows {
+            assert_eq!(r.len(), n, "lin_comb2: row length");
+        }
+        macro_rules! go {
+            ($n:literal) => {
+                self.run(LinComb2::<$n> {
+                    out,
+                    b,
+                    base,
+                    c: [
+                        std::array::from_fn(|k| c[0][k]),
+                        std::array::from_fn(|k| c[1][k]),
+                    ],
+                    rows: std::array::from_fn(|k| rows[k]),
+                })
+            };
+        }
+        match rows.len() {
+            0 => go!(0),
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+    }
+
     /// `out <- b * base + sum_k c[k] * rows[k]` (a small linear combination of rows), each
     /// element rounded once per term: `acc = b * base`, then `acc = fma(c[k], rows[k], acc)` in
     /// `k` order. Rows are taken four at a time, so `out` is written `ceil(rows / 4)` times.
@@ -199,9 +316,19 @@ impl Kernels {
     /// the L2 penalty, `c` = the loss derivatives over the batch size, `rows` = the samples)
     /// without the overhead of a matrix product.
     ///
+    /// Returns `||base||^2`, summed in the same pass (the L2 penalty's value costs no extra
+    /// pass over the weights); it may differ from [`Kernels::norm2_sq`]'s in the last bits.
+    ///
     /// # Panics
     /// If `c` and `rows` differ in length or a slice's length differs from `out`'s.
-    pub fn lin_comb(self, out: &mut [f32], b: f32, base: &[f32], c: &[f32], rows: &[&[f32]]) {
+    pub fn lin_comb(
+        self,
+        out: &mut [f32],
+        b: f32,
+        base: &[f32],
+        c: &[f32],
+        rows: &[&[f32]],
+    ) -> f32 {
         assert_eq!(c.len(), rows.len(), "lin_comb: coefficient count");
         assert_eq!(base.len(), out.len(), "lin_comb: base length");
         for r in rows {
@@ -209,11 +336,12 @@ impl Kernels {
         }
         let mut first = true;
         let mut k = 0;
+        let mut base_sq = 0.0;
         while k < rows.len() || first {
             let n = (rows.len() - k).min(4);
             let (b, base) = if first { (b, Some(base)) } else { (1.0, None) };
             let out = &mut *out;
-            match n {
+            base_sq += match n {
                 0 => self.run(LinComb::<0> {
                     out,
                     b,
@@ -249,9 +377,10 @@ impl Kernels {
                     c: [c[k], c[k + 1], c[k + 2], c[k + 3]],
                     rows: [rows[k], rows[k + 1], rows[k + 2], rows[k + 3]],
                 }),
-            }
+            };
             first = false;
             k += n;
         }
+        base_sq
     }
 }

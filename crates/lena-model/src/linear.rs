@@ -345,12 +345,27 @@ impl Linear {
         let (xs, labels) = (&xs[..n], &labels[..n]);
         self.reserve_chunks(&mut ws.chunks, n);
         let z = &mut ws.chunks[0].z[..n * c];
-        let mut col = [0.0f32; SMALL];
-        for class in 0..c {
-            let wk = &w[class * (p + 1)..(class + 1) * (p + 1)];
-            k.dot_rows(xs, &wk[..p], &mut col[..n]);
-            for (i, s) in col[..n].iter().enumerate() {
-                z[i * c + class] = s + wk[p];
+        // PERF: classes in pairs, so each sample row is read once per two classes (the
+        // results are bit-identical to one class at a time).
+        let weights = |class: usize| &w[class * (p + 1)..class * (p + 1) + p];
+        let bias_of = |class: usize| w[class * (p + 1) + p];
+        let (mut col0, mut col1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
+        let mut class = 0;
+        while class < c {
+            if class + 1 < c {
+                let ys = [weights(class), weights(class + 1)];
+                k.dot_rows2(xs, ys, [&mut col0[..n], &mut col1[..n]]);
+                for i in 0..n {
+                    z[i * c + class] = col0[i] + bias_of(class);
+                    z[i * c + class + 1] = col1[i] + bias_of(class + 1);
+                }
+                class += 2;
+            } else {
+                k.dot_rows(xs, weights(class), &mut col0[..n]);
+                for (i, s) in col0[..n].iter().enumerate() {
+                    z[i * c + class] = s + bias_of(class);
+                }
+                class += 1;
             }
         }
         let loss_sum = match self.kind {
@@ -358,28 +373,53 @@ impl Linear {
             LinearKind::Softmax => softmax_block(k, z, labels, c),
         };
         let inv_n = if n == 0 { 0.0 } else { 1.0 / n as f64 };
+        // ||w||^2 for the penalty: summed by the gradient's pass over the weights when there is
+        // one (PERF: a pass less per node and round), else by its own pass.
+        let mut w_sq = 0.0f32;
         if let Some(g) = grad {
             assert_eq!(g.len(), self.dim(), "gradient length");
-            let mut coef = [0.0f32; SMALL];
-            for class in 0..c {
-                // g_k = lambda w_k + sum_i (d_ik / n) x_i; bias: lambda b_k + sum_i d_ik / n.
-                let mut bias = self.lambda * w[class * (p + 1) + p];
-                for (i, ci) in coef[..n].iter_mut().enumerate() {
+            // g_k = lambda w_k + sum_i (d_ik / n) x_i; bias: lambda b_k + sum_i d_ik / n.
+            // Fills class `class`'s coefficients and bias gradient; adds its bias to w_sq.
+            let coefficients = |class: usize, coef: &mut [f32], w_sq: &mut f32| {
+                let wb = bias_of(class);
+                let mut bias = self.lambda * wb;
+                for (i, ci) in coef.iter_mut().enumerate() {
                     *ci = z[i * c + class] * inv_n as f32;
                     bias += *ci;
                 }
-                let range = class * (p + 1)..class * (p + 1) + p;
-                k.lin_comb(
-                    &mut g[range.clone()],
-                    self.lambda,
-                    &w[range],
-                    &coef[..n],
-                    xs,
-                );
-                g[class * (p + 1) + p] = bias;
+                *w_sq = wb.mul_add(wb, *w_sq);
+                bias
+            };
+            let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
+            let mut class = 0;
+            while class < c {
+                let (coef0, coef1) = (&mut coef0[..n], &mut coef1[..n]);
+                let b0 = coefficients(class, coef0, &mut w_sq);
+                // PERF: two classes per pass over the sample rows where lin_comb2 applies.
+                if class + 1 < c && n <= 4 {
+                    let b1 = coefficients(class + 1, coef1, &mut w_sq);
+                    let (g0, g1) = g[class * (p + 1)..(class + 2) * (p + 1)].split_at_mut(p + 1);
+                    let sq = k.lin_comb2(
+                        [&mut g0[..p], &mut g1[..p]],
+                        self.lambda,
+                        [weights(class), weights(class + 1)],
+                        [coef0, coef1],
+                        xs,
+                    );
+                    w_sq += sq[0] + sq[1];
+                    (g0[p], g1[p]) = (b0, b1);
+                    class += 2;
+                } else {
+                    let range = class * (p + 1)..class * (p + 1) + p;
+                    w_sq += k.lin_comb(&mut g[range], self.lambda, weights(class), coef0, xs);
+                    g[class * (p + 1) + p] = b0;
+                    class += 1;
+                }
             }
+        } else {
+            w_sq = k.norm2_sq(w);
         }
-        loss_sum * inv_n + 0.5 * f64::from(self.lambda) * f64::from(k.norm2_sq(w))
+        loss_sum * inv_n + 0.5 * f64::from(self.lambda) * f64::from(w_sq)
     }
 
     /// Loss sum (and gradient sum, unscaled) over contiguous rows `x`, labels `y`.
