@@ -375,7 +375,8 @@ struct LagWorker {
     trigger: LazyRule,
     /// `g_hat`: the server's copy of this node's gradient.
     last_sent: Vec<f32>,
-    /// The previous g_hat (dense uploads), restored if an upload is lost.
+    /// Dense uploads: the previous g_hat after an upload, restored if the upload is lost;
+    /// during a step, the fresh gradient.
     prev_sent: Vec<f32>,
     compressed: Option<LagCompressed>,
     kernels: Kernels,
@@ -391,37 +392,44 @@ impl Worker for LagWorker {
     ) -> Upload {
         let (round, w) = (bc.round, bc.w);
         let k = self.kernels;
-        crate::with_gradient_buffer(w.len(), |g| {
-            oracle.gradient(w, g);
-            let ctx = TriggerCtx {
-                round,
-                innovation_sq: f64::from(k.dist2_sq(g, &self.last_sent)),
-                param_step_sq: bc.step_sq,
-                step_size: f64::from(self.alpha),
-                n_workers: self.n_workers,
-                ..TriggerCtx::default()
-            };
-            match self.trigger.decide(&ctx) {
-                Decision::Upload => {
-                    match &mut self.compressed {
-                        None => {
-                            // The previous g_hat is kept in case this upload is lost.
-                            std::mem::swap(&mut self.last_sent, &mut self.prev_sent);
-                            self.last_sent.copy_from_slice(g);
-                            dense::encode(g, msg);
-                        }
-                        Some(s) => {
-                            // v = C(g - g_hat); g_hat += v (the server does the same).
-                            k.lin_comb(&mut s.delta, 1.0, g, &[-1.0], &[&self.last_sent]);
-                            s.c.compress(&s.delta, rng, &mut s.v, msg);
-                            k.axpy(1.0, &s.v, &mut self.last_sent);
-                        }
+        let ctx = |g: &[f32], last_sent: &[f32]| TriggerCtx {
+            round,
+            innovation_sq: f64::from(k.dist2_sq(g, last_sent)),
+            param_step_sq: bc.step_sq,
+            step_size: f64::from(self.alpha),
+            n_workers: self.n_workers,
+            ..TriggerCtx::default()
+        };
+        match &mut self.compressed {
+            None => {
+                // PERF: the gradient goes into `prev_sent`, free by now (a loss of the last
+                // upload is reported before this step): an upload swaps it in as g_hat and
+                // keeps the previous g_hat there in case this upload is lost; no copy.
+                let g = &mut self.prev_sent;
+                oracle.gradient(w, g);
+                match self.trigger.decide(&ctx(g, &self.last_sent)) {
+                    Decision::Upload => {
+                        std::mem::swap(&mut self.last_sent, &mut self.prev_sent);
+                        dense::encode(&self.last_sent, msg);
+                        Upload::Sent
                     }
-                    Upload::Sent
+                    Decision::Skip => Upload::Skipped,
                 }
-                Decision::Skip => Upload::Skipped,
             }
-        })
+            Some(s) => crate::with_gradient_buffer(w.len(), |g| {
+                oracle.gradient(w, g);
+                match self.trigger.decide(&ctx(g, &self.last_sent)) {
+                    Decision::Upload => {
+                        // v = C(g - g_hat); g_hat += v (the server does the same).
+                        k.lin_comb(&mut s.delta, 1.0, g, &[-1.0], &[&self.last_sent]);
+                        s.c.compress(&s.delta, rng, &mut s.v, msg);
+                        k.axpy(1.0, &s.v, &mut self.last_sent);
+                        Upload::Sent
+                    }
+                    Decision::Skip => Upload::Skipped,
+                }
+            }),
+        }
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
