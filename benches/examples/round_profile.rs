@@ -1,11 +1,18 @@
-//! Steps one algorithm's simulation for a while, for profilers:
-//! `cargo build --release -p lena-benches --example round_profile` then
-//! `perf record -g target/release/examples/round_profile lena 2000`.
-//! Same setting as the `round` bench (M = 200, minibatch 3, one label per node, d = 7850).
+//! One round of each algorithm at M = 200, minibatch 3, one label per node, d = 7850 (the
+//! `round` bench's setting), measured so that a shared, noisy machine still gives stable ratios.
+//!
+//! `cargo run --release -p lena-benches --example round_profile` interleaves the algorithms
+//! and the state-touch bound: ten repetitions, each stepping every simulation for a slice of
+//! rounds in turn, then reports each one's fastest slice and median slice (ms per round) and
+//! their ratio to the bound on two threads. `... --example round_profile -- lena 3000` steps
+//! one algorithm only (for `perf record`).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
+use lena_kernels::Kernels;
 use lena_sim::{ExperimentConfig, Simulation};
+use std::hint::black_box;
+use std::time::Instant;
 
 fn config(algorithm: &str) -> ExperimentConfig {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -20,33 +27,99 @@ fn config(algorithm: &str) -> ExperimentConfig {
         "[data]\nsplit = \"one_label\"\nnodes = 200\nbatch = 3\n[data.source]\n{source}\n\
          [algorithm]\nstep_size = 0.05\n{algorithm}\n[run]\nthreads = 0\nseed = 1\n"
     );
-    ExperimentConfig::from_toml(&text, "bench").unwrap()
+    ExperimentConfig::from_toml(&text, "round_profile").unwrap()
+}
+
+/// The algorithms of the `round` bench, by name and `[algorithm]` table.
+const ALGORITHMS: [(&str, &str); 5] = [
+    ("dgd", "name = \"dgd\""),
+    ("lena", "name = \"lena\""),
+    ("lag_wk", "name = \"lag_wk\""),
+    ("diana_qsgd", "name = \"diana\""),
+    (
+        "diana_qsgd_fixed",
+        "name = \"diana\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 4\nbucket = 512\ncoding = \"fixed\"",
+    ),
+];
+
+/// Reads four vectors of 7850 f32 per node and writes one, for 200 nodes (the bound the
+/// `round` bench measures), on `threads` threads (1 or 2).
+fn touch(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f32 {
+    let part = |part: &mut [Vec<f32>]| {
+        let mut acc = 0.0f32;
+        for node in part.chunks_mut(4) {
+            let (e, rest) = node.split_first_mut().unwrap();
+            acc += k.ef_update(e, 0.1, &rest[0], &rest[1]);
+            acc += k.norm2_sq(&rest[2]);
+        }
+        acc
+    };
+    if threads == 1 {
+        part(state)
+    } else {
+        let (a, b) = state.split_at_mut(state.len() / 2);
+        let (x, y) = rayon::join(|| part(a), || part(b));
+        x + y
+    }
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let name = args.next().unwrap_or_else(|| "lena".into());
-    let rounds: usize = args
-        .next()
-        .map_or(2000, |r| r.parse().expect("rounds: a number"));
-    let mut sim = Simulation::new(config(&format!("name = {name:?}"))).unwrap();
-    // Ten equal slices; the fastest and the median slice say more than one mean on a shared
-    // machine.
-    let slice = (rounds / 10).max(1);
-    let mut per: Vec<f64> = (0..10)
-        .map(|_| {
-            let start = std::time::Instant::now();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(name) = args.first() {
+        let rounds: usize = args.get(1).map_or(2000, |r| r.parse().expect("rounds: a number"));
+        let table = ALGORITHMS
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| format!("name = {name:?}"), |(_, t)| t.to_string());
+        let mut sim = Simulation::new(config(&table)).unwrap();
+        let start = Instant::now();
+        for _ in 0..rounds {
+            sim.step().unwrap();
+        }
+        let per = start.elapsed().as_secs_f64() * 1e3 / rounds as f64;
+        println!("{name}: {per:.3} ms per round over {rounds} rounds");
+        return;
+    }
+    let (reps, slice) = (10, 200);
+    let mut sims: Vec<(&str, Simulation)> = ALGORITHMS
+        .iter()
+        .map(|(name, table)| {
+            let mut sim = Simulation::new(config(table)).unwrap();
+            // Past the first rounds (LAG's warm-up, LENA's first uploads).
+            for _ in 0..20 {
+                sim.step().unwrap();
+            }
+            (*name, sim)
+        })
+        .collect();
+    let k = Kernels::detect();
+    let mut state: Vec<Vec<f32>> = (0..200 * 4).map(|i| vec![i as f32 * 1e-6; 7850]).collect();
+    let n = sims.len() + 2;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for _ in 0..reps {
+        for (i, (_, sim)) in sims.iter_mut().enumerate() {
+            let start = Instant::now();
             for _ in 0..slice {
                 sim.step().unwrap();
             }
-            start.elapsed().as_secs_f64() * 1e3 / slice as f64
-        })
-        .collect();
-    per.sort_by(f64::total_cmp);
-    println!(
-        "{name}: {:.3} ms per round (fastest tenth), {:.3} (median), {} rounds",
-        per[0],
-        per[5],
-        slice * 10
-    );
+            times[i].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        }
+        for threads in [1, 2] {
+            let start = Instant::now();
+            for _ in 0..slice {
+                black_box(touch(k, &mut state, threads));
+            }
+            times[sims.len() + threads - 1].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        }
+    }
+    for t in &mut times {
+        t.sort_by(f64::total_cmp);
+    }
+    let bound2 = times[n - 1][0];
+    let names = sims.iter().map(|(name, _)| *name).chain(["bound_1_thread", "bound_2_threads"]);
+    println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
+    println!("{:<18} {:>8} {:>8} {:>14}", "", "fastest", "median", "fastest/bound2");
+    for (name, t) in names.zip(&times) {
+        println!("{name:<18} {:>8.3} {:>8.3} {:>14.2}", t[0], t[reps / 2], t[0] / bound2);
+    }
 }
