@@ -66,7 +66,9 @@ fn touch(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f32 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(name) = args.first() {
-        let rounds: usize = args.get(1).map_or(2000, |r| r.parse().expect("rounds: a number"));
+        let rounds: usize = args
+            .get(1)
+            .map_or(2000, |r| r.parse().expect("rounds: a number"));
         let table = ALGORITHMS
             .iter()
             .find(|(n, _)| n == name)
@@ -109,17 +111,29 @@ fn main() {
             for _ in 0..slice {
                 black_box(touch(k, &mut state, threads));
             }
-            times[sims.len() + threads - 1].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+            times[sims.len() + threads - 1]
+                .push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
         }
     }
     for t in &mut times {
         t.sort_by(f64::total_cmp);
     }
     let bound2 = times[n - 1][0];
-    let names = sims.iter().map(|(name, _)| *name).chain(["bound_1_thread", "bound_2_threads"]);
+    let names = sims
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["bound_1_thread", "bound_2_threads"]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
-    println!("{:<18} {:>8} {:>8} {:>14}", "", "fastest", "median", "fastest/bound2");
+    println!(
+        "{:<18} {:>8} {:>8} {:>14}",
+        "", "fastest", "median", "fastest/bound2"
+    );
     for (name, t) in names.zip(&times) {
-        println!("{name:<18} {:>8.3} {:>8.3} {:>14.2}", t[0], t[reps / 2], t[0] / bound2);
+        println!(
+            "{name:<18} {:>8.3} {:>8.3} {:>14.2}",
+            t[0],
+            t[reps / 2],
+            t[0] / bound2
+        );
     }
 }
