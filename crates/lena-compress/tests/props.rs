@@ -13,6 +13,9 @@ fn all(d: usize) -> Vec<Box<dyn Compressor>> {
         CompressorParams::Identity,
         CompressorParams::qsgd(1, 0, QsgdNorm::L2),
         CompressorParams::qsgd(7, 5, QsgdNorm::Max),
+        // Levels 8 to 12 have fields past 15, which the decoder's multi-code table leaves to
+        // its one-code path: both paths within a window.
+        CompressorParams::qsgd(12, 40, QsgdNorm::Max),
         CompressorParams::Qsgd {
             levels: 300,
             bucket: 7,
