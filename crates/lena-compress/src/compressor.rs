@@ -335,18 +335,40 @@ impl Compressor for Qsgd {
                     QsgdCoding::EliasGamma => {
                         // PERF: short codes gather in a local word, written 32 bits at a time.
                         let codes = gamma_codes();
+                        let quads = gamma_quad_codes();
                         let (mut acc, mut filled) = (0u64, 0u32);
-                        for &f in &fields[..m] {
-                            if let Some(&(code, len)) = codes.get(f as usize) {
-                                // Code and sign as one field (the same bits as write_gamma
-                                // followed by a 1-bit write), from the table.
-                                let len = u32::from(len);
+                        // Appends a code (at most 32 bits) to the local word.
+                        macro_rules! push {
+                            ($code:expr, $len:expr) => {{
+                                let len = u32::from($len);
                                 if filled + len > 32 {
                                     w.write(acc, filled);
                                     (acc, filled) = (0, 0);
                                 }
-                                acc |= u64::from(code) << filled;
+                                acc |= u64::from($code) << filled;
                                 filled += len;
+                            }};
+                        }
+                        let fields = &fields[..m];
+                        let mut i = 0;
+                        while i < m {
+                            // PERF: four fields of levels 0 and 1 (most of them at usual s and
+                            // buckets) from one table entry: a quarter of the serial steps.
+                            if let Some(&[f0, f1, f2, f3]) = fields.get(i..i + 4)
+                                && (f0 | f1 | f2 | f3) <= 3
+                            {
+                                let (code, len) =
+                                    quads[(f0 | f1 << 2 | f2 << 4 | f3 << 6) as usize];
+                                push!(code, len);
+                                i += 4;
+                                continue;
+                            }
+                            let f = fields[i];
+                            i += 1;
+                            if let Some(&(code, len)) = codes.get(f as usize) {
+                                // Code and sign as one field (the same bits as write_gamma
+                                // followed by a 1-bit write), from the table.
+                                push!(code, len);
                             } else {
                                 let (level, negative) = (f >> 1, f & 1);
                                 let n = u64::from(level) + 1;
@@ -499,6 +521,26 @@ fn gamma_codes() -> &'static [(u32, u8)] {
                 let code = (1 << big) | ((n & ((1 << big) - 1)) << (big + 1));
                 let sign = (negative & u32::from(level > 0)) << (2 * big + 1);
                 (code | sign, (2 * big + 1 + u32::from(level > 0)) as u8)
+            })
+            .collect()
+    })
+}
+
+/// The codes of four consecutive QSGD fields of levels 0 and 1 (`f0 | f1 << 2 | f2 << 4 |
+/// f3 << 6`, each field below 4), concatenated as [`gamma_codes`] gives them (at most 16 bits).
+fn gamma_quad_codes() -> &'static [(u32, u8)] {
+    static TABLE: std::sync::OnceLock<Vec<(u32, u8)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let single = gamma_codes();
+        (0..256u32)
+            .map(|q| {
+                let (mut code, mut len) = (0u32, 0u32);
+                for j in 0..4 {
+                    let (c, l) = single[((q >> (2 * j)) & 3) as usize];
+                    code |= c << len;
+                    len += u32::from(l);
+                }
+                (code, len as u8)
             })
             .collect()
     })
