@@ -9,59 +9,11 @@
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
+use lena_benches::{ROUND_ALGORITHMS, bound_state, round_config, touch_state_once};
 use lena_kernels::Kernels;
-use lena_sim::{ExperimentConfig, Simulation};
+use lena_sim::Simulation;
 use std::hint::black_box;
 use std::time::Instant;
-
-fn config(algorithm: &str) -> ExperimentConfig {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mnist = root.join("data/mnist");
-    let source = if mnist.join("train-images-idx3-ubyte.gz").exists() {
-        format!("kind = \"mnist\"\ndir = {:?}", mnist)
-    } else {
-        "kind = \"synthetic\"\nsamples = 60000\ntest_samples = 1000\nfeatures = 784\nclasses = 10"
-            .into()
-    };
-    let text = format!(
-        "[data]\nsplit = \"one_label\"\nnodes = 200\nbatch = 3\n[data.source]\n{source}\n\
-         [algorithm]\nstep_size = 0.05\n{algorithm}\n[run]\nthreads = 0\nseed = 1\n"
-    );
-    ExperimentConfig::from_toml(&text, "round_profile").unwrap()
-}
-
-/// The algorithms of the `round` bench, by name and `[algorithm]` table.
-const ALGORITHMS: [(&str, &str); 5] = [
-    ("dgd", "name = \"dgd\""),
-    ("lena", "name = \"lena\""),
-    ("lag_wk", "name = \"lag_wk\""),
-    ("diana_qsgd", "name = \"diana\""),
-    (
-        "diana_qsgd_fixed",
-        "name = \"diana\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 4\nbucket = 512\ncoding = \"fixed\"",
-    ),
-];
-
-/// Reads four vectors of 7850 f32 per node and writes one, for 200 nodes (the bound the
-/// `round` bench measures), on `threads` threads (1 or 2).
-fn touch(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f32 {
-    let part = |part: &mut [Vec<f32>]| {
-        let mut acc = 0.0f32;
-        for node in part.chunks_mut(4) {
-            let (e, rest) = node.split_first_mut().unwrap();
-            acc += k.ef_update(e, 0.1, &rest[0], &rest[1]);
-            acc += k.norm2_sq(&rest[2]);
-        }
-        acc
-    };
-    if threads == 1 {
-        part(state)
-    } else {
-        let (a, b) = state.split_at_mut(state.len() / 2);
-        let (x, y) = rayon::join(|| part(a), || part(b));
-        x + y
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -69,11 +21,11 @@ fn main() {
         let rounds: usize = args
             .get(1)
             .map_or(2000, |r| r.parse().expect("rounds: a number"));
-        let table = ALGORITHMS
+        let table = ROUND_ALGORITHMS
             .iter()
             .find(|(n, _)| n == name)
             .map_or_else(|| format!("name = {name:?}"), |(_, t)| t.to_string());
-        let mut sim = Simulation::new(config(&table)).unwrap();
+        let mut sim = Simulation::new(round_config(&table)).unwrap();
         let start = Instant::now();
         for _ in 0..rounds {
             sim.step().unwrap();
@@ -83,10 +35,10 @@ fn main() {
         return;
     }
     let (reps, slice) = (10, 200);
-    let mut sims: Vec<(&str, Simulation)> = ALGORITHMS
+    let mut sims: Vec<(&str, Simulation)> = ROUND_ALGORITHMS
         .iter()
         .map(|(name, table)| {
-            let mut sim = Simulation::new(config(table)).unwrap();
+            let mut sim = Simulation::new(round_config(table)).unwrap();
             // Past the first rounds (LAG's warm-up, LENA's first uploads).
             for _ in 0..20 {
                 sim.step().unwrap();
@@ -95,7 +47,7 @@ fn main() {
         })
         .collect();
     let k = Kernels::detect();
-    let mut state: Vec<Vec<f32>> = (0..200 * 4).map(|i| vec![i as f32 * 1e-6; 7850]).collect();
+    let mut state = bound_state();
     let n = sims.len() + 2;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
     for _ in 0..reps {
@@ -109,7 +61,7 @@ fn main() {
         for threads in [1, 2] {
             let start = Instant::now();
             for _ in 0..slice {
-                black_box(touch(k, &mut state, threads));
+                black_box(touch_state_once(k, &mut state, threads));
             }
             times[sims.len() + threads - 1]
                 .push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);

@@ -1,1 +1,63 @@
-//! Benchmarks live in `benches/`.
+//! Benchmarks live in `benches/` and `examples/`; this library holds what they share.
+
+use lena_kernels::Kernels;
+use lena_sim::ExperimentConfig;
+
+/// The per-round setting of issue 3 and the paper's figure 2b: M = 200 nodes, minibatch 3,
+/// one label per node, d = 7850, step 0.05, all threads, with `algorithm` as the body of the
+/// `[algorithm]` table. Uses MNIST from `data/mnist` if present (`cargo xtask data mnist`),
+/// else synthetic data of MNIST's shape (a round's cost does not depend on the pixel values).
+pub fn round_config(algorithm: &str) -> ExperimentConfig {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mnist = root.join("data/mnist");
+    let source = if mnist.join("train-images-idx3-ubyte.gz").exists() {
+        format!("kind = \"mnist\"\ndir = {:?}", mnist)
+    } else {
+        "kind = \"synthetic\"\nsamples = 60000\ntest_samples = 1000\nfeatures = 784\nclasses = 10"
+            .into()
+    };
+    let text = format!(
+        "[data]\nsplit = \"one_label\"\nnodes = 200\nbatch = 3\n[data.source]\n{source}\n\
+         [algorithm]\nstep_size = 0.05\n{algorithm}\n[run]\nthreads = 0\nseed = 1\n"
+    );
+    ExperimentConfig::from_toml(&text, "round setting").expect("the round setting is valid")
+}
+
+/// The algorithms of the round measurements, by name and `[algorithm]` table body.
+pub const ROUND_ALGORITHMS: [(&str, &str); 5] = [
+    ("dgd", "name = \"dgd\""),
+    ("lena", "name = \"lena\""),
+    ("lag_wk", "name = \"lag_wk\""),
+    ("diana_qsgd", "name = \"diana\""),
+    (
+        "diana_qsgd_fixed",
+        "name = \"diana\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 4\nbucket = 512\ncoding = \"fixed\"",
+    ),
+];
+
+/// Every node's state for the state-touch bound: four vectors of 7850 f32 per node, 200
+/// nodes (25 MB, inside the 32 MiB L3).
+pub fn bound_state() -> Vec<Vec<f32>> {
+    (0..200 * 4).map(|i| vec![i as f32 * 1e-6; 7850]).collect()
+}
+
+/// The bound of issue 3: reads the four vectors of every node once and writes one of them
+/// (`e += 0.1 g - v` and `||mom||^2`), on one thread or split in two halves on two.
+pub fn touch_state_once(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f32 {
+    let part = |part: &mut [Vec<f32>]| {
+        let mut acc = 0.0f32;
+        for node in part.chunks_mut(4) {
+            let (e, rest) = node.split_first_mut().expect("four vectors per node");
+            acc += k.ef_update(e, 0.1, &rest[0], &rest[1]);
+            acc += k.norm2_sq(&rest[2]);
+        }
+        acc
+    };
+    if threads <= 1 {
+        part(state)
+    } else {
+        let (a, b) = state.split_at_mut(state.len() / 2);
+        let (x, y) = rayon::join(|| part(a), || part(b));
+        x + y
+    }
+}
