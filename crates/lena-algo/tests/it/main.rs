@@ -920,3 +920,99 @@ fn error_feedback_rejects_non_contractive_compressors() {
         .is_err()
     );
 }
+
+/// Every `f32s` vector a worker or server lists for its checkpoint, in order.
+struct Vectors(Vec<Vec<f32>>);
+
+impl lena_algo::state::Visitor for Vectors {
+    fn f32s(&mut self, x: &mut [f32]) {
+        self.0.push(x.to_vec());
+    }
+    fn f64(&mut self, _: &mut f64) {}
+    fn u64(&mut self, _: &mut u64) {}
+    fn bool(&mut self, _: &mut bool) {}
+    fn bytes(&mut self, _: &mut Vec<u8>) {}
+    fn trigger(&mut self, _: &mut dyn Trigger) {}
+}
+
+/// LAG-WK with lost uploads: after every round (and the nodes' `on_lost`), each node's g_hat
+/// equals, bit for bit, the gradient its server applies for it. The server keeps them
+/// block-major in blocks of 1024 coordinates, so d = 1100 spans two blocks.
+#[test]
+fn lag_node_and_server_agree_on_g_hat_under_losses() {
+    use lena_algo::{AlgorithmParams, StepSize};
+    use rand::{Rng, SeedableRng};
+    let (m, d, block) = (3, 1100, 1024);
+    let alg = AlgorithmParams::LagWk {
+        step_size: StepSize::Value(0.1),
+        depth: 10,
+        xi: None,
+        compressor: None,
+    }
+    .check(d)
+    .unwrap();
+    let (mut ws, mut server) = (alg.workers(m, d), alg.server(m, d));
+    let mut msgs = vec![Message::default(); m];
+    let mut w = vec![0.0f32; d];
+    let mut w_prev = w.clone();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(9);
+    let (mut uploads, mut losses) = (0, 0);
+    for t in 0..60u64 {
+        let bc = Broadcast::next(Kernels::detect(), t, &w, (t > 0).then_some(&w_prev[..]));
+        let mut sent = vec![false; m];
+        for i in 0..m {
+            // A fixed gradient per node, moved a lot every third round and barely otherwise,
+            // so the rule both uploads and skips.
+            let noise = if t % 3 == 0 { 1.0 } else { 1e-4 };
+            let g: Vec<f32> = (0..d)
+                .map(|j| {
+                    (i + 1) as f32 * ((j % 7) as f32 - 3.0) + noise * rng.random_range(-1.0f32..1.0)
+                })
+                .collect();
+            struct Given(Vec<f32>);
+            impl lena_algo::GradientOracle for Given {
+                fn gradient(&mut self, _w: &[f32], g: &mut [f32]) -> f64 {
+                    g.copy_from_slice(&self.0);
+                    0.0
+                }
+            }
+            sent[i] = ws[i].step(&bc, &mut Given(g), &mut rng0(), &mut msgs[i]) == Upload::Sent;
+        }
+        let lost: Vec<bool> = sent.iter().map(|&s| s && rng.random_bool(0.3)).collect();
+        let delivered: Vec<bool> = sent.iter().zip(&lost).map(|(&s, &l)| s && !l).collect();
+        uploads += sent.iter().filter(|&&s| s).count();
+        losses += lost.iter().filter(|&&l| l).count();
+        w_prev.copy_from_slice(&w);
+        server
+            .apply(t, &mut w, lena_algo::Uploads::new(&msgs, &delivered))
+            .unwrap();
+        for i in 0..m {
+            if lost[i] {
+                ws[i].on_lost(&msgs[i]);
+            }
+        }
+        let mut s = Vectors(Vec::new());
+        server.visit(&mut s);
+        let last = &s.0[0];
+        for i in 0..m {
+            let mut v = Vectors(Vec::new());
+            ws[i].visit(&mut v);
+            let g_hat = &v.0[0];
+            // The server's copy of node i, gathered from its blocks.
+            let mut server_g = Vec::with_capacity(d);
+            for b in last.chunks(block * m) {
+                let width = b.len() / m;
+                server_g.extend_from_slice(&b[i * width..(i + 1) * width]);
+            }
+            assert!(
+                bit_equal(g_hat, &server_g),
+                "node {i} round {t}: g_hat differs"
+            );
+        }
+    }
+    assert!(
+        uploads > 20 && uploads < 180,
+        "{uploads} uploads: no mix of uploads and skips"
+    );
+    assert!(losses > 5, "{losses} losses");
+}
