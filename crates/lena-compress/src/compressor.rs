@@ -260,6 +260,35 @@ impl Qsgd {
     }
 }
 
+/// Short codes gathered in a local word and handed to a [`BitWriter`] 32 bits at a time.
+///
+/// PERF: one `BitWriter::write` per word instead of one per code (QSGD writes a code for every
+/// coordinate).
+#[derive(Default)]
+struct Word {
+    acc: u64,
+    filled: u32,
+}
+
+impl Word {
+    /// Appends `code`, `len <= 32` bits, writing the word out first if it would overflow.
+    #[inline(always)]
+    fn push(&mut self, w: &mut BitWriter<'_>, code: u32, len: u32) {
+        if self.filled + len > 32 {
+            self.flush(w);
+        }
+        self.acc |= u64::from(code) << self.filled;
+        self.filled += len;
+    }
+
+    /// Writes out what the word holds and empties it.
+    #[inline(always)]
+    fn flush(&mut self, w: &mut BitWriter<'_>) {
+        w.write(self.acc, self.filled);
+        (self.acc, self.filled) = (0, 0);
+    }
+}
+
 impl Compressor for Qsgd {
     fn name(&self) -> String {
         match self.coding {
@@ -319,36 +348,16 @@ impl Compressor for Qsgd {
                 });
                 match self.coding {
                     QsgdCoding::Fixed => {
-                        // PERF: fields gather in a local word, written 32 bits at a time.
-                        let len = width + 1;
-                        let (mut acc, mut filled) = (0u64, 0u32);
+                        let mut word = Word::default();
                         for &f in &fields[..m] {
-                            if filled + len > 32 {
-                                w.write(acc, filled);
-                                (acc, filled) = (0, 0);
-                            }
-                            acc |= u64::from(f) << filled;
-                            filled += len;
+                            word.push(&mut w, f, width + 1);
                         }
-                        w.write(acc, filled);
+                        word.flush(&mut w);
                     }
                     QsgdCoding::EliasGamma => {
-                        // PERF: short codes gather in a local word, written 32 bits at a time.
                         let codes = gamma_codes();
                         let quads = gamma_quad_codes();
-                        let (mut acc, mut filled) = (0u64, 0u32);
-                        // Appends a code (at most 32 bits) to the local word.
-                        macro_rules! push {
-                            ($code:expr, $len:expr) => {{
-                                let len = u32::from($len);
-                                if filled + len > 32 {
-                                    w.write(acc, filled);
-                                    (acc, filled) = (0, 0);
-                                }
-                                acc |= u64::from($code) << filled;
-                                filled += len;
-                            }};
-                        }
+                        let mut word = Word::default();
                         let fields = &fields[..m];
                         let mut i = 0;
                         while i < m {
@@ -359,7 +368,7 @@ impl Compressor for Qsgd {
                             {
                                 let (code, len) =
                                     quads[(f0 | f1 << 2 | f2 << 4 | f3 << 6) as usize];
-                                push!(code, len);
+                                word.push(&mut w, code, u32::from(len));
                                 i += 4;
                                 continue;
                             }
@@ -368,19 +377,18 @@ impl Compressor for Qsgd {
                             if let Some(&(code, len)) = codes.get(f as usize) {
                                 // Code and sign as one field (the same bits as write_gamma
                                 // followed by a 1-bit write), from the table.
-                                push!(code, len);
+                                word.push(&mut w, code, u32::from(len));
                             } else {
                                 let (level, negative) = (f >> 1, f & 1);
                                 let n = u64::from(level) + 1;
-                                w.write(acc, filled);
-                                (acc, filled) = (0, 0);
+                                word.flush(&mut w);
                                 w.write_gamma(n);
                                 if level > 0 {
                                     w.write(u64::from(negative), 1);
                                 }
                             }
                         }
-                        w.write(acc, filled);
+                        word.flush(&mut w);
                     }
                 }
             }
