@@ -1,15 +1,19 @@
 //! `lena`: run communication-efficient distributed learning experiments.
 
 mod backend;
+mod rundir;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lena_algo::{AlgorithmParams, StepSize};
+use lena_sim::checkpoint::{Checkpoint, Mark};
 use lena_sim::config::{DataConfig, DataSource, ModelConfig, RunConfig};
 use lena_sim::metrics::{Format, Writer};
 use lena_sim::{ExperimentConfig, MetricsRow, Observer, Simulation};
-use std::path::PathBuf;
+use rundir::{CHECKPOINT, CONFIG, CSV, INCOMPLETE, INCOMPLETE_NOTE, JSONL, RunDir};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -24,9 +28,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one experiment from a TOML file and/or flags (flags override the file) into an
-    /// output directory: config.toml (resolved), meta.json, metrics.csv, metrics.jsonl (both
-    /// written as the run goes), summary.json, and latency.csv for a network with a clock.
+    /// Run one experiment from a TOML file and/or flags into a new output directory:
+    /// config.toml (resolved), meta.json, metrics.csv, metrics.jsonl (both written as the run
+    /// goes), summary.json, and latency.csv for a network with a clock. Flags apply over the
+    /// file, then every `--set` over both (`--set` always wins).
     Run(Box<RunArgs>),
     /// Draw metrics of one or more runs as a line chart, PNG and SVG.
     Plot(PlotArgs),
@@ -55,6 +60,9 @@ struct SweepArgs {
     /// Output directory (default `runs/NAME-sweep`).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Replace earlier results: the run directories of this grid and sweep.csv.
+    #[arg(long)]
+    force: bool,
     /// Runs at once (default: one per core; each run then gets the remaining threads).
     #[arg(long)]
     jobs: Option<usize>,
@@ -142,7 +150,8 @@ struct RunArgs {
     #[arg(long)]
     batch: Option<usize>,
     /// Algorithm by name, with its default parameters (dgd, lena, lag_wk, lag_ps, lasg_wk2,
-    /// laq, sasg, diana, ef_sgd); the file's `[algorithm]` table gives the others.
+    /// laq, sasg, diana, ef_sgd): replaces the file's `[algorithm]` table, keeping its step
+    /// size; `--set algorithm.FIELD=...` then applies on top.
     #[arg(long, short = 'a')]
     algorithm: Option<String>,
     /// Step size: a number or "c/L" (c over the smoothness constant).
@@ -169,9 +178,13 @@ struct RunArgs {
     /// Use only the first N training samples.
     #[arg(long)]
     max_train: Option<usize>,
-    /// Output directory (default `runs/NAME`, NAME from the experiment file).
+    /// Output directory (default `runs/NAME`, NAME from the experiment file). It must be new
+    /// or empty: a directory holding a run is refused unless `--force`.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Replace the run already in the output directory (removes only the files lena writes).
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -209,6 +222,32 @@ fn default_config() -> ExperimentConfig {
     }
 }
 
+/// Sets `path` (dotted) in `table` to `value`, making tables on the way.
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let (last, path) = parts.split_last().expect("split gives one part");
+    let mut cur = &mut *table;
+    for p in path {
+        cur = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{key}: {p} is not a table"))?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// The table at `path` in `table`, if there is one.
+fn get_path<'t>(table: &'t toml::Table, path: &str) -> Option<&'t toml::Value> {
+    let mut parts = path.split('.');
+    let mut cur = table.get(parts.next()?)?;
+    for p in parts {
+        cur = cur.as_table()?.get(p)?;
+    }
+    Some(cur)
+}
+
 /// Applies `--set key=value` overrides to a TOML document.
 fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
     for set in sets {
@@ -219,21 +258,126 @@ fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
             Ok(mut t) => t.remove("v").expect("parsed"),
             Err(_) => toml::Value::String(raw.to_string()),
         };
-        let parts: Vec<&str> = key.trim().split('.').collect();
-        let (last, path) = parts.split_last().expect("split gives one part");
-        let mut cur = &mut *table;
-        for p in path {
-            cur = cur
-                .entry(p.to_string())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-                .as_table_mut()
-                .with_context(|| format!("--set {set:?}: {p} is not a table"))?;
-        }
-        cur.insert(last.to_string(), value);
+        set_path(table, key, value).with_context(|| format!("--set {set:?}"))?;
     }
     Ok(())
 }
 
+/// Applies the run flags to a TOML document, as the fields they stand for.
+fn apply_flags(table: &mut toml::Table, a: &RunArgs) -> Result<()> {
+    use toml::Value as V;
+    let path = |p: &Path| V::String(p.display().to_string());
+    let kind = get_path(table, "data.source.kind").and_then(|v| v.as_str().map(String::from));
+    let mut source = |fields: Vec<(&str, V)>| {
+        let t: toml::Table = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        set_path(table, "data.source", V::Table(t))
+    };
+    match (a.dataset.as_deref(), &a.train) {
+        (Some("libsvm") | None, Some(train)) => {
+            let mut f = vec![("kind", V::String("libsvm".into())), ("train", path(train))];
+            if let Some(test) = &a.test {
+                f.push(("test", path(test)));
+            }
+            anyhow::ensure!(
+                a.data_dir.is_none(),
+                "--data-dir is for MNIST, not with --train"
+            );
+            source(f)?;
+        }
+        (Some("libsvm"), None) => bail!("--dataset libsvm needs --train FILE"),
+        (Some("mnist"), _) => {
+            anyhow::ensure!(a.test.is_none(), "--test is for LIBSVM data (with --train)");
+            let dir = a.data_dir.clone().unwrap_or("data/mnist".into());
+            source(vec![
+                ("kind", V::String("mnist".into())),
+                ("dir", path(&dir)),
+            ])?;
+        }
+        (Some(other), _) => bail!("unknown --dataset {other:?}, expected one of: mnist, libsvm"),
+        (None, None) => {
+            if let Some(dir) = &a.data_dir {
+                anyhow::ensure!(
+                    kind.as_deref() == Some("mnist"),
+                    "--data-dir is for the mnist source; the experiment's source is {}",
+                    kind.as_deref().unwrap_or("not set")
+                );
+                set_path(table, "data.source.dir", path(dir))?;
+            }
+            if let Some(test) = &a.test {
+                anyhow::ensure!(
+                    kind.as_deref() == Some("libsvm"),
+                    "--test is for LIBSVM data; the experiment's source is {}",
+                    kind.as_deref().unwrap_or("not set")
+                );
+                set_path(table, "data.source.test", path(test))?;
+            }
+        }
+    }
+    let int = |v: u64| V::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+    let mut fields: Vec<(&str, V)> = Vec::new();
+    if let Some(v) = &a.split {
+        fields.push(("data.split", V::String(v.clone())));
+    }
+    if let Some(v) = a.nodes {
+        fields.push(("data.nodes", int(v as u64)));
+    }
+    if let Some(v) = a.batch {
+        fields.push(("data.batch", int(v as u64)));
+    }
+    if let Some(v) = a.max_train {
+        fields.push(("data.max_train", int(v as u64)));
+    }
+    if let Some(name) = &a.algorithm {
+        anyhow::ensure!(
+            lena_algo::ALGORITHM_NAMES.contains(&name.as_str()),
+            "--algorithm {name:?}: unknown variant `{name}`, expected one of: {}",
+            lena_algo::ALGORITHM_NAMES.join(", ")
+        );
+        // NAME's defaults, keeping the step size the file (or the defaults) gave.
+        let mut t = toml::Table::new();
+        t.insert("name".into(), V::String(name.clone()));
+        if let Some(step) = get_path(table, "algorithm.step_size") {
+            t.insert("step_size".into(), step.clone());
+        }
+        table.insert("algorithm".into(), V::Table(t));
+    }
+    if let Some(v) = &a.step {
+        let step = match v.parse::<f64>() {
+            Ok(x) => V::Float(x),
+            Err(_) => V::String(v.clone()),
+        };
+        fields.push(("algorithm.step_size", step));
+    }
+    if let Some(v) = a.lambda {
+        fields.push(("model.lambda", V::Float(f64::from(v))));
+    }
+    if let Some(v) = &a.objective {
+        fields.push(("model.objective", V::String(v.clone())));
+    }
+    if let Some(v) = a.iterations {
+        fields.push(("run.iterations", int(v)));
+    }
+    if let Some(v) = a.eval_every {
+        fields.push(("run.eval_every", int(v)));
+    }
+    if let Some(v) = a.seed {
+        fields.push(("run.seed", int(v)));
+    }
+    if let Some(v) = a.threads {
+        fields.push(("run.threads", int(v as u64)));
+    }
+    for (key, value) in fields {
+        set_path(table, key, value)?;
+    }
+    Ok(())
+}
+
+/// The experiment of `lena run`: the file (or the defaults), then the flags, then every
+/// `--set`, checked once; relative data paths are made absolute (from the current directory)
+/// so that the run directory's config.toml finds the same files from anywhere.
 fn resolve_config(a: &RunArgs) -> Result<ExperimentConfig> {
     let (text, name) = match &a.config {
         Some(path) => {
@@ -245,86 +389,22 @@ fn resolve_config(a: &RunArgs) -> Result<ExperimentConfig> {
         }
         None => (toml::to_string(&default_config())?, "defaults".into()),
     };
-    let mut cfg = if a.sets.is_empty() {
-        ExperimentConfig::from_toml(&text, &name)?
-    } else {
-        let mut table: toml::Table = text.parse()?;
-        apply_sets(&mut table, &a.sets)?;
-        ExperimentConfig::from_toml(&toml::to_string(&table)?, &format!("{name} with --set"))?
-    };
-    let d = &mut cfg.data;
-    match (a.dataset.as_deref(), &a.train) {
-        (Some("libsvm") | None, Some(train)) => {
-            d.source = DataSource::Libsvm {
-                train: train.clone(),
-                test: a.test.clone(),
-            };
-        }
-        (Some("libsvm"), None) => anyhow::bail!("--dataset libsvm needs --train FILE"),
-        (Some("mnist"), _) => {
-            d.source = DataSource::Mnist {
-                dir: a.data_dir.clone().unwrap_or("data/mnist".into()),
-            }
-        }
-        (Some(other), _) => {
-            anyhow::bail!("unknown --dataset {other:?}, expected one of: mnist, libsvm")
-        }
-        (None, None) => {
-            if let (Some(dir), DataSource::Mnist { dir: cur }) = (&a.data_dir, &mut d.source) {
-                *cur = dir.clone();
-            }
-        }
-    }
-    if let Some(v) = &a.split {
-        d.split = v.clone();
-    }
-    if let Some(v) = a.nodes {
-        d.nodes = v;
-    }
-    if let Some(v) = a.batch {
-        d.batch = v;
-    }
-    if let Some(v) = a.max_train {
-        d.max_train = v;
-    }
-    if let Some(name) = &a.algorithm {
-        // Built through the same deserializer as the file, so defaults and errors match.
-        let step = toml::Value::try_from(cfg.algorithm.step_size())?;
-        let mut table = toml::Table::new();
-        table.insert("name".into(), toml::Value::String(name.clone()));
-        table.insert("step_size".into(), step);
-        cfg.algorithm = table.try_into().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("--algorithm {name:?}: {}", e.message())
-        })?;
-    }
-    if let Some(v) = &a.step {
-        let step = match v.parse::<f32>() {
-            Ok(x) => StepSize::Value(x),
-            Err(_) => StepSize::Rule(v.clone()),
-        };
-        *cfg.algorithm.step_size_mut() = step;
-    }
-    if let Some(v) = a.lambda {
-        cfg.model.lambda = v;
-    }
-    if let Some(v) = &a.objective {
-        cfg.model.objective = v.parse().map_err(anyhow::Error::msg)?;
-    }
-    let r = &mut cfg.run;
-    if let Some(v) = a.iterations {
-        r.iterations = v;
-    }
-    if let Some(v) = a.eval_every {
-        r.eval_every = v;
-    }
-    if let Some(v) = a.seed {
-        r.seed = v;
-    }
-    if let Some(v) = a.threads {
-        r.threads = v;
-    }
-    cfg.validate()?;
+    let mut table: toml::Table = text.parse()?;
+    apply_flags(&mut table, a)?;
+    apply_sets(&mut table, &a.sets)?;
+    let mut cfg = ExperimentConfig::from_toml(
+        &toml::to_string(&table)?,
+        &format!("{name} with the command line's flags and --set"),
+    )?;
+    absolute_paths(&mut cfg)?;
     Ok(cfg)
+}
+
+/// Makes the data source's relative paths absolute, from the current directory.
+fn absolute_paths(cfg: &mut ExperimentConfig) -> Result<()> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    cfg.data.source.resolve_paths(&cwd);
+    Ok(())
 }
 
 /// Writes each evaluation (CSV and JSON lines) and checkpoints, and drives the progress bar.
@@ -333,14 +413,12 @@ struct Progress {
     csv: Writer,
     jsonl: Writer,
     rows: Vec<MetricsRow>,
-    dir: PathBuf,
+    dir: RunDir,
+    /// What config.toml holds (every checkpoint records it).
+    config: Mark,
     stop_at: Option<u64>,
     interrupted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
-
-/// The checkpoint file of a run directory: the metrics files' lengths at the checkpoint, then
-/// the simulation's state.
-const CHECKPOINT: &str = "checkpoint.bin";
 
 impl Observer for Progress {
     fn on_eval(&mut self, row: &MetricsRow) -> lena_sim::Result<()> {
@@ -360,21 +438,19 @@ impl Observer for Progress {
     }
 
     fn on_checkpoint(&mut self, round: u64, state: &[u8]) -> lena_sim::Result<()> {
-        // Atomic: written beside the old one, then renamed over it.
-        let mut bytes = Vec::with_capacity(state.len() + 24);
-        bytes.extend_from_slice(&round.to_le_bytes());
-        bytes.extend_from_slice(&self.csv.written()?.to_le_bytes());
-        bytes.extend_from_slice(&self.jsonl.written()?.to_le_bytes());
-        bytes.extend_from_slice(state);
-        let path = self.dir.join(CHECKPOINT);
-        let tmp = self.dir.join(format!("{CHECKPOINT}.tmp"));
-        let io = |err| lena_sim::Error::Io {
-            path: path.clone(),
-            err,
-        };
-        std::fs::write(&tmp, &bytes).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(())
+        // The metrics the checkpoint records are on disk before it is.
+        self.csv.sync()?;
+        self.jsonl.sync()?;
+        Checkpoint {
+            round,
+            files: vec![
+                (CONFIG.into(), self.config),
+                (CSV.into(), self.csv.mark()),
+                (JSONL.into(), self.jsonl.mark()),
+            ],
+            state: Cow::Borrowed(state),
+        }
+        .write(&self.dir.file(CHECKPOINT))
     }
 }
 
@@ -395,20 +471,13 @@ struct Meta<'a> {
     backend: String,
 }
 
-/// A note that lives in a run directory until the run has finished: whoever finds metrics
-/// files beside it knows they stop early, and why.
-const INCOMPLETE: &str = "INCOMPLETE";
-const INCOMPLETE_NOTE: &str = "This run has not finished (it is running, or it was stopped or \
-killed): metrics.csv and metrics.jsonl end at the last evaluation written. `lena resume` on this \
-directory continues from checkpoint.bin if there is one.\n";
-
 fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn run(a: RunArgs) -> Result<()> {
     let cfg = resolve_config(&a)?;
-    let dir = a.output.clone().unwrap_or_else(|| {
+    let path = a.output.clone().unwrap_or_else(|| {
         let stem = a
             .config
             .as_ref()
@@ -422,21 +491,20 @@ fn run(a: RunArgs) -> Result<()> {
         let sim = Simulation::new(cfg).context("cannot set up the experiment")?;
         return started.serve(sim);
     }
-    run_in(cfg, &dir, a.quiet, a.stop_at, true, &started).map(|_| ())
+    let dir = RunDir::create(&path, a.force)?;
+    run_in(cfg, dir, a.quiet, a.stop_at, true, &started).map(|_| ())
 }
 
-/// Runs `cfg` into the run directory `dir`; returns the evaluations.
+/// Sets up `cfg` and runs it into the claimed run directory `dir`; returns the evaluations.
+/// A set-up failure leaves nothing behind; a later failure is noted in `INCOMPLETE`.
 fn run_in(
     cfg: ExperimentConfig,
-    dir: &std::path::Path,
+    dir: RunDir,
     quiet: bool,
     stop_at: Option<u64>,
     print: bool,
     backend: &backend::Started,
 ) -> Result<Vec<MetricsRow>> {
-    let dir = dir.to_path_buf();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    write_file(&dir.join("config.toml"), &toml::to_string(&cfg)?)?;
     let iterations = cfg.run.iterations;
     let threads = if cfg.run.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -444,7 +512,15 @@ fn run_in(
         cfg.run.threads
     };
     let seed = cfg.run.seed;
-    let sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    let config_text = toml::to_string(&cfg)?;
+    let sim = match Simulation::new(cfg) {
+        Ok(sim) => sim,
+        Err(e) => {
+            dir.abandon();
+            return Err(anyhow::Error::new(e).context("cannot set up the experiment"));
+        }
+    };
+    let config = dir.write(CONFIG, &config_text)?;
     let sizes = sim.node_sizes();
     let simd = lena_kernels::Kernels::detect().name();
     let meta = Meta {
@@ -466,12 +542,11 @@ fn run_in(
             .map_or(0, |d| d.as_secs()),
         backend: backend.describe(),
     };
-    write_file(
-        &dir.join("meta.json"),
-        &serde_json::to_string_pretty(&meta)?,
-    )?;
-    write_file(&dir.join(INCOMPLETE), INCOMPLETE_NOTE)?;
-    let sim = backend.attach(sim, Some(&dir.join(INCOMPLETE)))?;
+    dir.write(rundir::META, &serde_json::to_string_pretty(&meta)?)?;
+    dir.write(INCOMPLETE, INCOMPLETE_NOTE)?;
+    let sim = backend
+        .attach(sim, Some(&dir.file(INCOMPLETE)))
+        .inspect_err(|e| dir.note_failure(&format!("{e:#}")))?;
     let bar = if quiet {
         ProgressBar::hidden()
     } else {
@@ -483,16 +558,17 @@ fn run_in(
             meta.node_samples.0,
             meta.node_samples.1,
             meta.step_size,
-            dir.display(),
+            dir.path().display(),
         ));
         bar
     };
     let obs = Progress {
         bar,
-        csv: Writer::create(&dir.join("metrics.csv"), Format::Csv)?,
-        jsonl: Writer::create(&dir.join("metrics.jsonl"), Format::Jsonl)?,
+        csv: Writer::create(&dir.file(CSV), Format::Csv)?,
+        jsonl: Writer::create(&dir.file(JSONL), Format::Jsonl)?,
         rows: Vec::new(),
-        dir: dir.clone(),
+        dir,
+        config,
         stop_at,
         interrupted: interrupted(),
     };
@@ -550,17 +626,18 @@ impl std::error::Error for StoppedRun {}
 
 /// Runs to the end, then writes latency statistics and the summary.
 fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<MetricsRow>> {
-    let dir = obs.dir.clone();
     let res = sim.run(&mut obs);
     obs.bar.finish_and_clear();
+    let dir = obs.dir.path().to_path_buf();
+    match &res {
+        Ok(_) | Err(lena_sim::Error::Stopped(_)) => {}
+        Err(e) => obs
+            .dir
+            .note_failure(&format!("at round {}: {e}", sim.round())),
+    }
     if let Err(lena_sim::Error::Transport(e)) = &res {
-        // Another process exited or hangs: say so beside the metrics, then end the whole job
-        // (a hung rank would never return).
-        let note = format!(
-            "{INCOMPLETE_NOTE}The run stopped at round {}: {e}.\n",
-            sim.round()
-        );
-        let _ = std::fs::write(dir.join(INCOMPLETE), note);
+        // Another process exited or hangs: say so, then end the whole job (a hung rank would
+        // never return).
         eprintln!(
             "lena: {e}; the run stopped at round {}; metrics so far and the last checkpoint are \
              in {}",
@@ -589,7 +666,7 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
                 s.rounds, s.mean, s.min, s.max, s.p5, s.p95
             ));
         }
-        write_file(&dir.join("latency.csv"), &text)?;
+        obs.dir.write(rundir::LATENCY, &text)?;
     }
     let l = &summary.last;
     let json = serde_json::json!({
@@ -599,11 +676,10 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
         "latency_final": latency.as_ref().and_then(|s| s.last().copied()),
         "traffic": sim.traffic(),
     });
-    write_file(
-        &dir.join("summary.json"),
-        &serde_json::to_string_pretty(&json)?,
-    )?;
-    let _ = std::fs::remove_file(dir.join(INCOMPLETE));
+    obs.dir
+        .write(rundir::SUMMARY, &serde_json::to_string_pretty(&json)?)?;
+    std::fs::remove_file(obs.dir.file(INCOMPLETE))
+        .with_context(|| format!("cannot remove {}", obs.dir.file(INCOMPLETE).display()))?;
     #[allow(clippy::print_stdout)]
     if print {
         println!(
@@ -706,10 +782,11 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
             .chain(combo.iter().map(|(k, v)| format!("{k}={v}")))
             .collect();
         apply_sets(&mut table, &sets)?;
-        let cfg = ExperimentConfig::from_toml(
+        let mut cfg = ExperimentConfig::from_toml(
             &toml::to_string(&table)?,
             &format!("{name} with {}", sets.join(" ")),
         )?;
+        absolute_paths(&mut cfg)?;
         let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let label = if label.is_empty() {
             "base".to_string()
@@ -726,6 +803,21 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
             .map_or("run".into(), |s| s.to_string_lossy().into_owned());
         PathBuf::from("runs").join(format!("{stem}-sweep"))
     });
+    // Every run directory is claimed before anything runs: earlier results are refused (or,
+    // with --force, replaced) all at once, not run by run.
+    let table_path = out.join("sweep.csv");
+    anyhow::ensure!(
+        a.force || !table_path.exists(),
+        "{} already holds a sweep ({} exists); pass --force to replace its results, or choose \
+         another output directory with -o",
+        out.display(),
+        table_path.display()
+    );
+    let mut claimed = Vec::with_capacity(jobs_cfg.len());
+    for (label, _) in &jobs_cfg {
+        let dir = out.join(label.replace(['/', ' ', '"'], "_"));
+        claimed.push(std::sync::Mutex::new(Some(RunDir::create(&dir, a.force)?)));
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = a.jobs.unwrap_or(cores).clamp(1, jobs_cfg.len().max(1));
     let threads_each = (cores / jobs).max(1);
@@ -766,9 +858,13 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
                     if cfg.run.threads == 0 {
                         cfg.run.threads = threads_each;
                     }
-                    let dir = out.join(label.replace(['/', ' ', '"'], "_"));
+                    let dir = claimed[i]
+                        .lock()
+                        .expect("no panics while holding the lock")
+                        .take()
+                        .expect("each run directory is taken once");
                     let local = backend::Started::local();
-                    let r = run_in(cfg, &dir, true, None, false, &local);
+                    let r = run_in(cfg, dir, true, None, false, &local);
                     *results[i].lock().expect("no panics while holding the lock") = Some(r);
                     bar.inc(1);
                     bar.set_message(label.clone());
@@ -831,14 +927,10 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         }
         table.push('\n');
     }
-    write_file(&out.join("sweep.csv"), &table)?;
+    write_file(&table_path, &table)?;
     #[allow(clippy::print_stdout)]
     {
-        println!(
-            "{} runs; table in {}",
-            jobs_cfg.len(),
-            out.join("sweep.csv").display()
-        );
+        println!("{} runs; table in {}", jobs_cfg.len(), table_path.display());
         if let Some((c, v)) = &target {
             match &best {
                 Some((cost, label)) => {
@@ -865,45 +957,85 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
 
 fn resume(a: ResumeArgs) -> Result<()> {
     let started = a.backend.start()?;
-    let dir = a.dir;
-    let cfg_path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| {
-        format!(
-            "cannot read {} (is {} a run directory?)",
-            cfg_path.display(),
-            dir.display()
-        )
-    })?;
-    let cfg = ExperimentConfig::from_toml(&text, &cfg_path.display().to_string())?;
-    let ckpt_path = dir.join(CHECKPOINT);
-    let bytes = std::fs::read(&ckpt_path).with_context(|| {
-        format!(
-            "cannot read {}: no checkpoint to resume from",
-            ckpt_path.display()
-        )
-    })?;
-    anyhow::ensure!(
-        bytes.len() >= 24,
-        "{}: truncated checkpoint",
-        ckpt_path.display()
-    );
-    let word = |i: usize| u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"));
-    let (round, csv_len, jsonl_len) = (word(0), word(1), word(2));
-    let iterations = cfg.run.iterations;
-    let sim = Simulation::new(cfg).context("cannot set up the experiment")?;
+    let cfg_path = a.dir.join(CONFIG);
+    let read_config = || -> Result<(String, ExperimentConfig)> {
+        let text = std::fs::read_to_string(&cfg_path).with_context(|| {
+            format!(
+                "cannot read {} (is {} a run directory?)",
+                cfg_path.display(),
+                a.dir.display()
+            )
+        })?;
+        let cfg = ExperimentConfig::from_toml(&text, &cfg_path.display().to_string())?;
+        Ok((text, cfg))
+    };
+    let set_up = |cfg: ExperimentConfig| {
+        let relative = match &cfg.data.source {
+            lena_sim::config::DataSource::Mnist { dir } => dir.is_relative(),
+            lena_sim::config::DataSource::Libsvm { train, test } => {
+                train.is_relative() || test.as_ref().is_some_and(|t| t.is_relative())
+            }
+            lena_sim::config::DataSource::Synthetic { .. } => false,
+        };
+        Simulation::new(cfg).with_context(|| {
+            let from = if relative {
+                let cwd = std::env::current_dir().unwrap_or_default();
+                format!(
+                    " (its relative data paths are read from the current directory, {})",
+                    cwd.display()
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "cannot set up the experiment of {}{from}",
+                cfg_path.display()
+            )
+        })
+    };
     if started.is_worker() {
         // The server sends the checkpoint's state with its first command.
-        return started.serve(sim);
+        let (_, cfg) = read_config()?;
+        return started.serve(set_up(cfg)?);
     }
-    write_file(&dir.join(INCOMPLETE), INCOMPLETE_NOTE)?;
-    let mut sim = started.attach(sim, Some(&dir.join(INCOMPLETE)))?;
-    sim.load_state(&bytes[24..])
+    let dir = RunDir::open(&a.dir)?;
+    let (text, cfg) = read_config()?;
+    let iterations = cfg.run.iterations;
+    // Everything is checked before anything in the directory is written.
+    let found = rundir::verify(&dir, &text, &cfg)?;
+    let ck = found.checkpoint;
+    let ckpt_path = dir.file(CHECKPOINT);
+    let mut sim = set_up(cfg)?;
+    sim.load_state(&ck.state)
         .with_context(|| format!("{}", ckpt_path.display()))?;
     anyhow::ensure!(
-        sim.round() == round,
-        "{}: round mismatch",
-        ckpt_path.display()
+        sim.round() == ck.round,
+        "{}: its header says round {}, its state round {}",
+        ckpt_path.display(),
+        ck.round,
+        sim.round()
     );
+    let mark = |name| ck.file(name).expect("verified");
+    if let Some(rows) = &found.rebuild_csv {
+        let tmp = dir.file("metrics.csv.tmp");
+        std::fs::write(&tmp, lena_sim::metrics::render(rows, Format::Csv))
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.file(CSV))
+            .with_context(|| format!("cannot replace {}", dir.file(CSV).display()))?;
+    }
+    let csv = Writer::resume(&dir.file(CSV), Format::Csv, mark(CSV))?;
+    let jsonl = Writer::resume(&dir.file(JSONL), Format::Jsonl, mark(JSONL))?;
+    dir.write(INCOMPLETE, INCOMPLETE_NOTE)?;
+    let sim = started
+        .attach(sim, Some(&dir.file(INCOMPLETE)))
+        .inspect_err(|e| dir.note_failure(&format!("{e:#}")))?;
+    let mut sim = sim;
+    if started.ranks() > 1 {
+        // The worker processes get the state with the restore command.
+        sim.load_state(&ck.state)
+            .with_context(|| format!("{}", ckpt_path.display()))?;
+    }
+    let round = ck.round;
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
@@ -911,16 +1043,17 @@ fn resume(a: ResumeArgs) -> Result<()> {
         bar.set_position(round);
         bar.println(format!(
             "lena: resuming {} at iteration {round}",
-            dir.display()
+            dir.path().display()
         ));
         bar
     };
     let obs = Progress {
         bar,
-        csv: Writer::resume(&dir.join("metrics.csv"), Format::Csv, csv_len)?,
-        jsonl: Writer::resume(&dir.join("metrics.jsonl"), Format::Jsonl, jsonl_len)?,
+        csv,
+        jsonl,
         rows: Vec::new(),
-        dir: dir.clone(),
+        config: mark(CONFIG),
+        dir,
         stop_at: a.stop_at,
         interrupted: interrupted(),
     };

@@ -197,7 +197,7 @@ fn bad_input_exits_1_with_a_message() {
         ),
         (
             &["run", "--objective", "hinge", "--data-dir", "x"],
-            "expected one of: logistic_ova, softmax",
+            "`objective = \"hinge\"`: unknown variant `hinge`, expected one of `logistic_ova`",
         ),
         (
             &["run", "-a", "lenna", "--data-dir", "x"],
@@ -251,7 +251,9 @@ fn every_algorithm_runs_from_the_command_line() {
         "dgd", "lena", "lag_wk", "lag_ps", "lasg_wk2", "laq", "sasg", "diana", "ef_sgd",
     ] {
         let out = lena(
-            &["run", "exp.toml", "-q", "-a", name, "-n", "15", "-o", "a"],
+            &[
+                "run", "exp.toml", "-q", "-a", name, "-n", "15", "-o", "a", "--force",
+            ],
             dir.path(),
         );
         assert!(
@@ -286,9 +288,10 @@ fn resume_continues_to_the_same_bytes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Stopped twice (as by Ctrl-C), resumed twice.
+    // Stopped twice (as by Ctrl-C), resumed twice; the first stop is on an evaluation round,
+    // whose row the resumed run must still have.
     let out = lena(
-        &["run", "exp.toml", "-q", "-o", "cut", "--stop-at", "17"],
+        &["run", "exp.toml", "-q", "-o", "cut", "--stop-at", "20"],
         dir.path(),
     );
     assert_eq!(
@@ -324,7 +327,11 @@ fn resume_continues_to_the_same_bytes() {
     // No checkpoint: a clear error.
     let out = lena(&["resume", "nowhere", "-q"], dir.path());
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is nowhere a run directory?"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nowhere is not a run directory: it has no config.toml"),
+        "{err}"
+    );
 }
 
 /// A sweep runs every combination, each into its own directory with the same metrics as the

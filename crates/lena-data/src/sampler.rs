@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 /// Draws minibatches of row indices `0..n`.
 ///
 /// With replacement, each index is drawn uniformly and independently. Without replacement, the
-/// sampler walks a random permutation and reshuffles when it runs out (epoch-wise sampling),
-/// so no index repeats within a batch while `batch <= n`.
+/// sampler walks a random permutation and reshuffles when it runs out (epoch-wise sampling):
+/// every index appears once per epoch, and an index can repeat within a batch only when the
+/// batch straddles the end of an epoch (never when `batch` divides `n`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BatchSampler {
     n: usize,
@@ -20,6 +21,37 @@ impl BatchSampler {
     /// The sampler's state (permutation and position), for checkpoints.
     pub fn state_mut(&mut self) -> (&mut Vec<u32>, &mut usize) {
         (&mut self.perm, &mut self.pos)
+    }
+
+    /// Checks a state restored through [`Self::state_mut`]: without replacement, a
+    /// permutation of `0..n` and a position in `0..=n`; with replacement, no permutation.
+    pub fn check(&self) -> Result<(), String> {
+        if self.replacement {
+            return if self.perm.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} permutation entries for sampling with replacement",
+                    self.perm.len()
+                ))
+            };
+        }
+        if self.perm.len() != self.n || self.pos > self.n {
+            return Err(format!(
+                "permutation of {} entries at position {}, expected {} entries",
+                self.perm.len(),
+                self.pos,
+                self.n
+            ));
+        }
+        let mut seen = vec![false; self.n];
+        for &i in &self.perm {
+            match seen.get_mut(i as usize) {
+                Some(s) if !*s => *s = true,
+                _ => return Err(format!("entry {i} is out of range or repeated")),
+            }
+        }
+        Ok(())
     }
 
     /// A sampler over `0..n`.

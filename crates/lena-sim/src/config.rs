@@ -189,6 +189,28 @@ pub enum DataSource {
     },
 }
 
+impl DataSource {
+    /// Makes relative paths absolute by joining them to `base` (e.g. the directory a run was
+    /// started from), so that the source names the same files from any directory.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        match self {
+            DataSource::Mnist { dir } => fix(dir),
+            DataSource::Libsvm { train, test } => {
+                fix(train);
+                if let Some(t) = test {
+                    fix(t);
+                }
+            }
+            DataSource::Synthetic { .. } => {}
+        }
+    }
+}
+
 fn default_separation() -> f32 {
     3.0
 }

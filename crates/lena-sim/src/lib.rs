@@ -6,6 +6,7 @@
 //! - [`config`]: the experiment file (TOML), with errors that name the field;
 //! - [`streams`]: seeded RNG streams, one per node and purpose;
 //! - [`Simulation`]: loads data, splits it, builds workers and server, runs rounds, evaluates;
+//! - [`checkpoint`]: the checkpoint file (versioned, checksummed, verified before it is parsed);
 //! - [`metrics`]: one [`MetricsRow`] per evaluation, written as CSV or JSON lines as it goes;
 //! - [`exchange`]: the seam a multi-process backend (`lena-mpi`) plugs into.
 //!
@@ -14,6 +15,7 @@
 //! node's work depends only on its own stream, and the server combines messages in node order,
 //! so the metrics do not depend on the number of threads.
 
+pub mod checkpoint;
 pub mod config;
 pub mod exchange;
 pub mod metrics;
@@ -61,6 +63,14 @@ pub enum Error {
         /// Underlying error.
         #[source]
         err: std::io::Error,
+    },
+    /// A metrics file does not hold what a checkpoint recorded for it.
+    #[error("{path}: {what}")]
+    Metrics {
+        /// File.
+        path: std::path::PathBuf,
+        /// What does not match.
+        what: String,
     },
     /// An observer asked to stop (e.g. Ctrl-C).
     #[error("stopped by the caller at iteration {0}")]

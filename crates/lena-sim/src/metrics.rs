@@ -1,5 +1,6 @@
 //! Metrics: one row per evaluation, written as CSV or JSON lines while the run goes.
 
+use crate::checkpoint::Mark;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -61,11 +62,14 @@ impl Format {
     }
 }
 
-/// Writes metric rows to a file, flushing each so an interrupted run keeps what it wrote.
+/// Writes metric rows to a file, flushing each so an interrupted run keeps what it wrote, and
+/// keeps the file's [`Mark`] (length, lines, CRC-32C) for checkpoints.
 pub struct Writer {
     path: PathBuf,
     file: std::io::BufWriter<std::fs::File>,
     format: Format,
+    mark: Mark,
+    line: String,
 }
 
 /// The CSV header, one column per [`MetricsRow`] field.
@@ -86,16 +90,18 @@ impl Writer {
             path: path.into(),
             file: std::io::BufWriter::new(file),
             format,
+            mark: Mark::default(),
+            line: String::new(),
         };
-        if format == Format::Csv {
-            writeln!(w.file, "{CSV_HEADER}").map_err(io)?;
-        }
+        w.line = render(&[], format);
+        w.put()?;
         Ok(w)
     }
 
-    /// Reopens `path` to continue a run: keeps its first `len` bytes (what was written up to a
-    /// checkpoint) and appends after them.
-    pub fn resume(path: &Path, format: Format, len: u64) -> Result<Self> {
+    /// Reopens `path` to continue a run from a checkpoint that recorded `mark`: verifies the
+    /// file ([`verify`]), cuts what follows the mark, and appends after it.
+    pub fn resume(path: &Path, format: Format, mark: Mark) -> Result<Self> {
+        verify(path, mark)?;
         let io = |err| Error::Io {
             path: path.into(),
             err,
@@ -104,55 +110,154 @@ impl Writer {
             .write(true)
             .open(path)
             .map_err(io)?;
-        file.set_len(len).map_err(io)?;
+        file.set_len(mark.len).map_err(io)?;
         let mut file = std::io::BufWriter::new(file);
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(mark.len)).map_err(io)?;
         Ok(Self {
             path: path.into(),
             file,
             format,
+            mark,
+            line: String::new(),
         })
     }
 
-    /// Bytes written so far (the file's length once flushed).
-    pub fn written(&mut self) -> Result<u64> {
-        let io = |err| Error::Io {
-            path: self.path.clone(),
-            err,
-        };
-        self.file.flush().map_err(io)?;
-        self.file.get_ref().metadata().map(|m| m.len()).map_err(io)
+    /// What the file holds so far (all of it is flushed: every write flushes).
+    pub fn mark(&self) -> Mark {
+        self.mark
     }
 
-    /// Appends one row and flushes.
-    pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
-        let res = match self.format {
-            Format::Csv => writeln!(
-                self.file,
-                "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3},{:.3}",
-                row.iteration,
-                row.train_loss,
-                row.test_accuracy,
-                row.uploads,
-                row.bits,
-                row.delivered,
-                row.lost,
-                row.late,
-                row.dropped,
-                row.latency_seconds,
-                row.upload_frequency,
-                row.wall_seconds,
-                row.comm_seconds
-            ),
-            Format::Jsonl => {
-                let line = serde_json::to_string(row).expect("metrics rows serialise");
-                writeln!(self.file, "{line}")
-            }
-        };
-        res.and_then(|_| self.file.flush())
+    /// Makes what was written durable (before a checkpoint that records it).
+    pub fn sync(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .and_then(|_| self.file.get_ref().sync_data())
             .map_err(|err| Error::Io {
                 path: self.path.clone(),
                 err,
             })
+    }
+
+    /// Writes `self.line` and flushes.
+    fn put(&mut self) -> Result<()> {
+        let res = self
+            .file
+            .write_all(self.line.as_bytes())
+            .and_then(|_| self.file.flush());
+        res.map_err(|err| Error::Io {
+            path: self.path.clone(),
+            err,
+        })?;
+        self.mark.append(self.line.as_bytes());
+        Ok(())
+    }
+
+    /// Appends one row and flushes.
+    pub fn write(&mut self, row: &MetricsRow) -> Result<()> {
+        self.line.clear();
+        render_row(row, self.format, &mut self.line);
+        self.put()
+    }
+}
+
+/// The first `mark.len` bytes of `path`, if they are exactly those a checkpoint recorded in
+/// `mark` (length, lines, CRC-32C); otherwise [`Error::Metrics`] saying how they differ.
+fn prefix(path: &Path, mark: Mark) -> Result<Vec<u8>> {
+    let io = |err| Error::Io {
+        path: path.into(),
+        err,
+    };
+    let bad = |what: String| Error::Metrics {
+        path: path.into(),
+        what,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len < mark.len {
+        return Err(bad(format!(
+            "{len} bytes, shorter than the {} bytes written up to the checkpoint",
+            mark.len
+        )));
+    }
+    let mut bytes = Vec::with_capacity(mark.len as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, mark.len), &mut bytes).map_err(io)?;
+    let found = Mark::of(&bytes);
+    if found != mark {
+        return Err(bad(format!(
+            "its first {} bytes are not those written up to the checkpoint ({} lines, CRC-32C \
+             {:08x}; expected {} lines, {:08x}): the file was changed",
+            mark.len, found.lines, found.crc, mark.lines, mark.crc
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Checks that `path` begins with exactly the bytes a checkpoint recorded in `mark`. Reads
+/// only: a file that fails is left as it is.
+pub fn verify(path: &Path, mark: Mark) -> Result<()> {
+    prefix(path, mark).map(|_| ())
+}
+
+/// The rows in the first `mark.len` bytes of the metrics file `path`, verified against `mark`.
+pub fn read_rows(path: &Path, format: Format, mark: Mark) -> Result<Vec<MetricsRow>> {
+    let bytes = prefix(path, mark)?;
+    let bad = |what: String| Error::Metrics {
+        path: path.into(),
+        what,
+    };
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| bad(format!("byte {}: not UTF-8", e.valid_up_to())))?;
+    match format {
+        Format::Jsonl => text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .map_err(|e| bad(format!("line {}: not a metrics row: {e}", i + 1)))
+            })
+            .collect(),
+        Format::Csv => Err(bad("rows are read back from JSON lines only".into())),
+    }
+}
+
+/// The text a [`Writer`] of `format` writes for `rows`, header included.
+pub fn render(rows: &[MetricsRow], format: Format) -> String {
+    let mut out = String::new();
+    if format == Format::Csv {
+        out.push_str(CSV_HEADER);
+        out.push('\n');
+    }
+    for row in rows {
+        render_row(row, format, &mut out);
+    }
+    out
+}
+
+/// Appends one row as `format` writes it, newline included.
+fn render_row(row: &MetricsRow, format: Format, out: &mut String) {
+    use std::fmt::Write as _;
+    match format {
+        Format::Csv => writeln!(
+            out,
+            "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3},{:.3}",
+            row.iteration,
+            row.train_loss,
+            row.test_accuracy,
+            row.uploads,
+            row.bits,
+            row.delivered,
+            row.lost,
+            row.late,
+            row.dropped,
+            row.latency_seconds,
+            row.upload_frequency,
+            row.wall_seconds,
+            row.comm_seconds
+        )
+        .expect("writing to a String"),
+        Format::Jsonl => {
+            out.push_str(&serde_json::to_string(row).expect("metrics rows serialise"));
+            out.push('\n');
+        }
     }
 }

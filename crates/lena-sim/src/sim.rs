@@ -19,7 +19,9 @@ use std::time::Instant;
 pub trait Observer {
     /// After each evaluation. Returning an error stops the run with it.
     fn on_eval(&mut self, row: &MetricsRow) -> Result<()>;
-    /// After each round; returning `false` stops the run (e.g. on Ctrl-C), after a checkpoint.
+    /// After each round; returning `false` stops the run (e.g. on Ctrl-C) after that round's
+    /// evaluation, if one is due, and a checkpoint. After the last round the run has finished
+    /// and a stop is moot.
     fn on_round(&mut self, _round: u64) -> bool {
         true
     }
@@ -182,6 +184,22 @@ pub struct Simulation {
     fresh: bool,
     /// Reused buffer for what crosses the transport.
     wire: Vec<u8>,
+    /// CRC-32C of the training and test data as loaded (part of the checkpoint fingerprint,
+    /// so that a checkpoint never resumes on other data under the same file names).
+    data_digest: u32,
+}
+
+/// CRC-32C of datasets' shapes, features and labels.
+fn digest(sets: &[&Dataset]) -> u32 {
+    let mut crc = 0;
+    for d in sets {
+        for n in [d.n_samples(), d.n_features, d.n_classes] {
+            crc = crc32c::crc32c_append(crc, &(n as u64).to_le_bytes());
+        }
+        crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(&d.features));
+        crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(&d.labels));
+    }
+    crc
 }
 
 /// Loads `(train, test)` for a data source.
@@ -271,6 +289,25 @@ impl Simulation {
             &split_kind,
             streams::derive(seed, Purpose::Split, 0),
         )?;
+        if cfg.data.batch > 0
+            && !cfg.data.replacement
+            && let Some((node, rows)) = parts
+                .iter()
+                .enumerate()
+                .filter(|(_, rows)| rows.len() < cfg.data.batch)
+                .min_by_key(|(_, rows)| rows.len())
+        {
+            return Err(Error::Config(format!(
+                "data.batch = {} is larger than node {node}'s {} samples: its minibatches would \
+                 repeat samples, a different estimator from full batch; use data.batch = 0 for \
+                 full batch, data.batch <= {}, or data.replacement = true to sample with \
+                 replacement",
+                cfg.data.batch,
+                rows.len(),
+                rows.len()
+            )));
+        }
+        let data_digest = digest(&[&train, &test]);
         if let (lena_algo::StepSize::Rule(r), Model::Cnn(_)) = (cfg.algorithm.step_size(), model) {
             return Err(Error::Config(format!(
                 "algorithm.step_size = {r:?}: a \"c/L\" rule needs the objective's smoothness \
@@ -364,6 +401,7 @@ impl Simulation {
             hosted: vec![true; m],
             fresh: true,
             wire: Vec::new(),
+            data_digest,
             cfg,
         })
     }
@@ -522,10 +560,52 @@ impl Simulation {
             Ok(rest) => return Err(bad(format!("{} unread bytes at the end", rest.len()))),
             Err(e) => return Err(bad(e)),
         }
+        self.check_loaded().map_err(bad)?;
         if let Some(ex) = self.exchange.as_mut().filter(|e| e.is_server()) {
             ex.command(self.round, Command::Restore, bytes)?;
         }
         self.fresh = true;
+        Ok(())
+    }
+
+    /// Checks the loaded state's indices and invariants, which later rounds rely on.
+    fn check_loaded(&self) -> std::result::Result<(), String> {
+        for (m, node) in self.nodes.iter().enumerate() {
+            node.local
+                .sampler
+                .check()
+                .map_err(|e| format!("node {m}'s minibatch sampler: {e}"))?;
+            if node.plan.offline && node.plan.absent == 0 {
+                return Err(format!("node {m} is offline for 0 rounds"));
+            }
+        }
+        let sum: u64 = self.window.iter().map(|&x| u64::from(x)).sum();
+        if sum != self.window_sum {
+            return Err(format!(
+                "the upload window sums to {sum}, its total says {}",
+                self.window_sum
+            ));
+        }
+        let uploads_per_round = self.nodes.len() as u64;
+        if let Some(&x) = self
+            .window
+            .iter()
+            .find(|&&x| u64::from(x) > uploads_per_round)
+        {
+            return Err(format!(
+                "{x} uploads in one round of the upload window, from {uploads_per_round} nodes"
+            ));
+        }
+        let c = &self.counters;
+        if c.delivered + c.lost + c.dropped > c.uploads || c.late > c.delivered {
+            return Err(format!(
+                "upload counters disagree: {} sent, {} delivered ({} late), {} lost, {} dropped",
+                c.uploads, c.delivered, c.late, c.lost, c.dropped
+            ));
+        }
+        if !self.w.iter().chain(&self.w_prev).all(|x| x.is_finite()) {
+            return Err("the parameters are not finite".into());
+        }
         Ok(())
     }
 
@@ -536,7 +616,9 @@ impl Simulation {
         cfg.run.threads = 0;
         cfg.run.checkpoint_every = 0;
         cfg.run.eval_every = 0;
-        toml::to_string(&cfg).unwrap_or_default().into_bytes()
+        let mut fp = toml::to_string(&cfg).unwrap_or_default().into_bytes();
+        fp.extend_from_slice(&self.data_digest.to_le_bytes());
+        fp
     }
 
     fn visit(&mut self, v: &mut dyn Visitor) {
@@ -986,16 +1068,18 @@ impl Simulation {
         }
         while self.round < total {
             self.step()?;
-            if !obs.on_round(self.round) {
-                obs.on_checkpoint(self.round, &self.try_save_state()?)?;
-                return Err(Error::Stopped(self.round));
-            }
+            let go_on = obs.on_round(self.round) || self.round == total;
+            // A stop comes after the round's evaluation, so the resumed run has its row.
             if self.round.is_multiple_of(every) || self.round == total {
                 last = self.eval_row(start)?;
                 obs.on_eval(&last)?;
             }
-            if ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total {
+            let due = ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total;
+            if due || !go_on {
                 obs.on_checkpoint(self.round, &self.try_save_state()?)?;
+            }
+            if !go_on {
+                return Err(Error::Stopped(self.round));
             }
         }
         Ok(Summary {

@@ -357,6 +357,7 @@ fn lena_tracks_dgd_with_fewer_uploads_on_mnist_slice() {
     );
 }
 
+mod checkpoint;
 mod cnn;
 mod comm;
 mod exchange;
