@@ -43,7 +43,8 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// Runs one curve of `figure` into `out/figure/curve.dir`.
+    /// Runs one curve of `figure` into `out/figure/curve.dir`, replacing the curve's earlier
+    /// run there (`--force`: a figure is re-made whole).
     fn run(&self, figure: &str, c: &Curve, extra: &[String]) -> Result<PathBuf> {
         let dir = self.out.join(figure).join(&c.dir);
         let mut cmd = Command::new(&self.lena);
@@ -51,6 +52,7 @@ impl Ctx {
             .arg("run")
             .arg(format!("experiments/{figure}.toml"))
             .arg("-q")
+            .arg("--force")
             .arg("-o")
             .arg(&dir);
         for s in c.sets.iter().chain(extra) {

@@ -460,7 +460,11 @@ impl StepSize {
                         return Err(Error::BadParam {
                             field: "step_size",
                             expected: "a number or a rule \"c/L\" such as \"1/L\"",
-                            found: format!("{r:?}"),
+                            // At most 80 characters of what was written.
+                            found: match r.char_indices().nth(80) {
+                                None => format!("{r:?}"),
+                                Some((end, _)) => format!("{:?}... ({} bytes)", &r[..end], r.len()),
+                            },
                         });
                     }
                 }

@@ -232,7 +232,13 @@ fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()
             .entry(p.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .with_context(|| format!("{key}: {p} is not a table"))?;
+            .with_context(|| {
+                format!(
+                    "{}: {} is not a table",
+                    lena_data::quote(key),
+                    lena_data::quote(p)
+                )
+            })?;
     }
     cur.insert(last.to_string(), value);
     Ok(())
@@ -253,12 +259,12 @@ fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
     for set in sets {
         let (key, raw) = set
             .split_once('=')
-            .with_context(|| format!("--set {set:?}: expected KEY=VALUE"))?;
+            .with_context(|| format!("--set {}: expected KEY=VALUE", lena_data::quote(set)))?;
         let value = match format!("v = {raw}").parse::<toml::Table>() {
             Ok(mut t) => t.remove("v").expect("parsed"),
             Err(_) => toml::Value::String(raw.to_string()),
         };
-        set_path(table, key, value).with_context(|| format!("--set {set:?}"))?;
+        set_path(table, key, value).with_context(|| format!("--set {}", lena_data::quote(set)))?;
     }
     Ok(())
 }
@@ -296,7 +302,10 @@ fn apply_flags(table: &mut toml::Table, a: &RunArgs) -> Result<()> {
                 ("dir", path(&dir)),
             ])?;
         }
-        (Some(other), _) => bail!("unknown --dataset {other:?}, expected one of: mnist, libsvm"),
+        (Some(other), _) => bail!(
+            "unknown --dataset {}, expected one of: mnist, libsvm",
+            lena_data::quote(other)
+        ),
         (None, None) => {
             if let Some(dir) = &a.data_dir {
                 anyhow::ensure!(
@@ -333,7 +342,8 @@ fn apply_flags(table: &mut toml::Table, a: &RunArgs) -> Result<()> {
     if let Some(name) = &a.algorithm {
         anyhow::ensure!(
             lena_algo::ALGORITHM_NAMES.contains(&name.as_str()),
-            "--algorithm {name:?}: unknown variant `{name}`, expected one of: {}",
+            "--algorithm {}: unknown algorithm, expected one of: {}",
+            lena_data::quote(name),
             lena_algo::ALGORITHM_NAMES.join(", ")
         );
         // NAME's defaults, keeping the step size the file (or the defaults) gave.
@@ -392,7 +402,7 @@ fn resolve_config(a: &RunArgs) -> Result<ExperimentConfig> {
     let mut table: toml::Table = text.parse()?;
     apply_flags(&mut table, a)?;
     apply_sets(&mut table, &a.sets)?;
-    let mut cfg = ExperimentConfig::from_toml(
+    let mut cfg = ExperimentConfig::from_generated_toml(
         &toml::to_string(&table)?,
         &format!("{name} with the command line's flags and --set"),
     )?;
@@ -706,15 +716,19 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
 fn combinations(grid: &[String]) -> Result<Vec<Vec<(String, String)>>> {
     let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
     for axis in grid {
-        let (key, values) = axis
-            .split_once('=')
-            .with_context(|| format!("--grid {axis:?}: expected KEY=V1,V2,..."))?;
+        let (key, values) = axis.split_once('=').with_context(|| {
+            format!("--grid {}: expected KEY=V1,V2,...", lena_data::quote(axis))
+        })?;
         let values: Vec<&str> = values
             .split(',')
             .map(str::trim)
             .filter(|v| !v.is_empty())
             .collect();
-        anyhow::ensure!(!values.is_empty(), "--grid {axis:?}: no values");
+        anyhow::ensure!(
+            !values.is_empty(),
+            "--grid {}: no values",
+            lena_data::quote(axis)
+        );
         combos = combos
             .into_iter()
             .flat_map(|c| {
@@ -735,7 +749,7 @@ fn reached<'a>(rows: &'a [MetricsRow], column: &str, value: f64) -> Result<Optio
         let v = serde_json::to_value(r)?;
         v[column]
             .as_f64()
-            .with_context(|| format!("--target: no metrics column {column:?}"))
+            .with_context(|| format!("--target: no metrics column {}", lena_data::quote(column)))
     };
     // Accuracy-like columns must rise to the target, loss-like ones fall to it.
     let rising = !column.contains("loss");
@@ -756,14 +770,14 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
     let combos = combinations(&a.grid)?;
     let target = match (&a.target, tune) {
         (Some(t), _) => {
-            let (c, v) = t
-                .split_once('=')
-                .with_context(|| format!("--target {t:?}: expected COLUMN=VALUE"))?;
+            let (c, v) = t.split_once('=').with_context(|| {
+                format!("--target {}: expected COLUMN=VALUE", lena_data::quote(t))
+            })?;
             Some((
                 c.trim().to_string(),
                 v.trim()
                     .parse::<f64>()
-                    .with_context(|| format!("--target {t:?}: not a number"))?,
+                    .with_context(|| format!("--target {}: not a number", lena_data::quote(t)))?,
             ))
         }
         (None, true) => {
@@ -782,7 +796,7 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
             .chain(combo.iter().map(|(k, v)| format!("{k}={v}")))
             .collect();
         apply_sets(&mut table, &sets)?;
-        let mut cfg = ExperimentConfig::from_toml(
+        let mut cfg = ExperimentConfig::from_generated_toml(
             &toml::to_string(&table)?,
             &format!("{name} with {}", sets.join(" ")),
         )?;
@@ -915,7 +929,8 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
                         "latency_seconds" => r.latency_seconds,
                         "iteration" => r.iteration as f64,
                         other => anyhow::bail!(
-                            "--minimize {other:?}: expected one of bits, uploads, latency_seconds, iteration"
+                            "--minimize {}: expected one of bits, uploads, latency_seconds, iteration",
+                            lena_data::quote(other)
                         ),
                     };
                     if best.as_ref().is_none_or(|(b, _)| cost < *b) {
@@ -970,13 +985,7 @@ fn resume(a: ResumeArgs) -> Result<()> {
         Ok((text, cfg))
     };
     let set_up = |cfg: ExperimentConfig| {
-        let relative = match &cfg.data.source {
-            lena_sim::config::DataSource::Mnist { dir } => dir.is_relative(),
-            lena_sim::config::DataSource::Libsvm { train, test } => {
-                train.is_relative() || test.as_ref().is_some_and(|t| t.is_relative())
-            }
-            lena_sim::config::DataSource::Synthetic { .. } => false,
-        };
+        let relative = cfg.data.source.paths().iter().any(|p| p.is_relative());
         Simulation::new(cfg).with_context(|| {
             let from = if relative {
                 let cwd = std::env::current_dir().unwrap_or_default();
@@ -1082,8 +1091,9 @@ fn plot(a: PlotArgs) -> Result<()> {
         let col = |name: &str| {
             table.column(name).with_context(|| {
                 format!(
-                    "{}: no column {name:?}; columns are: {}",
+                    "{}: no column {}; columns are: {}",
                     csv.display(),
+                    lena_data::quote(name),
                     table.names.join(", ")
                 )
             })

@@ -201,7 +201,7 @@ fn bad_input_exits_1_with_a_message() {
         ),
         (
             &["run", "-a", "lenna", "--data-dir", "x"],
-            "--algorithm \"lenna\": unknown variant `lenna`, expected one of",
+            "--algorithm \"lenna\": unknown algorithm, expected one of: dgd, lena",
         ),
     ];
     for (args, want) in cases {
@@ -448,4 +448,211 @@ fn an_unfinished_run_directory_has_a_note() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!dir.path().join("r/INCOMPLETE").exists());
+}
+
+/// `--algorithm` used to replace the `[algorithm]` table after `--set` applied, silently
+/// dropping the user's `--set algorithm.beta=0`. Flags apply first, then every `--set`.
+#[test]
+fn flags_then_set_in_one_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(
+        &[
+            "run",
+            "exp.toml",
+            "-q",
+            "-n",
+            "2",
+            "-o",
+            "a",
+            "--set",
+            "algorithm.beta=0",
+            "--algorithm",
+            "lena",
+            "--step",
+            "0.3",
+            "--set",
+            "algorithm.step_size=0.2",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(dir.path().join("a/config.toml")).unwrap();
+    let cfg: toml::Table = config.parse().unwrap();
+    let alg = cfg["algorithm"].as_table().unwrap();
+    assert_eq!(alg["name"].as_str(), Some("lena"));
+    assert_eq!(alg["beta"].as_float(), Some(0.0), "{config}");
+    assert_eq!(alg["step_size"].as_float(), Some(0.2), "{config}");
+    // A flag that does not apply to the experiment's source is an error, not ignored.
+    let out = lena(&["run", "exp.toml", "-q", "--test", "t.svm"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--test is for LIBSVM data"), "{err}");
+}
+
+/// A minibatch larger than a node's samples used to sample with repeats silently.
+#[test]
+fn a_batch_larger_than_a_node_is_an_error_unless_sampling_with_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    // 400 samples over 4 nodes: 100 each.
+    let out = lena(
+        &["run", "exp.toml", "-q", "--batch", "101", "-o", "b"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data.batch = 101 is larger than node")
+            && err.contains("'s 100 samples")
+            && err.contains("data.batch = 0 for full batch")
+            && err.contains("data.replacement = true"),
+        "{err}"
+    );
+    assert!(!dir.path().join("b").exists());
+    let out = lena(
+        &[
+            "run",
+            "exp.toml",
+            "-q",
+            "--batch",
+            "101",
+            "-o",
+            "b",
+            "--set",
+            "data.replacement=true",
+            "-n",
+            "3",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A misspelt field names its own line and table and lists the valid ones, in the file and on
+/// the command line.
+#[test]
+fn unknown_fields_name_their_line_and_the_valid_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = SYNTH.replace(
+        "name = \"dgd\"",
+        "name = \"diana\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevls = 4",
+    );
+    std::fs::write(dir.path().join("exp.toml"), &file).unwrap();
+    let out = lena(&["run", "exp.toml", "-q"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "exp.toml:15: `levls = 4` in [algorithm.compressor]: unknown field `levls`; valid \
+             fields here: `kind`, `levels`, `bucket`, `norm`, `coding`"
+        ),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(
+        &["run", "exp.toml", "-q", "--set", "algorithm.nmae=lena"],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "`nmae = \"lena\"` in [algorithm]: unknown field `nmae`; valid fields here: `name`, \
+             `step_size`, `missing`"
+        ),
+        "{err}"
+    );
+}
+
+/// An error quoting a 20 MB token used to print all of it.
+#[test]
+fn errors_quote_at_most_80_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "q".repeat(20_000_000);
+    std::fs::write(dir.path().join("big.svm"), format!("1 1:1\n1 2:{long}\n")).unwrap();
+    let split = SYNTH.replace("split = \"iid\"", &format!("split = \"{long}\""));
+    std::fs::write(dir.path().join("split.toml"), split).unwrap();
+    let key = SYNTH.replace("nodes = 4", &format!("{long} = 4"));
+    std::fs::write(dir.path().join("key.toml"), key).unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    // A command line holds at most 128 KiB per argument.
+    let arg = "q".repeat(100_000);
+    for (args, size) in [
+        (vec!["run", "--train", "big.svm", "-q"], "(20000000 bytes)"),
+        (vec!["run", "split.toml", "-q"], "(20000000 bytes)"),
+        (vec!["run", "key.toml", "-q"], "(20000004 bytes)"),
+        (
+            vec!["run", "exp.toml", "-q", "--algorithm", &arg],
+            "(100000 bytes)",
+        ),
+        (
+            vec![
+                "run",
+                "exp.toml",
+                "-q",
+                "--set",
+                &format!("data.split={arg}"),
+            ],
+            "(100000 bytes)",
+        ),
+    ] {
+        let out = lena(&args, dir.path());
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.len() < 600 && err.contains(size),
+            "{args:?}: {}",
+            &err[..err.len().min(800)]
+        );
+    }
+}
+
+/// Any IDX image set runs: four files by name, classes from the labels.
+#[test]
+fn an_idx_set_runs_by_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("kmnist")).unwrap();
+    let set = |n: usize| {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+        let pixels: Vec<u8> = (0..n * 9)
+            .map(|i| ((i / 9 % 4) * 60 + i % 9) as u8)
+            .collect();
+        (
+            lena_data::idx::encode_images(&pixels, n as u32, 3, 3),
+            lena_data::idx::encode_labels(&labels),
+        )
+    };
+    for (name, (im, lb)) in [("train", set(80)), ("test", set(20))] {
+        std::fs::write(d.join(format!("kmnist/k-{name}-imgs")), im).unwrap();
+        std::fs::write(d.join(format!("kmnist/k-{name}-labels")), lb).unwrap();
+    }
+    let exp = SYNTH.replace(
+        "kind = \"synthetic\"\nsamples = 400\ntest_samples = 100\nfeatures = 8\nclasses = 3",
+        "kind = \"idx\"\ndir = \"kmnist\"\ntrain_images = \"k-train-imgs\"\n\
+         train_labels = \"k-train-labels\"\ntest_images = \"k-test-imgs\"\n\
+         test_labels = \"k-test-labels\"",
+    );
+    assert!(exp.contains("kind = \"idx\""));
+    std::fs::write(d.join("exp.toml"), exp).unwrap();
+    let out = lena(&["run", "exp.toml", "-q", "-o", "k", "--step", "0.5"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read_to_string(d.join("k/summary.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    // Four classes, so chance is 0.25.
+    assert!(
+        v["last"]["test_accuracy"].as_f64().unwrap() >= 0.7,
+        "{summary}"
+    );
 }

@@ -135,6 +135,14 @@ pub enum Error {
     /// A split that cannot be made with these parameters.
     #[error("{0}")]
     BadSplit(String),
+    /// Data would need more memory than allowed.
+    #[error("{what} is over the limit of {limit}")]
+    TooLarge {
+        /// What would be allocated, and its size.
+        what: String,
+        /// The limit.
+        limit: String,
+    },
     /// Feature dimensions disagree (e.g. train and test sets).
     #[error("{what}: expected {expected} features, found {found}")]
     DimensionMismatch {

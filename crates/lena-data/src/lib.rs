@@ -30,3 +30,47 @@ pub mod synthetic;
 
 pub use dataset::Dataset;
 pub use error::{Error, Result};
+
+/// Characters of quoted input an error message shows at most.
+pub const QUOTE_CHARS: usize = 80;
+
+/// Where a text of more than `max` characters is cut (after three quarters of `max`), or
+/// `None` if it fits.
+fn cut(text: &str, max: usize) -> Option<usize> {
+    text.char_indices().nth(max)?;
+    Some(
+        text.char_indices()
+            .nth(max * 3 / 4)
+            .map_or(text.len(), |(i, _)| i),
+    )
+}
+
+/// `text` cut for an error message to about `max` characters: a long text shows its start
+/// and its length in bytes, never all of it.
+///
+/// ```
+/// assert_eq!(lena_data::clip("short", 80), "short");
+/// assert_eq!(lena_data::clip("abcdefghij", 4), "abc... (10 bytes)");
+/// ```
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match cut(text, max) {
+        None => text.into(),
+        Some(end) => format!("{}... ({} bytes)", &text[..end], text.len()).into(),
+    }
+}
+
+/// `text` quoted for an error message, as `{:?}` would, but cut to about [`QUOTE_CHARS`]
+/// characters as [`clip`] cuts.
+///
+/// ```
+/// assert_eq!(lena_data::quote("a:b"), "\"a:b\"");
+/// let long = "x".repeat(20_000_000);
+/// let q = lena_data::quote(&long);
+/// assert!(q.len() < 100 && q.ends_with("\"... (20000000 bytes)"), "{q}");
+/// ```
+pub fn quote(text: &str) -> String {
+    match cut(text, QUOTE_CHARS) {
+        None => format!("{text:?}"),
+        Some(end) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
+    }
+}

@@ -32,9 +32,12 @@ impl std::str::FromStr for Split {
                 Some(a) => a
                     .parse()
                     .map(|alpha| Split::Dirichlet { alpha })
-                    .map_err(|_| format!("dirichlet:ALPHA needs a number, found {a:?}")),
+                    .map_err(|_| {
+                        format!("dirichlet:ALPHA needs a number, found {}", crate::quote(a))
+                    }),
                 None => Err(format!(
-                    "unknown split {s:?}, expected one of: iid, one_label, dirichlet:ALPHA"
+                    "unknown split {}, expected one of: iid, one_label, dirichlet:ALPHA",
+                    crate::quote(s)
                 )),
             },
         }

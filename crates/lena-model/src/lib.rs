@@ -56,7 +56,8 @@ impl std::str::FromStr for Objective {
             "cnn" => Ok(Self::Cnn),
             "cnn_wide" => Ok(Self::CnnWide),
             _ => Err(format!(
-                "unknown objective {s:?}, expected one of: logistic_ova, softmax, cnn, cnn_wide"
+                "unknown objective {}, expected one of: logistic_ova, softmax, cnn, cnn_wide",
+                lena_data::quote(s)
             )),
         }
     }

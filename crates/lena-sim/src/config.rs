@@ -26,6 +26,70 @@ use lena_model::Objective;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// The field serde's `unknown field` message names.
+fn unknown_field(msg: &str) -> Option<String> {
+    let rest = msg.split_once("unknown field `")?.1;
+    Some(rest.split_once('`')?.0.to_string())
+}
+
+/// The first line at or after `from` (1-based) that writes the key `field` (alone or as the
+/// last part of a dotted key), and the header of the table it is in.
+fn find_key(text: &str, from: usize, field: &str) -> Option<(usize, String)> {
+    let mut header = "the top level".to_string();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            header = t.split('#').next().unwrap_or(t).trim().to_string();
+            continue;
+        }
+        let Some((key, _)) = t.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if i + 1 >= from && (key == field || key.ends_with(&format!(".{field}"))) {
+            return Some((i + 1, header));
+        }
+    }
+    None
+}
+
+/// The fields a table takes, from serde's `expected ...` list, with the table's tag (`name`
+/// for `[algorithm]`, `kind` for the tables tagged by kind).
+fn valid_fields(msg: &str, table: &str) -> Option<String> {
+    let listed: Vec<&str> = match msg.split_once("expected ") {
+        Some((_, rest)) => rest.split('`').skip(1).step_by(2).collect(),
+        // LENA's fields are flattened into [algorithm], where serde cannot list them.
+        None if table == " in [algorithm]" => vec![
+            "step_size",
+            "beta",
+            "reference",
+            "confirm",
+            "drift",
+            "average_gamma",
+            "compressor",
+            "resend_lost",
+        ],
+        None => return None,
+    };
+    let tag = if table == " in [algorithm]" {
+        Some("name")
+    } else if table.ends_with("compressor]")
+        || table.ends_with("drift]")
+        || table.ends_with("source]")
+        || table.ends_with("network]")
+    {
+        Some("kind")
+    } else {
+        None
+    };
+    let all: Vec<String> = tag
+        .into_iter()
+        .chain(listed)
+        .map(|f| format!("`{f}`"))
+        .collect();
+    Some(all.join(", "))
+}
+
 /// A whole experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,6 +236,28 @@ pub enum DataSource {
         /// Test file; without one, accuracy is measured on the training set.
         #[serde(default)]
         test: Option<PathBuf>,
+        /// The most memory the dense training (or test) matrix may take, in GiB (default 8): a
+        /// file whose largest index asks for more is refused before anything is allocated.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_dense_gib: Option<f64>,
+    },
+    /// Any IDX image-classification set (Fashion-MNIST, KMNIST, EMNIST, ...): four files by
+    /// name, raw or gzipped.
+    Idx {
+        /// Directory the four names are relative to (default: the names as given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir: Option<PathBuf>,
+        /// Training images.
+        train_images: PathBuf,
+        /// Training labels.
+        train_labels: PathBuf,
+        /// Test images.
+        test_images: PathBuf,
+        /// Test labels.
+        test_labels: PathBuf,
+        /// Number of classes (default: the largest label plus one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        classes: Option<usize>,
     },
     /// Seeded Gaussian clusters (for tests and demos).
     Synthetic {
@@ -190,8 +276,32 @@ pub enum DataSource {
 }
 
 impl DataSource {
+    /// The files and directories the source reads.
+    pub fn paths(&self) -> Vec<&std::path::Path> {
+        match self {
+            DataSource::Mnist { dir } => vec![dir],
+            DataSource::Libsvm { train, test, .. } => std::iter::once(train.as_path())
+                .chain(test.as_deref())
+                .collect(),
+            DataSource::Idx {
+                dir,
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                ..
+            } => dir
+                .as_deref()
+                .into_iter()
+                .chain([train_images, train_labels, test_images, test_labels].map(|p| p.as_path()))
+                .collect(),
+            DataSource::Synthetic { .. } => Vec::new(),
+        }
+    }
+
     /// Makes relative paths absolute by joining them to `base` (e.g. the directory a run was
-    /// started from), so that the source names the same files from any directory.
+    /// started from), so that the source names the same files from any directory. (An IDX
+    /// source's names stay relative to its `dir` when it has one.)
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -200,10 +310,23 @@ impl DataSource {
         };
         match self {
             DataSource::Mnist { dir } => fix(dir),
-            DataSource::Libsvm { train, test } => {
+            DataSource::Libsvm { train, test, .. } => {
                 fix(train);
                 if let Some(t) = test {
                     fix(t);
+                }
+            }
+            DataSource::Idx { dir: Some(dir), .. } => fix(dir),
+            DataSource::Idx {
+                dir: None,
+                train_images,
+                train_labels,
+                test_images,
+                test_labels,
+                ..
+            } => {
+                for p in [train_images, train_labels, test_images, test_labels] {
+                    fix(p);
                 }
             }
             DataSource::Synthetic { .. } => {}
@@ -312,31 +435,47 @@ impl Default for RunConfig {
 impl ExperimentConfig {
     /// Parses TOML text; errors name `source_name`, the line and the offending key.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Self> {
+        Self::parse(text, &|n, line, table| {
+            format!("{source_name}:{n}: `{line}`{table}")
+        })
+    }
+
+    /// Parses TOML text the program assembled (a file with command-line overrides), whose line
+    /// numbers mean nothing to the user: errors name `what`, the offending line's text and its
+    /// table.
+    pub fn from_generated_toml(text: &str, what: &str) -> Result<Self> {
+        Self::parse(text, &|_, line, table| format!("{what}: `{line}`{table}"))
+    }
+
+    /// `locate(line number, line text, " in [table]" or "")` says where an error is.
+    fn parse(text: &str, locate: &dyn Fn(usize, &str, &str) -> String) -> Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| {
-            // Name the line and quote it, so the offending key is visible even when the parser's
-            // message only describes the value.
-            let line = e
-                .span()
-                .map(|s| {
-                    let start = s.start.min(text.len());
-                    let n = text[..start].matches('\n').count() + 1;
-                    let content = text.lines().nth(n - 1).unwrap_or("").trim();
-                    format!(":{n}: `{content}`")
-                })
-                .unwrap_or_default();
-            let algos = lena_algo::ALGORITHM_NAMES.join(", ");
-            let mut msg = e.message().to_string();
-            if msg.contains("unknown variant") && msg.contains("dgd") {
+            // The parser's message may quote a whole value of the input.
+            let mut msg = lena_data::clip(e.message(), 5 * lena_data::QUOTE_CHARS).into_owned();
+            let start = e.span().map_or(0, |s| s.start.min(text.len()));
+            let mut n = text[..start].matches('\n').count() + 1;
+            let mut table = String::new();
+            if let Some(field) = unknown_field(&msg) {
+                // Tagged tables are read whole, so serde points at their header: find the
+                // line that writes the field, and list what the table takes.
+                if let Some((line, header)) = find_key(text, n, &field) {
+                    n = line;
+                    table = format!(" in {header}");
+                }
+                msg = format!(
+                    "unknown field `{}`{}",
+                    lena_data::clip(&field, lena_data::QUOTE_CHARS),
+                    valid_fields(&msg, &table)
+                        .map(|v| format!("; valid fields here: {v}"))
+                        .unwrap_or_default()
+                );
+            } else if msg.contains("unknown variant") && msg.contains("dgd") {
+                let algos = lena_algo::ALGORITHM_NAMES.join(", ");
                 msg = format!("{msg} (algorithm.name must be one of: {algos})");
             }
-            // LENA's fields are flattened into [algorithm], where serde cannot list them.
-            if msg.contains("unknown field") && !msg.contains("expected") {
-                msg = format!(
-                    "{msg}, expected one of `step_size`, `beta`, `reference`, `confirm`, \
-                     `drift`, `average_gamma`, `compressor`, `resend_lost` (LENA)"
-                );
-            }
-            Error::Config(format!("{source_name}{line}: {msg}"))
+            let content = text.lines().nth(n - 1).unwrap_or("").trim();
+            let content = lena_data::clip(content, lena_data::QUOTE_CHARS);
+            Error::Config(format!("{}: {msg}", locate(n, &content, &table)))
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -390,6 +529,29 @@ impl ExperimentConfig {
                 "faults.rejoin",
                 "> 0 when faults.leave > 0 (nodes that leave must be able to return)",
                 "0".into(),
+            );
+        }
+        if let DataSource::Libsvm {
+            max_dense_gib: Some(g),
+            ..
+        } = self.data.source
+            && !(g.is_finite() && g > 0.0)
+        {
+            return bad(
+                "data.source.max_dense_gib",
+                "a positive number of GiB",
+                g.to_string(),
+            );
+        }
+        if let DataSource::Idx {
+            classes: Some(k), ..
+        } = self.data.source
+            && !(2..=256).contains(&k)
+        {
+            return bad(
+                "data.source.classes",
+                "in 2..=256 (labels are bytes)",
+                k.to_string(),
             );
         }
         if self.accounting.window == 0 {

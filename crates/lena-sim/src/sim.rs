@@ -206,13 +206,42 @@ fn digest(sets: &[&Dataset]) -> u32 {
 fn load(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)> {
     Ok(match source {
         DataSource::Mnist { dir } => mnist::load(dir)?,
-        DataSource::Libsvm { train, test } => {
-            let tr = libsvm::read(train, Default::default())?;
+        DataSource::Idx {
+            dir,
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+            classes,
+        } => {
+            let at = |p: &std::path::PathBuf| dir.as_ref().map_or(p.clone(), |d| d.join(p));
+            let files = mnist::IdxFiles {
+                train_images: at(train_images),
+                train_labels: at(train_labels),
+                test_images: at(test_images),
+                test_labels: at(test_labels),
+            };
+            mnist::load_files(&files, *classes)?
+        }
+        DataSource::Libsvm {
+            train,
+            test,
+            max_dense_gib,
+        } => {
+            let max_dense_bytes = max_dense_gib.map_or(libsvm::DEFAULT_MAX_DENSE_BYTES, |g| {
+                (g * (1u64 << 30) as f64) as u64
+            });
+            let opts = libsvm::Options {
+                n_features: None,
+                max_dense_bytes,
+            };
+            let tr = libsvm::read(train, opts)?;
             let te = match test {
                 Some(p) => Some(libsvm::read(
                     p,
                     libsvm::Options {
                         n_features: Some(tr.n_features),
+                        ..opts
                     },
                 )?),
                 None => None,

@@ -48,6 +48,47 @@ fn mnist_loads_gzipped_and_raw() {
     assert!(train.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
 }
 
+/// Any IDX set by file names, with the class count taken from the labels (EMNIST-style
+/// names, 3 classes) or fixed by the caller.
+#[test]
+fn idx_sets_load_by_name_with_their_own_class_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let set = |n: usize, top: u8| {
+        let pixels: Vec<u8> = (0..n * 4).map(|i| (i * 11 % 256) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % (top as usize + 1)) as u8).collect();
+        (
+            idx::encode_images(&pixels, n as u32, 2, 2),
+            idx::encode_labels(&labels),
+        )
+    };
+    let (tr, te) = (set(12, 1), set(6, 2));
+    write(d, "emnist-x-train-images-idx3-ubyte.gz", &gz(&tr.0));
+    write(d, "emnist-x-train-labels-idx1-ubyte", &tr.1);
+    write(d, "emnist-x-test-images-idx3-ubyte", &te.0);
+    write(d, "emnist-x-test-labels-idx1-ubyte.gz", &gz(&te.1));
+    let files = mnist::IdxFiles {
+        train_images: d.join("emnist-x-train-images-idx3-ubyte.gz"),
+        train_labels: d.join("emnist-x-train-labels-idx1-ubyte"),
+        test_images: d.join("emnist-x-test-images-idx3-ubyte"),
+        test_labels: d.join("emnist-x-test-labels-idx1-ubyte.gz"),
+    };
+    // Train labels go to 1, test labels to 2: three classes in both sets.
+    let (train, test) = mnist::load_files(&files, None).unwrap();
+    assert_eq!((train.n_classes, test.n_classes), (3, 3));
+    assert_eq!(
+        (train.n_samples(), train.n_features, test.n_samples()),
+        (12, 4, 6)
+    );
+    let (train, _) = mnist::load_files(&files, Some(5)).unwrap();
+    assert_eq!(train.n_classes, 5);
+    let e = mnist::load_files(&files, Some(2)).unwrap_err().to_string();
+    assert!(
+        e.contains("emnist-x-test-labels-idx1-ubyte.gz: byte 10: label 2 out of range 0..2"),
+        "{e}"
+    );
+}
+
 #[test]
 fn wrong_magic_names_file_and_offset() {
     let (mut im, _) = tiny(3);
@@ -191,6 +232,7 @@ fn libsvm_parses_to_csr_and_dense() {
         "t",
         libsvm::Options {
             n_features: Some(6),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -221,10 +263,66 @@ fn libsvm_malformed_lines_name_the_line() {
         "f",
         libsvm::Options {
             n_features: Some(5),
+            ..Default::default()
         },
     )
     .unwrap_err();
     assert!(e.to_string().contains("exceeds n_features = 5"), "{e}");
+}
+
+/// A feature index of 4 000 000 000 used to allocate 176 GB and abort the process: now an error
+/// naming the line, the index and the limit, before anything that size is allocated.
+#[test]
+fn libsvm_bounds_the_dense_matrix_a_file_asks_for() {
+    let text = "1 1:0.5\n# comment\n\n-1 2:1 4000000000:1\n1 3:2\n";
+    let e = libsvm::parse(text, "f.svm", Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "f.svm:4: feature index 4000000000 makes the dense matrix 3 rows x \
+                       4000000000 features = 44.7 GiB, over the limit of 8.0 GiB"
+        ),
+        "{e}"
+    );
+    // Within a limit the caller sets, and past it by one row.
+    let opts = libsvm::Options {
+        n_features: None,
+        max_dense_bytes: 3 * 3 * 4,
+    };
+    assert!(libsvm::parse("1 1:1\n1 3:1\n0 2:1\n", "f", opts).is_ok());
+    let e = libsvm::parse("1 1:1\n1 3:1\n0 2:1\n1 1:1\n", "f", opts).unwrap_err();
+    assert!(e.to_string().starts_with("f:2: feature index 3"), "{e}");
+    // Densifying checks again (a caller may widen n_features after parsing).
+    let mut csr = libsvm::parse("1 1:1\n0 2:1\n", "f", opts).unwrap();
+    csr.n_features = usize::MAX / 2;
+    let e = csr.to_dataset().unwrap_err().to_string();
+    assert!(e.contains("is over the limit of"), "{e}");
+}
+
+/// An error quoting input shows at most about 80 characters of it, whatever its length.
+#[test]
+fn errors_quote_at_most_80_characters_of_input() {
+    let long = "z".repeat(20_000_000);
+    for text in [
+        format!("{long} 1:1\n"),
+        format!("1 {long}\n"),
+        format!("1 {long}:1\n"),
+        format!("1 1:{long}\n"),
+    ] {
+        let e = libsvm::parse(&text, "f", Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.len() < 200 && e.contains("(20000000 bytes)"),
+            "{}",
+            &e[..e.len().min(300)]
+        );
+    }
+    let e = format!("dirichlet:{long}")
+        .parse::<lena_data::split::Split>()
+        .unwrap_err();
+    assert!(e.len() < 200, "{}", &e[..300]);
 }
 
 #[test]
