@@ -20,14 +20,18 @@ pub trait Visitor {
     fn bytes(&mut self, x: &mut Vec<u8>);
     /// A trigger's counters and histories.
     fn trigger(&mut self, t: &mut dyn Trigger);
+    /// A value read back does not fit what it is read into: loading fails with `what` (the
+    /// first failure is kept). Saving never fails, so the default does nothing.
+    fn fail(&mut self, _what: String) {}
     /// A message (bytes and bit length).
     fn message(&mut self, m: &mut Message) {
         let mut bits = m.bits();
         self.u64(&mut bits);
         let mut bytes = m.bytes().to_vec();
         self.bytes(&mut bytes);
-        if let Ok(back) = Message::from_bytes(bytes, bits) {
-            *m = back;
+        match Message::from_bytes(bytes, bits) {
+            Ok(back) => *m = back,
+            Err(e) => self.fail(format!("checkpoint message: {e}")),
         }
     }
     /// A variable-length vector of `u32` (read back with the saved length).
@@ -39,6 +43,11 @@ pub trait Visitor {
                 .chunks_exact(4)
                 .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
+        } else {
+            self.fail(format!(
+                "checkpoint holds {} bytes where whole u32 values belong",
+                bytes.len()
+            ));
         }
     }
     /// A `u64` per element.
@@ -181,7 +190,18 @@ impl Visitor for Loader<'_> {
     }
     fn bool(&mut self, x: &mut bool) {
         if let Some(b) = self.take(1) {
-            *x = b[0] != 0;
+            match b[0] {
+                0 | 1 => *x = b[0] == 1,
+                other => self.fail(format!(
+                    "checkpoint flag at byte {} is {other}, expected 0 or 1",
+                    self.pos - 1
+                )),
+            }
+        }
+    }
+    fn fail(&mut self, what: String) {
+        if self.error.is_none() {
+            self.error = Some(what);
         }
     }
     fn bytes(&mut self, x: &mut Vec<u8>) {

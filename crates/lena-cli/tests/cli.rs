@@ -1,6 +1,8 @@
 //! The `lena` binary end to end: files written, flags over the file, errors and exit codes.
 
-use std::process::Command;
+mod common;
+
+use common::{lena, ok};
 
 const SYNTH: &str = r#"
 [data]
@@ -21,24 +23,12 @@ eval_every = 10
 seed = 2
 "#;
 
-fn lena(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lena"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn run_writes_its_directory_and_flags_override_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
     let out = lena(&["run", "exp.toml", "-q"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("DGD: 30 iterations"), "{stdout}");
     let run_dir = dir.path().join("runs/exp");
@@ -69,11 +59,7 @@ fn run_writes_its_directory_and_flags_override_the_file() {
         ],
         dir.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let jsonl = std::fs::read_to_string(dir.path().join("out/metrics.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(jsonl.lines().last().unwrap()).unwrap();
     assert_eq!(last["iteration"], 20);
@@ -104,11 +90,7 @@ fn set_overrides_any_field_and_names_bad_ones() {
         ],
         dir.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let resolved = std::fs::read_to_string(dir.path().join("s/config.toml")).unwrap();
     assert!(
         resolved.contains("beta = 5.0") && resolved.contains("iterations = 12"),
@@ -283,11 +265,7 @@ fn resume_continues_to_the_same_bytes() {
     let exp = exp.replace("iterations = 30\n", "");
     std::fs::write(dir.path().join("exp.toml"), &exp).unwrap();
     let out = lena(&["run", "exp.toml", "-q", "-o", "whole"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     // Stopped twice (as by Ctrl-C), resumed twice; the first stop is on an evaluation round,
     // whose row the resumed run must still have.
     let out = lena(
@@ -309,11 +287,7 @@ fn resume_continues_to_the_same_bytes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let out = lena(&["resume", "cut", "-q"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     for file in [
         "metrics.csv",
         "metrics.jsonl",
@@ -357,11 +331,7 @@ fn sweep_and_tune_run_the_grid() {
         ],
         dir.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let table = std::fs::read_to_string(dir.path().join("t/sweep.csv")).unwrap();
     assert_eq!(table.lines().count(), 1 + 4, "{table}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -388,11 +358,7 @@ fn sweep_and_tune_run_the_grid() {
         ],
         dir.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let a = std::fs::read(dir.path().join("t").join(one).join("metrics.csv")).unwrap();
     let b = std::fs::read(dir.path().join("alone/metrics.csv")).unwrap();
     assert!(a == b, "a sweep run differs from the same run alone");
@@ -442,11 +408,7 @@ fn an_unfinished_run_directory_has_a_note() {
     let note = std::fs::read_to_string(dir.path().join("r/INCOMPLETE")).unwrap();
     assert!(note.contains("lena resume"), "{note}");
     let out = lena(&["resume", "r", "-q"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     assert!(!dir.path().join("r/INCOMPLETE").exists());
 }
 
@@ -476,11 +438,7 @@ fn flags_then_set_in_one_order() {
         ],
         dir.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let config = std::fs::read_to_string(dir.path().join("a/config.toml")).unwrap();
     let cfg: toml::Table = config.parse().unwrap();
     let alg = cfg["algorithm"].as_table().unwrap();
@@ -530,11 +488,7 @@ fn a_batch_larger_than_a_node_is_an_error_unless_sampling_with_replacement() {
         ],
         dir.path(),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
 }
 
 /// A misspelt field names its own line and table and lists the valid ones, in the file and on
@@ -643,11 +597,7 @@ fn an_idx_set_runs_by_file_names() {
     assert!(exp.contains("kind = \"idx\""));
     std::fs::write(d.join("exp.toml"), exp).unwrap();
     let out = lena(&["run", "exp.toml", "-q", "-o", "k", "--step", "0.5"], d);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&out);
     let summary = std::fs::read_to_string(d.join("k/summary.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
     // Four classes, so chance is 0.25.

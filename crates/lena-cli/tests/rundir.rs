@@ -1,8 +1,11 @@
 //! The run directory holds one run: refused when taken, verified before a resume writes to it,
 //! never left half made. Each test names the fault it pins.
 
+mod common;
+
+use common::{fails_with, lena, ok};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const EXP: &str = r#"
 [data]
@@ -24,30 +27,6 @@ seed = 2
 wall_clock = false
 checkpoint_every = 7
 "#;
-
-fn lena(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lena"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Exit 1 with `want` in the error.
-fn fails_with(out: &Output, want: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(want), "expected {want:?} in: {err}");
-}
 
 fn read(p: impl AsRef<Path>) -> Vec<u8> {
     std::fs::read(p).unwrap()

@@ -205,10 +205,13 @@ pub struct DataConfig {
     pub split: String,
     /// Number of nodes M.
     pub nodes: usize,
-    /// Minibatch size per node and round; 0 means full batch.
+    /// Minibatch size per node and round; 0 means full batch. Without replacement it must not
+    /// exceed any node's sample count (an error names the node).
     #[serde(default)]
     pub batch: usize,
-    /// Sample minibatches with replacement (default: without, epoch-wise).
+    /// Sample minibatches with replacement: every index drawn uniformly and independently, so
+    /// a batch may repeat samples and may be larger than a node's data (default: without,
+    /// epoch-wise, where a batch larger than a node's data is an error).
     #[serde(default)]
     pub replacement: bool,
     /// Use only the first `n` training samples (0 = all); for quick runs.
@@ -276,6 +279,28 @@ pub enum DataSource {
 }
 
 impl DataSource {
+    /// An IDX source's four files, each joined to its `dir` if it has one.
+    pub fn idx_files(&self) -> Option<lena_data::mnist::IdxFiles> {
+        let DataSource::Idx {
+            dir,
+            train_images,
+            train_labels,
+            test_images,
+            test_labels,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let at = |p: &PathBuf| dir.as_ref().map_or(p.clone(), |d| d.join(p));
+        Some(lena_data::mnist::IdxFiles {
+            train_images: at(train_images),
+            train_labels: at(train_labels),
+            test_images: at(test_images),
+            test_labels: at(test_labels),
+        })
+    }
+
     /// The files and directories the source reads.
     pub fn paths(&self) -> Vec<&std::path::Path> {
         match self {

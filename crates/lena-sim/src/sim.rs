@@ -10,7 +10,7 @@ use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, U
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
 use lena_kernels::Kernels;
 use lena_model::{Model, ModelWorkspace, Rows};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use std::time::Instant;
@@ -38,8 +38,10 @@ const MAGIC: &[u8; 8] = b"LENACKP1";
 fn rng_state(v: &mut dyn Visitor, rng: &mut Xoshiro256PlusPlus) {
     let mut bytes = serde_json::to_vec(rng).expect("a xoshiro state serialises");
     v.bytes(&mut bytes);
-    if let Ok(r) = serde_json::from_slice(&bytes) {
-        *rng = r;
+    match serde_json::from_slice::<Xoshiro256PlusPlus>(&bytes) {
+        // An all-zero state would stay zero: never written, so damage.
+        Ok(r) if r != Xoshiro256PlusPlus::from_seed([0; 32]) => *rng = r,
+        _ => v.fail("checkpoint: a random stream's state does not parse".into()),
     }
 }
 
@@ -206,21 +208,8 @@ fn digest(sets: &[&Dataset]) -> u32 {
 fn load(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)> {
     Ok(match source {
         DataSource::Mnist { dir } => mnist::load(dir)?,
-        DataSource::Idx {
-            dir,
-            train_images,
-            train_labels,
-            test_images,
-            test_labels,
-            classes,
-        } => {
-            let at = |p: &std::path::PathBuf| dir.as_ref().map_or(p.clone(), |d| d.join(p));
-            let files = mnist::IdxFiles {
-                train_images: at(train_images),
-                train_labels: at(train_labels),
-                test_images: at(test_images),
-                test_labels: at(test_labels),
-            };
+        DataSource::Idx { classes, .. } => {
+            let files = source.idx_files().expect("an idx source");
             mnist::load_files(&files, *classes)?
         }
         DataSource::Libsvm {
@@ -570,6 +559,8 @@ impl Simulation {
     }
 
     /// Restores [`Self::save_state`]'s bytes, which must come from a run of the same config.
+    /// Every length, index and invariant is checked; on an error the simulation is left
+    /// partly loaded and must not be run (build a new one, or load a good state).
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<()> {
         let bad = |what: String| Error::Checkpoint(what);
         let Some(rest) = bytes.strip_prefix(MAGIC) else {
@@ -625,8 +616,17 @@ impl Simulation {
                 "{x} uploads in one round of the upload window, from {uploads_per_round} nodes"
             ));
         }
+        if let Some(t) = &self.trace
+            && t.rounds() as u64 != self.round
+        {
+            return Err(format!(
+                "the message-size trace holds {} rounds at round {}",
+                t.rounds(),
+                self.round
+            ));
+        }
         let c = &self.counters;
-        if c.delivered + c.lost + c.dropped > c.uploads || c.late > c.delivered {
+        if c.delivered + c.lost + c.dropped != c.uploads || c.late > c.delivered {
             return Err(format!(
                 "upload counters disagree: {} sent, {} delivered ({} late), {} lost, {} dropped",
                 c.uploads, c.delivered, c.late, c.lost, c.dropped
@@ -673,6 +673,12 @@ impl Simulation {
         v.u32s(&mut window);
         if window.len() == self.window.len() {
             self.window = window;
+        } else {
+            v.fail(format!(
+                "checkpoint holds an upload window of {} rounds, this experiment's is {}",
+                window.len(),
+                self.window.len()
+            ));
         }
         v.u64(&mut self.window_sum);
         for h in &mut self.history {
@@ -681,8 +687,9 @@ impl Simulation {
         if let Some(trace) = &mut self.trace {
             let mut bits = trace.raw().to_vec();
             v.u32s(&mut bits);
-            if let Some(t) = lena_net::Trace::from_raw(trace.nodes(), bits) {
-                *trace = t;
+            match lena_net::Trace::from_raw(trace.nodes(), bits) {
+                Some(t) => *trace = t,
+                None => v.fail("checkpoint: the message-size trace does not fit the nodes".into()),
             }
         }
         let dropout = self.model.has_dropout();
