@@ -325,19 +325,24 @@ fn apply_flags(table: &mut toml::Table, a: &RunArgs) -> Result<()> {
             }
         }
     }
-    let int = |v: u64| V::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+    // TOML integers are i64: a larger value is an error, never a different number.
+    let int = |key: &str, v: u64| -> Result<V> {
+        i64::try_from(v).map(V::Integer).map_err(|_| {
+            anyhow::anyhow!("{key} = {v} is past the largest integer a run takes, 2^63 - 1")
+        })
+    };
     let mut fields: Vec<(&str, V)> = Vec::new();
     if let Some(v) = &a.split {
         fields.push(("data.split", V::String(v.clone())));
     }
     if let Some(v) = a.nodes {
-        fields.push(("data.nodes", int(v as u64)));
+        fields.push(("data.nodes", int("data.nodes", v as u64)?));
     }
     if let Some(v) = a.batch {
-        fields.push(("data.batch", int(v as u64)));
+        fields.push(("data.batch", int("data.batch", v as u64)?));
     }
     if let Some(v) = a.max_train {
-        fields.push(("data.max_train", int(v as u64)));
+        fields.push(("data.max_train", int("data.max_train", v as u64)?));
     }
     if let Some(name) = &a.algorithm {
         anyhow::ensure!(
@@ -368,16 +373,16 @@ fn apply_flags(table: &mut toml::Table, a: &RunArgs) -> Result<()> {
         fields.push(("model.objective", V::String(v.clone())));
     }
     if let Some(v) = a.iterations {
-        fields.push(("run.iterations", int(v)));
+        fields.push(("run.iterations", int("run.iterations", v)?));
     }
     if let Some(v) = a.eval_every {
-        fields.push(("run.eval_every", int(v)));
+        fields.push(("run.eval_every", int("run.eval_every", v)?));
     }
     if let Some(v) = a.seed {
-        fields.push(("run.seed", int(v)));
+        fields.push(("run.seed", int("run.seed", v)?));
     }
     if let Some(v) = a.threads {
-        fields.push(("run.threads", int(v as u64)));
+        fields.push(("run.threads", int("run.threads", v as u64)?));
     }
     for (key, value) in fields {
         set_path(table, key, value)?;
