@@ -344,12 +344,22 @@ fn a_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("exp.toml"), EXP).unwrap();
-    let mut long = Command::new(env!("CARGO_BIN_EXE_lena"))
-        .args(["run", "exp.toml", "-q", "-o", "busy", "-n", "100000000"])
-        .current_dir(d)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    /// Ends the long run however the test ends, so that it never outlives the test.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _long = Killed(
+        Command::new(env!("CARGO_BIN_EXE_lena"))
+            .args(["run", "exp.toml", "-q", "-o", "busy", "-n", "100000000"])
+            .current_dir(d)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let t0 = std::time::Instant::now();
     while !d.join("busy/metrics.csv").exists() {
         assert!(t0.elapsed().as_secs() < 60, "the run did not start");
@@ -357,8 +367,6 @@ fn a_directory_in_use_is_refused() {
     }
     let forced = lena(&["run", "exp.toml", "-q", "-o", "busy", "--force"], d);
     let resumed = lena(&["resume", "busy", "-q"], d);
-    long.kill().unwrap();
-    long.wait().unwrap();
     fails_with(&forced, "another lena process is running in busy");
     fails_with(&resumed, "another lena process is running in busy");
 }
