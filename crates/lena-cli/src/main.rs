@@ -668,7 +668,8 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
         r => r.with_context(|| format!("run stopped; metrics so far are in {}", dir.display()))?,
     };
     // Latency over the network model's link-rate realizations, at every evaluation.
-    let (total, every) = (sim.config().run.iterations, sim.config().run.eval_every);
+    // The run's last round: its iterations, or where run.until ended it.
+    let (total, every) = (sim.round(), sim.config().run.eval_every);
     let at: Vec<u64> = (0..=total)
         .filter(|r| r % every == 0 || *r == total)
         .collect();
@@ -684,19 +685,26 @@ fn finish(mut sim: Simulation, mut obs: Progress, print: bool) -> Result<Vec<Met
         obs.dir.write(rundir::LATENCY, &text)?;
     }
     let l = &summary.last;
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "algorithm": summary.algorithm,
         "step_size": summary.step_size,
         "last": l,
         "latency_final": latency.as_ref().and_then(|s| s.last().copied()),
         "traffic": sim.traffic(),
     });
+    if let Some(cond) = &sim.config().run.until {
+        // Where the run's stop condition held (null: never, and the run did all its rounds).
+        json["until"] = serde_json::json!({ "condition": cond, "reached_at": summary.until });
+    }
     obs.dir
         .write(rundir::SUMMARY, &serde_json::to_string_pretty(&json)?)?;
     std::fs::remove_file(obs.dir.file(INCOMPLETE))
         .with_context(|| format!("cannot remove {}", obs.dir.file(INCOMPLETE).display()))?;
     #[allow(clippy::print_stdout)]
     if print {
+        if let (Some(round), Some(cond)) = (summary.until, &sim.config().run.until) {
+            println!("{cond} at iteration {round}: the run ends there (run.until)");
+        }
         println!(
             "{}: {} iterations, train loss {:.6}, test accuracy {:.4}, uploads {} ({} delivered, {} lost, {} late, {} dropped), bits {}, simulated latency {:.3} s, {:.1} s; output in {}",
             summary.algorithm,
@@ -751,10 +759,13 @@ fn combinations(grid: &[String]) -> Result<Vec<Vec<(String, String)>>> {
 /// When a run first reaches `target` (`column=value`): the row, if ever.
 fn reached<'a>(rows: &'a [MetricsRow], column: &str, value: f64) -> Result<Option<&'a MetricsRow>> {
     let get = |r: &MetricsRow| -> Result<f64> {
-        let v = serde_json::to_value(r)?;
-        v[column]
-            .as_f64()
-            .with_context(|| format!("--target: no metrics column {}", lena_data::quote(column)))
+        r.get(column).with_context(|| {
+            format!(
+                "--target: no metrics column {}; columns are: {}",
+                lena_data::quote(column),
+                lena_sim::metrics::COLUMNS.join(", ")
+            )
+        })
     };
     // Accuracy-like columns must rise to the target, loss-like ones fall to it.
     let rising = !column.contains("loss");

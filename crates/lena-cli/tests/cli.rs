@@ -606,3 +606,64 @@ fn an_idx_set_runs_by_file_names() {
         "{summary}"
     );
 }
+
+/// `run.until` ends the run at the first evaluation where it holds; the summary, the latency
+/// statistics and the metrics end there, and the directory holds a finished run.
+#[test]
+fn run_until_ends_the_run_and_records_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = format!("{SYNTH}[network]\nkind = \"lan\"\nrate_mbps = 1\n");
+    std::fs::write(dir.path().join("exp.toml"), exp).unwrap();
+    let out = lena(
+        &[
+            "run",
+            "exp.toml",
+            "-o",
+            "u",
+            "--set",
+            "run.until=\"iteration >= 15\"",
+        ],
+        dir.path(),
+    );
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("iteration >= 15 at iteration 20"),
+        "{stdout}"
+    );
+    let u = dir.path().join("u");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(u.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["until"]["condition"], "iteration >= 15");
+    assert_eq!(summary["until"]["reached_at"], 20);
+    assert_eq!(summary["last"]["iteration"], 20);
+    for file in ["metrics.csv", "latency.csv"] {
+        let text = std::fs::read_to_string(u.join(file)).unwrap();
+        assert!(
+            text.lines().last().unwrap().starts_with("20,"),
+            "{file}: {text}"
+        );
+    }
+    assert!(!u.join("INCOMPLETE").exists());
+    let out = lena(&["resume", "u", "-q"], dir.path());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds a finished run"));
+    // Never met: every round runs, and the summary says so.
+    let out = lena(
+        &[
+            "run",
+            "exp.toml",
+            "-q",
+            "-o",
+            "n",
+            "--set",
+            "run.until=\"train_loss<=0\"",
+        ],
+        dir.path(),
+    );
+    ok(&out);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("n/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["until"]["reached_at"], serde_json::Value::Null);
+    assert_eq!(summary["last"]["iteration"], 30);
+}

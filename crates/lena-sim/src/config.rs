@@ -424,6 +424,10 @@ pub struct RunConfig {
     /// a pure function of its config and seed, byte for byte).
     #[serde(default = "default_true")]
     pub wall_clock: bool,
+    /// End the run at the first evaluation where this holds, e.g. `"test_accuracy>=0.86"` or
+    /// `"train_loss<=0.3"` ([`crate::metrics::Condition`]); the summary records the round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -453,6 +457,7 @@ impl Default for RunConfig {
             divergence_factor: default_divergence(),
             checkpoint_every: default_checkpoint_every(),
             wall_clock: true,
+            until: None,
         }
     }
 }
@@ -521,6 +526,11 @@ impl ExperimentConfig {
         }
         if self.run.eval_every == 0 {
             return bad("run.eval_every", ">= 1", "0".into());
+        }
+        if let Some(u) = &self.run.until
+            && let Err(e) = u.parse::<crate::metrics::Condition>()
+        {
+            return Err(Error::Config(format!("run.until = {e}")));
         }
         if self.run.divergence_factor.is_nan() || self.run.divergence_factor <= 1.0 {
             return bad(

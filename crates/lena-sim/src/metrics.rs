@@ -42,6 +42,128 @@ pub struct MetricsRow {
     pub comm_seconds: f64,
 }
 
+/// The metric columns, in the order of [`CSV_HEADER`].
+pub const COLUMNS: [&str; 13] = [
+    "iteration",
+    "train_loss",
+    "test_accuracy",
+    "uploads",
+    "bits",
+    "delivered",
+    "lost",
+    "late",
+    "dropped",
+    "latency_seconds",
+    "upload_frequency",
+    "wall_seconds",
+    "comm_seconds",
+];
+
+impl MetricsRow {
+    /// The value of the column `name` (one of [`COLUMNS`]).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "iteration" => self.iteration as f64,
+            "train_loss" => self.train_loss,
+            "test_accuracy" => self.test_accuracy,
+            "uploads" => self.uploads as f64,
+            "bits" => self.bits as f64,
+            "delivered" => self.delivered as f64,
+            "lost" => self.lost as f64,
+            "late" => self.late as f64,
+            "dropped" => self.dropped as f64,
+            "latency_seconds" => self.latency_seconds,
+            "upload_frequency" => self.upload_frequency,
+            "wall_seconds" => self.wall_seconds,
+            "comm_seconds" => self.comm_seconds,
+            _ => return None,
+        })
+    }
+}
+
+/// A condition on one metric, written `COLUMN>=VALUE` or `COLUMN<=VALUE` (e.g.
+/// `test_accuracy>=0.86`, `train_loss<=0.3`): `run.until` ends a run at the first evaluation
+/// where it holds.
+///
+/// ```
+/// use lena_sim::metrics::Condition;
+/// let c: Condition = "test_accuracy >= 0.86".parse().unwrap();
+/// assert_eq!(c.to_string(), "test_accuracy>=0.86");
+/// assert!("accuracy>=1".parse::<Condition>().unwrap_err().contains("test_accuracy"));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    /// One of [`COLUMNS`].
+    pub column: String,
+    /// `>=` (else `<=`).
+    pub at_least: bool,
+    /// The bound.
+    pub value: f64,
+}
+
+impl Condition {
+    /// True if `row` meets the condition.
+    pub fn holds(&self, row: &MetricsRow) -> bool {
+        row.get(&self.column).is_some_and(|x| {
+            if self.at_least {
+                x >= self.value
+            } else {
+                x <= self.value
+            }
+        })
+    }
+}
+
+impl std::str::FromStr for Condition {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (column, at_least, value) = if let Some((c, v)) = s.split_once(">=") {
+            (c, true, v)
+        } else if let Some((c, v)) = s.split_once("<=") {
+            (c, false, v)
+        } else {
+            return Err(format!(
+                "{}: expected COLUMN>=VALUE or COLUMN<=VALUE, e.g. \"test_accuracy>=0.86\"",
+                lena_data::quote(s)
+            ));
+        };
+        let column = column.trim();
+        if !COLUMNS.contains(&column) {
+            return Err(format!(
+                "{}: no metrics column {}; columns are: {}",
+                lena_data::quote(s),
+                lena_data::quote(column),
+                COLUMNS.join(", ")
+            ));
+        }
+        let value = value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| {
+                format!(
+                    "{}: {} is not a finite number",
+                    lena_data::quote(s),
+                    lena_data::quote(value.trim())
+                )
+            })?;
+        Ok(Self {
+            column: column.to_string(),
+            at_least,
+            value,
+        })
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = if self.at_least { ">=" } else { "<=" };
+        write!(f, "{}{op}{}", self.column, self.value)
+    }
+}
+
 /// Output format of the metrics file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

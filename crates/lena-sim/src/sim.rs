@@ -54,6 +54,9 @@ pub struct Summary {
     pub step_size: f32,
     /// The algorithm's display name.
     pub algorithm: String,
+    /// The round at which `run.until` held and the run ended (`None`: it never held, or
+    /// there is no such condition, and the run did all its iterations).
+    pub until: Option<u64>,
 }
 
 /// A node's data and its access to gradients (the [`GradientOracle`] its worker calls).
@@ -645,6 +648,7 @@ impl Simulation {
         cfg.run.threads = 0;
         cfg.run.checkpoint_every = 0;
         cfg.run.eval_every = 0;
+        cfg.run.until = None;
         let mut fp = toml::to_string(&cfg).unwrap_or_default().into_bytes();
         fp.extend_from_slice(&self.data_digest.to_le_bytes());
         fp
@@ -1097,10 +1101,27 @@ impl Simulation {
         let total = self.cfg.run.iterations;
         let every = self.cfg.run.eval_every;
         let ckpt = self.cfg.run.checkpoint_every;
+        let until: Option<crate::metrics::Condition> = match &self.cfg.run.until {
+            Some(u) => Some(
+                u.parse()
+                    .map_err(|e| Error::Config(format!("run.until = {e}")))?,
+            ),
+            None => None,
+        };
+        let summary = |sim: &Self, last, until| Summary {
+            last,
+            step_size: sim.step_size,
+            algorithm: sim.algorithm.clone(),
+            until,
+        };
+        let met = |row: &MetricsRow| until.as_ref().is_some_and(|c| c.holds(row));
         // A resumed run (round > 0) wrote its evaluations up to its checkpoint already.
         let mut last = self.eval_row(start)?;
         if self.round == 0 {
             obs.on_eval(&last)?;
+            if met(&last) {
+                return Ok(summary(self, last, Some(0)));
+            }
         }
         while self.round < total {
             self.step()?;
@@ -1109,6 +1130,9 @@ impl Simulation {
             if self.round.is_multiple_of(every) || self.round == total {
                 last = self.eval_row(start)?;
                 obs.on_eval(&last)?;
+                if met(&last) {
+                    return Ok(summary(self, last, Some(self.round)));
+                }
             }
             let due = ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total;
             if due || !go_on {
@@ -1118,11 +1142,7 @@ impl Simulation {
                 return Err(Error::Stopped(self.round));
             }
         }
-        Ok(Summary {
-            last,
-            step_size: self.step_size,
-            algorithm: self.algorithm.clone(),
-        })
+        Ok(summary(self, last, None))
     }
 }
 

@@ -361,3 +361,55 @@ mod checkpoint;
 mod cnn;
 mod comm;
 mod exchange;
+
+/// `run.until` ends a run at the first evaluation where its condition holds: the rows are the
+/// uninterrupted run's up to there, and the summary says where.
+#[test]
+fn a_run_ends_where_its_stop_condition_first_holds() {
+    let base = synthetic("wall_clock = false", "step_size = 0.5", "");
+    let whole = strip_time(&run(&base).unwrap());
+    let target = whole[1].test_accuracy;
+    assert!(target > whole[0].test_accuracy, "{whole:?}");
+    let first = whole
+        .iter()
+        .position(|r| r.test_accuracy >= target)
+        .unwrap();
+    let text = base.replace(
+        "seed = 3",
+        &format!("seed = 3\nuntil = \"test_accuracy >= {target}\""),
+    );
+    let cfg = ExperimentConfig::from_toml(&text, "t.toml").unwrap();
+    let mut sim = Simulation::new(cfg).unwrap();
+    let mut obs = Collect(Vec::new());
+    let summary = sim.run(&mut obs).unwrap();
+    assert_eq!(strip_time(&obs.0), whole[..=first].to_vec());
+    assert_eq!(summary.until, Some(whole[first].iteration));
+    assert_eq!(sim.round(), whole[first].iteration);
+    // Met before any round, or never.
+    for (cond, rows, until) in [
+        ("iteration>=0", 1, Some(0)),
+        ("train_loss<=-1", whole.len(), None),
+    ] {
+        let cfg = ExperimentConfig::from_toml(
+            &base.replace("seed = 3", &format!("seed = 3\nuntil = \"{cond}\"")),
+            "t.toml",
+        )
+        .unwrap();
+        let mut sim = Simulation::new(cfg).unwrap();
+        let mut obs = Collect(Vec::new());
+        assert_eq!(sim.run(&mut obs).unwrap().until, until, "{cond}");
+        assert_eq!(obs.0.len(), rows, "{cond}");
+    }
+    // A condition that does not parse is an error naming the field and the columns.
+    let e = ExperimentConfig::from_toml(
+        &base.replace("seed = 3", "seed = 3\nuntil = \"accuracy>=0.9\""),
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("run.until = \"accuracy>=0.9\": no metrics column \"accuracy\"")
+            && e.contains("test_accuracy"),
+        "{e}"
+    );
+}
