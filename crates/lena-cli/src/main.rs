@@ -206,6 +206,7 @@ fn default_config() -> ExperimentConfig {
             batch: 0,
             replacement: false,
             max_train: 0,
+            validation: 0.0,
         },
         model: ModelConfig::default(),
         algorithm: AlgorithmParams::Dgd {
@@ -760,11 +761,15 @@ fn combinations(grid: &[String]) -> Result<Vec<Vec<(String, String)>>> {
 fn reached<'a>(rows: &'a [MetricsRow], column: &str, value: f64) -> Result<Option<&'a MetricsRow>> {
     let get = |r: &MetricsRow| -> Result<f64> {
         r.get(column).with_context(|| {
-            format!(
-                "--target: no metrics column {}; columns are: {}",
-                lena_data::quote(column),
-                lena_sim::metrics::COLUMNS.join(", ")
-            )
+            if lena_sim::metrics::COLUMNS.contains(&column) {
+                format!("--target: the runs have no {column} (val_* need data.validation > 0)")
+            } else {
+                format!(
+                    "--target: no metrics column {}; columns are: {}",
+                    lena_data::quote(column),
+                    lena_sim::metrics::COLUMNS.join(", ")
+                )
+            }
         })
     };
     // Accuracy-like columns must rise to the target, loss-like ones fall to it.

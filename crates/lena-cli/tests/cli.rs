@@ -667,3 +667,80 @@ fn run_until_ends_the_run_and_records_where() {
     assert_eq!(summary["until"]["reached_at"], serde_json::Value::Null);
     assert_eq!(summary["last"]["iteration"], 30);
 }
+
+/// Tuning chooses on a validation split held out from the training data: its columns are in
+/// the metrics (empty without one), `lena tune` targets them, and plots skip empty cells.
+#[test]
+fn tune_chooses_on_the_validation_split() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(
+        &[
+            "tune",
+            "exp.toml",
+            "-q",
+            "--set",
+            "data.validation=0.2",
+            "--grid",
+            "algorithm.step_size=0.01,0.5",
+            "--target",
+            "val_accuracy=0.9",
+            "-o",
+            "t",
+        ],
+        dir.path(),
+    );
+    ok(&out);
+    // The chosen setting is the one whose validation accuracy first reaches 0.9 with the
+    // fewest bits, read back from its own metrics.
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t/best.json")).unwrap())
+            .unwrap();
+    let setting = best["setting"].as_str().unwrap();
+    let csv =
+        std::fs::read_to_string(dir.path().join("t").join(setting).join("metrics.csv")).unwrap();
+    let first = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|c| c[14].parse::<f64>().unwrap() >= 0.9)
+        .unwrap();
+    assert_eq!(first.len(), 15);
+    assert_eq!(
+        best["value"].as_f64(),
+        first[4].parse::<f64>().ok(),
+        "{csv}"
+    );
+    // Without a validation split: empty cells, and a target on them says why it cannot work.
+    ok(&lena(&["run", "exp.toml", "-q", "-o", "plain"], dir.path()));
+    let csv = std::fs::read_to_string(dir.path().join("plain/metrics.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().ends_with(",,"), "{csv}");
+    ok(&lena(
+        &[
+            "plot",
+            "plain",
+            "t/algorithm.step_size=0.5",
+            "--y",
+            "test_accuracy",
+            "-o",
+            "p",
+        ],
+        dir.path(),
+    ));
+    let out = lena(
+        &[
+            "tune",
+            "exp.toml",
+            "-q",
+            "--grid",
+            "run.seed=1",
+            "--target",
+            "val_accuracy=0.9",
+            "-o",
+            "t2",
+        ],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the runs have no val_accuracy"), "{err}");
+}

@@ -44,6 +44,36 @@ impl std::str::FromStr for Split {
     }
 }
 
+/// Holds out `fraction` of the samples `0..labels.len()` for validation, class by class (each
+/// class keeps its share: `round(fraction * count)` of its samples are held out, chosen by a
+/// seeded shuffle). Returns `(kept, held)`, both ascending and disjoint, together all samples.
+///
+/// ```
+/// let labels = [0, 1, 0, 1, 0, 1, 0, 1, 0, 1];
+/// let (kept, held) = lena_data::split::hold_out(&labels, 2, 0.2, 7);
+/// assert_eq!((kept.len(), held.len()), (8, 2));
+/// assert_eq!(held.iter().map(|&i| labels[i]).sum::<u32>(), 1); // one of each class
+/// ```
+pub fn hold_out(
+    labels: &[u32],
+    n_classes: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x7a11_da7e_0000_0000);
+    let mut held_flag = vec![false; labels.len()];
+    for class in 0..n_classes as u32 {
+        let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        shuffle(&mut idx, &mut rng);
+        let n = ((fraction * idx.len() as f64).round() as usize).min(idx.len());
+        for &i in &idx[..n] {
+            held_flag[i] = true;
+        }
+    }
+    let (held, kept): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&i| held_flag[i]);
+    (kept, held)
+}
+
 /// Splits samples `0..labels.len()` among `n_nodes` nodes; returns each node's sample indices
 /// (ascending within a node for `one_label`, shuffled for the others). Every node gets at least
 /// one sample, or an error says why it cannot.

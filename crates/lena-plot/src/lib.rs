@@ -58,7 +58,8 @@ pub struct Table {
 }
 
 impl Table {
-    /// Reads a CSV file whose first line names the columns and whose other lines are numbers.
+    /// Reads a CSV file whose first line names the columns and whose other lines are numbers
+    /// (an empty cell reads as NaN: a value the row does not have).
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|err| Error::Io {
             path: path.into(),
@@ -83,8 +84,14 @@ impl Table {
         let names: Vec<String> = header.split(',').map(|s| s.trim().to_string()).collect();
         let mut rows = Vec::new();
         for (i, line) in lines {
-            let row: std::result::Result<Vec<f64>, _> =
-                line.split(',').map(|v| v.trim().parse::<f64>()).collect();
+            // An empty cell is a value the row does not have (drawn as a gap).
+            let row: std::result::Result<Vec<f64>, _> = line
+                .split(',')
+                .map(|v| match v.trim() {
+                    "" => Ok(f64::NAN),
+                    v => v.parse::<f64>(),
+                })
+                .collect();
             let row = row.map_err(|e| Error::Csv {
                 path: path.into(),
                 line: i + 1,

@@ -217,6 +217,17 @@ pub struct DataConfig {
     /// Use only the first `n` training samples (0 = all); for quick runs.
     #[serde(default)]
     pub max_train: usize,
+    /// Share of the training samples held out as a validation set (0 = none, at most 0.5),
+    /// class by class, before the nodes' split: the metrics gain `val_loss` and
+    /// `val_accuracy`, on which tuning chooses (never on the test set). The held-out samples
+    /// depend only on the data and this share, not on the run's seed, so every seed and
+    /// method trains on the same data.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub validation: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn default_split() -> String {
@@ -527,10 +538,25 @@ impl ExperimentConfig {
         if self.run.eval_every == 0 {
             return bad("run.eval_every", ">= 1", "0".into());
         }
-        if let Some(u) = &self.run.until
-            && let Err(e) = u.parse::<crate::metrics::Condition>()
-        {
-            return Err(Error::Config(format!("run.until = {e}")));
+        if !(0.0..=0.5).contains(&self.data.validation) {
+            return bad(
+                "data.validation",
+                "a share of the training samples in [0, 0.5]",
+                self.data.validation.to_string(),
+            );
+        }
+        if let Some(u) = &self.run.until {
+            let c = u
+                .parse::<crate::metrics::Condition>()
+                .map_err(|e| Error::Config(format!("run.until = {e}")))?;
+            if c.column.starts_with("val_") && self.data.validation == 0.0 {
+                return bad(
+                    "run.until",
+                    "a condition on a column the run writes (val_* columns need \
+                     data.validation > 0)",
+                    format!("{u:?}"),
+                );
+            }
         }
         if self.run.divergence_factor.is_nan() || self.run.divergence_factor <= 1.0 {
             return bad(

@@ -40,10 +40,17 @@ pub struct MetricsRow {
     /// backend; 0 in-process). Not deterministic.
     #[serde(default)]
     pub comm_seconds: f64,
+    /// The objective on the validation set held out from the training data
+    /// (`data.validation`; absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Accuracy on the validation set (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 /// The metric columns, in the order of [`CSV_HEADER`].
-pub const COLUMNS: [&str; 13] = [
+pub const COLUMNS: [&str; 15] = [
     "iteration",
     "train_loss",
     "test_accuracy",
@@ -57,10 +64,13 @@ pub const COLUMNS: [&str; 13] = [
     "upload_frequency",
     "wall_seconds",
     "comm_seconds",
+    "val_loss",
+    "val_accuracy",
 ];
 
 impl MetricsRow {
-    /// The value of the column `name` (one of [`COLUMNS`]).
+    /// The value of the column `name` (one of [`COLUMNS`]; `None` for an unknown name, or a
+    /// validation column of a run without a validation set).
     pub fn get(&self, name: &str) -> Option<f64> {
         Some(match name {
             "iteration" => self.iteration as f64,
@@ -76,6 +86,8 @@ impl MetricsRow {
             "upload_frequency" => self.upload_frequency,
             "wall_seconds" => self.wall_seconds,
             "comm_seconds" => self.comm_seconds,
+            "val_loss" => self.val_loss?,
+            "val_accuracy" => self.val_accuracy?,
             _ => return None,
         })
     }
@@ -195,7 +207,8 @@ pub struct Writer {
 }
 
 /// The CSV header, one column per [`MetricsRow`] field.
-pub const CSV_HEADER: &str = "iteration,train_loss,test_accuracy,uploads,bits,delivered,lost,late,dropped,latency_seconds,upload_frequency,wall_seconds,comm_seconds";
+/// Cells of absent values (the validation columns of a run without a validation set) are empty.
+pub const CSV_HEADER: &str = "iteration,train_loss,test_accuracy,uploads,bits,delivered,lost,late,dropped,latency_seconds,upload_frequency,wall_seconds,comm_seconds,val_loss,val_accuracy";
 
 impl Writer {
     /// Creates (truncates) `path`, making parent directories.
@@ -361,7 +374,7 @@ fn render_row(row: &MetricsRow, format: Format, out: &mut String) {
     match format {
         Format::Csv => writeln!(
             out,
-            "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3},{:.3}",
+            "{},{:e},{},{},{},{},{},{},{},{:e},{},{:.3},{:.3},{},{}",
             row.iteration,
             row.train_loss,
             row.test_accuracy,
@@ -374,7 +387,9 @@ fn render_row(row: &MetricsRow, format: Format, out: &mut String) {
             row.latency_seconds,
             row.upload_frequency,
             row.wall_seconds,
-            row.comm_seconds
+            row.comm_seconds,
+            row.val_loss.map_or(String::new(), |v| format!("{v:e}")),
+            row.val_accuracy.map_or(String::new(), |v| v.to_string()),
         )
         .expect("writing to a String"),
         Format::Jsonl => {

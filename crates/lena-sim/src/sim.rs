@@ -192,6 +192,8 @@ pub struct Simulation {
     /// CRC-32C of the training and test data as loaded (part of the checkpoint fingerprint,
     /// so that a checkpoint never resumes on other data under the same file names).
     data_digest: u32,
+    /// Held out from the training data (`data.validation`), evaluated beside the test set.
+    validation: Option<Dataset>,
 }
 
 /// CRC-32C of datasets' shapes, features and labels.
@@ -282,6 +284,29 @@ impl Simulation {
         if cfg.data.max_train > 0 {
             train = train.head(cfg.data.max_train);
         }
+        // The validation set: the same samples whatever the run's seed.
+        let validation = if cfg.data.validation > 0.0 {
+            let (kept, held) = split::hold_out(
+                &train.labels,
+                train.n_classes,
+                cfg.data.validation,
+                streams::derive(0, Purpose::Split, u64::MAX - 1),
+            );
+            if held.is_empty() || kept.is_empty() {
+                return Err(Error::Config(format!(
+                    "data.validation = {} holds out {} of the {} training samples: nothing to \
+                     validate on or to train on",
+                    cfg.data.validation,
+                    held.len(),
+                    train.n_samples()
+                )));
+            }
+            let val = train.subset(&held);
+            train = train.subset(&kept);
+            Some(val)
+        } else {
+            None
+        };
         if test.n_features != train.n_features {
             return Err(lena_data::Error::DimensionMismatch {
                 what: "test set".into(),
@@ -300,6 +325,9 @@ impl Simulation {
         )?;
         model.check_data(&train)?;
         model.check_data(&test)?;
+        if let Some(v) = &validation {
+            model.check_data(v)?;
+        }
 
         let split_kind: split::Split = cfg.data.split.parse().map_err(Error::Config)?;
         let m = cfg.data.nodes;
@@ -328,7 +356,12 @@ impl Simulation {
                 rows.len()
             )));
         }
-        let data_digest = digest(&[&train, &test]);
+        let data_digest = digest(
+            &[&train, &test]
+                .into_iter()
+                .chain(&validation)
+                .collect::<Vec<_>>(),
+        );
         if let (lena_algo::StepSize::Rule(r), Model::Cnn(_)) = (cfg.algorithm.step_size(), model) {
             return Err(Error::Config(format!(
                 "algorithm.step_size = {r:?}: a \"c/L\" rule needs the objective's smoothness \
@@ -423,6 +456,7 @@ impl Simulation {
             fresh: true,
             wire: Vec::new(),
             data_digest,
+            validation,
             cfg,
         })
     }
@@ -1053,8 +1087,19 @@ impl Simulation {
         Ok((losses.iter().sum::<f64>() / losses.len() as f64, acc))
     }
 
+    /// Loss and accuracy on the validation set, if there is one.
+    fn evaluate_validation(&mut self) -> Option<(f64, f64)> {
+        let val = self.validation.as_ref()?;
+        let (w, model, ws) = (&self.w, self.model, &mut self.eval_ws);
+        Some(self.pool.install(|| {
+            let loss = model.loss(val, Rows::All, w, ws);
+            (loss, model.accuracy(val, w, ws))
+        }))
+    }
+
     fn eval_row(&mut self, start: Instant) -> Result<MetricsRow> {
         let (train_loss, test_accuracy) = self.try_evaluate()?;
+        let val = self.evaluate_validation();
         let initial = *self.initial_loss.get_or_insert(train_loss);
         let bound = self.cfg.run.divergence_factor * initial.max(1e-12);
         if !train_loss.is_finite() || train_loss > bound {
@@ -1091,6 +1136,8 @@ impl Simulation {
                 Some(ex) if self.cfg.run.wall_clock => ex.comm_seconds(),
                 _ => 0.0,
             },
+            val_loss: val.map(|v| v.0),
+            val_accuracy: val.map(|v| v.1),
         })
     }
 

@@ -48,6 +48,29 @@ fn mnist_loads_gzipped_and_raw() {
     assert!(train.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
 }
 
+/// The validation hold-out is disjoint from the kept samples, covers all of them together,
+/// keeps each class's share, and depends only on its seed.
+#[test]
+fn hold_out_is_disjoint_stratified_and_seeded() {
+    let labels: Vec<u32> = (0..1000u32).map(|i| (i * 7 + i / 13) % 10).collect();
+    let (kept, held) = split::hold_out(&labels, 10, 0.1, 3);
+    let mut all: Vec<usize> = kept.iter().chain(&held).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    assert!(kept.windows(2).all(|w| w[0] < w[1]) && held.windows(2).all(|w| w[0] < w[1]));
+    for c in 0..10u32 {
+        let n = labels.iter().filter(|&&l| l == c).count();
+        let h = held.iter().filter(|&&i| labels[i] == c).count();
+        assert_eq!(h, (0.1 * n as f64).round() as usize, "class {c}");
+    }
+    assert_eq!(
+        split::hold_out(&labels, 10, 0.1, 3),
+        (kept.clone(), held.clone())
+    );
+    assert_ne!(split::hold_out(&labels, 10, 0.1, 4).1, held);
+    assert!(split::hold_out(&labels, 10, 0.0, 3).1.is_empty());
+}
+
 /// Any IDX set by file names, with the class count taken from the labels (EMNIST-style
 /// names, 3 classes) or fixed by the caller.
 #[test]

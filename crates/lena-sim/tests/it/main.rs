@@ -413,3 +413,37 @@ fn a_run_ends_where_its_stop_condition_first_holds() {
         "{e}"
     );
 }
+
+/// `data.validation` holds samples out of the training data before the nodes' split and
+/// reports loss and accuracy on them (that the held-out samples depend only on the data is
+/// `hold_out`'s test in lena-data).
+#[test]
+fn a_validation_split_is_held_out_and_evaluated() {
+    let base = synthetic("wall_clock = false", "step_size = 0.5", "validation = 0.1");
+    let sizes = |text: &str| {
+        let sim = Simulation::new(ExperimentConfig::from_toml(text, "t.toml").unwrap()).unwrap();
+        sim.node_sizes().iter().sum::<usize>()
+    };
+    // 2000 samples in 10 classes: a tenth of each class held out.
+    let kept = sizes(&base);
+    assert!((1790..=1810).contains(&kept), "{kept}");
+    let rows = run(&base).unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| r.val_accuracy.is_some() && r.val_loss.is_some())
+    );
+    let last = rows.last().unwrap();
+    assert!(last.val_accuracy.unwrap() > 0.5, "{last:?}");
+    assert!(last.val_loss.unwrap() < rows[0].val_loss.unwrap());
+    // Without a validation share the columns are absent.
+    let plain = run(&synthetic("wall_clock = false", "step_size = 0.5", "")).unwrap();
+    assert!(plain.iter().all(|r| r.val_accuracy.is_none()));
+    // A condition on validation columns needs a validation set.
+    let e = ExperimentConfig::from_toml(
+        &synthetic("until = \"val_accuracy>=0.9\"", "step_size = 0.5", ""),
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("data.validation > 0"), "{e}");
+}
