@@ -2,6 +2,7 @@
 
 mod backend;
 mod rundir;
+mod seeds;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -39,7 +40,10 @@ enum Command {
     /// directory, and tabulate them (sweep.csv). With `--target`, also pick the best setting.
     Sweep(SweepArgs),
     /// `sweep` that picks the setting reaching `--target` with the least `--minimize`
-    /// (by default the fewest bits), as the paper tuned its baselines by grid search.
+    /// (by default the fewest bits), as the paper tuned its baselines by grid search. With a
+    /// `run.seed` axis, a setting's cost is its mean over seeds and it counts only if every
+    /// seed reached the target (seeds.csv: mean and 95% interval per setting); ties go to the
+    /// first setting in grid order.
     Tune(SweepArgs),
     /// Continue an interrupted run from its directory's checkpoint (config.toml and
     /// checkpoint.bin): the metrics files end exactly as an uninterrupted run's would.
@@ -916,7 +920,21 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         ));
     }
     table.push('\n');
-    let mut best: Option<(f64, String)> = None;
+    let minimize = |r: &MetricsRow| -> Result<f64> {
+        Ok(match a.minimize.as_str() {
+            "bits" => r.bits as f64,
+            "uploads" => r.uploads as f64,
+            "latency_seconds" => r.latency_seconds,
+            "iteration" => r.iteration as f64,
+            other => anyhow::bail!(
+                "--minimize {}: expected one of bits, uploads, latency_seconds, iteration",
+                lena_data::quote(other)
+            ),
+        })
+    };
+    // Per run: the last row and, with a target, the cost where it was first reached.
+    let mut finals: Vec<Option<MetricsRow>> = Vec::new();
+    let mut costs: Vec<Option<f64>> = Vec::new();
     let mut failed = Vec::new();
     for ((label, _), r) in jobs_cfg.iter().zip(&results) {
         let r = r
@@ -929,6 +947,8 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
             Err(e) => {
                 failed.push(format!("{label}: {e:#}"));
                 table.push_str(&format!("{label},failed,,,,\n"));
+                finals.push(None);
+                costs.push(None);
                 continue;
             }
         };
@@ -937,6 +957,8 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
             "{label},{},{},{},{},{}",
             l.train_loss, l.test_accuracy, l.uploads, l.bits, l.latency_seconds
         ));
+        finals.push(Some(l.clone()));
+        let mut cost = None;
         if let Some((c, v)) = &target {
             match reached(&rows, c, *v)? {
                 Some(r) => {
@@ -944,24 +966,65 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
                         ",{},{},{},{}",
                         r.iteration, r.bits, r.uploads, r.latency_seconds
                     ));
-                    let cost = match a.minimize.as_str() {
-                        "bits" => r.bits as f64,
-                        "uploads" => r.uploads as f64,
-                        "latency_seconds" => r.latency_seconds,
-                        "iteration" => r.iteration as f64,
-                        other => anyhow::bail!(
-                            "--minimize {}: expected one of bits, uploads, latency_seconds, iteration",
-                            lena_data::quote(other)
-                        ),
-                    };
-                    if best.as_ref().is_none_or(|(b, _)| cost < *b) {
-                        best = Some((cost, label.clone()));
-                    }
+                    cost = Some(minimize(r)?);
                 }
                 None => table.push_str(",never,,,"),
             }
         }
+        costs.push(cost);
         table.push('\n');
+    }
+    let labels: Vec<&str> = jobs_cfg.iter().map(|(l, _)| l.as_str()).collect();
+    let with_seeds = combos
+        .iter()
+        .any(|c| c.iter().any(|(k, _)| k == "run.seed"));
+    // The best setting: by its mean cost over seeds when the grid has seeds (a setting counts
+    // only if every seed reached the target), else by the cost of its one run.
+    let mut best: Option<(f64, String, usize, f64)> = None;
+    if with_seeds {
+        let mut text = String::from(
+            "setting,seeds,final_train_loss_mean,final_train_loss_ci95,final_test_accuracy_mean,\
+             final_test_accuracy_ci95,bits_mean,bits_ci95",
+        );
+        if target.is_some() {
+            text.push_str(&format!(
+                ",reached,{0}_at_target_mean,{0}_at_target_ci95",
+                a.minimize
+            ));
+        }
+        text.push('\n');
+        for (setting, members) in seeds::group(&labels) {
+            let done: Vec<&MetricsRow> =
+                members.iter().filter_map(|&i| finals[i].as_ref()).collect();
+            let stat = |f: &dyn Fn(&MetricsRow) -> f64| {
+                seeds::mean_ci(&done.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let (loss, loss_ci) = stat(&|r| r.train_loss);
+            let (acc, acc_ci) = stat(&|r| r.test_accuracy);
+            let (bits, bits_ci) = stat(&|r| r.bits as f64);
+            text.push_str(&format!(
+                "{setting},{},{loss},{loss_ci},{acc},{acc_ci},{bits},{bits_ci}",
+                members.len()
+            ));
+            if target.is_some() {
+                let reached: Vec<f64> = members.iter().filter_map(|&i| costs[i]).collect();
+                let (mean, ci) = seeds::mean_ci(&reached);
+                text.push_str(&format!(",{},{mean},{ci}", reached.len()));
+                if reached.len() == members.len() && best.as_ref().is_none_or(|(b, ..)| mean < *b) {
+                    best = Some((mean, setting.clone(), members.len(), ci));
+                }
+            }
+            text.push('\n');
+        }
+        write_file(&out.join("seeds.csv"), &text)?;
+    } else {
+        for (label, cost) in labels.iter().zip(&costs) {
+            if let Some(cost) = *cost
+                && best.as_ref().is_none_or(|(b, ..)| cost < *b)
+            {
+                best = Some((cost, label.to_string(), 1, f64::NAN));
+            }
+        }
     }
     write_file(&table_path, &table)?;
     #[allow(clippy::print_stdout)]
@@ -969,7 +1032,20 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         println!("{} runs; table in {}", jobs_cfg.len(), table_path.display());
         if let Some((c, v)) = &target {
             match &best {
-                Some((cost, label)) => {
+                Some((cost, label, n, ci)) if *n > 1 => {
+                    println!(
+                        "best for {c} = {v}: {label} ({} {cost} +- {ci} over {n} seeds, 95% CI)",
+                        a.minimize
+                    );
+                    write_file(
+                        &out.join("best.json"),
+                        &serde_json::to_string_pretty(&serde_json::json!({
+                            "setting": label, "target": format!("{c}={v}"), "minimize": a.minimize,
+                            "value": cost, "seeds": n, "ci95": ci
+                        }))?,
+                    )?;
+                }
+                Some((cost, label, ..)) => {
                     println!("best for {c} = {v}: {label} ({} {cost})", a.minimize);
                     write_file(
                         &out.join("best.json"),
@@ -977,6 +1053,9 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
                             "setting": label, "target": format!("{c}={v}"), "minimize": a.minimize, "value": cost
                         }))?,
                     )?;
+                }
+                None if with_seeds => {
+                    println!("no setting reached {c} = {v} with every seed")
                 }
                 None => println!("no setting reached {c} = {v}"),
             }

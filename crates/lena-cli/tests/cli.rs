@@ -744,3 +744,77 @@ fn tune_chooses_on_the_validation_split() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("the runs have no val_accuracy"), "{err}");
 }
+
+/// With a `run.seed` axis, a sweep reports each setting's mean and 95% interval over its seeds
+/// (seeds.csv), and tune chooses by the mean cost over seeds, from the runs' own metrics.
+#[test]
+fn tune_over_seeds_chooses_by_the_mean_with_an_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = SYNTH
+        .replace("batch", "b")
+        .replace("nodes = 4", "nodes = 4\nbatch = 5");
+    std::fs::write(dir.path().join("exp.toml"), exp).unwrap();
+    let out = lena(
+        &[
+            "tune",
+            "exp.toml",
+            "-q",
+            "--grid",
+            "algorithm.step_size=0.05,0.5",
+            "--grid",
+            "run.seed=1,2,3",
+            "--target",
+            "test_accuracy=0.9",
+            "-o",
+            "t",
+        ],
+        dir.path(),
+    );
+    ok(&out);
+    let seeds = std::fs::read_to_string(dir.path().join("t/seeds.csv")).unwrap();
+    let lines: Vec<&str> = seeds.lines().collect();
+    assert_eq!(lines.len(), 3, "{seeds}");
+    assert!(lines[0].ends_with(",reached,bits_at_target_mean,bits_at_target_ci95"));
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t/best.json")).unwrap())
+            .unwrap();
+    assert_eq!(best["seeds"], 3);
+    let setting = best["setting"].as_str().unwrap();
+    // The mean over the setting's three runs, each read from its own metrics.
+    let mut bits = Vec::new();
+    for seed in 1..=3 {
+        let csv = std::fs::read_to_string(
+            dir.path()
+                .join("t")
+                .join(format!("{setting};run.seed={seed}"))
+                .join("metrics.csv"),
+        )
+        .unwrap();
+        let first = csv
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split(',')
+                    .map(|c| c.parse::<f64>().unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>()
+            })
+            .find(|c| c[2] >= 0.9)
+            .unwrap();
+        bits.push(first[4]);
+    }
+    let mean = bits.iter().sum::<f64>() / 3.0;
+    assert!(
+        (best["value"].as_f64().unwrap() - mean).abs() < 1e-6,
+        "{best} vs {bits:?}"
+    );
+    let row = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{setting},3,")))
+        .unwrap();
+    assert!(
+        row.split(',').nth(8) == Some("3"),
+        "every seed reached: {row}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("over 3 seeds, 95% CI"), "{stdout}");
+}
