@@ -1114,7 +1114,11 @@ fn resume(a: ResumeArgs) -> Result<()> {
     let found = rundir::verify(&dir, &text, &cfg)?;
     let ck = found.checkpoint;
     let ckpt_path = dir.file(CHECKPOINT);
-    let mut sim = set_up(cfg)?;
+    // Attaching writes nothing; loading checks the state (and, in a multi-process run, sends
+    // it to the worker processes), all before anything in the directory is written.
+    let mut sim = started
+        .attach(set_up(cfg)?, Some(&dir.file(INCOMPLETE)))
+        .inspect_err(|e| dir.note_failure(&format!("{e:#}")))?;
     sim.load_state(&ck.state)
         .with_context(|| format!("{}", ckpt_path.display()))?;
     anyhow::ensure!(
@@ -1135,15 +1139,6 @@ fn resume(a: ResumeArgs) -> Result<()> {
     let csv = Writer::resume(&dir.file(CSV), Format::Csv, mark(CSV))?;
     let jsonl = Writer::resume(&dir.file(JSONL), Format::Jsonl, mark(JSONL))?;
     dir.write(INCOMPLETE, INCOMPLETE_NOTE)?;
-    let sim = started
-        .attach(sim, Some(&dir.file(INCOMPLETE)))
-        .inspect_err(|e| dir.note_failure(&format!("{e:#}")))?;
-    let mut sim = sim;
-    if started.ranks() > 1 {
-        // The worker processes get the state with the restore command.
-        sim.load_state(&ck.state)
-            .with_context(|| format!("{}", ckpt_path.display()))?;
-    }
     let round = ck.round;
     let bar = if a.quiet {
         ProgressBar::hidden()

@@ -293,7 +293,7 @@ pub fn verify(
         Err(e) => {
             // The JSON lines hold every value the CSV does: rebuild it, if that gives exactly
             // the bytes the checkpoint recorded.
-            let rows = metrics::read_rows(&dir.file(JSONL), Format::Jsonl, jsonl)?;
+            let rows = metrics::read_jsonl_rows(&dir.file(JSONL), jsonl)?;
             let rebuilt = metrics::render(&rows, Format::Csv);
             if Mark::of(rebuilt.as_bytes()) != csv {
                 return Err(anyhow::Error::new(e).context(format!(

@@ -333,8 +333,9 @@ pub fn verify(path: &Path, mark: Mark) -> Result<()> {
     prefix(path, mark).map(|_| ())
 }
 
-/// The rows in the first `mark.len` bytes of the metrics file `path`, verified against `mark`.
-pub fn read_rows(path: &Path, format: Format, mark: Mark) -> Result<Vec<MetricsRow>> {
+/// The rows in the first `mark.len` bytes of the JSON-lines metrics file `path`, verified
+/// against `mark` (the file the CSV is rebuilt from).
+pub fn read_jsonl_rows(path: &Path, mark: Mark) -> Result<Vec<MetricsRow>> {
     let bytes = prefix(path, mark)?;
     let bad = |what: String| Error::Metrics {
         path: path.into(),
@@ -342,17 +343,13 @@ pub fn read_rows(path: &Path, format: Format, mark: Mark) -> Result<Vec<MetricsR
     };
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| bad(format!("byte {}: not UTF-8", e.valid_up_to())))?;
-    match format {
-        Format::Jsonl => text
-            .lines()
-            .enumerate()
-            .map(|(i, line)| {
-                serde_json::from_str(line)
-                    .map_err(|e| bad(format!("line {}: not a metrics row: {e}", i + 1)))
-            })
-            .collect(),
-        Format::Csv => Err(bad("rows are read back from JSON lines only".into())),
-    }
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| bad(format!("line {}: not a metrics row: {e}", i + 1)))
+        })
+        .collect()
 }
 
 /// The text a [`Writer`] of `format` writes for `rows`, header included.
