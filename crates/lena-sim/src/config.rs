@@ -439,6 +439,17 @@ pub struct RunConfig {
     /// `"train_loss<=0.3"` ([`crate::metrics::Condition`]); the summary records the round.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Also check `until` every this many rounds between evaluations (0: at evaluations
+    /// only), computing only the column it names (the validation or test set, not the full
+    /// train loss); where it holds, a full evaluation row is written and the run ends. A
+    /// tuning run thus stops at the exact round its target is met, at a fraction of an
+    /// evaluation's cost.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub check_every: u64,
+}
+
+fn is_zero_u64(x: &u64) -> bool {
+    *x == 0
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -469,6 +480,7 @@ impl Default for RunConfig {
             checkpoint_every: default_checkpoint_every(),
             wall_clock: true,
             until: None,
+            check_every: 0,
         }
     }
 }
@@ -557,6 +569,13 @@ impl ExperimentConfig {
                     format!("{u:?}"),
                 );
             }
+        }
+        if self.run.check_every > 0 && self.run.until.is_none() {
+            return bad(
+                "run.check_every",
+                "0 without run.until (it checks that condition between evaluations)",
+                self.run.check_every.to_string(),
+            );
         }
         if self.run.divergence_factor.is_nan() || self.run.divergence_factor <= 1.0 {
             return bad(

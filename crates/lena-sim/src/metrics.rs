@@ -116,13 +116,16 @@ pub struct Condition {
 impl Condition {
     /// True if `row` meets the condition.
     pub fn holds(&self, row: &MetricsRow) -> bool {
-        row.get(&self.column).is_some_and(|x| {
-            if self.at_least {
-                x >= self.value
-            } else {
-                x <= self.value
-            }
-        })
+        row.get(&self.column).is_some_and(|x| self.holds_for(x))
+    }
+
+    /// True if the column's value `x` meets the condition.
+    pub fn holds_for(&self, x: f64) -> bool {
+        if self.at_least {
+            x >= self.value
+        } else {
+            x <= self.value
+        }
     }
 }
 

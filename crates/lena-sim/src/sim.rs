@@ -1097,6 +1097,31 @@ impl Simulation {
         }))
     }
 
+    /// Whether `c` holds now, computing only what it names: the validation or test metric
+    /// alone (the server holds both sets, so no process is asked), a counter as it stands;
+    /// any other column takes a full evaluation. A condition that holds here holds on the
+    /// full row of the same round (the same parameters, the same arithmetic).
+    fn quick_check(&mut self, c: &crate::metrics::Condition) -> Result<bool> {
+        let value = match c.column.as_str() {
+            "val_loss" | "val_accuracy" => {
+                let Some((loss, acc)) = self.evaluate_validation() else {
+                    return Ok(false);
+                };
+                if c.column == "val_loss" { loss } else { acc }
+            }
+            "test_accuracy" => {
+                let (w, model, ws) = (&self.w, self.model, &mut self.eval_ws);
+                self.pool.install(|| model.accuracy(&self.test, w, ws))
+            }
+            "iteration" => self.round as f64,
+            "uploads" => self.counters.uploads as f64,
+            "bits" => self.counters.bits as f64,
+            "latency_seconds" => self.counters.latency,
+            _ => return Ok(c.holds(&self.eval_row(Instant::now())?)),
+        };
+        Ok(c.holds_for(value))
+    }
+
     fn eval_row(&mut self, start: Instant) -> Result<MetricsRow> {
         let (train_loss, test_accuracy) = self.try_evaluate()?;
         let val = self.evaluate_validation();
@@ -1148,6 +1173,7 @@ impl Simulation {
         let total = self.cfg.run.iterations;
         let every = self.cfg.run.eval_every;
         let ckpt = self.cfg.run.checkpoint_every;
+        let check = self.cfg.run.check_every;
         let until: Option<crate::metrics::Condition> = match &self.cfg.run.until {
             Some(u) => Some(
                 u.parse()
@@ -1180,6 +1206,15 @@ impl Simulation {
                 if met(&last) {
                     return Ok(summary(self, last, Some(self.round)));
                 }
+            } else if let Some(c) = until
+                .as_ref()
+                .filter(|_| check > 0 && self.round.is_multiple_of(check))
+                && self.quick_check(c)?
+            {
+                // Met between evaluations: the round gets its full row, and the run ends.
+                last = self.eval_row(start)?;
+                obs.on_eval(&last)?;
+                return Ok(summary(self, last, Some(self.round)));
             }
             let due = ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total;
             if due || !go_on {

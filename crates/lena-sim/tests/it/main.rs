@@ -447,3 +447,66 @@ fn a_validation_split_is_held_out_and_evaluated() {
     .to_string();
     assert!(e.contains("data.validation > 0"), "{e}");
 }
+
+/// `run.check_every` checks the stop condition between evaluations from the one column it
+/// names: the run ends at the round an every-round evaluation would end it, with the same
+/// row, and writes the scheduled rows before it.
+#[test]
+fn a_stop_condition_checked_between_evaluations_ends_at_the_exact_round() {
+    for column in ["val_accuracy", "test_accuracy", "train_loss", "bits"] {
+        let every = synthetic("wall_clock = false", "step_size = 0.5", "validation = 0.1")
+            .replace("eval_every = 20", "eval_every = 1");
+        let whole = strip_time(&run(&every).unwrap());
+        // A target first met strictly between two evaluations of a 20-round schedule.
+        let value = |r: &MetricsRow| r.get(column).unwrap();
+        let at_least = column != "train_loss";
+        let hit = |r: &MetricsRow, t: f64| {
+            if at_least {
+                value(r) >= t
+            } else {
+                value(r) <= t
+            }
+        };
+        let (target, first) = whole
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 20 != 0)
+            .map(|(_, r)| value(r))
+            .find_map(|t| {
+                let first = whole.iter().position(|r| hit(r, t))?;
+                (first % 20 != 0).then_some((t, first))
+            })
+            .unwrap_or_else(|| panic!("{column}: no target between evaluations"));
+        let op = if at_least { ">=" } else { "<=" };
+        let cond = format!("until = \"{column}{op}{target:e}\"");
+        let sparse = synthetic(
+            &format!("wall_clock = false\ncheck_every = 1\n{cond}"),
+            "step_size = 0.5",
+            "validation = 0.1",
+        );
+        let cfg = ExperimentConfig::from_toml(&sparse, "t.toml").unwrap();
+        let mut sim = Simulation::new(cfg).unwrap();
+        let mut obs = Collect(Vec::new());
+        let summary = sim.run(&mut obs).unwrap();
+        assert_eq!(summary.until, Some(first as u64), "{column}");
+        let rows = strip_time(&obs.0);
+        let expect: Vec<MetricsRow> = whole[..=first]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 20 == 0 || *i == first)
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert_eq!(rows, expect, "{column}");
+    }
+    // Without a condition there is nothing to check.
+    let e = ExperimentConfig::from_toml(
+        &synthetic("check_every = 1", "step_size = 0.5", ""),
+        "t.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("run.check_every") && e.contains("run.until"),
+        "{e}"
+    );
+}
