@@ -55,6 +55,24 @@ pub struct LenaParams {
     /// docs/COMMUNICATION.md.
     #[serde(default = "default_resend")]
     pub resend_lost: bool,
+    /// How the drift and the reference start (Algorithm 1 leaves `q^{-1}` open).
+    #[serde(default)]
+    pub init: Init,
+}
+
+/// How a LENA node's drift and reference average start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// Everything at zero: `q^{-1} = 0`, the momentum and the reference average grow from
+    /// zero, and the first round's filter decides (with an empty memory and a small reference
+    /// it fires, so every node uploads in its first round).
+    #[default]
+    Zero,
+    /// An initial gradient exchange: a node's first round is an upload whatever the filter
+    /// says (counted like any upload), and the momentum drift and the reference average
+    /// start at that round's gradient (`alpha g^0`, `g^0`) instead of a tenth of it.
+    Gradient,
 }
 
 fn default_resend() -> bool {
@@ -88,6 +106,7 @@ impl Default for LenaParams {
             average_gamma: default_avg_gamma(),
             compressor: None,
             resend_lost: default_resend(),
+            init: Init::Zero,
         }
     }
 }
@@ -180,6 +199,8 @@ impl Lena {
             },
             tmp: Message::default(),
             kernels: Kernels::detect(),
+            fresh: self.params.init == Init::Gradient,
+            fresh_tracked: self.params.init == Init::Gradient,
         }
     }
 
@@ -216,6 +237,9 @@ impl Algorithm for Lena {
         let mut n = format!("LENA-{}", self.params.drift.suffix());
         if self.params.confirm > 1 {
             n.push_str(&format!(" (k={})", self.params.confirm));
+        }
+        if self.params.init == Init::Gradient {
+            n.push_str(" (gradient init)");
         }
         n
     }
@@ -262,6 +286,11 @@ pub struct LenaWorker {
     u: Vec<f32>,
     tmp: Message,
     kernels: Kernels,
+    /// With `Init::Gradient`: the node has not stepped yet (its first round is the exchange).
+    fresh: bool,
+    /// `fresh` is part of the state (only with `Init::Gradient`: other states keep their
+    /// layout).
+    fresh_tracked: bool,
 }
 
 impl LenaWorker {
@@ -307,13 +336,23 @@ impl LenaWorker {
         // per-thread spare vector, swapped in below if the node skips: a skip costs no second
         // pass over e, g and q.
         let mut skip_e = crate::take_spare_vector(g.len());
-        let (q, mom) = self.drift.observe_fused(alpha);
+        let first = std::mem::take(&mut self.fresh);
+        let (q, mut mom) = self.drift.observe_fused(alpha);
         let v_prev = if self.v_is_q { q } else { &self.v_prev[..] };
-        let avg = (!self.avg.is_empty()).then(|| Ema {
+        let mut avg = (!self.avg.is_empty()).then(|| Ema {
             x: &mut self.avg[..],
             a: self.avg_gamma,
             b: 1.0 - self.avg_gamma,
         });
+        if first {
+            // The initial exchange: the averages start at this gradient.
+            if let Some(m) = mom.as_mut() {
+                (m.a, m.b) = (alpha, 0.0);
+            }
+            if let Some(a) = avg.as_mut() {
+                (a.a, a.b) = (1.0, 0.0);
+            }
+        }
         let skip = SkipUpdate {
             q,
             out: &mut skip_e,
@@ -343,7 +382,7 @@ impl LenaWorker {
         };
         self.prev_grad_sq = grad_sq;
         let decision = self.trigger.decide(&ctx);
-        let decision = if std::mem::take(&mut self.resend) {
+        let decision = if std::mem::take(&mut self.resend) || first {
             Decision::Upload
         } else {
             decision
@@ -449,6 +488,9 @@ impl Worker for LenaWorker {
         let (q, mom) = self.drift.buffers_mut();
         v.f32s(q);
         v.f32s(mom);
+        if self.fresh_tracked {
+            v.bool(&mut self.fresh);
+        }
     }
 
     /// The server applied the drift q in each absent round, which the node never computed:

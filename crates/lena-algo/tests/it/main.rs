@@ -1,7 +1,7 @@
 //! Property tests of LENA's bookkeeping: error-feedback conservation, exact memory reset,
 //! and node/server agreement, on random gradients and random trigger outcomes.
 
-use lena_algo::lena::{Lena, LenaWorker};
+use lena_algo::lena::{Init, Lena, LenaWorker};
 use lena_algo::{Broadcast, LenaParams, Message, Server, Upload};
 use lena_kernels::Kernels;
 use lena_policy::drift::DriftKind;
@@ -40,15 +40,22 @@ const DRIFTS: [DriftKind; 5] = [
 ];
 
 fn lena(drift: DriftKind, alpha: f32) -> Lena {
+    lena_init(drift, alpha, Init::Zero)
+}
+
+fn lena_init(drift: DriftKind, alpha: f32, init: Init) -> Lena {
     Lena::new(
         alpha,
         LenaParams {
             drift,
+            init,
             ..LenaParams::default()
         },
     )
     .unwrap()
 }
+
+const INITS: [Init; 2] = [Init::Zero, Init::Gradient];
 
 fn worker(l: &Lena, outcomes: &[bool], m: usize, d: usize) -> LenaWorker {
     l.worker_with(m, d, Box::new(Script(outcomes.to_vec(), 0)))
@@ -68,8 +75,9 @@ proptest! {
         outcomes in proptest::collection::vec(any::<bool>(), 1..40),
         alpha in 0.001f32..1.0,
         drift_idx in 0usize..5,
+        init in 0usize..2,
     ) {
-        let l = lena(DRIFTS[drift_idx], alpha);
+        let l = lena_init(DRIFTS[drift_idx], alpha, INITS[init]);
         let mut wk = worker(&l, &outcomes, 1, 7);
         let mut msg = Message::default();
         let (mut sum_v, mut sum_ag, mut abs) = (vec![0.0f64; 7], vec![0.0f64; 7], vec![0.0f64; 7]);
@@ -99,11 +107,12 @@ proptest! {
         outcomes in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 1..10), 3),
         drift_idx in 0usize..5,
         wide in any::<bool>(),
+        init in 0usize..2,
     ) {
         let m = 3;
         // Wide: the server's coordinate blocks (1024) are crossed, the last one partial.
         let d = if wide { 2100 } else { 5 };
-        let l = lena(DRIFTS[drift_idx], 0.1);
+        let l = lena_init(DRIFTS[drift_idx], 0.1, INITS[init]);
         let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
         let mut server = l.lena_server(m, d);
         let mut msgs = vec![Message::default(); m];
@@ -1015,4 +1024,37 @@ fn lag_node_and_server_agree_on_g_hat_under_losses() {
         "{uploads} uploads: no mix of uploads and skips"
     );
     assert!(losses > 5, "{losses} losses");
+}
+
+/// `init = "gradient"`: a node's first round is an upload whatever its filter says, and the
+/// momentum drift starts at that round's `alpha g` (not `gamma alpha g`); later rounds follow
+/// the filter. With `init = "zero"` the first round is the filter's.
+#[test]
+fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
+    let (alpha, gamma, d) = (0.5f32, 0.1f32, 4);
+    let g = [1.0f32, -2.0, 4.0, 0.5];
+    for init in INITS {
+        let l = lena_init(DriftKind::Momentum { gamma }, alpha, init);
+        // The filter would skip every round.
+        let mut wk = worker(&l, &[false], 1, d);
+        let mut msg = Message::default();
+        let first = wk.step_with_gradient(1, &g, &mut rng0(), &mut msg);
+        let second = wk.step_with_gradient(2, &g, &mut rng0(), &mut msg);
+        assert_eq!(second, Upload::Skipped, "{init:?}");
+        match init {
+            Init::Zero => assert_eq!(first, Upload::Skipped),
+            Init::Gradient => {
+                assert_eq!(first, Upload::Sent);
+                let q: Vec<f32> = g.iter().map(|x| alpha * x).collect();
+                assert_eq!(wk.drift(), &q[..]);
+                // A skip then applies that drift, and the memory keeps the rest.
+                assert_eq!(wk.applied(), &q[..]);
+                assert!(wk.memory().iter().all(|&e| e == 0.0), "{:?}", wk.memory());
+            }
+        }
+    }
+    let named =
+        |init| lena_algo::Algorithm::name(&lena_init(DriftKind::Momentum { gamma }, alpha, init));
+    assert_eq!(named(Init::Zero), "LENA-m");
+    assert_eq!(named(Init::Gradient), "LENA-m (gradient init)");
 }

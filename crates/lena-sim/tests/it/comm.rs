@@ -249,6 +249,7 @@ fn resuming_from_a_checkpoint_continues_exactly() {
                  [network]\nkind = \"wan\"\nrealizations = 5\n";
     for algo in [
         "name = \"lena\"",
+        "name = \"lena\"\ninit = \"gradient\"",
         "name = \"dgd\"\nmissing = \"last\"",
         "name = \"lag_wk\"",
         "name = \"lag_ps\"",
