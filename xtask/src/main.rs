@@ -3,6 +3,7 @@
 
 mod data;
 mod reproduce;
+mod tune;
 
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -13,7 +14,14 @@ const USAGE: &str = "usage:
   cargo xtask reproduce FIGURE [--quick] [--out DIR]
                                        run the paper's figure (fig1, fig2, fig3, fig4 or all)
                                        from experiments/, writing CSV and PNG/SVG under DIR
-                                       (default runs/reproduce); fetches MNIST if missing";
+                                       (default runs/reproduce); fetches MNIST if missing
+  cargo xtask reproduce FIGURE --tuned [--quick]
+                                       the same with the committed tuned settings of
+                                       experiments/tuned/FIGURE over 5 evaluation seeds
+  cargo xtask reproduce tune FIGURE [METHOD...]
+                                       re-run a figure's tuning on the validation split
+                                       (all methods, or those named) and rewrite
+                                       experiments/tuned/FIGURE";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
@@ -39,6 +47,11 @@ fn dispatch(args: &[String]) -> Result<()> {
         ["data", "mnist"] => data::mnist(&root().join("data/mnist")),
         ["data", "mnist", "--dir", dir] => data::mnist(&PathBuf::from(dir)),
         ["fixtures"] => data::fixtures(&root()),
+        ["reproduce", "tune", figure, only @ ..] => reproduce::tune(
+            &root(),
+            figure,
+            &only.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        ),
         ["reproduce", which, rest @ ..] => {
             let mut quick = false;
             let mut out = None;

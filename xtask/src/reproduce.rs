@@ -474,8 +474,8 @@ fn fig4(cx: &Ctx) -> Result<()> {
     write(&fig.join("fig4.csv"), &table)
 }
 
-/// Entry point: `which` is fig1, fig2, fig3, fig4 or all.
-pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) -> Result<()> {
+/// MNIST present and `lena` built in release: the path of the binary.
+fn prepare(root: &Path) -> Result<PathBuf> {
     if !root.join("data/mnist/train-images-idx3-ubyte.gz").exists() {
         eprintln!("MNIST is missing: fetching it first (cargo xtask data mnist)");
         crate::data::mnist(&root.join("data/mnist"))?;
@@ -488,9 +488,24 @@ pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) ->
     if !status.success() {
         bail!("cargo build --release -p lena-cli failed");
     }
+    Ok(root.join("target/release/lena"))
+}
+
+/// `cargo xtask reproduce tune FIGURE [METHOD...]`.
+pub fn tune(root: &Path, figure: &str, only: &[String]) -> Result<()> {
+    let lena = prepare(root)?;
+    let start = std::time::Instant::now();
+    crate::tune::tune(root, &lena, &root.join("runs"), figure, only)?;
+    eprintln!("tuning done in {:.0} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Entry point: `which` is fig1, fig2, fig3, fig4 or all.
+pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) -> Result<()> {
+    let lena = prepare(root)?;
     let cx = Ctx {
         root: root.to_path_buf(),
-        lena: root.join("target/release/lena"),
+        lena,
         out: out.unwrap_or_else(|| root.join("runs/reproduce")),
         quick,
     };

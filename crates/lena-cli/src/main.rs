@@ -944,6 +944,25 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
             .expect("every run ran");
         let rows = match r {
             Ok(rows) => rows,
+            // Divergence is an outcome of a setting (a step size too large), not a failure of
+            // the sweep: it never reaches a target.
+            Err(e)
+                if e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<lena_sim::Error>(),
+                        Some(lena_sim::Error::Diverged { .. })
+                    )
+                }) =>
+            {
+                table.push_str(&format!("{label},diverged,,,,"));
+                if target.is_some() {
+                    table.push_str(",never,,,");
+                }
+                table.push('\n');
+                finals.push(None);
+                costs.push(None);
+                continue;
+            }
             Err(e) => {
                 failed.push(format!("{label}: {e:#}"));
                 table.push_str(&format!("{label},failed,,,,\n"));
