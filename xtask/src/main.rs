@@ -53,17 +53,18 @@ fn dispatch(args: &[String]) -> Result<()> {
             &only.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         ),
         ["reproduce", which, rest @ ..] => {
-            let mut quick = false;
+            let (mut quick, mut tuned) = (false, false);
             let mut out = None;
             let mut it = rest.iter();
             while let Some(a) = it.next() {
                 match *a {
                     "--quick" => quick = true,
+                    "--tuned" => tuned = true,
                     "--out" => out = it.next().map(PathBuf::from),
                     other => bail!("unknown option {other:?}\n{USAGE}"),
                 }
             }
-            reproduce::reproduce(&root(), which, quick, out)
+            reproduce::reproduce(&root(), which, quick, tuned, out)
         }
         ["help" | "--help" | "-h"] | [] => {
             eprintln!("{USAGE}");

@@ -339,6 +339,7 @@ fn fig3(cx: &Ctx) -> Result<()> {
         gains.push(lena_plot::Series {
             label: format!("{bench} / {lena}"),
             points: Vec::new(),
+            band: Vec::new(),
         });
     }
     for target in FIG3_TARGETS {
@@ -396,6 +397,7 @@ fn fig3(cx: &Ctx) -> Result<()> {
                 .filter(|r| r.mean > 0.0)
                 .map(|r| (r.mean, r.accuracy))
                 .collect(),
+            band: Vec::new(),
         })
         .collect();
     let chart = lena_plot::Chart {
@@ -458,6 +460,7 @@ fn fig4(cx: &Ctx) -> Result<()> {
                 series.push(lena_plot::Series {
                     label: label.to_string(),
                     points: pts,
+                    band: Vec::new(),
                 });
             }
         }
@@ -501,7 +504,13 @@ pub fn tune(root: &Path, figure: &str, only: &[String]) -> Result<()> {
 }
 
 /// Entry point: `which` is fig1, fig2, fig3, fig4 or all.
-pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) -> Result<()> {
+pub fn reproduce(
+    root: &Path,
+    which: &str,
+    quick: bool,
+    tuned: bool,
+    out: Option<PathBuf>,
+) -> Result<()> {
     let lena = prepare(root)?;
     let cx = Ctx {
         root: root.to_path_buf(),
@@ -519,6 +528,14 @@ pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) ->
         let t = std::time::Instant::now();
         eprintln!("{f}{}", if quick { " (quick)" } else { "" });
         match f {
+            "fig2" if tuned => fig2_tuned(&cx)?,
+            _ if tuned && which == "all" => {
+                eprintln!("{f}: no tuned settings yet (docs/REPRODUCTION.md), left out");
+                continue;
+            }
+            _ if tuned => {
+                bail!("{f} has no tuned settings yet: only fig2 is tuned (docs/REPRODUCTION.md)")
+            }
             "fig1" => fig1(&cx)?,
             "fig2" => fig2(&cx)?,
             "fig3" => fig3(&cx)?,
@@ -527,9 +544,200 @@ pub fn reproduce(root: &Path, which: &str, quick: bool, out: Option<PathBuf>) ->
         eprintln!(
             "{f} done in {:.0} s -> {}",
             t.elapsed().as_secs_f64(),
-            cx.out.join(f).display()
+            cx.out
+                .join(if tuned {
+                    format!("{f}-tuned")
+                } else {
+                    f.into()
+                })
+                .display()
         );
     }
     eprintln!("all done in {:.0} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// One evaluation run of a tuned method: its metrics rows and, if it met the test target,
+/// the round it did.
+struct Seeded {
+    rows: Table,
+    reached: Option<usize>,
+}
+
+/// Test accuracy every tuned figure-2 run goes to (the tuning's validation target is 0.88 on
+/// the held-out split).
+const FIG2_TEST_TARGET: f64 = 0.88;
+
+/// Figure 2 with the committed tuned settings: every method of `experiments/tuned/fig2` (the
+/// paper's only with `--quick`) over the evaluation seeds, each run until it reaches the
+/// test target (checked every round), then bits, uploads and rounds to the target as means
+/// with 95% intervals, and each method's ratio to tuned DIANA, paired by seed.
+fn fig2_tuned(cx: &Ctx) -> Result<()> {
+    use crate::tune::{EVAL_SEEDS, FIG2, tuned_file};
+    use lena_plot::stats::mean_ci;
+    let seeds: &[u64] = if cx.quick {
+        &EVAL_SEEDS[..3]
+    } else {
+        &EVAL_SEEDS
+    };
+    let (cap, every) = if cx.quick { (600, 5) } else { (1500, 5) };
+    let fig = cx.out.join("fig2-tuned");
+    let mut table = String::from(
+        "setting,method,label,seeds,reached,rounds_mean,rounds_ci95,uploads_mean,uploads_ci95,\
+         bits_mean,bits_ci95,bits_vs_diana_mean,bits_vs_diana_ci95,bits_to_0.85_mean,\
+         bits_to_0.85_ci95\n",
+    );
+    for (setting, _) in FIG2.settings {
+        let mut results: Vec<(&crate::tune::Method, Vec<Seeded>)> = Vec::new();
+        for method in FIG2.methods {
+            if cx.quick && !method.paper {
+                continue;
+            }
+            let file = tuned_file(&cx.root, "fig2", setting, method.key);
+            if !file.exists() {
+                eprintln!(
+                    "  fig2 ({setting}) {}: no tuned setting, left out",
+                    method.label
+                );
+                continue;
+            }
+            let mut runs = Vec::new();
+            for seed in seeds {
+                let dir = fig
+                    .join(format!("{setting}-{}", method.key))
+                    .join(format!("seed-{seed}"));
+                let sets = [
+                    format!("run.seed={seed}"),
+                    format!("run.until=\"test_accuracy>={FIG2_TEST_TARGET}\""),
+                    "run.check_every=1".into(),
+                    format!("run.eval_every={every}"),
+                    format!("run.iterations={cap}"),
+                    "run.wall_clock=false".into(),
+                ];
+                let mut cmd = Command::new(&cx.lena);
+                cmd.current_dir(&cx.root)
+                    .arg("run")
+                    .arg(&file)
+                    .args(["-q", "--force", "-o"])
+                    .arg(&dir);
+                for s in &sets {
+                    cmd.arg("--set").arg(s);
+                }
+                let out = cmd.output().context("cannot start lena")?;
+                let text = String::from_utf8_lossy(&out.stderr);
+                if !out.status.success() && !text.contains("diverged") {
+                    bail!("fig2 tuned {setting}-{} seed {seed}: {text}", method.key);
+                }
+                let rows = metrics(&dir)?;
+                let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap_or_default();
+                let reached = serde_json::from_str::<serde_json::Value>(&summary)
+                    .ok()
+                    .and_then(|j| j["until"]["reached_at"].as_u64())
+                    .map(|r| r as usize);
+                runs.push(Seeded { rows, reached });
+            }
+            eprintln!(
+                "  fig2 ({setting}) {}: {}/{} seeds reached {FIG2_TEST_TARGET}",
+                method.label,
+                runs.iter().filter(|r| r.reached.is_some()).count(),
+                seeds.len()
+            );
+            results.push((method, runs));
+        }
+        let at_target = |r: &Seeded, name: &str| -> Option<f64> {
+            r.reached?;
+            col(&r.rows, name).last().copied()
+        };
+        let diana: Option<Vec<Option<f64>>> = results
+            .iter()
+            .find(|(m, _)| m.key == "diana")
+            .map(|(_, runs)| runs.iter().map(|r| at_target(r, "bits")).collect());
+        let mut series = Vec::new();
+        for (method, runs) in &results {
+            let reached: Vec<&Seeded> = runs.iter().filter(|r| r.reached.is_some()).collect();
+            let stat = |name: &str| {
+                mean_ci(
+                    &reached
+                        .iter()
+                        .filter_map(|r| at_target(r, name))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let (rounds, rounds_ci) = stat("iteration");
+            let (uploads, uploads_ci) = stat("uploads");
+            let (bits, bits_ci) = stat("bits");
+            // Paired by seed: this method's bits over DIANA's, where both reached.
+            let ratios: Vec<f64> = match &diana {
+                Some(d) => runs
+                    .iter()
+                    .zip(d)
+                    .filter_map(|(r, d)| Some(at_target(r, "bits")? / (*d)?))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let (ratio, ratio_ci) = mean_ci(&ratios);
+            let lower: Vec<f64> = runs.iter().filter_map(|r| bits_to(&r.rows, 0.85)).collect();
+            let (lower_mean, lower_ci) = if lower.len() == runs.len() {
+                mean_ci(&lower)
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            writeln!(
+                table,
+                "{setting},{},{},{},{},{rounds},{rounds_ci},{uploads},{uploads_ci},{bits:e},\
+                 {bits_ci:e},{ratio},{ratio_ci},{lower_mean:e},{lower_ci:e}",
+                method.key,
+                method.label,
+                runs.len(),
+                reached.len(),
+            )?;
+            // The curve: mean test accuracy against mean bits at the scheduled evaluations
+            // every seed has, with the accuracy's 95% band.
+            let n = runs
+                .iter()
+                .map(|r| {
+                    col(&r.rows, "iteration")
+                        .iter()
+                        .take_while(|i| (**i as u64).is_multiple_of(every))
+                        .count()
+                })
+                .min()
+                .unwrap_or(0);
+            let mut points = Vec::new();
+            let mut band = Vec::new();
+            for k in 0..n {
+                let b: Vec<f64> = runs.iter().map(|r| col(&r.rows, "bits")[k]).collect();
+                let a: Vec<f64> = runs
+                    .iter()
+                    .map(|r| col(&r.rows, "test_accuracy")[k])
+                    .collect();
+                let (x, (y, h)) = (mean_ci(&b).0, mean_ci(&a));
+                points.push((x, y));
+                band.push((x, y - h, y + h));
+            }
+            series.push(lena_plot::Series {
+                label: method.label.to_string(),
+                points,
+                band,
+            });
+        }
+        if series.is_empty() {
+            continue;
+        }
+        lena_plot::draw(
+            &lena_plot::Chart {
+                title: format!(
+                    "Figure 2{setting}, tuned: test accuracy vs bits (mean of {} seeds, 95% band)",
+                    seeds.len()
+                ),
+                x_label: "uploaded bits".into(),
+                y_label: "test accuracy".into(),
+                log_x: true,
+                log_y: false,
+                series,
+            },
+            &fig.join(format!("accuracy-vs-bits-{setting}")),
+        )?;
+    }
+    write(&fig.join("fig2-tuned.csv"), &table)
 }

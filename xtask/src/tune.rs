@@ -197,7 +197,6 @@ pub const FIG2_METHODS: &[Method] = &[
 
 /// A tuning study of one figure.
 pub struct Study {
-    pub figure: &'static str,
     /// Settings: name and overrides (figure 2: (a) M = 10, minibatch 15; (b) M = 200,
     /// minibatch 3).
     pub settings: &'static [(&'static str, &'static [&'static str])],
@@ -210,7 +209,6 @@ pub struct Study {
 }
 
 pub const FIG2: Study = Study {
-    figure: "fig2",
     settings: &[
         ("a", &["data.nodes=10", "data.batch=15"]),
         ("b", &["data.nodes=200", "data.batch=3"]),
@@ -367,7 +365,7 @@ pub fn tune(root: &Path, lena: &Path, out: &Path, figure: &str, only: &[String])
                 let chosen = j["setting"].as_str().context("best.json: setting")?;
                 let value = j["value"].as_f64().unwrap_or(f64::NAN);
                 let ci = j["ci95"].as_f64().unwrap_or(f64::NAN);
-                let mut sets: Vec<String> = tuning_free(s, setting_sets);
+                let mut sets: Vec<String> = tuning_free(setting_sets);
                 sets.extend(method.sets.iter().map(|x| x.to_string()));
                 sets.extend(chosen.split(';').map(str::to_string));
                 let mut doc: toml::Table = base_text.parse()?;
@@ -412,7 +410,7 @@ pub fn tune(root: &Path, lena: &Path, out: &Path, figure: &str, only: &[String])
 }
 
 /// The setting's overrides and the validation share, without the tuning-only run fields.
-fn tuning_free(_s: &Study, setting: &[&str]) -> Vec<String> {
+fn tuning_free(setting: &[&str]) -> Vec<String> {
     let mut sets = vec![format!("data.validation={VALIDATION}")];
     sets.extend(setting.iter().map(|x| x.to_string()));
     sets

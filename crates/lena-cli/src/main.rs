@@ -1224,6 +1224,7 @@ fn plot(a: PlotArgs) -> Result<()> {
         series.push(lena_plot::Series {
             label,
             points: x.into_iter().zip(y).collect(),
+            band: Vec::new(),
         });
     }
     let chart = lena_plot::Chart {

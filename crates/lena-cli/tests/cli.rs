@@ -818,3 +818,43 @@ fn tune_over_seeds_chooses_by_the_mean_with_an_interval() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("over 3 seeds, 95% CI"), "{stdout}");
 }
+
+/// `lena tune` is a deterministic choice: equal costs go to the first setting in grid order,
+/// and a setting that diverges is a setting that never reaches the target (the sweep goes on
+/// and says so), not a failed sweep.
+#[test]
+fn tune_breaks_ties_by_grid_order_and_counts_divergence_as_never() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    // Results do not depend on the thread count: both thread settings cost the same.
+    let out = lena(
+        &[
+            "tune",
+            "exp.toml",
+            "-q",
+            "--grid",
+            "algorithm.step_size=1e9,0.5",
+            "--grid",
+            "run.threads=2,1",
+            "--target",
+            "test_accuracy=0.9",
+            "-o",
+            "t",
+        ],
+        dir.path(),
+    );
+    ok(&out);
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t/best.json")).unwrap())
+            .unwrap();
+    assert_eq!(best["setting"], "algorithm.step_size=0.5;run.threads=2");
+    let sweep = std::fs::read_to_string(dir.path().join("t/sweep.csv")).unwrap();
+    let rows: Vec<&str> = sweep.lines().skip(1).collect();
+    assert!(
+        rows[0].starts_with("algorithm.step_size=1e9;run.threads=2,diverged,"),
+        "{sweep}"
+    );
+    assert!(rows[0].contains(",never,"), "{sweep}");
+    let cost = |r: &str| r.split(',').nth(7).unwrap().to_string();
+    assert_eq!(cost(rows[2]), cost(rows[3]), "{sweep}");
+}

@@ -7,6 +7,8 @@
 //! Text is drawn with DejaVu Sans, embedded in the crate (`assets/`, with its licence), so
 //! figures need no system fonts or font libraries.
 
+pub mod stats;
+
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -123,6 +125,9 @@ pub struct Series {
     pub label: String,
     /// Points in drawing order.
     pub points: Vec<(f64, f64)>,
+    /// A shaded band around the line, e.g. a 95% confidence interval over seeds: `(x, low,
+    /// high)` in drawing order (empty: no band).
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// A line chart.
@@ -210,6 +215,24 @@ fn visible(chart: &Chart) -> Vec<Vec<(f64, f64)>> {
         .collect()
 }
 
+/// Each series' band as `[(x, low), (x, high)]` pairs the axes can show.
+fn visible_bands(chart: &Chart) -> Vec<Vec<[(f64, f64); 2]>> {
+    let ok = |x: f64, y: f64| {
+        x.is_finite() && y.is_finite() && (!chart.log_x || x > 0.0) && (!chart.log_y || y > 0.0)
+    };
+    chart
+        .series
+        .iter()
+        .map(|s| {
+            s.band
+                .iter()
+                .filter(|(x, lo, hi)| ok(*x, *lo) && ok(*x, *hi))
+                .map(|&(x, lo, hi)| [(x, lo), (x, hi)])
+                .collect()
+        })
+        .collect()
+}
+
 /// A tick label: plain for moderate numbers, `2.5e9` style for large and tiny ones.
 fn tick(v: f64) -> String {
     let a = v.abs();
@@ -262,20 +285,27 @@ where
             }
         )));
     }
-    let x = range(pts.iter().flatten().map(|p| p.0), chart.log_x);
-    let y = range(pts.iter().flatten().map(|p| p.1), chart.log_y);
+    let bands = visible_bands(chart);
+    let all = || {
+        pts.iter()
+            .flatten()
+            .copied()
+            .chain(bands.iter().flatten().flat_map(|b| b.iter().copied()))
+    };
+    let x = range(all().map(|p| p.0), chart.log_x);
+    let y = range(all().map(|p| p.1), chart.log_y);
     // A log axis within one decade has no tick label: such an axis is drawn linear.
     let log_x = chart.log_x && x.1 / x.0 >= 10.0;
     let log_y = chart.log_y && y.1 / y.0 >= 10.0;
     let x = if log_x == chart.log_x {
         x
     } else {
-        range(pts.iter().flatten().map(|p| p.0), false)
+        range(all().map(|p| p.0), false)
     };
     let y = if log_y == chart.log_y {
         y
     } else {
-        range(pts.iter().flatten().map(|p| p.1), false)
+        range(all().map(|p| p.1), false)
     };
     root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
     let mut builder = ChartBuilder::on(root);
@@ -297,6 +327,22 @@ where
                 .label_style(("sans-serif", 14))
                 .draw()
                 .map_err(|e| draw_err(path, e))?;
+            for (i, band) in bands.iter().enumerate() {
+                if band.len() < 2 {
+                    continue;
+                }
+                // The band as one polygon: along the low edge, back along the high one.
+                let outline: Vec<(f64, f64)> = band
+                    .iter()
+                    .map(|b| b[0])
+                    .chain(band.iter().rev().map(|b| b[1]))
+                    .collect();
+                ctx.draw_series(std::iter::once(Polygon::new(
+                    outline,
+                    Palette99::pick(i).mix(0.18).filled(),
+                )))
+                .map_err(|e| draw_err(path, e))?;
+            }
             for (i, (s, p)) in chart.series.iter().zip(&pts).enumerate() {
                 let color = Palette99::pick(i).to_rgba().stroke_width(2);
                 ctx.draw_series(LineSeries::new(p.iter().copied(), color))
@@ -390,12 +436,19 @@ mod tests {
                         points: (0..50)
                             .map(|i| (i as f64, 1.0 / (1.0 + i as f64)))
                             .collect(),
+                        band: (0..50)
+                            .map(|i| {
+                                let y = 1.0 / (1.0 + i as f64);
+                                (i as f64, 0.8 * y, 1.25 * y)
+                            })
+                            .collect(),
                     },
                     Series {
                         label: "DGD-B".into(),
                         points: (0..50)
                             .map(|i| (i as f64, 0.9 / (1.0 + i as f64)))
                             .collect(),
+                        band: Vec::new(),
                     },
                 ],
             };
@@ -405,6 +458,8 @@ mod tests {
             assert_eq!(&png_bytes[1..4], b"PNG");
             let svg_text = std::fs::read_to_string(&svg).unwrap();
             assert!(svg_text.contains("LENA-B") && svg_text.contains("<svg"));
+            // The first series' band is one filled polygon.
+            assert_eq!(svg_text.matches("<polygon").count(), 1, "{svg_text:.300}");
         }
         // Nothing positive on a log axis is an error, not an empty picture.
         let chart = Chart {
@@ -416,6 +471,7 @@ mod tests {
             series: vec![Series {
                 label: "a".into(),
                 points: vec![(0.0, 0.0), (1.0, -1.0)],
+                band: Vec::new(),
             }],
         };
         assert!(matches!(
