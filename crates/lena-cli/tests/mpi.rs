@@ -114,6 +114,20 @@ fn mpi_runs_equal_local_runs_bit_for_bit() {
                 .replace("checkpoint_every = 25", "checkpoint_every = 4")
                 .replace("[algorithm]", "[model]\nobjective = \"cnn\"\n[algorithm]"),
         ),
+        (
+            "mlp_lena",
+            base("name = \"lena\"\nstep_size = 0.05", "")
+                .replace("features = 20", "features = 784")
+                .replace("samples = 2000", "samples = 200")
+                .replace("test_samples = 500", "test_samples = 50")
+                .replace("iterations = 60", "iterations = 6")
+                .replace("eval_every = 20", "eval_every = 3")
+                .replace("checkpoint_every = 25", "checkpoint_every = 4")
+                .replace(
+                    "[algorithm]",
+                    "[model]\nobjective = \"mlp\"\nhidden = [16]\ndropout = 0.5\n[algorithm]",
+                ),
+        ),
     ];
     for (name, text) in cases {
         let file = tmp.path().join(format!("{name}.toml"));

@@ -40,6 +40,25 @@ pub enum CnnArch {
     /// (3x3), ReLU, max-pool 2, dropout, fully connected 9216->128, ReLU, dropout, 128->10,
     /// log-softmax. 1 199 882 parameters.
     Wide,
+    /// A multilayer perceptron ([`Cnn::mlp`]): fully connected layers with ReLU (and dropout
+    /// after each, if the rate is positive), 784 inputs, 10 outputs, log-softmax.
+    Mlp,
+}
+
+/// The layer list of `ops`, with a `'static` lifetime so that networks stay small and `Copy`:
+/// each distinct list is stored once for the life of the process (MLPs are built from their
+/// hidden sizes; a process sees a handful of architectures).
+fn interned(ops: Vec<Op>) -> &'static [Op] {
+    static SEEN: std::sync::Mutex<Vec<&'static [Op]>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = seen.iter().find(|k| **k == &ops[..]) {
+        return known;
+    }
+    let new: &'static [Op] = Box::leak(ops.into_boxed_slice());
+    seen.push(new);
+    new
 }
 
 /// A convolution with stride 1 and no padding over `cin` planes of `h x w`.
@@ -205,10 +224,12 @@ impl Op {
 }
 
 impl CnnArch {
+    /// The layers of a convolutional architecture (an MLP's depend on its hidden sizes).
     pub(crate) fn ops(self) -> &'static [Op] {
         match self {
             CnnArch::Small => SMALL_OPS,
             CnnArch::Wide => WIDE_OPS,
+            CnnArch::Mlp => &[],
         }
     }
 }
@@ -243,6 +264,7 @@ pub(crate) fn dropout_keep(
 #[derive(Clone, Copy, Debug)]
 pub struct Cnn {
     arch: CnnArch,
+    ops: &'static [Op],
     dropout: f32,
     lambda: f32,
     kernels: Kernels,
@@ -279,7 +301,47 @@ pub struct CnnWorkspace {
 
 impl Cnn {
     /// A network; `dropout` must be in `[0, 1)` and `lambda` finite and non-negative.
+    ///
+    /// # Panics
+    /// For [`CnnArch::Mlp`], whose hidden sizes [`Cnn::mlp`] takes.
     pub fn new(arch: CnnArch, dropout: f32, lambda: f32) -> Result<Self> {
+        assert!(arch != CnnArch::Mlp, "an MLP is made by Cnn::mlp");
+        Self::with_ops(arch, arch.ops(), dropout, lambda)
+    }
+
+    /// A multilayer perceptron for MNIST: 784 inputs, fully connected hidden layers of the
+    /// given sizes, each followed by ReLU (and by dropout if `dropout > 0`), then 10 outputs
+    /// and softmax cross-entropy. `hidden` holds 1 to 5 sizes, each at least 1.
+    pub fn mlp(hidden: &[usize], dropout: f32, lambda: f32) -> Result<Self> {
+        if hidden.is_empty() || hidden.len() > 5 || hidden.contains(&0) {
+            return Err(Error::BadParam {
+                field: "model.hidden",
+                expected: "1 to 5 hidden layer sizes, each >= 1",
+                found: format!("{hidden:?}"),
+            });
+        }
+        let mut ops = Vec::new();
+        let mut input = INPUT;
+        for &h in hidden {
+            ops.push(Op::Dense { input, output: h });
+            ops.push(Op::Relu);
+            if dropout > 0.0 {
+                ops.push(Op::Dropout {
+                    c: 1,
+                    hw: h,
+                    channelwise: false,
+                });
+            }
+            input = h;
+        }
+        ops.push(Op::Dense {
+            input,
+            output: CLASSES,
+        });
+        Self::with_ops(CnnArch::Mlp, interned(ops), dropout, lambda)
+    }
+
+    fn with_ops(arch: CnnArch, ops: &'static [Op], dropout: f32, lambda: f32) -> Result<Self> {
         if !(0.0..1.0).contains(&dropout) {
             return Err(Error::BadParam {
                 field: "model.dropout",
@@ -296,10 +358,16 @@ impl Cnn {
         }
         Ok(Self {
             arch,
+            ops,
             dropout,
             lambda,
             kernels: Kernels::detect(),
         })
+    }
+
+    /// The layers.
+    pub(crate) fn ops(&self) -> &'static [Op] {
+        self.ops
     }
 
     /// The same network with the given SIMD dispatch (tests compare paths).
@@ -325,13 +393,13 @@ impl Cnn {
 
     /// Number of parameters.
     pub fn dim(&self) -> usize {
-        self.arch.ops().iter().map(Op::params).sum()
+        self.ops().iter().map(Op::params).sum()
     }
 
     /// Per-sample sizes of every layer's output, the input first.
     fn sizes(&self) -> impl Iterator<Item = usize> {
         let mut size = INPUT;
-        std::iter::once(INPUT).chain(self.arch.ops().iter().map(move |op| {
+        std::iter::once(INPUT).chain(self.ops().iter().map(move |op| {
             size = op.out_size(size);
             size
         }))
@@ -341,7 +409,6 @@ impl Cnn {
     fn block(&self) -> usize {
         let per_sample: usize = self.sizes().sum::<usize>()
             + self
-                .arch
                 .ops()
                 .iter()
                 .map(|op| match op {
@@ -357,7 +424,7 @@ impl Cnn {
     pub fn init(&self, rng: &mut dyn RngCore, w: &mut [f32]) {
         assert_eq!(w.len(), self.dim(), "parameter length");
         let mut off = 0;
-        for op in self.arch.ops() {
+        for op in self.ops() {
             let (fan_in, weights, biases) = match *op {
                 Op::Conv(c) => (c.kk(), c.cout * c.kk(), c.cout),
                 Op::Dense { input, output } => (input, output * input, output),
@@ -384,14 +451,14 @@ impl Cnn {
         if ws.chunks.len() < n_chunks {
             ws.chunks.resize_with(n_chunks, ChunkWs::default);
         }
-        let layers = self.arch.ops().len() + 1;
+        let layers = self.ops().len() + 1;
         let ready = |cw: &ChunkWs| cw.acts.len() == layers && (!grad || cw.g.len() == self.dim());
         if ws.chunks[..n_chunks].iter().all(ready) {
             // The steady state: nothing to allocate.
             return;
         }
         let block = self.block();
-        let ops = self.arch.ops();
+        let ops = self.ops();
         let sizes: Vec<usize> = self.sizes().collect();
         let max_act = *sizes.iter().max().expect("layers");
         for cw in &mut ws.chunks[..n_chunks] {
@@ -433,7 +500,7 @@ impl Cnn {
         }
     }
 
-    /// Checks that `data` holds 28 x 28 images with at most 10 classes.
+    /// Checks that `data` holds 28 x 28 images (784 values) with at most 10 classes.
     pub fn check_data(&self, data: &Dataset) -> Result<()> {
         if data.n_features != INPUT {
             return Err(Error::Shape {
@@ -571,7 +638,7 @@ impl Cnn {
     /// block's first position in the minibatch (training mode).
     fn forward(&self, w: &[f32], cw: &mut ChunkWs, nb: usize, dropout: Option<(u64, usize)>) {
         let mut off = 0;
-        for (l, op) in self.arch.ops().iter().enumerate() {
+        for (l, op) in self.ops().iter().enumerate() {
             let (done, rest) = cw.acts.split_at_mut(l + 1);
             let x = &done[l];
             let y = &mut rest[0];
@@ -704,7 +771,7 @@ impl Cnn {
     /// Backward pass: from `cw.d_out` (the loss's gradient w.r.t. the outputs) accumulates the
     /// parameter gradient (summed over samples) into `cw.g`.
     fn backward(&self, w: &[f32], cw: &mut ChunkWs, nb: usize) {
-        let ops = self.arch.ops();
+        let ops = self.ops();
         let mut off = self.dim();
         for (l, op) in ops.iter().enumerate().rev() {
             off -= op.params();

@@ -45,6 +45,8 @@ pub enum Objective {
     Cnn,
     /// [`CnnArch::Wide`].
     CnnWide,
+    /// A multilayer perceptron ([`Cnn::mlp`]): ReLU hidden layers, softmax cross-entropy.
+    Mlp,
 }
 
 impl std::str::FromStr for Objective {
@@ -55,8 +57,9 @@ impl std::str::FromStr for Objective {
             "softmax" => Ok(Self::Softmax),
             "cnn" => Ok(Self::Cnn),
             "cnn_wide" => Ok(Self::CnnWide),
+            "mlp" => Ok(Self::Mlp),
             _ => Err(format!(
-                "unknown objective {}, expected one of: logistic_ova, softmax, cnn, cnn_wide",
+                "unknown objective {}, expected one of: logistic_ova, softmax, cnn, cnn_wide, mlp",
                 lena_data::quote(s)
             )),
         }
@@ -83,13 +86,14 @@ pub enum ModelWorkspace {
 
 impl Model {
     /// The model of `objective` for data with `n_features` and `n_classes`; `dropout` applies
-    /// to the networks only.
+    /// to the networks only, `hidden` (the hidden layer sizes) to the MLP only.
     pub fn new(
         objective: Objective,
         n_features: usize,
         n_classes: usize,
         lambda: f32,
         dropout: f32,
+        hidden: &[usize],
     ) -> Result<Self> {
         let linear = |kind| Linear::new(kind, n_features, n_classes, lambda).map(Model::Linear);
         match objective {
@@ -97,6 +101,7 @@ impl Model {
             Objective::Softmax => linear(LinearKind::Softmax),
             Objective::Cnn => Cnn::new(CnnArch::Small, dropout, lambda).map(Model::Cnn),
             Objective::CnnWide => Cnn::new(CnnArch::Wide, dropout, lambda).map(Model::Cnn),
+            Objective::Mlp => Cnn::mlp(hidden, dropout, lambda).map(Model::Cnn),
         }
     }
 

@@ -378,22 +378,41 @@ fn default_separation() -> f32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// `logistic_ova`, `softmax`, `cnn` (the paper's network of figure 3) or `cnn_wide`.
+    /// `logistic_ova`, `softmax`, `cnn` (the paper's network of figure 3), `cnn_wide` or `mlp`.
     #[serde(default = "default_objective")]
     pub objective: Objective,
     /// L2 penalty lambda.
     #[serde(default = "default_lambda")]
     pub lambda: f32,
-    /// Dropout rate of the networks' hidden layers during training (ignored by linear models).
-    #[serde(default = "default_dropout")]
-    pub dropout: f32,
+    /// Dropout rate of the networks' hidden layers during training (ignored by linear models;
+    /// default 0.5 for the CNNs, as the paper's network, and 0 for the MLP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f32>,
+    /// Hidden layer sizes of `objective = "mlp"` (default one layer of 200 units).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<usize>,
+}
+
+impl ModelConfig {
+    /// The dropout rate, given or the objective's default.
+    pub fn dropout(&self) -> f32 {
+        self.dropout.unwrap_or(match self.objective {
+            Objective::Mlp => 0.0,
+            _ => 0.5,
+        })
+    }
+
+    /// The MLP's hidden sizes, given or the default `[200]` (empty for other objectives).
+    pub fn hidden(&self) -> Vec<usize> {
+        match (self.objective, self.hidden.is_empty()) {
+            (Objective::Mlp, true) => vec![200],
+            _ => self.hidden.clone(),
+        }
+    }
 }
 
 fn default_objective() -> Objective {
     Objective::LogisticOva
-}
-fn default_dropout() -> f32 {
-    0.5
 }
 fn default_lambda() -> f32 {
     1e-3
@@ -404,7 +423,8 @@ impl Default for ModelConfig {
         Self {
             objective: default_objective(),
             lambda: default_lambda(),
-            dropout: default_dropout(),
+            dropout: None,
+            hidden: Vec::new(),
         }
     }
 }
@@ -549,6 +569,14 @@ impl ExperimentConfig {
         }
         if self.run.eval_every == 0 {
             return bad("run.eval_every", ">= 1", "0".into());
+        }
+        if !self.model.hidden.is_empty() && self.model.objective != Objective::Mlp {
+            return bad(
+                "model.hidden",
+                "absent unless model.objective = \"mlp\" (the other models have no hidden \
+                 sizes to set)",
+                format!("{:?}", self.model.hidden),
+            );
         }
         if !(0.0..=0.5).contains(&self.data.validation) {
             return bad(

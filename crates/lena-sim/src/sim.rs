@@ -321,7 +321,8 @@ impl Simulation {
             train.n_features,
             n_classes,
             cfg.model.lambda,
-            cfg.model.dropout,
+            cfg.model.dropout(),
+            &cfg.model.hidden(),
         )?;
         model.check_data(&train)?;
         model.check_data(&test)?;

@@ -196,7 +196,7 @@ fn sgd_on_an_mnist_slice_learns() {
     // 300 minibatch-SGD steps (32 samples, dropout on) on 2000 real MNIST images.
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/data/mnist-mini");
     let (train, test) = mnist::load(std::path::Path::new(dir)).unwrap();
-    let model = Model::new(Objective::Cnn, 784, 10, 0.0, 0.5).unwrap();
+    let model = Model::new(Objective::Cnn, 784, 10, 0.0, 0.5, &[]).unwrap();
     let mut w = vec![0.0; model.dim()];
     model.init(&mut Xoshiro256PlusPlus::seed_from_u64(0), &mut w);
     let mut ws = model.workspace(32);
@@ -217,4 +217,40 @@ fn sgd_on_an_mnist_slice_learns() {
     let after = model.accuracy(&test, &w, &mut ws);
     eprintln!("test accuracy {before:.3} -> {after:.3}");
     assert!(after > 0.7, "test accuracy {before} -> {after}");
+}
+
+/// The MLP (`model.objective = "mlp"`) against the f64 reference, around the block and chunk
+/// edges, with dropout on and off, one and two hidden layers; and its parameter count.
+#[test]
+fn mlp_matches_reference_with_and_without_dropout() {
+    assert_eq!(
+        Cnn::mlp(&[200], 0.0, 0.0).unwrap().dim(),
+        784 * 200 + 200 + 200 * 10 + 10
+    );
+    for hidden in [&[64][..], &[32, 16]] {
+        for &n in &[1usize, 7, 64, 65, 131] {
+            let ds = images(n, n as u64);
+            let cnn = Cnn::mlp(hidden, 0.5, 1e-3).unwrap();
+            assert_eq!(cnn.arch(), CnnArch::Mlp);
+            let mut w = vec![0.0; cnn.dim()];
+            cnn.init(&mut Xoshiro256PlusPlus::seed_from_u64(n as u64), &mut w);
+            let mut ws = cnn.workspace(0);
+            let mut g = vec![0.0; cnn.dim()];
+            for dropout in [None, Some(5u64)] {
+                let loss = cnn.loss_grad(&ds, Rows::All, &w, &mut g, &mut ws, dropout);
+                let (rl, rg) =
+                    reference::network_loss_grad(&cnn, &ds, &w, 1e-3, dropout.map(|s| (0.5, s)));
+                assert!(
+                    close(loss, rl, 1e-5, 1e-6),
+                    "{hidden:?} n={n}: {loss} vs {rl}"
+                );
+                assert_grad_close(&g, &rg, &format!("{hidden:?} n={n} {dropout:?}"));
+            }
+        }
+    }
+    // Bad shapes name the field.
+    for bad in [&[][..], &[0], &[1, 2, 3, 4, 5, 6]] {
+        let e = Cnn::mlp(bad, 0.0, 0.0).unwrap_err().to_string();
+        assert!(e.starts_with("model.hidden must be"), "{e}");
+    }
 }

@@ -1,4 +1,4 @@
-//! The paper's CNN under the simulator (issue 6): every algorithm runs on it, runs are
+//! The paper's CNN and the MLP under the simulator: every algorithm runs on them, runs are
 //! determined by config and seed, and resume exactly.
 
 use crate::comm::Record;
@@ -15,34 +15,62 @@ fn cnn_slice(algo: &str, iterations: u64, extra: &str) -> String {
 }
 
 #[test]
-fn every_algorithm_runs_on_the_cnn() {
-    for algo in [
-        "name = \"dgd\"",
-        "name = \"lena\"",
-        "name = \"lag_wk\"",
-        "name = \"lag_ps\"",
-        "name = \"lasg_wk2\"",
-        "name = \"laq\"",
-        "name = \"sasg\"",
-        "name = \"diana\"",
-        "name = \"ef_sgd\"",
-        "name = \"lena\"\n[algorithm.compressor]\nkind = \"top_k\"\nk = 2000",
+fn every_algorithm_runs_on_the_cnn_and_the_mlp() {
+    for objective in [
+        "objective = \"cnn\"",
+        "objective = \"mlp\"\nhidden = [32, 16]\ndropout = 0.5",
     ] {
-        let algo = algo.replacen('\n', "\nstep_size = 0.05\n", 1);
-        let algo = if algo.contains("step_size") {
-            algo
-        } else {
-            algo + "\nstep_size = 0.05"
-        };
-        let text = cnn_slice(&algo, 4, "");
-        let rows = run(&text).unwrap_or_else(|e| panic!("{algo}: {e}"));
-        let last = rows.last().unwrap();
-        assert_eq!(last.iteration, 4, "{algo}");
-        assert!(
-            last.train_loss.is_finite() && last.uploads > 0,
-            "{algo}: {last:?}"
-        );
+        for algo in [
+            "name = \"dgd\"",
+            "name = \"lena\"",
+            "name = \"lag_wk\"",
+            "name = \"lag_ps\"",
+            "name = \"lasg_wk2\"",
+            "name = \"laq\"",
+            "name = \"sasg\"",
+            "name = \"diana\"",
+            "name = \"ef_sgd\"",
+            "name = \"lena\"\n[algorithm.compressor]\nkind = \"top_k\"\nk = 2000",
+        ] {
+            let algo = algo.replacen('\n', "\nstep_size = 0.05\n", 1);
+            let algo = if algo.contains("step_size") {
+                algo
+            } else {
+                algo + "\nstep_size = 0.05"
+            };
+            let text = cnn_slice(&algo, 4, "").replace("objective = \"cnn\"", objective);
+            let rows = run(&text).unwrap_or_else(|e| panic!("{objective} {algo}: {e}"));
+            let last = rows.last().unwrap();
+            assert_eq!(last.iteration, 4, "{algo}");
+            assert!(
+                last.train_loss.is_finite() && last.uploads > 0,
+                "{objective} {algo}: {last:?}"
+            );
+        }
     }
+}
+
+/// The MLP learns non-IID MNIST with distributed SGD, its dropout-free default gives
+/// thread-independent runs, and `model.hidden` is refused for models without hidden layers.
+#[test]
+fn the_mlp_learns_and_its_hidden_sizes_are_checked() {
+    let text = cnn_slice("name = \"dgd\"\nstep_size = 0.2", 150, "")
+        .replace("objective = \"cnn\"", "objective = \"mlp\"\nhidden = [64]");
+    let rows = run(&text).unwrap();
+    let last = rows.last().unwrap();
+    assert!(last.test_accuracy > 0.75, "{rows:?}");
+    let threads = |t: usize| {
+        let t = text
+            .replace("iterations = 150", "iterations = 10")
+            .replace("seed = 2", &format!("seed = 2\nthreads = {t}"));
+        run(&t).unwrap()
+    };
+    assert_eq!(threads(1), threads(2));
+    let e = run(&cnn_slice("name = \"dgd\"\nstep_size = 0.2", 4, "")
+        .replace("objective = \"cnn\"", "objective = \"cnn\"\nhidden = [64]"))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("model.hidden") && e.contains("mlp"), "{e}");
 }
 
 #[test]
