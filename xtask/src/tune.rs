@@ -18,8 +18,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Step sizes every method is tuned over: a log grid from 0.01 to 2, plus 1/L.
+/// Step sizes the paper's methods are tuned over: a log grid from 0.01 to 2, plus 1/L.
 pub const STEPS: &str = "0.01,0.02,0.05,0.1,0.2,0.5,1,2,1/L";
+
+/// The coarser step grid of the composition frontier and of the LENA variants beyond the
+/// paper's (every paper method chose a step of 0.5 or more on the full grid).
+pub const COARSE_STEPS: &str = "0.1,0.2,0.5,1,2";
 
 /// Seeds of the tuning runs (the evaluation uses others: [`EVAL_SEEDS`]).
 pub const TUNE_SEEDS: &str = "1,2";
@@ -39,6 +43,8 @@ pub struct Method {
     pub label: &'static str,
     /// Whether the method belongs to the paper's figure (else: the composition frontier).
     pub paper: bool,
+    /// The step-size axis: [`STEPS`] or [`COARSE_STEPS`].
+    pub steps: &'static str,
     pub sets: &'static [&'static str],
     pub grid: &'static [&'static str],
 }
@@ -54,6 +60,7 @@ const fn m(
         key,
         label,
         paper,
+        steps: if paper { STEPS } else { COARSE_STEPS },
         sets,
         grid,
     }
@@ -88,7 +95,6 @@ pub const FIG2_METHODS: &[Method] = &[
         &[
             "algorithm.beta=10,40,160,640",
             "algorithm.drift.gamma=0.1,0.3",
-            "algorithm.init=zero,gradient",
         ],
     ),
     m(
@@ -96,7 +102,14 @@ pub const FIG2_METHODS: &[Method] = &[
         "LENA-m (k = 3)",
         true,
         &["algorithm.name=lena", "algorithm.confirm=3"],
-        &["algorithm.beta=10,40,160", "algorithm.init=zero,gradient"],
+        &["algorithm.beta=10,40,160"],
+    ),
+    m(
+        "lena-init",
+        "LENA-m, gradient init",
+        false,
+        &["algorithm.name=lena", "algorithm.init=gradient"],
+        &["algorithm.beta=10,40,160,640"],
     ),
     m(
         "lena-ref",
@@ -105,7 +118,7 @@ pub const FIG2_METHODS: &[Method] = &[
         &["algorithm.name=lena"],
         &[
             "algorithm.reference=prev_gradient,current_gradient,scaled_prev_gradient",
-            "algorithm.beta=10,40,160,640",
+            "algorithm.beta=10,40,160",
         ],
     ),
     m(
@@ -298,8 +311,13 @@ pub fn tune(root: &Path, lena: &Path, out: &Path, figure: &str, only: &[String])
     let s = study(figure)?;
     for key in only {
         anyhow::ensure!(
-            s.methods.iter().any(|m| m.key == key),
-            "no method {key:?} in {figure}'s study; methods: {}",
+            s.methods.iter().any(|m| {
+                m.key == key
+                    || s.settings
+                        .iter()
+                        .any(|(set, _)| *key == format!("{set}-{}", m.key))
+            }),
+            "no method {key:?} in {figure}'s study (METHOD or SETTING-METHOD); methods: {}",
             s.methods
                 .iter()
                 .map(|m| m.key)
@@ -320,10 +338,10 @@ pub fn tune(root: &Path, lena: &Path, out: &Path, figure: &str, only: &[String])
         .unwrap_or_default();
     for (setting, setting_sets) in s.settings {
         for method in s.methods {
-            if !only.is_empty() && !only.iter().any(|k| k == method.key) {
+            let name = format!("{setting}-{}", method.key);
+            if !only.is_empty() && !only.iter().any(|k| k == method.key || *k == name) {
                 continue;
             }
-            let name = format!("{setting}-{}", method.key);
             let dir = out.join("tune").join(figure).join(&name);
             let mut cmd = Command::new(lena);
             cmd.current_dir(root)
@@ -340,7 +358,7 @@ pub fn tune(root: &Path, lena: &Path, out: &Path, figure: &str, only: &[String])
                 cmd.arg("--set").arg(set);
             }
             cmd.arg("--grid")
-                .arg(format!("algorithm.step_size={STEPS}"));
+                .arg(format!("algorithm.step_size={}", method.steps));
             for g in method.grid {
                 cmd.arg("--grid").arg(g);
             }
