@@ -587,6 +587,8 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
          bits_mean,bits_ci95,bits_per_upload,bits_vs_diana_mean,bits_vs_diana_ci95,\
          bits_to_0.85_mean,bits_to_0.85_ci95\n",
     );
+    let mut fronts =
+        String::from("setting,family,test_accuracy,bits_mean,bits_ci95,configuration\n");
     for (setting, _) in FIG2.settings {
         let mut results: Vec<(&crate::tune::Method, Vec<Seeded>)> = Vec::new();
         for method in FIG2.methods {
@@ -739,6 +741,78 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
             },
             &fig.join(format!("accuracy-vs-bits-{setting}")),
         )?;
+        frontier(&fig, setting, &results, &mut fronts)?;
     }
-    write(&fig.join("fig2-tuned.csv"), &table)
+    write(&fig.join("fig2-tuned.csv"), &table)?;
+    write(&fig.join("frontier.csv"), &fronts)
+}
+
+/// The family a method of the study belongs to, for the Pareto frontier.
+fn family(key: &str) -> &'static str {
+    match key {
+        k if k.starts_with("lena") => "LENA family",
+        k if k.starts_with("lag") || k == "laq" => "LAG / LAQ",
+        k if k.starts_with("ef") => "EF-SGD",
+        "diana" => "DIANA-QSGD",
+        _ => "DGD",
+    }
+}
+
+/// Figure 2's Pareto frontier per family: for each test accuracy, the fewest bits (mean over
+/// the seeds, every seed reaching it) any tuned configuration of the family needs to first
+/// reach it, and which configuration that is (`frontier.csv`, `frontier-SETTING.png`).
+fn frontier(
+    fig: &Path,
+    setting: &str,
+    results: &[(&crate::tune::Method, Vec<Seeded>)],
+    table: &mut String,
+) -> Result<()> {
+    use lena_plot::stats::mean_ci;
+    let levels: Vec<f64> = (50..=88).map(|i| f64::from(i) / 100.0).collect();
+    let mut families: Vec<&str> = Vec::new();
+    for (m, _) in results {
+        if !families.contains(&family(m.key)) {
+            families.push(family(m.key));
+        }
+    }
+    let mut series = Vec::new();
+    for fam in families {
+        let mut points = Vec::new();
+        for &level in &levels {
+            let best = results
+                .iter()
+                .filter(|(m, _)| family(m.key) == fam)
+                .filter_map(|(m, runs)| {
+                    let b: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| bits_to(&r.rows, level))
+                        .collect();
+                    (b.len() == runs.len() && !b.is_empty()).then(|| (mean_ci(&b), m.label))
+                })
+                .min_by(|a, b| a.0.0.total_cmp(&b.0.0));
+            if let Some(((bits, ci), label)) = best {
+                writeln!(table, "{setting},{fam},{level},{bits:e},{ci:e},{label}")?;
+                points.push((bits, level));
+            }
+        }
+        series.push(lena_plot::Series {
+            label: fam.to_string(),
+            points,
+            band: Vec::new(),
+        });
+    }
+    lena_plot::draw(
+        &lena_plot::Chart {
+            title: format!(
+                "Figure 2{setting}: Pareto frontier per family (fewest mean bits to each accuracy)"
+            ),
+            x_label: "uploaded bits".into(),
+            y_label: "test accuracy".into(),
+            log_x: true,
+            log_y: false,
+            series,
+        },
+        &fig.join(format!("frontier-{setting}")),
+    )?;
+    Ok(())
 }
