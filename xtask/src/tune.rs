@@ -106,14 +106,14 @@ pub const FIG2_METHODS: &[Method] = &[
     ),
     m(
         "lena-init",
-        "LENA-m, gradient init",
+        "LENA-m (gradient init)",
         false,
         &["algorithm.name=lena", "algorithm.init=gradient"],
         &["algorithm.beta=10,40,160,640"],
     ),
     m(
         "lena-ref",
-        "LENA-m, other references",
+        "LENA-m (other references)",
         false,
         &["algorithm.name=lena"],
         &[
@@ -464,4 +464,20 @@ pub fn tuned_file(root: &Path, figure: &str, setting: &str, key: &str) -> PathBu
     root.join("experiments/tuned")
         .join(figure)
         .join(format!("{setting}-{key}.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Labels and keys go into CSV fields and file names unquoted.
+    #[test]
+    fn labels_and_keys_are_plain_fields() {
+        for s in [&FIG2, &LAG_MNIST] {
+            for m in s.methods {
+                assert!(!m.label.contains(','), "{}", m.label);
+                assert!(m.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            }
+        }
+    }
 }
