@@ -706,14 +706,14 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
                 })
                 .min()
                 .unwrap_or(0);
+            let bits_of: Vec<Vec<f64>> = runs.iter().map(|r| col(&r.rows, "bits")).collect();
+            let acc_of: Vec<Vec<f64>> =
+                runs.iter().map(|r| col(&r.rows, "test_accuracy")).collect();
             let mut points = Vec::new();
             let mut band = Vec::new();
             for k in 0..n {
-                let b: Vec<f64> = runs.iter().map(|r| col(&r.rows, "bits")[k]).collect();
-                let a: Vec<f64> = runs
-                    .iter()
-                    .map(|r| col(&r.rows, "test_accuracy")[k])
-                    .collect();
+                let b: Vec<f64> = bits_of.iter().map(|c| c[k]).collect();
+                let a: Vec<f64> = acc_of.iter().map(|c| c[k]).collect();
                 let (x, (y, h)) = (mean_ci(&b).0, mean_ci(&a));
                 points.push((x, y));
                 band.push((x, y - h, y + h));

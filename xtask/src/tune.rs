@@ -295,16 +295,15 @@ pub fn apply(table: &mut toml::Table, sets: &[String]) -> Result<()> {
 fn tuning_sets(s: &Study, setting: &[&str]) -> Vec<String> {
     let (column, value) = s.target.split_once('=').expect("COLUMN=VALUE");
     let op = if column.ends_with("loss") { "<=" } else { ">=" };
-    let mut sets: Vec<String> = vec![
-        format!("data.validation={VALIDATION}"),
+    let mut sets = tuning_free(setting);
+    sets.extend([
         format!("run.until=\"{column}{op}{value}\""),
         "run.check_every=1".into(),
         format!("run.eval_every={}", s.iterations),
         format!("run.iterations={}", s.iterations),
         "run.wall_clock=false".into(),
         "run.checkpoint_every=0".into(),
-    ];
-    sets.extend(setting.iter().map(|x| x.to_string()));
+    ]);
     sets
 }
 

@@ -91,6 +91,17 @@ fn summary(dir: &Path) -> serde_json::Value {
 #[test]
 fn mpi_runs_equal_local_runs_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
+    // LENA on a network over 784 synthetic features, shrunk to a few rounds.
+    let network = |model: &str| {
+        base("name = \"lena\"\nstep_size = 0.05", "")
+            .replace("features = 20", "features = 784")
+            .replace("samples = 2000", "samples = 200")
+            .replace("test_samples = 500", "test_samples = 50")
+            .replace("iterations = 60", "iterations = 6")
+            .replace("eval_every = 20", "eval_every = 3")
+            .replace("checkpoint_every = 25", "checkpoint_every = 4")
+            .replace("[algorithm]", &format!("[model]\n{model}\n[algorithm]"))
+    };
     let cases = [
         ("dgd", base("name = \"dgd\"\nstep_size = 0.5", "")),
         ("lena", base("name = \"lena\"\nstep_size = 0.5", FAULTS)),
@@ -103,30 +114,10 @@ fn mpi_runs_equal_local_runs_bit_for_bit() {
                 "",
             ),
         ),
-        (
-            "cnn_lena",
-            base("name = \"lena\"\nstep_size = 0.05", "")
-                .replace("features = 20", "features = 784")
-                .replace("samples = 2000", "samples = 200")
-                .replace("test_samples = 500", "test_samples = 50")
-                .replace("iterations = 60", "iterations = 6")
-                .replace("eval_every = 20", "eval_every = 3")
-                .replace("checkpoint_every = 25", "checkpoint_every = 4")
-                .replace("[algorithm]", "[model]\nobjective = \"cnn\"\n[algorithm]"),
-        ),
+        ("cnn_lena", network("objective = \"cnn\"")),
         (
             "mlp_lena",
-            base("name = \"lena\"\nstep_size = 0.05", "")
-                .replace("features = 20", "features = 784")
-                .replace("samples = 2000", "samples = 200")
-                .replace("test_samples = 500", "test_samples = 50")
-                .replace("iterations = 60", "iterations = 6")
-                .replace("eval_every = 20", "eval_every = 3")
-                .replace("checkpoint_every = 25", "checkpoint_every = 4")
-                .replace(
-                    "[algorithm]",
-                    "[model]\nobjective = \"mlp\"\nhidden = [16]\ndropout = 0.5\n[algorithm]",
-                ),
+            network("objective = \"mlp\"\nhidden = [16]\ndropout = 0.5"),
         ),
     ];
     for (name, text) in cases {
