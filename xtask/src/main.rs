@@ -4,6 +4,7 @@
 mod data;
 mod reproduce;
 mod tune;
+mod tuned;
 
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -18,8 +19,12 @@ const USAGE: &str = "usage:
   cargo xtask reproduce FIGURE --tuned [--quick]
                                        the same with the committed tuned settings of
                                        experiments/tuned/FIGURE over 5 evaluation seeds
+                                       (fig2, fig4, claims: LAG's, LAQ's and SASG's own
+                                       claims, or all)
   cargo xtask reproduce tune FIGURE [METHOD...]
-                                       re-run a figure's tuning on the validation split
+                                       re-run a study's tuning on the validation split
+                                       (fig2, fig4, lag-mnist, laq-logistic, laq-mlp,
+                                       sasg-mnist)
                                        (all methods, or those named) and rewrite
                                        experiments/tuned/FIGURE";
 

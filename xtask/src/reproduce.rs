@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::tuned::{Seeded, run_seed};
+
 /// One curve: its run directory name, legend label and overrides of the figure's file.
 struct Curve {
     dir: String,
@@ -520,22 +522,32 @@ pub fn reproduce(
     };
     let start = std::time::Instant::now();
     let figs: Vec<&str> = match which {
+        "all" if tuned => vec!["fig1", "fig2", "fig3", "fig4", "claims"],
         "all" => vec!["fig1", "fig2", "fig3", "fig4"],
         f @ ("fig1" | "fig2" | "fig3" | "fig4") => vec![f],
-        other => bail!("unknown figure {other:?}, expected one of: fig1, fig2, fig3, fig4, all"),
+        "claims" if tuned => vec!["claims"],
+        "claims" => bail!("claims are evaluated from their tuned settings only: add --tuned"),
+        other => {
+            bail!("unknown figure {other:?}, expected one of: fig1, fig2, fig3, fig4, claims, all")
+        }
     };
     for f in figs {
         let t = std::time::Instant::now();
         eprintln!("{f}{}", if quick { " (quick)" } else { "" });
         match f {
             "fig2" if tuned => fig2_tuned(&cx)?,
-            _ if tuned && which == "all" => {
-                eprintln!("{f}: no tuned settings yet (docs/REPRODUCTION.md), left out");
+            "fig1" if tuned => {
+                crate::tuned::evaluate(&cx.root, &cx.lena, &cx.out, &crate::tuned::FIG1, cx.quick)?;
+            }
+            "fig3" if tuned && cx.quick => {
+                eprintln!("fig3: the CNN's tuned runs take minutes each; left out of --quick");
                 continue;
             }
-            _ if tuned => {
-                bail!("{f} has no tuned settings yet: only fig2 is tuned (docs/REPRODUCTION.md)")
+            "fig3" if tuned => {
+                crate::tuned::evaluate(&cx.root, &cx.lena, &cx.out, &crate::tuned::FIG3, false)?;
             }
+            "fig4" if tuned => crate::tuned::fig4(&cx.root, &cx.lena, &cx.out, cx.quick)?,
+            "claims" => crate::tuned::claims(&cx.root, &cx.lena, &cx.out, cx.quick)?,
             "fig1" => fig1(&cx)?,
             "fig2" => fig2(&cx)?,
             "fig3" => fig3(&cx)?,
@@ -545,7 +557,9 @@ pub fn reproduce(
             "{f} done in {:.0} s -> {}",
             t.elapsed().as_secs_f64(),
             cx.out
-                .join(if tuned {
+                .join(if f == "claims" {
+                    String::new()
+                } else if tuned {
                     format!("{f}-tuned")
                 } else {
                     f.into()
@@ -555,13 +569,6 @@ pub fn reproduce(
     }
     eprintln!("all done in {:.0} s", start.elapsed().as_secs_f64());
     Ok(())
-}
-
-/// One evaluation run of a tuned method: its metrics rows and, if it met the test target,
-/// the round it did.
-struct Seeded {
-    rows: Table,
-    reached: Option<usize>,
 }
 
 /// Test accuracy every tuned figure-2 run goes to (the tuning's validation target is 0.88 on
@@ -604,39 +611,20 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
                 continue;
             }
             let mut runs = Vec::new();
-            for seed in seeds {
+            for &seed in seeds {
                 let dir = fig
                     .join(format!("{setting}-{}", method.key))
                     .join(format!("seed-{seed}"));
-                let sets = [
-                    format!("run.seed={seed}"),
-                    format!("run.until=\"test_accuracy>={FIG2_TEST_TARGET}\""),
-                    "run.check_every=1".into(),
-                    format!("run.eval_every={every}"),
-                    format!("run.iterations={cap}"),
-                    "run.wall_clock=false".into(),
-                ];
-                let mut cmd = Command::new(&cx.lena);
-                cmd.current_dir(&cx.root)
-                    .arg("run")
-                    .arg(&file)
-                    .args(["-q", "--force", "-o"])
-                    .arg(&dir);
-                for s in &sets {
-                    cmd.arg("--set").arg(s);
-                }
-                let out = cmd.output().context("cannot start lena")?;
-                let text = String::from_utf8_lossy(&out.stderr);
-                if !out.status.success() && !text.contains("diverged") {
-                    bail!("fig2 tuned {setting}-{} seed {seed}: {text}", method.key);
-                }
-                let rows = metrics(&dir)?;
-                let summary = std::fs::read_to_string(dir.join("summary.json")).unwrap_or_default();
-                let reached = serde_json::from_str::<serde_json::Value>(&summary)
-                    .ok()
-                    .and_then(|j| j["until"]["reached_at"].as_u64())
-                    .map(|r| r as usize);
-                runs.push(Seeded { rows, reached });
+                runs.push(run_seed(
+                    &cx.root,
+                    &cx.lena,
+                    &file,
+                    &dir,
+                    seed,
+                    &format!("test_accuracy>={FIG2_TEST_TARGET}"),
+                    (1, every, cap),
+                    &[],
+                )?);
             }
             eprintln!(
                 "  fig2 ({setting}) {}: {}/{} seeds reached {FIG2_TEST_TARGET}",
@@ -646,10 +634,7 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
             );
             results.push((method, runs));
         }
-        let at_target = |r: &Seeded, name: &str| -> Option<f64> {
-            r.reached?;
-            col(&r.rows, name).last().copied()
-        };
+        let at_target = |r: &Seeded, name: &str| r.at_target(name);
         let diana: Option<Vec<Option<f64>>> = results
             .iter()
             .find(|(m, _)| m.key == "diana")

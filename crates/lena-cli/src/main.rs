@@ -75,7 +75,9 @@ struct SweepArgs {
     #[arg(long)]
     target: Option<String>,
     /// What the best setting minimises at the target: bits (default), uploads,
-    /// latency_seconds or iteration.
+    /// latency_seconds, iteration, or any other cost or loss column of the metrics; with
+    /// `--target iteration=T`, e.g. `--minimize val_loss` picks the least validation loss
+    /// after T rounds.
     #[arg(long, default_value = "bits")]
     minimize: String,
     /// No progress bar.
@@ -810,6 +812,14 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         }
         (None, false) => None,
     };
+    anyhow::ensure!(
+        lena_sim::metrics::COLUMNS.contains(&a.minimize.as_str())
+            && !a.minimize.contains("accuracy"),
+        "--minimize {}: expected a cost or loss column (bits, uploads, latency_seconds, iteration, \
+         train_loss, val_loss, ...); columns are: {}",
+        lena_data::quote(&a.minimize),
+        lena_sim::metrics::COLUMNS.join(", ")
+    );
     // Every configuration is checked before anything runs.
     let mut jobs_cfg = Vec::new();
     for combo in &combos {
@@ -921,15 +931,11 @@ fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
     }
     table.push('\n');
     let minimize = |r: &MetricsRow| -> Result<f64> {
-        Ok(match a.minimize.as_str() {
-            "bits" => r.bits as f64,
-            "uploads" => r.uploads as f64,
-            "latency_seconds" => r.latency_seconds,
-            "iteration" => r.iteration as f64,
-            other => anyhow::bail!(
-                "--minimize {}: expected one of bits, uploads, latency_seconds, iteration",
-                lena_data::quote(other)
-            ),
+        r.get(&a.minimize).with_context(|| {
+            format!(
+                "--minimize {}: the runs have no such column (val_* need data.validation > 0)",
+                lena_data::quote(&a.minimize)
+            )
         })
     };
     // Per run: the last row and, with a target, the cost where it was first reached.

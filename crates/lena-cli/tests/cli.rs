@@ -858,3 +858,73 @@ fn tune_breaks_ties_by_grid_order_and_counts_divergence_as_never() {
     let cost = |r: &str| r.split(',').nth(7).unwrap().to_string();
     assert_eq!(cost(rows[2]), cost(rows[3]), "{sweep}");
 }
+
+/// `--target iteration=T --minimize train_loss`: the setting with the least training loss after
+/// T rounds, as figure 1's tuning chooses; an accuracy or unknown column is refused up front.
+#[test]
+fn tune_minimises_a_loss_after_a_fixed_number_of_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("exp.toml"), SYNTH).unwrap();
+    let out = lena(
+        &[
+            "tune",
+            "exp.toml",
+            "-q",
+            "--grid",
+            "algorithm.step_size=0.001,1/L,0.01",
+            "--target",
+            "iteration=20",
+            "--minimize",
+            "train_loss",
+            "-o",
+            "t",
+        ],
+        dir.path(),
+    );
+    ok(&out);
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("t/best.json")).unwrap())
+            .unwrap();
+    // The cost is the loss at round 20 (the evaluation there), and it is the least of the three.
+    let sweep = std::fs::read_to_string(dir.path().join("t/sweep.csv")).unwrap();
+    let losses: Vec<f64> = sweep
+        .lines()
+        .skip(1)
+        .map(|r| {
+            let run = dir
+                .path()
+                .join("t")
+                .join(r.split(',').next().unwrap().replace('/', "_"));
+            let m = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+            let row = m
+                .lines()
+                .find(|l| l.starts_with("20,"))
+                .unwrap()
+                .to_string();
+            row.split(',').nth(1).unwrap().parse().unwrap()
+        })
+        .collect();
+    let least = losses.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(best["value"].as_f64().unwrap(), least, "{sweep}");
+    assert_eq!(best["setting"], "algorithm.step_size=1/L", "{sweep}");
+    for bad in ["test_accuracy", "nonsense"] {
+        let out = lena(
+            &[
+                "tune",
+                "exp.toml",
+                "-q",
+                "--target",
+                "iteration=20",
+                "--minimize",
+                bad,
+                "-o",
+                "u",
+            ],
+            dir.path(),
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("--minimize \"{bad}\"")), "{err}");
+        assert!(err.contains("val_loss"), "{err}");
+    }
+}

@@ -1,0 +1,574 @@
+//! `cargo xtask reproduce fig4 | claims --tuned`: the committed tuned settings of a study
+//! (`experiments/tuned/STUDY/`) run over the evaluation seeds, each run until it reaches the
+//! test target (checked every `check_every` rounds), then rounds, uploads, bits and latency
+//! to the target as means with 95% intervals, and each method's ratio to a baseline method,
+//! paired by seed. Figure 2 has its own report (`reproduce.rs`: curves and the frontier) but
+//! runs its seeds with [`run_seed`] too.
+
+use crate::tune::{EVAL_SEEDS, Method, Study, tuned_file};
+use anyhow::{Context, Result, bail};
+use lena_plot::Table;
+use lena_plot::stats::mean_ci;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+/// One evaluation run of a tuned method: its metrics rows and, if it met the test target,
+/// the round it did.
+pub struct Seeded {
+    pub rows: Table,
+    pub reached: Option<usize>,
+    /// Mean latency over the network model's link-rate realizations up to the last round
+    /// (`latency.csv`), where the network has a clock.
+    pub latency: Option<f64>,
+}
+
+impl Seeded {
+    /// The value of a metrics column where the run met the target (`None` if it never did).
+    pub fn at_target(&self, column: &str) -> Option<f64> {
+        self.reached?;
+        if column == "latency" {
+            return self.latency;
+        }
+        self.rows.column(column)?.last().copied()
+    }
+}
+
+/// Runs one tuned experiment file with one seed until `until` holds (or `cap` rounds),
+/// evaluating every `every` rounds and checking the target every `check` rounds, into `dir`.
+/// A diverged run is a run that never reached the target, not a failure.
+#[allow(clippy::too_many_arguments)]
+pub fn run_seed(
+    root: &Path,
+    lena: &Path,
+    file: &Path,
+    dir: &Path,
+    seed: u64,
+    until: &str,
+    (check, every, cap): (u64, u64, u64),
+    extra: &[&str],
+) -> Result<Seeded> {
+    let mut cmd = Command::new(lena);
+    cmd.current_dir(root)
+        .arg("run")
+        .arg(file)
+        .args(["-q", "--force", "-o"])
+        .arg(dir);
+    let sets = [
+        format!("run.seed={seed}"),
+        format!("run.until=\"{until}\""),
+        format!("run.check_every={check}"),
+        format!("run.eval_every={every}"),
+        format!("run.iterations={cap}"),
+        "run.wall_clock=false".into(),
+    ];
+    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        cmd.arg("--set").arg(s);
+    }
+    let out = cmd.output().context("cannot start lena")?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && !text.contains("diverged") {
+        bail!("{} seed {seed}: {text}", file.display());
+    }
+    let rows = Table::read(&dir.join("metrics.csv"))?;
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("summary.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    Ok(Seeded {
+        rows,
+        reached: summary["until"]["reached_at"].as_u64().map(|r| r as usize),
+        latency: summary["latency_final"]["mean"].as_f64(),
+    })
+}
+
+/// The evaluation of one tuned study.
+pub struct Evaluation {
+    /// The study's name ([`crate::tune::STUDIES`]), its directory under `experiments/tuned/`.
+    pub name: &'static str,
+    /// The test target every run goes to: `COLUMN>=VALUE` or `COLUMN<=VALUE`.
+    pub until: &'static str,
+    /// The methods every other is compared with, paired by seed, and on which column.
+    pub baselines: &'static [&'static str],
+    pub compare: &'static str,
+    /// Runs of every setting under each of these overrides (figure 4: the two link-rate
+    /// distributions).
+    pub variants: &'static [(&'static str, &'static [&'static str])],
+    /// Target checked every this many rounds (the test set is larger than the validation set).
+    pub check_every: u64,
+    /// `--quick`: these settings only (all if empty).
+    pub quick_settings: &'static [&'static str],
+    /// The curve drawn per setting and variant (mean over seeds with its 95% band): x and y
+    /// columns and whether x is on a log scale.
+    pub curve: (&'static str, &'static str, bool),
+}
+
+impl Evaluation {
+    /// The study whose committed settings this evaluates.
+    pub fn study(&self) -> &'static Study {
+        crate::tune::study(self.name).expect("every evaluation names a study (tested)")
+    }
+}
+
+/// One method's seeds in one setting and variant.
+pub struct Outcome {
+    pub variant: &'static str,
+    pub setting: &'static str,
+    pub method: &'static Method,
+    pub runs: Vec<Seeded>,
+}
+
+/// Runs `e` over the evaluation seeds (3 with `quick`, and then only its quick settings and
+/// the paper's methods) and writes its table, `OUT/NAME-tuned/NAME-tuned.csv`.
+pub fn evaluate(
+    root: &Path,
+    lena: &Path,
+    out: &Path,
+    e: &Evaluation,
+    quick: bool,
+) -> Result<Vec<Outcome>> {
+    let seeds: &[u64] = if quick { &EVAL_SEEDS[..3] } else { &EVAL_SEEDS };
+    let cap = e.study().iterations * 3 / 2;
+    // Evaluations for the curves every 5 rounds (or the check interval, if longer).
+    let every = e.check_every.max(5).div_ceil(e.check_every) * e.check_every;
+    let mut table = String::from(
+        "variant,setting,method,label,seeds,reached,rounds_mean,rounds_ci95,uploads_mean,\
+         uploads_ci95,bits_mean,bits_ci95,latency_mean_s,latency_ci95_s,train_loss_mean,\
+         train_loss_ci95,test_accuracy_mean,test_accuracy_ci95",
+    );
+    for b in e.baselines {
+        write!(table, ",{0}_vs_{b}_mean,{0}_vs_{b}_ci95", e.compare)?;
+    }
+    table.push('\n');
+    let mut outcomes = Vec::new();
+    for (variant, extra) in e.variants {
+        for (setting, _) in e.study().settings {
+            if quick && !e.quick_settings.is_empty() && !e.quick_settings.contains(setting) {
+                continue;
+            }
+            let first = outcomes.len();
+            for method in e.study().methods {
+                if !method.in_setting(setting)
+                    || (quick && !method.paper && e.study().methods.iter().any(|m| m.paper))
+                {
+                    continue;
+                }
+                let file = tuned_file(root, e.name, setting, method.key);
+                if !file.exists() {
+                    eprintln!(
+                        "  {} ({setting}) {}: no tuned setting, left out",
+                        e.name, method.label
+                    );
+                    continue;
+                }
+                let mut runs = Vec::new();
+                for &seed in seeds {
+                    let dir = out
+                        .join(format!("{}-tuned", e.name))
+                        .join(format!(
+                            "{variant}{}{setting}-{}",
+                            if variant.is_empty() { "" } else { "-" },
+                            method.key
+                        ))
+                        .join(format!("seed-{seed}"));
+                    runs.push(run_seed(
+                        root,
+                        lena,
+                        &file,
+                        &dir,
+                        seed,
+                        e.until,
+                        (e.check_every, every, cap),
+                        extra,
+                    )?);
+                }
+                eprintln!(
+                    "  {} {variant} ({setting}) {}: {}/{} seeds reached {}",
+                    e.name,
+                    method.label,
+                    runs.iter().filter(|r| r.reached.is_some()).count(),
+                    seeds.len(),
+                    e.until
+                );
+                outcomes.push(Outcome {
+                    variant,
+                    setting,
+                    method,
+                    runs,
+                });
+            }
+            let here = &outcomes[first..];
+            draw_curves(
+                e,
+                variant,
+                setting,
+                here,
+                every,
+                &out.join(format!("{}-tuned", e.name)),
+            )?;
+            for o in here {
+                let stat = |column: &str| {
+                    mean_ci(
+                        &o.runs
+                            .iter()
+                            .filter_map(|r| r.at_target(column))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let (rounds, rounds_ci) = stat("iteration");
+                let (uploads, uploads_ci) = stat("uploads");
+                let (bits, bits_ci) = stat("bits");
+                let (latency, latency_ci) = stat("latency");
+                let (loss, loss_ci) = stat("train_loss");
+                let (acc, acc_ci) = stat("test_accuracy");
+                write!(
+                    table,
+                    "{variant},{setting},{},{},{},{},{rounds},{rounds_ci},{uploads},{uploads_ci},\
+                     {bits:e},{bits_ci:e},{latency},{latency_ci},{loss},{loss_ci},{acc},{acc_ci}",
+                    o.method.key,
+                    o.method.label,
+                    o.runs.len(),
+                    o.runs.iter().filter(|r| r.reached.is_some()).count(),
+                )?;
+                for key in e.baselines {
+                    let (ratio, ratio_ci) = paired_ratio(o, here, key, e.compare);
+                    write!(table, ",{ratio},{ratio_ci}")?;
+                }
+                table.push('\n');
+            }
+        }
+    }
+    let dir = out.join(format!("{}-tuned", e.name));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}-tuned.csv", e.name));
+    std::fs::write(&path, table).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(outcomes)
+}
+
+/// The evaluation's curve for one setting and variant: per method, the mean of the y column
+/// against the mean of the x column at the evaluations every seed has, with y's 95% band.
+fn draw_curves(
+    e: &Evaluation,
+    variant: &str,
+    setting: &str,
+    here: &[Outcome],
+    every: u64,
+    dir: &Path,
+) -> Result<()> {
+    let (x, y, log_x) = e.curve;
+    let mut series = Vec::new();
+    for o in here {
+        let xs: Vec<Vec<f64>> = o
+            .runs
+            .iter()
+            .map(|r| r.rows.column(x).unwrap_or_default())
+            .collect();
+        let ys: Vec<Vec<f64>> = o
+            .runs
+            .iter()
+            .map(|r| r.rows.column(y).unwrap_or_default())
+            .collect();
+        let iters: Vec<Vec<f64>> = o
+            .runs
+            .iter()
+            .map(|r| r.rows.column("iteration").unwrap_or_default())
+            .collect();
+        // The scheduled evaluations every seed has (a run's last row, where it stopped, may
+        // fall between them).
+        let n = iters
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .take_while(|i| (**i as u64).is_multiple_of(every))
+                    .count()
+            })
+            .min()
+            .unwrap_or(0);
+        let (mut points, mut band) = (Vec::new(), Vec::new());
+        for k in 0..n {
+            let xk: Vec<f64> = xs.iter().map(|c| c[k]).collect();
+            let yk: Vec<f64> = ys.iter().map(|c| c[k]).collect();
+            let (xm, (ym, h)) = (mean_ci(&xk).0, mean_ci(&yk));
+            if log_x && xm <= 0.0 {
+                continue;
+            }
+            points.push((xm, ym));
+            band.push((xm, ym - h, ym + h));
+        }
+        if !points.is_empty() {
+            series.push(lena_plot::Series {
+                label: o.method.label.to_string(),
+                points,
+                band,
+            });
+        }
+    }
+    let name = [variant, setting]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("-");
+    draw_any(
+        lena_plot::Chart {
+            title: format!(
+                "{} tuned ({name}): {y} vs {x} (mean over seeds, 95% band)",
+                e.name
+            ),
+            x_label: x.replace('_', " "),
+            y_label: y.replace('_', " "),
+            log_x,
+            log_y: false,
+            series,
+        },
+        &dir.join(format!("{y}-vs-{x}-{name}")),
+    )?;
+    Ok(())
+}
+
+/// Draws `chart` unless no series has a point to draw (a method whose seeds never reached).
+fn draw_any(mut chart: lena_plot::Chart, path: &Path) -> Result<()> {
+    chart.series.retain(|s| !s.points.is_empty());
+    if chart.series.is_empty() {
+        eprintln!("  {}: nothing to draw", path.display());
+        return Ok(());
+    }
+    lena_plot::draw(&chart, path)?;
+    Ok(())
+}
+
+/// Mean and 95% interval over the seeds both reached of `o`'s `column` at the target over the
+/// baseline method's (same setting and variant, same seed).
+pub fn paired_ratio(o: &Outcome, here: &[Outcome], baseline: &str, column: &str) -> (f64, f64) {
+    let Some(b) = here.iter().find(|b| b.method.key == baseline) else {
+        return (f64::NAN, f64::NAN);
+    };
+    let ratios: Vec<f64> = o
+        .runs
+        .iter()
+        .zip(&b.runs)
+        .filter_map(|(r, b)| Some(r.at_target(column)? / b.at_target(column)?))
+        .collect();
+    mean_ci(&ratios)
+}
+
+/// Figure 4 tuned: latency to 0.88 test accuracy per M, under both link-rate distributions
+/// (tuned under the uniform one), against LENA-m (the paper's ratio) and tuned DIANA.
+pub const FIG4: Evaluation = Evaluation {
+    name: "fig4",
+    until: "test_accuracy>=0.88",
+    baselines: &["lena", "diana"],
+    compare: "latency",
+    variants: &[
+        ("uniform", &[]),
+        ("skewed", &["network.probabilities=\"skewed\""]),
+    ],
+    check_every: 1,
+    quick_settings: &["m20", "m100"],
+    curve: ("latency_seconds", "test_accuracy", true),
+};
+
+/// Figure 1 tuned: 300 rounds at each method's tuned step (least validation loss there), the
+/// training loss against rounds with its band, and the final loss and uploads per method.
+pub const FIG1: Evaluation = Evaluation {
+    name: "fig1",
+    until: "iteration>=300",
+    baselines: &["dgd"],
+    compare: "train_loss",
+    variants: &[("", &[])],
+    check_every: 1,
+    quick_settings: &["m2", "m15"],
+    curve: ("iteration", "train_loss", false),
+};
+
+/// Figure 3 tuned: latency to 0.95 test accuracy on the CNN (M = 20, uniform link rates),
+/// against LENA-m and tuned DIANA; the target checked every 10 rounds, as in the tuning.
+pub const FIG3: Evaluation = Evaluation {
+    name: "fig3",
+    until: "test_accuracy>=0.95",
+    baselines: &["lena", "diana"],
+    compare: "latency",
+    variants: &[("", &[])],
+    check_every: 10,
+    quick_settings: &[],
+    curve: ("latency_seconds", "test_accuracy", true),
+};
+
+/// The seeds' own claims (LAG, LAQ, SASG), each in its own setting; `--quick` runs the first
+/// only.
+pub const CLAIMS: &[Evaluation] = &[
+    Evaluation {
+        name: "laq-logistic",
+        until: "test_accuracy>=0.9",
+        baselines: &["laq"],
+        compare: "bits",
+        variants: &[("", &[])],
+        check_every: 1,
+        quick_settings: &[],
+        curve: ("bits", "test_accuracy", true),
+    },
+    Evaluation {
+        name: "laq-mlp",
+        until: "test_accuracy>=0.92",
+        baselines: &["laq"],
+        compare: "bits",
+        variants: &[("", &[])],
+        check_every: 1,
+        quick_settings: &[],
+        curve: ("bits", "test_accuracy", true),
+    },
+    Evaluation {
+        name: "sasg-mnist",
+        until: "test_accuracy>=0.92",
+        baselines: &["sasg"],
+        compare: "bits",
+        variants: &[("", &[]), ("one-label", &["data.split=\"one_label\""])],
+        check_every: 5,
+        quick_settings: &[],
+        curve: ("bits", "test_accuracy", true),
+    },
+    Evaluation {
+        name: "lag-mnist",
+        until: "train_loss<=0.9",
+        baselines: &["dgd"],
+        compare: "uploads",
+        variants: &[("", &[])],
+        check_every: 1,
+        quick_settings: &[],
+        curve: ("uploads", "train_loss", false),
+    },
+];
+
+/// `reproduce fig4 --tuned`: the table and, per link-rate distribution, each method's latency
+/// over LENA-m's against M with its 95% band, and the absolute latencies.
+pub fn fig4(root: &Path, lena: &Path, out: &Path, quick: bool) -> Result<()> {
+    let outcomes = evaluate(root, lena, out, &FIG4, quick)?;
+    let dir = out.join("fig4-tuned");
+    for (variant, _) in FIG4.variants {
+        let mut relative: Vec<lena_plot::Series> = Vec::new();
+        let mut absolute: Vec<lena_plot::Series> = Vec::new();
+        for method in FIG4.study().methods {
+            let (mut rel, mut band, mut abs) = (Vec::new(), Vec::new(), Vec::new());
+            for (setting, _) in FIG4.study().settings {
+                let here: Vec<&Outcome> = outcomes
+                    .iter()
+                    .filter(|o| o.variant == *variant && o.setting == *setting)
+                    .collect();
+                let Some(o) = here.iter().find(|o| o.method.key == method.key) else {
+                    continue;
+                };
+                let m: f64 = setting.trim_start_matches('m').parse()?;
+                let lat: Vec<f64> = o
+                    .runs
+                    .iter()
+                    .filter_map(|r| r.at_target("latency"))
+                    .collect();
+                if lat.len() == o.runs.len() {
+                    abs.push((m, mean_ci(&lat).0));
+                }
+                let base = here.iter().find(|b| b.method.key == "lena");
+                let ratios: Vec<f64> = base.map_or(Vec::new(), |b| {
+                    o.runs
+                        .iter()
+                        .zip(&b.runs)
+                        .filter_map(|(r, b)| {
+                            Some(r.at_target("latency")? / b.at_target("latency")?)
+                        })
+                        .collect()
+                });
+                if method.key != "lena" && ratios.len() == o.runs.len() && !ratios.is_empty() {
+                    let (y, h) = mean_ci(&ratios);
+                    rel.push((m, y));
+                    band.push((m, (y - h).max(1e-6), y + h));
+                }
+            }
+            if !rel.is_empty() {
+                relative.push(lena_plot::Series {
+                    label: method.label.to_string(),
+                    points: rel,
+                    band,
+                });
+            }
+            if !abs.is_empty() {
+                absolute.push(lena_plot::Series {
+                    label: method.label.to_string(),
+                    points: abs,
+                    band: Vec::new(),
+                });
+            }
+        }
+        draw_any(
+            lena_plot::Chart {
+                title: format!(
+                    "Figure 4 tuned ({variant} link rates): latency to 0.88 test accuracy over \
+                     LENA-m's (95% band)"
+                ),
+                x_label: "nodes M".into(),
+                y_label: "latency / LENA-m's".into(),
+                log_x: true,
+                log_y: true,
+                series: relative,
+            },
+            &dir.join(format!("relative-latency-{variant}")),
+        )?;
+        draw_any(
+            lena_plot::Chart {
+                title: format!(
+                    "Figure 4 tuned ({variant} link rates): mean latency to 0.88 test accuracy"
+                ),
+                x_label: "nodes M".into(),
+                y_label: "latency (s)".into(),
+                log_x: true,
+                log_y: true,
+                series: absolute,
+            },
+            &dir.join(format!("latency-{variant}")),
+        )?;
+    }
+    Ok(())
+}
+
+/// `reproduce claims --tuned`: the seeds' own claims over the evaluation seeds, a table each
+/// (`OUT/STUDY-tuned/STUDY-tuned.csv`).
+pub fn claims(root: &Path, lena: &Path, out: &Path, quick: bool) -> Result<()> {
+    for e in if quick { &CLAIMS[..1] } else { CLAIMS } {
+        evaluate(root, lena, out, e, quick)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Evaluations go to a test-set target (or a training loss or a fixed round for the
+    /// optimisation claims), against baselines that are methods of their study, from the
+    /// directory their study writes.
+    #[test]
+    fn evaluations_measure_on_test_against_methods_of_their_study() {
+        for e in [&FIG1, &FIG3, &FIG4].into_iter().chain(CLAIMS) {
+            let column = e.until.split(['>', '<']).next().unwrap();
+            assert!(
+                ["test_accuracy", "train_loss", "iteration"].contains(&column),
+                "{}: {}",
+                e.name,
+                e.until
+            );
+            assert!(crate::tune::study(e.name).is_ok(), "{}", e.name);
+            for b in e.baselines {
+                assert!(
+                    e.study().methods.iter().any(|m| m.key == *b),
+                    "{}: {b}",
+                    e.name
+                );
+            }
+            for q in e.quick_settings {
+                assert!(
+                    e.study().settings.iter().any(|(n, _)| n == q),
+                    "{}: {q}",
+                    e.name
+                );
+            }
+        }
+    }
+}
