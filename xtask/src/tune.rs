@@ -469,7 +469,11 @@ pub const FIG3_METHODS: &[Method] = &[
         "lena",
         "LENA-m",
         true,
-        &["algorithm.name=lena", "algorithm.drift.kind=momentum"],
+        &[
+            "algorithm.name=lena",
+            "algorithm.drift.kind=momentum",
+            "algorithm.drift.gamma=0.1",
+        ],
         &["algorithm.beta=10,40"],
     )
     .steps(FIG3_STEPS),
