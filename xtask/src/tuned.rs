@@ -337,19 +337,25 @@ fn draw_any(mut chart: lena_plot::Chart, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Mean and 95% interval over the seeds both reached of `o`'s `column` at the target over the
-/// baseline method's (same setting and variant, same seed).
+/// Per seed both reached, `o`'s `column` at the target over the baseline's (same setting and
+/// variant, same seed); empty without a baseline.
+fn paired_ratios(o: &Outcome, baseline: Option<&Outcome>, column: &str) -> Vec<f64> {
+    baseline.map_or(Vec::new(), |b| {
+        o.runs
+            .iter()
+            .zip(&b.runs)
+            .filter_map(|(r, b)| Some(r.at_target(column)? / b.at_target(column)?))
+            .collect()
+    })
+}
+
+/// Mean and 95% interval of [`paired_ratios`] against the method `baseline` among `here`.
 pub fn paired_ratio(o: &Outcome, here: &[Outcome], baseline: &str, column: &str) -> (f64, f64) {
-    let Some(b) = here.iter().find(|b| b.method.key == baseline) else {
+    let b = here.iter().find(|b| b.method.key == baseline);
+    if b.is_none() {
         return (f64::NAN, f64::NAN);
-    };
-    let ratios: Vec<f64> = o
-        .runs
-        .iter()
-        .zip(&b.runs)
-        .filter_map(|(r, b)| Some(r.at_target(column)? / b.at_target(column)?))
-        .collect();
-    mean_ci(&ratios)
+    }
+    mean_ci(&paired_ratios(o, b, column))
 }
 
 /// Figure 4 tuned: latency to 0.88 test accuracy per M, under both link-rate distributions
@@ -466,16 +472,8 @@ pub fn fig4(root: &Path, lena: &Path, out: &Path, quick: bool) -> Result<()> {
                 if lat.len() == o.runs.len() {
                     abs.push((m, mean_ci(&lat).0));
                 }
-                let base = here.iter().find(|b| b.method.key == "lena");
-                let ratios: Vec<f64> = base.map_or(Vec::new(), |b| {
-                    o.runs
-                        .iter()
-                        .zip(&b.runs)
-                        .filter_map(|(r, b)| {
-                            Some(r.at_target("latency")? / b.at_target("latency")?)
-                        })
-                        .collect()
-                });
+                let base = here.iter().find(|b| b.method.key == "lena").copied();
+                let ratios = paired_ratios(o, base, "latency");
                 if method.key != "lena" && ratios.len() == o.runs.len() && !ratios.is_empty() {
                     let (y, h) = mean_ci(&ratios);
                     rel.push((m, y));
