@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::tuned::{Seeded, run_seed};
+use crate::tuned::{Seeded, cost_to, run_seed};
 
 /// One curve: its run directory name, legend label and overrides of the figure's file.
 struct Curve {
@@ -186,15 +186,6 @@ fn fig1(cx: &Ctx) -> Result<()> {
     write(&fig.join("fig1.csv"), &table)
 }
 
-/// Bits a run needed to first reach test accuracy `target` (None if never).
-fn bits_to(t: &Table, target: f64) -> Option<f64> {
-    let (acc, bits) = (col(t, "test_accuracy"), col(t, "bits"));
-    acc.iter()
-        .zip(&bits)
-        .find(|(a, _)| **a >= target)
-        .map(|(_, b)| *b)
-}
-
 /// Figure 2: test accuracy vs bits, (a) M = 10 minibatch 15, (b) M = 200 minibatch 3.
 fn fig2(cx: &Ctx) -> Result<()> {
     let iters = if cx.quick { "600" } else { "3000" };
@@ -233,9 +224,9 @@ fn fig2(cx: &Ctx) -> Result<()> {
                 "{setting},{label},{},{:e},{},{},{}",
                 col(&t, "test_accuracy").last().copied().unwrap_or(0.0),
                 col(&t, "bits").last().copied().unwrap_or(0.0),
-                fmt(bits_to(&t, 0.80)),
-                fmt(bits_to(&t, 0.85)),
-                fmt(bits_to(&t, 0.88)),
+                fmt(cost_to(&t, "bits", 0.80)),
+                fmt(cost_to(&t, "bits", 0.85)),
+                fmt(cost_to(&t, "bits", 0.88)),
             )?;
         }
     }
@@ -663,7 +654,10 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
                 None => Vec::new(),
             };
             let (ratio, ratio_ci) = mean_ci(&ratios);
-            let lower: Vec<f64> = runs.iter().filter_map(|r| bits_to(&r.rows, 0.85)).collect();
+            let lower: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| cost_to(&r.rows, "bits", 0.85))
+                .collect();
             let (lower_mean, lower_ci) = if lower.len() == runs.len() {
                 mean_ci(&lower)
             } else {
@@ -726,78 +720,26 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
             },
             &fig.join(format!("accuracy-vs-bits-{setting}")),
         )?;
-        frontier(&fig, setting, &results, &mut fronts)?;
+        let levels: Vec<f64> = (50..=88).map(|i| f64::from(i) / 100.0).collect();
+        crate::tuned::frontier(
+            &results
+                .iter()
+                .map(|(m, runs)| (*m, runs.as_slice()))
+                .collect::<Vec<_>>(),
+            &crate::tuned::Frontier {
+                cost: "bits",
+                levels: &levels,
+                row: setting,
+                title: format!(
+                    "Figure 2{setting}: Pareto frontier per family (fewest mean bits to each \
+                     accuracy)"
+                ),
+                x_label: "uploaded bits",
+                path: fig.join(format!("frontier-{setting}")),
+            },
+            &mut fronts,
+        )?;
     }
     write(&fig.join("fig2-tuned.csv"), &table)?;
     write(&fig.join("frontier.csv"), &fronts)
-}
-
-/// The family a method of the study belongs to, for the Pareto frontier.
-fn family(key: &str) -> &'static str {
-    match key {
-        k if k.starts_with("lena") => "LENA family",
-        k if k.starts_with("lag") || k == "laq" => "LAG / LAQ",
-        k if k.starts_with("ef") => "EF-SGD",
-        "diana" => "DIANA-QSGD",
-        _ => "DGD",
-    }
-}
-
-/// Figure 2's Pareto frontier per family: for each test accuracy, the fewest bits (mean over
-/// the seeds, every seed reaching it) any tuned configuration of the family needs to first
-/// reach it, and which configuration that is (`frontier.csv`, `frontier-SETTING.png`).
-fn frontier(
-    fig: &Path,
-    setting: &str,
-    results: &[(&crate::tune::Method, Vec<Seeded>)],
-    table: &mut String,
-) -> Result<()> {
-    use lena_plot::stats::mean_ci;
-    let levels: Vec<f64> = (50..=88).map(|i| f64::from(i) / 100.0).collect();
-    let mut families: Vec<&str> = Vec::new();
-    for (m, _) in results {
-        if !families.contains(&family(m.key)) {
-            families.push(family(m.key));
-        }
-    }
-    let mut series = Vec::new();
-    for fam in families {
-        let mut points = Vec::new();
-        for &level in &levels {
-            let best = results
-                .iter()
-                .filter(|(m, _)| family(m.key) == fam)
-                .filter_map(|(m, runs)| {
-                    let b: Vec<f64> = runs
-                        .iter()
-                        .filter_map(|r| bits_to(&r.rows, level))
-                        .collect();
-                    (b.len() == runs.len() && !b.is_empty()).then(|| (mean_ci(&b), m.label))
-                })
-                .min_by(|a, b| a.0.0.total_cmp(&b.0.0));
-            if let Some(((bits, ci), label)) = best {
-                writeln!(table, "{setting},{fam},{level},{bits:e},{ci:e},{label}")?;
-                points.push((bits, level));
-            }
-        }
-        series.push(lena_plot::Series {
-            label: fam.to_string(),
-            points,
-            band: Vec::new(),
-        });
-    }
-    lena_plot::draw(
-        &lena_plot::Chart {
-            title: format!(
-                "Figure 2{setting}: Pareto frontier per family (fewest mean bits to each accuracy)"
-            ),
-            x_label: "uploaded bits".into(),
-            y_label: "test accuracy".into(),
-            log_x: true,
-            log_y: false,
-            series,
-        },
-        &fig.join(format!("frontier-{setting}")),
-    )?;
-    Ok(())
 }

@@ -101,6 +101,9 @@ pub struct Evaluation {
     /// The curve drawn per setting and variant (mean over seeds with its 95% band): x and y
     /// columns and whether x is on a log scale.
     pub curve: (&'static str, &'static str, bool),
+    /// The cost column of the Pareto frontier per family drawn per setting and variant
+    /// ([`frontier`], from 0.5 test accuracy to the target), if any.
+    pub frontier: Option<&'static str>,
 }
 
 impl Evaluation {
@@ -140,6 +143,13 @@ pub fn evaluate(
         write!(table, ",{0}_vs_{b}_mean,{0}_vs_{b}_ci95", e.compare)?;
     }
     table.push('\n');
+    let mut fronts = String::new();
+    if let Some(cost) = e.frontier {
+        writeln!(
+            fronts,
+            "variant,setting,family,test_accuracy,{cost}_mean,{cost}_ci95,configuration"
+        )?;
+    }
     let mut outcomes = Vec::new();
     for (variant, extra) in e.variants {
         for (setting, _) in e.study().settings {
@@ -206,6 +216,43 @@ pub fn evaluate(
                 every,
                 &out.join(format!("{}-tuned", e.name)),
             )?;
+            if let Some(cost) = e.frontier {
+                let top: f64 = e
+                    .until
+                    .strip_prefix("test_accuracy>=")
+                    .context("a frontier needs a test accuracy target")?
+                    .parse()?;
+                let levels: Vec<f64> = (50..=(top * 100.0).round() as u32)
+                    .map(|i| f64::from(i) / 100.0)
+                    .collect();
+                let name = [*variant, *setting]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join("-");
+                frontier(
+                    &here
+                        .iter()
+                        .map(|o| (o.method, o.runs.as_slice()))
+                        .collect::<Vec<_>>(),
+                    &Frontier {
+                        cost,
+                        levels: &levels,
+                        row: &format!("{variant},{setting}"),
+                        title: format!(
+                            "{} tuned ({name}): Pareto frontier per family (least mean {cost} \
+                             to each accuracy)",
+                            e.name
+                        ),
+                        x_label: &cost.replace('_', " "),
+                        path: out
+                            .join(format!("{}-tuned", e.name))
+                            .join(format!("frontier-{name}")),
+                    },
+                    &mut fronts,
+                )?;
+            }
             for o in here {
                 let stat = |column: &str| {
                     mean_ci(
@@ -242,6 +289,11 @@ pub fn evaluate(
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{}-tuned.csv", e.name));
     std::fs::write(&path, table).with_context(|| format!("cannot write {}", path.display()))?;
+    if e.frontier.is_some() {
+        let path = dir.join("frontier.csv");
+        std::fs::write(&path, fronts)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(outcomes)
 }
 
@@ -358,6 +410,91 @@ pub fn paired_ratio(o: &Outcome, here: &[Outcome], baseline: &str, column: &str)
     mean_ci(&paired_ratios(o, b, column))
 }
 
+/// The family a method of a study belongs to, for the Pareto frontier.
+fn family(key: &str) -> &'static str {
+    match key {
+        k if k.starts_with("lena") => "LENA family",
+        k if k.starts_with("lag") || k == "laq" => "LAG / LAQ",
+        k if k.starts_with("ef") => "EF-SGD",
+        "diana" => "DIANA-QSGD",
+        _ => "DGD",
+    }
+}
+
+/// The `cost` column of a run where its test accuracy first reached `level` (None if never).
+pub fn cost_to(rows: &Table, cost: &str, level: f64) -> Option<f64> {
+    let (acc, cost) = (rows.column("test_accuracy")?, rows.column(cost)?);
+    acc.iter()
+        .zip(&cost)
+        .find(|(a, _)| **a >= level)
+        .map(|(_, c)| *c)
+}
+
+/// One Pareto frontier: what it minimises and where it goes.
+pub struct Frontier<'a> {
+    /// The metrics column minimised to each accuracy (`bits`, `latency_seconds`).
+    pub cost: &'a str,
+    /// The test accuracies the frontier is drawn at.
+    pub levels: &'a [f64],
+    /// The leading fields of each of its CSV rows (setting, variant).
+    pub row: &'a str,
+    pub title: String,
+    pub x_label: &'a str,
+    /// The figure's path without extension.
+    pub path: std::path::PathBuf,
+}
+
+/// The Pareto frontier per family: for each test accuracy, the least mean `cost` (over the
+/// seeds, every seed reaching that accuracy) any tuned configuration of the family needs to
+/// first reach it, and which configuration that is. Appends `ROW,family,accuracy,mean,ci95,
+/// configuration` rows to `table` and draws the frontiers. The cost is each run's own
+/// metrics column (for latency: the link-rate realization of its seed).
+pub fn frontier(results: &[(&Method, &[Seeded])], f: &Frontier, table: &mut String) -> Result<()> {
+    let mut families: Vec<&str> = Vec::new();
+    for (m, _) in results {
+        if !families.contains(&family(m.key)) {
+            families.push(family(m.key));
+        }
+    }
+    let mut series = Vec::new();
+    for fam in families {
+        let mut points = Vec::new();
+        for &level in f.levels {
+            let best = results
+                .iter()
+                .filter(|(m, _)| family(m.key) == fam)
+                .filter_map(|(m, runs)| {
+                    let c: Vec<f64> = runs
+                        .iter()
+                        .filter_map(|r| cost_to(&r.rows, f.cost, level))
+                        .collect();
+                    (c.len() == runs.len() && !c.is_empty()).then(|| (mean_ci(&c), m.label))
+                })
+                .min_by(|a, b| a.0.0.total_cmp(&b.0.0));
+            if let Some(((cost, ci), label)) = best {
+                writeln!(table, "{},{fam},{level},{cost:e},{ci:e},{label}", f.row)?;
+                points.push((cost, level));
+            }
+        }
+        series.push(lena_plot::Series {
+            label: fam.to_string(),
+            points,
+            band: Vec::new(),
+        });
+    }
+    draw_any(
+        lena_plot::Chart {
+            title: f.title.clone(),
+            x_label: f.x_label.into(),
+            y_label: "test accuracy".into(),
+            log_x: true,
+            log_y: false,
+            series,
+        },
+        &f.path,
+    )
+}
+
 /// Figure 4 tuned: latency to 0.88 test accuracy per M, under both link-rate distributions
 /// (tuned under the uniform one), against LENA-m (the paper's ratio) and tuned DIANA.
 pub const FIG4: Evaluation = Evaluation {
@@ -372,6 +509,7 @@ pub const FIG4: Evaluation = Evaluation {
     check_every: 1,
     quick_settings: &["m20", "m100"],
     curve: ("latency_seconds", "test_accuracy", true),
+    frontier: Some("latency_seconds"),
 };
 
 /// Figure 1 tuned: 300 rounds at each method's tuned step (least validation loss there), the
@@ -385,6 +523,7 @@ pub const FIG1: Evaluation = Evaluation {
     check_every: 1,
     quick_settings: &["m2", "m15"],
     curve: ("iteration", "train_loss", false),
+    frontier: None,
 };
 
 /// Figure 3 tuned: latency to 0.95 test accuracy on the CNN (M = 20, uniform link rates),
@@ -398,6 +537,7 @@ pub const FIG3: Evaluation = Evaluation {
     check_every: 10,
     quick_settings: &[],
     curve: ("latency_seconds", "test_accuracy", true),
+    frontier: Some("latency_seconds"),
 };
 
 /// The seeds' own claims (LAG, LAQ, SASG), each in its own setting; `--quick` runs the first
@@ -412,6 +552,7 @@ pub const CLAIMS: &[Evaluation] = &[
         check_every: 1,
         quick_settings: &[],
         curve: ("bits", "test_accuracy", true),
+        frontier: None,
     },
     Evaluation {
         name: "laq-mlp",
@@ -422,6 +563,7 @@ pub const CLAIMS: &[Evaluation] = &[
         check_every: 1,
         quick_settings: &[],
         curve: ("bits", "test_accuracy", true),
+        frontier: None,
     },
     Evaluation {
         name: "sasg-mnist",
@@ -432,6 +574,7 @@ pub const CLAIMS: &[Evaluation] = &[
         check_every: 5,
         quick_settings: &[],
         curve: ("bits", "test_accuracy", true),
+        frontier: None,
     },
     Evaluation {
         name: "lag-mnist",
@@ -442,6 +585,7 @@ pub const CLAIMS: &[Evaluation] = &[
         check_every: 1,
         quick_settings: &[],
         curve: ("uploads", "train_loss", false),
+        frontier: None,
     },
 ];
 
@@ -568,5 +712,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The frontier takes, per family and accuracy, the configuration with the least mean
+    /// cost among those whose every seed reached the accuracy, and leaves out an accuracy
+    /// no configuration reached on every seed.
+    #[test]
+    fn frontier_takes_the_cheapest_configuration_every_seed_reached_with() {
+        let run = |rows: &str| Seeded {
+            rows: Table::parse(&format!("test_accuracy,bits\n{rows}"), Path::new("t")).unwrap(),
+            reached: None,
+            latency: None,
+        };
+        let study = crate::tune::study("fig4").unwrap();
+        let method = |key: &str| study.methods.iter().find(|m| m.key == key).unwrap();
+        let (lena, lena_g, diana) = (method("lena"), method("lena-g"), method("diana"));
+        let a = [run("0.5,10\n0.6,30"), run("0.5,20\n0.6,50")];
+        let b = [run("0.5,12\n0.6,20"), run("0.5,12\n0.6,20")];
+        let c = [run("0.5,1\n0.6,2"), run("0.5,1")];
+        let dir = std::env::temp_dir().join(format!("lena-frontier-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut table = String::new();
+        frontier(
+            &[(lena, &a[..]), (lena_g, &b[..]), (diana, &c[..])],
+            &Frontier {
+                cost: "bits",
+                levels: &[0.5, 0.6],
+                row: "x",
+                title: "t".into(),
+                x_label: "bits",
+                path: dir.join("f"),
+            },
+            &mut table,
+        )
+        .unwrap();
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert!(
+            rows[0].starts_with("x,LENA family,0.5,1.2e1,0e0,"),
+            "{table}"
+        );
+        assert!(rows[0].ends_with(&lena_g.label), "{table}");
+        assert!(rows[1].starts_with("x,LENA family,0.6,2e1,"), "{table}");
+        assert!(rows[2].starts_with("x,DIANA-QSGD,0.5,1e0,"), "{table}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
