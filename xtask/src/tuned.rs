@@ -241,9 +241,9 @@ pub fn evaluate(
                         levels: &levels,
                         row: &format!("{variant},{setting}"),
                         title: format!(
-                            "{} tuned ({name}): Pareto frontier per family (least mean {cost} \
-                             to each accuracy)",
-                            e.name
+                            "{} ({name}): Pareto frontier, least mean {} to each accuracy",
+                            e.name,
+                            cost.replace('_', " ")
                         ),
                         x_label: &cost.replace('_', " "),
                         path: out
