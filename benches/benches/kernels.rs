@@ -22,7 +22,10 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 }
 
 fn reductions(c: &mut Criterion) {
-    let paths = [("scalar", Kernels::scalar()), ("simd", Kernels::detect())];
+    let paths: Vec<(&str, Kernels)> = lena_kernels::PATH_NAMES
+        .into_iter()
+        .filter_map(|n| Some((n, Kernels::named(n)?)))
+        .collect();
     for n in SIZES {
         let (x, y, v) = (data(n, 1), data(n, 2), data(n, 3));
         let mut g = c.benchmark_group(format!("dot/f32/n={n}"));
@@ -30,7 +33,7 @@ fn reductions(c: &mut Criterion) {
         g.bench_function("reference", |b| {
             b.iter(|| reference::dot(black_box(&x), black_box(&y)))
         });
-        for (name, k) in paths {
+        for &(name, k) in &paths {
             g.bench_function(name, |b| b.iter(|| k.dot(black_box(&x), black_box(&y))));
         }
         g.finish();
@@ -40,7 +43,7 @@ fn reductions(c: &mut Criterion) {
         g.bench_function("reference", |b| {
             b.iter(|| reference::norm2_sq(black_box(&x)))
         });
-        for (name, k) in paths {
+        for &(name, k) in &paths {
             g.bench_function(name, |b| b.iter(|| k.norm2_sq(black_box(&x))));
         }
         g.finish();
@@ -50,7 +53,7 @@ fn reductions(c: &mut Criterion) {
         g.bench_function("reference", |b| {
             b.iter(|| reference::lin_dist2_sq(black_box(&x), 0.1, black_box(&y), black_box(&v)))
         });
-        for (name, k) in paths {
+        for &(name, k) in &paths {
             g.bench_function(name, |b| {
                 b.iter(|| k.lin_dist2_sq(black_box(&x), 0.1, &y, &v))
             });
@@ -60,7 +63,10 @@ fn reductions(c: &mut Criterion) {
 }
 
 fn updates(c: &mut Criterion) {
-    let paths = [("scalar", Kernels::scalar()), ("simd", Kernels::detect())];
+    let paths: Vec<(&str, Kernels)> = lena_kernels::PATH_NAMES
+        .into_iter()
+        .filter_map(|n| Some((n, Kernels::named(n)?)))
+        .collect();
     for n in SIZES {
         let x = data(n, 1);
         let v = data(n, 3);
@@ -70,7 +76,7 @@ fn updates(c: &mut Criterion) {
         g.bench_function("reference", |b| {
             b.iter(|| reference::axpy(1e-3, black_box(&x), &mut y))
         });
-        for (name, k) in paths {
+        for &(name, k) in &paths {
             g.bench_function(name, |b| b.iter(|| k.axpy(1e-3, black_box(&x), &mut y)));
         }
         g.finish();
@@ -81,7 +87,7 @@ fn updates(c: &mut Criterion) {
         g.bench_function("reference", |b| {
             b.iter(|| reference::ef_update(&mut e, 1e-3, black_box(&x), black_box(&v)))
         });
-        for (name, k) in paths {
+        for &(name, k) in &paths {
             g.bench_function(name, |b| {
                 b.iter(|| k.ef_update(&mut e, 1e-3, black_box(&x), &v))
             });

@@ -11,22 +11,8 @@ use faer::{Accum, MatMut, MatRef, Par};
 use lena_model::{Linear, LinearKind, Rows};
 use std::hint::black_box;
 
-fn mnist_or_random() -> lena_data::Dataset {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
-    match lena_data::mnist::load(&dir) {
-        Ok((train, _)) => train,
-        Err(_) => {
-            let features: Vec<f32> = (0..60_000 * 784)
-                .map(|i| ((i * 7919) % 256) as f32 / 255.0)
-                .collect();
-            let labels = (0..60_000).map(|i| (i % 10) as u32).collect();
-            lena_data::Dataset::new(features, labels, 784, 10).unwrap()
-        }
-    }
-}
-
 fn gradient(c: &mut Criterion) {
-    let data = mnist_or_random();
+    let data = lena_benches::mnist_or_random();
     let (n, p, k) = (data.n_samples(), data.n_features, 10usize);
     let model = Linear::new(LinearKind::LogisticOva, p, k, 1e-3).unwrap();
     let w: Vec<f32> = (0..model.dim())

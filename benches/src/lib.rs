@@ -61,3 +61,19 @@ pub fn touch_state_once(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f
         x + y
     }
 }
+
+/// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random
+/// data of its shape (60 000 x 784, 10 classes).
+pub fn mnist_or_random() -> lena_data::Dataset {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
+    match lena_data::mnist::load(&dir) {
+        Ok((train, _)) => train,
+        Err(_) => {
+            let features: Vec<f32> = (0..60_000 * 784)
+                .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+                .collect();
+            let labels = (0..60_000).map(|i| (i % 10) as u32).collect();
+            lena_data::Dataset::new(features, labels, 784, 10).unwrap()
+        }
+    }
+}

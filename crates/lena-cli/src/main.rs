@@ -1137,6 +1137,7 @@ fn resume(a: ResumeArgs) -> Result<()> {
     let iterations = cfg.run.iterations;
     // Everything is checked before anything in the directory is written.
     let found = rundir::verify(&dir, &text, &cfg)?;
+    same_simd(&dir)?;
     let ck = found.checkpoint;
     let ckpt_path = dir.file(CHECKPOINT);
     // Attaching writes nothing; loading checks the state (and, in a multi-process run, sends
@@ -1187,6 +1188,30 @@ fn resume(a: ResumeArgs) -> Result<()> {
         interrupted: interrupted(),
     };
     finish(sim, obs, true).map(|_| ())
+}
+
+/// A run resumes on the instruction-set path it started on: another lane count sums in another
+/// order, and the resumed run would silently differ from an uninterrupted one.
+fn same_simd(dir: &RunDir) -> Result<()> {
+    let path = dir.file(rundir::META);
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", path.display()))?;
+    let started = meta["simd"]
+        .as_str()
+        .with_context(|| format!("{}: no simd field", path.display()))?;
+    let here = lena_kernels::Kernels::detect().name();
+    anyhow::ensure!(
+        started == here,
+        "{}: the run started on the SIMD path {started:?}, this process would take {here:?}, and \
+         its results would differ from an uninterrupted run's; resume it with \
+         LENA_SIMD={} on a CPU that runs that path",
+        path.display(),
+        started.split(' ').next().unwrap_or(started)
+    );
+    Ok(())
 }
 
 fn plot(a: PlotArgs) -> Result<()> {
@@ -1251,13 +1276,15 @@ fn plot(a: PlotArgs) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let res = match cli.command {
-        Command::Run(a) => run(*a),
-        Command::Plot(a) => plot(a),
-        Command::Resume(a) => resume(a),
-        Command::Sweep(a) => sweep(a, false),
-        Command::Tune(a) => sweep(a, true),
-    };
+    let res = lena_kernels::Kernels::from_env()
+        .map_err(anyhow::Error::new)
+        .and_then(|_| match cli.command {
+            Command::Run(a) => run(*a),
+            Command::Plot(a) => plot(a),
+            Command::Resume(a) => resume(a),
+            Command::Sweep(a) => sweep(a, false),
+            Command::Tune(a) => sweep(a, true),
+        });
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<StoppedRun>() => {

@@ -399,3 +399,50 @@ fn a_sweep_refuses_earlier_results_unless_forced() {
     ok(&lena(&forced, d));
     assert_eq!(snapshot(&d.join("s/run.seed=1")), before);
 }
+
+/// A run resumes only on the SIMD path it started on (another lane count would sum in another
+/// order), and with LENA_SIMD naming that path it ends as the uninterrupted run did; a
+/// LENA_SIMD this CPU cannot run is refused up front.
+#[test]
+fn resume_keeps_the_simd_path_the_run_started_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("exp.toml"), EXP).unwrap();
+    let scalar = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lena"))
+            .args(args)
+            .current_dir(d)
+            .env("LENA_SIMD", "scalar")
+            .output()
+            .unwrap()
+    };
+    ok(&scalar(&["run", "exp.toml", "-q", "-o", "whole"]));
+    let out = scalar(&["run", "exp.toml", "-q", "-o", "cut", "--stop-at", "20"]);
+    assert_eq!(out.status.code(), Some(130));
+    let meta = std::fs::read_to_string(d.join("cut/meta.json")).unwrap();
+    assert!(meta.contains("\"simd\": \"scalar\""), "{meta}");
+    if lena_kernels::Kernels::detect().name() != "scalar" {
+        let before = snapshot(&d.join("cut"));
+        fails_with(
+            &lena(&["resume", "cut", "-q"], d),
+            "the run started on the SIMD path \"scalar\"",
+        );
+        assert_eq!(snapshot(&d.join("cut")), before);
+    }
+    ok(&scalar(&["resume", "cut", "-q"]));
+    for f in ["metrics.csv", "metrics.jsonl"] {
+        assert_eq!(
+            read(d.join("cut").join(f)),
+            read(d.join("whole").join(f)),
+            "{f}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_lena"))
+        .args(["run", "exp.toml", "-q", "-o", "x"])
+        .current_dir(d)
+        .env("LENA_SIMD", "avx9")
+        .output()
+        .unwrap();
+    fails_with(&out, "LENA_SIMD=\"avx9\": expected one of");
+    assert!(!d.join("x").exists());
+}

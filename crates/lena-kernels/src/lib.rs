@@ -5,8 +5,10 @@
 //! Every kernel takes a [`Kernels`] context first. [`Kernels::detect`] picks the widest
 //! instruction set the CPU offers at run time (pulp's `Arch`), [`Kernels::scalar`] forces pulp's
 //! one-lane fallback (the same code path with a lane width of one), and the environment variable
-//! `LENA_SIMD=scalar` makes `detect` choose the fallback. Each kernel has a plain, obviously
-//! correct twin in [`mod@reference`] that accumulates in f64; tests compare both paths against it.
+//! `LENA_SIMD` (`scalar`, `x86-64-v3`, `x86-64-v4`) makes `detect` choose a narrower path, e.g.
+//! to repeat on an AVX-512 machine a result measured with AVX2. [`Kernels::available`] lists every
+//! path the CPU runs. Each kernel has a plain, obviously correct twin in [`mod@reference`] that
+//! accumulates in f64; tests compare every available path against it.
 //!
 //! ```
 //! use lena_kernels::Kernels;
@@ -21,6 +23,7 @@
 //! A kernel's result may depend on the instruction set (the lane count changes the summation
 //! order) but never on the number of threads: kernels are single-threaded.
 
+mod block;
 mod fused;
 mod reduce;
 pub mod reference;
@@ -52,19 +55,68 @@ impl WithSimd for Lanes {
     }
 }
 
+/// `LENA_SIMD` names a path this CPU does not run.
+#[derive(Debug, thiserror::Error)]
+#[error("LENA_SIMD={value:?}: expected one of {PATH_NAMES:?} that this CPU runs ({runs})")]
+pub struct UnknownPath {
+    /// The variable's value.
+    pub value: String,
+    /// The paths this CPU runs, comma-separated.
+    pub runs: String,
+}
+
+/// The names [`Kernels::named`] accepts, widest first.
+pub const PATH_NAMES: [&str; 3] = ["x86-64-v4", "x86-64-v3", "scalar"];
+
 impl Kernels {
-    /// The widest instruction set this CPU supports, unless `LENA_SIMD=scalar` is set.
+    /// The widest instruction set this CPU supports, or the one `LENA_SIMD` names if the CPU
+    /// runs it (an unknown or unsupported `LENA_SIMD` is ignored here: binaries check it up
+    /// front with [`Kernels::from_env`]).
     ///
     /// The choice is made once per process and cached, so calling this in a hot loop costs a
     /// load, not an environment lookup.
     pub fn detect() -> Self {
         static CHOICE: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
-        *CHOICE.get_or_init(|| match std::env::var("LENA_SIMD").as_deref() {
-            Ok("scalar") => Self::scalar(),
-            _ => Self {
+        *CHOICE.get_or_init(|| {
+            Self::from_env().ok().flatten().unwrap_or(Self {
                 path: Path::Detected(pulp::Arch::new()),
-            },
+            })
         })
+    }
+
+    /// The path `LENA_SIMD` asks for: `None` if unset or empty, an error naming the value and
+    /// what this CPU runs if the name is unknown or the CPU lacks the instruction set.
+    pub fn from_env() -> Result<Option<Self>, UnknownPath> {
+        match std::env::var("LENA_SIMD") {
+            Ok(v) if !v.is_empty() => Self::named(&v).map(Some).ok_or_else(|| UnknownPath {
+                runs: PATH_NAMES
+                    .into_iter()
+                    .filter(|n| Self::named(n).is_some())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                value: v,
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// The path called `name` (one of [`PATH_NAMES`]), if this CPU runs it.
+    pub fn named(name: &str) -> Option<Self> {
+        let path = match name {
+            "scalar" => Path::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            "x86-64-v3" => Path::Detected(pulp::Arch::V3(pulp::x86::V3::try_new()?)),
+            #[cfg(target_arch = "x86_64")]
+            "x86-64-v4" => Path::Detected(pulp::Arch::V4(pulp::x86::V4::try_new()?)),
+            _ => return None,
+        };
+        Some(Self { path })
+    }
+
+    /// Every path this CPU runs, widest first, the scalar fallback last: tests run each
+    /// kernel on all of them.
+    pub fn available() -> Vec<Self> {
+        PATH_NAMES.into_iter().filter_map(Self::named).collect()
     }
 
     /// pulp's one-lane fallback: the same kernel bodies with scalar registers.

@@ -97,3 +97,28 @@ pub fn lin_comb(out: &mut [f32], b: f32, base: &[f32], c: &[f32], rows: &[&[f32]
         *o = s as f32;
     }
 }
+
+/// Reference scores `z[i * c + k] = <x_i, w_k>` (f64), the rows of `x` `p` long, the class rows
+/// of `w` at `stride`.
+pub fn dot_block(x: &[f32], p: usize, w: &[f32], stride: usize, c: usize) -> Vec<f64> {
+    let n = x.len() / p;
+    let mut z = vec![0.0; n * c];
+    for i in 0..n {
+        for k in 0..c {
+            z[i * c + k] = dot(&x[i * p..(i + 1) * p], &w[k * stride..k * stride + p]);
+        }
+    }
+    z
+}
+
+/// Reference `g[k * stride + j] += sum_i d[i * c + k] x_i[j]`, in row order with one fused
+/// multiply-add (one rounding) per term: what the SIMD kernel computes exactly.
+pub fn add_outer_block(g: &mut [f32], stride: usize, c: usize, d: &[f32], x: &[f32], p: usize) {
+    for (i, xi) in x.chunks_exact(p).enumerate() {
+        for k in 0..c {
+            for j in 0..p {
+                g[k * stride + j] = d[i * c + k].mul_add(xi[j], g[k * stride + j]);
+            }
+        }
+    }
+}

@@ -1,5 +1,5 @@
 //! Every kernel against its reference, at every length 0..=67 and proptest lengths, under both
-//! the detected instruction set and pulp's scalar fallback.
+//! every instruction set this CPU runs (x86-64-v4, x86-64-v3, pulp's scalar fallback).
 
 use crate::{Kernels, reference};
 use proptest::prelude::*;
@@ -8,8 +8,8 @@ const EPS: f64 = f32::EPSILON as f64;
 /// Magnitudes swept by the length tests; products stay inside f32's normal range.
 const SCALES: [f32; 6] = [0.0, 1e-15, 1e-3, 1.0, 1e3, 1e15];
 
-fn paths() -> [Kernels; 2] {
-    [Kernels::detect(), Kernels::scalar()]
+fn paths() -> Vec<Kernels> {
+    Kernels::available()
 }
 
 /// Deterministic pseudo-random vector (splitmix64), values in [-scale, scale].
@@ -307,6 +307,40 @@ fn detected_path_is_named() {
     assert_eq!(Kernels::scalar().name(), "scalar");
 }
 
+/// Each named path has its lane count, the widest the CPU runs is the one detected (unless
+/// `LENA_SIMD` chose another), and on x86-64 every machine of this project runs v3.
+#[test]
+fn every_available_path_has_its_width() {
+    let all = Kernels::available();
+    assert_eq!(all.last().unwrap().f32_lanes(), 1);
+    for (name, lanes) in [("x86-64-v4", 16), ("x86-64-v3", 8), ("scalar", 1)] {
+        if let Some(k) = Kernels::named(name) {
+            assert_eq!(k.f32_lanes(), lanes, "{name}");
+            assert!(k.name().starts_with(name), "{name}: {}", k.name());
+        }
+    }
+    if std::env::var_os("LENA_SIMD").is_none() {
+        assert_eq!(Kernels::detect().f32_lanes(), all[0].f32_lanes());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert!(Kernels::named("x86-64-v3").is_some());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512cd")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("avx512vl")
+    {
+        assert!(
+            Kernels::named("x86-64-v4").is_some(),
+            "AVX-512 CPU without the v4 path"
+        );
+    }
+    assert!(Kernels::named("avx9").is_none());
+}
+
 #[test]
 #[should_panic(expected = "length mismatch")]
 fn mismatched_lengths_panic() {
@@ -397,5 +431,42 @@ fn axpy_into_zero_equals_scale() {
             "{}: fma(a, x, 0) != a * x in {bad} places",
             k.name()
         );
+    }
+}
+
+/// The block products against their references, for row, class and column counts around
+/// every tile edge (2 rows, 5 classes, 1-2 vectors of 8 or 16 lanes) on every path: the scores
+/// within the dot's rounding bound, the accumulation bit-identical to row-order fused adds
+/// (it does not depend on the lane count).
+#[test]
+fn block_products_match_reference_at_every_tile_edge() {
+    for p in [1usize, 7, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 784] {
+        for c in [1usize, 2, 4, 5, 6, 9, 10, 11] {
+            for n in [0usize, 1, 2, 3, 5] {
+                let stride = p + 1;
+                let x = vector(n * p, (p * 31 + c * 7 + n) as u64, 1.0);
+                let w = vector(c * stride, (p + c) as u64, 1.0);
+                let d = vector(n * c, (n + 3 * c) as u64, 1.0);
+                let g0 = vector(c * stride, 99, 1.0);
+                let want_z = reference::dot_block(&x, p, &w, stride, c);
+                let mut want_g = g0.clone();
+                reference::add_outer_block(&mut want_g, stride, c, &d, &x, p);
+                for k in paths() {
+                    let mut z = vec![f32::NAN; n * c];
+                    k.dot_block(&x, p, &w, stride, c, &mut z);
+                    for (i, (got, want)) in z.iter().zip(&want_z).enumerate() {
+                        let bound = 2.0 * p as f64 * EPS * (p as f64).sqrt() + 1e-6;
+                        assert!(
+                            (f64::from(*got) - want).abs() <= bound,
+                            "{} p={p} c={c} n={n} z[{i}]: {got} vs {want}",
+                            k.name()
+                        );
+                    }
+                    let mut g = g0.clone();
+                    k.add_outer_block(&mut g, stride, c, &d, &x, p);
+                    assert_eq!(g, want_g, "{} p={p} c={c} n={n}", k.name());
+                }
+            }
+        }
     }
 }

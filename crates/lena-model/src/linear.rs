@@ -1,14 +1,17 @@
 //! Linear multi-class objectives: one-versus-all logistic ridge regression and softmax.
 
 use crate::{Error, Result};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
 use lena_data::Dataset;
 use lena_kernels::Kernels;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Rows per block: one block of `X` (256 x 784 f32, 800 KB) stays in L2 between the two products.
+/// Bytes of `X` per block (83 MNIST rows): a block's rows stay in L2 between the scores and
+/// the gradient's accumulation, which reads them once per group of five classes and two
+/// vectors of columns (measured: 16 KB blocks 20 ms, 64 KB 16 ms, 256 KB 14 ms, 1 MB 21 ms,
+/// `examples/gradient_profile`).
+const BLOCK_BYTES: usize = 256 << 10;
+/// Most rows per block (the derivative's scratch is `BLOCK x classes`).
 const BLOCK: usize = 256;
 /// Rows per parallel chunk. Fixed, so the summation order never depends on the thread count.
 const CHUNK: usize = 2048;
@@ -245,10 +248,8 @@ impl Linear {
     /// `z = X W^T + b` for `nb` contiguous rows `x`; `z` is `nb x n_classes` row-major.
     fn scores(&self, x: &[f32], nb: usize, w: &[f32], z: &mut [f32]) {
         let (p, c) = (self.n_features, self.n_classes);
-        let xb = MatRef::from_row_major_slice(x, nb, p);
-        let wt = MatRef::from_row_major_slice_with_stride(w, c, p, p + 1).transpose();
-        let zb = MatMut::from_row_major_slice_mut(z, nb, c);
-        matmul(zb, Accum::Replace, xb, wt, 1.0f32, Par::Seq);
+        self.kernels
+            .dot_block(&x[..nb * p], p, w, p + 1, c, &mut z[..nb * c]);
         for zi in z.chunks_exact_mut(c) {
             for (k, zk) in zi.iter_mut().enumerate() {
                 *zk += w[k * (p + 1) + p];
@@ -430,8 +431,9 @@ impl Linear {
         if want_grad {
             cw.g.fill(0.0);
         }
-        for b0 in (0..n).step_by(BLOCK) {
-            let b1 = (b0 + BLOCK).min(n);
+        let block = (BLOCK_BYTES / (4 * p.max(1))).clamp(4, BLOCK);
+        for b0 in (0..n).step_by(block) {
+            let b1 = (b0 + block).min(n);
             let nb = b1 - b0;
             let xb = &x[b0 * p..b1 * p];
             let z = &mut cw.z[..nb * c];
@@ -444,15 +446,8 @@ impl Linear {
             };
             cw.loss += loss;
             if want_grad {
-                // G[:, :p] += D^T X_b; bias column += column sums of D.
-                let d = MatRef::from_row_major_slice(&*z, nb, c);
-                // The c x p weight block of G, row stride p + 1. Built column-major and transposed:
-                // faer 0.24.4's `from_row_major_slice_with_stride_mut` swaps its two strides and
-                // writes out of bounds (see docs/PERFORMANCE.md, "faer notes").
-                let gw = MatMut::from_column_major_slice_with_stride_mut(&mut cw.g, p, c, p + 1)
-                    .transpose_mut();
-                let xm = MatRef::from_row_major_slice(xb, nb, p);
-                matmul(gw, Accum::Add, d.transpose(), xm, 1.0f32, Par::Seq);
+                // G[:, :p] += D^T X_b (X_b still in cache); bias column += column sums of D.
+                self.kernels.add_outer_block(&mut cw.g, p + 1, c, z, xb, p);
                 for zi in z.chunks_exact(c) {
                     for (k, dk) in zi.iter().enumerate() {
                         cw.g[k * (p + 1) + p] += dk;

@@ -17,7 +17,7 @@ fn matches_reference_across_block_and_chunk_edges() {
     for &n in &[1usize, 3, 15, 16, 17, 255, 256, 257, 2047, 2049, 4500] {
         let ds = data(n, 13, 4);
         for kind in KINDS {
-            for kernels in [Kernels::detect(), Kernels::scalar()] {
+            for kernels in Kernels::available() {
                 let m = Linear::new(kind, 13, 4, 1e-2)
                     .unwrap()
                     .with_kernels(kernels);

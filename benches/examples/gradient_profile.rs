@@ -1,0 +1,171 @@
+//! The full-batch loss and gradient of the linear models on MNIST (60 000 x 784, 10 classes,
+//! d = 7850) against the machine's roofline, all measured in the same run.
+//!
+//! `cargo run --release -p lena-benches --example gradient_profile` interleaves, ten times:
+//! `Linear::loss_grad` (softmax and one-versus-all logistic, all threads); the memory floor
+//! (X read once, a sum over its rows on all threads); sgemm's peak (faer, 1536^3, all threads);
+//! two faer GEMMs of the gradient's shapes; and each of the two block kernels alone over X (in
+//! the model's chunks, not blocked for cache: the second reads X from memory again). It reports each one's fastest repetition, the
+//! compute floor (the gradient's 4 n p c FLOPs at the sgemm peak), the roofline (the larger
+//! floor) and the gradient's ratio to it. Uses `data/mnist` if present (`cargo xtask data
+//! mnist`), else random data of that shape.
+
+#![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use lena_kernels::Kernels;
+use lena_model::{Linear, LinearKind, Rows};
+use rayon::prelude::*;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn main() {
+    let data = lena_benches::mnist_or_random();
+    let (n, p, c) = (data.n_samples(), data.n_features, 10usize);
+    let threads = rayon::current_num_threads();
+    let k = Kernels::detect();
+    let models: Vec<(&str, Linear)> = [
+        ("softmax", LinearKind::Softmax),
+        ("logistic_ova", LinearKind::LogisticOva),
+    ]
+    .into_iter()
+    .map(|(name, kind)| (name, Linear::new(kind, p, c, 1e-3).unwrap()))
+    .collect();
+    let w: Vec<f32> = (0..models[0].1.dim())
+        .map(|i| ((i % 13) as f32 - 6.0) * 1e-3)
+        .collect();
+    let mut g = vec![0.0f32; w.len()];
+    let mut ws = models[0].1.workspace(0);
+    // `-- softmax 200`: that model's gradient only, 200 times (for `perf record`).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((_, m)) = args
+        .first()
+        .and_then(|a| models.iter().find(|(n, _)| n == a))
+    {
+        let times: usize = args.get(1).map_or(200, |t| t.parse().expect("a count"));
+        let t = Instant::now();
+        for _ in 0..times {
+            black_box(m.loss_grad(&data, Rows::All, black_box(&w), &mut g, &mut ws));
+        }
+        println!(
+            "{:.2} ms each",
+            t.elapsed().as_secs_f64() * 1e3 / times as f64
+        );
+        return;
+    }
+    let big = 1536;
+    let (a, b) = (
+        Mat::<f32>::from_fn(big, big, |i, j| ((i + 2 * j) % 7) as f32),
+        Mat::<f32>::from_fn(big, big, |i, j| ((3 * i + j) % 5) as f32),
+    );
+    let mut out = Mat::<f32>::zeros(big, big);
+    let x = MatRef::from_row_major_slice(&data.features, n, p);
+    let wm = MatRef::from_row_major_slice_with_stride(&w, c, p, p + 1);
+    let (mut z, mut gw) = (vec![0.0f32; n * c], vec![0.0f32; c * p]);
+    let rows_per_task = n.div_ceil(threads * 8).max(1);
+
+    let names = [
+        "softmax",
+        "logistic_ova",
+        "read_x",
+        "sgemm_1536",
+        "two_faer_gemms",
+        "dot_block_alone",
+        "add_outer_alone",
+    ];
+    let mut best = [f64::INFINITY; 7];
+    // The two block kernels alone over X, in the model's chunks of 2048 rows.
+    let chunk = 2048;
+    let mut zs = vec![0.0f32; n * c];
+    let mut gs: Vec<Vec<f32>> = vec![vec![0.0f32; c * (p + 1)]; n.div_ceil(chunk)];
+    for _ in 0..10 {
+        for (i, (_, m)) in models.iter().enumerate() {
+            let t = Instant::now();
+            black_box(m.loss_grad(&data, Rows::All, black_box(&w), &mut g, &mut ws));
+            best[i] = best[i].min(t.elapsed().as_secs_f64());
+        }
+        let t = Instant::now();
+        let s: f32 = data
+            .features
+            .par_chunks(rows_per_task * p)
+            .map(|rows| k.norm2_sq(rows))
+            .sum();
+        black_box(s);
+        best[2] = best[2].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        matmul(
+            out.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            b.as_ref(),
+            1.0f32,
+            Par::rayon(threads),
+        );
+        black_box(&out);
+        best[3] = best[3].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut z, n, c),
+            Accum::Replace,
+            x,
+            wm.transpose(),
+            1.0f32,
+            Par::rayon(threads),
+        );
+        matmul(
+            MatMut::from_row_major_slice_mut(&mut gw, c, p),
+            Accum::Replace,
+            MatRef::from_row_major_slice(&z, n, c).transpose(),
+            x,
+            1.0f32,
+            Par::rayon(threads),
+        );
+        black_box(&gw);
+        best[4] = best[4].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        data.features
+            .par_chunks(chunk * p)
+            .zip(zs.par_chunks_mut(chunk * c))
+            .for_each(|(x, z)| k.dot_block(x, p, &w, p + 1, c, z));
+        black_box(&zs);
+        best[5] = best[5].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        data.features
+            .par_chunks(chunk * p)
+            .zip(zs.par_chunks(chunk * c))
+            .zip(gs.par_iter_mut())
+            .for_each(|((x, z), g)| k.add_outer_block(g, p + 1, c, z, x, p));
+        black_box(&gs);
+        best[6] = best[6].min(t.elapsed().as_secs_f64());
+    }
+    let peak = 2.0 * (big as f64).powi(3) / best[3];
+    let flops = 4.0 * (n * p * c) as f64;
+    let (memory, compute) = (best[2], flops / peak);
+    let roofline = memory.max(compute);
+    println!(
+        "n = {n}, p = {p}, c = {c}, {threads} threads, SIMD {}; fastest of 10, interleaved",
+        k.name()
+    );
+    for (name, t) in names.iter().zip(best) {
+        println!("{name:<16} {:>8.2} ms", t * 1e3);
+    }
+    println!(
+        "read bandwidth {:.1} GB/s, sgemm peak {:.0} GFLOP/s",
+        (n * p * 4) as f64 / memory / 1e9,
+        peak / 1e9
+    );
+    println!(
+        "memory floor {:.2} ms, compute floor {:.2} ms, roofline {:.2} ms",
+        memory * 1e3,
+        compute * 1e3,
+        roofline * 1e3
+    );
+    for (i, name) in ["softmax", "logistic_ova"].iter().enumerate() {
+        println!(
+            "{name}: {:.2}x the roofline, {:.2}x two faer GEMMs",
+            best[i] / roofline,
+            best[i] / best[4]
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! Skinny matrix products of a linear model's full-batch gradient: the scores of a block of
+//! sample rows against a few class rows (`Z = X W^T`) and the gradient's accumulation from the
+//! same rows (`G += D^T X`), with the few classes' accumulators held in registers.
+
+use crate::Kernels;
+use pulp::{Simd, WithSimd};
+
+// PERF: `Z = X W^T` keeps a tile of 1 sample row x 10 class rows of accumulators in registers
+// (AVX2 has 16 registers), the class rows as memory operands, and streams each row once; `G += D^T
+// X` keeps 5 class rows x 2 vectors of G in registers while it streams the block's rows, so G
+// is loaded and stored once per block instead of once per row. Both are bound by FMA
+// throughput, not by loads. Each call is one dispatch with every tile inside it: a dispatch
+// per tile cost more than the tile's arithmetic on blocks of a few rows.
+const CLASSES: usize = 5;
+/// Classes per pass of `Z = X W^T` over a row.
+const DOT_CLASSES: usize = 10;
+
+/// One tile of `Z = X W^T`: the dot products of the `R` rows `x` with the `C` class rows `w`.
+#[inline(always)]
+fn dot_tile<S: Simd, const R: usize, const C: usize>(
+    simd: S,
+    x: [&[f32]; R],
+    w: [&[f32]; C],
+) -> [[f32; C]; R] {
+    let head = x[0].len() / S::F32_LANES;
+    let mut acc = [[simd.splat_f32s(0.0); C]; R];
+    let mut wv = [simd.splat_f32s(0.0); C];
+    for j in 0..head {
+        for c in 0..C {
+            wv[c] = S::as_simd_f32s(w[c]).0[j];
+        }
+        for r in 0..R {
+            let xv = S::as_simd_f32s(x[r]).0[j];
+            for c in 0..C {
+                acc[r][c] = simd.mul_add_f32s(xv, wv[c], acc[r][c]);
+            }
+        }
+    }
+    finish(simd, &acc, &x, &w)
+}
+
+/// The main tile of [`dot_tile`] (1 row x 10 classes) written out, so that its ten
+/// accumulators stay in registers with no bounds check in the loop. One row against all ten
+/// classes at once: every iteration reads a new part of the row, so memory streams without
+/// pause (two rows against five classes, twice, left the memory idle while the second group
+/// re-read the rows from L1).
+#[inline(always)]
+fn dot_tile_1x10<S: Simd>(
+    simd: S,
+    x: [&[f32]; 1],
+    w: [&[f32]; 10],
+    ahead: &[f32],
+) -> [[f32; 10]; 1] {
+    let x0 = S::as_simd_f32s(x[0]).0;
+    let ahead = S::as_simd_f32s(ahead).0;
+    let v = |k: usize| S::as_simd_f32s(w[k]).0;
+    let (w0, w1, w2, w3, w4) = (v(0), v(1), v(2), v(3), v(4));
+    let (w5, w6, w7, w8, w9) = (v(5), v(6), v(7), v(8), v(9));
+    let z = simd.splat_f32s(0.0);
+    let (mut a0, mut a1, mut a2, mut a3, mut a4) = (z, z, z, z, z);
+    let (mut a5, mut a6, mut a7, mut a8, mut a9) = (z, z, z, z, z);
+    for (((((((((((u, next), c0), c1), c2), c3), c4), c5), c6), c7), c8), c9) in x0
+        .iter()
+        .zip(ahead)
+        .zip(w0)
+        .zip(w1)
+        .zip(w2)
+        .zip(w3)
+        .zip(w4)
+        .zip(w5)
+        .zip(w6)
+        .zip(w7)
+        .zip(w8)
+        .zip(w9)
+    {
+        prefetch(next);
+        a0 = simd.mul_add_f32s(*u, *c0, a0);
+        a1 = simd.mul_add_f32s(*u, *c1, a1);
+        a2 = simd.mul_add_f32s(*u, *c2, a2);
+        a3 = simd.mul_add_f32s(*u, *c3, a3);
+        a4 = simd.mul_add_f32s(*u, *c4, a4);
+        a5 = simd.mul_add_f32s(*u, *c5, a5);
+        a6 = simd.mul_add_f32s(*u, *c6, a6);
+        a7 = simd.mul_add_f32s(*u, *c7, a7);
+        a8 = simd.mul_add_f32s(*u, *c8, a8);
+        a9 = simd.mul_add_f32s(*u, *c9, a9);
+    }
+    finish(simd, &[[a0, a1, a2, a3, a4, a5, a6, a7, a8, a9]], &x, &w)
+}
+
+/// Asks the CPU to bring `v`'s cache line towards L1 without waiting for it: a hint, with no
+/// effect on any result. The row kernels prefetch the next row while they work on one, so
+/// that more of the row is in flight than the load buffer allows (each vector of a row comes
+/// with ten loads of class rows from L1).
+#[inline(always)]
+fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and writes nothing; the pointer comes from a reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(v).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// The sums of a tile's accumulators, plus the products of the columns past the last full
+/// vector (explicit loops: `std::array::from_fn`'s closures are not inlined into pulp's
+/// target-feature context, and the reductions' intrinsics would become calls).
+#[inline(always)]
+fn finish<S: Simd, const R: usize, const C: usize>(
+    simd: S,
+    acc: &[[S::f32s; C]; R],
+    x: &[&[f32]; R],
+    w: &[&[f32]; C],
+) -> [[f32; C]; R] {
+    let tail = x[0].len() / S::F32_LANES * S::F32_LANES;
+    let mut out = [[0.0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let mut s = simd.reduce_sum_f32s(acc[r][c]);
+            for (a, b) in x[r][tail..].iter().zip(&w[c][tail..]) {
+                s = a.mul_add(*b, s);
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}
+
+struct DotBlock<'a> {
+    x: &'a [f32],
+    p: usize,
+    w: &'a [f32],
+    stride: usize,
+    c: usize,
+    z: &'a mut [f32],
+}
+
+impl WithSimd for DotBlock<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            x,
+            p,
+            w,
+            stride,
+            c,
+            z,
+        } = self;
+        let class = |k: usize| &w[k * stride..k * stride + p];
+        let n = x.len() / p;
+        for (i, (xs, zs)) in x.chunks_exact(p).zip(z.chunks_exact_mut(c)).enumerate() {
+            // The next row (the last row prefetches itself: every line of it is in cache).
+            let ahead = &x[(i + 1).min(n - 1) * p..(i + 1).min(n - 1) * p + p];
+            for c0 in (0..c).step_by(DOT_CLASSES) {
+                macro_rules! tile {
+                    ($c:literal, |$wr:ident| $call:expr) => {{
+                        let mut $wr: [&[f32]; $c] = [&[]; $c];
+                        for (k, wk) in $wr.iter_mut().enumerate() {
+                            *wk = class(c0 + k);
+                        }
+                        let [t]: [[f32; $c]; 1] = $call;
+                        zs[c0..c0 + $c].copy_from_slice(&t);
+                    }};
+                    ($f:ident, $c:literal) => {
+                        tile!($c, |wr| $f(simd, [xs], wr))
+                    };
+                }
+                match DOT_CLASSES.min(c - c0) {
+                    10 => tile!(10, |wr| dot_tile_1x10(simd, [xs], wr, ahead)),
+                    9 => tile!(dot_tile, 9),
+                    8 => tile!(dot_tile, 8),
+                    7 => tile!(dot_tile, 7),
+                    6 => tile!(dot_tile, 6),
+                    5 => tile!(dot_tile, 5),
+                    4 => tile!(dot_tile, 4),
+                    3 => tile!(dot_tile, 3),
+                    2 => tile!(dot_tile, 2),
+                    _ => tile!(dot_tile, 1),
+                }
+            }
+        }
+    }
+}
+
+/// One tile of `G += D^T X`: `C` class rows of G over `J` vectors of columns starting at
+/// column `j`, accumulated over every row of the block in row order.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn outer_tile<S: Simd, const C: usize, const J: usize>(
+    simd: S,
+    g: &mut [f32],
+    stride: usize,
+    c0: usize,
+    j: usize,
+    d: &[f32],
+    c: usize,
+    x: &[f32],
+    p: usize,
+) {
+    let lanes = S::F32_LANES;
+    let mut acc = [[simd.splat_f32s(0.0); J]; C];
+    for k in 0..C {
+        let at = (c0 + k) * stride + j;
+        acc[k].copy_from_slice(&S::as_simd_f32s(&g[at..at + J * lanes]).0[..J]);
+    }
+    let mut xv = [simd.splat_f32s(0.0); J];
+    for (xi, di) in x.chunks_exact(p).zip(d.chunks_exact(c)) {
+        xv.copy_from_slice(&S::as_simd_f32s(&xi[j..j + J * lanes]).0[..J]);
+        let di = &di[c0..c0 + C];
+        for k in 0..C {
+            let dv = simd.splat_f32s(di[k]);
+            for v in 0..J {
+                acc[k][v] = simd.mul_add_f32s(dv, xv[v], acc[k][v]);
+            }
+        }
+    }
+    for k in 0..C {
+        let at = (c0 + k) * stride + j;
+        S::as_mut_simd_f32s(&mut g[at..at + J * lanes]).0[..J].copy_from_slice(&acc[k]);
+    }
+}
+
+struct OuterBlock<'a> {
+    g: &'a mut [f32],
+    stride: usize,
+    c: usize,
+    d: &'a [f32],
+    x: &'a [f32],
+    p: usize,
+}
+
+impl WithSimd for OuterBlock<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            g,
+            stride,
+            c,
+            d,
+            x,
+            p,
+        } = self;
+        let lanes = S::F32_LANES;
+        let head = p / lanes * lanes;
+        for c0 in (0..c).step_by(CLASSES) {
+            let cb = CLASSES.min(c - c0);
+            let mut j = 0;
+            while j < head {
+                let two = head - j >= 2 * lanes;
+                macro_rules! tile {
+                    ($c:literal, $j:literal) => {
+                        outer_tile::<S, $c, $j>(simd, g, stride, c0, j, d, c, x, p)
+                    };
+                }
+                match (cb, two) {
+                    (5, true) => tile!(5, 2),
+                    (4, true) => tile!(4, 2),
+                    (3, true) => tile!(3, 2),
+                    (2, true) => tile!(2, 2),
+                    (_, true) => tile!(1, 2),
+                    (5, false) => tile!(5, 1),
+                    (4, false) => tile!(4, 1),
+                    (3, false) => tile!(3, 1),
+                    (2, false) => tile!(2, 1),
+                    (_, false) => tile!(1, 1),
+                }
+                j += if two { 2 * lanes } else { lanes };
+            }
+            // The last p % lanes columns: plain loops, the same order and rounding.
+            if head < p {
+                for (xi, di) in x.chunks_exact(p).zip(d.chunks_exact(c)) {
+                    for k in c0..c0 + cb {
+                        let gk = &mut g[k * stride + head..k * stride + p];
+                        for (gj, xj) in gk.iter_mut().zip(&xi[head..]) {
+                            *gj = di[k].mul_add(*xj, *gj);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Kernels {
+    /// `z[i * c + k] = <x_i, w_k>` for the `n = x.len() / p` rows `x_i` of the row-major `x` and
+    /// the `c` rows `w_k = w[k * stride..k * stride + p]` (a linear model's scores without
+    /// bias: `Z = X W^T`). Each row of `x` is read from memory once.
+    ///
+    /// # Panics
+    /// If `p` is 0, `x.len()` is not a multiple of `p`, `stride < p`, `w` is too short for `c`
+    /// rows, or `z.len() != n * c`.
+    pub fn dot_block(self, x: &[f32], p: usize, w: &[f32], stride: usize, c: usize, z: &mut [f32]) {
+        assert!(p > 0 && x.len().is_multiple_of(p), "dot_block: row length");
+        assert!(stride >= p, "dot_block: stride");
+        assert!(
+            c == 0 || w.len() >= (c - 1) * stride + p,
+            "dot_block: class rows"
+        );
+        assert_eq!(z.len(), x.len() / p * c, "dot_block: output length");
+        if c > 0 {
+            self.run(DotBlock {
+                x,
+                p,
+                w,
+                stride,
+                c,
+                z,
+            });
+        }
+    }
+
+    /// `g[k * stride + j] += sum_i d[i * c + k] x_i[j]` for the `c` rows of `g` (each `p` long,
+    /// at `stride`), the `n = x.len() / p` rows `x_i` of the row-major `x` and the row-major
+    /// `n x c` matrix `d` (a linear model's gradient: `G += D^T X`). The terms are added to each
+    /// `g[k * stride + j]` in row order, one rounding each, so the result does not depend on
+    /// the instruction set.
+    ///
+    /// # Panics
+    /// If `p` is 0, `x.len()` is not a multiple of `p`, `stride < p`, `g` is too short for `c`
+    /// rows, or `d.len() != n * c`.
+    pub fn add_outer_block(
+        self,
+        g: &mut [f32],
+        stride: usize,
+        c: usize,
+        d: &[f32],
+        x: &[f32],
+        p: usize,
+    ) {
+        assert!(
+            p > 0 && x.len().is_multiple_of(p),
+            "add_outer_block: row length"
+        );
+        assert!(stride >= p, "add_outer_block: stride");
+        assert!(
+            c == 0 || g.len() >= (c - 1) * stride + p,
+            "add_outer_block: class rows"
+        );
+        assert_eq!(
+            d.len(),
+            x.len() / p * c,
+            "add_outer_block: derivative length"
+        );
+        if c > 0 && !x.is_empty() {
+            self.run(OuterBlock {
+                g,
+                stride,
+                c,
+                d,
+                x,
+                p,
+            });
+        }
+    }
+}
