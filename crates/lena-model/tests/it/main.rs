@@ -14,11 +14,17 @@ fn data(n: usize, d: usize, c: usize) -> Dataset {
 #[test]
 fn matches_reference_across_block_and_chunk_edges() {
     // Sizes around SMALL = 16 (the minibatch path), BLOCK = 256 and CHUNK = 2048 boundaries.
-    for &n in &[1usize, 3, 15, 16, 17, 255, 256, 257, 2047, 2049, 4500] {
-        let ds = data(n, 13, 4);
+    // Ten classes take `dot_block`'s 1 x 10 tile; 37 features leave columns past the last
+    // vector on every path.
+    for ((&n, features), classes) in [1usize, 3, 15, 16, 17, 255, 256, 257, 2047, 2049, 4500]
+        .iter()
+        .flat_map(|n| [(n, 13), (n, 37)])
+        .zip([4, 10].into_iter().cycle())
+    {
+        let ds = data(n, features, classes);
         for kind in KINDS {
             for kernels in Kernels::available() {
-                let m = Linear::new(kind, 13, 4, 1e-2)
+                let m = Linear::new(kind, features, classes, 1e-2)
                     .unwrap()
                     .with_kernels(kernels);
                 let w = pseudo_random(m.dim(), n as u64, 0.5);
