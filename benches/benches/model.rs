@@ -6,8 +6,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, MatMut, MatRef, Par};
+use faer::MatRef;
 use lena_model::{Linear, LinearKind, Rows};
 use std::hint::black_box;
 
@@ -35,22 +34,7 @@ fn gradient(c: &mut Criterion) {
     let mut gw = vec![0.0f32; k * p];
     group.bench_function("two_faer_gemms", |b| {
         b.iter(|| {
-            matmul(
-                MatMut::from_row_major_slice_mut(&mut z, n, k),
-                Accum::Replace,
-                x,
-                wm.transpose(),
-                1.0f32,
-                Par::rayon(threads),
-            );
-            matmul(
-                MatMut::from_row_major_slice_mut(&mut gw, k, p),
-                Accum::Replace,
-                MatRef::from_row_major_slice(&z, n, k).transpose(),
-                x,
-                1.0f32,
-                Par::rayon(threads),
-            );
+            lena_benches::two_faer_gemms(x, wm, &mut z, &mut gw, threads);
             black_box(&gw);
         })
     });

@@ -77,3 +77,34 @@ pub fn mnist_or_random() -> lena_data::Dataset {
         }
     }
 }
+
+/// The full-batch gradient's two products with plain faer GEMMs on `threads` threads:
+/// `z = x w^T` (`n x c`), then `gw = z^T x` (`c x p`): the reference shape for the linear
+/// model's own kernels.
+pub fn two_faer_gemms(
+    x: faer::MatRef<'_, f32>,
+    w: faer::MatRef<'_, f32>,
+    z: &mut [f32],
+    gw: &mut [f32],
+    threads: usize,
+) {
+    use faer::linalg::matmul::matmul;
+    use faer::{Accum, MatMut, MatRef, Par};
+    let (n, p, c) = (x.nrows(), x.ncols(), w.nrows());
+    matmul(
+        MatMut::from_row_major_slice_mut(z, n, c),
+        Accum::Replace,
+        x,
+        w.transpose(),
+        1.0f32,
+        Par::rayon(threads),
+    );
+    matmul(
+        MatMut::from_row_major_slice_mut(gw, c, p),
+        Accum::Replace,
+        MatRef::from_row_major_slice(z, n, c).transpose(),
+        x,
+        1.0f32,
+        Par::rayon(threads),
+    );
+}

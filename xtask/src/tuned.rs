@@ -225,12 +225,7 @@ pub fn evaluate(
                 let levels: Vec<f64> = (50..=(top * 100.0).round() as u32)
                     .map(|i| f64::from(i) / 100.0)
                     .collect();
-                let name = [*variant, *setting]
-                    .iter()
-                    .filter(|s| !s.is_empty())
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join("-");
+                let name = run_name(variant, setting);
                 frontier(
                     &here
                         .iter()
@@ -355,12 +350,7 @@ fn draw_curves(
             });
         }
     }
-    let name = [variant, setting]
-        .iter()
-        .filter(|s| !s.is_empty())
-        .copied()
-        .collect::<Vec<_>>()
-        .join("-");
+    let name = run_name(variant, setting);
     draw_any(
         lena_plot::Chart {
             title: format!(
@@ -376,6 +366,16 @@ fn draw_curves(
         &dir.join(format!("{y}-vs-{x}-{name}")),
     )?;
     Ok(())
+}
+
+/// `VARIANT-SETTING` (either left out where empty): the suffix of a setting's figures.
+fn run_name(variant: &str, setting: &str) -> String {
+    [variant, setting]
+        .iter()
+        .filter(|s| !s.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Draws `chart` unless no series has a point to draw (a method whose seeds never reached).
