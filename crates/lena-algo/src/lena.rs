@@ -609,27 +609,53 @@ impl Server for LenaServer {
             .enumerate()
             .for_each(|(b, ((qs, sum), w))| {
                 let (off, width) = (b * AGG_BLOCK, sum.len());
-                let mut buf = [0.0f32; AGG_BLOCK];
                 sum.fill(0.0);
-                for (m, q) in qs.chunks_exact_mut(width).enumerate() {
-                    let Some(msg) = uploads.get(m) else {
-                        k.axpy(1.0, q, sum);
-                        continue;
-                    };
-                    let v: &[f32] = match decoded {
-                        None => {
-                            dense::decode_at(msg, off, &mut buf[..width]);
-                            &buf[..width]
-                        }
-                        Some(dec) => &dec.get(m)[off..off + width],
-                    };
-                    if kind.rebuildable() {
-                        kind.rebuild(k, q, v, rounds[m]);
-                    } else {
-                        dense::decode_at(msg, q_offset + off, q);
+                let in_place = decoded.is_some()
+                    || uploads
+                        .iter()
+                        .flatten()
+                        .all(|msg| dense::view_at(msg, off, width).is_some());
+                if !in_place {
+                    // Dense uploads not readable in place (big-endian, misaligned): decoded
+                    // block by block.
+                    let mut buf = [0.0f32; AGG_BLOCK];
+                    for (m, q) in qs.chunks_exact_mut(width).enumerate() {
+                        let Some(msg) = uploads.get(m) else {
+                            k.axpy(1.0, q, sum);
+                            continue;
+                        };
+                        dense::decode_at(msg, off, &mut buf[..width]);
+                        update_drift(kind, k, q, &buf[..width], rounds[m], msg, q_offset + off);
+                        k.axpy(1.0, &buf[..width], sum);
                     }
-                    k.axpy(1.0, v, sum);
+                    k.axpy(inv_m, sum, w);
+                    return;
                 }
+                // PERF: every node's row of the block (its drift, or the v it sent, read in
+                // place) goes into the sum eight at a time, the block held in registers; the
+                // sum per coordinate is in node order as before (sum + x, exact as 1 * x + sum).
+                let mut group: [&[f32]; 8] = [&[]; 8];
+                let mut n = 0;
+                for (m, q) in qs.chunks_exact_mut(width).enumerate() {
+                    let row: &[f32] = match uploads.get(m) {
+                        None => q,
+                        Some(msg) => {
+                            let v: &[f32] = match decoded {
+                                None => dense::view_at(msg, off, width).expect("checked above"),
+                                Some(dec) => &dec.get(m)[off..off + width],
+                            };
+                            update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                            v
+                        }
+                    };
+                    group[n] = row;
+                    n += 1;
+                    if n == group.len() {
+                        k.sum_rows(sum, 1.0, &group);
+                        n = 0;
+                    }
+                }
+                k.sum_rows(sum, 1.0, &group[..n]);
                 k.axpy(inv_m, sum, w);
             });
         Ok(())
@@ -638,6 +664,24 @@ impl Server for LenaServer {
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.f32s(&mut self.qs);
         v.u64s(&mut self.since_upload);
+    }
+}
+
+/// The server's copy of an uploading node's drift, for one block at `q_offset` of the message:
+/// rebuilt from the `v` it sent where the drift allows, else read from the upload.
+fn update_drift(
+    kind: DriftKind,
+    k: Kernels,
+    q: &mut [f32],
+    v: &[f32],
+    rounds: u64,
+    msg: &Message,
+    q_offset: usize,
+) {
+    if kind.rebuildable() {
+        kind.rebuild(k, q, v, rounds);
+    } else {
+        dense::decode_at(msg, q_offset, q);
     }
 }
 

@@ -265,6 +265,21 @@ pub mod dense {
         }
     }
 
+    /// `x[offset..offset + len]` of the encoded vector `x`, read in place where the platform
+    /// allows (little-endian, buffer 4-byte aligned), else `None` (then use [`decode_at`] or
+    /// [`axpy_at`]). For servers that aggregate coordinate blocks after a [`check`].
+    ///
+    /// # Panics
+    /// If the range is outside the message.
+    pub fn view_at(msg: &Message, offset: usize, len: usize) -> Option<&[f32]> {
+        let bytes = &msg.bytes[4 * offset..4 * (offset + len)];
+        if cfg!(target_endian = "little") {
+            bytemuck::try_cast_slice(bytes).ok()
+        } else {
+            None
+        }
+    }
+
     /// `out = x[offset..offset + out.len()]`, `x` being the encoded vector (see [`axpy_at`]).
     ///
     /// # Panics

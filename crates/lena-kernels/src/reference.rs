@@ -49,6 +49,17 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     axpby(a, x, 1.0, y)
 }
 
+/// Reference `acc <- acc + sum_m fl(scale rows[m])`: plain f32 operations, each product and
+/// each sum rounded, rows in order (Rust never fuses or reorders them), so the kernel must
+/// match it bit for bit.
+pub fn sum_rows(acc: &mut [f32], scale: f32, rows: &[&[f32]]) {
+    for r in rows {
+        for (a, x) in acc.iter_mut().zip(r.iter()) {
+            *a += scale * x;
+        }
+    }
+}
+
 /// Reference `x <- a x`.
 pub fn scale(a: f32, x: &mut [f32]) {
     for xi in x {

@@ -470,3 +470,32 @@ fn block_products_match_reference_at_every_tile_edge() {
         }
     }
 }
+
+/// The server's block sum is exact: the same rounded products and sums as the reference, bit
+/// for bit, at every tile edge (lengths around 4 vectors of 16 and 8 lanes) and row count,
+/// with and without a unit scale, on every path.
+#[test]
+fn sum_rows_is_bit_identical_to_the_reference() {
+    for k in paths() {
+        for n in [
+            0, 1, 7, 8, 15, 16, 31, 63, 64, 65, 127, 128, 200, 1023, 1024,
+        ] {
+            for m in [0, 1, 2, 5, 17] {
+                let rows: Vec<Vec<f32>> = (0..m).map(|r| vector(n, 11 + r as u64, 4.0)).collect();
+                let rows: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+                for scale in [1.0f32, 0.05, -0.3] {
+                    let start = vector(n, 7, 1.0);
+                    let (mut got, mut want) = (start.clone(), start);
+                    k.sum_rows(&mut got, scale, &rows);
+                    reference::sum_rows(&mut want, scale, &rows);
+                    let bad = got
+                        .iter()
+                        .zip(&want)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(bad, 0, "{} n={n} m={m} scale={scale}", k.name());
+                }
+            }
+        }
+    }
+}

@@ -96,6 +96,61 @@ impl WithSimd for EfUpdate<'_> {
     }
 }
 
+/// `acc <- acc + fl(scale * rows[0]) + fl(scale * rows[1]) + ...`, the rows added in order,
+/// each product rounded before its sum (no fused multiply-add), a tile of `acc` held in
+/// registers while every row streams past it.
+struct SumRows<'a> {
+    acc: &'a mut [f32],
+    scale: f32,
+    rows: &'a [&'a [f32]],
+}
+
+impl WithSimd for SumRows<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        // PERF: rows in groups of G, each group streamed once past tiles of T vectors of `acc`
+        // held in registers: G sequential streams are what the hardware prefetcher follows
+        // (all 200 rows at once are not), and `acc` is loaded and stored once per group
+        // instead of once per row. The order of the sums per coordinate is unchanged.
+        const T: usize = 4;
+        const G: usize = 8;
+        let s = simd.splat_f32s(self.scale);
+        let one = self.scale == 1.0;
+        let (acc_s, acc_t) = S::as_mut_simd_f32s(self.acc);
+        let head = acc_s.len() * S::F32_LANES;
+        for group in self.rows.chunks(G) {
+            let rs: [&[S::f32s]; G] =
+                std::array::from_fn(|i| group.get(i).map_or(&[][..], |r| S::as_simd_f32s(r).0));
+            let (tiles, rest) = pulp::as_arrays_mut::<T, _>(&mut *acc_s);
+            for (t, tile) in tiles.iter_mut().enumerate() {
+                let mut a = *tile;
+                for r in &rs[..group.len()] {
+                    for j in 0..T {
+                        let x = r[T * t + j];
+                        let p = if one { x } else { simd.mul_f32s(s, x) };
+                        a[j] = simd.add_f32s(a[j], p);
+                    }
+                }
+                *tile = a;
+            }
+            let base = tiles.len() * T;
+            for (j, a) in rest.iter_mut().enumerate() {
+                for r in &rs[..group.len()] {
+                    let x = r[base + j];
+                    let p = if one { x } else { simd.mul_f32s(s, x) };
+                    *a = simd.add_f32s(*a, p);
+                }
+            }
+        }
+        for (j, a) in acc_t.iter_mut().enumerate() {
+            for r in self.rows {
+                *a += self.scale * r[head + j];
+            }
+        }
+    }
+}
+
 impl Kernels {
     /// `y <- a * x + y`.
     ///
@@ -105,6 +160,20 @@ impl Kernels {
     pub fn axpy(self, a: f32, x: &[f32], y: &mut [f32]) {
         assert_eq!(x.len(), y.len(), "axpy: length mismatch");
         self.run(Axpby { a, x, b: 1.0, y })
+    }
+
+    /// `acc[i] <- acc[i] + fl(scale * rows[0][i]) + fl(scale * rows[1][i]) + ...`, the rows
+    /// in order and each product rounded before it is added: the same floats as one
+    /// `acc[i] += scale * row[i]` loop per row, with `acc` read and written once (a server
+    /// summing its nodes' uploads over a block of coordinates).
+    ///
+    /// # Panics
+    /// If a row's length differs from `acc`'s.
+    pub fn sum_rows(self, acc: &mut [f32], scale: f32, rows: &[&[f32]]) {
+        for r in rows {
+            assert_eq!(r.len(), acc.len(), "sum_rows: row length");
+        }
+        self.run(SumRows { acc, scale, rows })
     }
 
     /// `y <- a * x + b * y`.
