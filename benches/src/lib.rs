@@ -38,7 +38,14 @@ pub const ROUND_ALGORITHMS: [(&str, &str); 5] = [
 /// Every node's state for the state-touch bound: four vectors of 7850 f32 per node, 200
 /// nodes (25 MB, inside the 32 MiB L3).
 pub fn bound_state() -> Vec<Vec<f32>> {
-    (0..200 * 4).map(|i| vec![i as f32 * 1e-6; 7850]).collect()
+    bound_state_for(200)
+}
+
+/// [`bound_state`] for `nodes` nodes.
+pub fn bound_state_for(nodes: usize) -> Vec<Vec<f32>> {
+    (0..nodes * 4)
+        .map(|i| vec![i as f32 * 1e-6; 7850])
+        .collect()
 }
 
 /// The bound of issue 3: reads the four vectors of every node once and writes one of them

@@ -457,7 +457,9 @@ impl Algorithm for Laq {
                     q: vec![0.0; dim],
                     levels: vec![0; dim],
                     qhat: vec![0.0; dim],
-                    qhat_prev: vec![0.0; dim],
+                    // Allocated at the first upload unless the run is lossless.
+                    qhat_prev: Vec::new(),
+                    keep_prev: true,
                     eps_hat_sq: 0.0,
                     eps_hat_prev: 0.0,
                     kernels: Kernels::detect(),
@@ -486,7 +488,10 @@ struct LaqWorker {
     q: Vec<f32>,
     levels: Vec<u32>,
     qhat: Vec<f32>,
+    /// Qhat before the last upload, to undo it if lost (empty in a lossless run).
     qhat_prev: Vec<f32>,
+    /// Whether `qhat_prev` is kept (false after `Worker::lossless`).
+    keep_prev: bool,
     eps_hat_sq: f64,
     eps_hat_prev: f64,
     kernels: Kernels,
@@ -518,9 +523,15 @@ impl Worker for LaqWorker {
             return Upload::Skipped;
         }
         laq::encode(r, &self.levels, self.bits, msg);
-        // The previous Qhat is kept in case this upload is lost.
-        std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
-        self.qhat.copy_from_slice(&self.q);
+        if self.keep_prev {
+            // The previous Qhat is kept in case this upload is lost.
+            self.qhat_prev.resize(self.qhat.len(), 0.0);
+            std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
+            self.qhat.copy_from_slice(&self.q);
+        } else {
+            // A run that loses nothing: the new Qhat is q (q is recomputed every round).
+            std::mem::swap(&mut self.qhat, &mut self.q);
+        }
         self.eps_hat_prev = std::mem::replace(&mut self.eps_hat_sq, eps_sq);
         self.steps.since_upload = 0;
         Upload::Sent
@@ -528,14 +539,24 @@ impl Worker for LaqWorker {
 
     /// The server's Qhat did not move: neither does the node's.
     fn on_lost(&mut self, _msg: &Message) {
+        assert!(self.keep_prev, "on_lost in a run declared lossless");
         std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
         self.eps_hat_sq = self.eps_hat_prev;
+    }
+
+    fn lossless(&mut self) {
+        self.keep_prev = false;
+        self.qhat_prev = Vec::new();
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.u64(&mut self.steps.since_upload);
         v.trigger(&mut self.rule);
         v.f32s(&mut self.qhat);
+        if self.keep_prev {
+            // The same length whether saved before or after the first upload.
+            self.qhat_prev.resize(self.qhat.len(), 0.0);
+        }
         v.f32s(&mut self.qhat_prev);
         v.f64(&mut self.eps_hat_sq);
         v.f64(&mut self.eps_hat_prev);

@@ -170,7 +170,13 @@ impl Lena {
             trigger,
             drift: Drift::new(self.params.drift, dim),
             e: vec![0.0; dim],
-            v_prev: vec![0.0; dim],
+            // PERF: without a compressor the v last sent is read from the node's message (its
+            // first d values), not kept a second time.
+            v_prev: if self.compressor.is_some() {
+                vec![0.0; dim]
+            } else {
+                Vec::new()
+            },
             alpha_g: if self.params.drift == DriftKind::LastGradient {
                 vec![0.0; dim]
             } else {
@@ -184,8 +190,12 @@ impl Lena {
                 Vec::new()
             },
             avg_from_momentum: self.avg_from_momentum(),
-            v_is_q: false,
-            q_before: vec![0.0; dim],
+            // Before the first upload v_prev = q = 0: read from q.
+            v_is_q: true,
+            // Allocated at the first upload unless the run is lossless (a vector that was
+            // allocated and freed would stay resident).
+            q_before: Vec::new(),
+            keep_before: true,
             since_before: 0,
             resend: false,
             resend_lost: self.params.resend_lost,
@@ -267,6 +277,8 @@ pub struct LenaWorker {
     trigger: Box<dyn Trigger>,
     drift: Drift,
     e: Vec<f32>,
+    /// The compressed v last sent (empty without a compressor: then it is the first d
+    /// values of the node's message).
     v_prev: Vec<f32>,
     alpha_g: Vec<f32>,
     avg: Vec<f32>,
@@ -274,8 +286,11 @@ pub struct LenaWorker {
     avg_from_momentum: bool,
     /// True after a skip: the applied update is the drift `q`, not `v_prev`.
     v_is_q: bool,
-    /// The drift and upload age before the last upload, to undo it if it is lost.
+    /// The drift and upload age before the last upload, to undo it if it is lost (empty in
+    /// a run that loses no upload, see `Worker::lossless`).
     q_before: Vec<f32>,
+    /// Whether `q_before` is kept (false after `Worker::lossless`).
+    keep_before: bool,
     since_before: u64,
     /// Upload in the next round whatever the filter says (after a loss, if `resend_lost`).
     resend: bool,
@@ -299,13 +314,22 @@ impl LenaWorker {
         &self.e
     }
 
-    /// The update this node believes the server applied for it last round (v).
-    pub fn applied(&self) -> &[f32] {
-        if self.v_is_q {
-            self.drift.q()
-        } else {
-            &self.v_prev
-        }
+    /// The update this node believes the server applied for it last round (v), given the
+    /// node's message buffer (the one passed to every `step`, which holds a dense `v`).
+    ///
+    /// # Panics
+    /// If `msg` is not the buffer of this node's last upload.
+    pub fn applied(&self, msg: &Message) -> Vec<f32> {
+        let mut scratch = Vec::new();
+        applied(
+            self.v_is_q,
+            self.drift.q(),
+            &self.v_prev,
+            msg,
+            self.e.len(),
+            &mut scratch,
+        )
+        .to_vec()
     }
 
     /// The node's current drift q.
@@ -338,7 +362,8 @@ impl LenaWorker {
         let mut skip_e = crate::take_spare_vector(g.len());
         let first = std::mem::take(&mut self.fresh);
         let (q, mut mom) = self.drift.observe_fused(alpha);
-        let v_prev = if self.v_is_q { q } else { &self.v_prev[..] };
+        let mut decoded = Vec::new();
+        let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, g.len(), &mut decoded);
         let mut avg = (!self.avg.is_empty()).then(|| Ema {
             x: &mut self.avg[..],
             a: self.avg_gamma,
@@ -389,10 +414,36 @@ impl LenaWorker {
         };
         match decision {
             Decision::Upload => {
+                let d = g.len();
+                // The drift before is kept in case the upload is lost (see `on_lost`); in a
+                // run that loses nothing the thread's spare vector takes it (and drops it).
+                self.since_before = self.since_upload;
+                let before = if self.keep_before {
+                    self.q_before.resize(d, 0.0);
+                    &mut self.q_before
+                } else {
+                    &mut skip_e
+                };
+                let rebuildable = self.drift.kind().rebuildable();
                 match &self.compressor {
                     None => {
-                        // v = u = e + alpha g; e = u - v = 0 exactly.
-                        k.lin_comb(&mut self.v_prev, 1.0, &self.e, &[alpha], &[g]);
+                        // v = u = e + alpha g, written straight into the upload (v, or v then
+                        // q); e = u - v = 0 exactly.
+                        let n = if rebuildable { d } else { 2 * d };
+                        let (e, drift, alpha_g) = (&self.e, &mut self.drift, &mut self.alpha_g);
+                        let since = self.since_upload;
+                        dense::encode_with(msg, n, &mut decoded, |out| {
+                            let (v, q_out) = out.split_at_mut(d);
+                            k.lin_comb(v, 1.0, e, &[alpha], &[g]);
+                            if !alpha_g.is_empty() {
+                                alpha_g.fill(0.0);
+                                k.axpy(alpha, g, alpha_g);
+                            }
+                            drift.on_upload_keeping(k, v, alpha_g, since, before);
+                            if !rebuildable {
+                                q_out.copy_from_slice(drift.q());
+                            }
+                        });
                         self.e.fill(0.0);
                     }
                     Some(c) => {
@@ -402,30 +453,25 @@ impl LenaWorker {
                         c.compress(&self.u, rng, &mut self.v_prev, &mut self.tmp);
                         self.e.copy_from_slice(&self.u);
                         k.axpy(-1.0, &self.v_prev, &mut self.e);
-                    }
-                }
-                if !self.alpha_g.is_empty() {
-                    self.alpha_g.fill(0.0);
-                    k.axpy(alpha, g, &mut self.alpha_g);
-                }
-                // The drift before is kept in case the upload is lost (see `on_lost`).
-                self.since_before = self.since_upload;
-                self.drift.on_upload_keeping(
-                    k,
-                    &self.v_prev,
-                    &self.alpha_g,
-                    self.since_upload,
-                    &mut self.q_before,
-                );
-                match (&self.compressor, self.drift.kind().rebuildable()) {
-                    (None, true) => dense::encode(&self.v_prev, msg),
-                    (None, false) => dense::encode_concat(&[&self.v_prev, self.drift.q()], msg),
-                    (Some(_), true) => msg.clone_from(&self.tmp),
-                    (Some(_), false) => {
-                        // q as dense f32 first (byte aligned), then the compressed v.
-                        dense::encode(self.drift.q(), msg);
-                        msg.bytes_mut().extend_from_slice(self.tmp.bytes());
-                        msg.set_bits(32 * self.drift.q().len() as u64 + self.tmp.bits());
+                        if !self.alpha_g.is_empty() {
+                            self.alpha_g.fill(0.0);
+                            k.axpy(alpha, g, &mut self.alpha_g);
+                        }
+                        self.drift.on_upload_keeping(
+                            k,
+                            &self.v_prev,
+                            &self.alpha_g,
+                            self.since_upload,
+                            before,
+                        );
+                        if rebuildable {
+                            msg.clone_from(&self.tmp);
+                        } else {
+                            // q as dense f32 first (byte aligned), then the compressed v.
+                            dense::encode(self.drift.q(), msg);
+                            msg.bytes_mut().extend_from_slice(self.tmp.bytes());
+                            msg.set_bits(32 * self.drift.q().len() as u64 + self.tmp.bits());
+                        }
                     }
                 }
                 self.since_upload = 0;
@@ -464,9 +510,12 @@ impl Worker for LenaWorker {
     /// The server applied the old drift `q_before` instead of `v` and kept its old drift and
     /// upload age: the difference `v - q_before` goes back into the memory (so nothing is
     /// lost, only delayed) and the node's drift and age return to the server's.
-    fn on_lost(&mut self, _msg: &Message) {
+    fn on_lost(&mut self, msg: &Message) {
+        assert!(self.keep_before, "on_lost in a run declared lossless");
         let k = self.kernels;
-        k.ef_update(&mut self.e, 1.0, &self.v_prev, &self.q_before);
+        let mut decoded = Vec::new();
+        let v = applied(false, &[], &self.v_prev, msg, self.e.len(), &mut decoded);
+        k.ef_update(&mut self.e, 1.0, v, &self.q_before);
         self.drift.set(&self.q_before);
         self.v_is_q = true;
         self.since_upload = self.since_before;
@@ -479,6 +528,10 @@ impl Worker for LenaWorker {
         v.f32s(&mut self.alpha_g);
         v.f32s(&mut self.avg);
         v.bool(&mut self.v_is_q);
+        if self.keep_before {
+            // The same length whether saved before or after the first upload.
+            self.q_before.resize(self.e.len(), 0.0);
+        }
         v.f32s(&mut self.q_before);
         v.u64(&mut self.since_before);
         v.bool(&mut self.resend);
@@ -500,6 +553,41 @@ impl Worker for LenaWorker {
         k.axpy(-(rounds as f32), self.drift.q(), &mut self.e);
         self.since_upload += rounds;
         self.v_is_q = true;
+    }
+
+    fn lossless(&mut self) {
+        self.keep_before = false;
+        self.q_before = Vec::new();
+    }
+}
+
+/// The update a node applied last round: its drift `q` after a skip, else the `v` it sent:
+/// the compressed `v_prev` it kept, or the first `d` values of its dense message (read in
+/// place, or decoded into `scratch` where the platform cannot).
+///
+/// # Panics
+/// If `msg` holds fewer than `d` values where it is read.
+fn applied<'a>(
+    v_is_q: bool,
+    q: &'a [f32],
+    v_prev: &'a [f32],
+    msg: &'a Message,
+    d: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if v_is_q {
+        return q;
+    }
+    if !v_prev.is_empty() {
+        return v_prev;
+    }
+    match dense::view_at(msg, 0, d) {
+        Some(v) => v,
+        None => {
+            scratch.resize(d, 0.0);
+            dense::decode_at(msg, 0, scratch);
+            scratch
+        }
     }
 }
 

@@ -289,6 +289,11 @@ pub trait Worker: Send {
     /// (applied its missing-upload rule). Called before its first `step` back.
     fn on_absent(&mut self, _rounds: u64) {}
 
+    /// The run never loses this node's uploads (no loss, no deadline that drops a
+    /// straggler): state kept only to undo a lost upload may be dropped, and
+    /// [`Worker::on_lost`] is never called. Called once, before the first `step`.
+    fn lossless(&mut self) {}
+
     /// Visits the node's state (everything a later round reads), for checkpoints.
     fn visit(&mut self, v: &mut dyn state::Visitor);
 }

@@ -84,6 +84,9 @@ pub struct Workspace {
     x: Vec<f32>,
     y: Vec<u32>,
     chunks: Vec<ChunkWs>,
+    /// Scores of a small call (at most `SMALL` rows): all a minibatch needs, so a node's
+    /// workspace holds no gradient-sized buffer.
+    z_small: Vec<f32>,
 }
 
 impl Linear {
@@ -142,10 +145,19 @@ impl Linear {
 
     /// Scratch memory for calls on up to `max_rows` rows (it grows if a call needs more).
     pub fn workspace(&self, max_rows: usize) -> Workspace {
+        if (1..=SMALL).contains(&max_rows) {
+            // PERF: minibatches take the small path, which reads the rows in place and needs
+            // only the scores (a node's workspace was a vector of d more before).
+            return Workspace {
+                z_small: vec![0.0; SMALL * self.n_classes],
+                ..Workspace::default()
+            };
+        }
         let mut ws = Workspace {
             x: vec![0.0; max_rows * self.n_features],
             y: vec![0; max_rows],
             chunks: Vec::new(),
+            z_small: Vec::new(),
         };
         self.reserve_chunks(&mut ws.chunks, max_rows);
         ws
@@ -279,6 +291,7 @@ impl Linear {
             x: wx,
             y: wy,
             chunks,
+            ..
         } = ws;
         let (x, y, n): (&[f32], &[u32], usize) = match rows {
             Rows::All => (&data.features, &data.labels, data.n_samples()),
@@ -344,8 +357,10 @@ impl Linear {
             }
         };
         let (xs, labels) = (&xs[..n], &labels[..n]);
-        self.reserve_chunks(&mut ws.chunks, n);
-        let z = &mut ws.chunks[0].z[..n * c];
+        if ws.z_small.len() < n * c {
+            ws.z_small.resize(SMALL * c, 0.0);
+        }
+        let z = &mut ws.z_small[..n * c];
         // PERF: classes in pairs, so each sample row is read once per two classes (the
         // results are bit-identical to one class at a time).
         let weights = |class: usize| &w[class * (p + 1)..class * (p + 1) + p];

@@ -183,6 +183,12 @@ impl FaultConfig {
         self.loss == 0.0 && self.straggler == 0.0 && self.leave == 0.0
     }
 
+    /// Whether an upload can be lost: a loss probability, or stragglers whose delay can pass
+    /// the deadline (then a node's worker must be able to undo its upload).
+    pub fn loses_uploads(&self) -> bool {
+        self.loss > 0.0 || (self.straggler > 0.0 && self.deadline() < self.max_delay())
+    }
+
     /// Largest straggler delay (rounds).
     pub fn max_delay(&self) -> u64 {
         self.max_delay.unwrap_or(1)

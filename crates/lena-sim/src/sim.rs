@@ -382,7 +382,12 @@ impl Simulation {
         let step_size = cfg.algorithm.step_size().resolve(smooth)?;
         let dim = model.dim();
         let batch = cfg.data.batch;
-        let workers = alg.workers(m, dim);
+        let mut workers = alg.workers(m, dim);
+        if !cfg.faults.loses_uploads() {
+            for w in &mut workers {
+                w.lossless();
+            }
+        }
         let nodes: Vec<Node> = parts
             .iter()
             .zip(workers)

@@ -84,9 +84,9 @@ proptest! {
         for (t, g) in grads.iter().enumerate() {
             let up = wk.step_with_gradient(t as u64, g, &mut rng0(), &mut msg);
             for i in 0..7 {
-                sum_v[i] += f64::from(wk.applied()[i]);
+                sum_v[i] += f64::from(wk.applied(&msg)[i]);
                 sum_ag[i] += f64::from(alpha) * f64::from(g[i]);
-                abs[i] += (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.applied()[i]).abs();
+                abs[i] += (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.applied(&msg)[i]).abs();
             }
             if up == Upload::Sent {
                 prop_assert!(wk.memory().iter().all(|&e| e == 0.0), "memory not zero after upload");
@@ -135,8 +135,8 @@ proptest! {
                 prop_assert_eq!(server.drift(i), workers[i].drift(), "drift of node {} at t={}", i, t);
             }
             for j in 0..d {
-                let applied: f64 = workers.iter().map(|wk| f64::from(wk.applied()[j])).sum();
-                let scale: f64 = workers.iter().map(|wk| f64::from(wk.applied()[j]).abs()).sum();
+                let applied: f64 = workers.iter().zip(&msgs).map(|(wk, msg)| f64::from(wk.applied(msg)[j])).sum();
+                let scale: f64 = workers.iter().zip(&msgs).map(|(wk, msg)| f64::from(wk.applied(msg)[j]).abs()).sum();
                 let want = f64::from(before[j]) - applied / m as f64;
                 let tol = 4.0 * f64::from(f32::EPSILON) * (f64::from(before[j]).abs() + scale);
                 prop_assert!((f64::from(w[j]) - want).abs() <= tol, "w[{}] {} vs {}", j, w[j], want);
@@ -202,7 +202,7 @@ proptest! {
             // The offline node's applied update is its drift (the server's missing-upload rule).
             let applied = |i: usize, j: usize| -> f64 {
                 let wk: &LenaWorker = &workers[i];
-                if i == 2 && away > 0 { f64::from(wk.drift()[j]) } else { f64::from(wk.applied()[j]) }
+                if i == 2 && away > 0 { f64::from(wk.drift()[j]) } else { f64::from(wk.applied(&msgs[i])[j]) }
             };
             for i in 0..m {
                 prop_assert_eq!(server.drift(i), workers[i].drift(), "drift of node {} at t={}", i, t);
@@ -827,9 +827,9 @@ proptest! {
                 prop_assert!(e2 <= (1.0 - delta) * u2 * (1.0 + 1e-5) + 1e-12, "t={}: {} > {}", t, e2, (1.0 - delta) * u2);
             }
             for i in 0..8 {
-                sum_v[i] += f64::from(wk.applied()[i]);
+                sum_v[i] += f64::from(wk.applied(&msg)[i]);
                 sum_ag[i] += f64::from(alpha) * f64::from(g[i]);
-                mag[i] += f64::from(wk.applied()[i].abs()) + (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.memory()[i].abs());
+                mag[i] += f64::from(wk.applied(&msg)[i].abs()) + (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.memory()[i].abs());
                 let tol = 8.0 * f64::from(f32::EPSILON) * mag[i] + 1e-30;
                 prop_assert!((sum_v[i] + f64::from(wk.memory()[i]) - sum_ag[i]).abs() <= tol);
             }
@@ -1048,7 +1048,7 @@ fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
                 let q: Vec<f32> = g.iter().map(|x| alpha * x).collect();
                 assert_eq!(wk.drift(), &q[..]);
                 // A skip then applies that drift, and the memory keeps the rest.
-                assert_eq!(wk.applied(), &q[..]);
+                assert_eq!(wk.applied(&msg), q);
                 assert!(wk.memory().iter().all(|&e| e == 0.0), "{:?}", wk.memory());
             }
         }
@@ -1057,4 +1057,69 @@ fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
         |init| lena_algo::Algorithm::name(&lena_init(DriftKind::Momentum { gamma }, alpha, init));
     assert_eq!(named(Init::Zero), "LENA-m");
     assert_eq!(named(Init::Gradient), "LENA-m (gradient init)");
+}
+
+/// What a node keeps, counted from its checkpoint state: LENA-m (dense) keeps its memory, drift
+/// and momentum (the v it sent is read from its message), plus the drift before its last
+/// upload only where uploads can be lost; LAQ keeps its Qhat (its gradient, q and levels
+/// are recomputed every round; they are not state), plus the Qhat before only where uploads
+/// can be lost. The results are the same either way (the kept copy is only read by
+/// `on_lost`).
+#[test]
+fn lossless_nodes_keep_no_undo_copy() {
+    use lena_algo::{AlgorithmParams, StepSize, Worker};
+    let d = 40;
+    let floats = |wk: &mut dyn Worker| {
+        let mut v = Vectors(Vec::new());
+        wk.visit(&mut v);
+        v.0.iter().map(Vec::len).sum::<usize>()
+    };
+    let laq = AlgorithmParams::Laq {
+        step_size: StepSize::Value(0.1),
+        bits: 4,
+        depth: 10,
+        xi: None,
+        clock: 100,
+    }
+    .check(d)
+    .unwrap();
+    let lena = lena(DriftKind::Momentum { gamma: 0.1 }, 0.1);
+    for (name, alg, kept) in [
+        (
+            "LENA-m",
+            Box::new(lena) as Box<dyn lena_algo::Algorithm>,
+            3 * d,
+        ),
+        ("LAQ", laq, d),
+    ] {
+        let mut runs = Vec::new();
+        for lossless in [false, true] {
+            let mut wk = alg.workers(1, d).pop().unwrap();
+            if lossless {
+                wk.lossless();
+            }
+            let mut msg = Message::default();
+            let mut out = Vec::new();
+            for t in 0..6u64 {
+                let g: Vec<f32> = (0..d)
+                    .map(|i| ((i as u64 * 5 + t * 3) % 7) as f32 - 3.0)
+                    .collect();
+                let bc = Broadcast {
+                    round: t,
+                    w: &g,
+                    step_sq: 0.0,
+                };
+                let up = wk.step(&bc, &mut Fixed(g.clone()), &mut rng0(), &mut msg);
+                out.push((up, msg.clone()));
+            }
+            assert!(
+                out.iter().any(|(u, _)| *u == Upload::Sent),
+                "{name}: no upload"
+            );
+            let want = if lossless { kept } else { kept + d };
+            assert_eq!(floats(wk.as_mut()), want, "{name}, lossless {lossless}");
+            runs.push(out);
+        }
+        assert_eq!(runs[0], runs[1], "{name}: lossless changed the uploads");
+    }
 }

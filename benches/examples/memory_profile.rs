@@ -1,0 +1,157 @@
+//! Resident memory per node of every algorithm, in vectors of d (d = 7850: MNIST, ten classes).
+//!
+//! `cargo run --release -p lena-benches --example memory_profile` builds each algorithm's
+//! simulation at two node counts (IID split, minibatch 1), steps it 30 rounds, and reads the
+//! process's resident set: the slope between the two, `(RSS(M2) - RSS(M1)) / (M2 - M1)`, is
+//! what one more node costs, free of the dataset and the per-thread scratch. Each measurement
+//! runs in a child process of its own (`-- one NAME M`), so the allocator of one cannot hold
+//! pages for the next. `-- one lena 60000` reports one simulation's resident set and ms per
+//! round (the extreme federated split: one MNIST image per node) with the state-touch bound
+//! at the same M, measured in another child process.
+
+#![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+
+use lena_sim::Simulation;
+use std::process::Command;
+use std::time::Instant;
+
+/// The algorithms measured, by name and `[algorithm]` table body.
+const ALGORITHMS: [(&str, &str); 10] = [
+    ("dgd", "name = \"dgd\""),
+    ("lena (LENA-m)", "name = \"lena\""),
+    (
+        "lena-v (last-upload drift)",
+        "name = \"lena\"\n[algorithm.drift]\nkind = \"last_upload\"",
+    ),
+    ("lag_wk", "name = \"lag_wk\""),
+    ("lag_ps", "name = \"lag_ps\""),
+    ("lasg_wk2", "name = \"lasg_wk2\""),
+    ("laq", "name = \"laq\""),
+    ("sasg", "name = \"sasg\""),
+    ("diana (QSGD)", "name = \"diana\""),
+    (
+        "ef_sgd (top-k)",
+        "name = \"ef_sgd\"\n[algorithm.compressor]\nkind = \"top_k\"\nk = 100",
+    ),
+];
+
+fn config(algorithm: &str, nodes: usize) -> lena_sim::ExperimentConfig {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mnist = root.join("data/mnist");
+    let source = if mnist.join("train-images-idx3-ubyte.gz").exists() {
+        format!("kind = \"mnist\"\ndir = {mnist:?}")
+    } else {
+        "kind = \"synthetic\"\nsamples = 60000\ntest_samples = 1000\nfeatures = 784\nclasses = 10"
+            .into()
+    };
+    let text = format!(
+        "[data]\nsplit = \"iid\"\nnodes = {nodes}\nbatch = 1\n[data.source]\n{source}\n\
+         [algorithm]\nstep_size = 0.05\n{algorithm}\n[run]\nthreads = 2\nseed = 1\n"
+    );
+    lena_sim::ExperimentConfig::from_toml(&text, "memory setting").expect("a valid setting")
+}
+
+/// Resident set of this process in bytes (Linux `/proc/self/statm`).
+fn resident() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("statm's second field");
+    pages * 4096
+}
+
+/// Child: one simulation at `nodes`, its resident set after 30 rounds, and ms per round.
+fn one(table: &str, nodes: usize, rounds: usize) {
+    let mut sim = Simulation::new(config(table, nodes)).expect("simulation");
+    for _ in 0..10 {
+        sim.step().expect("round");
+    }
+    let start = Instant::now();
+    for _ in 0..rounds {
+        sim.step().expect("round");
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3 / rounds as f64;
+    println!("{} {ms:.3}", resident());
+}
+
+fn measure(table: &str, nodes: usize, rounds: usize) -> (u64, f64) {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .args(["child", table, &nodes.to_string(), &rounds.to_string()])
+        .output()
+        .expect("child process");
+    assert!(out.status.success(), "child failed: {out:?}");
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let mut f = text.split_whitespace();
+    let rss = f.next().and_then(|s| s.parse().ok()).expect("rss");
+    let ms = f.next().and_then(|s| s.parse().ok()).expect("ms");
+    (rss, ms)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let vector = 4.0 * 7850.0;
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["child", table, nodes, rounds] => {
+            one(
+                table,
+                nodes.parse().expect("nodes"),
+                rounds.parse().expect("rounds"),
+            );
+        }
+        ["bound", nodes] => {
+            // The state-touch bound at `nodes` (fastest of five passes, two threads).
+            let mut state = lena_benches::bound_state_for(nodes.parse().expect("nodes"));
+            let k = lena_kernels::Kernels::detect();
+            let best = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::hint::black_box(lena_benches::touch_state_once(k, &mut state, 2));
+                    start.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!("{best:.3}");
+        }
+        ["one", name, nodes] => {
+            let table = ALGORITHMS
+                .iter()
+                .find(|(n, _)| n.starts_with(name))
+                .map_or_else(|| format!("name = {name:?}"), |(_, t)| t.to_string());
+            let nodes: usize = nodes.parse().expect("nodes: a number");
+            let (rss, ms) = measure(&table, nodes, 20);
+            let exe = std::env::current_exe().expect("own path");
+            let out = Command::new(exe)
+                .args(["bound", &nodes.to_string()])
+                .output()
+                .expect("child process");
+            assert!(out.status.success(), "bound child failed: {out:?}");
+            let bound: f64 = String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("bound ms");
+            println!(
+                "{name} at M = {nodes}: {:.2} GB resident, {:.0} KB ({:.2} vectors of d) per \
+                 node in all, {ms:.1} ms per round; state-touch bound (4 vectors per node read, \
+                 one written, 2 threads) {bound:.1} ms: {:.2}x",
+                rss as f64 / 1e9,
+                rss as f64 / nodes as f64 / 1e3,
+                rss as f64 / nodes as f64 / vector,
+                ms / bound
+            );
+        }
+        [] => {
+            let (m1, m2) = (1000, 3000);
+            println!("resident bytes per node, slope between M = {m1} and M = {m2}");
+            println!("{:<28} {:>10} {:>12}", "", "KB/node", "vectors of d");
+            for (name, table) in ALGORITHMS {
+                let (r1, _) = measure(table, m1, 5);
+                let (r2, _) = measure(table, m2, 5);
+                let per = (r2 as f64 - r1 as f64) / (m2 - m1) as f64;
+                println!("{name:<28} {:>10.1} {:>12.2}", per / 1e3, per / vector);
+            }
+        }
+        _ => panic!("usage: memory_profile [one NAME NODES]"),
+    }
+}
