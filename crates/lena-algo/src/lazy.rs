@@ -211,8 +211,6 @@ impl Algorithm for LasgWk2 {
                     m: n_workers,
                     rule: Box::new(rule),
                     steps: Steps::new(),
-                    g: vec![0.0; dim],
-                    g_old: vec![0.0; dim],
                     w_hat: vec![0.0; dim],
                     sparse: None,
                     kernels: Kernels::detect(),
@@ -235,7 +233,7 @@ impl Algorithm for LasgWk2 {
 struct Sparse {
     c: Arc<dyn Compressor>,
     e: Vec<f32>,
-    m: Vec<f32>,
+    /// The last vector sent, kept to take it back if lost (empty in a lossless run).
     v_prev: Vec<f32>,
 }
 
@@ -245,8 +243,6 @@ pub struct TwoPointWorker {
     m: usize,
     rule: Box<dyn Trigger>,
     steps: Steps,
-    g: Vec<f32>,
-    g_old: Vec<f32>,
     w_hat: Vec<f32>,
     sparse: Option<Sparse>,
     kernels: Kernels,
@@ -262,36 +258,45 @@ impl Worker for TwoPointWorker {
     ) -> Upload {
         let (round, w) = (bc.round, bc.w);
         let k = self.kernels;
-        oracle.gradient(w, &mut self.g);
-        let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
-        if round > 0 {
-            oracle.gradient_same_batch(&self.w_hat, &mut self.g_old);
-            ctx.innovation_sq = f64::from(k.dist2_sq(&self.g, &self.g_old));
-        }
-        let up = self.rule.decide(&ctx) == Decision::Upload;
-        match (&mut self.sparse, up) {
-            (None, true) => dense::encode(&self.g, msg),
-            (None, false) => {}
-            (Some(s), true) => {
-                // m = e + alpha g; v = C(m); e = m - v.
-                s.m.copy_from_slice(&s.e);
-                k.axpy(self.alpha, &self.g, &mut s.m);
-                s.c.compress(&s.m, rng, &mut s.v_prev, msg);
-                k.ef_update(&mut s.e, self.alpha, &self.g, &s.v_prev);
+        // PERF: both gradients, SASG's m and (in a lossless run) the vector it sends live for
+        // the round only, in per-thread buffers.
+        crate::with_buffers(w.len(), |[g, g_old, m, sent]| {
+            oracle.gradient(w, g);
+            let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
+            if round > 0 {
+                oracle.gradient_same_batch(&self.w_hat, g_old);
+                ctx.innovation_sq = f64::from(k.dist2_sq(g, g_old));
             }
-            // Silent: the server reuses v_prev in place of this round's gradient (the LAG
-            // approximation); the memory is untouched. Charging the reuse to the memory instead
-            // re-applies an error-feedback sum up to max_staleness times and diverges
-            // (measured in the crate's tests before this choice).
-            (Some(_), false) => {}
-        }
-        if up {
-            self.w_hat.copy_from_slice(w);
-            self.steps.since_upload = 0;
-            Upload::Sent
-        } else {
-            Upload::Skipped
-        }
+            let up = self.rule.decide(&ctx) == Decision::Upload;
+            match (&mut self.sparse, up) {
+                (None, true) => dense::encode(g, msg),
+                (None, false) => {}
+                (Some(s), true) => {
+                    // m = e + alpha g; v = C(m); e = m - v.
+                    let v = if s.v_prev.is_empty() {
+                        sent
+                    } else {
+                        &mut s.v_prev[..]
+                    };
+                    m.copy_from_slice(&s.e);
+                    k.axpy(self.alpha, g, m);
+                    s.c.compress(m, rng, v, msg);
+                    k.ef_update(&mut s.e, self.alpha, g, v);
+                }
+                // Silent: the server reuses v_prev in place of this round's gradient (the LAG
+                // approximation); the memory is untouched. Charging the reuse to the memory
+                // instead re-applies an error-feedback sum up to max_staleness times and
+                // diverges (measured in the crate's tests before this choice).
+                (Some(_), false) => {}
+            }
+            if up {
+                self.w_hat.copy_from_slice(w);
+                self.steps.since_upload = 0;
+                Upload::Sent
+            } else {
+                Upload::Skipped
+            }
+        })
     }
 
     /// SASG: the sparse vector never arrived, so it goes back into the memory. (The server
@@ -299,7 +304,15 @@ impl Worker for TwoPointWorker {
     /// next upload replaces the server's copy either way.)
     fn on_lost(&mut self, _msg: &Message) {
         if let Some(s) = &mut self.sparse {
+            assert!(!s.v_prev.is_empty(), "on_lost in a run declared lossless");
             self.kernels.axpy(1.0, &s.v_prev, &mut s.e);
+        }
+    }
+
+    /// SASG keeps the vector it sent only to take it back if lost.
+    fn lossless(&mut self) {
+        if let Some(s) = &mut self.sparse {
+            s.v_prev = Vec::new();
         }
     }
 
@@ -353,13 +366,10 @@ impl Sasg {
             m: n_workers,
             rule: trigger,
             steps: Steps::new(),
-            g: vec![0.0; dim],
-            g_old: vec![0.0; dim],
             w_hat: vec![0.0; dim],
             sparse: Some(Sparse {
                 c: self.compressor.clone(),
                 e: vec![0.0; dim],
-                m: vec![0.0; dim],
                 v_prev: vec![0.0; dim],
             }),
             kernels: Kernels::detect(),
@@ -453,9 +463,6 @@ impl Algorithm for Laq {
                     )
                     .expect("checked"),
                     steps: Steps::new(),
-                    g: vec![0.0; dim],
-                    q: vec![0.0; dim],
-                    levels: vec![0; dim],
                     qhat: vec![0.0; dim],
                     // Allocated at the first upload unless the run is lossless.
                     qhat_prev: Vec::new(),
@@ -484,9 +491,6 @@ struct LaqWorker {
     m: usize,
     rule: LazyRule,
     steps: Steps,
-    g: Vec<f32>,
-    q: Vec<f32>,
-    levels: Vec<u32>,
     qhat: Vec<f32>,
     /// Qhat before the last upload, to undo it if lost (empty in a lossless run).
     qhat_prev: Vec<f32>,
@@ -507,34 +511,31 @@ impl Worker for LaqWorker {
     ) -> Upload {
         let w = bc.w;
         let k = self.kernels;
-        oracle.gradient(w, &mut self.g);
-        let r = laq::quantize(
-            &self.g,
-            &self.qhat,
-            self.bits,
-            &mut self.levels,
-            &mut self.q,
-        );
-        let eps_sq = f64::from(k.dist2_sq(&self.g, &self.q));
-        let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
-        ctx.innovation_sq = f64::from(k.dist2_sq(&self.q, &self.qhat));
-        ctx.threshold_offset = 3.0 * (eps_sq + self.eps_hat_sq);
-        if self.rule.decide(&ctx) == Decision::Skip {
-            return Upload::Skipped;
-        }
-        laq::encode(r, &self.levels, self.bits, msg);
-        if self.keep_prev {
-            // The previous Qhat is kept in case this upload is lost.
-            self.qhat_prev.resize(self.qhat.len(), 0.0);
-            std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
-            self.qhat.copy_from_slice(&self.q);
-        } else {
-            // A run that loses nothing: the new Qhat is q (q is recomputed every round).
-            std::mem::swap(&mut self.qhat, &mut self.q);
-        }
-        self.eps_hat_prev = std::mem::replace(&mut self.eps_hat_sq, eps_sq);
-        self.steps.since_upload = 0;
-        Upload::Sent
+        // PERF: the gradient, its quantization and the levels live for the round only, in
+        // per-thread buffers (three vectors of d less per node).
+        crate::with_buffers(w.len(), |[g, q]| {
+            crate::with_levels_buffer(w.len(), |levels| {
+                oracle.gradient(w, g);
+                let r = laq::quantize(g, &self.qhat, self.bits, levels, q);
+                let eps_sq = f64::from(k.dist2_sq(g, q));
+                let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
+                ctx.innovation_sq = f64::from(k.dist2_sq(q, &self.qhat));
+                ctx.threshold_offset = 3.0 * (eps_sq + self.eps_hat_sq);
+                if self.rule.decide(&ctx) == Decision::Skip {
+                    return Upload::Skipped;
+                }
+                laq::encode(r, levels, self.bits, msg);
+                if self.keep_prev {
+                    // The previous Qhat is kept in case this upload is lost.
+                    self.qhat_prev.resize(self.qhat.len(), 0.0);
+                    std::mem::swap(&mut self.qhat, &mut self.qhat_prev);
+                }
+                self.qhat.copy_from_slice(q);
+                self.eps_hat_prev = std::mem::replace(&mut self.eps_hat_sq, eps_sq);
+                self.steps.since_upload = 0;
+                Upload::Sent
+            })
+        })
     }
 
     /// The server's Qhat did not move: neither does the node's.

@@ -199,10 +199,31 @@ pub(crate) fn with_gradient_buffer<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> 
 
 /// [`with_gradient_buffer`] with a second per-thread buffer of the same length.
 pub(crate) fn with_round_buffers<R>(dim: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    with_buffers(dim, |[a, b]| f(a, b))
+}
+
+/// Runs `f` with `N` per-thread buffers of length `dim` (the first is the gradient buffer):
+/// vectors a node computes and uses within one round, so they are not node state.
+pub(crate) fn with_buffers<const N: usize, R>(
+    dim: usize,
+    f: impl FnOnce([&mut [f32]; N]) -> R,
+) -> R {
     GRADIENT.with_borrow_mut(|g| {
-        g.resize(2 * dim, 0.0);
-        let (a, b) = g.split_at_mut(dim);
-        f(a, b)
+        g.resize(N * dim, 0.0);
+        let mut parts = g.chunks_mut(dim.max(1));
+        f(std::array::from_fn(|_| parts.next().unwrap_or_default()))
+    })
+}
+
+thread_local! {
+    static LEVELS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's integer buffer of length `dim` (quantization levels).
+pub(crate) fn with_levels_buffer<R>(dim: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
+    LEVELS.with_borrow_mut(|l| {
+        l.resize(dim, 0);
+        f(&mut l[..dim])
     })
 }
 

@@ -190,7 +190,6 @@ impl Algorithm for EfSgd {
                     alpha: self.step_size,
                     c: self.compressor.clone(),
                     ef: ErrorFeedback::new(dim),
-                    g: vec![0.0; dim],
                     out: vec![0.0; dim],
                     kernels: Kernels::detect(),
                 }) as Box<dyn Worker>
@@ -213,7 +212,7 @@ struct EfWorker {
     alpha: f32,
     c: Arc<dyn Compressor>,
     ef: ErrorFeedback,
-    g: Vec<f32>,
+    /// The vector last sent, kept to take it back if lost (empty in a lossless run).
     out: Vec<f32>,
     kernels: Kernels,
 }
@@ -235,16 +234,29 @@ impl Worker for EfWorker {
         msg: &mut Message,
     ) -> Upload {
         let w = bc.w;
-        oracle.gradient(w, &mut self.g);
-        self.kernels.scale(self.alpha, &mut self.g);
-        self.ef
-            .compress(self.c.as_ref(), &self.g, rng, &mut self.out, msg);
+        // PERF: the gradient (and, in a lossless run, the vector sent) live for the round
+        // only, in per-thread buffers.
+        crate::with_buffers(w.len(), |[g, sent]| {
+            oracle.gradient(w, g);
+            self.kernels.scale(self.alpha, g);
+            let out = if self.out.is_empty() {
+                sent
+            } else {
+                &mut self.out[..]
+            };
+            self.ef.compress(self.c.as_ref(), g, rng, out, msg);
+        });
         Upload::Sent
     }
 
     /// The compressed vector never arrived: it goes back into the memory.
     fn on_lost(&mut self, _msg: &Message) {
+        assert!(!self.out.is_empty(), "on_lost in a run declared lossless");
         self.ef.restore(&self.out);
+    }
+
+    fn lossless(&mut self) {
+        self.out = Vec::new();
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
@@ -330,11 +342,10 @@ impl Algorithm for Lag {
                     trigger: LazyRule::new(self.depth, self.xi, Normalisation::Alpha2M2, None)
                         .expect("checked"),
                     last_sent: vec![0.0; dim],
-                    prev_sent: if self.compressor.is_none() {
-                        vec![0.0; dim]
-                    } else {
-                        Vec::new()
-                    },
+                    // Allocated at the first step unless the run is lossless (a vector that was
+                    // allocated and freed would stay resident).
+                    prev_sent: Vec::new(),
+                    keep_prev: self.compressor.is_none(),
                     compressed: self.compressor.as_ref().map(|c| LagCompressed {
                         c: c.clone(),
                         delta: vec![0.0; dim],
@@ -376,8 +387,10 @@ struct LagWorker {
     /// `g_hat`: the server's copy of this node's gradient.
     last_sent: Vec<f32>,
     /// Dense uploads: the previous g_hat after an upload, restored if the upload is lost;
-    /// during a step, the fresh gradient.
+    /// during a step, the fresh gradient (empty in a lossless run).
     prev_sent: Vec<f32>,
+    /// Whether `prev_sent` is kept (dense uploads, until `Worker::lossless`).
+    keep_prev: bool,
     compressed: Option<LagCompressed>,
     kernels: Kernels,
 }
@@ -401,11 +414,27 @@ impl Worker for LagWorker {
             ..TriggerCtx::default()
         };
         match &mut self.compressed {
+            None if !self.keep_prev => {
+                // A lossless run: the gradient lives in the thread's buffer, an upload copies
+                // it in as g_hat.
+                crate::with_gradient_buffer(w.len(), |g| {
+                    oracle.gradient(w, g);
+                    match self.trigger.decide(&ctx(g, &self.last_sent)) {
+                        Decision::Upload => {
+                            self.last_sent.copy_from_slice(g);
+                            dense::encode(g, msg);
+                            Upload::Sent
+                        }
+                        Decision::Skip => Upload::Skipped,
+                    }
+                })
+            }
             None => {
                 // PERF: the gradient goes into `prev_sent`, free by now (a loss of the last
                 // upload is reported before this step): an upload swaps it in as g_hat and
                 // keeps the previous g_hat there in case this upload is lost; no copy.
                 let g = &mut self.prev_sent;
+                g.resize(w.len(), 0.0);
                 oracle.gradient(w, g);
                 match self.trigger.decide(&ctx(g, &self.last_sent)) {
                     Decision::Upload => {
@@ -435,6 +464,10 @@ impl Worker for LagWorker {
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.trigger(&mut self.trigger);
         v.f32s(&mut self.last_sent);
+        if self.keep_prev {
+            // The same length whether saved before or after the first step.
+            self.prev_sent.resize(self.last_sent.len(), 0.0);
+        }
         v.f32s(&mut self.prev_sent);
         if let Some(c) = &mut self.compressed {
             v.f32s(&mut c.v);
@@ -444,8 +477,15 @@ impl Worker for LagWorker {
     /// The server kept its old g_hat: so does the node.
     fn on_lost(&mut self, _msg: &Message) {
         match &mut self.compressed {
-            None => std::mem::swap(&mut self.last_sent, &mut self.prev_sent),
+            None => {
+                assert!(self.keep_prev, "on_lost in a run declared lossless");
+                std::mem::swap(&mut self.last_sent, &mut self.prev_sent)
+            }
             Some(s) => self.kernels.axpy(-1.0, &s.v, &mut self.last_sent),
         }
+    }
+
+    fn lossless(&mut self) {
+        self.keep_prev = false;
     }
 }

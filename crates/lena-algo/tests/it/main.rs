@@ -944,22 +944,27 @@ impl lena_algo::state::Visitor for Vectors {
     fn trigger(&mut self, _: &mut dyn Trigger) {}
 }
 
-/// LAG-WK with lost uploads: after every round (and the nodes' `on_lost`), each node's g_hat
-/// equals, bit for bit, the gradient its server applies for it. The server keeps them
-/// block-major in blocks of 1024 coordinates, so d = 1100 spans two blocks.
-#[test]
-fn lag_node_and_server_agree_on_g_hat_under_losses() {
+/// Dense LAG-WK at step 0.1, depth 10, for dimension `d`.
+fn lag_wk(d: usize) -> Box<dyn lena_algo::Algorithm> {
     use lena_algo::{AlgorithmParams, StepSize};
-    use rand::{Rng, SeedableRng};
-    let (m, d, block) = (3, 1100, 1024);
-    let alg = AlgorithmParams::LagWk {
+    AlgorithmParams::LagWk {
         step_size: StepSize::Value(0.1),
         depth: 10,
         xi: None,
         compressor: None,
     }
     .check(d)
-    .unwrap();
+    .unwrap()
+}
+
+/// LAG-WK with lost uploads: after every round (and the nodes' `on_lost`), each node's g_hat
+/// equals, bit for bit, the gradient its server applies for it. The server keeps them
+/// block-major in blocks of 1024 coordinates, so d = 1100 spans two blocks.
+#[test]
+fn lag_node_and_server_agree_on_g_hat_under_losses() {
+    use rand::{Rng, SeedableRng};
+    let (m, d, block) = (3, 1100, 1024);
+    let alg = lag_wk(d);
     let (mut ws, mut server) = (alg.workers(m, d), alg.server(m, d));
     let mut msgs = vec![Message::default(); m];
     let mut w = vec![0.0f32; d];
@@ -1062,9 +1067,10 @@ fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
 /// What a node keeps, counted from its checkpoint state: LENA-m (dense) keeps its memory, drift
 /// and momentum (the v it sent is read from its message), plus the drift before its last
 /// upload only where uploads can be lost; LAQ keeps its Qhat (its gradient, q and levels
-/// are recomputed every round; they are not state), plus the Qhat before only where uploads
-/// can be lost. The results are the same either way (the kept copy is only read by
-/// `on_lost`).
+/// are recomputed every round; they are not state), LAG-WK its g_hat, EF-SGD its memory, SASG
+/// its w_hat and memory, each plus one vector (the state before the upload, or the vector
+/// sent) only where uploads can be lost. The uploads are the same either way (the kept copy
+/// is only read by `on_lost`).
 #[test]
 fn lossless_nodes_keep_no_undo_copy() {
     use lena_algo::{AlgorithmParams, StepSize, Worker};
@@ -1083,6 +1089,23 @@ fn lossless_nodes_keep_no_undo_copy() {
     }
     .check(d)
     .unwrap();
+    let lag = lag_wk(d);
+    let ef = AlgorithmParams::EfSgd {
+        step_size: StepSize::Value(0.1),
+        compressor: Some(lena_compress::CompressorParams::top_k(4)),
+    }
+    .check(d)
+    .unwrap();
+    let sasg = AlgorithmParams::Sasg {
+        step_size: StepSize::Value(0.1),
+        k_fraction: 0.1,
+        depth: 10,
+        xi: None,
+        normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
+        max_staleness: 10,
+    }
+    .check(d)
+    .unwrap();
     let lena = lena(DriftKind::Momentum { gamma: 0.1 }, 0.1);
     for (name, alg, kept) in [
         (
@@ -1091,6 +1114,9 @@ fn lossless_nodes_keep_no_undo_copy() {
             3 * d,
         ),
         ("LAQ", laq, d),
+        ("LAG-WK", lag, d),
+        ("EF-SGD", ef, d),
+        ("SASG", sasg, 2 * d),
     ] {
         let mut runs = Vec::new();
         for lossless in [false, true] {
