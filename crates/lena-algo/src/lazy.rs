@@ -597,7 +597,7 @@ impl Algorithm for LagPs {
                     rule: LazyRule::new(self.depth, self.xi, Normalisation::Alpha2M2, None)
                         .expect("checked"),
                     steps: Steps::new(),
-                    g: vec![0.0; dim],
+                    g: Vec::new(),
                     w_hat: vec![0.0; dim],
                     kernels: Kernels::detect(),
                 }) as Box<dyn Worker>
@@ -620,6 +620,7 @@ struct LagPsWorker {
     m: usize,
     rule: LazyRule,
     steps: Steps,
+    /// Used only where the message buffer cannot be written as f32 (big-endian, misaligned).
     g: Vec<f32>,
     w_hat: Vec<f32>,
     kernels: Kernels,
@@ -642,8 +643,8 @@ impl Worker for LagPsWorker {
         if self.rule.decide(&ctx) == Decision::Skip {
             return Upload::Skipped;
         }
-        oracle.gradient(w, &mut self.g);
-        dense::encode(&self.g, msg);
+        // PERF: the gradient is computed straight into the upload.
+        dense::encode_with(msg, w.len(), &mut self.g, |g| oracle.gradient(w, g));
         self.w_hat.copy_from_slice(w);
         self.steps.since_upload = 0;
         Upload::Sent

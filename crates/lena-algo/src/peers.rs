@@ -236,7 +236,7 @@ impl Worker for EfWorker {
         let w = bc.w;
         // PERF: the gradient (and, in a lossless run, the vector sent) live for the round
         // only, in per-thread buffers.
-        crate::with_buffers(w.len(), |[g, sent]| {
+        crate::with_buffers(w.len(), |[g, m, sent]| {
             oracle.gradient(w, g);
             self.kernels.scale(self.alpha, g);
             let out = if self.out.is_empty() {
@@ -244,7 +244,7 @@ impl Worker for EfWorker {
             } else {
                 &mut self.out[..]
             };
-            self.ef.compress(self.c.as_ref(), g, rng, out, msg);
+            self.ef.compress_with(self.c.as_ref(), g, rng, m, out, msg);
         });
         Upload::Sent
     }

@@ -858,7 +858,8 @@ impl ErrorFeedback {
     pub fn new(d: usize) -> Self {
         Self {
             e: vec![0.0; d],
-            m: vec![0.0; d],
+            // Grown by the first `compress` (never with `compress_with`).
+            m: Vec::new(),
         }
     }
 
@@ -887,10 +888,31 @@ impl ErrorFeedback {
         out: &mut [f32],
         msg: &mut Message,
     ) {
+        let mut m = std::mem::take(&mut self.m);
+        m.resize(self.e.len(), 0.0);
+        self.compress_with(c, x, rng, &mut m, out, msg);
+        self.m = m;
+    }
+
+    /// [`Self::compress`] with `m = e + x` formed in the caller's `scratch` (of the memory's
+    /// length), so that the decorator holds only its memory (a simulation of many nodes
+    /// passes a per-thread buffer).
+    ///
+    /// # Panics
+    /// If `scratch`, `x` or `out` differ in length from the memory.
+    pub fn compress_with(
+        &mut self,
+        c: &dyn Compressor,
+        x: &[f32],
+        rng: &mut dyn RngCore,
+        scratch: &mut [f32],
+        out: &mut [f32],
+        msg: &mut Message,
+    ) {
         let k = Kernels::detect();
-        self.m.copy_from_slice(&self.e);
-        k.axpy(1.0, x, &mut self.m);
-        c.compress(&self.m, rng, out, msg);
+        scratch.copy_from_slice(&self.e);
+        k.axpy(1.0, x, scratch);
+        c.compress(scratch, rng, out, msg);
         // e <- e + x - C(m) = m - C(m)
         k.ef_update(&mut self.e, 1.0, x, out);
     }
