@@ -689,8 +689,10 @@ impl Cnn {
                     for ci in 0..c {
                         for b in 0..nb {
                             let src = &x[(ci * nb + b) * hw..(ci * nb + b + 1) * hw];
-                            y[b * c * hw + ci * hw..b * c * hw + (ci + 1) * hw]
-                                .copy_from_slice(src);
+                            copy_row(
+                                &mut y[b * c * hw + ci * hw..b * c * hw + (ci + 1) * hw],
+                                src,
+                            );
                         }
                     }
                 }
@@ -841,7 +843,8 @@ impl Cnn {
                 Op::Flatten { c, hw } => {
                     for ci in 0..c {
                         for b in 0..nb {
-                            dx[(ci * nb + b) * hw..(ci * nb + b + 1) * hw].copy_from_slice(
+                            copy_row(
+                                &mut dx[(ci * nb + b) * hw..(ci * nb + b + 1) * hw],
                                 &dy[b * c * hw + ci * hw..b * c * hw + (ci + 1) * hw],
                             );
                         }
@@ -882,6 +885,22 @@ fn gemm(dst: MatMut<f32>, accum: Accum, lhs: MatRef<f32>, rhs: MatRef<f32>) {
     matmul(dst, accum, lhs, rhs, 1.0f32, Par::Seq);
 }
 
+/// `dst = src` for the short rows of the unfolding and flattening (8-24 values): PERF: in
+/// pieces of eight values moved inline; `copy_from_slice` calls libc's memmove for every row,
+/// whose call cost was a fifth of a CNN round (the rest of a row, if any, goes that way).
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
+    for (d, s) in (&mut d).zip(&mut s) {
+        let piece: [f32; 8] = s.try_into().expect("eight values");
+        d.copy_from_slice(&piece);
+    }
+    let rest = d.into_remainder();
+    if !rest.is_empty() {
+        rest.copy_from_slice(s.remainder());
+    }
+}
+
 /// Unfolds a block's input (`[cin][nb][h][w]`) into `col` (`cin k k` rows of `nb * ho * wo`):
 /// `col[(ci, ki, kj)][(b, y, x)] = in[ci][b][y + ki][x + kj]`.
 fn im2col(c: Conv, nb: usize, x: &[f32], col: &mut [f32]) {
@@ -895,7 +914,7 @@ fn im2col(c: Conv, nb: usize, x: &[f32], col: &mut [f32]) {
                     let plane = &x[(ci * nb + b) * h * w..][..h * w];
                     for y in 0..ho {
                         let src = &plane[(y + ki) * w + kj..][..wo];
-                        row[(b * ho + y) * wo..][..wo].copy_from_slice(src);
+                        copy_row(&mut row[(b * ho + y) * wo..][..wo], src);
                     }
                 }
             }
