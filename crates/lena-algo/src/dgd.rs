@@ -1,13 +1,12 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
 use crate::{
-    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server,
-    Upload, Uploads, Worker,
+    Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
+    Worker,
 };
 use lena_compress::dense;
 use lena_kernels::Kernels;
 use rand::RngCore;
-use rayon::prelude::*;
 
 /// DGD / minibatch SGD: `w^{t+1} = w^t - alpha (1/M) sum_m g_m^t`.
 ///
@@ -104,41 +103,28 @@ impl Server for DgdServer {
             return Ok(());
         }
         let (k, alpha, inv_m) = (self.kernels, self.step_size, -1.0 / arrived as f32);
-        self.sum
-            .par_chunks_mut(AGG_BLOCK)
-            .zip(w.par_chunks_mut(AGG_BLOCK))
-            .enumerate()
-            .for_each(|(b, (sum, w))| {
-                sum.fill(0.0);
-                let (off, width) = (b * AGG_BLOCK, sum.len());
-                // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks
-                // are read in place, eight nodes at a time past the block held in registers
-                // (a fixed group: no allocation per round).
-                let views = || {
-                    uploads
-                        .iter()
-                        .flatten()
-                        .map(|msg| dense::view_at(msg, off, width))
-                };
-                if views().all(|v| v.is_some()) {
-                    let mut group: [&[f32]; 8] = [&[]; 8];
-                    let mut n = 0;
-                    for v in views().flatten() {
-                        group[n] = v;
-                        n += 1;
-                        if n == group.len() {
-                            k.sum_rows(sum, alpha, &group);
-                            n = 0;
-                        }
-                    }
-                    k.sum_rows(sum, alpha, &group[..n]);
-                } else {
-                    for msg in uploads.iter().flatten() {
-                        dense::axpy_at(msg, off, alpha, sum);
-                    }
+        crate::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
+            let width = sum.len();
+            // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks are
+            // read in place, eight nodes at a time past the block held in registers.
+            let views = || {
+                uploads
+                    .iter()
+                    .flatten()
+                    .map(|msg| dense::view_at(msg, off, width))
+            };
+            if views().all(|v| v.is_some()) {
+                let mut rows = crate::RowSum::new(k, alpha, sum);
+                for v in views().flatten() {
+                    rows.push(v);
                 }
-                k.axpy(inv_m, sum, w);
-            });
+                rows.finish();
+            } else {
+                for msg in uploads.iter().flatten() {
+                    dense::axpy_at(msg, off, alpha, sum);
+                }
+            }
+        });
         Ok(())
     }
 

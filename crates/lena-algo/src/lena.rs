@@ -602,8 +602,12 @@ pub struct LenaServer {
     dim: usize,
     kind: DriftKind,
     compressor: Option<Arc<dyn Compressor>>,
-    /// Every node's drift q, block-major.
+    /// Every node's drift q, block-major (empty where it is read from the node's last upload,
+    /// see `aliased`).
     qs: Vec<f32>,
+    /// The drifts are read from the nodes' last uploads instead of kept (after
+    /// `Server::lossless`, dense uploads, a drift that is sent or is the last v).
+    aliased: bool,
     since_upload: Vec<u64>,
     /// Rounds since node m's previous upload, for this round's rebuild (Average drift).
     rounds: Vec<u64>,
@@ -622,6 +626,7 @@ impl Lena {
             kind: self.params.drift,
             compressor: self.compressor.clone(),
             qs: vec![0.0; n_workers * dim],
+            aliased: false,
             since_upload: vec![0; n_workers],
             rounds: vec![0; n_workers],
             decoded: self
@@ -635,8 +640,12 @@ impl Lena {
 }
 
 impl LenaServer {
-    /// The drift the server holds for node `m` (applied in its silent rounds).
+    /// The drift the server holds for node `m` (applied in its silent rounds); empty after
+    /// `Server::lossless` where the drift is read from the node's last upload.
     pub fn drift(&self, m: usize) -> Vec<f32> {
+        if self.aliased {
+            return Vec::new();
+        }
         let mut q = Vec::with_capacity(self.dim);
         for block in self.qs.chunks(AGG_BLOCK * self.n_workers) {
             let width = block.len() / self.n_workers;
@@ -690,6 +699,14 @@ impl Server for LenaServer {
         // Where q sits in a non-rebuildable upload: after v (dense), before v (compressed).
         let q_offset = if dense_v { d } else { 0 };
         let inv_m = -1.0 / n as f32;
+        if self.aliased {
+            // Where the drift sits in the last upload: after v, or v itself (last-upload drift).
+            let q_at = if kind.rebuildable() { 0 } else { d };
+            crate::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
+                sum_last_uploads(k, sum, &uploads, off, q_at);
+            });
+            return Ok(());
+        }
         self.qs
             .par_chunks_mut(AGG_BLOCK * n)
             .zip(self.sum.par_chunks_mut(AGG_BLOCK))
@@ -722,8 +739,7 @@ impl Server for LenaServer {
                 // PERF: every node's row of the block (its drift, or the v it sent, read in
                 // place) goes into the sum eight at a time, the block held in registers; the
                 // sum per coordinate is in node order as before (sum + x, exact as 1 * x + sum).
-                let mut group: [&[f32]; 8] = [&[]; 8];
-                let mut n = 0;
+                let mut rows = crate::RowSum::new(k, 1.0, sum);
                 for (m, q) in qs.chunks_exact_mut(width).enumerate() {
                     let row: &[f32] = match uploads.get(m) {
                         None => q,
@@ -736,14 +752,9 @@ impl Server for LenaServer {
                             v
                         }
                     };
-                    group[n] = row;
-                    n += 1;
-                    if n == group.len() {
-                        k.sum_rows(sum, 1.0, &group);
-                        n = 0;
-                    }
+                    rows.push(row);
                 }
-                k.sum_rows(sum, 1.0, &group[..n]);
+                rows.finish();
                 k.axpy(inv_m, sum, w);
             });
         Ok(())
@@ -753,6 +764,45 @@ impl Server for LenaServer {
         v.f32s(&mut self.qs);
         v.u64s(&mut self.since_upload);
     }
+
+    /// Dense uploads whose drift is sent (LENA-g, LENA-m) or is the last v (LENA-v): the drift
+    /// of a silent node is the one in its last upload, read from there (a vector of d less
+    /// per node, and no copy per upload).
+    fn lossless(&mut self) {
+        if self.compressor.is_none()
+            && matches!(
+                self.kind,
+                DriftKind::LastUpload | DriftKind::LastGradient | DriftKind::Momentum { .. }
+            )
+        {
+            self.aliased = true;
+            self.qs = Vec::new();
+        }
+    }
+}
+
+/// `sum += row_m` over the nodes in node order for the block at `off`: a sender's v (the start
+/// of its upload), a silent node's drift read from its last upload at `q_at` (zero before its
+/// first), eight rows at a time where they can be read in place.
+fn sum_last_uploads(k: Kernels, sum: &mut [f32], uploads: &Uploads<'_>, off: usize, q_at: usize) {
+    static ZEROS: [f32; AGG_BLOCK] = [0.0; AGG_BLOCK];
+    let width = sum.len();
+    let mut buf = [0.0f32; AGG_BLOCK];
+    let mut rows = crate::RowSum::new(k, 1.0, sum);
+    for m in 0..uploads.len() {
+        let msg = uploads.last(m);
+        let at = if uploads.get(m).is_some() { 0 } else { q_at };
+        if msg.bits() == 0 {
+            rows.push(&ZEROS[..width]);
+        } else if let Some(row) = dense::view_at(msg, at + off, width) {
+            rows.push(row);
+        } else {
+            // Not readable in place (big-endian, misaligned).
+            dense::decode_at(msg, at + off, &mut buf[..width]);
+            rows.add_now(&buf[..width]);
+        }
+    }
+    rows.finish();
 }
 
 /// The server's copy of an uploading node's drift, for one block at `q_offset` of the message:

@@ -47,7 +47,9 @@ pub mod state;
 pub use dgd::Dgd;
 pub use lena::{Lena, LenaParams};
 pub use lena_compress::{CompressorParams, Message};
+use lena_kernels::Kernels;
 use rand::RngCore;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Errors of this crate.
@@ -128,6 +130,72 @@ pub enum Upload {
 /// coordinate's sum runs over the nodes in node order whatever the number of threads.
 pub(crate) const AGG_BLOCK: usize = 1024;
 
+/// `w += inv_m * sum` by blocks of [`AGG_BLOCK`] coordinates in parallel: each block zeroes its
+/// piece of `sum`, lets `fill(offset, piece)` add the nodes' contributions (in node order, so
+/// the floats do not depend on the thread count), then applies it.
+pub(crate) fn apply_by_blocks(
+    k: Kernels,
+    sum: &mut [f32],
+    w: &mut [f32],
+    inv_m: f32,
+    fill: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    sum.par_chunks_mut(AGG_BLOCK)
+        .zip(w.par_chunks_mut(AGG_BLOCK))
+        .enumerate()
+        .for_each(|(b, (sum, w))| {
+            sum.fill(0.0);
+            fill(b * AGG_BLOCK, sum);
+            k.axpy(inv_m, sum, w);
+        });
+}
+
+/// Adds rows to a block of a server's sum eight at a time ([`Kernels::sum_rows`], the block
+/// held in registers), in the order they are pushed: the floats of one `sum += fl(scale row)`
+/// per row. A fixed group, so a round allocates nothing; [`RowSum::finish`] adds the rest.
+pub(crate) struct RowSum<'r, 's> {
+    k: Kernels,
+    scale: f32,
+    sum: &'s mut [f32],
+    group: [&'r [f32]; 8],
+    n: usize,
+}
+
+impl<'r, 's> RowSum<'r, 's> {
+    pub(crate) fn new(k: Kernels, scale: f32, sum: &'s mut [f32]) -> Self {
+        Self {
+            k,
+            scale,
+            sum,
+            group: [&[]; 8],
+            n: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, row: &'r [f32]) {
+        self.group[self.n] = row;
+        self.n += 1;
+        if self.n == self.group.len() {
+            self.flush();
+        }
+    }
+
+    /// Adds the rows pushed so far, then `row` (a buffer reused for the next row).
+    pub(crate) fn add_now(&mut self, row: &[f32]) {
+        self.flush();
+        self.k.sum_rows(self.sum, self.scale, &[row]);
+    }
+
+    pub(crate) fn finish(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        self.k.sum_rows(self.sum, self.scale, &self.group[..self.n]);
+        self.n = 0;
+    }
+}
+
 /// One round's uploads in node order: node m's message, if it sent one.
 ///
 /// A view over buffers the caller keeps from round to round (the simulator's message and
@@ -173,6 +241,13 @@ impl<'a> Uploads<'a> {
     /// Node m's message, if it sent one.
     pub fn get(&self, m: usize) -> Option<&'a Message> {
         self.sent[m].then(|| &self.msgs[m])
+    }
+
+    /// Node m's message buffer whether or not it sent this round: its upload if it did, else
+    /// the last one it sent (empty before its first). In a run that loses no upload that is
+    /// the last upload the server received from it (see [`Server::lossless`]).
+    pub fn last(&self, m: usize) -> &'a Message {
+        &self.msgs[m]
     }
 
     /// Every node's upload, in node order.
@@ -323,6 +398,12 @@ pub trait Worker: Send {
 pub trait Server: Send {
     /// Applies one round: `uploads[m]` is node `m`'s message, or `None` if it sent nothing.
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()>;
+
+    /// The run loses no upload, and every `apply` gets the same message buffers, each left as
+    /// its node last sent it (the simulator's): state a server keeps only as a copy of a
+    /// node's last upload may be read from [`Uploads::last`] instead. Called once, before the
+    /// first `apply`.
+    fn lossless(&mut self) {}
 
     /// Visits the server's state (everything a later round reads), for checkpoints.
     fn visit(&mut self, v: &mut dyn state::Visitor);

@@ -417,7 +417,10 @@ impl Simulation {
             })
             .collect();
         drop(train);
-        let server = alg.server(m, dim);
+        let mut server = alg.server(m, dim);
+        if !cfg.faults.loses_uploads() {
+            server.lossless();
+        }
         let network = cfg
             .network
             .check()

@@ -1149,3 +1149,39 @@ fn lossless_nodes_keep_no_undo_copy() {
         assert_eq!(runs[0], runs[1], "{name}: lossless changed the uploads");
     }
 }
+
+proptest! {
+    /// A lossless server that reads silent nodes' drifts from their last uploads applies the
+    /// same parameters, bit for bit, as one keeping its own copies, for every drift kind,
+    /// across coordinate blocks (d = 2100) and before and after each node's first upload.
+    #[test]
+    fn lossless_server_reads_drifts_from_last_uploads_exactly(
+        grads in gradients(25, 5),
+        outcomes in proptest::collection::vec(proptest::collection::vec(any::<bool>(), 1..10), 3),
+        drift_idx in 0usize..5,
+        wide in any::<bool>(),
+    ) {
+        use lena_algo::Server;
+        let (m, d) = (3, if wide { 2100 } else { 5 });
+        let l = lena(DRIFTS[drift_idx], 0.1);
+        let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
+        let (mut kept, mut read) = (l.lena_server(m, d), l.lena_server(m, d));
+        read.lossless();
+        let mut msgs = vec![Message::default(); m];
+        let (mut w1, mut w2) = (vec![0.5f32; d], vec![0.5f32; d]);
+        for (t, g) in grads.iter().enumerate() {
+            let sent: Vec<bool> = workers
+                .iter_mut()
+                .enumerate()
+                .map(|(i, wk)| {
+                    let gi: Vec<f32> = (0..d).map(|j| g[j % 5] * (i as f32 + 1.0)).collect();
+                    wk.step_with_gradient(t as u64, &gi, &mut rng0(), &mut msgs[i]) == Upload::Sent
+                })
+                .collect();
+            kept.apply(t as u64, &mut w1, lena_algo::Uploads::new(&msgs, &sent)).unwrap();
+            read.apply(t as u64, &mut w2, lena_algo::Uploads::new(&msgs, &sent)).unwrap();
+            let bits = |w: &[f32]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&w1), bits(&w2), "round {}", t);
+        }
+    }
+}
