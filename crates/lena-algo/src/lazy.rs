@@ -39,8 +39,11 @@ pub(crate) struct StaleServer {
     dim: usize,
     /// Dense gradients: each node's last gradient, block-major (for each block of
     /// `AGG_BLOCK` coordinates, every node's piece in turn, as LENA's drifts), replaced from
-    /// the messages inside the block sums. Empty for the other payloads.
+    /// the messages inside the block sums. Empty for the other payloads, and after
+    /// `Server::lossless` (then read from each node's last upload).
     dense_last: Vec<f32>,
+    /// Dense gradients read from the nodes' last uploads (after `Server::lossless`).
+    aliased: bool,
     /// Other payloads: each node's last contribution (updated in parallel over the round's
     /// senders). No nodes for dense gradients.
     last: Decoded,
@@ -61,6 +64,7 @@ impl StaleServer {
             } else {
                 Vec::new()
             },
+            aliased: false,
             last: Decoded::new(if dense { 0 } else { n_workers }, dim),
             sum: vec![0.0; dim],
             kernels: Kernels::detect(),
@@ -87,6 +91,13 @@ impl StaleServer {
             self.alpha,
             -1.0 / self.n_workers as f32,
         );
+        if self.aliased {
+            crate::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
+                // fl(a g) rounded before the sum, in node order, as DGD's server does.
+                crate::sum_last_uploads(k, a, sum, uploads, off, 0);
+            });
+            return Ok(());
+        }
         self.dense_last
             .par_chunks_mut(AGG_BLOCK * n)
             .zip(self.sum.par_chunks_mut(AGG_BLOCK))
@@ -95,17 +106,15 @@ impl StaleServer {
             .for_each(|(b, ((last, sum), w))| {
                 let (off, width) = (b * AGG_BLOCK, sum.len());
                 sum.fill(0.0);
+                // fl(a g) rounded before the sum, in node order, as DGD's server does.
+                let mut rows = crate::RowSum::new(k, a, sum);
                 for (m, g) in last.chunks_exact_mut(width).enumerate() {
                     if let Some(msg) = uploads.get(m) {
                         dense::decode_at(msg, off, g);
                     }
-                    k.vectorize(|| {
-                        // fl(a g) rounded before the sum, as DGD's server does.
-                        for (s, x) in sum.iter_mut().zip(&*g) {
-                            *s += a * *x;
-                        }
-                    });
+                    rows.push(g);
                 }
+                rows.finish();
                 k.axpy(inv_m, sum, w);
             });
         Ok(())
@@ -145,6 +154,15 @@ impl Server for StaleServer {
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.f32s(&mut self.dense_last);
         self.last.visit(v);
+    }
+
+    /// Dense gradients: a node's last gradient is its last upload, read from there (a vector
+    /// of d less per node, and no copy per upload).
+    fn lossless(&mut self) {
+        if matches!(self.payload, Payload::DenseGradient) {
+            self.aliased = true;
+            self.dense_last = Vec::new();
+        }
     }
 }
 

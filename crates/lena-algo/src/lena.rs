@@ -703,7 +703,7 @@ impl Server for LenaServer {
             // Where the drift sits in the last upload: after v, or v itself (last-upload drift).
             let q_at = if kind.rebuildable() { 0 } else { d };
             crate::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
-                sum_last_uploads(k, sum, &uploads, off, q_at);
+                crate::sum_last_uploads(k, 1.0, sum, &uploads, off, q_at);
             });
             return Ok(());
         }
@@ -779,30 +779,6 @@ impl Server for LenaServer {
             self.qs = Vec::new();
         }
     }
-}
-
-/// `sum += row_m` over the nodes in node order for the block at `off`: a sender's v (the start
-/// of its upload), a silent node's drift read from its last upload at `q_at` (zero before its
-/// first), eight rows at a time where they can be read in place.
-fn sum_last_uploads(k: Kernels, sum: &mut [f32], uploads: &Uploads<'_>, off: usize, q_at: usize) {
-    static ZEROS: [f32; AGG_BLOCK] = [0.0; AGG_BLOCK];
-    let width = sum.len();
-    let mut buf = [0.0f32; AGG_BLOCK];
-    let mut rows = crate::RowSum::new(k, 1.0, sum);
-    for m in 0..uploads.len() {
-        let msg = uploads.last(m);
-        let at = if uploads.get(m).is_some() { 0 } else { q_at };
-        if msg.bits() == 0 {
-            rows.push(&ZEROS[..width]);
-        } else if let Some(row) = dense::view_at(msg, at + off, width) {
-            rows.push(row);
-        } else {
-            // Not readable in place (big-endian, misaligned).
-            dense::decode_at(msg, at + off, &mut buf[..width]);
-            rows.add_now(&buf[..width]);
-        }
-    }
-    rows.finish();
 }
 
 /// The server's copy of an uploading node's drift, for one block at `q_offset` of the message:

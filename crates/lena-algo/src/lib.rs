@@ -150,6 +150,42 @@ pub(crate) fn apply_by_blocks(
         });
 }
 
+/// `sum += fl(scale row_m)` over the nodes in node order for the block at `off`, each row read
+/// from node m's last upload (a server that keeps no copies, after `Server::lossless`): a
+/// sender's row at the start of its upload, a silent node's at `silent_at` values in (its
+/// drift after LENA's v, or 0), zero before its first upload.
+pub(crate) fn sum_last_uploads(
+    k: Kernels,
+    scale: f32,
+    sum: &mut [f32],
+    uploads: &Uploads<'_>,
+    off: usize,
+    silent_at: usize,
+) {
+    static ZEROS: [f32; AGG_BLOCK] = [0.0; AGG_BLOCK];
+    let width = sum.len();
+    let mut buf = [0.0f32; AGG_BLOCK];
+    let mut rows = RowSum::new(k, scale, sum);
+    for m in 0..uploads.len() {
+        let msg = uploads.last(m);
+        let at = if uploads.get(m).is_some() {
+            0
+        } else {
+            silent_at
+        };
+        if msg.bits() == 0 {
+            rows.push(&ZEROS[..width]);
+        } else if let Some(row) = lena_compress::dense::view_at(msg, at + off, width) {
+            rows.push(row);
+        } else {
+            // Not readable in place (big-endian, misaligned).
+            lena_compress::dense::decode_at(msg, at + off, &mut buf[..width]);
+            rows.add_now(&buf[..width]);
+        }
+    }
+    rows.finish();
+}
+
 /// Adds rows to a block of a server's sum eight at a time ([`Kernels::sum_rows`], the block
 /// held in registers), in the order they are pushed: the floats of one `sum += fl(scale row)`
 /// per row. A fixed group, so a round allocates nothing; [`RowSum::finish`] adds the rest.

@@ -341,7 +341,13 @@ impl Algorithm for Lag {
                     n_workers,
                     trigger: LazyRule::new(self.depth, self.xi, Normalisation::Alpha2M2, None)
                         .expect("checked"),
-                    last_sent: vec![0.0; dim],
+                    // Dense uploads: allocated at the first step unless the run is lossless.
+                    last_sent: if self.compressor.is_some() {
+                        vec![0.0; dim]
+                    } else {
+                        Vec::new()
+                    },
+                    dim,
                     // Allocated at the first step unless the run is lossless (a vector that was
                     // allocated and freed would stay resident).
                     prev_sent: Vec::new(),
@@ -386,6 +392,7 @@ struct LagWorker {
     trigger: LazyRule,
     /// `g_hat`: the server's copy of this node's gradient.
     last_sent: Vec<f32>,
+    dim: usize,
     /// Dense uploads: the previous g_hat after an upload, restored if the upload is lost;
     /// during a step, the fresh gradient (empty in a lossless run).
     prev_sent: Vec<f32>,
@@ -415,13 +422,21 @@ impl Worker for LagWorker {
         };
         match &mut self.compressed {
             None if !self.keep_prev => {
-                // A lossless run: the gradient lives in the thread's buffer, an upload copies
-                // it in as g_hat.
-                crate::with_gradient_buffer(w.len(), |g| {
+                // A lossless run: the gradient lives in the thread's buffer and g_hat is the
+                // node's last upload (zero before the first), read from its message.
+                crate::with_buffers(w.len(), |[g, hat]| {
                     oracle.gradient(w, g);
-                    match self.trigger.decide(&ctx(g, &self.last_sent)) {
+                    let g_hat: &[f32] = if msg.bits() == 0 {
+                        hat.fill(0.0);
+                        hat
+                    } else if let Some(v) = dense::view_at(msg, 0, w.len()) {
+                        v
+                    } else {
+                        dense::decode_at(msg, 0, hat);
+                        hat
+                    };
+                    match self.trigger.decide(&ctx(g, g_hat)) {
                         Decision::Upload => {
-                            self.last_sent.copy_from_slice(g);
                             dense::encode(g, msg);
                             Upload::Sent
                         }
@@ -433,6 +448,7 @@ impl Worker for LagWorker {
                 // PERF: the gradient goes into `prev_sent`, free by now (a loss of the last
                 // upload is reported before this step): an upload swaps it in as g_hat and
                 // keeps the previous g_hat there in case this upload is lost; no copy.
+                self.last_sent.resize(w.len(), 0.0);
                 let g = &mut self.prev_sent;
                 g.resize(w.len(), 0.0);
                 oracle.gradient(w, g);
@@ -463,10 +479,14 @@ impl Worker for LagWorker {
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.trigger(&mut self.trigger);
+        if self.keep_prev || self.compressed.is_some() {
+            // The same length whether saved before or after the first step.
+            self.last_sent.resize(self.dim, 0.0);
+        }
         v.f32s(&mut self.last_sent);
         if self.keep_prev {
             // The same length whether saved before or after the first step.
-            self.prev_sent.resize(self.last_sent.len(), 0.0);
+            self.prev_sent.resize(self.dim, 0.0);
         }
         v.f32s(&mut self.prev_sent);
         if let Some(c) = &mut self.compressed {
@@ -485,7 +505,12 @@ impl Worker for LagWorker {
         }
     }
 
+    /// Dense uploads: g_hat is then read from the node's last upload (see `step`), so
+    /// neither g_hat nor the copy before an upload is kept.
     fn lossless(&mut self) {
         self.keep_prev = false;
+        if self.compressed.is_none() {
+            self.last_sent = Vec::new();
+        }
     }
 }

@@ -1067,10 +1067,10 @@ fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
 /// What a node keeps, counted from its checkpoint state: LENA-m (dense) keeps its memory, drift
 /// and momentum (the v it sent is read from its message), plus the drift before its last
 /// upload only where uploads can be lost; LAQ keeps its Qhat (its gradient, q and levels
-/// are recomputed every round; they are not state), LAG-WK its g_hat, EF-SGD its memory, SASG
-/// its w_hat and memory, each plus one vector (the state before the upload, or the vector
-/// sent) only where uploads can be lost. The uploads are the same either way (the kept copy
-/// is only read by `on_lost`).
+/// are recomputed every round; they are not state), EF-SGD its memory, SASG its w_hat and
+/// memory, each plus one vector (the state before the upload, or the vector sent) only where
+/// uploads can be lost; LAG-WK keeps nothing in a lossless run (g_hat is its last upload) and
+/// g_hat and the g_hat before otherwise. The uploads are the same either way.
 #[test]
 fn lossless_nodes_keep_no_undo_copy() {
     use lena_algo::{AlgorithmParams, StepSize, Worker};
@@ -1107,16 +1107,18 @@ fn lossless_nodes_keep_no_undo_copy() {
     .check(d)
     .unwrap();
     let lena = lena(DriftKind::Momentum { gamma: 0.1 }, 0.1);
-    for (name, alg, kept) in [
+    // (name, algorithm, floats kept where uploads can be lost, floats kept in a lossless run)
+    for (name, alg, lossy, kept) in [
         (
             "LENA-m",
             Box::new(lena) as Box<dyn lena_algo::Algorithm>,
+            4 * d,
             3 * d,
         ),
-        ("LAQ", laq, d),
-        ("LAG-WK", lag, d),
-        ("EF-SGD", ef, d),
-        ("SASG", sasg, 2 * d),
+        ("LAQ", laq, 2 * d, d),
+        ("LAG-WK", lag, 2 * d, 0),
+        ("EF-SGD", ef, 2 * d, d),
+        ("SASG", sasg, 3 * d, 2 * d),
     ] {
         let mut runs = Vec::new();
         for lossless in [false, true] {
@@ -1142,7 +1144,7 @@ fn lossless_nodes_keep_no_undo_copy() {
                 out.iter().any(|(u, _)| *u == Upload::Sent),
                 "{name}: no upload"
             );
-            let want = if lossless { kept } else { kept + d };
+            let want = if lossless { kept } else { lossy };
             assert_eq!(floats(wk.as_mut()), want, "{name}, lossless {lossless}");
             runs.push(out);
         }
@@ -1184,4 +1186,45 @@ proptest! {
             prop_assert_eq!(bits(&w1), bits(&w2), "round {}", t);
         }
     }
+}
+
+/// A lossless LAG-WK server (each node's last gradient read from its last upload) applies the
+/// same parameters, bit for bit, as one keeping its own copies; d = 1100 spans two blocks and
+/// the nodes both upload and skip.
+#[test]
+fn lossless_lag_server_reads_gradients_from_last_uploads_exactly() {
+    use rand::{Rng, SeedableRng};
+    let (m, d) = (3, 1100);
+    let alg = lag_wk(d);
+    let mut ws = alg.workers(m, d);
+    let (mut kept, mut read) = (alg.server(m, d), alg.server(m, d));
+    read.lossless();
+    let mut msgs = vec![Message::default(); m];
+    let (mut w1, mut w2) = (vec![0.0f32; d], vec![0.0f32; d]);
+    let mut w_prev = w1.clone();
+    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+    let (mut uploads, mut skips) = (0, 0);
+    for t in 0..60u64 {
+        let bc = Broadcast::next(Kernels::detect(), t, &w1, (t > 0).then_some(&w_prev[..]));
+        let mut sent = vec![false; m];
+        for i in 0..m {
+            let noise = if t % 3 == 0 { 1.0 } else { 1e-4 };
+            let g: Vec<f32> = (0..d)
+                .map(|j| (i + 1) as f32 * ((j % 7) as f32 - 3.0) + noise * rng.random::<f32>())
+                .collect();
+            sent[i] = ws[i].step(&bc, &mut Fixed(g), &mut rng0(), &mut msgs[i]) == Upload::Sent;
+            if sent[i] { uploads += 1 } else { skips += 1 }
+        }
+        w_prev.copy_from_slice(&w1);
+        kept.apply(t, &mut w1, lena_algo::Uploads::new(&msgs, &sent))
+            .unwrap();
+        read.apply(t, &mut w2, lena_algo::Uploads::new(&msgs, &sent))
+            .unwrap();
+        let bits = |w: &[f32]| w.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&w1), bits(&w2), "round {t}");
+    }
+    assert!(
+        uploads > 0 && skips > 0,
+        "{uploads} uploads, {skips} skips: both needed"
+    );
 }
