@@ -1,8 +1,8 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
 use crate::{
-    Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
-    Worker,
+    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server,
+    Upload, Uploads, Worker,
 };
 use lena_compress::dense;
 use lena_kernels::Kernels;
@@ -107,23 +107,19 @@ impl Server for DgdServer {
             let width = sum.len();
             // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks are
             // read in place, eight nodes at a time past the block held in registers.
-            let views = || {
-                uploads
-                    .iter()
-                    .flatten()
-                    .map(|msg| dense::view_at(msg, off, width))
-            };
-            if views().all(|v| v.is_some()) {
-                let mut rows = crate::RowSum::new(k, alpha, sum);
-                for v in views().flatten() {
-                    rows.push(v);
-                }
-                rows.finish();
-            } else {
-                for msg in uploads.iter().flatten() {
-                    dense::axpy_at(msg, off, alpha, sum);
+            let mut buf = [0.0f32; AGG_BLOCK];
+            let mut rows = crate::RowSum::new(k, alpha, sum);
+            for msg in uploads.iter().flatten() {
+                match dense::view_at(msg, off, width) {
+                    Some(g) => rows.push(g),
+                    None => {
+                        // Not readable in place (big-endian, misaligned).
+                        dense::decode_at(msg, off, &mut buf[..width]);
+                        rows.add_now(&buf[..width]);
+                    }
                 }
             }
+            rows.finish();
         });
         Ok(())
     }

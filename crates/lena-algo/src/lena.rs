@@ -715,44 +715,32 @@ impl Server for LenaServer {
             .for_each(|(b, ((qs, sum), w))| {
                 let (off, width) = (b * AGG_BLOCK, sum.len());
                 sum.fill(0.0);
-                let in_place = decoded.is_some()
-                    || uploads
-                        .iter()
-                        .flatten()
-                        .all(|msg| dense::view_at(msg, off, width).is_some());
-                if !in_place {
-                    // Dense uploads not readable in place (big-endian, misaligned): decoded
-                    // block by block.
-                    let mut buf = [0.0f32; AGG_BLOCK];
-                    for (m, q) in qs.chunks_exact_mut(width).enumerate() {
-                        let Some(msg) = uploads.get(m) else {
-                            k.axpy(1.0, q, sum);
-                            continue;
-                        };
-                        dense::decode_at(msg, off, &mut buf[..width]);
-                        update_drift(kind, k, q, &buf[..width], rounds[m], msg, q_offset + off);
-                        k.axpy(1.0, &buf[..width], sum);
-                    }
-                    k.axpy(inv_m, sum, w);
-                    return;
-                }
                 // PERF: every node's row of the block (its drift, or the v it sent, read in
                 // place) goes into the sum eight at a time, the block held in registers; the
                 // sum per coordinate is in node order as before (sum + x, exact as 1 * x + sum).
+                let mut buf = [0.0f32; AGG_BLOCK];
                 let mut rows = crate::RowSum::new(k, 1.0, sum);
                 for (m, q) in qs.chunks_exact_mut(width).enumerate() {
-                    let row: &[f32] = match uploads.get(m) {
-                        None => q,
-                        Some(msg) => {
-                            let v: &[f32] = match decoded {
-                                None => dense::view_at(msg, off, width).expect("checked above"),
-                                Some(dec) => &dec.get(m)[off..off + width],
-                            };
-                            update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
-                            v
-                        }
+                    let Some(msg) = uploads.get(m) else {
+                        rows.push(q);
+                        continue;
                     };
-                    rows.push(row);
+                    let v: &[f32] = match decoded {
+                        Some(dec) => &dec.get(m)[off..off + width],
+                        None => match dense::view_at(msg, off, width) {
+                            Some(v) => v,
+                            None => {
+                                // Not readable in place (big-endian, misaligned).
+                                dense::decode_at(msg, off, &mut buf[..width]);
+                                let v = &buf[..width];
+                                update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                                rows.add_now(v);
+                                continue;
+                            }
+                        },
+                    };
+                    update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                    rows.push(v);
                 }
                 rows.finish();
                 k.axpy(inv_m, sum, w);

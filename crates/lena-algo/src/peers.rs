@@ -84,7 +84,7 @@ impl Worker for DianaWorker {
         msg: &mut Message,
     ) -> Upload {
         let w = bc.w;
-        crate::with_round_buffers(w.len(), |g, q| {
+        crate::with_buffers(w.len(), |[g, q]| {
             oracle.gradient(w, g);
             // delta = g - h, in place in g.
             self.kernels.axpy(-1.0, &self.h, g);
