@@ -471,6 +471,46 @@ fn block_products_match_reference_at_every_tile_edge() {
     }
 }
 
+/// A block of rows scored at once (from 32 rows on, through the interleaved panel and in
+/// passes over its columns) gives the same bits as each row scored alone, on every path: for
+/// one group of ten classes, two groups, and a group plus remainder classes, with rows of one
+/// pass, several passes, and a tail past the last vector.
+#[test]
+fn dot_block_scores_a_block_as_its_rows_one_by_one() {
+    for p in [7usize, 8, 100, 784, 1000, 2051] {
+        for c in [9usize, 10, 11, 20, 23] {
+            for n in [31usize, 32, 33, 83] {
+                let stride = p + 3;
+                let x = vector(n * p, (p + 5 * c + n) as u64, 1.0);
+                let w = vector(c * stride, (2 * p + c) as u64, 1.0);
+                let want_z = reference::dot_block(&x, p, &w, stride, c);
+                for k in paths() {
+                    let mut z = vec![f32::NAN; n * c];
+                    k.dot_block(&x, p, &w, stride, c, &mut z);
+                    for (i, (zi, xi)) in z.chunks(c).zip(x.chunks(p)).enumerate() {
+                        let mut one = vec![f32::NAN; c];
+                        k.dot_block(xi, p, &w, stride, c, &mut one);
+                        let same = zi.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{} p={p} c={c} n={n} row {i}: {zi:?} vs {one:?}",
+                            k.name()
+                        );
+                    }
+                    let bound = 2.0 * p as f64 * EPS * (p as f64).sqrt() + 1e-6;
+                    for (got, want) in z.iter().zip(&want_z) {
+                        assert!(
+                            (f64::from(*got) - want).abs() <= bound,
+                            "{} p={p}",
+                            k.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The server's block sum is exact: the same rounded products and sums as the reference, bit
 /// for bit, at every tile edge (lengths around 4 vectors of 16 and 8 lanes) and row count,
 /// with and without a unit scale, on every path.
