@@ -124,6 +124,44 @@ fn dropout_is_a_function_of_the_seed_only() {
     assert_eq!((l, g), a);
 }
 
+/// A loss without a gradient takes its chunks in turns through as many workspaces as threads;
+/// it equals, bit for bit, the loss of a gradient call (one workspace per chunk) on the same
+/// rows, whatever the thread count, and so do the accuracies.
+#[test]
+fn loss_over_many_chunks_does_not_depend_on_threads_or_workspaces() {
+    let ds = images(333, 4);
+    let (cnn, w) = net(CnnArch::Small, 4);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut ws = cnn.workspace(0);
+            let loss = cnn.loss(&ds, Rows::All, &w, &mut ws);
+            let mut g = vec![0.0; cnn.dim()];
+            let with_grad = cnn.loss_grad(&ds, Rows::All, &w, &mut g, &mut ws, None);
+            // The same workspace again, now holding every chunk's buffers.
+            let again = cnn.loss(&ds, Rows::All, &w, &mut ws);
+            (loss, with_grad, again, cnn.accuracy(&ds, &w, &mut ws))
+        })
+    };
+    let one = run(1);
+    assert_eq!(
+        one.0.to_bits(),
+        one.1.to_bits(),
+        "loss vs loss of a gradient call"
+    );
+    assert_eq!(
+        one.0.to_bits(),
+        one.2.to_bits(),
+        "loss in a grown workspace"
+    );
+    for threads in [2, 3, 4] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
+
 #[test]
 fn dropout_changes_training_loss_only() {
     let ds = images(100, 1);
