@@ -4,8 +4,10 @@
 //! `cargo run --release -p lena-benches --example gradient_profile` interleaves, ten times:
 //! `Linear::loss_grad` (softmax and one-versus-all logistic, all threads); the memory floor
 //! (X read once, a sum over its rows on all threads); sgemm's peak (faer, 1536^3, all threads);
-//! two faer GEMMs of the gradient's shapes; and each of the two block kernels alone over X (in
-//! the model's chunks, not blocked for cache: the second reads X from memory again). It reports each one's fastest repetition, the
+//! two faer GEMMs of the gradient's shapes; each of the two block kernels alone over X (in the
+//! model's chunks, not blocked for cache: the second reads X from memory again); and each of
+//! them with the same FLOPs on one block of rows in L2 per thread (their rate with no row from
+//! memory). It reports each one's fastest repetition, the
 //! compute floor (the gradient's 4 n p c FLOPs at the sgemm peak), the roofline (the larger
 //! floor) and the gradient's ratio to it. Uses `data/mnist` if present (`cargo xtask data
 //! mnist`), else random data of that shape.
@@ -73,8 +75,14 @@ fn main() {
         "two_faer_gemms",
         "dot_block_alone",
         "add_outer_alone",
+        "dot_block_in_l2",
+        "add_outer_in_l2",
     ];
-    let mut best = [f64::INFINITY; 7];
+    let mut best = [f64::INFINITY; 9];
+    // The same two kernels with the same FLOPs, each thread on one block of the model's size
+    // (256 KiB of rows, in L2) again and again: their rate with no row from memory.
+    let block = ((256 << 10) / (4 * p)).clamp(4, 256);
+    let repeats = n / block / threads;
     // The two block kernels alone over X, in the model's chunks of 2048 rows.
     let chunk = 2048;
     let mut zs = vec![0.0f32; n * c];
@@ -123,6 +131,28 @@ fn main() {
             .for_each(|((x, z), g)| k.add_outer_block(g, p + 1, c, z, x, p));
         black_box(&gs);
         best[6] = best[6].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        (0..threads).into_par_iter().for_each(|i| {
+            let x = &data.features[i * block * p..(i + 1) * block * p];
+            let mut z = vec![0.0f32; block * c];
+            for _ in 0..repeats {
+                k.dot_block(x, p, &w, p + 1, c, &mut z);
+            }
+            black_box(&z);
+        });
+        best[7] = best[7].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        gs.par_iter_mut()
+            .take(threads)
+            .enumerate()
+            .for_each(|(i, g)| {
+                let x = &data.features[i * block * p..(i + 1) * block * p];
+                let d = &zs[..block * c];
+                for _ in 0..repeats {
+                    k.add_outer_block(g, p + 1, c, d, x, p);
+                }
+            });
+        best[8] = best[8].min(t.elapsed().as_secs_f64());
     }
     let peak = 2.0 * (big as f64).powi(3) / best[3];
     let flops = 4.0 * (n * p * c) as f64;
