@@ -1,5 +1,6 @@
 //! The convolutional networks against their f64 reference, finite differences and MNIST.
 
+use crate::in_pool;
 use lena_data::{Dataset, mnist, synthetic};
 use lena_model::{Cnn, CnnArch, Error, Model, Objective, Rows, reference};
 use lena_testkit::{close, directional_check};
@@ -101,11 +102,7 @@ fn dropout_is_a_function_of_the_seed_only() {
     let (cnn, w) = net(CnnArch::Small, 2);
     let idx: Vec<u32> = (0..150).rev().map(|i| i as u32 % 140).collect();
     let run = |threads: usize, seed: u64| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        in_pool(threads, || {
             let mut ws = cnn.workspace(0);
             let mut g = vec![0.0; cnn.dim()];
             let l = cnn.loss_grad(&ds, Rows::Subset(&idx), &w, &mut g, &mut ws, Some(seed));
@@ -132,11 +129,7 @@ fn loss_over_many_chunks_does_not_depend_on_threads_or_workspaces() {
     let ds = images(333, 4);
     let (cnn, w) = net(CnnArch::Small, 4);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        in_pool(threads, || {
             let mut ws = cnn.workspace(0);
             let loss = cnn.loss(&ds, Rows::All, &w, &mut ws);
             let mut g = vec![0.0; cnn.dim()];

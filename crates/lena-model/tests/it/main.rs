@@ -179,17 +179,22 @@ fn bad_lambda_is_rejected_with_field_name() {
     );
 }
 
+/// `f` run in a pool of its own with `threads` threads.
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(f)
+}
+
 #[test]
 fn result_independent_of_thread_count() {
     let ds = data(5000, 20, 10);
     let m = Linear::new(LinearKind::LogisticOva, 20, 10, 1e-3).unwrap();
     let w = pseudo_random(m.dim(), 1, 0.2);
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        in_pool(threads, || {
             let mut ws = m.workspace(0);
             let mut g = vec![0.0; m.dim()];
             let l = m.loss_grad(&ds, Rows::All, &w, &mut g, &mut ws);
