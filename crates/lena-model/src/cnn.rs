@@ -977,9 +977,11 @@ fn max_pool(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], am: &mu
             let (yr, ar) = (&mut y[o..o + wo], &mut am[o..o + wo]);
             // PERF: selects instead of branches (data-dependent, mispredicted half the time);
             // the same scan order and strict comparisons, so the same maximum and position.
-            for (j, (yj, aj)) in yr.iter_mut().zip(ar.iter_mut()).enumerate() {
-                let (mut m, mut best) = (r0[2 * j], 0u8);
-                for (a, v) in [(1u8, r0[2 * j + 1]), (2, r1[2 * j]), (3, r1[2 * j + 1])] {
+            // Pairs from exact chunks, no index to check: the compiler vectorises the loop.
+            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for ((yj, aj), (t, u)) in yr.iter_mut().zip(ar.iter_mut()).zip(pairs) {
+                let (mut m, mut best) = (t[0], 0u8);
+                for (a, v) in [(1u8, t[1]), (2, u[0]), (3, u[1])] {
                     let gt = v > m;
                     m = if gt { v } else { m };
                     best = if gt { a } else { best };
