@@ -126,61 +126,34 @@ impl CompressorParams {
         }
     }
 
-    /// Validates against dimension `d`.
+    /// Validates against dimension `d` and builds the compressor (the same checks as each
+    /// type's `new`).
     pub fn check(&self, d: usize) -> Result<Box<dyn Compressor>> {
-        let bad = |field: &'static str, expected: String, found: String| {
-            Err(Error::BadParam {
-                field,
-                expected,
-                found,
-            })
-        };
         Ok(match *self {
-            CompressorParams::Identity => Box::new(Identity { d }),
+            CompressorParams::Identity => Box::new(Identity::new(d)),
             CompressorParams::Qsgd {
                 levels,
                 bucket,
                 norm,
                 coding,
-            } => {
-                if levels == 0 || levels > (1 << 24) {
-                    return bad(
-                        "compressor.levels",
-                        "in 1..=2^24".into(),
-                        levels.to_string(),
-                    );
-                }
-                Box::new(Qsgd {
-                    d,
-                    s: levels,
-                    bucket: if bucket == 0 { d.max(1) } else { bucket },
-                    norm,
-                    coding,
-                    kernels: Kernels::detect(),
-                })
-            }
-            CompressorParams::TopK { k, index_coding } => {
-                if k == 0 || k > d {
-                    return bad("compressor.k", format!("in 1..={d}"), k.to_string());
-                }
-                Box::new(TopK {
-                    d,
-                    k,
-                    index_width: match index_coding {
-                        IndexCoding::Log2 => width_for(d as u64),
-                        IndexCoding::U32 => 32,
-                    },
-                })
-            }
-            CompressorParams::RandK { k, scaled } => {
-                if k == 0 || k > d {
-                    return bad("compressor.k", format!("in 1..={d}"), k.to_string());
-                }
-                Box::new(RandK { d, k, scaled })
-            }
-            CompressorParams::ScaledSign => Box::new(ScaledSign { d }),
+            } => Box::new(Qsgd::new(d, levels, bucket, norm, coding)?),
+            CompressorParams::TopK { k, index_coding } => Box::new(TopK::new(d, k, index_coding)?),
+            CompressorParams::RandK { k, scaled } => Box::new(RandK::new(d, k, scaled)?),
+            CompressorParams::ScaledSign => Box::new(ScaledSign::new(d)),
         })
     }
+}
+
+/// `k` in `1..=d`, or the error that names the field.
+fn check_k(k: usize, d: usize) -> Result<()> {
+    if k == 0 || k > d {
+        return Err(Error::BadParam {
+            field: "compressor.k",
+            expected: format!("in 1..={d}"),
+            found: k.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn check_len(kind: &'static str, d: usize, out: &[f32]) -> Result<()> {
@@ -198,6 +171,13 @@ fn check_len(kind: &'static str, d: usize, out: &[f32]) -> Result<()> {
 /// 32-bit floats, unchanged: omega = 0, delta = 1.
 pub struct Identity {
     d: usize,
+}
+
+impl Identity {
+    /// The identity on vectors of dimension `d`.
+    pub fn new(d: usize) -> Self {
+        Self { d }
+    }
 }
 
 impl Compressor for Identity {
@@ -240,6 +220,53 @@ pub struct Qsgd {
 }
 
 impl Qsgd {
+    /// QSGD on vectors of dimension `d` with `levels` (s) levels per sign, in 1..=2^24, and
+    /// buckets of `bucket` coordinates (0: the whole vector as one bucket).
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] naming `compressor.levels` if `levels` is out of range.
+    ///
+    /// ```
+    /// use lena_compress::{Compressor, Message, Qsgd, QsgdCoding, QsgdNorm};
+    /// use rand::SeedableRng;
+    ///
+    /// let x: Vec<f32> = (0..1000).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+    /// let q = Qsgd::new(x.len(), 4, 256, QsgdNorm::L2, QsgdCoding::EliasGamma)?;
+    /// let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
+    /// let (mut cx, mut msg) = (vec![0.0; x.len()], Message::default());
+    /// q.compress(&x, &mut rng, &mut cx, &mut msg);
+    /// // The exact length of the encoding: 4 bucket norms of 32 bits, then a code per level.
+    /// assert!(msg.bits() > 4 * 32 && msg.bits() < 32 * x.len() as u64);
+    /// let mut back = vec![0.0; x.len()];
+    /// q.decode(&msg, &mut back)?;
+    /// assert_eq!(back, cx); // the decoder rebuilds exactly C(x)
+    /// assert!(Qsgd::new(10, 0, 0, QsgdNorm::L2, QsgdCoding::Fixed).is_err());
+    /// # Ok::<(), lena_compress::Error>(())
+    /// ```
+    pub fn new(
+        d: usize,
+        levels: u32,
+        bucket: usize,
+        norm: QsgdNorm,
+        coding: QsgdCoding,
+    ) -> Result<Self> {
+        if levels == 0 || levels > (1 << 24) {
+            return Err(Error::BadParam {
+                field: "compressor.levels",
+                expected: "in 1..=2^24".into(),
+                found: levels.to_string(),
+            });
+        }
+        Ok(Self {
+            d,
+            s: levels,
+            bucket: if bucket == 0 { d.max(1) } else { bucket },
+            norm,
+            coding,
+            kernels: Kernels::detect(),
+        })
+    }
+
     /// The value of `level` in a bucket whose step is `unit = norm / s` (encoder and decoder
     /// compute it identically).
     ///
@@ -603,6 +630,23 @@ pub struct TopK {
 }
 
 impl TopK {
+    /// Top-k on vectors of dimension `d`, keeping `k` in 1..=d coordinates, indices written
+    /// as `index_coding` says.
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] naming `compressor.k` if `k` is out of range.
+    pub fn new(d: usize, k: usize, index_coding: IndexCoding) -> Result<Self> {
+        check_k(k, d)?;
+        Ok(Self {
+            d,
+            k,
+            index_width: match index_coding {
+                IndexCoding::Log2 => width_for(d as u64),
+                IndexCoding::U32 => 32,
+            },
+        })
+    }
+
     fn compress_with(&self, x: &[f32], idx: &mut Vec<u32>, out: &mut [f32], msg: &mut Message) {
         idx.clear();
         idx.extend(0..self.d as u32);
@@ -708,6 +752,16 @@ pub struct RandK {
 }
 
 impl RandK {
+    /// Rand-k on vectors of dimension `d`, keeping `k` in 1..=d coordinates, scaled by d/k
+    /// (unbiased) if `scaled`.
+    ///
+    /// # Errors
+    /// [`Error::BadParam`] naming `compressor.k` if `k` is out of range.
+    pub fn new(d: usize, k: usize, scaled: bool) -> Result<Self> {
+        check_k(k, d)?;
+        Ok(Self { d, k, scaled })
+    }
+
     /// Runs `f` on the k coordinates `seed` selects, ascending, without allocating: Floyd's
     /// algorithm (k draws, uniform over k-subsets) on a bitmap of d bits, read back in order.
     fn with_indices<T>(&self, seed: u64, f: impl FnOnce(&[u32]) -> T) -> T {
@@ -803,6 +857,13 @@ impl Compressor for RandK {
 /// Encoding: the scale as f32 and one bit per coordinate. delta = 1/d in the worst case.
 pub struct ScaledSign {
     d: usize,
+}
+
+impl ScaledSign {
+    /// The scaled sign on vectors of dimension `d`.
+    pub fn new(d: usize) -> Self {
+        Self { d }
+    }
 }
 
 impl Compressor for ScaledSign {

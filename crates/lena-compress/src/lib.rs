@@ -23,7 +23,8 @@ pub mod compressor;
 pub mod laq;
 
 pub use compressor::{
-    Compressor, CompressorParams, ErrorFeedback, IndexCoding, QsgdCoding, QsgdNorm,
+    Compressor, CompressorParams, ErrorFeedback, Identity, IndexCoding, Qsgd, QsgdCoding, QsgdNorm,
+    RandK, ScaledSign, TopK,
 };
 
 /// Errors of this crate.

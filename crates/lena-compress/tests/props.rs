@@ -1,7 +1,8 @@
 //! Conformance of every compressor: round trip, bit count, contraction / unbiasedness, EF.
 
 use lena_compress::{
-    Compressor, CompressorParams, ErrorFeedback, IndexCoding, Message, QsgdCoding, QsgdNorm,
+    Compressor, CompressorParams, ErrorFeedback, Identity, IndexCoding, Message, Qsgd, QsgdCoding,
+    QsgdNorm, RandK, ScaledSign, TopK,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -274,6 +275,80 @@ fn parameters_are_checked() {
         }
         .check(10)
         .is_err()
+    );
+}
+
+/// Each compressor built directly is the one the parameters build: the same name, contract,
+/// output and encoding on the same input and random stream; and the same errors.
+#[test]
+fn direct_constructors_match_the_params_route() {
+    let d = 300;
+    let direct: Vec<(Box<dyn Compressor>, CompressorParams)> = vec![
+        (Box::new(Identity::new(d)), CompressorParams::Identity),
+        (
+            Box::new(Qsgd::new(d, 7, 5, QsgdNorm::Max, QsgdCoding::EliasGamma).unwrap()),
+            CompressorParams::qsgd(7, 5, QsgdNorm::Max),
+        ),
+        (
+            Box::new(Qsgd::new(d, 300, 0, QsgdNorm::L2, QsgdCoding::Fixed).unwrap()),
+            CompressorParams::Qsgd {
+                levels: 300,
+                bucket: 0,
+                norm: QsgdNorm::L2,
+                coding: QsgdCoding::Fixed,
+            },
+        ),
+        (
+            Box::new(TopK::new(d, 17, IndexCoding::U32).unwrap()),
+            CompressorParams::TopK {
+                k: 17,
+                index_coding: IndexCoding::U32,
+            },
+        ),
+        (
+            Box::new(RandK::new(d, 9, true).unwrap()),
+            CompressorParams::RandK { k: 9, scaled: true },
+        ),
+        (Box::new(ScaledSign::new(d)), CompressorParams::ScaledSign),
+    ];
+    let x: Vec<f32> = (0..d)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+        .collect();
+    for (a, p) in direct {
+        let b = p.check(d).unwrap();
+        assert_eq!(a.name(), b.name());
+        assert_eq!(
+            (a.unbiased(), a.omega(), a.delta()),
+            (b.unbiased(), b.omega(), b.delta())
+        );
+        let run = |c: &dyn Compressor| {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+            let (mut out, mut msg) = (vec![0.0; d], Message::default());
+            c.compress(&x, &mut rng, &mut out, &mut msg);
+            (out, msg)
+        };
+        assert_eq!(run(&*a), run(&*b), "{}", a.name());
+    }
+    let as_params = |r: Result<Box<dyn Compressor>, _>| r.err().unwrap();
+    assert_eq!(
+        TopK::new(10, 0, IndexCoding::Log2).err().unwrap(),
+        as_params(CompressorParams::top_k(0).check(10))
+    );
+    assert_eq!(
+        RandK::new(10, 11, false).err().unwrap(),
+        as_params(
+            CompressorParams::RandK {
+                k: 11,
+                scaled: false
+            }
+            .check(10)
+        )
+    );
+    assert_eq!(
+        Qsgd::new(10, 1 << 25, 0, QsgdNorm::L2, QsgdCoding::Fixed)
+            .err()
+            .unwrap(),
+        as_params(CompressorParams::qsgd(1 << 25, 0, QsgdNorm::L2).check(10))
     );
 }
 
