@@ -350,3 +350,8 @@ mod concat_tests {
         assert_eq!((x, y, z), (a, b, c));
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -166,3 +166,8 @@ impl Default for Kernels {
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
