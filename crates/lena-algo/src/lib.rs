@@ -941,3 +941,8 @@ mod tests {
         assert!(e.contains("got NaN"), "{e}");
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -44,3 +44,8 @@ pub(crate) fn check_range(
         })
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
