@@ -47,7 +47,9 @@ pub mod state;
 pub use dgd::Dgd;
 pub use lena::{Lena, LenaParams};
 pub use lena_compress::{CompressorParams, Message};
-use lena_kernels::Kernels;
+/// The kernels context [`Broadcast::next`] and the workers compute with, re-exported so that a
+/// caller needs no direct dependency on `lena-kernels`.
+pub use lena_kernels::Kernels;
 use rand::RngCore;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
