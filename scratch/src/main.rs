@@ -118,7 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{}: {uploads} uploads, {bits} bits, max error {err:.2e}",
             alg.name()
         );
-        if !(err < 0.1) {
+        if err.is_nan() || err >= 0.1 {
             return Err(format!("{} did not converge: {err}", alg.name()).into());
         }
     }
