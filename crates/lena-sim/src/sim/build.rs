@@ -1,0 +1,278 @@
+//! Building a simulation: the data loaded and split, the nodes' streams, workers and server.
+
+use super::*;
+
+/// CRC-32C of datasets' shapes, features and labels.
+pub(super) fn digest(sets: &[&Dataset]) -> u32 {
+    let mut crc = 0;
+    for d in sets {
+        for n in [d.n_samples(), d.n_features, d.n_classes] {
+            crc = crc32c::crc32c_append(crc, &(n as u64).to_le_bytes());
+        }
+        crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(&d.features));
+        crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(&d.labels));
+    }
+    crc
+}
+
+/// Loads `(train, test)` for a data source.
+pub(super) fn load(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)> {
+    Ok(match source {
+        DataSource::Mnist { dir } => mnist::load(dir)?,
+        DataSource::Idx { classes, .. } => {
+            let files = source.idx_files().expect("an idx source");
+            mnist::load_files(&files, *classes)?
+        }
+        DataSource::Libsvm {
+            train,
+            test,
+            max_dense_gib,
+        } => {
+            let max_dense_bytes = max_dense_gib.map_or(libsvm::DEFAULT_MAX_DENSE_BYTES, |g| {
+                (g * (1u64 << 30) as f64) as u64
+            });
+            let opts = libsvm::Options {
+                n_features: None,
+                max_dense_bytes,
+            };
+            let tr = libsvm::read(train, opts)?;
+            let te = match test {
+                Some(p) => Some(libsvm::read(
+                    p,
+                    libsvm::Options {
+                        n_features: Some(tr.n_features),
+                        ..opts
+                    },
+                )?),
+                None => None,
+            };
+            let (train_ds, classes) = tr.to_dataset()?;
+            let test_ds = match te {
+                Some(mut te) => {
+                    te.n_features = train_ds.n_features;
+                    te.to_dataset_with(&classes, &test.as_ref().unwrap().display().to_string())?
+                }
+                None => train_ds.clone(),
+            };
+            (train_ds, test_ds)
+        }
+        DataSource::Synthetic {
+            samples,
+            test_samples,
+            features,
+            classes,
+            separation,
+        } => {
+            let all = synthetic::classification(
+                samples + test_samples,
+                *features,
+                *classes,
+                *separation,
+                streams::derive(seed, Purpose::Split, u64::MAX),
+            );
+            let train: Vec<usize> = (0..*samples).collect();
+            let test: Vec<usize> = (*samples..samples + test_samples).collect();
+            (all.subset(&train), all.subset(&test))
+        }
+    })
+}
+
+impl Simulation {
+    /// Loads the data, splits it among the nodes, and builds workers and server.
+    pub fn new(cfg: ExperimentConfig) -> Result<Self> {
+        cfg.validate()?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.run.threads)
+            .build()
+            .map_err(|e| Error::Config(format!("run.threads: {e}")))?;
+        let seed = cfg.run.seed;
+        let (mut train, test) = load(&cfg.data.source, seed)?;
+        if cfg.data.max_train > 0 {
+            train = train.head(cfg.data.max_train);
+        }
+        // The validation set: the same samples whatever the run's seed.
+        let validation = if cfg.data.validation > 0.0 {
+            let (kept, held) = split::hold_out(
+                &train.labels,
+                train.n_classes,
+                cfg.data.validation,
+                streams::derive(0, Purpose::Split, u64::MAX - 1),
+            );
+            if held.is_empty() || kept.is_empty() {
+                return Err(Error::Config(format!(
+                    "data.validation = {} holds out {} of the {} training samples: nothing to \
+                     validate on or to train on",
+                    cfg.data.validation,
+                    held.len(),
+                    train.n_samples()
+                )));
+            }
+            let val = train.subset(&held);
+            train = train.subset(&kept);
+            Some(val)
+        } else {
+            None
+        };
+        if test.n_features != train.n_features {
+            return Err(lena_data::Error::DimensionMismatch {
+                what: "test set".into(),
+                expected: train.n_features,
+                found: test.n_features,
+            }
+            .into());
+        }
+        let n_classes = train.n_classes.max(test.n_classes);
+        let model = Model::new(
+            cfg.model.objective,
+            train.n_features,
+            n_classes,
+            cfg.model.lambda,
+            cfg.model.dropout(),
+            &cfg.model.hidden(),
+        )?;
+        model.check_data(&train)?;
+        model.check_data(&test)?;
+        if let Some(v) = &validation {
+            model.check_data(v)?;
+        }
+
+        let split_kind: split::Split = cfg.data.split.parse().map_err(Error::Config)?;
+        let m = cfg.data.nodes;
+        let parts = split::partition(
+            &train.labels,
+            n_classes,
+            m,
+            &split_kind,
+            streams::derive(seed, Purpose::Split, 0),
+        )?;
+        if cfg.data.batch > 0
+            && !cfg.data.replacement
+            && let Some((node, rows)) = parts
+                .iter()
+                .enumerate()
+                .filter(|(_, rows)| rows.len() < cfg.data.batch)
+                .min_by_key(|(_, rows)| rows.len())
+        {
+            return Err(Error::Config(format!(
+                "data.batch = {} is larger than node {node}'s {} samples: its minibatches would \
+                 repeat samples, a different estimator from full batch; use data.batch = 0 for \
+                 full batch, data.batch <= {}, or data.replacement = true to sample with \
+                 replacement",
+                cfg.data.batch,
+                rows.len(),
+                rows.len()
+            )));
+        }
+        let data_digest = digest(
+            &[&train, &test]
+                .into_iter()
+                .chain(&validation)
+                .collect::<Vec<_>>(),
+        );
+        if let (lena_algo::StepSize::Rule(r), Model::Cnn(_)) = (cfg.algorithm.step_size(), model) {
+            return Err(Error::Config(format!(
+                "algorithm.step_size = {r:?}: a \"c/L\" rule needs the objective's smoothness \
+                 constant, which a neural network does not have; give a number"
+            )));
+        }
+        // The smoothness of F on the whole training set, computed once and only if a "c/L"
+        // step size asks for it (linear models only: checked above).
+        let smoothness = std::cell::OnceCell::new();
+        let smooth = || {
+            *smoothness.get_or_init(|| {
+                pool.install(|| model.smoothness(&train, 100))
+                    .unwrap_or(f64::NAN)
+            })
+        };
+        let alg: Box<dyn Algorithm> = cfg.algorithm.check_with(model.dim(), smooth)?;
+        let step_size = cfg.algorithm.step_size().resolve(smooth)?;
+        let dim = model.dim();
+        let batch = cfg.data.batch;
+        let mut workers = alg.workers(m, dim);
+        if !cfg.faults.loses_uploads() {
+            for w in &mut workers {
+                w.lossless();
+            }
+        }
+        let nodes: Vec<Node> = parts
+            .iter()
+            .zip(workers)
+            .enumerate()
+            .map(|(i, (rows, worker))| {
+                let data = train.subset(rows);
+                let n = data.n_samples();
+                let ws = model.workspace(if batch == 0 { 0 } else { batch });
+                Node {
+                    local: Local {
+                        sampler: BatchSampler::new(n, cfg.data.replacement),
+                        rng: streams::stream(seed, Purpose::Batches, i as u64),
+                        batch: vec![0; batch],
+                        batch_size: batch,
+                        data,
+                        model,
+                        ws,
+                        dropout: streams::stream(seed, Purpose::Dropout, i as u64),
+                        dropout_seed: 0,
+                        smoothness: None,
+                    },
+                    worker,
+                    rng: streams::stream(seed, Purpose::Worker, i as u64),
+                    faults: streams::stream(seed, Purpose::Faults, i as u64),
+                    plan: Plan::default(),
+                }
+            })
+            .collect();
+        drop(train);
+        let mut server = alg.server(m, dim);
+        if !cfg.faults.loses_uploads() {
+            server.lossless();
+        }
+        let network = cfg
+            .network
+            .check()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let rates = network.rates(m, streams::derive(seed, Purpose::Network, 0));
+        let history = if cfg.faults.straggler > 0.0 {
+            vec![vec![0.0; dim]; cfg.faults.max_delay() as usize + 2]
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            delivered: vec![false; m],
+            trace: (!network.is_ideal()).then(|| lena_net::Trace::new(m)),
+            row_bits: vec![0; m],
+            network,
+            rates,
+            window: vec![0; cfg.accounting.window as usize],
+            window_sum: 0,
+            history,
+            msgs: vec![Message::default(); m],
+            sent: vec![false; m],
+            model,
+            nodes,
+            server,
+            eval_ws: model.workspace(0),
+            test,
+            w: {
+                let mut w = vec![0.0; dim];
+                model.init(&mut streams::stream(seed, Purpose::Init, 0), &mut w);
+                w
+            },
+            w_prev: vec![0.0; dim],
+            round: 0,
+            counters: Counters::default(),
+            initial_loss: None,
+            step_size,
+            algorithm: alg.name(),
+            kernels: Kernels::detect(),
+            pool,
+            exchange: None,
+            hosted: vec![true; m],
+            fresh: true,
+            wire: Vec::new(),
+            data_digest,
+            validation,
+            cfg,
+        })
+    }
+}

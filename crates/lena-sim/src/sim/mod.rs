@@ -1,0 +1,271 @@
+//! The simulation: its state and accessors here; building, rounds, evaluation, checkpoint
+//! state and the multi-process worker side in the submodules.
+
+mod build;
+mod eval;
+mod remote;
+mod round;
+mod state;
+
+use crate::config::{DataSource, ExperimentConfig};
+use crate::exchange::{Command, Exchange, Item, Items};
+use crate::metrics::MetricsRow;
+use crate::streams::{self, Purpose};
+use crate::{Error, Result};
+use lena_algo::state::{Loader, Saver, Visitor};
+use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Uploads, Worker};
+use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
+use lena_kernels::Kernels;
+use lena_model::{Model, ModelWorkspace, Rows};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// Callbacks a caller gets while a simulation runs.
+pub trait Observer {
+    /// After each evaluation. Returning an error stops the run with it.
+    fn on_eval(&mut self, row: &MetricsRow) -> Result<()>;
+    /// After each round; returning `false` stops the run (e.g. on Ctrl-C) after that round's
+    /// evaluation, if one is due, and a checkpoint. After the last round the run has finished
+    /// and a stop is moot.
+    fn on_round(&mut self, _round: u64) -> bool {
+        true
+    }
+    /// Every `run.checkpoint_every` rounds (after that round's evaluation, if any), and when
+    /// the run is stopped: the whole state, for [`Simulation::load_state`].
+    fn on_checkpoint(&mut self, _round: u64, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// The last evaluation.
+    pub last: MetricsRow,
+    /// The step size actually used.
+    pub step_size: f32,
+    /// The algorithm's display name.
+    pub algorithm: String,
+    /// The round at which `run.until` held and the run ended (`None`: it never held, or
+    /// there is no such condition, and the run did all its iterations).
+    pub until: Option<u64>,
+}
+
+/// A node's data and its access to gradients (the [`GradientOracle`] its worker calls).
+struct Local {
+    data: Dataset,
+    model: Model,
+    /// 0 = full batch.
+    batch_size: usize,
+    sampler: BatchSampler,
+    rng: Xoshiro256PlusPlus,
+    batch: Vec<u32>,
+    ws: ModelWorkspace,
+    /// The node's dropout stream (`Purpose::Dropout`): one seed per fresh minibatch.
+    dropout: Xoshiro256PlusPlus,
+    /// The current minibatch's dropout seed (reused by `gradient_same_batch`).
+    dropout_seed: u64,
+    /// The local objective's smoothness, computed on first request (`None` inside: unknown).
+    smoothness: Option<Option<f64>>,
+}
+
+impl GradientOracle for Local {
+    fn gradient(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
+        if self.batch_size > 0 {
+            self.sampler.fill(&mut self.rng, &mut self.batch);
+        }
+        if self.model.has_dropout() {
+            self.dropout_seed = self.dropout.random();
+        }
+        self.gradient_same_batch(w, g)
+    }
+
+    fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
+        let rows = if self.batch_size == 0 {
+            Rows::All
+        } else {
+            Rows::Subset(&self.batch)
+        };
+        let seed = self.model.has_dropout().then_some(self.dropout_seed);
+        self.model
+            .loss_grad(&self.data, rows, w, g, &mut self.ws, seed)
+    }
+
+    fn smoothness(&mut self) -> Option<f64> {
+        *self
+            .smoothness
+            .get_or_insert_with(|| self.model.smoothness(&self.data, 100))
+    }
+}
+
+struct Node {
+    local: Local,
+    /// The node's algorithm randomness (stream `Purpose::Worker`).
+    rng: Xoshiro256PlusPlus,
+    worker: Box<dyn Worker>,
+    /// The node's fault draws (stream `Purpose::Faults`).
+    faults: Xoshiro256PlusPlus,
+    /// This round's fault plan and the node's standing.
+    plan: Plan,
+}
+
+/// A node's faults for the round being run, drawn before it steps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Plan {
+    /// Offline this round.
+    offline: bool,
+    /// Rounds it has been offline (reported when it returns).
+    absent: u64,
+    /// Staleness of its parameters this round (0: fresh).
+    delay: u64,
+    /// Its upload, if it sends one, is lost.
+    lose: bool,
+    /// Its previous upload never arrived: tell it before it steps.
+    lost_last: bool,
+}
+
+/// Cumulative communication counters.
+#[derive(Clone, Debug, Default)]
+struct Counters {
+    uploads: u64,
+    bits: u64,
+    delivered: u64,
+    lost: u64,
+    late: u64,
+    dropped: u64,
+    latency: f64,
+}
+
+/// An experiment being run in one process.
+pub struct Simulation {
+    cfg: ExperimentConfig,
+    /// Each node's message buffer, reused every round.
+    msgs: Vec<Message>,
+    /// Whether each node uploaded this round.
+    sent: Vec<bool>,
+    model: Model,
+    nodes: Vec<Node>,
+    server: Box<dyn Server>,
+    test: Dataset,
+    eval_ws: ModelWorkspace,
+    w: Vec<f32>,
+    /// The previous round's parameters (for the broadcast parameter change).
+    w_prev: Vec<f32>,
+    round: u64,
+    counters: Counters,
+    /// What the server receives this round (sent and delivered).
+    delivered: Vec<bool>,
+    /// Every round's message sizes (kept when the network model has a clock).
+    trace: Option<lena_net::Trace>,
+    /// This round's sizes (0: nothing sent).
+    row_bits: Vec<u32>,
+    network: lena_net::Network,
+    /// Link rates of the metrics' realization (seeded by the run).
+    rates: Vec<f64>,
+    /// Uploads per round over the last `accounting.window` rounds, as a ring.
+    window: Vec<u32>,
+    window_sum: u64,
+    /// The last rounds' parameters, newest at `round % len` (stragglers only).
+    history: Vec<Vec<f32>>,
+    initial_loss: Option<f64>,
+    step_size: f32,
+    algorithm: String,
+    kernels: Kernels,
+    pool: rayon::ThreadPool,
+    /// The transport to the other processes of a multi-process run (`None` in-process).
+    exchange: Option<Box<dyn Exchange>>,
+    /// Which nodes this process computes (all in-process; none on a multi-process server).
+    hosted: Vec<bool>,
+    /// Worker process: the next round command must not shift `w` into `w_prev` (just started
+    /// or restored: `w_prev` is already right).
+    fresh: bool,
+    /// Reused buffer for what crosses the transport.
+    wire: Vec<u8>,
+    /// CRC-32C of the training and test data as loaded (part of the checkpoint fingerprint,
+    /// so that a checkpoint never resumes on other data under the same file names).
+    data_digest: u32,
+    /// Held out from the training data (`data.validation`), evaluated beside the test set.
+    validation: Option<Dataset>,
+}
+
+impl Simulation {
+    /// Makes this simulation one process of a multi-process run over `exchange`: it computes
+    /// only the nodes the exchange says it hosts (the other nodes' data is dropped), and, on
+    /// the server, asks the other processes for the rest. Call [`Self::serve`] on workers and
+    /// [`Self::run`] on the server, then [`Self::finish_workers`].
+    pub fn with_exchange(mut self, exchange: Box<dyn Exchange>) -> Self {
+        for (m, node) in self.nodes.iter_mut().enumerate() {
+            self.hosted[m] = exchange.hosts(m);
+            if !self.hosted[m] {
+                let d = &node.local.data;
+                node.local.data = Dataset {
+                    features: Vec::new(),
+                    labels: Vec::new(),
+                    n_features: d.n_features,
+                    n_classes: d.n_classes,
+                };
+            }
+        }
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// Whether this process is a worker of a multi-process run (it runs [`Self::serve`]).
+    pub fn is_worker(&self) -> bool {
+        self.exchange.as_ref().is_some_and(|e| !e.is_server())
+    }
+
+    /// Current parameters.
+    pub fn params(&self) -> &[f32] {
+        &self.w
+    }
+
+    /// Rounds completed.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The algorithm's display name (LENA-m, DGD, ...).
+    pub fn algorithm_name(&self) -> &str {
+        &self.algorithm
+    }
+
+    /// The step size in use (after resolving a `"c/L"` rule).
+    pub fn step_size(&self) -> f32 {
+        self.step_size
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Sample count of each node, in node order.
+    pub fn node_sizes(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|n| n.local.data.n_samples())
+            .collect()
+    }
+
+    /// The configuration being run.
+    pub fn config(&self) -> &ExperimentConfig {
+        &self.cfg
+    }
+
+    /// The recorded message sizes (`None` for the ideal network, which has no clock).
+    pub fn trace(&self) -> Option<&lena_net::Trace> {
+        self.trace.as_ref()
+    }
+
+    /// Latency statistics over the network model's link-rate realizations at the listed
+    /// round counts, from the recorded trace (no re-training). `None` for the ideal network.
+    pub fn latency_stats(&self, at: &[u64]) -> Option<Vec<lena_net::LatencyStats>> {
+        let seed = streams::derive(self.cfg.run.seed, Purpose::Network, 0);
+        let trace = self.trace.as_ref()?;
+        let net = &self.network;
+        Some(self.pool.install(|| trace.latency_stats(net, seed, at)))
+    }
+}

@@ -1,0 +1,244 @@
+//! One round and the run: faults drawn, nodes stepped in parallel, uploads counted and delivered,
+//! the server's update; evaluations on schedule.
+
+use super::remote::receive_upload;
+use super::state::encode_f32s;
+use super::*;
+
+impl Simulation {
+    /// Draws every node's faults for this round from its own stream (before any node steps,
+    /// in node order, so the pattern depends only on the seed and is the same whatever the
+    /// algorithm).
+    pub(super) fn plan_faults(&mut self) {
+        let f = &self.cfg.faults;
+        if f.is_none() {
+            return;
+        }
+        for node in &mut self.nodes {
+            let (rng, plan) = (&mut node.faults, &mut node.plan);
+            // Fixed draws per round, whatever the outcome, so streams stay aligned.
+            let (u_leave, u_strag, u_delay, u_loss): (f64, f64, f64, f64) =
+                (rng.random(), rng.random(), rng.random(), rng.random());
+            if plan.offline {
+                if u_leave < f.rejoin {
+                    plan.offline = false;
+                } else {
+                    plan.absent += 1;
+                }
+            } else if u_leave < f.leave {
+                plan.offline = true;
+                plan.absent = 1;
+            }
+            plan.delay = if u_strag < f.straggler {
+                1 + (u_delay * f.max_delay() as f64) as u64 % f.max_delay()
+            } else {
+                0
+            };
+            plan.lose = u_loss < f.loss;
+        }
+    }
+
+    /// One round: every node steps at the current parameters (in parallel), then the server
+    /// applies the uploads that arrived (node order per coordinate). On a multi-process server
+    /// the parameters go out first and the other processes' uploads come back before the
+    /// server applies them.
+    pub fn step(&mut self) -> Result<()> {
+        let round = self.round;
+        if self.is_worker() {
+            return Err(Error::Config(
+                "a worker process of a multi-process run serves the server's rounds \
+                 (Simulation::serve); it does not step on its own"
+                    .into(),
+            ));
+        }
+        if let Some(ex) = self.exchange.as_mut() {
+            encode_f32s(&self.w, &mut self.wire);
+            ex.command(round, Command::Round, &self.wire)?;
+        }
+        self.node_phase(round);
+        if let Some(ex) = self.exchange.as_mut() {
+            let (msgs, sent) = (&mut self.msgs, &mut self.sent);
+            ex.gather_items(round, Items::Uploads, &mut |it| {
+                receive_upload(round, it, &mut msgs[it.node], &mut sent[it.node])
+            })?;
+        }
+        self.account(round);
+        let uploads = Uploads::new(&self.msgs, &self.delivered);
+        self.w_prev.copy_from_slice(&self.w);
+        // Inside the pool: servers aggregate coordinate blocks on the run's threads.
+        let (server, w) = (&mut self.server, &mut self.w);
+        self.pool.install(|| server.apply(round, w, uploads))?;
+        self.round += 1;
+        if !self.kernels.norm2_sq(&self.w).is_finite() {
+            return Err(Error::Diverged {
+                iteration: self.round,
+                what: "the parameters are no longer finite".into(),
+                step_size: self.step_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The nodes' part of a round: faults drawn, then every hosted node steps (in parallel).
+    pub(super) fn node_phase(&mut self, round: u64) {
+        self.plan_faults();
+        let k = self.kernels;
+        if !self.history.is_empty() {
+            let h = self.history.len() as u64;
+            self.history[(round % h) as usize].copy_from_slice(&self.w);
+        }
+        let w = &self.w;
+        let prev = (round > 0).then_some(&self.w_prev[..]);
+        let bc = Broadcast::next(k, round, w, prev);
+        let history = &self.history;
+        let hosted = &self.hosted;
+        let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
+        self.pool.install(|| {
+            nodes
+                .par_iter_mut()
+                .zip(msgs.par_iter_mut())
+                .zip(sent.par_iter_mut())
+                .enumerate()
+                .for_each(|(m, ((node, msg), sent))| {
+                    if !hosted[m] {
+                        // Computed by another process.
+                        *sent = false;
+                        return;
+                    }
+                    let plan = &mut node.plan;
+                    if plan.offline {
+                        *sent = false;
+                        return;
+                    }
+                    // In the order they happened: a loss, then the absence that followed it.
+                    if plan.lost_last {
+                        node.worker.on_lost(msg);
+                        plan.lost_last = false;
+                    }
+                    if plan.absent > 0 {
+                        node.worker.on_absent(plan.absent);
+                        plan.absent = 0;
+                    }
+                    // A straggler computes on the parameters of `delay` rounds ago.
+                    let stale;
+                    let bc = if plan.delay > 0 {
+                        let h = history.len() as u64;
+                        let t = round.saturating_sub(plan.delay);
+                        let p = (t > 0).then(|| &history[((t - 1) % h) as usize][..]);
+                        stale = Broadcast::next(k, t, &history[(t % h) as usize], p);
+                        &stale
+                    } else {
+                        &bc
+                    };
+                    let up = node.worker.step(bc, &mut node.local, &mut node.rng, msg);
+                    *sent = up == Upload::Sent;
+                });
+        });
+    }
+
+    /// Counts the round's uploads and bits, decides which uploads arrive, and advances the
+    /// clock. Lost and late uploads were transmitted: they cost bits and time.
+    pub(super) fn account(&mut self, round: u64) {
+        let deadline = self.cfg.faults.deadline();
+        let flag = self.cfg.accounting.silent_flag;
+        let c = &mut self.counters;
+        let mut uploads_this_round = 0u32;
+        for (m, node) in self.nodes.iter_mut().enumerate() {
+            let plan = &mut node.plan;
+            let msg = &self.msgs[m];
+            let mut bits = 0u64;
+            self.delivered[m] = false;
+            if self.sent[m] {
+                bits = msg.bits();
+                c.uploads += 1;
+                uploads_this_round += 1;
+                if plan.delay > deadline {
+                    c.dropped += 1;
+                    plan.lost_last = true;
+                } else if plan.lose {
+                    c.lost += 1;
+                    plan.lost_last = true;
+                } else {
+                    c.delivered += 1;
+                    c.late += u64::from(plan.delay > 0);
+                    self.delivered[m] = true;
+                }
+            } else if flag && !plan.offline {
+                bits = 1;
+            }
+            c.bits += bits;
+            self.row_bits[m] = u32::try_from(bits).unwrap_or(u32::MAX);
+        }
+        if let Some(trace) = &mut self.trace {
+            trace
+                .push_round(&self.row_bits)
+                .expect("one entry per node");
+            c.latency += self.network.round_latency(&self.row_bits, &self.rates);
+        }
+        let slot = (round % self.window.len() as u64) as usize;
+        self.window_sum =
+            self.window_sum - u64::from(self.window[slot]) + u64::from(uploads_this_round);
+        self.window[slot] = uploads_this_round;
+    }
+
+    /// Runs the configured number of rounds, evaluating at round 0, every `eval_every` rounds
+    /// and at the end.
+    pub fn run(&mut self, obs: &mut dyn Observer) -> Result<Summary> {
+        let start = Instant::now();
+        let total = self.cfg.run.iterations;
+        let every = self.cfg.run.eval_every;
+        let ckpt = self.cfg.run.checkpoint_every;
+        let check = self.cfg.run.check_every;
+        let until: Option<crate::metrics::Condition> = match &self.cfg.run.until {
+            Some(u) => Some(
+                u.parse()
+                    .map_err(|e| Error::Config(format!("run.until = {e}")))?,
+            ),
+            None => None,
+        };
+        let summary = |sim: &Self, last, until| Summary {
+            last,
+            step_size: sim.step_size,
+            algorithm: sim.algorithm.clone(),
+            until,
+        };
+        let met = |row: &MetricsRow| until.as_ref().is_some_and(|c| c.holds(row));
+        // A resumed run (round > 0) wrote its evaluations up to its checkpoint already.
+        let mut last = self.eval_row(start)?;
+        if self.round == 0 {
+            obs.on_eval(&last)?;
+            if met(&last) {
+                return Ok(summary(self, last, Some(0)));
+            }
+        }
+        while self.round < total {
+            self.step()?;
+            let go_on = obs.on_round(self.round) || self.round == total;
+            // A stop comes after the round's evaluation, so the resumed run has its row.
+            if self.round.is_multiple_of(every) || self.round == total {
+                last = self.eval_row(start)?;
+                obs.on_eval(&last)?;
+                if met(&last) {
+                    return Ok(summary(self, last, Some(self.round)));
+                }
+            } else if let Some(c) = until
+                .as_ref()
+                .filter(|_| check > 0 && self.round.is_multiple_of(check))
+                && self.quick_check(c)?
+            {
+                // Met between evaluations: the round gets its full row, and the run ends.
+                last = self.eval_row(start)?;
+                obs.on_eval(&last)?;
+                return Ok(summary(self, last, Some(self.round)));
+            }
+            let due = ckpt > 0 && self.round.is_multiple_of(ckpt) && self.round < total;
+            if due || !go_on {
+                obs.on_checkpoint(self.round, &self.try_save_state()?)?;
+            }
+            if !go_on {
+                return Err(Error::Stopped(self.round));
+            }
+        }
+        Ok(summary(self, last, None))
+    }
+}
