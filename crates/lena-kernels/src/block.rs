@@ -244,10 +244,16 @@ impl WithSimd for DotBlock<'_> {
                     }
                 }
             }
-            acc.clear();
-            acc.resize(n * DOT_CLASSES * lanes, 0.0);
+            // Grown, never refilled: each row's accumulators start from zero at its first pass.
+            let need = n * DOT_CLASSES * lanes;
+            if acc.len() < need {
+                acc.resize(need, 0.0);
+            }
             let panel = S::as_simd_f32s(panel).0.as_chunks::<DOT_CLASSES>().0;
-            let acc = S::as_mut_simd_f32s(acc).0.as_chunks_mut::<DOT_CLASSES>().0;
+            let acc = S::as_mut_simd_f32s(&mut acc[..need])
+                .0
+                .as_chunks_mut::<DOT_CLASSES>()
+                .0;
             let per_pass = (PANEL_PASS_BYTES / (DOT_CLASSES * lanes * 4)).max(1);
             let row = |i: usize| &x[i * p..(i + 1) * p];
             for g in 0..groups {
