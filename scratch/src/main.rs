@@ -80,14 +80,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         LeastSquares { a, b }
     };
     for params in [
-        AlgorithmParams::Dgd {
-            step_size: 0.5f32.into(),
-            missing: Default::default(),
-        },
-        AlgorithmParams::Lena {
-            step_size: 0.5f32.into(),
-            params: LenaParams::default(),
-        },
+        AlgorithmParams::new(0.5, lena_algo::DgdParams::default()),
+        AlgorithmParams::new(0.5, LenaParams::default()),
     ] {
         let alg = params.check(dim)?;
         let (mut workers, mut server) = (alg.workers(m, dim), alg.server(m, dim));

@@ -1,12 +1,36 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
+use crate::gather::AGG_BLOCK;
+use crate::params::check_step;
 use crate::{
-    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server,
-    Upload, Uploads, Worker,
+    Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
+    Worker,
 };
 use lena_compress::dense;
 use lena_kernels::Kernels;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+/// DGD's own parameters (`name = "dgd"`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DgdParams {
+    /// What the server does without a node's upload (faults only): `"average"` over the
+    /// arrivals (default) or the `"last"` gradient it received from that node.
+    #[serde(default)]
+    pub missing: Missing,
+}
+
+impl DgdParams {
+    /// DGD with step size `step_size`, for parameters of dimension `dim`.
+    pub fn check(&self, step_size: f32, _dim: usize) -> Result<Dgd> {
+        check_step(step_size)?;
+        Ok(Dgd {
+            step_size,
+            missing: self.missing,
+        })
+    }
+}
 
 /// DGD / minibatch SGD: `w^{t+1} = w^t - alpha (1/M) sum_m g_m^t`.
 ///
@@ -36,8 +60,8 @@ impl Algorithm for Dgd {
     fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
         if self.missing == Missing::Last {
             // With every upload delivered this is DGD's server, float for float.
-            return Box::new(crate::lazy::StaleServer::new(
-                crate::lazy::Payload::DenseGradient,
+            return Box::new(crate::stale::StaleServer::new(
+                crate::stale::Payload::DenseGradient,
                 self.step_size,
                 n_workers,
                 dim,
@@ -103,12 +127,12 @@ impl Server for DgdServer {
             return Ok(());
         }
         let (k, alpha, inv_m) = (self.kernels, self.step_size, -1.0 / arrived as f32);
-        crate::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
+        crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
             let width = sum.len();
             // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks are
             // read in place, eight nodes at a time past the block held in registers.
             let mut buf = [0.0f32; AGG_BLOCK];
-            let mut rows = crate::RowSum::new(k, alpha, sum);
+            let mut rows = crate::gather::RowSum::new(k, alpha, sum);
             for msg in uploads.iter().flatten() {
                 match dense::view_at(msg, off, width) {
                     Some(g) => rows.push(g),

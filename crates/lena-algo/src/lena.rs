@@ -1,12 +1,12 @@
 //! LENA: self-triggered uploads with error feedback and a drift for silent nodes
 //! (AISTATS 2021; ALGORITHMS.md).
 
-use crate::gather::Decoded;
+use crate::gather::{AGG_BLOCK, Decoded};
+use crate::params::{check_step, compressor, contractive};
 use crate::{
-    AGG_BLOCK, Algorithm, Broadcast, Error, GradientOracle, Message, Result, Server, Upload,
-    Uploads, Worker,
+    Algorithm, Broadcast, Error, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
 };
-use lena_compress::{Compressor, CompressorParams, dense};
+use lena_compress::{Compressor, CompressorParams, ErrorFeedback, dense};
 use lena_kernels::{Ema, Kernels, SkipUpdate};
 use lena_policy::drift::{Drift, DriftKind};
 use lena_policy::trigger::{Decision, ReferenceNorm, Significance, Trigger, TriggerCtx};
@@ -96,6 +96,28 @@ fn default_avg_gamma() -> f32 {
     0.1
 }
 
+impl LenaParams {
+    /// LENA with step size `step_size`, for parameters of dimension `dim`.
+    pub fn check(&self, step_size: f32, dim: usize) -> Result<Lena> {
+        check_step(step_size)?;
+        Significance::new(self.beta, self.reference, self.confirm)?;
+        self.drift.check()?;
+        let g = self.average_gamma;
+        if !(g > 0.0 && g <= 1.0) {
+            return Err(Error::bad_param("average_gamma", "in (0, 1]", g));
+        }
+        let compressor = match &self.compressor {
+            Some(cp) => Some(contractive(compressor(cp, dim)?)?),
+            None => None,
+        };
+        Ok(Lena {
+            step_size,
+            params: self.clone(),
+            compressor,
+        })
+    }
+}
+
 impl Default for LenaParams {
     fn default() -> Self {
         Self {
@@ -137,25 +159,6 @@ impl std::fmt::Debug for Lena {
 }
 
 impl Lena {
-    /// Validates `params`.
-    pub fn new(step_size: f32, params: LenaParams) -> Result<Self> {
-        Significance::new(params.beta, params.reference, params.confirm).map_err(policy_err)?;
-        params.drift.check().map_err(policy_err)?;
-        let g = params.average_gamma;
-        if !(g > 0.0 && g <= 1.0) {
-            return Err(Error::BadParam {
-                field: "average_gamma",
-                expected: "in (0, 1]",
-                found: g.to_string(),
-            });
-        }
-        Ok(Self {
-            step_size,
-            params,
-            compressor: None,
-        })
-    }
-
     /// A worker with an explicit trigger (tests script trigger outcomes with it).
     pub fn worker_with(
         &self,
@@ -169,7 +172,7 @@ impl Lena {
             avg_gamma: self.params.average_gamma,
             trigger,
             drift: Drift::new(self.params.drift, dim),
-            e: vec![0.0; dim],
+            ef: ErrorFeedback::new(dim),
             // PERF: without a compressor the v last sent is read from the node's message (its
             // first d values), not kept a second time.
             v_prev: if self.compressor.is_some() {
@@ -228,20 +231,6 @@ impl Lena {
     }
 }
 
-pub(crate) fn policy_err(e: lena_policy::Error) -> Error {
-    match e {
-        lena_policy::Error::BadParam {
-            field,
-            expected,
-            found,
-        } => Error::BadParam {
-            field: field.strip_prefix("algorithm.").unwrap_or(field),
-            expected,
-            found,
-        },
-    }
-}
-
 impl Algorithm for Lena {
     fn name(&self) -> String {
         let mut n = format!("LENA-{}", self.params.drift.suffix());
@@ -276,7 +265,8 @@ pub struct LenaWorker {
     avg_gamma: f32,
     trigger: Box<dyn Trigger>,
     drift: Drift,
-    e: Vec<f32>,
+    /// The error-feedback memory e.
+    ef: ErrorFeedback,
     /// The compressed v last sent (empty without a compressor: then it is the first d
     /// values of the node's message).
     v_prev: Vec<f32>,
@@ -311,7 +301,7 @@ pub struct LenaWorker {
 impl LenaWorker {
     /// Error-feedback memory e.
     pub fn memory(&self) -> &[f32] {
-        &self.e
+        self.ef.memory()
     }
 
     /// The update this node believes the server applied for it last round (v), given the
@@ -326,7 +316,7 @@ impl LenaWorker {
             self.drift.q(),
             &self.v_prev,
             msg,
-            self.e.len(),
+            self.ef.memory().len(),
             &mut scratch,
         )
         .to_vec()
@@ -359,7 +349,7 @@ impl LenaWorker {
         // PERF: the scan also writes the memory a skip leaves, e + alpha g - q, into a
         // per-thread spare vector, swapped in below if the node skips: a skip costs no second
         // pass over e, g and q.
-        let mut skip_e = crate::take_spare_vector(g.len());
+        let mut skip_e = crate::buffers::take_spare_vector(g.len());
         let first = std::mem::take(&mut self.fresh);
         let (q, mut mom) = self.drift.observe_fused(alpha);
         let mut decoded = Vec::new();
@@ -382,7 +372,7 @@ impl LenaWorker {
             q,
             out: &mut skip_e,
         };
-        let norms = k.ef_scan(&self.e, alpha, g, v_prev, mom, avg, Some(skip));
+        let norms = k.ef_scan(self.ef.memory(), alpha, g, v_prev, mom, avg, Some(skip));
         let grad_sq = f64::from(norms.g_sq);
         let innovation_sq = f64::from(norms.innovation_sq);
         let avg_grad_sq = if self.avg_from_momentum {
@@ -430,7 +420,8 @@ impl LenaWorker {
                         // v = u = e + alpha g, written straight into the upload (v, or v then
                         // q); e = u - v = 0 exactly.
                         let n = if rebuildable { d } else { 2 * d };
-                        let (e, drift, alpha_g) = (&self.e, &mut self.drift, &mut self.alpha_g);
+                        let (e, drift, alpha_g) =
+                            (self.ef.memory(), &mut self.drift, &mut self.alpha_g);
                         let since = self.since_upload;
                         dense::encode_with(msg, n, &mut decoded, |out| {
                             let (v, q_out) = out.split_at_mut(d);
@@ -444,15 +435,19 @@ impl LenaWorker {
                                 q_out.copy_from_slice(drift.q());
                             }
                         });
-                        self.e.fill(0.0);
+                        self.ef.memory_mut().fill(0.0);
                     }
                     Some(c) => {
                         // u = e + alpha g; v = C(u); e = u - v.
-                        self.u.copy_from_slice(&self.e);
-                        k.axpy(alpha, g, &mut self.u);
-                        c.compress(&self.u, rng, &mut self.v_prev, &mut self.tmp);
-                        self.e.copy_from_slice(&self.u);
-                        k.axpy(-1.0, &self.v_prev, &mut self.e);
+                        self.ef.compress_scaled(
+                            c.as_ref(),
+                            alpha,
+                            g,
+                            rng,
+                            &mut self.u,
+                            &mut self.v_prev,
+                            &mut self.tmp,
+                        );
                         if !self.alpha_g.is_empty() {
                             self.alpha_g.fill(0.0);
                             k.axpy(alpha, g, &mut self.alpha_g);
@@ -476,13 +471,13 @@ impl LenaWorker {
                 }
                 self.since_upload = 0;
                 self.v_is_q = false;
-                crate::give_back_spare_vector(skip_e);
+                crate::buffers::give_back_spare_vector(skip_e);
                 Upload::Sent
             }
             Decision::Skip => {
                 // v = q; e = e + alpha g - q, computed by the scan.
-                std::mem::swap(&mut self.e, &mut skip_e);
-                crate::give_back_spare_vector(skip_e);
+                self.ef.swap_memory(&mut skip_e);
+                crate::buffers::give_back_spare_vector(skip_e);
                 self.v_is_q = true;
                 Upload::Skipped
             }
@@ -501,7 +496,7 @@ impl Worker for LenaWorker {
         let (round, w) = (bc.round, bc.w);
         // PERF: the gradient lives only for the round, so it goes into a per-thread buffer
         // that stays in cache instead of one per node (6 MB less state at M = 200).
-        crate::with_gradient_buffer(w.len(), |g| {
+        crate::buffers::with_gradient_buffer(w.len(), |g| {
             oracle.gradient(w, g);
             self.core(round, g, rng, msg)
         })
@@ -514,8 +509,9 @@ impl Worker for LenaWorker {
         assert!(self.keep_before, "on_lost in a run declared lossless");
         let k = self.kernels;
         let mut decoded = Vec::new();
-        let v = applied(false, &[], &self.v_prev, msg, self.e.len(), &mut decoded);
-        k.ef_update(&mut self.e, 1.0, v, &self.q_before);
+        let d = self.ef.memory().len();
+        let v = applied(false, &[], &self.v_prev, msg, d, &mut decoded);
+        k.ef_update(self.ef.memory_mut(), 1.0, v, &self.q_before);
         self.drift.set(&self.q_before);
         self.v_is_q = true;
         self.since_upload = self.since_before;
@@ -523,14 +519,14 @@ impl Worker for LenaWorker {
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
-        v.f32s(&mut self.e);
+        v.f32s(self.ef.memory_mut());
         v.f32s(&mut self.v_prev);
         v.f32s(&mut self.alpha_g);
         v.f32s(&mut self.avg);
         v.bool(&mut self.v_is_q);
         if self.keep_before {
             // The same length whether saved before or after the first upload.
-            self.q_before.resize(self.e.len(), 0.0);
+            self.q_before.resize(self.ef.memory().len(), 0.0);
         }
         v.f32s(&mut self.q_before);
         v.u64(&mut self.since_before);
@@ -550,7 +546,7 @@ impl Worker for LenaWorker {
     /// it is charged to the memory, `e -= rounds q`.
     fn on_absent(&mut self, rounds: u64) {
         let k = self.kernels;
-        k.axpy(-(rounds as f32), self.drift.q(), &mut self.e);
+        k.axpy(-(rounds as f32), self.drift.q(), self.ef.memory_mut());
         self.since_upload += rounds;
         self.v_is_q = true;
     }
@@ -702,8 +698,8 @@ impl Server for LenaServer {
         if self.aliased {
             // Where the drift sits in the last upload: after v, or v itself (last-upload drift).
             let q_at = if kind.rebuildable() { 0 } else { d };
-            crate::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
-                crate::sum_last_uploads(k, 1.0, sum, &uploads, off, q_at);
+            crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
+                crate::gather::sum_last_uploads(k, 1.0, sum, &uploads, off, q_at);
             });
             return Ok(());
         }
@@ -719,7 +715,7 @@ impl Server for LenaServer {
                 // place) goes into the sum eight at a time, the block held in registers; the
                 // sum per coordinate is in node order as before (sum + x, exact as 1 * x + sum).
                 let mut buf = [0.0f32; AGG_BLOCK];
-                let mut rows = crate::RowSum::new(k, 1.0, sum);
+                let mut rows = crate::gather::RowSum::new(k, 1.0, sum);
                 for (m, q) in qs.chunks_exact_mut(width).enumerate() {
                     let Some(msg) = uploads.get(m) else {
                         rows.push(q);
@@ -821,7 +817,7 @@ mod tests {
     #[test]
     fn average_from_momentum_matches_a_separate_average() {
         let (d, alpha) = (50, 0.05f32);
-        let lena = Lena::new(alpha, LenaParams::default()).unwrap();
+        let lena = LenaParams::default().check(alpha, d).unwrap();
         assert!(lena.avg_from_momentum());
         let mk = || {
             let p = &lena.params;

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use lena_algo::{AlgorithmParams, StepSize};
+use lena_algo::{AlgorithmParams, DgdParams, StepSize};
 use lena_sim::ExperimentConfig;
 use lena_sim::config::{DataConfig, DataSource, ModelConfig, RunConfig};
 use std::path::{Path, PathBuf};
@@ -96,10 +96,7 @@ fn default_config() -> ExperimentConfig {
             validation: 0.0,
         },
         model: ModelConfig::default(),
-        algorithm: AlgorithmParams::Dgd {
-            step_size: StepSize::Rule("1/L".into()),
-            missing: Default::default(),
-        },
+        algorithm: AlgorithmParams::new(StepSize::Rule("1/L".into()), DgdParams::default()),
         run: RunConfig {
             iterations: 200,
             ..RunConfig::default()

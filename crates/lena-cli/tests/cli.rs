@@ -496,16 +496,16 @@ fn a_batch_larger_than_a_node_is_an_error_unless_sampling_with_replacement() {
 #[test]
 fn unknown_fields_name_their_line_and_the_valid_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let file = SYNTH.replace(
-        "name = \"dgd\"",
-        "name = \"diana\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevls = 4",
+    let file = SYNTH.replace("name = \"dgd\"", "name = \"diana\"").replace(
+        "step_size = \"1/L\"",
+        "step_size = \"1/L\"\n[algorithm.compressor]\nkind = \"qsgd\"\nlevls = 4",
     );
     std::fs::write(dir.path().join("exp.toml"), &file).unwrap();
     let out = lena(&["run", "exp.toml", "-q"], dir.path());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(
-            "exp.toml:15: `levls = 4` in [algorithm.compressor]: unknown field `levls`; valid \
+            "exp.toml:16: `levls = 4` in [algorithm.compressor]: unknown field `levls`; valid \
              fields here: `kind`, `levels`, `bucket`, `norm`, `coding`"
         ),
         "{err}"

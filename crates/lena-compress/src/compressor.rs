@@ -7,7 +7,7 @@
 
 use crate::bits::{BitReader, BitWriter, width_for};
 use crate::{Error, Message, Result};
-use lena_kernels::Kernels;
+use lena_kernels::{BadParam, Kernels};
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -147,11 +147,7 @@ impl CompressorParams {
 /// `k` in `1..=d`, or the error that names the field.
 fn check_k(k: usize, d: usize) -> Result<()> {
     if k == 0 || k > d {
-        return Err(Error::BadParam {
-            field: "compressor.k",
-            expected: format!("in 1..={d}"),
-            found: k.to_string(),
-        });
+        return Err(BadParam::new("compressor.k", format!("in 1..={d}"), k).into());
     }
     Ok(())
 }
@@ -251,11 +247,7 @@ impl Qsgd {
         coding: QsgdCoding,
     ) -> Result<Self> {
         if levels == 0 || levels > (1 << 24) {
-            return Err(Error::BadParam {
-                field: "compressor.levels",
-                expected: "in 1..=2^24".into(),
-                found: levels.to_string(),
-            });
+            return Err(BadParam::new("compressor.levels", "in 1..=2^24", levels).into());
         }
         Ok(Self {
             d,
@@ -837,7 +829,7 @@ impl Compressor for RandK {
             for &i in idx {
                 out[i as usize] = f * r.read_f32()?;
             }
-            Ok(())
+            Ok::<(), Error>(())
         })?;
         r.finish()
     }
@@ -906,8 +898,11 @@ impl Compressor for ScaledSign {
     }
 }
 
-/// Error feedback (Stich et al. 2018) around any compressor: `m = e + x`, send `C(m)`,
+/// Error feedback (Stich et al. 2018) around any compressor: `m = e + alpha x`, send `C(m)`,
 /// `e <- m - C(m)`. The residual `e` is kept, so no mass is lost.
+///
+/// The one error-feedback mechanism of the workspace: EF-SGD, SASG and LENA with a compressor
+/// each keep one per node.
 #[derive(Clone, Debug)]
 pub struct ErrorFeedback {
     e: Vec<f32>,
@@ -919,7 +914,7 @@ impl ErrorFeedback {
     pub fn new(d: usize) -> Self {
         Self {
             e: vec![0.0; d],
-            // Grown by the first `compress` (never with `compress_with`).
+            // Grown by the first `compress` (never with `compress_scaled`).
             m: Vec::new(),
         }
     }
@@ -929,9 +924,20 @@ impl ErrorFeedback {
         &self.e
     }
 
-    /// The memory, for checkpoints.
+    /// The memory, for checkpoints and for algorithms that also move it outside uploads
+    /// (LENA charges its drift to it in silent rounds).
     pub fn memory_mut(&mut self) -> &mut [f32] {
         &mut self.e
+    }
+
+    /// Exchanges the memory with `e` (of the same length): an algorithm that computed the next
+    /// memory elsewhere swaps it in without a copy.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn swap_memory(&mut self, e: &mut Vec<f32>) {
+        assert_eq!(e.len(), self.e.len(), "swap_memory: length mismatch");
+        std::mem::swap(&mut self.e, e);
     }
 
     /// Puts a compressed vector `v` that was never delivered back into the memory, `e += v`,
@@ -940,7 +946,7 @@ impl ErrorFeedback {
         Kernels::detect().axpy(1.0, v, &mut self.e);
     }
 
-    /// Compresses `e + x` with `c`; `out` receives what the receiver decodes.
+    /// Compresses `m = e + x` with `c`; `out` receives what the receiver decodes.
     pub fn compress(
         &mut self,
         c: &dyn Compressor,
@@ -951,19 +957,22 @@ impl ErrorFeedback {
     ) {
         let mut m = std::mem::take(&mut self.m);
         m.resize(self.e.len(), 0.0);
-        self.compress_with(c, x, rng, &mut m, out, msg);
+        self.compress_scaled(c, 1.0, x, rng, &mut m, out, msg);
         self.m = m;
     }
 
-    /// [`Self::compress`] with `m = e + x` formed in the caller's `scratch` (of the memory's
-    /// length), so that the decorator holds only its memory (a simulation of many nodes
-    /// passes a per-thread buffer).
+    /// Compresses `m = e + alpha x` (one fused multiply-add per coordinate), formed in the
+    /// caller's `scratch` of the memory's length, so that the decorator holds only its memory
+    /// (a simulation of many nodes passes a per-thread buffer). Then `e <- m - C(m)`, from the
+    /// same fused multiply-add.
     ///
     /// # Panics
     /// If `scratch`, `x` or `out` differ in length from the memory.
-    pub fn compress_with(
+    #[allow(clippy::too_many_arguments)]
+    pub fn compress_scaled(
         &mut self,
         c: &dyn Compressor,
+        alpha: f32,
         x: &[f32],
         rng: &mut dyn RngCore,
         scratch: &mut [f32],
@@ -972,9 +981,10 @@ impl ErrorFeedback {
     ) {
         let k = Kernels::detect();
         scratch.copy_from_slice(&self.e);
-        k.axpy(1.0, x, scratch);
+        k.axpy(alpha, x, scratch);
         c.compress(scratch, rng, out, msg);
-        // e <- e + x - C(m) = m - C(m)
-        k.ef_update(&mut self.e, 1.0, x, out);
+        // e <- fl(fl(e + alpha x) - C(m)) = m - C(m): the kernel rounds the multiply-add
+        // before the subtraction, as `m` was rounded.
+        k.ef_update(&mut self.e, alpha, x, out);
     }
 }

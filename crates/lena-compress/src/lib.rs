@@ -67,15 +67,8 @@ pub enum Error {
         found: usize,
     },
     /// A compressor parameter outside its range.
-    #[error("{field} must be {expected}, got {found}")]
-    BadParam {
-        /// Field.
-        field: &'static str,
-        /// Allowed range.
-        expected: String,
-        /// Found.
-        found: String,
-    },
+    #[error(transparent)]
+    BadParam(#[from] lena_kernels::BadParam),
     /// A message whose length does not match what its decoder expects.
     #[error("{kind} message of {found_bits} bits, expected {expected_bits} bits")]
     Length {

@@ -55,6 +55,45 @@ impl WithSimd for Lanes {
     }
 }
 
+/// A parameter outside its allowed range: the one shape in which every lena crate that checks
+/// parameters reports one (each crate's error wraps it with `#[from]`).
+///
+/// `field` is the parameter's path in a config file as far as the crate that checked it knows
+/// it (`levels`, `drift.gamma`); a crate that nests another's parameters prefixes its own table
+/// with [`BadParam::within`] (`algorithm.compressor.levels`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be {expected}, got {found}")]
+pub struct BadParam {
+    /// The parameter's path, e.g. `algorithm.beta`.
+    pub field: std::borrow::Cow<'static, str>,
+    /// What it must be, e.g. `in (0, 1]`.
+    pub expected: std::borrow::Cow<'static, str>,
+    /// The value given, as written.
+    pub found: String,
+}
+
+impl BadParam {
+    /// `field` must be `expected`; `found` was given.
+    pub fn new(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        expected: impl Into<std::borrow::Cow<'static, str>>,
+        found: impl ToString,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            expected: expected.into(),
+            found: found.to_string(),
+        }
+    }
+
+    /// The same error with `table.` before the field (`within("algorithm")`: `beta` becomes
+    /// `algorithm.beta`).
+    pub fn within(mut self, table: &str) -> Self {
+        self.field = format!("{table}.{}", self.field).into();
+        self
+    }
+}
+
 /// `LENA_SIMD` names a path this CPU does not run.
 #[derive(Debug, thiserror::Error)]
 #[error("LENA_SIMD={value:?}: expected one of {PATH_NAMES:?} that this CPU runs ({runs})")]

@@ -316,11 +316,11 @@ impl Cnn {
     /// and softmax cross-entropy. `hidden` holds 1 to 5 sizes, each at least 1.
     pub fn mlp(hidden: &[usize], dropout: f32, lambda: f32) -> Result<Self> {
         if hidden.is_empty() || hidden.len() > 5 || hidden.contains(&0) {
-            return Err(Error::BadParam {
-                field: "model.hidden",
-                expected: "1 to 5 hidden layer sizes, each >= 1",
-                found: format!("{hidden:?}"),
-            });
+            return Err(Error::from(lena_kernels::BadParam::new(
+                "model.hidden",
+                "1 to 5 hidden layer sizes, each >= 1",
+                format!("{hidden:?}"),
+            )));
         }
         let mut ops = Vec::new();
         let mut input = INPUT;
@@ -345,18 +345,18 @@ impl Cnn {
 
     fn with_ops(arch: CnnArch, ops: &'static [Op], dropout: f32, lambda: f32) -> Result<Self> {
         if !(0.0..1.0).contains(&dropout) {
-            return Err(Error::BadParam {
-                field: "model.dropout",
-                expected: "in [0, 1)",
-                found: dropout.to_string(),
-            });
+            return Err(Error::from(lena_kernels::BadParam::new(
+                "model.dropout",
+                "in [0, 1)",
+                dropout,
+            )));
         }
         if !(lambda.is_finite() && lambda >= 0.0) {
-            return Err(Error::BadParam {
-                field: "model.lambda",
-                expected: "finite and >= 0",
-                found: lambda.to_string(),
-            });
+            return Err(Error::from(lena_kernels::BadParam::new(
+                "model.lambda",
+                "finite and >= 0",
+                lambda,
+            )));
         }
         Ok(Self {
             arch,

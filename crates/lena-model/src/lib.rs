@@ -230,15 +230,8 @@ pub(crate) fn combine_chunks<'a>(
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A model parameter outside its valid range.
-    #[error("{field} must be {expected}, got {found}")]
-    BadParam {
-        /// Config field.
-        field: &'static str,
-        /// Allowed range.
-        expected: &'static str,
-        /// Value found.
-        found: String,
-    },
+    #[error(transparent)]
+    BadParam(#[from] lena_kernels::BadParam),
     /// Data and model disagree on shape.
     #[error("{what}: expected {expected}, found {found}")]
     Shape {

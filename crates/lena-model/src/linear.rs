@@ -93,25 +93,25 @@ impl Linear {
     /// A validated model; `lambda` must be finite and >= 0.
     pub fn new(kind: LinearKind, n_features: usize, n_classes: usize, lambda: f32) -> Result<Self> {
         if !(lambda.is_finite() && lambda >= 0.0) {
-            return Err(Error::BadParam {
-                field: "lambda",
-                expected: "a finite number >= 0",
-                found: lambda.to_string(),
-            });
+            return Err(Error::from(lena_kernels::BadParam::new(
+                "lambda",
+                "a finite number >= 0",
+                lambda,
+            )));
         }
         if n_features == 0 {
-            return Err(Error::BadParam {
-                field: "n_features",
-                expected: ">= 1",
-                found: "0".into(),
-            });
+            return Err(Error::from(lena_kernels::BadParam::new(
+                "n_features",
+                ">= 1",
+                0,
+            )));
         }
         if n_classes < 2 {
-            return Err(Error::BadParam {
-                field: "n_classes",
-                expected: ">= 2",
-                found: n_classes.to_string(),
-            });
+            return Err(Error::from(lena_kernels::BadParam::new(
+                "n_classes",
+                ">= 2",
+                n_classes,
+            )));
         }
         Ok(Self {
             kind,

@@ -35,7 +35,7 @@ impl DriftKind {
     pub fn check(self) -> Result<Self> {
         if let DriftKind::Momentum { gamma } = self {
             let g = f64::from(gamma);
-            check_range("algorithm.drift.gamma", g, g > 0.0 && g <= 1.0, "in (0, 1]")?;
+            check_range("drift.gamma", g, g > 0.0 && g <= 1.0, "in (0, 1]")?;
         }
         Ok(self)
     }

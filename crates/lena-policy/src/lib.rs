@@ -13,16 +13,10 @@ pub mod trigger;
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
-    /// A parameter outside its allowed range.
-    #[error("{field} must be {expected}, got {found}")]
-    BadParam {
-        /// Config field.
-        field: &'static str,
-        /// Allowed range.
-        expected: &'static str,
-        /// Value found.
-        found: String,
-    },
+    /// A parameter outside its allowed range (fields named as in an algorithm's table:
+    /// `beta`, `drift.gamma`).
+    #[error(transparent)]
+    BadParam(#[from] lena_kernels::BadParam),
 }
 
 /// Result type of this crate.
@@ -37,11 +31,7 @@ pub(crate) fn check_range(
     if ok && v.is_finite() {
         Ok(())
     } else {
-        Err(Error::BadParam {
-            field,
-            expected,
-            found: v.to_string(),
-        })
+        Err(lena_kernels::BadParam::new(field, expected, v).into())
     }
 }
 

@@ -151,13 +151,8 @@ pub struct Significance {
 impl Significance {
     /// A validated filter: `beta >= 0`, `confirm >= 1`.
     pub fn new(beta: f64, reference: ReferenceNorm, confirm: u32) -> Result<Self> {
-        check_range("algorithm.beta", beta, beta >= 0.0, "a finite number >= 0")?;
-        check_range(
-            "algorithm.confirm",
-            f64::from(confirm),
-            confirm >= 1,
-            ">= 1",
-        )?;
+        check_range("beta", beta, beta >= 0.0, "a finite number >= 0")?;
+        check_range("confirm", f64::from(confirm), confirm >= 1, ">= 1")?;
         Ok(Self {
             beta,
             reference,
@@ -244,10 +239,10 @@ impl LazyRule {
         norm: Normalisation,
         max_staleness: Option<u64>,
     ) -> Result<Self> {
-        check_range("algorithm.depth", depth as f64, depth >= 1, ">= 1")?;
-        check_range("algorithm.xi", xi, xi >= 0.0, "a finite number >= 0")?;
+        check_range("depth", depth as f64, depth >= 1, ">= 1")?;
+        check_range("xi", xi, xi >= 0.0, "a finite number >= 0")?;
         if let Some(s) = max_staleness {
-            check_range("algorithm.max_staleness", s as f64, s >= 1, ">= 1")?;
+            check_range("max_staleness", s as f64, s >= 1, ">= 1")?;
         }
         Ok(Self {
             xi,
@@ -387,10 +382,7 @@ mod tests {
     #[test]
     fn bad_parameters_name_the_field() {
         let e = Significance::new(-1.0, ReferenceNorm::PrevGradient, 1).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "algorithm.beta must be a finite number >= 0, got -1"
-        );
+        assert_eq!(e.to_string(), "beta must be a finite number >= 0, got -1");
         assert!(Significance::new(1.0, ReferenceNorm::PrevGradient, 0).is_err());
         assert!(Periodic::new(0).is_err());
         assert!(LazyRule::new(0, 0.1, Normalisation::Alpha2M2, None).is_err());

@@ -58,21 +58,12 @@ fn find_key(text: &str, from: usize, field: &str) -> Option<(usize, String)> {
 fn valid_fields(msg: &str, table: &str) -> Option<String> {
     let listed: Vec<&str> = match msg.split_once("expected ") {
         Some((_, rest)) => rest.split('`').skip(1).step_by(2).collect(),
-        // LENA's fields are flattened into [algorithm], where serde cannot list them.
-        None if table == " in [algorithm]" => vec![
-            "step_size",
-            "beta",
-            "reference",
-            "confirm",
-            "drift",
-            "average_gamma",
-            "compressor",
-            "resend_lost",
-        ],
         None => return None,
     };
+    // [algorithm] is `name`, `step_size` and the named algorithm's own fields (serde lists
+    // only the latter).
     let tag = if table == " in [algorithm]" {
-        Some("name")
+        Some("name`, `step_size")
     } else if table.ends_with("compressor]")
         || table.ends_with("drift]")
         || table.ends_with("source]")
@@ -549,6 +540,10 @@ impl ExperimentConfig {
                         .unwrap_or_default()
                 );
             } else if msg.contains("unknown variant") && msg.contains("dgd") {
+                // [algorithm] is read whole, so serde points at its header: find `name`.
+                if let Some((line, _)) = find_key(text, n, "name") {
+                    n = line;
+                }
                 let algos = lena_algo::ALGORITHM_NAMES.join(", ");
                 msg = format!("{msg} (algorithm.name must be one of: {algos})");
             }

@@ -1,8 +1,8 @@
 //! Property tests of LENA's bookkeeping: error-feedback conservation, exact memory reset,
 //! and node/server agreement, on random gradients and random trigger outcomes.
 
-use lena_algo::lena::{Init, Lena, LenaWorker};
 use lena_algo::{Broadcast, LenaParams, Message, Server, Upload};
+use lena_algo::{Init, Lena, LenaWorker};
 use lena_kernels::Kernels;
 use lena_policy::drift::DriftKind;
 use lena_policy::trigger::{Decision, Trigger, TriggerCtx};
@@ -44,14 +44,12 @@ fn lena(drift: DriftKind, alpha: f32) -> Lena {
 }
 
 fn lena_init(drift: DriftKind, alpha: f32, init: Init) -> Lena {
-    Lena::new(
-        alpha,
-        LenaParams {
-            drift,
-            init,
-            ..LenaParams::default()
-        },
-    )
+    LenaParams {
+        drift,
+        init,
+        ..LenaParams::default()
+    }
+    .check(alpha, 1)
     .unwrap()
 }
 
@@ -251,38 +249,32 @@ fn messages_carry_q_only_when_the_server_cannot_rebuild_it() {
 
 #[test]
 fn bad_parameters_name_the_field() {
-    let e = Lena::new(
-        0.1,
-        LenaParams {
-            beta: -2.0,
-            ..LenaParams::default()
-        },
-    )
+    let e = LenaParams {
+        beta: -2.0,
+        ..LenaParams::default()
+    }
+    .check(0.1, 1)
     .unwrap_err();
     assert_eq!(
         e.to_string(),
         "algorithm.beta must be a finite number >= 0, got -2"
     );
-    let e = Lena::new(
-        0.1,
-        LenaParams {
-            drift: DriftKind::Momentum { gamma: 1.5 },
-            ..LenaParams::default()
-        },
-    )
+    let e = LenaParams {
+        drift: DriftKind::Momentum { gamma: 1.5 },
+        ..LenaParams::default()
+    }
+    .check(0.1, 1)
     .unwrap_err();
     assert!(
         e.to_string()
             .starts_with("algorithm.drift.gamma must be in (0, 1]"),
         "{e}"
     );
-    let e = Lena::new(
-        0.1,
-        LenaParams {
-            confirm: 0,
-            ..LenaParams::default()
-        },
-    )
+    let e = LenaParams {
+        confirm: 0,
+        ..LenaParams::default()
+    }
+    .check(0.1, 1)
     .unwrap_err();
     assert!(
         e.to_string().starts_with("algorithm.confirm must be >= 1"),
@@ -351,51 +343,59 @@ fn degenerate_cases_equal_dgd() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
     let step = || StepSize::Value(0.3);
     let (dgd, n) = run_fixed(
-        P::Dgd {
-            step_size: step(),
-            missing: Default::default(),
-        },
+        P::new(
+            step(),
+            lena_algo::DgdParams {
+                missing: Default::default(),
+            },
+        ),
         20,
     );
     assert_eq!(n, 60);
     let lena = run_fixed(
-        P::Lena {
-            step_size: step(),
-            params: LenaParams {
+        P::new(
+            step(),
+            LenaParams {
                 beta: 0.0,
                 ..LenaParams::default()
             },
-        },
+        ),
         20,
     );
     assert!(bit_equal(&dgd, &lena.0), "LENA beta = 0");
     let ef = run_fixed(
-        P::EfSgd {
-            step_size: step(),
-            compressor: Some(C::top_k(37)),
-        },
+        P::new(
+            step(),
+            lena_algo::EfSgdParams {
+                compressor: Some(C::top_k(37)),
+            },
+        ),
         20,
     );
     assert!(bit_equal(&dgd, &ef.0), "EF-SGD top-k, k = d");
     let lag = run_fixed(
-        P::LagWk {
-            step_size: step(),
-            depth: 10,
-            xi: Some(0.0),
-            compressor: None,
-        },
+        P::new(
+            step(),
+            lena_algo::LagWkParams {
+                depth: 10,
+                xi: Some(0.0),
+                compressor: None,
+            },
+        ),
         20,
     );
     assert!(bit_equal(&dgd, &lag.0), "LAG-WK, zero threshold");
     // Through the compressed path: the identity sends g - g_hat and the server adds it back,
     // which equals g up to rounding (not bit for bit).
     let lag_id = run_fixed(
-        P::LagWk {
-            step_size: step(),
-            depth: 10,
-            xi: Some(0.0),
-            compressor: Some(C::Identity),
-        },
+        P::new(
+            step(),
+            lena_algo::LagWkParams {
+                depth: 10,
+                xi: Some(0.0),
+                compressor: Some(C::Identity),
+            },
+        ),
         20,
     );
     let scale = dgd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -407,12 +407,14 @@ fn degenerate_cases_equal_dgd() {
     // DIANA with the identity compressor computes h + mean(g - h) rather than mean(g): equal in
     // exact arithmetic, so equal here up to float rounding (not bit for bit).
     let diana = run_fixed(
-        P::Diana {
-            step_size: step(),
-            compressor: C::Identity,
-            a: None,
-            missing: Default::default(),
-        },
+        P::new(
+            step(),
+            lena_algo::DianaParams {
+                compressor: C::Identity,
+                a: None,
+                missing: Default::default(),
+            },
+        ),
         20,
     );
     let scale = dgd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -430,19 +432,23 @@ fn degenerate_cases_equal_dgd() {
 fn lag_with_default_threshold_skips_uploads_and_still_converges() {
     use lena_algo::{AlgorithmParams as P, StepSize};
     let (dgd, _) = run_fixed(
-        P::Dgd {
-            step_size: StepSize::Value(0.1),
-            missing: Default::default(),
-        },
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::DgdParams {
+                missing: Default::default(),
+            },
+        ),
         200,
     );
     let (lag, n) = run_fixed(
-        P::LagWk {
-            step_size: StepSize::Value(0.1),
-            depth: 10,
-            xi: None,
-            compressor: None,
-        },
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::LagWkParams {
+                depth: 10,
+                xi: None,
+                compressor: None,
+            },
+        ),
         200,
     );
     assert!(n < 600, "LAG uploaded {n} of 600");
@@ -461,18 +467,22 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
     let (m, d, rounds) = (3u64, 37u64, 400);
     let (dgd, _) = run_fixed(
-        P::Dgd {
-            step_size: StepSize::Value(0.1),
-            missing: Default::default(),
-        },
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::DgdParams {
+                missing: Default::default(),
+            },
+        ),
         rounds,
     );
-    let p = P::LagWk {
-        step_size: StepSize::Value(0.1),
-        depth: 10,
-        xi: None,
-        compressor: Some(C::top_k(8)),
-    };
+    let p = P::new(
+        StepSize::Value(0.1),
+        lena_algo::LagWkParams {
+            depth: 10,
+            xi: None,
+            compressor: Some(C::top_k(8)),
+        },
+    );
     let alg = p.clone().check(d as usize).unwrap();
     assert_eq!(alg.name(), "LAG-WK-top-8");
     let (lag, n) = run_fixed(p, rounds);
@@ -492,12 +502,14 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
         "ends {diff} away from DGD (scale {scale})"
     );
     // Non-contractive compressors are refused: error feedback needs a contraction.
-    let bad = P::LagWk {
-        step_size: StepSize::Value(0.1),
-        depth: 10,
-        xi: None,
-        compressor: Some(C::qsgd(1, 0, lena_compress::QsgdNorm::L2)),
-    };
+    let bad = P::new(
+        StepSize::Value(0.1),
+        lena_algo::LagWkParams {
+            depth: 10,
+            xi: None,
+            compressor: Some(C::qsgd(1, 0, lena_compress::QsgdNorm::L2)),
+        },
+    );
     let Err(e) = bad.check(d as usize) else {
         panic!("a non-contractive compressor was accepted")
     };
@@ -508,12 +520,14 @@ fn lag_with_top_k_uploads_converges_with_fewer_bits() {
 #[test]
 fn diana_rejects_biased_compressors_and_bad_shift() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
-    let e = P::Diana {
-        step_size: StepSize::Value(0.1),
-        compressor: C::top_k(3),
-        a: None,
-        missing: Default::default(),
-    }
+    let e = P::new(
+        StepSize::Value(0.1),
+        lena_algo::DianaParams {
+            compressor: C::top_k(3),
+            a: None,
+            missing: Default::default(),
+        },
+    )
     .check(10)
     .err()
     .unwrap()
@@ -523,21 +537,25 @@ fn diana_rejects_biased_compressors_and_bad_shift() {
         "{e}"
     );
     let q = C::qsgd(1, 0, lena_compress::QsgdNorm::L2);
-    let e = P::Diana {
-        step_size: StepSize::Value(0.1),
-        compressor: q,
-        a: Some(0.9),
-        missing: Default::default(),
-    }
+    let e = P::new(
+        StepSize::Value(0.1),
+        lena_algo::DianaParams {
+            compressor: q,
+            a: Some(0.9),
+            missing: Default::default(),
+        },
+    )
     .check(100)
     .err()
     .unwrap()
     .to_string();
     assert!(e.contains("a (1 + omega) <= 1"), "{e}");
-    let e = P::EfSgd {
-        step_size: StepSize::Value(0.1),
-        compressor: Some(C::top_k(11)),
-    }
+    let e = P::new(
+        StepSize::Value(0.1),
+        lena_algo::EfSgdParams {
+            compressor: Some(C::top_k(11)),
+        },
+    )
     .check(10)
     .err()
     .unwrap()
@@ -582,18 +600,20 @@ fn zero_beta_lena_equals_dgd_given_the_same_gradients() {
         }
         w
     };
-    let dgd = run(AlgorithmParams::Dgd {
-        step_size: StepSize::Value(0.3),
-        missing: Default::default(),
-    });
-    let lena = run(AlgorithmParams::Lena {
-        step_size: StepSize::Value(0.3),
-        params: LenaParams {
+    let dgd = run(AlgorithmParams::new(
+        StepSize::Value(0.3),
+        lena_algo::DgdParams {
+            missing: Default::default(),
+        },
+    ));
+    let lena = run(AlgorithmParams::new(
+        StepSize::Value(0.3),
+        LenaParams {
             beta: 0.0,
             drift: DriftKind::Zero,
             ..LenaParams::default()
         },
-    });
+    ));
     let bad = dgd
         .iter()
         .zip(&lena)
@@ -611,7 +631,7 @@ proptest! {
         outcomes in proptest::collection::vec(any::<bool>(), 1..30),
         alpha in 0.001f32..1.0,
     ) {
-        use lena_algo::lazy::Sasg;
+        use lena_algo::Sasg;
         use lena_policy::trigger::Normalisation;
         use rand::SeedableRng;
         let c = lena_compress::CompressorParams::top_k(2).check(9).unwrap();
@@ -653,39 +673,41 @@ fn lazy_methods_converge_with_fewer_uploads() {
     use lena_algo::{AlgorithmParams as P, StepSize};
     let s = || StepSize::Value(0.1);
     let (dgd, n_dgd) = run_fixed(
-        P::Dgd {
-            step_size: s(),
-            missing: Default::default(),
-        },
+        P::new(
+            s(),
+            lena_algo::DgdParams {
+                missing: Default::default(),
+            },
+        ),
         300,
     );
     let cases = [
         (
             "LAG-PS",
-            P::LagPs {
-                step_size: s(),
-                depth: 10,
-                xi: 1.0,
-            },
+            P::new(s(), lena_algo::LagPsParams { depth: 10, xi: 1.0 }),
         ),
         (
             "LASG-WK2",
-            P::LasgWk2 {
-                step_size: s(),
-                depth: 10,
-                c: None,
-                max_staleness: 50,
-            },
+            P::new(
+                s(),
+                lena_algo::LasgWk2Params {
+                    depth: 10,
+                    c: None,
+                    max_staleness: 50,
+                },
+            ),
         ),
         (
             "LAQ",
-            P::Laq {
-                step_size: s(),
-                bits: 8,
-                depth: 10,
-                xi: None,
-                clock: 100,
-            },
+            P::new(
+                s(),
+                lena_algo::LaqParams {
+                    bits: 8,
+                    depth: 10,
+                    xi: None,
+                    clock: 100,
+                },
+            ),
         ),
     ];
     let scale = dgd.iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -708,13 +730,15 @@ fn lazy_methods_converge_with_fewer_uploads() {
 fn laq_message_is_32_plus_b_d_bits() {
     use lena_algo::{AlgorithmParams as P, StepSize};
     use rand::SeedableRng;
-    let alg = P::Laq {
-        step_size: StepSize::Value(0.1),
-        bits: 4,
-        depth: 10,
-        xi: None,
-        clock: 100,
-    }
+    let alg = P::new(
+        StepSize::Value(0.1),
+        lena_algo::LaqParams {
+            bits: 4,
+            depth: 10,
+            xi: None,
+            clock: 100,
+        },
+    )
     .check(37)
     .unwrap();
     let mut w = alg.workers(1, 37);
@@ -738,23 +762,27 @@ fn laq_message_is_32_plus_b_d_bits() {
 fn sasg_without_sparsification_is_lasg() {
     use lena_algo::{AlgorithmParams as P, StepSize};
     let (lasg, n1) = run_fixed(
-        P::LasgWk2 {
-            step_size: StepSize::Value(0.1),
-            depth: 10,
-            c: None,
-            max_staleness: 10,
-        },
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::LasgWk2Params {
+                depth: 10,
+                c: None,
+                max_staleness: 10,
+            },
+        ),
         200,
     );
     let (sasg, n2) = run_fixed(
-        P::Sasg {
-            step_size: StepSize::Value(0.1),
-            k_fraction: 1.0,
-            depth: 10,
-            xi: None,
-            normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
-            max_staleness: 10,
-        },
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::SasgParams {
+                k_fraction: 1.0,
+                depth: 10,
+                xi: None,
+                normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
+                max_staleness: 10,
+            },
+        ),
         200,
     );
     assert_eq!(n1, n2);
@@ -766,23 +794,27 @@ fn sasg_without_sparsification_is_lasg() {
 fn sasg_trajectory() {
     use lena_algo::{AlgorithmParams as P, StepSize};
     let (dgd, _) = run_fixed(
-        P::Dgd {
-            step_size: StepSize::Value(0.1),
-            missing: Default::default(),
-        },
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::DgdParams {
+                missing: Default::default(),
+            },
+        ),
         3000,
     );
     for r in [100u64, 300, 1000, 3000] {
         for kf in [0.3, 1.0] {
             let (w, n) = run_fixed(
-                P::Sasg {
-                    step_size: StepSize::Value(0.1),
-                    k_fraction: kf,
-                    depth: 10,
-                    xi: None,
-                    normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
-                    max_staleness: 10,
-                },
+                P::new(
+                    StepSize::Value(0.1),
+                    lena_algo::SasgParams {
+                        k_fraction: kf,
+                        depth: 10,
+                        xi: None,
+                        normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
+                        max_staleness: 10,
+                    },
+                ),
                 r,
             );
             let diff = dgd
@@ -891,10 +923,12 @@ fn compressed_upload_bits_are_the_encodings() {
 fn error_feedback_rejects_non_contractive_compressors() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
     let q = C::qsgd(4, 512, lena_compress::QsgdNorm::L2);
-    let e = P::EfSgd {
-        step_size: StepSize::Value(0.1),
-        compressor: Some(q.clone()),
-    }
+    let e = P::new(
+        StepSize::Value(0.1),
+        lena_algo::EfSgdParams {
+            compressor: Some(q.clone()),
+        },
+    )
     .check(7850)
     .err()
     .unwrap()
@@ -903,28 +937,30 @@ fn error_feedback_rejects_non_contractive_compressors() {
         e.starts_with("algorithm.compressor must be a contraction") && e.contains("omega = 5.657"),
         "{e}"
     );
-    let lena = P::Lena {
-        step_size: StepSize::Value(0.1),
-        params: LenaParams {
+    let lena = P::new(
+        StepSize::Value(0.1),
+        LenaParams {
             compressor: Some(q),
             ..LenaParams::default()
         },
-    };
+    );
     assert!(lena.check(7850).is_err());
     let fine = C::qsgd(64, 512, lena_compress::QsgdNorm::L2);
-    let lena = P::Lena {
-        step_size: StepSize::Value(0.1),
-        params: LenaParams {
+    let lena = P::new(
+        StepSize::Value(0.1),
+        LenaParams {
             compressor: Some(fine),
             ..LenaParams::default()
         },
-    };
+    );
     assert!(lena.check(7850).is_ok());
     assert!(
-        P::EfSgd {
-            step_size: StepSize::Value(0.1),
-            compressor: Some(C::RandK { k: 5, scaled: true })
-        }
+        P::new(
+            StepSize::Value(0.1),
+            lena_algo::EfSgdParams {
+                compressor: Some(C::RandK { k: 5, scaled: true })
+            }
+        )
         .check(50)
         .is_err()
     );
@@ -947,12 +983,14 @@ impl lena_algo::state::Visitor for Vectors {
 /// Dense LAG-WK at step 0.1, depth 10, for dimension `d`.
 fn lag_wk(d: usize) -> Box<dyn lena_algo::Algorithm> {
     use lena_algo::{AlgorithmParams, StepSize};
-    AlgorithmParams::LagWk {
-        step_size: StepSize::Value(0.1),
-        depth: 10,
-        xi: None,
-        compressor: None,
-    }
+    AlgorithmParams::new(
+        StepSize::Value(0.1),
+        lena_algo::LagWkParams {
+            depth: 10,
+            xi: None,
+            compressor: None,
+        },
+    )
     .check(d)
     .unwrap()
 }
@@ -1080,30 +1118,36 @@ fn lossless_nodes_keep_no_undo_copy() {
         wk.visit(&mut v);
         v.0.iter().map(Vec::len).sum::<usize>()
     };
-    let laq = AlgorithmParams::Laq {
-        step_size: StepSize::Value(0.1),
-        bits: 4,
-        depth: 10,
-        xi: None,
-        clock: 100,
-    }
+    let laq = AlgorithmParams::new(
+        StepSize::Value(0.1),
+        lena_algo::LaqParams {
+            bits: 4,
+            depth: 10,
+            xi: None,
+            clock: 100,
+        },
+    )
     .check(d)
     .unwrap();
     let lag = lag_wk(d);
-    let ef = AlgorithmParams::EfSgd {
-        step_size: StepSize::Value(0.1),
-        compressor: Some(lena_compress::CompressorParams::top_k(4)),
-    }
+    let ef = AlgorithmParams::new(
+        StepSize::Value(0.1),
+        lena_algo::EfSgdParams {
+            compressor: Some(lena_compress::CompressorParams::top_k(4)),
+        },
+    )
     .check(d)
     .unwrap();
-    let sasg = AlgorithmParams::Sasg {
-        step_size: StepSize::Value(0.1),
-        k_fraction: 0.1,
-        depth: 10,
-        xi: None,
-        normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
-        max_staleness: 10,
-    }
+    let sasg = AlgorithmParams::new(
+        StepSize::Value(0.1),
+        lena_algo::SasgParams {
+            k_fraction: 0.1,
+            depth: 10,
+            xi: None,
+            normalisation: lena_policy::trigger::Normalisation::Alpha2M2,
+            max_staleness: 10,
+        },
+    )
     .check(d)
     .unwrap();
     let lena = lena(DriftKind::Momentum { gamma: 0.1 }, 0.1);

@@ -198,7 +198,7 @@ fn he_initialisation() {
 #[test]
 fn bad_input_is_rejected() {
     match Cnn::new(CnnArch::Small, 1.0, 0.0) {
-        Err(Error::BadParam { field, .. }) => assert_eq!(field, "model.dropout"),
+        Err(Error::BadParam(p)) => assert_eq!(p.field, "model.dropout"),
         other => panic!("{other:?}"),
     }
     let cnn = Cnn::new(CnnArch::Small, 0.5, 0.0).unwrap();

@@ -169,7 +169,7 @@ impl Simulation {
                 .chain(&validation)
                 .collect::<Vec<_>>(),
         );
-        if let (lena_algo::StepSize::Rule(r), Model::Cnn(_)) = (cfg.algorithm.step_size(), model) {
+        if let (lena_algo::StepSize::Rule(r), Model::Cnn(_)) = (&cfg.algorithm.step_size, model) {
             return Err(Error::Config(format!(
                 "algorithm.step_size = {r:?}: a \"c/L\" rule needs the objective's smoothness \
                  constant, which a neural network does not have; give a number"
@@ -185,7 +185,7 @@ impl Simulation {
             })
         };
         let alg: Box<dyn Algorithm> = cfg.algorithm.check_with(model.dim(), smooth)?;
-        let step_size = cfg.algorithm.step_size().resolve(smooth)?;
+        let step_size = cfg.algorithm.step_size.resolve(smooth)?;
         let dim = model.dim();
         let batch = cfg.data.batch;
         let mut workers = alg.workers(m, dim);

@@ -361,6 +361,7 @@ mod checkpoint;
 mod cnn;
 mod comm;
 mod exchange;
+mod experiments;
 
 /// `run.until` ends a run at the first evaluation where its condition holds: the rows are the
 /// uninterrupted run's up to there, and the summary says where.
