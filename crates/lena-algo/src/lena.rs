@@ -258,6 +258,76 @@ impl Algorithm for Lena {
     }
 }
 
+/// Where v and q sit in a LENA upload: the one description of its layout, read by the node
+/// that writes an upload and by the server that reads it.
+///
+/// | upload | drift rebuilt by the server (`0`, `v`, `avg`) | drift sent (`g`, `m`) |
+/// | --- | --- | --- |
+/// | dense | `v` (d f32) | `v` then `q` (2d f32) |
+/// | compressed | the encoding of `v` | `q` (d f32, byte aligned), then the encoding of `v` |
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    d: usize,
+    /// The drift travels with `v` (the server cannot rebuild it).
+    sends_q: bool,
+    compressed: bool,
+}
+
+impl Layout {
+    fn new(d: usize, drift: DriftKind, compressed: bool) -> Self {
+        Self {
+            d,
+            sends_q: !drift.rebuildable(),
+            compressed,
+        }
+    }
+
+    /// Values in a dense upload.
+    fn dense_len(self) -> usize {
+        if self.sends_q { 2 * self.d } else { self.d }
+    }
+
+    /// Where `q` starts, in f32 values, in an upload that sends it.
+    fn q_at(self) -> usize {
+        if self.compressed { 0 } else { self.d }
+    }
+
+    /// Where a silent node's drift starts in its last dense upload: `q` where it is sent, else
+    /// `v` itself (the drifts a server reads from the last upload are then the last `v`).
+    fn drift_at(self) -> usize {
+        if self.sends_q { self.q_at() } else { 0 }
+    }
+
+    /// Writes a compressed upload from the drift `q` and the encoding `v` of the compressed v.
+    fn write_compressed(self, q: &[f32], v: &Message, msg: &mut Message) {
+        if self.sends_q {
+            dense::encode(q, msg);
+            msg.append_aligned(v);
+        } else {
+            msg.clone_from(v);
+        }
+    }
+
+    /// Checks an upload; with a compressor `c`, decodes its v into `v` (its encoding copied to
+    /// `sub` where `q` precedes it).
+    fn read(
+        self,
+        c: Option<&dyn Compressor>,
+        msg: &Message,
+        v: &mut [f32],
+        sub: &mut Message,
+    ) -> lena_compress::Result<()> {
+        match c {
+            None => dense::check(msg, self.dense_len()),
+            Some(c) if self.sends_q => {
+                msg.split_aligned(32 * self.d as u64, "LENA (q, v)", sub)?;
+                c.decode(sub, v)
+            }
+            Some(c) => c.decode(msg, v),
+        }
+    }
+}
+
 /// A LENA node.
 pub struct LenaWorker {
     alpha: f32,
@@ -414,12 +484,12 @@ impl LenaWorker {
                 } else {
                     &mut skip_e
                 };
-                let rebuildable = self.drift.kind().rebuildable();
+                let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
                 match &self.compressor {
                     None => {
                         // v = u = e + alpha g, written straight into the upload (v, or v then
                         // q); e = u - v = 0 exactly.
-                        let n = if rebuildable { d } else { 2 * d };
+                        let n = layout.dense_len();
                         let (e, drift, alpha_g) =
                             (self.ef.memory(), &mut self.drift, &mut self.alpha_g);
                         let since = self.since_upload;
@@ -431,7 +501,7 @@ impl LenaWorker {
                                 k.axpy(alpha, g, alpha_g);
                             }
                             drift.on_upload_keeping(k, v, alpha_g, since, before);
-                            if !rebuildable {
+                            if layout.sends_q {
                                 q_out.copy_from_slice(drift.q());
                             }
                         });
@@ -459,14 +529,7 @@ impl LenaWorker {
                             self.since_upload,
                             before,
                         );
-                        if rebuildable {
-                            msg.clone_from(&self.tmp);
-                        } else {
-                            // q as dense f32 first (byte aligned), then the compressed v.
-                            dense::encode(self.drift.q(), msg);
-                            msg.bytes_mut().extend_from_slice(self.tmp.bytes());
-                            msg.set_bits(32 * self.drift.q().len() as u64 + self.tmp.bits());
-                        }
+                        layout.write_compressed(self.drift.q(), &self.tmp, msg);
                     }
                 }
                 self.since_upload = 0;
@@ -652,28 +715,24 @@ impl LenaServer {
 
     /// Checks every upload and decodes the compressed ones (in parallel over nodes).
     fn receive(&mut self, round: u64, uploads: &Uploads<'_>) -> Result<()> {
-        let (d, rebuildable) = (self.dim, self.kind.rebuildable());
+        let layout = Layout::new(self.dim, self.kind, self.compressor.is_some());
         let err = |node, source| Error::Decode {
             round,
             node,
             source,
         };
         let (Some(c), Some(decoded)) = (&self.compressor, &mut self.decoded) else {
-            // Dense: v, or v then q.
-            let n = if rebuildable { d } else { 2 * d };
             for (m, msg) in uploads.iter().enumerate() {
                 if let Some(msg) = msg {
-                    dense::check(msg, n).map_err(|e| err(m, e))?;
+                    layout
+                        .read(None, msg, &mut [], &mut Message::default())
+                        .map_err(|e| err(m, e))?;
                 }
             }
             return Ok(());
         };
         decoded.decode(round, uploads, |msg, v, sub| {
-            if rebuildable {
-                c.decode(msg, v)
-            } else {
-                split_q(msg, d, sub).and_then(|()| c.decode(sub, v))
-            }
+            layout.read(Some(c.as_ref()), msg, v, sub)
         })
     }
 }
@@ -691,13 +750,11 @@ impl Server for LenaServer {
         }
         let (k, kind, d, n) = (self.kernels, self.kind, self.dim, self.n_workers);
         let (rounds, decoded) = (&self.rounds, &self.decoded);
-        let dense_v = decoded.is_none();
-        // Where q sits in a non-rebuildable upload: after v (dense), before v (compressed).
-        let q_offset = if dense_v { d } else { 0 };
+        let layout = Layout::new(d, kind, decoded.is_some());
+        let q_offset = layout.q_at();
         let inv_m = -1.0 / n as f32;
         if self.aliased {
-            // Where the drift sits in the last upload: after v, or v itself (last-upload drift).
-            let q_at = if kind.rebuildable() { 0 } else { d };
+            let q_at = layout.drift_at();
             crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
                 crate::gather::sum_last_uploads(k, 1.0, sum, &uploads, off, q_at);
             });
@@ -781,30 +838,6 @@ fn update_drift(
     } else {
         dense::decode_at(msg, q_offset, q);
     }
-}
-
-/// Checks a `(q dense, compressed v)` message of dimension `d` and copies the compressed part
-/// to `sub` (q is read in place).
-fn split_q(msg: &Message, d: usize, sub: &mut Message) -> lena_compress::Result<()> {
-    let qb = 4 * d;
-    let q_bits = 32 * d as u64;
-    let truncated = || lena_compress::Error::Truncated {
-        kind: "LENA (q, v)",
-        needed: q_bits,
-        left: msg.bits(),
-    };
-    if msg.bits() < q_bits || msg.bytes().len() < qb {
-        return Err(truncated());
-    }
-    let rest = &msg.bytes()[qb..];
-    let bits = msg.bits() - q_bits;
-    if bits.div_ceil(8) != rest.len() as u64 {
-        return Err(truncated());
-    }
-    sub.bytes_mut().clear();
-    sub.bytes_mut().extend_from_slice(rest);
-    sub.set_bits(bits);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -105,22 +105,57 @@ impl Message {
         &self.bytes
     }
 
-    /// The byte buffer, for encoders outside this crate (pair with [`Self::set_bits`]).
-    pub fn bytes_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.bytes
+    /// Replaces the message with received `bytes` holding `bits` bits, reusing its buffer (a
+    /// transport that receives into the same message every round).
+    ///
+    /// # Errors
+    /// If `bits` does not fit in `bytes`, or leaves a whole unused byte (the message is then
+    /// left as it was).
+    pub fn set_from(&mut self, bytes: &[u8], bits: u64) -> Result<()> {
+        check_fit(bytes.len(), bits)?;
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.bits = bits;
+        Ok(())
     }
 
-    /// Sets the bit length after an external encoder filled [`Self::bytes_mut`].
+    /// Appends `tail`'s encoding after this one's, which must end on a byte boundary (a
+    /// composite upload: a dense part, then another encoding).
     ///
     /// # Panics
-    /// If `bits` does not fit the buffer exactly (a programming error in the encoder).
-    pub fn set_bits(&mut self, bits: u64) {
-        assert_eq!(
-            bits.div_ceil(8),
-            self.bytes.len() as u64,
-            "bit length does not fit the buffer"
+    /// If this message's bit length is not a multiple of 8.
+    pub fn append_aligned(&mut self, tail: &Message) {
+        assert!(
+            self.bits.is_multiple_of(8),
+            "append_aligned after {} bits",
+            self.bits
         );
-        self.bits = bits;
+        self.bytes.extend_from_slice(&tail.bytes);
+        self.bits += tail.bits;
+    }
+
+    /// The encoding after the first `at` bits (a multiple of 8), written into `tail` (its buffer
+    /// reused): the inverse of [`Self::append_aligned`].
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] (named `kind`) if the message holds fewer than `at` bits.
+    ///
+    /// # Panics
+    /// If `at` is not a multiple of 8.
+    pub fn split_aligned(&self, at: u64, kind: &'static str, tail: &mut Message) -> Result<()> {
+        assert!(at.is_multiple_of(8), "split_aligned at {at} bits");
+        if self.bits < at {
+            return Err(Error::Truncated {
+                kind,
+                needed: at,
+                left: self.bits,
+            });
+        }
+        tail.bytes.clear();
+        tail.bytes
+            .extend_from_slice(&self.bytes[(at / 8) as usize..]);
+        tail.bits = self.bits - at;
+        Ok(())
     }
 
     /// Rebuilds a message from received bytes and a bit length.
@@ -128,15 +163,21 @@ impl Message {
     /// # Errors
     /// If `bits` does not fit in `bytes`, or leaves a whole unused byte.
     pub fn from_bytes(bytes: Vec<u8>, bits: u64) -> Result<Self> {
-        if bits.div_ceil(8) != bytes.len() as u64 {
-            return Err(Error::Length {
-                kind: "raw",
-                expected_bits: bytes.len() as u64 * 8,
-                found_bits: bits,
-            });
-        }
+        check_fit(bytes.len(), bits)?;
         Ok(Self { bytes, bits })
     }
+}
+
+/// `bits` bits fill `len` bytes exactly (the last one possibly in part).
+fn check_fit(len: usize, bits: u64) -> Result<()> {
+    if bits.div_ceil(8) != len as u64 {
+        return Err(Error::Length {
+            kind: "raw",
+            expected_bits: len as u64 * 8,
+            found_bits: bits,
+        });
+    }
+    Ok(())
 }
 
 /// Dense f32 upload: 32 bits per coordinate, little-endian IEEE 754.

@@ -382,3 +382,40 @@ fn rand_k_picks_uniform_k_subsets() {
         );
     }
 }
+
+/// A composite upload (a dense part, then another encoding) splits back into that encoding bit
+/// for bit; a message too short to hold the dense part is an error, and a received buffer
+/// whose bit length does not fit it is refused without touching the message.
+#[test]
+fn composite_messages_split_back_and_received_buffers_are_checked() {
+    let d = 37;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+    let head: Vec<f32> = (0..d).map(|i| i as f32 * 0.5 - 3.0).collect();
+    for c in all(d) {
+        let x: Vec<f32> = (0..d).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let (mut cx, mut tail) = (vec![0.0; d], Message::default());
+        c.compress(&x, &mut rng, &mut cx, &mut tail);
+        let mut msg = Message::default();
+        lena_compress::dense::encode(&head, &mut msg);
+        msg.append_aligned(&tail);
+        assert_eq!(msg.bits(), 32 * d as u64 + tail.bits(), "{}", c.name());
+        let mut back = Message::default();
+        msg.split_aligned(32 * d as u64, "test", &mut back).unwrap();
+        assert_eq!(back, tail, "{}", c.name());
+        let mut out = vec![0.0; d];
+        c.decode(&back, &mut out).unwrap();
+        assert_eq!(out, cx, "{}", c.name());
+        let mut front = vec![0.0; d];
+        lena_compress::dense::decode_at(&msg, 0, &mut front);
+        assert_eq!(front, head, "{}", c.name());
+    }
+    let mut short = Message::default();
+    lena_compress::dense::encode(&head[..3], &mut short);
+    let e = short.split_aligned(32 * d as u64, "test", &mut Message::default());
+    assert!(e.is_err());
+    let mut m = short.clone();
+    assert!(m.set_from(&[1, 2, 3], 25).is_err());
+    assert_eq!(m, short, "a refused buffer leaves the message as it was");
+    m.set_from(&[1, 2, 3], 17).unwrap();
+    assert_eq!((m.bytes(), m.bits()), (&[1u8, 2, 3][..], 17));
+}

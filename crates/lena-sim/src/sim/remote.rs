@@ -24,11 +24,8 @@ pub(super) fn receive_upload(
             it.bits.div_ceil(8)
         )));
     }
-    let buf = msg.bytes_mut();
-    buf.clear();
-    buf.extend_from_slice(it.bytes);
-    msg.set_bits(it.bits);
-    Ok(())
+    msg.set_from(it.bytes, it.bits)
+        .map_err(|e| Error::Transport(format!("node {}'s upload at round {round}: {e}", it.node)))
 }
 
 impl Simulation {
