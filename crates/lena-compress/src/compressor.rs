@@ -968,7 +968,6 @@ impl ErrorFeedback {
     ///
     /// # Panics
     /// If `scratch`, `x` or `out` differ in length from the memory.
-    #[allow(clippy::too_many_arguments)]
     pub fn compress_scaled(
         &mut self,
         c: &dyn Compressor,

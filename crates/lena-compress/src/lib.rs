@@ -105,6 +105,14 @@ impl Message {
         &self.bytes
     }
 
+    /// Encodes with a [`bits::BitWriter`] over the message's buffer (cleared first); the bit
+    /// length is what `f` wrote. How a compressor outside this crate writes its encoding.
+    pub fn write_with(&mut self, f: impl FnOnce(&mut bits::BitWriter<'_>)) {
+        let mut w = bits::BitWriter::new(&mut self.bytes);
+        f(&mut w);
+        self.bits = w.finish();
+    }
+
     /// Replaces the message with received `bytes` holding `bits` bits, reusing its buffer (a
     /// transport that receives into the same message every round).
     ///

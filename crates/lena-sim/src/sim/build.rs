@@ -80,6 +80,17 @@ pub(super) fn load(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)>
 impl Simulation {
     /// Loads the data, splits it among the nodes, and builds workers and server.
     pub fn new(cfg: ExperimentConfig) -> Result<Self> {
+        Self::build(cfg, None)
+    }
+
+    /// [`Self::new`] with an algorithm of the caller's own (a new trigger, compressor or
+    /// method; `examples/custom_trigger.rs` and `examples/custom_compressor.rs`) in place of
+    /// `cfg.algorithm`, whose step size is still what the run records.
+    pub fn with_algorithm(cfg: ExperimentConfig, algorithm: Box<dyn Algorithm>) -> Result<Self> {
+        Self::build(cfg, Some(algorithm))
+    }
+
+    fn build(cfg: ExperimentConfig, custom: Option<Box<dyn Algorithm>>) -> Result<Self> {
         cfg.validate()?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.run.threads)
@@ -184,7 +195,10 @@ impl Simulation {
                     .unwrap_or(f64::NAN)
             })
         };
-        let alg: Box<dyn Algorithm> = cfg.algorithm.check_with(model.dim(), smooth)?;
+        let alg: Box<dyn Algorithm> = match custom {
+            Some(alg) => alg,
+            None => cfg.algorithm.check_with(model.dim(), smooth)?,
+        };
         let step_size = cfg.algorithm.step_size.resolve(smooth)?;
         let dim = model.dim();
         let batch = cfg.data.batch;

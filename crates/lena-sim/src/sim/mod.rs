@@ -39,6 +39,13 @@ pub trait Observer {
     }
 }
 
+/// No observer: a run that wants only its [`Summary`] (`sim.run(&mut ())`).
+impl Observer for () {
+    fn on_eval(&mut self, _row: &MetricsRow) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// What a finished run reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {

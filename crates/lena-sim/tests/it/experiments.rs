@@ -43,3 +43,32 @@ fn every_shipped_experiment_file_parses_checks_and_round_trips() {
     // The files exercise most algorithms' tables.
     assert!(names.len() >= 5, "{names:?}");
 }
+
+/// A caller's own algorithm runs exactly as a configured one: the stock LENA handed to
+/// `Simulation::with_algorithm` gives the configured run's metrics row for row.
+#[test]
+fn an_algorithm_handed_in_runs_as_the_configured_one() {
+    let text = include_str!("../../examples/synthetic.toml");
+    let cfg = ExperimentConfig::from_toml(text, "synthetic.toml").unwrap();
+    let rows = |sim: lena_sim::Simulation| {
+        struct Rows(Vec<lena_sim::MetricsRow>);
+        impl lena_sim::Observer for Rows {
+            fn on_eval(&mut self, r: &lena_sim::MetricsRow) -> lena_sim::Result<()> {
+                self.0.push(lena_sim::MetricsRow {
+                    wall_seconds: 0.0,
+                    comm_seconds: 0.0,
+                    ..r.clone()
+                });
+                Ok(())
+            }
+        }
+        let (mut sim, mut obs) = (sim, Rows(Vec::new()));
+        sim.run(&mut obs).unwrap();
+        obs.0
+    };
+    let configured = rows(lena_sim::Simulation::new(cfg.clone()).unwrap());
+    let alg = cfg.algorithm.check(17 * 3).unwrap();
+    let handed = rows(lena_sim::Simulation::with_algorithm(cfg, alg).unwrap());
+    assert_eq!(configured, handed);
+    assert!(configured.len() == 4 && configured[3].uploads > 0);
+}
