@@ -84,12 +84,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         AlgorithmParams::new(0.5, LenaParams::default()),
     ] {
         let alg = params.check(dim)?;
-        let (mut workers, mut server) = (alg.workers(m, dim), alg.server(m, dim));
+        let k = Kernels::detect();
+        let (mut workers, mut server) = (alg.workers(m, dim, k), alg.server(m, dim, k));
         let mut nodes: Vec<LeastSquares> = (0..m).map(node).collect();
         let mut msgs = vec![Message::default(); m];
         let (mut w, mut prev) = (vec![0.0f32; dim], vec![0.0f32; dim]);
         let (mut uploads, mut bits) = (0, 0);
-        let k = Kernels::detect();
         for t in 0..400 {
             let bc = Broadcast::next(k, t, &w, (t > 0).then_some(&prev[..]));
             let mut up = vec![false; m];

@@ -51,13 +51,13 @@ impl Algorithm for Dgd {
         "DGD".into()
     }
 
-    fn workers(&self, n_workers: usize, _dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, _dim: usize, _k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| Box::new(DgdWorker { g: Vec::new() }) as Box<dyn Worker>)
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         if self.missing == Missing::Last {
             // With every upload delivered this is DGD's server, float for float.
             return Box::new(crate::stale::StaleServer::new(
@@ -65,13 +65,14 @@ impl Algorithm for Dgd {
                 self.step_size,
                 n_workers,
                 dim,
+                k,
             ));
         }
         Box::new(DgdServer {
             step_size: self.step_size,
             n_workers,
             sum: vec![0.0; dim],
-            kernels: Kernels::detect(),
+            kernels: k,
         })
     }
 }

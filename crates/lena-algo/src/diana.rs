@@ -104,20 +104,20 @@ impl Algorithm for Diana {
         format!("DIANA-{}", self.compressor.name())
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 Box::new(DianaWorker {
                     a: self.a,
                     c: self.compressor.clone(),
                     h: vec![0.0; dim],
-                    kernels: Kernels::detect(),
+                    kernels: k,
                 }) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         Box::new(DianaServer {
             alpha: self.step_size,
             a: self.a,
@@ -127,7 +127,7 @@ impl Algorithm for Diana {
             h: vec![0.0; dim],
             decoded: Decoded::new(n_workers, dim),
             mean: vec![0.0; dim],
-            kernels: Kernels::detect(),
+            kernels: k,
         })
     }
 }

@@ -54,27 +54,27 @@ impl Algorithm for EfSgd {
         format!("EF-SGD-{}", self.compressor.name())
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 Box::new(EfWorker {
                     alpha: self.step_size,
                     c: self.compressor.clone(),
-                    ef: ErrorFeedback::new(dim),
+                    ef: ErrorFeedback::with_kernels(dim, k),
                     out: vec![0.0; dim],
-                    kernels: Kernels::detect(),
+                    kernels: k,
                 }) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         Box::new(SumServer {
             n_workers,
             c: self.compressor.clone(),
             decoded: Decoded::new(n_workers, dim),
             sum: vec![0.0; dim],
-            kernels: Kernels::detect(),
+            kernels: k,
         })
     }
 }

@@ -71,7 +71,7 @@ impl Algorithm for LagPs {
         "LAG-PS".into()
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 Box::new(LagPsWorker {
@@ -82,18 +82,19 @@ impl Algorithm for LagPs {
                     steps: Steps::new(),
                     g: Vec::new(),
                     w_hat: vec![0.0; dim],
-                    kernels: Kernels::detect(),
+                    kernels: k,
                 }) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         Box::new(StaleServer::new(
             Payload::DenseGradient,
             self.step_size,
             n_workers,
             dim,
+            k,
         ))
     }
 }

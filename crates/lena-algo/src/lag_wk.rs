@@ -91,7 +91,7 @@ impl Algorithm for LagWk {
         }
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 Box::new(LagWorker {
@@ -115,13 +115,13 @@ impl Algorithm for LagWk {
                         delta: vec![0.0; dim],
                         v: vec![0.0; dim],
                     }),
-                    kernels: Kernels::detect(),
+                    kernels: k,
                 }) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         let payload = match &self.compressor {
             None => crate::stale::Payload::DenseGradient,
             Some(c) => crate::stale::Payload::Innovation(c.clone()),
@@ -131,6 +131,7 @@ impl Algorithm for LagWk {
             self.step_size,
             n_workers,
             dim,
+            k,
         ))
     }
 }

@@ -93,7 +93,7 @@ impl Algorithm for Laq {
         format!("LAQ-{}", self.bits)
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 Box::new(LaqWorker {
@@ -114,18 +114,19 @@ impl Algorithm for Laq {
                     keep_prev: true,
                     eps_hat_sq: 0.0,
                     eps_hat_prev: 0.0,
-                    kernels: Kernels::detect(),
+                    kernels: k,
                 }) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         Box::new(StaleServer::new(
             Payload::Laq { bits: self.bits },
             self.step_size,
             n_workers,
             dim,
+            k,
         ))
     }
 }

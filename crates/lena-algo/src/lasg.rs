@@ -78,7 +78,7 @@ impl Algorithm for LasgWk2 {
         "LASG-WK2".into()
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 let rule = LazyRule::new(
@@ -95,18 +95,19 @@ impl Algorithm for LasgWk2 {
                     steps: Steps::new(),
                     w_hat: vec![0.0; dim],
                     sparse: None,
-                    kernels: Kernels::detect(),
+                    kernels: k,
                 }) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         Box::new(StaleServer::new(
             Payload::DenseGradient,
             self.step_size,
             n_workers,
             dim,
+            k,
         ))
     }
 }

@@ -159,12 +159,14 @@ impl std::fmt::Debug for Lena {
 }
 
 impl Lena {
-    /// A worker with an explicit trigger (tests script trigger outcomes with it).
+    /// A worker with an explicit trigger (tests script trigger outcomes with it; a researcher's
+    /// own trigger runs in LENA's node this way), computing with `k`.
     pub fn worker_with(
         &self,
         n_workers: usize,
         dim: usize,
         trigger: Box<dyn Trigger>,
+        k: Kernels,
     ) -> LenaWorker {
         LenaWorker {
             alpha: self.step_size,
@@ -172,7 +174,7 @@ impl Lena {
             avg_gamma: self.params.average_gamma,
             trigger,
             drift: Drift::new(self.params.drift, dim),
-            ef: ErrorFeedback::new(dim),
+            ef: ErrorFeedback::with_kernels(dim, k),
             // PERF: without a compressor the v last sent is read from the node's message (its
             // first d values), not kept a second time.
             v_prev: if self.compressor.is_some() {
@@ -211,7 +213,7 @@ impl Lena {
                 Vec::new()
             },
             tmp: Message::default(),
-            kernels: Kernels::detect(),
+            kernels: k,
             fresh: self.params.init == Init::Gradient,
             fresh_tracked: self.params.init == Init::Gradient,
         }
@@ -243,18 +245,18 @@ impl Algorithm for Lena {
         n
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         let p = &self.params;
         (0..n_workers)
             .map(|_| {
                 let t = Significance::new(p.beta, p.reference, p.confirm).expect("checked");
-                Box::new(self.worker_with(n_workers, dim, Box::new(t))) as Box<dyn Worker>
+                Box::new(self.worker_with(n_workers, dim, Box::new(t), k)) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
-        Box::new(self.lena_server(n_workers, dim))
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
+        Box::new(self.lena_server(n_workers, dim, k))
     }
 }
 
@@ -678,7 +680,7 @@ pub struct LenaServer {
 
 impl Lena {
     /// The server, with its concrete type (tests inspect its bookkeeping).
-    pub fn lena_server(&self, n_workers: usize, dim: usize) -> LenaServer {
+    pub fn lena_server(&self, n_workers: usize, dim: usize, k: Kernels) -> LenaServer {
         LenaServer {
             n_workers,
             dim,
@@ -693,7 +695,7 @@ impl Lena {
                 .as_ref()
                 .map(|_| Decoded::new(n_workers, dim)),
             sum: vec![0.0; dim],
-            kernels: Kernels::detect(),
+            kernels: k,
         }
     }
 }
@@ -855,7 +857,7 @@ mod tests {
         let mk = || {
             let p = &lena.params;
             let t = Significance::new(p.beta, p.reference, p.confirm).unwrap();
-            lena.worker_with(1, d, Box::new(t))
+            lena.worker_with(1, d, Box::new(t), Kernels::detect())
         };
         let (mut shared, mut separate) = (mk(), mk());
         assert!(shared.avg.is_empty());

@@ -21,7 +21,8 @@
 //! }
 //! let dgd = AlgorithmParams::new(0.5, DgdParams::default());
 //! let alg = dgd.check(1).unwrap();
-//! let (mut workers, mut server) = (alg.workers(2, 1), alg.server(2, 1));
+//! let k = lena_algo::Kernels::detect();
+//! let (mut workers, mut server) = (alg.workers(2, 1, k), alg.server(2, 1, k));
 //! let mut oracles = [Quadratic(1.0), Quadratic(3.0)];
 //! let mut msgs = vec![lena_compress::Message::default(); 2];
 //! let mut w = vec![0.0f32];
@@ -82,9 +83,9 @@ pub enum Error {
     /// A message the server cannot decode.
     #[error("round {round}, node {node}: {source}")]
     Decode {
-        /// Round.
+        /// The round of the upload.
         round: u64,
-        /// Node index.
+        /// The node that sent it.
         node: usize,
         /// Decoder error.
         #[source]
@@ -93,9 +94,9 @@ pub enum Error {
     /// The server got another number of slots than workers.
     #[error("server expects {expected} upload slots, got {found}")]
     Slots {
-        /// Workers.
+        /// The number of workers the server was built for.
         expected: usize,
-        /// Slots given.
+        /// The number of upload slots it was given.
         found: usize,
     },
 }
@@ -298,9 +299,9 @@ pub trait Algorithm: Send + Sync {
     /// Display name (as in the paper's legends).
     fn name(&self) -> String;
     /// One worker per node, for parameters of dimension `dim`.
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>>;
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>>;
     /// The server for `n_workers` nodes.
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server>;
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server>;
 }
 
 /// The README's examples, run as doctests.

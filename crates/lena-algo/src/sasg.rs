@@ -102,12 +102,14 @@ pub struct Sasg {
 }
 
 impl Sasg {
-    /// A SASG node with an explicit trigger (tests script trigger outcomes with it).
+    /// A SASG node with an explicit trigger (tests script trigger outcomes with it),
+    /// computing with `k`.
     pub fn worker_with(
         &self,
         n_workers: usize,
         dim: usize,
         trigger: Box<dyn Trigger>,
+        k: Kernels,
     ) -> TwoPointWorker {
         TwoPointWorker {
             alpha: self.step_size,
@@ -117,10 +119,10 @@ impl Sasg {
             w_hat: vec![0.0; dim],
             sparse: Some(Sparse {
                 c: self.compressor.clone(),
-                ef: lena_compress::ErrorFeedback::new(dim),
+                ef: lena_compress::ErrorFeedback::with_kernels(dim, k),
                 v_prev: vec![0.0; dim],
             }),
-            kernels: Kernels::detect(),
+            kernels: k,
         }
     }
 }
@@ -130,7 +132,7 @@ impl Algorithm for Sasg {
         "SASG".into()
     }
 
-    fn workers(&self, n_workers: usize, dim: usize) -> Vec<Box<dyn Worker>> {
+    fn workers(&self, n_workers: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
         (0..n_workers)
             .map(|_| {
                 let rule = LazyRule::new(
@@ -140,17 +142,18 @@ impl Algorithm for Sasg {
                     Some(self.max_staleness),
                 )
                 .expect("checked");
-                Box::new(self.worker_with(n_workers, dim, Box::new(rule))) as Box<dyn Worker>
+                Box::new(self.worker_with(n_workers, dim, Box::new(rule), k)) as Box<dyn Worker>
             })
             .collect()
     }
 
-    fn server(&self, n_workers: usize, dim: usize) -> Box<dyn Server> {
+    fn server(&self, n_workers: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
         Box::new(StaleServer::new(
             Payload::Update(self.compressor.clone()),
             self.step_size,
             n_workers,
             dim,
+            k,
         ))
     }
 }

@@ -48,7 +48,13 @@ pub(crate) struct StaleServer {
 }
 
 impl StaleServer {
-    pub(crate) fn new(payload: Payload, alpha: f32, n_workers: usize, dim: usize) -> Self {
+    pub(crate) fn new(
+        payload: Payload,
+        alpha: f32,
+        n_workers: usize,
+        dim: usize,
+        k: Kernels,
+    ) -> Self {
         let dense = matches!(payload, Payload::DenseGradient);
         Self {
             payload,
@@ -63,7 +69,7 @@ impl StaleServer {
             aliased: false,
             last: Decoded::new(if dense { 0 } else { n_workers }, dim),
             sum: vec![0.0; dim],
-            kernels: Kernels::detect(),
+            kernels: k,
         }
     }
 
@@ -123,7 +129,7 @@ impl Server for StaleServer {
         if matches!(self.payload, Payload::DenseGradient) {
             return self.apply_dense(round, w, &uploads);
         }
-        let payload = &self.payload;
+        let (payload, k) = (&self.payload, self.kernels);
         self.last
             .decode(round, &uploads, |msg, last, _| match payload {
                 Payload::DenseGradient => unreachable!("dense gradients are applied above"),
@@ -131,7 +137,7 @@ impl Server for StaleServer {
                 Payload::Update(c) => c.decode(msg, last),
                 Payload::Innovation(c) => crate::buffers::with_gradient_buffer(last.len(), |v| {
                     c.decode(msg, v)?;
-                    Kernels::detect().axpy(1.0, v, last);
+                    k.axpy(1.0, v, last);
                     Ok(())
                 }),
             })?;

@@ -907,15 +907,23 @@ impl Compressor for ScaledSign {
 pub struct ErrorFeedback {
     e: Vec<f32>,
     m: Vec<f32>,
+    kernels: Kernels,
 }
 
 impl ErrorFeedback {
-    /// Zero memory of dimension `d`.
+    /// Zero memory of dimension `d`, computing with this process's kernels
+    /// ([`Kernels::detect`]).
     pub fn new(d: usize) -> Self {
+        Self::with_kernels(d, Kernels::detect())
+    }
+
+    /// Zero memory of dimension `d`, computing with `k`.
+    pub fn with_kernels(d: usize, k: Kernels) -> Self {
         Self {
             e: vec![0.0; d],
             // Grown by the first `compress` (never with `compress_scaled`).
             m: Vec::new(),
+            kernels: k,
         }
     }
 
@@ -943,7 +951,7 @@ impl ErrorFeedback {
     /// Puts a compressed vector `v` that was never delivered back into the memory, `e += v`,
     /// so that the sum of delivered vectors plus the memory is again the sum of inputs.
     pub fn restore(&mut self, v: &[f32]) {
-        Kernels::detect().axpy(1.0, v, &mut self.e);
+        self.kernels.axpy(1.0, v, &mut self.e);
     }
 
     /// Compresses `m = e + x` with `c`; `out` receives what the receiver decodes.
@@ -978,7 +986,7 @@ impl ErrorFeedback {
         out: &mut [f32],
         msg: &mut Message,
     ) {
-        let k = Kernels::detect();
+        let k = self.kernels;
         scratch.copy_from_slice(&self.e);
         k.axpy(alpha, x, scratch);
         c.compress(scratch, rng, out, msg);

@@ -59,11 +59,11 @@ pub enum Error {
     /// An output buffer of the wrong dimension.
     #[error("{kind}: output has {found} coordinates, expected {expected}")]
     Dimension {
-        /// Compressor.
+        /// The compressor's name.
         kind: &'static str,
-        /// Expected dimension.
+        /// The dimension it was built for.
         expected: usize,
-        /// Found.
+        /// The output's length.
         found: usize,
     },
     /// A compressor parameter outside its range.

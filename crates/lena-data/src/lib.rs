@@ -74,3 +74,8 @@ pub fn quote(text: &str) -> String {
         Some(end) => format!("{:?}... ({} bytes)", &text[..end], text.len()),
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

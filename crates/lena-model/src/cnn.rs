@@ -92,7 +92,7 @@ pub(crate) enum Op {
     Conv(Conv),
     /// 2 x 2 max-pooling with stride 2 over `c` planes of `h x w` (even sizes).
     Pool { c: usize, h: usize, w: usize },
-    /// Rectifier.
+    /// `max(0, x)` element-wise (ReLU).
     Relu,
     /// Inverted dropout over `c` groups of `hw` values: one draw per group (`channelwise`, as
     /// PyTorch's `Dropout2d`) or per value. The rate is the model's.

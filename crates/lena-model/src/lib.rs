@@ -105,6 +105,15 @@ impl Model {
         }
     }
 
+    /// The same model computing with `kernels` (a run passes its own context down; the
+    /// constructors start from [`lena_kernels::Kernels::detect`]).
+    pub fn with_kernels(self, kernels: lena_kernels::Kernels) -> Self {
+        match self {
+            Model::Linear(m) => Model::Linear(m.with_kernels(kernels)),
+            Model::Cnn(m) => Model::Cnn(m.with_kernels(kernels)),
+        }
+    }
+
     /// Number of parameters.
     pub fn dim(&self) -> usize {
         match self {
@@ -246,3 +255,8 @@ pub enum Error {
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -333,9 +333,9 @@ pub struct LatencyStats {
     pub rounds: u64,
     /// Mean over realizations of the cumulative latency, seconds.
     pub mean: f64,
-    /// Smallest.
+    /// Smallest cumulative latency over the realizations, seconds.
     pub min: f64,
-    /// Largest.
+    /// Largest cumulative latency over the realizations, seconds.
     pub max: f64,
     /// 5th percentile (nearest rank).
     pub p5: f64,
@@ -438,3 +438,8 @@ impl Trace {
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -2,7 +2,7 @@
 //! uploads when its innovation is large against its fresh gradient, and at least every
 //! `max_silence` rounds. `cargo run -p lena-sim --example custom_trigger`
 #![allow(clippy::print_stdout)] // an example reports on stdout
-use lena_algo::{Algorithm, Lena, LenaParams, Server, Worker};
+use lena_algo::{Algorithm, Kernels, Lena, LenaParams, Server, Worker};
 use lena_policy::trigger::{Decision, Trigger, TriggerCtx};
 use lena_sim::{ExperimentConfig, Simulation};
 
@@ -34,12 +34,12 @@ impl Algorithm for BoundedLena {
     fn name(&self) -> String {
         "LENA-m (bounded silence)".into()
     }
-    fn workers(&self, n: usize, dim: usize) -> Vec<Box<dyn Worker>> {
-        let node = |_| Box::new(self.0.worker_with(n, dim, Box::new(Bounded))) as _;
+    fn workers(&self, n: usize, dim: usize, k: Kernels) -> Vec<Box<dyn Worker>> {
+        let node = |_| Box::new(self.0.worker_with(n, dim, Box::new(Bounded), k)) as _;
         (0..n).map(node).collect()
     }
-    fn server(&self, n: usize, dim: usize) -> Box<dyn Server> {
-        self.0.server(n, dim)
+    fn server(&self, n: usize, dim: usize, k: Kernels) -> Box<dyn Server> {
+        self.0.server(n, dim, k)
     }
 }
 

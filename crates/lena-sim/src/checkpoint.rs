@@ -35,7 +35,7 @@ const MAX_FILES: usize = 64;
 /// metrics written so far), so that resuming can verify them before it writes anything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Mark {
-    /// Bytes.
+    /// How many bytes of the file the mark covers.
     pub len: u64,
     /// Newlines among them.
     pub lines: u64,

@@ -87,7 +87,7 @@ fn valid_fields(msg: &str, table: &str) -> Option<String> {
 pub struct ExperimentConfig {
     /// Data source, split and batching.
     pub data: DataConfig,
-    /// Objective.
+    /// The model trained: objective, regularisation, network sizes.
     #[serde(default)]
     pub model: ModelConfig,
     /// Algorithm and its parameters.
@@ -276,9 +276,9 @@ pub enum DataSource {
         samples: usize,
         /// Test samples.
         test_samples: usize,
-        /// Features.
+        /// Features per sample.
         features: usize,
-        /// Classes.
+        /// Number of classes (labels `0..classes`).
         classes: usize,
         /// Distance between cluster centres.
         #[serde(default = "default_separation")]

@@ -72,7 +72,7 @@ pub struct Item<'a> {
     pub node: usize,
     /// Length in bits.
     pub bits: u64,
-    /// Content.
+    /// The encoded upload, `ceil(bits / 8)` bytes.
     pub bytes: &'a [u8],
 }
 

@@ -58,7 +58,7 @@ pub enum Error {
     /// Writing metrics failed.
     #[error("{path}: {err}")]
     Io {
-        /// File.
+        /// The metrics file being written.
         path: std::path::PathBuf,
         /// Underlying error.
         #[source]
@@ -67,7 +67,7 @@ pub enum Error {
     /// A metrics file does not hold what a checkpoint recorded for it.
     #[error("{path}: {what}")]
     Metrics {
-        /// File.
+        /// The metrics file that disagrees with the checkpoint.
         path: std::path::PathBuf,
         /// What does not match.
         what: String,
@@ -85,3 +85,8 @@ pub enum Error {
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

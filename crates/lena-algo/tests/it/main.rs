@@ -56,7 +56,12 @@ fn lena_init(drift: DriftKind, alpha: f32, init: Init) -> Lena {
 const INITS: [Init; 2] = [Init::Zero, Init::Gradient];
 
 fn worker(l: &Lena, outcomes: &[bool], m: usize, d: usize) -> LenaWorker {
-    l.worker_with(m, d, Box::new(Script(outcomes.to_vec(), 0)))
+    l.worker_with(
+        m,
+        d,
+        Box::new(Script(outcomes.to_vec(), 0)),
+        lena_algo::Kernels::detect(),
+    )
 }
 
 prop_compose! {
@@ -112,7 +117,7 @@ proptest! {
         let d = if wide { 2100 } else { 5 };
         let l = lena_init(DRIFTS[drift_idx], 0.1, INITS[init]);
         let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
-        let mut server = l.lena_server(m, d);
+        let mut server = l.lena_server(m, d, lena_algo::Kernels::detect());
         let mut msgs = vec![Message::default(); m];
         let mut w = vec![0.5f32; d];
         for (t, g) in grads.iter().enumerate() {
@@ -159,7 +164,7 @@ proptest! {
         let (m, d, alpha) = (3, 4, 0.1f32);
         let l = lena(DRIFTS[drift_idx], alpha);
         let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
-        let mut server = l.lena_server(m, d);
+        let mut server = l.lena_server(m, d, lena_algo::Kernels::detect());
         let mut msgs = vec![Message::default(); m];
         let mut w = vec![0.5f32; d];
         let (mut sum_v, mut sum_ag) = (vec![vec![0.0f64; d]; m], vec![vec![0.0f64; d]; m]);
@@ -312,7 +317,10 @@ fn run_fixed(params: lena_algo::AlgorithmParams, rounds: u64) -> (Vec<f32>, u64)
     use rand::SeedableRng;
     let (m, d) = (3, 37);
     let alg = params.check(d).unwrap();
-    let (mut ws, mut s) = (alg.workers(m, d), alg.server(m, d));
+    let (mut ws, mut s) = (
+        alg.workers(m, d, lena_algo::Kernels::detect()),
+        alg.server(m, d, lena_algo::Kernels::detect()),
+    );
     let mut msgs = vec![Message::default(); m];
     let mut sent = vec![false; m];
     let mut w = vec![0.0f32; d];
@@ -576,7 +584,10 @@ fn zero_beta_lena_equals_dgd_given_the_same_gradients() {
     let (m, d) = (3, 37);
     let run = |params: AlgorithmParams| {
         let alg = params.check(d).unwrap();
-        let (mut ws, mut s) = (alg.workers(m, d), alg.server(m, d));
+        let (mut ws, mut s) = (
+            alg.workers(m, d, lena_algo::Kernels::detect()),
+            alg.server(m, d, lena_algo::Kernels::detect()),
+        );
         let mut msgs = vec![Message::default(); m];
         let mut w = vec![0.0f32; d];
         for t in 0..5u64 {
@@ -643,7 +654,7 @@ proptest! {
             max_staleness: 10,
             compressor: std::sync::Arc::from(c),
         };
-        let mut wk = sasg.worker_with(1, 9, Box::new(Script(outcomes.clone(), 0)));
+        let mut wk = sasg.worker_with(1, 9, Box::new(Script(outcomes.clone(), 0)), lena_algo::Kernels::detect());
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
         let mut msg = Message::default();
         let w = vec![0.0f32; 9];
@@ -741,7 +752,7 @@ fn laq_message_is_32_plus_b_d_bits() {
     )
     .check(37)
     .unwrap();
-    let mut w = alg.workers(1, 37);
+    let mut w = alg.workers(1, 37, lena_algo::Kernels::detect());
     let mut msg = Message::default();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(0);
     let bc = Broadcast {
@@ -885,7 +896,7 @@ proptest! {
         };
         let l = lena_with(DRIFTS[drift_idx], 0.2, c, d);
         let mut workers: Vec<LenaWorker> = (0..2).map(|i| worker(&l, &outcomes[i], 2, d)).collect();
-        let mut server = l.lena_server(2, d);
+        let mut server = l.lena_server(2, d, lena_algo::Kernels::detect());
         let mut msgs = vec![Message::default(); 2];
         let mut w = vec![0.1f32; d];
         for (t, g) in grads.iter().enumerate() {
@@ -1003,7 +1014,10 @@ fn lag_node_and_server_agree_on_g_hat_under_losses() {
     use rand::{Rng, SeedableRng};
     let (m, d, block) = (3, 1100, 1024);
     let alg = lag_wk(d);
-    let (mut ws, mut server) = (alg.workers(m, d), alg.server(m, d));
+    let (mut ws, mut server) = (
+        alg.workers(m, d, lena_algo::Kernels::detect()),
+        alg.server(m, d, lena_algo::Kernels::detect()),
+    );
     let mut msgs = vec![Message::default(); m];
     let mut w = vec![0.0f32; d];
     let mut w_prev = w.clone();
@@ -1166,7 +1180,10 @@ fn lossless_nodes_keep_no_undo_copy() {
     ] {
         let mut runs = Vec::new();
         for lossless in [false, true] {
-            let mut wk = alg.workers(1, d).pop().unwrap();
+            let mut wk = alg
+                .workers(1, d, lena_algo::Kernels::detect())
+                .pop()
+                .unwrap();
             if lossless {
                 wk.lossless();
             }
@@ -1211,7 +1228,7 @@ proptest! {
         let (m, d) = (3, if wide { 2100 } else { 5 });
         let l = lena(DRIFTS[drift_idx], 0.1);
         let mut workers: Vec<LenaWorker> = (0..m).map(|i| worker(&l, &outcomes[i], m, d)).collect();
-        let (mut kept, mut read) = (l.lena_server(m, d), l.lena_server(m, d));
+        let (mut kept, mut read) = (l.lena_server(m, d, lena_algo::Kernels::detect()), l.lena_server(m, d, lena_algo::Kernels::detect()));
         read.lossless();
         let mut msgs = vec![Message::default(); m];
         let (mut w1, mut w2) = (vec![0.5f32; d], vec![0.5f32; d]);
@@ -1240,8 +1257,11 @@ fn lossless_lag_server_reads_gradients_from_last_uploads_exactly() {
     use rand::{Rng, SeedableRng};
     let (m, d) = (3, 1100);
     let alg = lag_wk(d);
-    let mut ws = alg.workers(m, d);
-    let (mut kept, mut read) = (alg.server(m, d), alg.server(m, d));
+    let mut ws = alg.workers(m, d, lena_algo::Kernels::detect());
+    let (mut kept, mut read) = (
+        alg.server(m, d, lena_algo::Kernels::detect()),
+        alg.server(m, d, lena_algo::Kernels::detect()),
+    );
     read.lossless();
     let mut msgs = vec![Message::default(); m];
     let (mut w1, mut w2) = (vec![0.0f32; d], vec![0.0f32; d]);

@@ -92,6 +92,9 @@ impl Simulation {
 
     fn build(cfg: ExperimentConfig, custom: Option<Box<dyn Algorithm>>) -> Result<Self> {
         cfg.validate()?;
+        // The one kernels context of the run (LENA_SIMD, else the widest path the CPU runs),
+        // passed down to the model, the workers and the server.
+        let kernels = Kernels::detect();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.run.threads)
             .build()
@@ -140,7 +143,8 @@ impl Simulation {
             cfg.model.lambda,
             cfg.model.dropout(),
             &cfg.model.hidden(),
-        )?;
+        )?
+        .with_kernels(kernels);
         model.check_data(&train)?;
         model.check_data(&test)?;
         if let Some(v) = &validation {
@@ -202,7 +206,7 @@ impl Simulation {
         let step_size = cfg.algorithm.step_size.resolve(smooth)?;
         let dim = model.dim();
         let batch = cfg.data.batch;
-        let mut workers = alg.workers(m, dim);
+        let mut workers = alg.workers(m, dim, kernels);
         if !cfg.faults.loses_uploads() {
             for w in &mut workers {
                 w.lossless();
@@ -237,7 +241,7 @@ impl Simulation {
             })
             .collect();
         drop(train);
-        let mut server = alg.server(m, dim);
+        let mut server = alg.server(m, dim, kernels);
         if !cfg.faults.loses_uploads() {
             server.lossless();
         }
@@ -278,7 +282,7 @@ impl Simulation {
             initial_loss: None,
             step_size,
             algorithm: alg.name(),
-            kernels: Kernels::detect(),
+            kernels,
             pool,
             exchange: None,
             hosted: vec![true; m],
