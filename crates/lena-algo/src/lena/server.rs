@@ -1,0 +1,200 @@
+//! LENA's server: every node's drift, applied in its silent rounds.
+
+use super::{Layout, Lena};
+use crate::gather::{AGG_BLOCK, Decoded};
+use crate::{Error, Message, Result, Server, Uploads};
+use lena_compress::{Compressor, dense};
+use lena_kernels::Kernels;
+use lena_policy::drift::DriftKind;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// LENA's server: keeps each node's drift and applies it in the node's silent rounds.
+///
+/// The drifts are stored block-major (for each block of 1024 coordinates, every
+/// node's piece in turn), so that coordinate blocks are aggregated in parallel: each block
+/// applies the nodes in node order, with the same element-wise float operations as the node,
+/// whatever the thread count. Compressed uploads are first decoded in parallel over nodes.
+pub struct LenaServer {
+    n_workers: usize,
+    dim: usize,
+    kind: DriftKind,
+    compressor: Option<Arc<dyn Compressor>>,
+    /// Every node's drift q, block-major (empty where it is read from the node's last upload,
+    /// see `aliased`).
+    qs: Vec<f32>,
+    /// The drifts are read from the nodes' last uploads instead of kept (after
+    /// `Server::lossless`, dense uploads, a drift that is sent or is the last v).
+    aliased: bool,
+    since_upload: Vec<u64>,
+    /// Rounds since node m's previous upload, for this round's rebuild (Average drift).
+    rounds: Vec<u64>,
+    /// Every node's decoded compressed v (none without a compressor).
+    decoded: Option<Decoded>,
+    sum: Vec<f32>,
+    kernels: Kernels,
+}
+
+impl Lena {
+    /// The server, with its concrete type (tests inspect its bookkeeping).
+    pub fn lena_server(&self, n_workers: usize, dim: usize, k: Kernels) -> LenaServer {
+        LenaServer {
+            n_workers,
+            dim,
+            kind: self.params.drift,
+            compressor: self.compressor.clone(),
+            qs: vec![0.0; n_workers * dim],
+            aliased: false,
+            since_upload: vec![0; n_workers],
+            rounds: vec![0; n_workers],
+            decoded: self
+                .compressor
+                .as_ref()
+                .map(|_| Decoded::new(n_workers, dim)),
+            sum: vec![0.0; dim],
+            kernels: k,
+        }
+    }
+}
+
+impl LenaServer {
+    /// The drift the server holds for node `m` (applied in its silent rounds); empty after
+    /// `Server::lossless` where the drift is read from the node's last upload.
+    pub fn drift(&self, m: usize) -> Vec<f32> {
+        if self.aliased {
+            return Vec::new();
+        }
+        let mut q = Vec::with_capacity(self.dim);
+        for block in self.qs.chunks(AGG_BLOCK * self.n_workers) {
+            let width = block.len() / self.n_workers;
+            q.extend_from_slice(&block[m * width..(m + 1) * width]);
+        }
+        q
+    }
+
+    /// Checks every upload and decodes the compressed ones (in parallel over nodes).
+    fn receive(&mut self, round: u64, uploads: &Uploads<'_>) -> Result<()> {
+        let layout = Layout::new(self.dim, self.kind, self.compressor.is_some());
+        let err = |node, source| Error::Decode {
+            round,
+            node,
+            source,
+        };
+        let (Some(c), Some(decoded)) = (&self.compressor, &mut self.decoded) else {
+            for (m, msg) in uploads.iter().enumerate() {
+                if let Some(msg) = msg {
+                    layout
+                        .read(None, msg, &mut [], &mut Message::default())
+                        .map_err(|e| err(m, e))?;
+                }
+            }
+            return Ok(());
+        };
+        decoded.decode(round, uploads, |msg, v, sub| {
+            layout.read(Some(c.as_ref()), msg, v, sub)
+        })
+    }
+}
+
+impl Server for LenaServer {
+    fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
+        uploads.expect_len(self.n_workers)?;
+        self.receive(round, &uploads)?;
+        for (m, msg) in uploads.iter().enumerate() {
+            self.since_upload[m] += 1;
+            self.rounds[m] = self.since_upload[m];
+            if msg.is_some() {
+                self.since_upload[m] = 0;
+            }
+        }
+        let (k, kind, d, n) = (self.kernels, self.kind, self.dim, self.n_workers);
+        let (rounds, decoded) = (&self.rounds, &self.decoded);
+        let layout = Layout::new(d, kind, decoded.is_some());
+        let q_offset = layout.q_at();
+        let inv_m = -1.0 / n as f32;
+        if self.aliased {
+            let q_at = layout.drift_at();
+            crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
+                crate::gather::sum_last_uploads(k, 1.0, sum, &uploads, off, q_at);
+            });
+            return Ok(());
+        }
+        self.qs
+            .par_chunks_mut(AGG_BLOCK * n)
+            .zip(self.sum.par_chunks_mut(AGG_BLOCK))
+            .zip(w.par_chunks_mut(AGG_BLOCK))
+            .enumerate()
+            .for_each(|(b, ((qs, sum), w))| {
+                let (off, width) = (b * AGG_BLOCK, sum.len());
+                sum.fill(0.0);
+                // PERF: every node's row of the block (its drift, or the v it sent, read in
+                // place) goes into the sum eight at a time, the block held in registers; the
+                // sum per coordinate is in node order as before (sum + x, exact as 1 * x + sum).
+                let mut buf = [0.0f32; AGG_BLOCK];
+                let mut rows = crate::gather::RowSum::new(k, 1.0, sum);
+                for (m, q) in qs.chunks_exact_mut(width).enumerate() {
+                    let Some(msg) = uploads.get(m) else {
+                        rows.push(q);
+                        continue;
+                    };
+                    let v: &[f32] = match decoded {
+                        Some(dec) => &dec.get(m)[off..off + width],
+                        None => match dense::view_at(msg, off, width) {
+                            Some(v) => v,
+                            None => {
+                                // Not readable in place (big-endian, misaligned).
+                                dense::decode_at(msg, off, &mut buf[..width]);
+                                let v = &buf[..width];
+                                update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                                rows.add_now(v);
+                                continue;
+                            }
+                        },
+                    };
+                    update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                    rows.push(v);
+                }
+                rows.finish();
+                k.axpy(inv_m, sum, w);
+            });
+        Ok(())
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(&mut self.qs);
+        v.u64s(&mut self.since_upload);
+    }
+
+    /// Dense uploads whose drift is sent (LENA-g, LENA-m) or is the last v (LENA-v): the drift
+    /// of a silent node is the one in its last upload, read from there (a vector of d less
+    /// per node, and no copy per upload).
+    fn lossless(&mut self) {
+        if self.compressor.is_none()
+            && matches!(
+                self.kind,
+                DriftKind::LastUpload | DriftKind::LastGradient | DriftKind::Momentum { .. }
+            )
+        {
+            self.aliased = true;
+            self.qs = Vec::new();
+        }
+    }
+}
+
+/// The server's copy of an uploading node's drift, for one block at `q_offset` of the message:
+/// rebuilt from the `v` it sent where the drift allows, else read from the upload.
+fn update_drift(
+    kind: DriftKind,
+    k: Kernels,
+    q: &mut [f32],
+    v: &[f32],
+    rounds: u64,
+    msg: &Message,
+    q_offset: usize,
+) {
+    if kind.rebuildable() {
+        kind.rebuild(k, q, v, rounds);
+    } else {
+        dense::decode_at(msg, q_offset, q);
+    }
+}

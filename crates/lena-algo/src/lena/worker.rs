@@ -1,0 +1,437 @@
+//! A LENA node: the memory, the significance filter, the drift, and its upload.
+
+use super::{Init, Layout, Lena};
+use crate::{Broadcast, GradientOracle, Message, Upload, Worker};
+use lena_compress::{Compressor, ErrorFeedback, dense};
+use lena_kernels::{Ema, Kernels, SkipUpdate};
+use lena_policy::drift::{Drift, DriftKind};
+use lena_policy::trigger::{Decision, ReferenceNorm, Trigger, TriggerCtx};
+use rand::RngCore;
+use std::sync::Arc;
+
+impl Lena {
+    /// A worker with an explicit trigger (tests script trigger outcomes with it; a researcher's
+    /// own trigger runs in LENA's node this way), computing with `k`.
+    pub fn worker_with(
+        &self,
+        n_workers: usize,
+        dim: usize,
+        trigger: Box<dyn Trigger>,
+        k: Kernels,
+    ) -> LenaWorker {
+        LenaWorker {
+            alpha: self.step_size,
+            n_workers,
+            avg_gamma: self.params.average_gamma,
+            trigger,
+            drift: Drift::new(self.params.drift, dim),
+            ef: ErrorFeedback::with_kernels(dim, k),
+            // PERF: without a compressor the v last sent is read from the node's message (its
+            // first d values), not kept a second time.
+            v_prev: if self.compressor.is_some() {
+                vec![0.0; dim]
+            } else {
+                Vec::new()
+            },
+            alpha_g: if self.params.drift == DriftKind::LastGradient {
+                vec![0.0; dim]
+            } else {
+                Vec::new()
+            },
+            avg: if self.params.reference == ReferenceNorm::ScaledAverage
+                && !self.avg_from_momentum()
+            {
+                vec![0.0; dim]
+            } else {
+                Vec::new()
+            },
+            avg_from_momentum: self.avg_from_momentum(),
+            // Before the first upload v_prev = q = 0: read from q.
+            v_is_q: true,
+            // Allocated at the first upload unless the run is lossless (a vector that was
+            // allocated and freed would stay resident).
+            q_before: Vec::new(),
+            keep_before: true,
+            since_before: 0,
+            resend: false,
+            resend_lost: self.params.resend_lost,
+            prev_grad_sq: 0.0,
+            since_upload: 0,
+            compressor: self.compressor.clone(),
+            u: if self.compressor.is_some() {
+                vec![0.0; dim]
+            } else {
+                Vec::new()
+            },
+            tmp: Message::default(),
+            kernels: k,
+            fresh: self.params.init == Init::Gradient,
+            fresh_tracked: self.params.init == Init::Gradient,
+        }
+    }
+}
+
+/// A LENA node.
+pub struct LenaWorker {
+    alpha: f32,
+    n_workers: usize,
+    avg_gamma: f32,
+    trigger: Box<dyn Trigger>,
+    drift: Drift,
+    /// The error-feedback memory e.
+    ef: ErrorFeedback,
+    /// The compressed v last sent (empty without a compressor: then it is the first d
+    /// values of the node's message).
+    v_prev: Vec<f32>,
+    alpha_g: Vec<f32>,
+    avg: Vec<f32>,
+    /// The average's norm comes from the momentum drift (see `Lena::avg_from_momentum`).
+    avg_from_momentum: bool,
+    /// True after a skip: the applied update is the drift `q`, not `v_prev`.
+    v_is_q: bool,
+    /// The drift and upload age before the last upload, to undo it if it is lost (empty in
+    /// a run that loses no upload, see `Worker::lossless`).
+    q_before: Vec<f32>,
+    /// Whether `q_before` is kept (false after `Worker::lossless`).
+    keep_before: bool,
+    since_before: u64,
+    /// Upload in the next round whatever the filter says (after a loss, if `resend_lost`).
+    resend: bool,
+    resend_lost: bool,
+    prev_grad_sq: f64,
+    since_upload: u64,
+    compressor: Option<Arc<dyn Compressor>>,
+    u: Vec<f32>,
+    tmp: Message,
+    kernels: Kernels,
+    /// With `Init::Gradient`: the node has not stepped yet (its first round is the exchange).
+    fresh: bool,
+    /// `fresh` is part of the state (only with `Init::Gradient`: other states keep their
+    /// layout).
+    fresh_tracked: bool,
+}
+
+impl LenaWorker {
+    /// Error-feedback memory e.
+    pub fn memory(&self) -> &[f32] {
+        self.ef.memory()
+    }
+
+    /// The update this node believes the server applied for it last round (v), given the
+    /// node's message buffer (the one passed to every `step`, which holds a dense `v`).
+    ///
+    /// # Panics
+    /// If `msg` is not the buffer of this node's last upload.
+    pub fn applied(&self, msg: &Message) -> Vec<f32> {
+        let mut scratch = Vec::new();
+        applied(
+            self.v_is_q,
+            self.drift.q(),
+            &self.v_prev,
+            msg,
+            self.ef.memory().len(),
+            &mut scratch,
+        )
+        .to_vec()
+    }
+
+    /// The node's current drift q.
+    pub fn drift(&self) -> &[f32] {
+        self.drift.q()
+    }
+
+    /// One round given an already computed gradient `g` (the oracle-free core of `step`).
+    pub fn step_with_gradient(
+        &mut self,
+        round: u64,
+        g: &[f32],
+        rng: &mut dyn RngCore,
+        msg: &mut Message,
+    ) -> Upload {
+        self.core(round, g, rng, msg)
+    }
+
+    fn core(&mut self, round: u64, g: &[f32], rng: &mut dyn RngCore, msg: &mut Message) -> Upload {
+        let k = self.kernels;
+        let alpha = self.alpha;
+        self.since_upload += 1;
+        // PERF: one fused pass over the node's state computes ||g||^2, the innovation
+        // ||e + alpha g - v_prev||^2 (without forming u), the momentum drift's update and the
+        // running average with its norm (five passes before). After a skip v_prev is the drift
+        // q itself (q only changes on upload), so it is read from there instead of copied.
+        // PERF: the scan also writes the memory a skip leaves, e + alpha g - q, into a
+        // per-thread spare vector, swapped in below if the node skips: a skip costs no second
+        // pass over e, g and q.
+        let mut skip_e = crate::buffers::take_spare_vector(g.len());
+        let first = std::mem::take(&mut self.fresh);
+        let (q, mut mom) = self.drift.observe_fused(alpha);
+        let mut decoded = Vec::new();
+        let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, g.len(), &mut decoded);
+        let mut avg = (!self.avg.is_empty()).then(|| Ema {
+            x: &mut self.avg[..],
+            a: self.avg_gamma,
+            b: 1.0 - self.avg_gamma,
+        });
+        if first {
+            // The initial exchange: the averages start at this gradient.
+            if let Some(m) = mom.as_mut() {
+                (m.a, m.b) = (alpha, 0.0);
+            }
+            if let Some(a) = avg.as_mut() {
+                (a.a, a.b) = (1.0, 0.0);
+            }
+        }
+        let skip = SkipUpdate {
+            q,
+            out: &mut skip_e,
+        };
+        let norms = k.ef_scan(self.ef.memory(), alpha, g, v_prev, mom, avg, Some(skip));
+        let grad_sq = f64::from(norms.g_sq);
+        let innovation_sq = f64::from(norms.innovation_sq);
+        let avg_grad_sq = if self.avg_from_momentum {
+            f64::from(norms.ema_sq[0]) / (f64::from(alpha) * f64::from(alpha))
+        } else {
+            f64::from(norms.ema_sq[1])
+        };
+        // PERF: LENA's filter never reads parameter steps, so they are not computed (that
+        // was a copy of w and a distance per node and round).
+        let param_step_sq = 0.0;
+        let ctx = TriggerCtx {
+            round,
+            since_upload: self.since_upload,
+            innovation_sq,
+            grad_sq,
+            prev_grad_sq: self.prev_grad_sq,
+            avg_grad_sq,
+            param_step_sq,
+            step_size: f64::from(alpha),
+            n_workers: self.n_workers,
+            threshold_offset: 0.0,
+        };
+        self.prev_grad_sq = grad_sq;
+        let decision = self.trigger.decide(&ctx);
+        let decision = if std::mem::take(&mut self.resend) || first {
+            Decision::Upload
+        } else {
+            decision
+        };
+        match decision {
+            Decision::Upload => {
+                let d = g.len();
+                // The drift before is kept in case the upload is lost (see `on_lost`); in a
+                // run that loses nothing the thread's spare vector takes it (and drops it).
+                self.since_before = self.since_upload;
+                let before = if self.keep_before {
+                    self.q_before.resize(d, 0.0);
+                    &mut self.q_before
+                } else {
+                    &mut skip_e
+                };
+                let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
+                match &self.compressor {
+                    None => {
+                        // v = u = e + alpha g, written straight into the upload (v, or v then
+                        // q); e = u - v = 0 exactly.
+                        let n = layout.dense_len();
+                        let (e, drift, alpha_g) =
+                            (self.ef.memory(), &mut self.drift, &mut self.alpha_g);
+                        let since = self.since_upload;
+                        dense::encode_with(msg, n, &mut decoded, |out| {
+                            let (v, q_out) = out.split_at_mut(d);
+                            k.lin_comb(v, 1.0, e, &[alpha], &[g]);
+                            if !alpha_g.is_empty() {
+                                alpha_g.fill(0.0);
+                                k.axpy(alpha, g, alpha_g);
+                            }
+                            drift.on_upload_keeping(k, v, alpha_g, since, before);
+                            if layout.sends_q {
+                                q_out.copy_from_slice(drift.q());
+                            }
+                        });
+                        self.ef.memory_mut().fill(0.0);
+                    }
+                    Some(c) => {
+                        // u = e + alpha g; v = C(u); e = u - v.
+                        self.ef.compress_scaled(
+                            c.as_ref(),
+                            alpha,
+                            g,
+                            rng,
+                            &mut self.u,
+                            &mut self.v_prev,
+                            &mut self.tmp,
+                        );
+                        if !self.alpha_g.is_empty() {
+                            self.alpha_g.fill(0.0);
+                            k.axpy(alpha, g, &mut self.alpha_g);
+                        }
+                        self.drift.on_upload_keeping(
+                            k,
+                            &self.v_prev,
+                            &self.alpha_g,
+                            self.since_upload,
+                            before,
+                        );
+                        layout.write_compressed(self.drift.q(), &self.tmp, msg);
+                    }
+                }
+                self.since_upload = 0;
+                self.v_is_q = false;
+                crate::buffers::give_back_spare_vector(skip_e);
+                Upload::Sent
+            }
+            Decision::Skip => {
+                // v = q; e = e + alpha g - q, computed by the scan.
+                self.ef.swap_memory(&mut skip_e);
+                crate::buffers::give_back_spare_vector(skip_e);
+                self.v_is_q = true;
+                Upload::Skipped
+            }
+        }
+    }
+}
+
+impl Worker for LenaWorker {
+    fn step(
+        &mut self,
+        bc: &Broadcast<'_>,
+        oracle: &mut dyn GradientOracle,
+        rng: &mut dyn RngCore,
+        msg: &mut Message,
+    ) -> Upload {
+        let (round, w) = (bc.round, bc.w);
+        // PERF: the gradient lives only for the round, so it goes into a per-thread buffer
+        // that stays in cache instead of one per node (6 MB less state at M = 200).
+        crate::buffers::with_gradient_buffer(w.len(), |g| {
+            oracle.gradient(w, g);
+            self.core(round, g, rng, msg)
+        })
+    }
+
+    /// The server applied the old drift `q_before` instead of `v` and kept its old drift and
+    /// upload age: the difference `v - q_before` goes back into the memory (so nothing is
+    /// lost, only delayed) and the node's drift and age return to the server's.
+    fn on_lost(&mut self, msg: &Message) {
+        assert!(self.keep_before, "on_lost in a run declared lossless");
+        let k = self.kernels;
+        let mut decoded = Vec::new();
+        let d = self.ef.memory().len();
+        let v = applied(false, &[], &self.v_prev, msg, d, &mut decoded);
+        k.ef_update(self.ef.memory_mut(), 1.0, v, &self.q_before);
+        self.drift.set(&self.q_before);
+        self.v_is_q = true;
+        self.since_upload = self.since_before;
+        self.resend = self.resend_lost;
+    }
+
+    fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        v.f32s(self.ef.memory_mut());
+        v.f32s(&mut self.v_prev);
+        v.f32s(&mut self.alpha_g);
+        v.f32s(&mut self.avg);
+        v.bool(&mut self.v_is_q);
+        if self.keep_before {
+            // The same length whether saved before or after the first upload.
+            self.q_before.resize(self.ef.memory().len(), 0.0);
+        }
+        v.f32s(&mut self.q_before);
+        v.u64(&mut self.since_before);
+        v.bool(&mut self.resend);
+        v.f64(&mut self.prev_grad_sq);
+        v.u64(&mut self.since_upload);
+        v.trigger(self.trigger.as_mut());
+        let (q, mom) = self.drift.buffers_mut();
+        v.f32s(q);
+        v.f32s(mom);
+        if self.fresh_tracked {
+            v.bool(&mut self.fresh);
+        }
+    }
+
+    /// The server applied the drift q in each absent round, which the node never computed:
+    /// it is charged to the memory, `e -= rounds q`.
+    fn on_absent(&mut self, rounds: u64) {
+        let k = self.kernels;
+        k.axpy(-(rounds as f32), self.drift.q(), self.ef.memory_mut());
+        self.since_upload += rounds;
+        self.v_is_q = true;
+    }
+
+    fn lossless(&mut self) {
+        self.keep_before = false;
+        self.q_before = Vec::new();
+    }
+}
+
+/// The update a node applied last round: its drift `q` after a skip, else the `v` it sent:
+/// the compressed `v_prev` it kept, or the first `d` values of its dense message (read in
+/// place, or decoded into `scratch` where the platform cannot).
+///
+/// # Panics
+/// If `msg` holds fewer than `d` values where it is read.
+fn applied<'a>(
+    v_is_q: bool,
+    q: &'a [f32],
+    v_prev: &'a [f32],
+    msg: &'a Message,
+    d: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if v_is_q {
+        return q;
+    }
+    if !v_prev.is_empty() {
+        return v_prev;
+    }
+    match dense::view_at(msg, 0, d) {
+        Some(v) => v,
+        None => {
+            scratch.resize(d, 0.0);
+            dense::decode_at(msg, 0, scratch);
+            scratch
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LenaParams;
+    use lena_policy::trigger::Significance;
+    use rand::SeedableRng;
+
+    /// Reading the average's norm from the momentum makes the same decisions, to the last
+    /// round, as keeping the average separately.
+    #[test]
+    fn average_from_momentum_matches_a_separate_average() {
+        let (d, alpha) = (50, 0.05f32);
+        let lena = LenaParams::default().check(alpha, d).unwrap();
+        assert!(lena.avg_from_momentum());
+        let mk = || {
+            let p = &lena.params;
+            let t = Significance::new(p.beta, p.reference, p.confirm).unwrap();
+            lena.worker_with(1, d, Box::new(t), Kernels::detect())
+        };
+        let (mut shared, mut separate) = (mk(), mk());
+        assert!(shared.avg.is_empty());
+        separate.avg_from_momentum = false;
+        separate.avg = vec![0.0; d];
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let (mut m1, mut m2) = (Message::default(), Message::default());
+        let mut uploads = 0;
+        for t in 0..300u64 {
+            // A slowly varying gradient with noise: uploads come and go.
+            let g: Vec<f32> = (0..d)
+                .map(|i| (t as f32 * 0.05 + i as f32).sin() + (rng.next_u32() % 100) as f32 * 0.01)
+                .collect();
+            let a = shared.step_with_gradient(t, &g, &mut rng.clone(), &mut m1);
+            let b = separate.step_with_gradient(t, &g, &mut rng.clone(), &mut m2);
+            assert_eq!(a, b, "round {t}");
+            uploads += usize::from(a == Upload::Sent);
+        }
+        assert!(
+            (5..250).contains(&uploads),
+            "{uploads} uploads: the test needs both outcomes"
+        );
+    }
+}
