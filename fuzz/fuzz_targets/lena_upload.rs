@@ -2,7 +2,7 @@
 //! dense v alone, a scaled-sign v) returns an error or applies it; never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use lena_algo::{AlgorithmParams, CompressorParams, LenaParams, Message, StepSize, Uploads};
+use lena_algo::{AlgorithmParams, CompressorParams, Kernels, LenaParams, Message, Uploads};
 use lena_policy::drift::DriftKind;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,12 +18,10 @@ fuzz_target!(|data: &[u8]| {
         (DriftKind::LastUpload, None),
         (DriftKind::Average, Some(CompressorParams::ScaledSign)),
     ] {
-        let params = AlgorithmParams::Lena {
-            step_size: StepSize::Value(0.1),
-            params: LenaParams { drift, compressor, ..LenaParams::default() },
-        };
+        let params =
+            AlgorithmParams::new(0.1, LenaParams { drift, compressor, ..LenaParams::default() });
         let alg = params.check(d).expect("valid parameters");
-        let mut server = alg.server(2, d);
+        let mut server = alg.server(2, d, Kernels::detect());
         let msgs = [msg.clone(), Message::default()];
         let mut w = vec![0.0f32; d];
         let _ = server.apply(0, &mut w, Uploads::new(&msgs, &[true, false]));
