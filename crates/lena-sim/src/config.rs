@@ -61,20 +61,21 @@ fn valid_fields(msg: &str, table: &str) -> Option<String> {
         None => return None,
     };
     // [algorithm] is `name`, `step_size` and the named algorithm's own fields (serde lists
-    // only the latter).
-    let tag = if table == " in [algorithm]" {
-        Some("name`, `step_size")
+    // only the latter); the tables tagged by kind add `kind`.
+    let own: &[&str] = if table == " in [algorithm]" {
+        &["name", "step_size"]
     } else if table.ends_with("compressor]")
         || table.ends_with("drift]")
         || table.ends_with("source]")
         || table.ends_with("network]")
     {
-        Some("kind")
+        &["kind"]
     } else {
-        None
+        &[]
     };
-    let all: Vec<String> = tag
-        .into_iter()
+    let all: Vec<String> = own
+        .iter()
+        .copied()
         .chain(listed)
         .map(|f| format!("`{f}`"))
         .collect();

@@ -254,22 +254,23 @@ impl Layout {
         }
     }
 
-    /// Checks an upload; with a compressor `c`, decodes its v into `v` (its encoding copied to
-    /// `sub` where `q` precedes it).
-    pub(super) fn read(
+    /// Checks a dense upload's length.
+    pub(super) fn check_dense(self, msg: &Message) -> lena_compress::Result<()> {
+        dense::check(msg, self.dense_len())
+    }
+
+    /// Decodes a compressed upload's v into `v` with `c` (its encoding copied to `sub` where
+    /// `q` precedes it).
+    pub(super) fn decode(
         self,
-        c: Option<&dyn Compressor>,
+        c: &dyn Compressor,
         msg: &Message,
         v: &mut [f32],
         sub: &mut Message,
     ) -> lena_compress::Result<()> {
-        match c {
-            None => dense::check(msg, self.dense_len()),
-            Some(c) if self.sends_q => {
-                msg.split_aligned(32 * self.d as u64, "LENA (q, v)", sub)?;
-                c.decode(sub, v)
-            }
-            Some(c) => c.decode(msg, v),
+        if self.sends_q {
+            msg.split_aligned(32 * self.d as u64, "LENA (q, v)", sub)?;
         }
+        c.decode(if self.sends_q { sub } else { msg }, v)
     }
 }

@@ -83,15 +83,13 @@ impl LenaServer {
         let (Some(c), Some(decoded)) = (&self.compressor, &mut self.decoded) else {
             for (m, msg) in uploads.iter().enumerate() {
                 if let Some(msg) = msg {
-                    layout
-                        .read(None, msg, &mut [], &mut Message::default())
-                        .map_err(|e| err(m, e))?;
+                    layout.check_dense(msg).map_err(|e| err(m, e))?;
                 }
             }
             return Ok(());
         };
         decoded.decode(round, uploads, |msg, v, sub| {
-            layout.read(Some(c.as_ref()), msg, v, sub)
+            layout.decode(c.as_ref(), msg, v, sub)
         })
     }
 }
