@@ -2,20 +2,23 @@
 //! `cargo xtask reproduce FIGURE [--quick]`.
 
 mod data;
+mod pool;
 mod reproduce;
 mod tune;
 mod tuned;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
 const USAGE: &str = "usage:
   cargo xtask data mnist [--dir DIR]   fetch the four MNIST files into DIR (default data/mnist)
   cargo xtask fixtures                 rebuild tests/data/mnist-mini from data/mnist
-  cargo xtask reproduce FIGURE [--quick] [--out DIR]
+  cargo xtask reproduce FIGURE [--quick] [--out DIR] [--jobs N]
                                        run the paper's figure (fig1, fig2, fig3, fig4 or all)
                                        from experiments/, writing CSV and PNG/SVG under DIR
-                                       (default runs/reproduce); fetches MNIST if missing
+                                       (default runs/reproduce); fetches MNIST if missing;
+                                       N runs at once (default: one per core), sharing the
+                                       cores (results do not depend on it)
   cargo xtask reproduce FIGURE --tuned [--quick]
                                        the same with the committed tuned settings of
                                        experiments/tuned/FIGURE over 5 evaluation seeds
@@ -66,6 +69,12 @@ fn dispatch(args: &[String]) -> Result<()> {
                     "--quick" => quick = true,
                     "--tuned" => tuned = true,
                     "--out" => out = it.next().map(PathBuf::from),
+                    "--jobs" => {
+                        let n = it.next().context("--jobs needs a number")?;
+                        pool::set_jobs(n.parse().with_context(|| {
+                            format!("--jobs: expected a number of runs at once, found {n:?}")
+                        })?);
+                    }
                     other => bail!("unknown option {other:?}\n{USAGE}"),
                 }
             }

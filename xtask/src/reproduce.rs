@@ -45,27 +45,32 @@ struct Ctx {
 }
 
 impl Ctx {
-    /// Runs one curve of `figure` into `out/figure/curve.dir`, replacing the curve's earlier
-    /// run there (`--force`: a figure is re-made whole).
-    fn run(&self, figure: &str, c: &Curve, extra: &[String]) -> Result<PathBuf> {
-        let dir = self.out.join(figure).join(&c.dir);
-        let mut cmd = Command::new(&self.lena);
-        cmd.current_dir(&self.root)
-            .arg("run")
-            .arg(format!("experiments/{figure}.toml"))
-            .arg("-q")
-            .arg("--force")
-            .arg("-o")
-            .arg(&dir);
-        for s in c.sets.iter().chain(extra) {
-            cmd.arg("--set").arg(s);
-        }
-        eprintln!("  {figure}/{}: {}", c.dir, c.sets.join(" "));
-        let status = cmd.status().context("cannot start lena")?;
-        if !status.success() {
-            bail!("{figure}/{} failed ({status})", c.dir);
-        }
-        Ok(dir)
+    /// Runs curves of `figure`, each with its extra overrides, into `out/figure/curve.dir`
+    /// (replacing a curve's earlier run there: `--force`, a figure is re-made whole), a few
+    /// at a time ([`crate::pool`]); their directories in the curves' order.
+    fn run_all(&self, figure: &str, curves: &[(Curve, Vec<String>)]) -> Result<Vec<PathBuf>> {
+        crate::pool::map(curves, |(c, extra)| {
+            let dir = self.out.join(figure).join(&c.dir);
+            let mut cmd = Command::new(&self.lena);
+            cmd.current_dir(&self.root)
+                .arg("run")
+                .arg(format!("experiments/{figure}.toml"))
+                .arg("-q")
+                .arg("--force")
+                .arg("-o")
+                .arg(&dir)
+                .arg("--set")
+                .arg(format!("run.threads={}", crate::pool::threads_each()));
+            for s in c.sets.iter().chain(extra) {
+                cmd.arg("--set").arg(s);
+            }
+            eprintln!("  {figure}/{}: {}", c.dir, c.sets.join(" "));
+            let status = cmd.status().context("cannot start lena")?;
+            if !status.success() {
+                bail!("{figure}/{} failed ({status})", c.dir);
+            }
+            Ok(dir)
+        })
     }
 
     /// `lena plot` of run directories with explicit labels.
@@ -106,7 +111,8 @@ fn fig1(cx: &Ctx) -> Result<()> {
     } else {
         ("3000", "3000", "1000")
     };
-    let mut runs = Vec::new();
+    let mut curves = Vec::new();
+    let mut keys = Vec::new();
     for (suffix, batch, iters) in [
         ("B", "0", iters_b),
         ("M-2", "2", iters_m),
@@ -123,10 +129,15 @@ fn fig1(cx: &Ctx) -> Result<()> {
             );
             s.extend([b.as_str(), n.as_str(), w.as_str(), e.as_str()]);
             let c = curve(format!("{dir}-{suffix}"), format!("{label}-{suffix}"), &s);
-            let d = cx.run("fig1", &c, &[])?;
-            runs.push((suffix, label, d, c.label));
+            keys.push((suffix, label, c.label.clone()));
+            curves.push((c, Vec::new()));
         }
     }
+    let runs: Vec<_> = keys
+        .into_iter()
+        .zip(cx.run_all("fig1", &curves)?)
+        .map(|((suffix, label, curve_label), d)| (suffix, label, d, curve_label))
+        .collect();
     let fig = cx.out.join("fig1");
     let mut table = String::from(
         "curve,iterations,final_train_loss,final_test_accuracy,uploads,bits,final_upload_frequency\n",
@@ -194,23 +205,29 @@ fn fig2(cx: &Ctx) -> Result<()> {
         "setting,curve,final_test_accuracy,bits,bits_to_0.80,bits_to_0.85,bits_to_0.88\n",
     );
     for (setting, nodes, batch) in [("a", "10", "15"), ("b", "200", "3")] {
-        let mut runs = Vec::new();
         let mut curves: Vec<Curve> = METHODS.iter().map(|(d, l, s)| curve(*d, *l, s)).collect();
         curves.push(curve(
             "lena-k3",
             "LENA (k = 3)",
             &["algorithm.name=lena", "algorithm.confirm=3"],
         ));
-        for mut c in curves {
-            c.dir = format!("{setting}-{}", c.dir);
-            let extra = vec![
-                format!("data.nodes={nodes}"),
-                format!("data.batch={batch}"),
-                format!("run.iterations={iters}"),
-            ];
-            let d = cx.run("fig2", &c, &extra)?;
-            runs.push((d, c.label));
-        }
+        let curves: Vec<(Curve, Vec<String>)> = curves
+            .into_iter()
+            .map(|mut c| {
+                c.dir = format!("{setting}-{}", c.dir);
+                let extra = vec![
+                    format!("data.nodes={nodes}"),
+                    format!("data.batch={batch}"),
+                    format!("run.iterations={iters}"),
+                ];
+                (c, extra)
+            })
+            .collect();
+        let runs: Vec<(PathBuf, String)> = cx
+            .run_all("fig2", &curves)?
+            .into_iter()
+            .zip(curves.iter().map(|(c, _)| c.label.clone()))
+            .collect();
         cx.plot(
             &runs,
             &fig.join(format!("accuracy-vs-bits-{setting}")),
@@ -305,16 +322,20 @@ fn fig3(cx: &Ctx) -> Result<()> {
         ("1500", "50", "100")
     };
     let fig = cx.out.join("fig3");
+    let curves: Vec<(Curve, Vec<String>)> = FIG3_METHODS
+        .iter()
+        .map(|(dir, label, sets)| {
+            let extra = vec![
+                format!("run.iterations={iters}"),
+                format!("run.eval_every={every}"),
+                format!("network.realizations={realizations}"),
+            ];
+            (curve(*dir, *label, sets), extra)
+        })
+        .collect();
     let mut runs = Vec::new();
-    for (dir, label, sets) in FIG3_METHODS {
-        let c = curve(dir, label, sets);
-        let extra = vec![
-            format!("run.iterations={iters}"),
-            format!("run.eval_every={every}"),
-            format!("network.realizations={realizations}"),
-        ];
-        let d = cx.run("fig3", &c, &extra)?;
-        runs.push((label, accuracy_latency(&d)?));
+    for ((_, label, _), d) in FIG3_METHODS.iter().zip(cx.run_all("fig3", &curves)?) {
+        runs.push((*label, accuracy_latency(&d)?));
     }
     // First evaluation at or above each target.
     let reach = |rows: &[Eval], target: f64| rows.iter().find(|r| r.accuracy >= target).copied();
@@ -417,6 +438,8 @@ fn fig4(cx: &Ctx) -> Result<()> {
         String::from("probabilities,nodes,method,mean_latency_s,p5_s,p95_s,relative_to_lena\n");
     for probs in ["uniform", "skewed"] {
         let mut lat = std::collections::BTreeMap::<(usize, &str), (f64, f64, f64)>::new();
+        let mut curves = Vec::new();
+        let mut keys = Vec::new();
         for &m in ms {
             // Minibatch: 10% of each node's share of the 60 000 training images.
             let batch = (60_000 / m / 10).max(1);
@@ -430,11 +453,14 @@ fn fig4(cx: &Ctx) -> Result<()> {
                     format!("network.probabilities=\"{probs}\""),
                     format!("network.realizations={realizations}"),
                 ];
-                let d = cx.run("fig4", &c, &extra)?;
-                let t = Table::read(&d.join("latency.csv"))?;
-                let last = t.rows.last().context("empty latency.csv")?;
-                lat.insert((m, label), (last[1], last[4], last[5]));
+                keys.push((m, label));
+                curves.push((c, extra));
             }
+        }
+        for (key, d) in keys.into_iter().zip(cx.run_all("fig4", &curves)?) {
+            let t = Table::read(&d.join("latency.csv"))?;
+            let last = t.rows.last().context("empty latency.csv")?;
+            lat.insert(key, (last[1], last[4], last[5]));
         }
         let mut series = Vec::new();
         for (_, label, _) in METHODS {
@@ -588,7 +614,8 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
     let mut fronts =
         String::from("setting,family,test_accuracy,bits_mean,bits_ci95,configuration\n");
     for (setting, _) in FIG2.settings {
-        let mut results: Vec<(&crate::tune::Method, Vec<Seeded>)> = Vec::new();
+        let mut methods = Vec::new();
+        let mut tasks = Vec::new();
         for method in FIG2.methods {
             if cx.quick && !method.paper {
                 continue;
@@ -601,22 +628,31 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
                 );
                 continue;
             }
-            let mut runs = Vec::new();
+            methods.push(method);
             for &seed in seeds {
                 let dir = fig
                     .join(format!("{setting}-{}", method.key))
                     .join(format!("seed-{seed}"));
-                runs.push(run_seed(
-                    &cx.root,
-                    &cx.lena,
-                    &file,
-                    &dir,
-                    seed,
-                    &format!("test_accuracy>={FIG2_TEST_TARGET}"),
-                    (1, every, cap),
-                    &[],
-                )?);
+                tasks.push((file.clone(), dir, seed));
             }
+        }
+        let until = format!("test_accuracy>={FIG2_TEST_TARGET}");
+        let mut done = crate::pool::map(&tasks, |(file, dir, seed)| {
+            run_seed(
+                &cx.root,
+                &cx.lena,
+                file,
+                dir,
+                *seed,
+                &until,
+                (1, every, cap),
+                &[],
+            )
+        })?
+        .into_iter();
+        let mut results: Vec<(&crate::tune::Method, Vec<Seeded>)> = Vec::new();
+        for method in methods {
+            let runs: Vec<Seeded> = done.by_ref().take(seeds.len()).collect();
             eprintln!(
                 "  fig2 ({setting}) {}: {}/{} seeds reached {FIG2_TEST_TARGET}",
                 method.label,

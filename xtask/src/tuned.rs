@@ -61,6 +61,7 @@ pub fn run_seed(
         format!("run.eval_every={every}"),
         format!("run.iterations={cap}"),
         "run.wall_clock=false".into(),
+        format!("run.threads={}", crate::pool::threads_each()),
     ];
     for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
         cmd.arg("--set").arg(s);
@@ -157,6 +158,9 @@ pub fn evaluate(
                 continue;
             }
             let first = outcomes.len();
+            // Every (method, seed) run of this setting, run a few at a time.
+            let mut methods = Vec::new();
+            let mut tasks = Vec::new();
             for method in e.study().methods {
                 if !method.in_setting(setting)
                     || (quick && !method.paper && e.study().methods.iter().any(|m| m.paper))
@@ -171,7 +175,7 @@ pub fn evaluate(
                     );
                     continue;
                 }
-                let mut runs = Vec::new();
+                methods.push(method);
                 for &seed in seeds {
                     let dir = out
                         .join(format!("{}-tuned", e.name))
@@ -181,17 +185,24 @@ pub fn evaluate(
                             method.key
                         ))
                         .join(format!("seed-{seed}"));
-                    runs.push(run_seed(
-                        root,
-                        lena,
-                        &file,
-                        &dir,
-                        seed,
-                        e.until,
-                        (e.check_every, every, cap),
-                        extra,
-                    )?);
+                    tasks.push((file.clone(), dir, seed));
                 }
+            }
+            let mut done = crate::pool::map(&tasks, |(file, dir, seed)| {
+                run_seed(
+                    root,
+                    lena,
+                    file,
+                    dir,
+                    *seed,
+                    e.until,
+                    (e.check_every, every, cap),
+                    extra,
+                )
+            })?
+            .into_iter();
+            for method in methods {
+                let runs: Vec<Seeded> = done.by_ref().take(seeds.len()).collect();
                 eprintln!(
                     "  {} {variant} ({setting}) {}: {}/{} seeds reached {}",
                     e.name,
