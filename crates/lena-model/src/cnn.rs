@@ -910,8 +910,9 @@ fn gemm(dst: MatMut<f32>, accum: Accum, lhs: MatRef<f32>, rhs: MatRef<f32>) {
 fn copy_row(dst: &mut [f32], src: &[f32]) {
     let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
     for (d, s) in (&mut d).zip(&mut s) {
-        let piece: [f32; 8] = s.try_into().expect("eight values");
-        d.copy_from_slice(&piece);
+        // Array to array: register moves (a local array in between went through the stack).
+        let d: &mut [f32; 8] = d.try_into().expect("eight values");
+        *d = *<&[f32; 8]>::try_from(s).expect("eight values");
     }
     let rest = d.into_remainder();
     if !rest.is_empty() {

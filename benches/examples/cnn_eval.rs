@@ -1,0 +1,49 @@
+//! The CNN's evaluation pass (forward only, no dropout): `Cnn::loss` over the MNIST training
+//! set, what each of figure 3's evaluations computes, on a pool of `threads` threads.
+//! Prints the fastest of `reps` timings, the time per image, and the loss's bits (equal
+//! across builds that keep the arithmetic).
+//!
+//! `cargo run --release -p lena-benches --example cnn_eval -- [threads] [reps]`
+
+#![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+
+use lena_model::{Cnn, CnnArch, Rows};
+use rand::SeedableRng;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args
+        .next()
+        .map_or(1, |a| a.parse().expect("threads: a whole number"));
+    let reps: usize = args
+        .next()
+        .map_or(5, |a| a.parse().expect("reps: a whole number"));
+    let data = lena_benches::mnist_or_random();
+    let cnn = Cnn::new(CnnArch::Small, 0.5, 0.0).expect("the paper's network");
+    let mut w = vec![0.0f32; cnn.dim()];
+    cnn.init(
+        &mut rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1),
+        &mut w,
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool");
+    let mut ws = cnn.workspace(0);
+    let mut best = f64::INFINITY;
+    let mut loss = 0.0;
+    pool.install(|| {
+        for _ in 0..reps {
+            let t = std::time::Instant::now();
+            loss = cnn.loss(&data, Rows::All, &w, &mut ws);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    });
+    let n = data.n_samples();
+    println!(
+        "cnn loss over {n} images, {threads} thread(s): {:.1} ms, {:.2} us per image, loss {loss} ({:#018x})",
+        best * 1e3,
+        best * 1e6 / n as f64,
+        loss.to_bits()
+    );
+}
