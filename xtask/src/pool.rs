@@ -27,25 +27,27 @@ pub fn jobs() -> usize {
     *JOBS.get_or_init(cores)
 }
 
-/// Threads each run gets: the cores shared among the runs at once, at least one.
-pub fn threads_each() -> usize {
-    (cores() / jobs()).max(1)
-}
-
-/// `f` over `items` on `jobs()` threads, each call typically one `lena` process; results in
-/// the items' order. After a failure no further item starts, and the first failure in item
-/// order is returned once the running ones have finished.
-pub fn map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+/// `f` over `items`, `jobs()` of them at once (fewer if there are fewer items), each call
+/// typically one `lena` process that gets the threads passed with its item: the cores shared
+/// among the calls at once, at least one. Results in the items' order. After a failure no
+/// further item starts, and the first failure in item order is returned once the running ones
+/// have finished.
+pub fn map<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T, usize) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let at_once = jobs().min(items.len()).max(1);
+    let threads = (cores() / at_once).max(1);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let slots: Mutex<Vec<Option<Result<R>>>> = Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
-        for _ in 0..jobs().min(items.len()) {
+        for _ in 0..at_once {
             s.spawn(|| {
                 while !failed.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
-                    let r = f(item);
+                    let r = f(item, threads);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -74,13 +76,13 @@ mod tests {
     fn results_keep_the_items_order_and_the_first_failure_wins() {
         set_jobs(3);
         let items: Vec<u64> = (0..20).collect();
-        let out = map(&items, |&i| {
+        let out = map(&items, |&i, _| {
             std::thread::sleep(std::time::Duration::from_millis((20 - i) % 7));
             Ok(i * i)
         })
         .unwrap();
         assert_eq!(out, items.iter().map(|i| i * i).collect::<Vec<_>>());
-        let err = map(&items, |&i| {
+        let err = map(&items, |&i, _| {
             if i == 4 || i == 9 {
                 anyhow::bail!("item {i} failed")
             }

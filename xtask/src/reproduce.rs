@@ -49,7 +49,7 @@ impl Ctx {
     /// (replacing a curve's earlier run there: `--force`, a figure is re-made whole), a few
     /// at a time ([`crate::pool`]); their directories in the curves' order.
     fn run_all(&self, figure: &str, curves: &[(Curve, Vec<String>)]) -> Result<Vec<PathBuf>> {
-        crate::pool::map(curves, |(c, extra)| {
+        crate::pool::map(curves, |(c, extra), threads| {
             let dir = self.out.join(figure).join(&c.dir);
             let mut cmd = Command::new(&self.lena);
             cmd.current_dir(&self.root)
@@ -60,7 +60,7 @@ impl Ctx {
                 .arg("-o")
                 .arg(&dir)
                 .arg("--set")
-                .arg(format!("run.threads={}", crate::pool::threads_each()));
+                .arg(format!("run.threads={threads}"));
             for s in c.sets.iter().chain(extra) {
                 cmd.arg("--set").arg(s);
             }
@@ -637,13 +637,13 @@ fn fig2_tuned(cx: &Ctx) -> Result<()> {
             }
         }
         let until = format!("test_accuracy>={FIG2_TEST_TARGET}");
-        let mut done = crate::pool::map(&tasks, |(file, dir, seed)| {
+        let mut done = crate::pool::map(&tasks, |(file, dir, seed), threads| {
             run_seed(
                 &cx.root,
                 &cx.lena,
                 file,
                 dir,
-                *seed,
+                (*seed, threads),
                 &until,
                 (1, every, cap),
                 &[],

@@ -35,7 +35,8 @@ impl Seeded {
 }
 
 /// Runs one tuned experiment file with one seed until `until` holds (or `cap` rounds),
-/// evaluating every `every` rounds and checking the target every `check` rounds, into `dir`.
+/// evaluating every `every` rounds and checking the target every `check` rounds, into `dir`,
+/// on `threads` threads.
 /// A diverged run is a run that never reached the target, not a failure.
 #[allow(clippy::too_many_arguments)]
 pub fn run_seed(
@@ -43,7 +44,7 @@ pub fn run_seed(
     lena: &Path,
     file: &Path,
     dir: &Path,
-    seed: u64,
+    (seed, threads): (u64, usize),
     until: &str,
     (check, every, cap): (u64, u64, u64),
     extra: &[&str],
@@ -61,7 +62,7 @@ pub fn run_seed(
         format!("run.eval_every={every}"),
         format!("run.iterations={cap}"),
         "run.wall_clock=false".into(),
-        format!("run.threads={}", crate::pool::threads_each()),
+        format!("run.threads={threads}"),
     ];
     for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
         cmd.arg("--set").arg(s);
@@ -188,13 +189,13 @@ pub fn evaluate(
                     tasks.push((file.clone(), dir, seed));
                 }
             }
-            let mut done = crate::pool::map(&tasks, |(file, dir, seed)| {
+            let mut done = crate::pool::map(&tasks, |(file, dir, seed), threads| {
                 run_seed(
                     root,
                     lena,
                     file,
                     dir,
-                    *seed,
+                    (*seed, threads),
                     e.until,
                     (e.check_every, every, cap),
                     extra,

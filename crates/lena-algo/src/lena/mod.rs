@@ -268,9 +268,12 @@ impl Layout {
         v: &mut [f32],
         sub: &mut Message,
     ) -> lena_compress::Result<()> {
-        if self.sends_q {
+        let encoded = if self.sends_q {
             msg.split_aligned(32 * self.d as u64, "LENA (q, v)", sub)?;
-        }
-        c.decode(if self.sends_q { sub } else { msg }, v)
+            &*sub
+        } else {
+            msg
+        };
+        c.decode(encoded, v)
     }
 }
