@@ -56,26 +56,3 @@ pub(crate) fn take_spare_vector(dim: usize) -> Vec<f32> {
 pub(crate) fn give_back_spare_vector(v: Vec<f32>) {
     SPARE.with_borrow_mut(|s| *s = v);
 }
-
-/// Zeros shared by every thread: a read-only vector of at least `dim` zeros.
-///
-/// PERF: a node whose state vector is known to be zero reads this instead of its own copy,
-/// which then need not be written (LENA's memory after an upload): the shared zeros stay in
-/// cache where a node's own zeros would be written back to memory and read again next round.
-/// Grows by leaking a larger vector, once per new largest `dim` in the process.
-pub(crate) fn zeros(dim: usize) -> &'static [f32] {
-    static ZEROS: std::sync::RwLock<&'static [f32]> = std::sync::RwLock::new(&[]);
-    let z = *ZEROS
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if z.len() >= dim {
-        return &z[..dim];
-    }
-    let mut w = ZEROS
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if w.len() < dim {
-        *w = Vec::leak(vec![0.0; dim]);
-    }
-    &w[..dim]
-}

@@ -267,8 +267,9 @@ pub trait Worker: Send {
     fn on_lost(&mut self, _msg: &Message) {}
 
     /// The node was offline for `rounds` rounds, in which the server treated it as silent
-    /// (applied its missing-upload rule). Called before its first `step` back.
-    fn on_absent(&mut self, _rounds: u64) {}
+    /// (applied its missing-upload rule). Called before its first `step` back, with the node's
+    /// message buffer (`msg`, as passed to `step`: its last upload, empty before its first).
+    fn on_absent(&mut self, _rounds: u64, _msg: &Message) {}
 
     /// The run never loses this node's uploads (no loss, no deadline that drops a
     /// straggler): state kept only to undo a lost upload may be dropped, and

@@ -203,6 +203,30 @@ impl Default for Kernels {
     }
 }
 
+/// Zeros shared by every thread: a read-only vector of at least `dim` zeros.
+///
+/// PERF: a node whose state vector is known to be zero reads this instead of its own copy,
+/// which then need not be written or even allocated (LENA's memory after an upload, a drift
+/// before the first): the shared zeros stay in cache where a node's own zeros would be
+/// written back to memory and read again next round.
+/// Grows by leaking a larger vector, once per new largest `dim` in the process.
+pub fn zeros(dim: usize) -> &'static [f32] {
+    static ZEROS: std::sync::RwLock<&'static [f32]> = std::sync::RwLock::new(&[]);
+    let z = *ZEROS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if z.len() >= dim {
+        return &z[..dim];
+    }
+    let mut w = ZEROS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if w.len() < dim {
+        *w = Vec::leak(vec![0.0; dim]);
+    }
+    &w[..dim]
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -80,8 +80,13 @@ impl DriftKind {
 #[derive(Clone, Debug)]
 pub struct Drift {
     kind: DriftKind,
-    /// Current drift q.
+    /// Current drift q; not allocated while it is zero, before the first upload (read as
+    /// the shared zeros), nor after [`Self::release_q`].
     q: Vec<f32>,
+    /// The dimension.
+    dim: usize,
+    /// q is kept by the caller ([`Self::release_q`]).
+    released: bool,
     /// Momentum (LENA-m only).
     mom: Vec<f32>,
 }
@@ -96,7 +101,12 @@ impl Drift {
         };
         Self {
             kind,
-            q: vec![0.0; dim],
+            // PERF: allocated at the first upload, so a node whose q is kept elsewhere (see
+            // `release_q`) never holds a vector that was allocated and freed (it would stay
+            // resident).
+            q: Vec::new(),
+            dim,
+            released: false,
             mom,
         }
     }
@@ -106,9 +116,17 @@ impl Drift {
         self.kind
     }
 
-    /// The current drift q.
+    /// The current drift q (empty after [`Self::release_q`]).
     pub fn q(&self) -> &[f32] {
-        &self.q
+        q_or_zeros(&self.q, self.dim, self.released)
+    }
+
+    /// q to be written, allocated (zero) at its first use.
+    fn q_mut(&mut self) -> &mut [f32] {
+        if !self.released && self.q.is_empty() {
+            self.q = vec![0.0; self.dim];
+        }
+        &mut self.q
     }
 
     /// The momentum vector (empty unless LENA-m).
@@ -118,6 +136,7 @@ impl Drift {
 
     /// The drift and momentum buffers, for checkpoints.
     pub fn buffers_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        self.q_mut();
         (&mut self.q, &mut self.mom)
     }
 
@@ -140,18 +159,22 @@ impl Drift {
             }),
             _ => None,
         };
-        (&self.q, ema)
+        (q_or_zeros(&self.q, self.dim, self.released), ema)
     }
 
     /// At an upload of `v` after `rounds` rounds (1 = uploaded in the previous round too):
     /// sets the new q. `alpha_g` is this round's `alpha g` (node side; unused by rebuildable
     /// kinds, so the server passes an empty slice).
     pub fn on_upload(&mut self, k: Kernels, v: &[f32], alpha_g: &[f32], rounds: u64) {
-        match self.kind {
-            DriftKind::LastGradient => self.q.copy_from_slice(alpha_g),
-            DriftKind::Momentum { .. } => self.q.copy_from_slice(&self.mom),
+        let kind = self.kind;
+        match kind {
+            DriftKind::LastGradient => self.q_mut().copy_from_slice(alpha_g),
+            DriftKind::Momentum { .. } => {
+                self.q_mut();
+                self.q.copy_from_slice(&self.mom);
+            }
             DriftKind::Zero | DriftKind::LastUpload | DriftKind::Average => {
-                self.kind.rebuild(k, &mut self.q, v, rounds)
+                kind.rebuild(k, self.q_mut(), v, rounds)
             }
         }
     }
@@ -168,12 +191,9 @@ impl Drift {
         rounds: u64,
         before: &mut Vec<f32>,
     ) {
-        assert_eq!(
-            before.len(),
-            self.q.len(),
-            "on_upload_keeping: length mismatch"
-        );
+        assert_eq!(before.len(), self.dim, "on_upload_keeping: length mismatch");
         match self.kind {
+            _ if self.q.is_empty() => before.fill(0.0),
             DriftKind::LastGradient | DriftKind::Momentum { .. } | DriftKind::LastUpload => {
                 std::mem::swap(&mut self.q, before);
             }
@@ -182,9 +202,41 @@ impl Drift {
         self.on_upload(k, v, alpha_g, rounds);
     }
 
+    /// Frees q, for a caller that keeps it elsewhere (a LENA node that reads its drift from its
+    /// last upload, where the new q is written by [`Self::sent_q_into`]); [`Self::q`] is then
+    /// empty and [`Self::on_upload`] must not be called.
+    pub fn release_q(&mut self) {
+        self.q = Vec::new();
+        self.released = true;
+    }
+
+    /// The new q at an upload, for a drift that is sent (LENA-g: `alpha g` from this round's
+    /// `g`, formed as `0 + alpha g` as [`Self::on_upload`]'s callers form it; LENA-m: the
+    /// momentum), written into `q_out` instead of kept; the same values as [`Self::on_upload`]
+    /// leaves in q. Writes nothing for the kinds the server rebuilds.
+    pub fn sent_q_into(&self, k: Kernels, alpha: f32, g: &[f32], q_out: &mut [f32]) {
+        match self.kind {
+            DriftKind::LastGradient => {
+                q_out.fill(0.0);
+                k.axpy(alpha, g, q_out);
+            }
+            DriftKind::Momentum { .. } => q_out.copy_from_slice(&self.mom),
+            DriftKind::Zero | DriftKind::LastUpload | DriftKind::Average => {}
+        }
+    }
+
     /// Sets q to a value received from the node (non-rebuildable kinds, server side).
     pub fn set(&mut self, q: &[f32]) {
-        self.q.copy_from_slice(q);
+        self.q_mut().copy_from_slice(q);
+    }
+}
+
+/// q, or the shared zeros where it is not allocated yet (empty if released).
+fn q_or_zeros(q: &[f32], dim: usize, released: bool) -> &[f32] {
+    if q.is_empty() && !released {
+        lena_kernels::zeros(dim)
+    } else {
+        q
     }
 }
 
@@ -192,19 +244,22 @@ impl Drift {
 mod tests {
     use super::*;
 
+    /// Every drift kind.
+    const KINDS: [DriftKind; 5] = [
+        DriftKind::Zero,
+        DriftKind::LastGradient,
+        DriftKind::LastUpload,
+        DriftKind::Momentum { gamma: 0.1 },
+        DriftKind::Average,
+    ];
+
     /// `on_upload_keeping` leaves the same q and keeps the same old q as a copy followed by
     /// `on_upload`, for every kind, over several uploads (so swapped buffers get reused).
     #[test]
     fn on_upload_keeping_equals_copy_then_on_upload() {
         let k = Kernels::detect();
         let d = 37;
-        for kind in [
-            DriftKind::Zero,
-            DriftKind::LastGradient,
-            DriftKind::LastUpload,
-            DriftKind::Momentum { gamma: 0.1 },
-            DriftKind::Average,
-        ] {
+        for kind in KINDS {
             let (mut a, mut b) = (Drift::new(kind, d), Drift::new(kind, d));
             let (mut before_a, mut before_b) = (vec![0.0; d], vec![0.0; d]);
             for t in 0..5u64 {
@@ -220,6 +275,36 @@ mod tests {
                 b.on_upload(k, &v, &alpha_g, t + 1);
                 assert_eq!(a.q(), b.q(), "{kind:?} q after upload {t}");
                 assert_eq!(before_a, before_b, "{kind:?} q before upload {t}");
+            }
+        }
+    }
+
+    /// `sent_q_into` writes the q that `on_upload` keeps, for the kinds that are sent (with
+    /// `alpha g` formed as LENA's node forms it: `0 + alpha g`), and nothing for the others.
+    #[test]
+    fn sent_q_into_writes_the_q_on_upload_keeps() {
+        let k = Kernels::detect();
+        let (d, alpha) = (37, 0.05f32);
+        for kind in KINDS {
+            let (mut kept, mut sent) = (Drift::new(kind, d), Drift::new(kind, d));
+            sent.release_q();
+            for t in 0..5u64 {
+                let g: Vec<f32> = (0..d)
+                    .map(|i| ((i as u64 * 7 + t) % 11) as f32 * 0.3 - 1.7)
+                    .collect();
+                let v: Vec<f32> = g.iter().map(|x| 0.5 * x + t as f32).collect();
+                let mut alpha_g = vec![0.0; d];
+                k.axpy(alpha, &g, &mut alpha_g);
+                kept.observe(k, alpha, &g);
+                sent.observe(k, alpha, &g);
+                kept.on_upload(k, &v, &alpha_g, t + 1);
+                let mut q_out = vec![f32::NAN; d];
+                sent.sent_q_into(k, alpha, &g, &mut q_out);
+                if kind.rebuildable() {
+                    assert!(q_out.iter().all(|x| x.is_nan()), "{kind:?} wrote q");
+                } else {
+                    assert_eq!(q_out, kept.q(), "{kind:?} q after upload {t}");
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ impl Lena {
             avg_gamma: self.params.average_gamma,
             trigger,
             drift: Drift::new(self.params.drift, dim),
+            q_at: None,
             ef: ErrorFeedback::with_kernels(dim, k),
             e_zero: false,
             // PERF: without a compressor the v last sent is read from the node's message (its
@@ -79,6 +80,9 @@ pub struct LenaWorker {
     avg_gamma: f32,
     trigger: Box<dyn Trigger>,
     drift: Drift,
+    /// Where q is read in the node's last upload, instead of kept by `drift` (see
+    /// `Worker::lossless`).
+    q_at: Option<usize>,
     /// The error-feedback memory e (stale while `e_zero`).
     ef: ErrorFeedback,
     /// e is zero (after an upload without a compressor) and is read as the shared zeros.
@@ -130,21 +134,17 @@ impl LenaWorker {
     /// # Panics
     /// If `msg` is not the buffer of this node's last upload.
     pub fn applied(&self, msg: &Message) -> Vec<f32> {
-        let mut scratch = Vec::new();
-        applied(
-            self.v_is_q,
-            self.drift.q(),
-            &self.v_prev,
-            msg,
-            self.ef.memory().len(),
-            &mut scratch,
-        )
-        .to_vec()
+        let (mut scratch, mut q_scratch) = (Vec::new(), Vec::new());
+        let d = self.ef.memory().len();
+        let q = drift_q(&self.drift, self.q_at, msg, d, &mut q_scratch);
+        applied(self.v_is_q, q, &self.v_prev, msg, d, &mut scratch).to_vec()
     }
 
-    /// The node's current drift q.
-    pub fn drift(&self) -> &[f32] {
-        self.drift.q()
+    /// The node's current drift q, given the node's message buffer (as for [`Self::applied`]).
+    pub fn drift(&self, msg: &Message) -> Vec<f32> {
+        let mut scratch = Vec::new();
+        let d = self.ef.memory().len();
+        drift_q(&self.drift, self.q_at, msg, d, &mut scratch).to_vec()
     }
 
     /// One round given an already computed gradient `g` (the oracle-free core of `step`).
@@ -172,7 +172,11 @@ impl LenaWorker {
         let mut skip_e = crate::buffers::take_spare_vector(g.len());
         let first = std::mem::take(&mut self.fresh);
         let (q, mut mom) = self.drift.observe_fused(alpha);
-        let mut decoded = Vec::new();
+        let (mut decoded, mut decoded_q) = (Vec::new(), Vec::new());
+        let q = match self.q_at {
+            None => q,
+            Some(at) => msg_q(msg, at, g.len(), &mut decoded_q),
+        };
         let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, g.len(), &mut decoded);
         let mut avg = (!self.avg.is_empty()).then(|| Ema {
             x: &mut self.avg[..],
@@ -247,9 +251,15 @@ impl LenaWorker {
                             &mut self.alpha_g,
                         );
                         let since = self.since_upload;
+                        let aliased = self.q_at.is_some();
                         dense::encode_with(msg, n, &mut decoded, |out| {
                             let (v, q_out) = out.split_at_mut(d);
                             k.lin_comb(v, 1.0, e, &[alpha], &[g]);
+                            if aliased {
+                                // q lives in the upload: the new one goes there (LENA-v's is v).
+                                drift.sent_q_into(k, alpha, g, q_out);
+                                return;
+                            }
                             if !alpha_g.is_empty() {
                                 alpha_g.fill(0.0);
                                 k.axpy(alpha, g, alpha_g);
@@ -364,17 +374,36 @@ impl Worker for LenaWorker {
 
     /// The server applied the drift q in each absent round, which the node never computed:
     /// it is charged to the memory, `e -= rounds q`.
-    fn on_absent(&mut self, rounds: u64) {
+    fn on_absent(&mut self, rounds: u64, msg: &Message) {
         let k = self.kernels;
+        let mut scratch = Vec::new();
+        let d = self.ef.memory().len();
+        let q = drift_q(&self.drift, self.q_at, msg, d, &mut scratch);
         let e = own_memory(&mut self.ef, &mut self.e_zero);
-        k.axpy(-(rounds as f32), self.drift.q(), e);
+        k.axpy(-(rounds as f32), q, e);
         self.since_upload += rounds;
         self.v_is_q = true;
     }
 
+    /// Drops the undo copies; and where uploads are dense and carry q (LENA-g, LENA-m) or
+    /// are q (LENA-v), q is read from the node's last upload, as the server reads it.
+    ///
+    /// PERF: a vector less per node, and an upload writes the new q once (into the message)
+    /// instead of into the node's q and then the message; q changes only at uploads, and the
+    /// last upload is kept by the caller (the message buffer passed to `step`).
     fn lossless(&mut self) {
         self.keep_before = false;
         self.q_before = Vec::new();
+        if self.compressor.is_none() {
+            let d = self.ef.memory().len();
+            let kind = self.drift.kind();
+            let layout = Layout::new(d, kind, false);
+            if layout.sends_q || kind == DriftKind::LastUpload {
+                self.q_at = Some(layout.drift_at());
+                self.drift.release_q();
+                self.alpha_g = Vec::new();
+            }
+        }
     }
 }
 
@@ -387,10 +416,42 @@ fn own_memory<'a>(ef: &'a mut ErrorFeedback, zero: &mut bool) -> &'a mut [f32] {
     ef.memory_mut()
 }
 
+/// The drift q: the node's own, or the one in its last upload at `q_at` (see
+/// `Worker::lossless`).
+fn drift_q<'a>(
+    drift: &'a Drift,
+    q_at: Option<usize>,
+    msg: &'a Message,
+    d: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    match q_at {
+        None => drift.q(),
+        Some(at) => msg_q(msg, at, d, scratch),
+    }
+}
+
+/// The `d` values at `at` of the node's last dense upload `msg` (read in place, or decoded into
+/// `scratch` where the platform cannot); zeros before its first upload (`msg` empty), when q
+/// is zero.
+fn msg_q<'a>(msg: &'a Message, at: usize, d: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    if msg.bytes().is_empty() {
+        return lena_kernels::zeros(d);
+    }
+    match dense::view_at(msg, at, d) {
+        Some(q) => q,
+        None => {
+            scratch.resize(d, 0.0);
+            dense::decode_at(msg, at, scratch);
+            scratch
+        }
+    }
+}
+
 /// The memory e: the shared zeros while `zero`, else the node's own vector.
 fn memory(ef: &ErrorFeedback, zero: bool) -> &[f32] {
     if zero {
-        crate::buffers::zeros(ef.memory().len())
+        lena_kernels::zeros(ef.memory().len())
     } else {
         ef.memory()
     }

@@ -135,7 +135,7 @@ proptest! {
             let before = w.clone();
             server.apply(t as u64, &mut w, lena_algo::Uploads::new(&msgs, &sent)).unwrap();
             for i in 0..m {
-                prop_assert_eq!(server.drift(i), workers[i].drift(), "drift of node {} at t={}", i, t);
+                prop_assert_eq!(server.drift(i), workers[i].drift(&msgs[i]), "drift of node {} at t={}", i, t);
             }
             for j in 0..d {
                 let applied: f64 = workers.iter().zip(&msgs).map(|(wk, msg)| f64::from(wk.applied(msg)[j])).sum();
@@ -181,7 +181,7 @@ proptest! {
                     continue;
                 }
                 if i == 2 && away > 0 {
-                    lena_algo::Worker::on_absent(&mut workers[i], away);
+                    lena_algo::Worker::on_absent(&mut workers[i], away, &msgs[i]);
                     away = 0;
                 }
                 let gi: Vec<f32> = g.iter().map(|x| x * (i as f32 + 1.0)).collect();
@@ -205,10 +205,10 @@ proptest! {
             // The offline node's applied update is its drift (the server's missing-upload rule).
             let applied = |i: usize, j: usize| -> f64 {
                 let wk: &LenaWorker = &workers[i];
-                if i == 2 && away > 0 { f64::from(wk.drift()[j]) } else { f64::from(wk.applied(&msgs[i])[j]) }
+                if i == 2 && away > 0 { f64::from(wk.drift(&msgs[i])[j]) } else { f64::from(wk.applied(&msgs[i])[j]) }
             };
             for i in 0..m {
-                prop_assert_eq!(server.drift(i), workers[i].drift(), "drift of node {} at t={}", i, t);
+                prop_assert_eq!(server.drift(i), workers[i].drift(&msgs[i]), "drift of node {} at t={}", i, t);
                 for j in 0..d {
                     sum_v[i][j] += applied(i, j);
                     mag[i][j] += applied(i, j).abs();
@@ -223,7 +223,7 @@ proptest! {
             }
         }
         if away > 0 {
-            lena_algo::Worker::on_absent(&mut workers[2], away);
+            lena_algo::Worker::on_absent(&mut workers[2], away, &msgs[2]);
         }
         for i in 0..m {
             for j in 0..d {
@@ -907,7 +907,7 @@ proptest! {
             }).collect();
             server.apply(t as u64, &mut w, lena_algo::Uploads::new(&msgs, &sent)).unwrap();
             for i in 0..2 {
-                prop_assert_eq!(server.drift(i), workers[i].drift());
+                prop_assert_eq!(server.drift(i), workers[i].drift(&msgs[i]));
             }
         }
     }
@@ -1103,7 +1103,7 @@ fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
             Init::Gradient => {
                 assert_eq!(first, Upload::Sent);
                 let q: Vec<f32> = g.iter().map(|x| alpha * x).collect();
-                assert_eq!(wk.drift(), &q[..]);
+                assert_eq!(wk.drift(&msg), q);
                 // A skip then applies that drift, and the memory keeps the rest.
                 assert_eq!(wk.applied(&msg), q);
                 assert!(wk.memory().iter().all(|&e| e == 0.0), "{:?}", wk.memory());
@@ -1164,12 +1164,33 @@ fn lossless_nodes_keep_no_undo_copy() {
     )
     .check(d)
     .unwrap();
-    let lena = lena(DriftKind::Momentum { gamma: 0.1 }, 0.1);
+    let lena_m = lena(DriftKind::Momentum { gamma: 0.1 }, 0.1);
     // (name, algorithm, floats kept where uploads can be lost, floats kept in a lossless run)
+    // LENA-m keeps e, the momentum, q and q before an upload; lossless, q is read from the
+    // last upload. LENA-g and LENA-v keep the average, and LENA-g alpha g, instead of the
+    // momentum.
     for (name, alg, lossy, kept) in [
         (
             "LENA-m",
-            Box::new(lena) as Box<dyn lena_algo::Algorithm>,
+            Box::new(lena_m) as Box<dyn lena_algo::Algorithm>,
+            4 * d,
+            2 * d,
+        ),
+        (
+            "LENA-g",
+            Box::new(lena(DriftKind::LastGradient, 0.1)),
+            5 * d,
+            2 * d,
+        ),
+        (
+            "LENA-v",
+            Box::new(lena(DriftKind::LastUpload, 0.1)),
+            4 * d,
+            2 * d,
+        ),
+        (
+            "LENA-avg",
+            Box::new(lena(DriftKind::Average, 0.1)),
             4 * d,
             3 * d,
         ),
@@ -1214,6 +1235,52 @@ fn lossless_nodes_keep_no_undo_copy() {
 }
 
 proptest! {
+    /// A lossless node that reads its drift from its last upload (LENA-g, -m, -v) uploads the
+    /// same messages, and reports the same drift, applied update and memory, bit for bit, as
+    /// one that keeps its own copy, for every drift kind, through absences and a checkpoint
+    /// restored into a new node.
+    #[test]
+    fn lossless_node_reads_its_drift_from_its_last_upload_exactly(
+        grads in gradients(25, 5),
+        outcomes in proptest::collection::vec(any::<bool>(), 1..10),
+        drift_idx in 0usize..5,
+        init in 0usize..2,
+        absent_at in 0usize..25,
+        saved_at in 0usize..25,
+    ) {
+        use lena_algo::Worker;
+        use lena_algo::state::{Loader, Saver};
+        let d = 7;
+        let l = lena_init(DRIFTS[drift_idx], 0.1, INITS[init]);
+        let (mut kept, mut read) = (worker(&l, &outcomes, 1, d), worker(&l, &outcomes, 1, d));
+        read.lossless();
+        let (mut m1, mut m2) = (Message::default(), Message::default());
+        for (t, g) in grads.iter().enumerate() {
+            if t == absent_at && t > 0 {
+                kept.on_absent(2, &m1);
+                read.on_absent(2, &m2);
+            }
+            if t == saved_at {
+                let mut saver = Saver::default();
+                read.visit(&mut saver);
+                let mut fresh = worker(&l, &outcomes, 1, d);
+                fresh.lossless();
+                let mut loader = Loader::new(&saver.out);
+                fresh.visit(&mut loader);
+                prop_assert_eq!(loader.finish().map(<[u8]>::len), Ok(0));
+                read = fresh;
+            }
+            let gi: Vec<f32> = (0..d).map(|j| g[j % 5] * (1.0 + j as f32 * 1e-2)).collect();
+            let a = kept.step_with_gradient(t as u64, &gi, &mut rng0(), &mut m1);
+            let b = read.step_with_gradient(t as u64, &gi, &mut rng0(), &mut m2);
+            prop_assert_eq!(a, b, "t={}", t);
+            prop_assert_eq!(&m1, &m2, "t={}", t);
+            prop_assert_eq!(kept.drift(&m1), read.drift(&m2), "t={}", t);
+            prop_assert_eq!(kept.applied(&m1), read.applied(&m2), "t={}", t);
+            prop_assert_eq!(kept.memory(), read.memory(), "t={}", t);
+        }
+    }
+
     /// A lossless server that reads silent nodes' drifts from their last uploads applies the
     /// same parameters, bit for bit, as one keeping its own copies, for every drift kind,
     /// across coordinate blocks (d = 2100) and before and after each node's first upload.

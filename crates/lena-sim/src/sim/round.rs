@@ -116,7 +116,7 @@ impl Simulation {
                         plan.lost_last = false;
                     }
                     if plan.absent > 0 {
-                        node.worker.on_absent(plan.absent);
+                        node.worker.on_absent(plan.absent, msg);
                         plan.absent = 0;
                     }
                     // A straggler computes on the parameters of `delay` rounds ago.
