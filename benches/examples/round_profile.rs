@@ -3,9 +3,10 @@
 //!
 //! `cargo run --release -p lena-benches --example round_profile` interleaves the algorithms
 //! and the state-touch bound: ten repetitions, each stepping every simulation for a slice of
-//! rounds in turn, then reports each one's fastest slice and median slice (ms per round) and
-//! their ratio to the bound on two threads. `... --example round_profile -- lena 3000` steps
-//! one algorithm only (for `perf record`).
+//! rounds in turn, then reports each one's fastest slice and median slice (ms per round), the
+//! fastest slice's ratio to the bound's fastest on two threads, and the median over
+//! repetitions of each slice's ratio to the bound of its own repetition.
+//! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
@@ -67,6 +68,17 @@ fn main() {
                 .push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
         }
     }
+    // Each slice against the 2-thread bound of its own repetition (measured within seconds of
+    // it, so under about the same load of a shared machine): the median of these ratios moves
+    // less between runs than fastest / fastest.
+    let ratios: Vec<Vec<f64>> = times
+        .iter()
+        .map(|t| {
+            let mut r: Vec<f64> = t.iter().zip(&times[n - 1]).map(|(a, b)| a / b).collect();
+            r.sort_by(f64::total_cmp);
+            r
+        })
+        .collect();
     for t in &mut times {
         t.sort_by(f64::total_cmp);
     }
@@ -77,15 +89,16 @@ fn main() {
         .chain(["bound_1_thread", "bound_2_threads"]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
-        "{:<18} {:>8} {:>8} {:>14}",
-        "", "fastest", "median", "fastest/bound2"
+        "{:<18} {:>8} {:>8} {:>14} {:>16}",
+        "", "fastest", "median", "fastest/bound2", "median of ratios"
     );
-    for (name, t) in names.zip(&times) {
+    for ((name, t), r) in names.zip(&times).zip(&ratios) {
         println!(
-            "{name:<18} {:>8.3} {:>8.3} {:>14.2}",
+            "{name:<18} {:>8.3} {:>8.3} {:>14.2} {:>16.2}",
             t[0],
             t[reps / 2],
-            t[0] / bound2
+            t[0] / bound2,
+            (r[(reps - 1) / 2] + r[reps / 2]) / 2.0
         );
     }
 }
