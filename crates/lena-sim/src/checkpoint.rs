@@ -24,7 +24,10 @@ use std::path::{Path, PathBuf};
 pub const MAGIC: &[u8; 8] = b"LENACKPT";
 
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 2;
+///
+/// 3: a LENA node whose uploads cannot be lost keeps no drift of its own (it reads q from its
+/// last upload), so its state holds no q (nor LENA-g's `alpha g`).
+pub const VERSION: u32 = 3;
 
 /// At most this many files are named in a header.
 const MAX_FILES: usize = 64;
