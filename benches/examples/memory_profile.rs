@@ -17,12 +17,29 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The algorithms measured, by name and `[algorithm]` table body.
-const ALGORITHMS: [(&str, &str); 10] = [
+const ALGORITHMS: [(&str, &str); 14] = [
     ("dgd", "name = \"dgd\""),
     ("lena (LENA-m)", "name = \"lena\""),
     (
         "lena-v (last-upload drift)",
         "name = \"lena\"\n[algorithm.drift]\nkind = \"last_upload\"",
+    ),
+    (
+        "lena-g (last-gradient drift)",
+        "name = \"lena\"\n[algorithm.drift]\nkind = \"last_gradient\"",
+    ),
+    (
+        "lena-avg (average drift)",
+        "name = \"lena\"\n[algorithm.drift]\nkind = \"average\"",
+    ),
+    (
+        "lena-v + QSGD",
+        "name = \"lena\"\n[algorithm.drift]\nkind = \"last_upload\"\n\
+         [algorithm.compressor]\nkind = \"qsgd\"\nlevels = 32\nbucket = 512",
+    ),
+    (
+        "lena-m + top-k",
+        "name = \"lena\"\n[algorithm.compressor]\nkind = \"top_k\"\nk = 100",
     ),
     ("lag_wk", "name = \"lag_wk\""),
     ("lag_ps", "name = \"lag_ps\""),

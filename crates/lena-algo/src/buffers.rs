@@ -56,3 +56,17 @@ pub(crate) fn take_spare_vector(dim: usize) -> Vec<f32> {
 pub(crate) fn give_back_spare_vector(v: Vec<f32>) {
     SPARE.with_borrow_mut(|s| *s = v);
 }
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch vector of length `dim`, for a vector an upload forms and
+/// uses at once (LENA's compressor input `e + alpha g`, then its `alpha g` for the drift), beside
+/// the gradient buffer and the spare vector.
+pub(crate) fn with_scratch_vector<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|s| {
+        s.resize(dim, 0.0);
+        f(&mut s[..dim])
+    })
+}

@@ -35,11 +35,7 @@ impl Lena {
             } else {
                 Vec::new()
             },
-            alpha_g: if self.params.drift == DriftKind::LastGradient {
-                vec![0.0; dim]
-            } else {
-                Vec::new()
-            },
+            alpha_g: self.params.drift == DriftKind::LastGradient,
             avg: if self.params.reference == ReferenceNorm::ScaledAverage
                 && !self.avg_from_momentum()
             {
@@ -60,11 +56,6 @@ impl Lena {
             prev_grad_sq: 0.0,
             since_upload: 0,
             compressor: self.compressor.clone(),
-            u: if self.compressor.is_some() {
-                vec![0.0; dim]
-            } else {
-                Vec::new()
-            },
             tmp: Message::default(),
             kernels: k,
             fresh: self.params.init == Init::Gradient,
@@ -94,7 +85,8 @@ pub struct LenaWorker {
     /// The compressed v last sent (empty without a compressor: then it is the first d
     /// values of the node's message).
     v_prev: Vec<f32>,
-    alpha_g: Vec<f32>,
+    /// The drift is LENA-g's `alpha g`, formed at an upload in the thread's scratch vector.
+    alpha_g: bool,
     avg: Vec<f32>,
     /// The average's norm comes from the momentum drift (see `Lena::avg_from_momentum`).
     avg_from_momentum: bool,
@@ -112,7 +104,6 @@ pub struct LenaWorker {
     prev_grad_sq: f64,
     since_upload: u64,
     compressor: Option<Arc<dyn Compressor>>,
-    u: Vec<f32>,
     tmp: Message,
     kernels: Kernels,
     /// With `Init::Gradient`: the node has not stepped yet (its first round is the exchange).
@@ -245,13 +236,10 @@ impl LenaWorker {
                         // v = u = e + alpha g, written straight into the upload (v, or v then
                         // q); e = u - v = 0 exactly.
                         let n = layout.dense_len();
-                        let (e, drift, alpha_g) = (
-                            memory(&self.ef, self.e_zero),
-                            &mut self.drift,
-                            &mut self.alpha_g,
-                        );
+                        let (e, drift) = (memory(&self.ef, self.e_zero), &mut self.drift);
                         let since = self.since_upload;
                         let aliased = self.q_at.is_some();
+                        let with_alpha_g = self.alpha_g;
                         dense::encode_with(msg, n, &mut decoded, |out| {
                             let (v, q_out) = out.split_at_mut(d);
                             k.lin_comb(v, 1.0, e, &[alpha], &[g]);
@@ -260,11 +248,10 @@ impl LenaWorker {
                                 drift.sent_q_into(k, alpha, g, q_out);
                                 return;
                             }
-                            if !alpha_g.is_empty() {
-                                alpha_g.fill(0.0);
-                                k.axpy(alpha, g, alpha_g);
-                            }
-                            drift.on_upload_keeping(k, v, alpha_g, since, before);
+                            crate::buffers::with_scratch_vector(d, |scratch| {
+                                let alpha_g = alpha_g_in(k, with_alpha_g, alpha, g, scratch);
+                                drift.on_upload_keeping(k, v, alpha_g, since, before);
+                            });
                             if layout.sends_q {
                                 q_out.copy_from_slice(drift.q());
                             }
@@ -273,27 +260,27 @@ impl LenaWorker {
                     }
                     Some(c) => {
                         own_memory(&mut self.ef, &mut self.e_zero);
-                        // u = e + alpha g; v = C(u); e = u - v.
-                        self.ef.compress_scaled(
-                            c.as_ref(),
-                            alpha,
-                            g,
-                            rng,
-                            &mut self.u,
-                            &mut self.v_prev,
-                            &mut self.tmp,
-                        );
-                        if !self.alpha_g.is_empty() {
-                            self.alpha_g.fill(0.0);
-                            k.axpy(alpha, g, &mut self.alpha_g);
-                        }
-                        self.drift.on_upload_keeping(
-                            k,
-                            &self.v_prev,
-                            &self.alpha_g,
-                            self.since_upload,
-                            before,
-                        );
+                        // u = e + alpha g; v = C(u); e = u - v. u is formed in the thread's
+                        // scratch vector, which then takes LENA-g's alpha g.
+                        crate::buffers::with_scratch_vector(d, |scratch| {
+                            self.ef.compress_scaled(
+                                c.as_ref(),
+                                alpha,
+                                g,
+                                rng,
+                                scratch,
+                                &mut self.v_prev,
+                                &mut self.tmp,
+                            );
+                            let alpha_g = alpha_g_in(k, self.alpha_g, alpha, g, scratch);
+                            self.drift.on_upload_keeping(
+                                k,
+                                &self.v_prev,
+                                alpha_g,
+                                self.since_upload,
+                                before,
+                            );
+                        });
                         layout.write_compressed(self.drift.q(), &self.tmp, msg);
                     }
                 }
@@ -351,7 +338,6 @@ impl Worker for LenaWorker {
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.f32s(own_memory(&mut self.ef, &mut self.e_zero));
         v.f32s(&mut self.v_prev);
-        v.f32s(&mut self.alpha_g);
         v.f32s(&mut self.avg);
         v.bool(&mut self.v_is_q);
         if self.keep_before {
@@ -401,7 +387,6 @@ impl Worker for LenaWorker {
             if layout.sends_q || kind == DriftKind::LastUpload {
                 self.q_at = Some(layout.drift_at());
                 self.drift.release_q();
-                self.alpha_g = Vec::new();
             }
         }
     }
@@ -414,6 +399,23 @@ fn own_memory<'a>(ef: &'a mut ErrorFeedback, zero: &mut bool) -> &'a mut [f32] {
         ef.memory_mut().fill(0.0);
     }
     ef.memory_mut()
+}
+
+/// LENA-g's `alpha g` (formed as `0 + alpha g` in `scratch`) where `with` is set, else empty
+/// (the other drifts do not read it).
+fn alpha_g_in<'a>(
+    k: Kernels,
+    with: bool,
+    alpha: f32,
+    g: &[f32],
+    scratch: &'a mut [f32],
+) -> &'a [f32] {
+    if !with {
+        return &[];
+    }
+    scratch.fill(0.0);
+    k.axpy(alpha, g, scratch);
+    scratch
 }
 
 /// The drift q: the node's own, or the one in its last upload at `q_at` (see
