@@ -62,8 +62,8 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's scratch vector of length `dim`, for a vector an upload forms and
-/// uses at once (LENA's compressor input `e + alpha g`, then its `alpha g` for the drift), beside
-/// the gradient buffer and the spare vector.
+/// uses at once (LENA's compressor input `e + alpha g`), beside the gradient buffer and the
+/// spare vector.
 pub(crate) fn with_scratch_vector<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with_borrow_mut(|s| {
         s.resize(dim, 0.0);

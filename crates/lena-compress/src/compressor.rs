@@ -905,7 +905,10 @@ impl Compressor for ScaledSign {
 /// each keep one per node.
 #[derive(Clone, Debug)]
 pub struct ErrorFeedback {
+    /// The memory (stale while `zero`).
     e: Vec<f32>,
+    /// The memory is zero ([`Self::clear`]) and is read as the shared zeros.
+    zero: bool,
     m: Vec<f32>,
     kernels: Kernels,
 }
@@ -921,6 +924,7 @@ impl ErrorFeedback {
     pub fn with_kernels(d: usize, k: Kernels) -> Self {
         Self {
             e: vec![0.0; d],
+            zero: false,
             // Grown by the first `compress` (never with `compress_scaled`).
             m: Vec::new(),
             kernels: k,
@@ -929,13 +933,30 @@ impl ErrorFeedback {
 
     /// The residual e.
     pub fn memory(&self) -> &[f32] {
-        &self.e
+        if self.zero {
+            lena_kernels::zeros(self.e.len())
+        } else {
+            &self.e
+        }
     }
 
     /// The memory, for checkpoints and for algorithms that also move it outside uploads
     /// (LENA charges its drift to it in silent rounds).
     pub fn memory_mut(&mut self) -> &mut [f32] {
+        if std::mem::take(&mut self.zero) {
+            self.e.fill(0.0);
+        }
         &mut self.e
+    }
+
+    /// Sets the memory to zero without writing it: it reads as the process's shared zeros
+    /// until it is next written (then the zeros are written first).
+    ///
+    /// PERF: LENA's memory after an upload without a compressor is exactly zero; writing zeros
+    /// that the next round reads back is one vector written and one read per upload, from DRAM
+    /// where node state does not fit in cache.
+    pub fn clear(&mut self) {
+        self.zero = true;
     }
 
     /// Exchanges the memory with `e` (of the same length): an algorithm that computed the next
@@ -946,12 +967,14 @@ impl ErrorFeedback {
     pub fn swap_memory(&mut self, e: &mut Vec<f32>) {
         assert_eq!(e.len(), self.e.len(), "swap_memory: length mismatch");
         std::mem::swap(&mut self.e, e);
+        self.zero = false;
     }
 
     /// Puts a compressed vector `v` that was never delivered back into the memory, `e += v`,
     /// so that the sum of delivered vectors plus the memory is again the sum of inputs.
     pub fn restore(&mut self, v: &[f32]) {
-        self.kernels.axpy(1.0, v, &mut self.e);
+        let k = self.kernels;
+        k.axpy(1.0, v, self.memory_mut());
     }
 
     /// Compresses `m = e + x` with `c`; `out` receives what the receiver decodes.
@@ -987,6 +1010,7 @@ impl ErrorFeedback {
         msg: &mut Message,
     ) {
         let k = self.kernels;
+        self.memory_mut();
         scratch.copy_from_slice(&self.e);
         k.axpy(alpha, x, scratch);
         c.compress(scratch, rng, out, msg);

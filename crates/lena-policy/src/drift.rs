@@ -163,19 +163,14 @@ impl Drift {
     }
 
     /// At an upload of `v` after `rounds` rounds (1 = uploaded in the previous round too):
-    /// sets the new q. `alpha_g` is this round's `alpha g` (node side; unused by rebuildable
-    /// kinds, so the server passes an empty slice).
-    pub fn on_upload(&mut self, k: Kernels, v: &[f32], alpha_g: &[f32], rounds: u64) {
+    /// sets the new q. `alpha` and `g` are this round's step and gradient (read by LENA-g only).
+    pub fn on_upload(&mut self, k: Kernels, v: &[f32], alpha: f32, g: &[f32], rounds: u64) {
         let kind = self.kind;
-        match kind {
-            DriftKind::LastGradient => self.q_mut().copy_from_slice(alpha_g),
-            DriftKind::Momentum { .. } => {
-                self.q_mut();
-                self.q.copy_from_slice(&self.mom);
-            }
-            DriftKind::Zero | DriftKind::LastUpload | DriftKind::Average => {
-                kind.rebuild(k, self.q_mut(), v, rounds)
-            }
+        if kind.rebuildable() {
+            kind.rebuild(k, self.q_mut(), v, rounds);
+        } else {
+            self.q_mut();
+            sent_q(self.kind, &self.mom, k, alpha, g, &mut self.q);
         }
     }
 
@@ -187,7 +182,8 @@ impl Drift {
         &mut self,
         k: Kernels,
         v: &[f32],
-        alpha_g: &[f32],
+        alpha: f32,
+        g: &[f32],
         rounds: u64,
         before: &mut Vec<f32>,
     ) {
@@ -199,7 +195,7 @@ impl Drift {
             }
             DriftKind::Zero | DriftKind::Average => before.copy_from_slice(&self.q),
         }
-        self.on_upload(k, v, alpha_g, rounds);
+        self.on_upload(k, v, alpha, g, rounds);
     }
 
     /// Frees q, for a caller that keeps it elsewhere (a LENA node that reads its drift from its
@@ -210,24 +206,29 @@ impl Drift {
         self.released = true;
     }
 
-    /// The new q at an upload, for a drift that is sent (LENA-g: `alpha g` from this round's
-    /// `g`, formed as `0 + alpha g` as [`Self::on_upload`]'s callers form it; LENA-m: the
-    /// momentum), written into `q_out` instead of kept; the same values as [`Self::on_upload`]
-    /// leaves in q. Writes nothing for the kinds the server rebuilds.
+    /// The new q at an upload, for a drift that is sent (LENA-g: `alpha g`; LENA-m: the
+    /// momentum), written into `q_out` instead of kept: the values [`Self::on_upload`] leaves
+    /// in q. Writes nothing for the kinds the server rebuilds.
     pub fn sent_q_into(&self, k: Kernels, alpha: f32, g: &[f32], q_out: &mut [f32]) {
-        match self.kind {
-            DriftKind::LastGradient => {
-                q_out.fill(0.0);
-                k.axpy(alpha, g, q_out);
-            }
-            DriftKind::Momentum { .. } => q_out.copy_from_slice(&self.mom),
-            DriftKind::Zero | DriftKind::LastUpload | DriftKind::Average => {}
-        }
+        sent_q(self.kind, &self.mom, k, alpha, g, q_out);
     }
 
     /// Sets q to a value received from the node (non-rebuildable kinds, server side).
     pub fn set(&mut self, q: &[f32]) {
         self.q_mut().copy_from_slice(q);
+    }
+}
+
+/// A sent drift's new q into `out`: LENA-g's `alpha g` (formed as `0 + alpha g`, one fused
+/// multiply-add per value), LENA-m's momentum `mom`; nothing for the rebuildable kinds.
+fn sent_q(kind: DriftKind, mom: &[f32], k: Kernels, alpha: f32, g: &[f32], out: &mut [f32]) {
+    match kind {
+        DriftKind::LastGradient => {
+            out.fill(0.0);
+            k.axpy(alpha, g, out);
+        }
+        DriftKind::Momentum { .. } => out.copy_from_slice(mom),
+        DriftKind::Zero | DriftKind::LastUpload | DriftKind::Average => {}
     }
 }
 
@@ -267,20 +268,19 @@ mod tests {
                     .map(|i| ((i as u64 * 7 + t) % 11) as f32 - 5.0)
                     .collect();
                 let v: Vec<f32> = g.iter().map(|x| 0.5 * x + t as f32).collect();
-                let alpha_g: Vec<f32> = g.iter().map(|x| 0.05 * x).collect();
                 a.observe(k, 0.05, &g);
                 b.observe(k, 0.05, &g);
-                a.on_upload_keeping(k, &v, &alpha_g, t + 1, &mut before_a);
+                a.on_upload_keeping(k, &v, 0.05, &g, t + 1, &mut before_a);
                 before_b.copy_from_slice(b.q());
-                b.on_upload(k, &v, &alpha_g, t + 1);
+                b.on_upload(k, &v, 0.05, &g, t + 1);
                 assert_eq!(a.q(), b.q(), "{kind:?} q after upload {t}");
                 assert_eq!(before_a, before_b, "{kind:?} q before upload {t}");
             }
         }
     }
 
-    /// `sent_q_into` writes the q that `on_upload` keeps, for the kinds that are sent (with
-    /// `alpha g` formed as LENA's node forms it: `0 + alpha g`), and nothing for the others.
+    /// `sent_q_into` writes the q that `on_upload` keeps, for the kinds that are sent, and
+    /// nothing for the others.
     #[test]
     fn sent_q_into_writes_the_q_on_upload_keeps() {
         let k = Kernels::detect();
@@ -293,11 +293,9 @@ mod tests {
                     .map(|i| ((i as u64 * 7 + t) % 11) as f32 * 0.3 - 1.7)
                     .collect();
                 let v: Vec<f32> = g.iter().map(|x| 0.5 * x + t as f32).collect();
-                let mut alpha_g = vec![0.0; d];
-                k.axpy(alpha, &g, &mut alpha_g);
                 kept.observe(k, alpha, &g);
                 sent.observe(k, alpha, &g);
-                kept.on_upload(k, &v, &alpha_g, t + 1);
+                kept.on_upload(k, &v, alpha, &g, t + 1);
                 let mut q_out = vec![f32::NAN; d];
                 sent.sent_q_into(k, alpha, &g, &mut q_out);
                 if kind.rebuildable() {

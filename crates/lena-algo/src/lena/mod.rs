@@ -244,6 +244,13 @@ impl Layout {
         if self.sends_q { self.q_at() } else { 0 }
     }
 
+    /// A silent node's drift is in its last upload, at [`Self::drift_at`]: uploads are dense
+    /// and carry q (LENA-g, LENA-m) or are q (LENA-v). Where nothing can be lost, node and
+    /// server read it from there instead of keeping it.
+    pub(super) fn drift_in_upload(self, kind: DriftKind) -> bool {
+        !self.compressed && (self.sends_q || kind == DriftKind::LastUpload)
+    }
+
     /// Writes a compressed upload from the drift `q` and the encoding `v` of the compressed v.
     pub(super) fn write_compressed(self, q: &[f32], v: &Message, msg: &mut Message) {
         if self.sends_q {

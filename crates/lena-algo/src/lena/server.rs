@@ -167,12 +167,8 @@ impl Server for LenaServer {
     /// of a silent node is the one in its last upload, read from there (a vector of d less
     /// per node, and no copy per upload).
     fn lossless(&mut self) {
-        if self.compressor.is_none()
-            && matches!(
-                self.kind,
-                DriftKind::LastUpload | DriftKind::LastGradient | DriftKind::Momentum { .. }
-            )
-        {
+        let layout = Layout::new(self.dim, self.kind, self.compressor.is_some());
+        if layout.drift_in_upload(self.kind) {
             self.aliased = true;
             self.qs = Vec::new();
         }

@@ -4,7 +4,7 @@ use super::{Init, Layout, Lena};
 use crate::{Broadcast, GradientOracle, Message, Upload, Worker};
 use lena_compress::{Compressor, ErrorFeedback, dense};
 use lena_kernels::{Ema, Kernels, SkipUpdate};
-use lena_policy::drift::{Drift, DriftKind};
+use lena_policy::drift::Drift;
 use lena_policy::trigger::{Decision, ReferenceNorm, Trigger, TriggerCtx};
 use rand::RngCore;
 use std::sync::Arc;
@@ -27,7 +27,6 @@ impl Lena {
             drift: Drift::new(self.params.drift, dim),
             q_at: None,
             ef: ErrorFeedback::with_kernels(dim, k),
-            e_zero: false,
             // PERF: without a compressor the v last sent is read from the node's message (its
             // first d values), not kept a second time.
             v_prev: if self.compressor.is_some() {
@@ -35,7 +34,6 @@ impl Lena {
             } else {
                 Vec::new()
             },
-            alpha_g: self.params.drift == DriftKind::LastGradient,
             avg: if self.params.reference == ReferenceNorm::ScaledAverage
                 && !self.avg_from_momentum()
             {
@@ -74,19 +72,11 @@ pub struct LenaWorker {
     /// Where q is read in the node's last upload, instead of kept by `drift` (see
     /// `Worker::lossless`).
     q_at: Option<usize>,
-    /// The error-feedback memory e (stale while `e_zero`).
+    /// The error-feedback memory e.
     ef: ErrorFeedback,
-    /// e is zero (after an upload without a compressor) and is read as the shared zeros.
-    ///
-    /// PERF: an upload no longer writes zeros over e, and the next round's scan reads them from
-    /// cache: at M = 60 000 (every node's state in DRAM) that is one vector written back and one
-    /// read per upload less.
-    e_zero: bool,
     /// The compressed v last sent (empty without a compressor: then it is the first d
     /// values of the node's message).
     v_prev: Vec<f32>,
-    /// The drift is LENA-g's `alpha g`, formed at an upload in the thread's scratch vector.
-    alpha_g: bool,
     avg: Vec<f32>,
     /// The average's norm comes from the momentum drift (see `Lena::avg_from_momentum`).
     avg_from_momentum: bool,
@@ -116,7 +106,7 @@ pub struct LenaWorker {
 impl LenaWorker {
     /// Error-feedback memory e.
     pub fn memory(&self) -> &[f32] {
-        memory(&self.ef, self.e_zero)
+        self.ef.memory()
     }
 
     /// The update this node believes the server applied for it last round (v), given the
@@ -187,8 +177,7 @@ impl LenaWorker {
             q,
             out: &mut skip_e,
         };
-        let e = memory(&self.ef, self.e_zero);
-        let norms = k.ef_scan(e, alpha, g, v_prev, mom, avg, Some(skip));
+        let norms = k.ef_scan(self.ef.memory(), alpha, g, v_prev, mom, avg, Some(skip));
         let grad_sq = f64::from(norms.g_sq);
         let innovation_sq = f64::from(norms.innovation_sq);
         let avg_grad_sq = if self.avg_from_momentum {
@@ -236,10 +225,9 @@ impl LenaWorker {
                         // v = u = e + alpha g, written straight into the upload (v, or v then
                         // q); e = u - v = 0 exactly.
                         let n = layout.dense_len();
-                        let (e, drift) = (memory(&self.ef, self.e_zero), &mut self.drift);
+                        let (e, drift) = (self.ef.memory(), &mut self.drift);
                         let since = self.since_upload;
                         let aliased = self.q_at.is_some();
-                        let with_alpha_g = self.alpha_g;
                         dense::encode_with(msg, n, &mut decoded, |out| {
                             let (v, q_out) = out.split_at_mut(d);
                             k.lin_comb(v, 1.0, e, &[alpha], &[g]);
@@ -248,39 +236,36 @@ impl LenaWorker {
                                 drift.sent_q_into(k, alpha, g, q_out);
                                 return;
                             }
-                            crate::buffers::with_scratch_vector(d, |scratch| {
-                                let alpha_g = alpha_g_in(k, with_alpha_g, alpha, g, scratch);
-                                drift.on_upload_keeping(k, v, alpha_g, since, before);
-                            });
+                            drift.on_upload_keeping(k, v, alpha, g, since, before);
                             if layout.sends_q {
                                 q_out.copy_from_slice(drift.q());
                             }
                         });
-                        self.e_zero = true;
+                        // PERF: zero without writing it (see `ErrorFeedback::clear`).
+                        self.ef.clear();
                     }
                     Some(c) => {
-                        own_memory(&mut self.ef, &mut self.e_zero);
                         // u = e + alpha g; v = C(u); e = u - v. u is formed in the thread's
-                        // scratch vector, which then takes LENA-g's alpha g.
-                        crate::buffers::with_scratch_vector(d, |scratch| {
+                        // scratch vector.
+                        crate::buffers::with_scratch_vector(d, |u| {
                             self.ef.compress_scaled(
                                 c.as_ref(),
                                 alpha,
                                 g,
                                 rng,
-                                scratch,
+                                u,
                                 &mut self.v_prev,
                                 &mut self.tmp,
                             );
-                            let alpha_g = alpha_g_in(k, self.alpha_g, alpha, g, scratch);
-                            self.drift.on_upload_keeping(
-                                k,
-                                &self.v_prev,
-                                alpha_g,
-                                self.since_upload,
-                                before,
-                            );
                         });
+                        self.drift.on_upload_keeping(
+                            k,
+                            &self.v_prev,
+                            alpha,
+                            g,
+                            self.since_upload,
+                            before,
+                        );
                         layout.write_compressed(self.drift.q(), &self.tmp, msg);
                     }
                 }
@@ -292,7 +277,6 @@ impl LenaWorker {
             Decision::Skip => {
                 // v = q; e = e + alpha g - q, computed by the scan.
                 self.ef.swap_memory(&mut skip_e);
-                self.e_zero = false;
                 crate::buffers::give_back_spare_vector(skip_e);
                 self.v_is_q = true;
                 Upload::Skipped
@@ -327,8 +311,7 @@ impl Worker for LenaWorker {
         let mut decoded = Vec::new();
         let d = self.ef.memory().len();
         let v = applied(false, &[], &self.v_prev, msg, d, &mut decoded);
-        let e = own_memory(&mut self.ef, &mut self.e_zero);
-        k.ef_update(e, 1.0, v, &self.q_before);
+        k.ef_update(self.ef.memory_mut(), 1.0, v, &self.q_before);
         self.drift.set(&self.q_before);
         self.v_is_q = true;
         self.since_upload = self.since_before;
@@ -336,7 +319,7 @@ impl Worker for LenaWorker {
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
-        v.f32s(own_memory(&mut self.ef, &mut self.e_zero));
+        v.f32s(self.ef.memory_mut());
         v.f32s(&mut self.v_prev);
         v.f32s(&mut self.avg);
         v.bool(&mut self.v_is_q);
@@ -365,8 +348,7 @@ impl Worker for LenaWorker {
         let mut scratch = Vec::new();
         let d = self.ef.memory().len();
         let q = drift_q(&self.drift, self.q_at, msg, d, &mut scratch);
-        let e = own_memory(&mut self.ef, &mut self.e_zero);
-        k.axpy(-(rounds as f32), q, e);
+        k.axpy(-(rounds as f32), q, self.ef.memory_mut());
         self.since_upload += rounds;
         self.v_is_q = true;
     }
@@ -380,42 +362,13 @@ impl Worker for LenaWorker {
     fn lossless(&mut self) {
         self.keep_before = false;
         self.q_before = Vec::new();
-        if self.compressor.is_none() {
-            let d = self.ef.memory().len();
-            let kind = self.drift.kind();
-            let layout = Layout::new(d, kind, false);
-            if layout.sends_q || kind == DriftKind::LastUpload {
-                self.q_at = Some(layout.drift_at());
-                self.drift.release_q();
-            }
+        let d = self.ef.memory().len();
+        let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
+        if layout.drift_in_upload(self.drift.kind()) {
+            self.q_at = Some(layout.drift_at());
+            self.drift.release_q();
         }
     }
-}
-
-/// The memory e to be written: zeros go into the node's own vector first if it was read as
-/// the shared zeros (`zero`, then cleared).
-fn own_memory<'a>(ef: &'a mut ErrorFeedback, zero: &mut bool) -> &'a mut [f32] {
-    if std::mem::take(zero) {
-        ef.memory_mut().fill(0.0);
-    }
-    ef.memory_mut()
-}
-
-/// LENA-g's `alpha g` (formed as `0 + alpha g` in `scratch`) where `with` is set, else empty
-/// (the other drifts do not read it).
-fn alpha_g_in<'a>(
-    k: Kernels,
-    with: bool,
-    alpha: f32,
-    g: &[f32],
-    scratch: &'a mut [f32],
-) -> &'a [f32] {
-    if !with {
-        return &[];
-    }
-    scratch.fill(0.0);
-    k.axpy(alpha, g, scratch);
-    scratch
 }
 
 /// The drift q: the node's own, or the one in its last upload at `q_at` (see
@@ -433,30 +386,13 @@ fn drift_q<'a>(
     }
 }
 
-/// The `d` values at `at` of the node's last dense upload `msg` (read in place, or decoded into
-/// `scratch` where the platform cannot); zeros before its first upload (`msg` empty), when q
-/// is zero.
+/// The drift at `at` in the node's last dense upload `msg`; zeros before its first upload
+/// (`msg` empty), when q is zero.
 fn msg_q<'a>(msg: &'a Message, at: usize, d: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
     if msg.bytes().is_empty() {
         return lena_kernels::zeros(d);
     }
-    match dense::view_at(msg, at, d) {
-        Some(q) => q,
-        None => {
-            scratch.resize(d, 0.0);
-            dense::decode_at(msg, at, scratch);
-            scratch
-        }
-    }
-}
-
-/// The memory e: the shared zeros while `zero`, else the node's own vector.
-fn memory(ef: &ErrorFeedback, zero: bool) -> &[f32] {
-    if zero {
-        lena_kernels::zeros(ef.memory().len())
-    } else {
-        ef.memory()
-    }
+    dense_at(msg, at, d, scratch)
 }
 
 /// The update a node applied last round: its drift `q` after a skip, else the `v` it sent:
@@ -479,11 +415,17 @@ fn applied<'a>(
     if !v_prev.is_empty() {
         return v_prev;
     }
-    match dense::view_at(msg, 0, d) {
-        Some(v) => v,
+    dense_at(msg, 0, d, scratch)
+}
+
+/// The `d` values at `at` of a dense message, read in place, or decoded into `scratch` where
+/// the platform cannot.
+fn dense_at<'a>(msg: &'a Message, at: usize, d: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    match dense::view_at(msg, at, d) {
+        Some(x) => x,
         None => {
             scratch.resize(d, 0.0);
-            dense::decode_at(msg, 0, scratch);
+            dense::decode_at(msg, at, scratch);
             scratch
         }
     }
