@@ -58,6 +58,38 @@ impl<'a> BitWriter<'a> {
         }
     }
 
+    /// Runs `f` with a [`Packer`], which appends up to [`Packer::MAX_BITS`] bits to this writer
+    /// at a fixed cost per code, without branches.
+    ///
+    /// # Panics
+    /// If `f` pushes more than [`Packer::MAX_BITS`] bits.
+    pub fn pack<R>(&mut self, f: impl FnOnce(&mut Packer) -> R) -> R {
+        // A packer holds fewer than 8 bits: the accumulator's whole bytes go out first.
+        while self.n >= 8 {
+            self.buf.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+        let mut p = Packer {
+            out: [0; PACK_BYTES + 8],
+            pos: 0,
+            acc: self.acc,
+            n: self.n,
+        };
+        let r = f(&mut p);
+        // Pushes of at most MAX_BITS end below PACK_BYTES; more end at or past it (the count
+        // only grows), whatever the mask made of the bytes.
+        assert!(
+            p.pos < PACK_BYTES,
+            "pack: more than {} bits pushed",
+            Packer::MAX_BITS
+        );
+        self.buf.extend_from_slice(&p.out[..p.pos]);
+        self.bits += 8 * p.pos as u64 + u64::from(p.n) - u64::from(self.n);
+        (self.acc, self.n) = (p.acc, p.n);
+        r
+    }
+
     /// Writes an f32's 32 bits.
     #[inline]
     pub fn write_f32(&mut self, v: f32) {
@@ -72,6 +104,46 @@ impl<'a> BitWriter<'a> {
             self.n = self.n.saturating_sub(8);
         }
         self.bits
+    }
+}
+
+/// Bytes a [`Packer`] holds.
+const PACK_BYTES: usize = 512;
+
+/// Appends codes of up to 32 bits for a [`BitWriter`] ([`BitWriter::pack`]).
+///
+/// PERF: every push stores the accumulator's eight bytes and keeps the whole ones, so the cost
+/// of a code does not depend on where it falls (a writer that flushes when a word fills takes a
+/// branch that a stream of variable-length codes mispredicts); its bytes are a fixed array
+/// indexed under a mask, so a push has no bounds check either.
+pub struct Packer {
+    out: [u8; PACK_BYTES + 8],
+    /// Bytes complete in `out`.
+    pos: usize,
+    /// Bits not yet complete: fewer than 8 between pushes, zero above `n`.
+    acc: u64,
+    n: u32,
+}
+
+impl Packer {
+    /// The most bits one [`BitWriter::pack`] call may push.
+    /// (With fewer than 8 bits held before them, the bytes made stay below `PACK_BYTES`.)
+    pub const MAX_BITS: u64 = 8 * PACK_BYTES as u64 - 8;
+
+    /// Appends the low `len <= 32` bits of `code`, whose higher bits are zero.
+    #[inline(always)]
+    pub fn push(&mut self, code: u32, len: u32) {
+        debug_assert!(len <= 32 && u64::from(code) >> len == 0 && self.n < 8);
+        self.acc |= u64::from(code) << self.n;
+        self.n += len;
+        // Past PACK_BYTES the mask wraps, and `pack` fails on the count.
+        let at = self.pos % PACK_BYTES;
+        self.out[at..at + 8].copy_from_slice(&self.acc.to_le_bytes());
+        // n < 40, so at most 4 whole bytes and a shift of at most 32.
+        let whole = self.n >> 3;
+        self.pos += whole as usize;
+        self.acc >>= whole * 8;
+        self.n &= 7;
     }
 }
 
@@ -180,6 +252,38 @@ impl<'a> BitReader<'a> {
     #[inline]
     pub fn peek(&mut self, width: u32) -> (u64, u32) {
         debug_assert!(width <= 32);
+        self.refill();
+        let avail = u64::from(self.n).min(self.left) as u32;
+        let real = avail.min(width);
+        let bits = if real == 0 {
+            0
+        } else {
+            self.acc & (u64::MAX >> (64 - real))
+        };
+        (bits, real)
+    }
+
+    /// The next `width <= 32` bits without consuming them, bits past the end read as 0, without
+    /// counting the real ones: for a table-driven decoder whose lookup gives a length that it
+    /// then checks against [`Self::real`] (one dependency fewer per lookup than [`Self::peek`]).
+    #[inline(always)]
+    pub fn peek_bits(&mut self, width: u32) -> u64 {
+        debug_assert!((1..=32).contains(&width));
+        self.refill();
+        // INVARIANT: the accumulator's bits at and above `n` are zero (it is shifted right and
+        // filled at `n`), so bits past the buffer's end read as 0.
+        self.acc & (u64::MAX >> (64 - width))
+    }
+
+    /// How many of the buffered bits are real (not past the end).
+    #[inline(always)]
+    pub fn real(&self) -> u64 {
+        u64::from(self.n).min(self.left)
+    }
+
+    /// Buffers at least 32 bits where the buffer still has them.
+    #[inline(always)]
+    fn refill(&mut self) {
         if self.n < 32 {
             if let Some(b) = self.buf.get(self.pos..self.pos + 4) {
                 self.acc |= u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) << self.n;
@@ -196,14 +300,6 @@ impl<'a> BitReader<'a> {
                 }
             }
         }
-        let avail = u64::from(self.n).min(self.left) as u32;
-        let real = avail.min(width);
-        let bits = if real == 0 {
-            0
-        } else {
-            self.acc & (u64::MAX >> (64 - real))
-        };
-        (bits, real)
     }
 
     /// Consumes `width` bits that [`Self::peek`] reported real.
@@ -411,5 +507,70 @@ mod tests {
         assert_eq!(width_for(1000), 10);
         assert_eq!(width_for(1024), 10);
         assert_eq!(width_for(1025), 11);
+    }
+
+    /// Codes pushed through packers, between plain writes, give the same bits as bitvec; a
+    /// reader's `peek_bits` sees them, zero past the end.
+    #[test]
+    fn packer_matches_bitvec_bit_for_bit() {
+        use bitvec::prelude::*;
+        let field = (0u32..=32, any::<u32>());
+        let op = prop_oneof![
+            field.clone().prop_map(|f| vec![f]),
+            proptest::collection::vec(field, 0..120),
+        ];
+        proptest!(|(ops in proptest::collection::vec((any::<bool>(), op), 0..12))| {
+            let mask = |v: u32, width: u32| if width == 0 { 0 } else { v & (u32::MAX >> (32 - width)) };
+            let mut buf = Vec::new();
+            let mut w = BitWriter::new(&mut buf);
+            let mut reference: BitVec<u8, Lsb0> = BitVec::new();
+            for (packed, fields) in &ops {
+                if *packed {
+                    w.pack(|p| {
+                        for &(width, v) in fields {
+                            p.push(mask(v, width), width);
+                        }
+                    });
+                } else {
+                    for &(width, v) in fields {
+                        w.write(u64::from(mask(v, width)), width);
+                    }
+                }
+                for &(width, v) in fields {
+                    for i in 0..width {
+                        reference.push(mask(v, width) >> i & 1 == 1);
+                    }
+                }
+            }
+            let bits = w.finish();
+            prop_assert_eq!(bits, reference.len() as u64);
+            prop_assert_eq!(&buf[..], reference.as_raw_slice());
+            let mut r = BitReader::new(&buf, bits, "test");
+            for (_, fields) in &ops {
+                for &(width, v) in fields {
+                    if width > 0 {
+                        // Refilled by the peek, the bits are all real.
+                        prop_assert_eq!(r.peek_bits(width), u64::from(mask(v, width)));
+                        prop_assert!(r.real() >= u64::from(width));
+                    }
+                    r.consume(width);
+                }
+            }
+            prop_assert_eq!(r.peek_bits(32), 0);
+            r.finish().unwrap();
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "more than")]
+    fn a_packer_refuses_more_than_it_holds() {
+        let mut buf = Vec::new();
+        let mut w = BitWriter::new(&mut buf);
+        w.write(1, 7);
+        w.pack(|p| {
+            for _ in 0..=Packer::MAX_BITS / 8 {
+                p.push(0xff, 8);
+            }
+        });
     }
 }

@@ -5,7 +5,7 @@
 //! omega (`E||C(x) - x||^2 <= omega ||x||^2` for unbiased ones) and the contraction delta
 //! (`E||C(x) - x||^2 <= (1 - delta) ||x||^2`).
 
-use crate::bits::{BitReader, BitWriter, width_for};
+use crate::bits::{BitReader, BitWriter, Packer, width_for};
 use crate::{Error, Message, Result};
 use lena_kernels::{BadParam, Kernels};
 use rand::{RngCore, SeedableRng};
@@ -271,6 +271,242 @@ impl Qsgd {
         f32::from_bits(v.to_bits() | (u32::from(negative) << 31))
     }
 
+    /// Compresses `x` (of length `d`) into `out` and `msg` through a buffer of fields of
+    /// type `F`.
+    fn compress_fields<F: Field>(
+        &self,
+        x: &[f32],
+        rng: &mut dyn RngCore,
+        out: &mut [f32],
+        msg: &mut Message,
+    ) {
+        let width = width_for(u64::from(self.s) + 1);
+        let mut w = BitWriter::new(&mut msg.bytes);
+        let s = self.s as f32;
+        // PERF: the uniforms of up to CHUNK coordinates come from one `fill_bytes` call (not one
+        // call through `dyn RngCore` per coordinate), the levels are computed in a loop free of
+        // calls and branches (vectorised by the compiler), and packing is a separate pass.
+        const CHUNK: usize = 256;
+        // PERF: words, not bytes, so the level loop loads eight draws with one vector load.
+        let mut random = [0u32; CHUNK];
+        let mut fields = [F::default(); CHUNK];
+        for (xb, ob) in x.chunks(self.bucket).zip(out.chunks_mut(self.bucket)) {
+            let n = self.bucket_norm(xb);
+            w.write_f32(n);
+            let scale = if n > 0.0 { s / n } else { 0.0 };
+            let unit = n / s;
+            for (xc, oc) in xb.chunks(CHUNK).zip(ob.chunks_mut(CHUNK)) {
+                let m = xc.len();
+                rng.fill_bytes(bytemuck::cast_slice_mut(&mut random[..m]));
+                let top = self.s;
+                self.kernels.vectorize(|| {
+                    for (((xi, oi), f), r4) in xc
+                        .iter()
+                        .zip(oc.iter_mut())
+                        .zip(fields.iter_mut())
+                        .zip(&random)
+                    {
+                        // A uniform in [0, 1) from the top 24 bits of a 32-bit draw (four
+                        // bytes of the stream read little-endian, whatever the machine).
+                        let bits = u32::from_le(*r4);
+                        // PERF: integer <-> float conversions go through i32 (every value here
+                        // is below 2^31), which AVX2 converts in one instruction; u32 takes
+                        // several. The values are the same.
+                        let u = (bits >> 8) as i32 as f32 * (1.0 / (1u32 << 24) as f32);
+                        // Never NaN: `min` returns s for a NaN product (a NaN or infinite x).
+                        let r = (xi.abs() * scale).min(s);
+                        // PERF: a saturating `r as i32` is not vectorised (NaN and range checks
+                        // per lane); truncation is floor here and the checks cannot fire.
+                        // SAFETY: 0 <= r <= s <= 2^24 and r is not NaN (above), so r truncated
+                        // is representable in i32.
+                        let lower: i32 = unsafe { r.to_int_unchecked() };
+                        let level = (lower + i32::from(u < r - lower as f32)).min(top as i32);
+                        let negative = xi.is_sign_negative() && level > 0;
+                        *f = F::new(((level as u32) << 1) | u32::from(negative));
+                        *oi = Self::value(unit, level as f32, negative);
+                    }
+                });
+                match self.coding {
+                    QsgdCoding::Fixed => {
+                        let mut word = Word::default();
+                        for &f in &fields[..m] {
+                            word.push(&mut w, f.get(), width + 1);
+                        }
+                        word.flush(&mut w);
+                    }
+                    // PERF: levels up to 7 (fields below 16, codes of at most 8 bits): every
+                    // four fields are one push of two pair codes from a 256-entry table, with
+                    // no branch on the levels.
+                    // PERF: levels up to 7 (byte fields below 16, codes of at most 8 bits):
+                    // every four fields are one 32-bit load, two lookups of a byte pair's codes
+                    // and one push, with no branch on the levels.
+                    QsgdCoding::EliasGamma
+                        if self.s <= PAIR_LEVELS
+                            && let Some(bytes) = F::bytes(&fields[..m]) =>
+                    {
+                        let (pairs, codes) = (gamma_pair_codes(), gamma_codes());
+                        // At most 8 bits per field: CHUNK fields fit one packer.
+                        const _: () = assert!(8 * CHUNK as u64 <= Packer::MAX_BITS);
+                        w.pack(|p| {
+                            let mut quads = bytes.chunks_exact(4);
+                            for q in &mut quads {
+                                let q = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+                                // `f0 | f1 << 8` of each pair: below 4096 since f1 < 16 (the
+                                // masks only tell the compiler so).
+                                let e0 = pairs[(q & 0xfff) as usize];
+                                let e1 = pairs[(q >> 16 & 0xfff) as usize];
+                                let (l0, l1) = (e0 >> 16, e1 >> 16);
+                                p.push((e0 & 0xffff) | (e1 & 0xffff) << l0, l0 + l1);
+                            }
+                            for &f in quads.remainder() {
+                                let (c, l) = codes[usize::from(f)];
+                                p.push(c, u32::from(l));
+                            }
+                        });
+                    }
+                    QsgdCoding::EliasGamma => {
+                        let codes = gamma_codes();
+                        let quads = gamma_quad_codes();
+                        let mut word = Word::default();
+                        let fields = &fields[..m];
+                        let mut i = 0;
+                        while i < m {
+                            // PERF: four fields of levels 0 and 1 (most of them at usual s and
+                            // buckets) from one table entry: a quarter of the serial steps.
+                            if let Some(&[f0, f1, f2, f3]) = fields.get(i..i + 4)
+                                && let (f0, f1, f2, f3) = (f0.get(), f1.get(), f2.get(), f3.get())
+                                && (f0 | f1 | f2 | f3) <= 3
+                            {
+                                let (code, len) =
+                                    quads[(f0 | f1 << 2 | f2 << 4 | f3 << 6) as usize];
+                                word.push(&mut w, code, u32::from(len));
+                                i += 4;
+                                continue;
+                            }
+                            let f = fields[i].get();
+                            i += 1;
+                            if let Some(&(code, len)) = codes.get(f as usize) {
+                                // Code and sign as one field (the same bits as write_gamma
+                                // followed by a 1-bit write), from the table.
+                                word.push(&mut w, code, u32::from(len));
+                            } else {
+                                let (level, negative) = (f >> 1, f & 1);
+                                let n = u64::from(level) + 1;
+                                word.flush(&mut w);
+                                w.write_gamma(n);
+                                if level > 0 {
+                                    w.write(u64::from(negative), 1);
+                                }
+                            }
+                        }
+                        word.flush(&mut w);
+                    }
+                }
+            }
+        }
+        msg.bits = w.finish();
+    }
+
+    /// Decodes `msg` into `out` (of length `d`) through a buffer of fields of type `F`.
+    fn decode_fields<F: Field>(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
+        let width = width_for(u64::from(self.s) + 1);
+        let mut r = BitReader::new(&msg.bytes, msg.bits, "QSGD");
+        for ob in out.chunks_mut(self.bucket) {
+            let n = r.read_f32()?;
+            if !(n.is_finite() && n >= 0.0) {
+                return Err(Error::Malformed {
+                    kind: "QSGD",
+                    what: format!("bucket norm {n}"),
+                });
+            }
+            let unit = n / self.s as f32;
+            // Room for a whole window's fields written past the chunk's last (see below).
+            let mut buf = [F::default(); 256 + MULTI_FIELDS];
+            for oc in ob.chunks_mut(256) {
+                let len = oc.len();
+                match self.coding {
+                    QsgdCoding::Fixed => F::read_fixed(&mut r, width + 1, &mut buf[..len])?,
+                    QsgdCoding::EliasGamma => {
+                        let multi = multi_gamma_table();
+                        let steps = multi_gamma_steps();
+                        let mut i = 0;
+                        while i < len {
+                            // PERF: while a window's codes all belong to this chunk, take them
+                            // all: the bits they span from an 8 KiB table (in L1), checked
+                            // against the real bits after the lookup, and their fields copied
+                            // whole. The serial chain is the accumulator, one load from that
+                            // table and a shift per window.
+                            if len - i >= GAMMA_BITS as usize {
+                                let window = r.peek_bits(GAMMA_BITS) as usize;
+                                let step = steps[window];
+                                let bits = u32::from(step.bits);
+                                if bits > 0 && u64::from(bits) <= r.real() {
+                                    F::copy_all(
+                                        &mut buf[i..i + MULTI_FIELDS],
+                                        &multi[window].fields,
+                                    );
+                                    i += usize::from(step.count);
+                                    r.consume(bits);
+                                    continue;
+                                }
+                            }
+                            // Near the chunk's end, or a window without a whole code: the
+                            // window's codes up to the chunk's end, or one code.
+                            let (window, real) = r.peek(GAMMA_BITS);
+                            let e = &multi[window as usize];
+                            if real == GAMMA_BITS && e.count > 0 {
+                                let k = usize::from(e.count).min(len - i);
+                                F::copy_all(&mut buf[i..i + k], &e.fields[..k]);
+                                r.consume(u32::from(e.ends[k - 1]));
+                                i += k;
+                                continue;
+                            }
+                            // One code: from the single-code table, or parsed.
+                            let (field, code_len) = gamma_table()[window as usize];
+                            if code_len > 0 && u32::from(code_len) <= real {
+                                r.consume(u32::from(code_len));
+                                buf[i] = F::new(field);
+                                i += 1;
+                                continue;
+                            }
+                            let n = r.read_gamma()?;
+                            // n - 1 is the level; bound it before it can overflow a u32.
+                            let level = (n - 1).min(u64::from(self.s) + 1) as u32;
+                            let negative = if level > 0 { r.read(1)? as u32 } else { 0 };
+                            buf[i] = F::new((level << 1) | negative);
+                            i += 1;
+                        }
+                    }
+                }
+                let fields = &buf[..len];
+                let top = F::max(fields) >> 1;
+                if top > self.s {
+                    return Err(Error::Malformed {
+                        kind: "QSGD",
+                        what: format!("level {top} > s"),
+                    });
+                }
+                self.kernels.vectorize(|| {
+                    for (oi, f) in oc.iter_mut().zip(fields.iter()) {
+                        let f = f.get();
+                        *oi = Self::value(unit, (f >> 1) as f32, f & 1 == 1);
+                    }
+                });
+            }
+        }
+        r.finish()
+    }
+
+    /// Whether every field (`level << 1 | sign`, up to `2 s + 1`, and up to `2 s + 3` for the
+    /// decoder's bound on a malformed level) fits a byte: levels up to 126.
+    ///
+    /// PERF: byte fields are what the encoder's pair table reads four at a time, what the
+    /// decoder's multi-code table copies sixteen at a time, and a quarter of the bytes for the
+    /// passes over them.
+    fn byte_fields(&self) -> bool {
+        self.s <= 126
+    }
+
     fn bucket_norm(&self, xb: &[f32]) -> f32 {
         match self.norm {
             QsgdNorm::L2 => self.kernels.norm2_sq(xb).sqrt(),
@@ -308,6 +544,88 @@ impl Word {
     }
 }
 
+/// A decoded QSGD field (`level << 1 | sign`) as the decoder buffers it.
+trait Field: Copy + Default {
+    /// `f`, which the caller has bounded to fit.
+    fn new(f: u32) -> Self;
+    /// The field.
+    fn get(self) -> u32;
+    /// `to[j] = from[j]` for every j (equal lengths).
+    fn copy_all(to: &mut [Self], from: &[u8]);
+    /// The largest of `fields` (0 if none).
+    fn max(fields: &[Self]) -> u32;
+    /// The fields as bytes, if they are bytes.
+    fn bytes(fields: &[Self]) -> Option<&[u8]>;
+    /// Reads `to.len()` fields of `width` bits.
+    fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()>;
+}
+
+impl Field for u8 {
+    #[inline(always)]
+    fn new(f: u32) -> Self {
+        debug_assert!(f <= 255);
+        f as u8
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+    #[inline(always)]
+    fn copy_all(to: &mut [Self], from: &[u8]) {
+        to.copy_from_slice(from);
+    }
+    #[inline(always)]
+    fn max(fields: &[Self]) -> u32 {
+        // PERF: compared as bytes, sixteen to an SSE2 register.
+        u32::from(fields.iter().fold(0, |m, &f| m.max(f)))
+    }
+    #[inline(always)]
+    fn bytes(fields: &[Self]) -> Option<&[u8]> {
+        Some(fields)
+    }
+    fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()> {
+        // Fields of at most 8 bits (levels up to 126), read as words and narrowed.
+        debug_assert!(width <= 8);
+        let mut words = [0u32; 256];
+        for to in to.chunks_mut(256) {
+            let words = &mut words[..to.len()];
+            r.read_fields(width, words)?;
+            for (t, &w) in to.iter_mut().zip(words.iter()) {
+                *t = w as u8;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Field for u32 {
+    #[inline(always)]
+    fn new(f: u32) -> Self {
+        f
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        self
+    }
+    #[inline(always)]
+    fn copy_all(to: &mut [Self], from: &[u8]) {
+        for (t, &f) in to.iter_mut().zip(from) {
+            *t = u32::from(f);
+        }
+    }
+    #[inline(always)]
+    fn max(fields: &[Self]) -> u32 {
+        fields.iter().fold(0, |m, &f| m.max(f))
+    }
+    #[inline(always)]
+    fn bytes(_: &[Self]) -> Option<&[u8]> {
+        None
+    }
+    fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()> {
+        r.read_fields(width, to)
+    }
+}
+
 impl Compressor for Qsgd {
     fn name(&self) -> String {
         match self.coding {
@@ -319,169 +637,20 @@ impl Compressor for Qsgd {
     fn compress(&self, x: &[f32], rng: &mut dyn RngCore, out: &mut [f32], msg: &mut Message) {
         assert_eq!(x.len(), self.d);
         assert_eq!(out.len(), self.d);
-        let width = width_for(u64::from(self.s) + 1);
-        let mut w = BitWriter::new(&mut msg.bytes);
-        let s = self.s as f32;
-        // PERF: the uniforms of up to CHUNK coordinates come from one `fill_bytes` call (not one
-        // call through `dyn RngCore` per coordinate), the levels are computed in a loop free of
-        // calls and branches (vectorised by the compiler), and packing is a separate pass.
-        const CHUNK: usize = 256;
-        // PERF: words, not bytes, so the level loop loads eight draws with one vector load.
-        let mut random = [0u32; CHUNK];
-        let mut fields = [0u32; CHUNK];
-        for (xb, ob) in x.chunks(self.bucket).zip(out.chunks_mut(self.bucket)) {
-            let n = self.bucket_norm(xb);
-            w.write_f32(n);
-            let scale = if n > 0.0 { s / n } else { 0.0 };
-            let unit = n / s;
-            for (xc, oc) in xb.chunks(CHUNK).zip(ob.chunks_mut(CHUNK)) {
-                let m = xc.len();
-                rng.fill_bytes(bytemuck::cast_slice_mut(&mut random[..m]));
-                let top = self.s;
-                self.kernels.vectorize(|| {
-                    for (((xi, oi), f), r4) in xc
-                        .iter()
-                        .zip(oc.iter_mut())
-                        .zip(fields.iter_mut())
-                        .zip(&random)
-                    {
-                        // A uniform in [0, 1) from the top 24 bits of a 32-bit draw (four
-                        // bytes of the stream read little-endian, whatever the machine).
-                        let bits = u32::from_le(*r4);
-                        // PERF: integer <-> float conversions go through i32 (every value here
-                        // is below 2^31), which AVX2 converts in one instruction; u32 takes
-                        // several. The values are the same.
-                        let u = (bits >> 8) as i32 as f32 * (1.0 / (1u32 << 24) as f32);
-                        // Never NaN: `min` returns s for a NaN product (a NaN or infinite x).
-                        let r = (xi.abs() * scale).min(s);
-                        // PERF: a saturating `r as i32` is not vectorised (NaN and range checks
-                        // per lane); truncation is floor here and the checks cannot fire.
-                        // SAFETY: 0 <= r <= s <= 2^24 and r is not NaN (above), so r truncated
-                        // is representable in i32.
-                        let lower: i32 = unsafe { r.to_int_unchecked() };
-                        let level = (lower + i32::from(u < r - lower as f32)).min(top as i32);
-                        let negative = xi.is_sign_negative() && level > 0;
-                        *f = ((level as u32) << 1) | u32::from(negative);
-                        *oi = Self::value(unit, level as f32, negative);
-                    }
-                });
-                match self.coding {
-                    QsgdCoding::Fixed => {
-                        let mut word = Word::default();
-                        for &f in &fields[..m] {
-                            word.push(&mut w, f, width + 1);
-                        }
-                        word.flush(&mut w);
-                    }
-                    QsgdCoding::EliasGamma => {
-                        let codes = gamma_codes();
-                        let quads = gamma_quad_codes();
-                        let mut word = Word::default();
-                        let fields = &fields[..m];
-                        let mut i = 0;
-                        while i < m {
-                            // PERF: four fields of levels 0 and 1 (most of them at usual s and
-                            // buckets) from one table entry: a quarter of the serial steps.
-                            if let Some(&[f0, f1, f2, f3]) = fields.get(i..i + 4)
-                                && (f0 | f1 | f2 | f3) <= 3
-                            {
-                                let (code, len) =
-                                    quads[(f0 | f1 << 2 | f2 << 4 | f3 << 6) as usize];
-                                word.push(&mut w, code, u32::from(len));
-                                i += 4;
-                                continue;
-                            }
-                            let f = fields[i];
-                            i += 1;
-                            if let Some(&(code, len)) = codes.get(f as usize) {
-                                // Code and sign as one field (the same bits as write_gamma
-                                // followed by a 1-bit write), from the table.
-                                word.push(&mut w, code, u32::from(len));
-                            } else {
-                                let (level, negative) = (f >> 1, f & 1);
-                                let n = u64::from(level) + 1;
-                                word.flush(&mut w);
-                                w.write_gamma(n);
-                                if level > 0 {
-                                    w.write(u64::from(negative), 1);
-                                }
-                            }
-                        }
-                        word.flush(&mut w);
-                    }
-                }
-            }
+        if self.byte_fields() {
+            self.compress_fields::<u8>(x, rng, out, msg);
+        } else {
+            self.compress_fields::<u32>(x, rng, out, msg);
         }
-        msg.bits = w.finish();
     }
 
     fn decode(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
         check_len("QSGD", self.d, out)?;
-        let width = width_for(u64::from(self.s) + 1);
-        let mut r = BitReader::new(&msg.bytes, msg.bits, "QSGD");
-        for ob in out.chunks_mut(self.bucket) {
-            let n = r.read_f32()?;
-            if !(n.is_finite() && n >= 0.0) {
-                return Err(Error::Malformed {
-                    kind: "QSGD",
-                    what: format!("bucket norm {n}"),
-                });
-            }
-            let unit = n / self.s as f32;
-            let mut fields = [0u32; 256];
-            for oc in ob.chunks_mut(256) {
-                let fields = &mut fields[..oc.len()];
-                match self.coding {
-                    QsgdCoding::Fixed => r.read_fields(width + 1, fields)?,
-                    QsgdCoding::EliasGamma => {
-                        let multi = multi_gamma_table();
-                        let mut i = 0;
-                        while i < fields.len() {
-                            // PERF: a GAMMA_BITS-bit window usually holds several whole codes
-                            // (level 0 is one bit): all of them from one table entry.
-                            let (window, real) = r.peek(GAMMA_BITS);
-                            let e = &multi[window as usize];
-                            if real == GAMMA_BITS && e.count > 0 {
-                                let k = usize::from(e.count).min(fields.len() - i);
-                                for (f, &v) in fields[i..i + k].iter_mut().zip(&e.fields) {
-                                    *f = u32::from(v);
-                                }
-                                r.consume(u32::from(e.ends[k - 1]));
-                                i += k;
-                                continue;
-                            }
-                            // One code: from the single-code table, or parsed.
-                            let (field, len) = gamma_table()[window as usize];
-                            if len > 0 && u32::from(len) <= real {
-                                r.consume(u32::from(len));
-                                fields[i] = field;
-                                i += 1;
-                                continue;
-                            }
-                            let n = r.read_gamma()?;
-                            // n - 1 is the level; bound it before it can overflow a u32.
-                            let level = (n - 1).min(u64::from(self.s) + 1) as u32;
-                            let negative = if level > 0 { r.read(1)? as u32 } else { 0 };
-                            fields[i] = (level << 1) | negative;
-                            i += 1;
-                        }
-                    }
-                }
-                let top = fields.iter().fold(0, |m, f| m.max(f >> 1));
-                if top > self.s {
-                    return Err(Error::Malformed {
-                        kind: "QSGD",
-                        what: format!("level {top} > s"),
-                    });
-                }
-                self.kernels.vectorize(|| {
-                    for (oi, f) in oc.iter_mut().zip(fields.iter()) {
-                        *oi = Self::value(unit, (f >> 1) as f32, f & 1 == 1);
-                    }
-                });
-            }
+        if self.byte_fields() {
+            self.decode_fields::<u8>(msg, out)
+        } else {
+            self.decode_fields::<u32>(msg, out)
         }
-        r.finish()
     }
 
     fn unbiased(&self) -> bool {
@@ -553,6 +722,26 @@ fn gamma_codes() -> &'static [(u32, u8)] {
     })
 }
 
+/// The largest QSGD level of [`gamma_pair_codes`]: its codes (with the sign) take at most 8
+/// bits, so a pair fits 16 and two pairs one 32-bit push.
+const PAIR_LEVELS: u32 = 7;
+
+/// The codes of two consecutive QSGD fields of levels up to [`PAIR_LEVELS`], indexed by the
+/// two fields as little-endian bytes (`f0 | f1 << 8`, f1 below 16), concatenated as
+/// [`gamma_codes`] gives them: `code | len << 16` (16 KiB).
+fn gamma_pair_codes() -> &'static [u32; 4096] {
+    static TABLE: std::sync::OnceLock<Box<[u32; 4096]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let single = gamma_codes();
+        Box::new(std::array::from_fn(|q| {
+            // Entries whose f0 is 16 or more are never read.
+            let (c0, l0) = single[q & 15];
+            let (c1, l1) = single[q >> 8];
+            (c0 | c1 << l0) | u32::from(l0 + l1) << 16
+        }))
+    })
+}
+
 /// The codes of four consecutive QSGD fields of levels 0 and 1 (`f0 | f1 << 2 | f2 << 4 |
 /// f3 << 6`, each field below 4), concatenated as [`gamma_codes`] gives them (at most 16 bits).
 fn gamma_quad_codes() -> &'static [(u32, u8)] {
@@ -573,15 +762,45 @@ fn gamma_quad_codes() -> &'static [(u32, u8)] {
     })
 }
 
+/// Fields a [`MultiCodes`] entry holds: at least `GAMMA_BITS` (a window of level-0 codes), and
+/// a whole vector register's worth, so that they are copied at once.
+const MULTI_FIELDS: usize = 16;
+
 /// Every whole QSGD code (level and sign) at the start of a `GAMMA_BITS`-bit window, in order.
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
 struct MultiCodes {
-    /// How many codes (0: the first code does not fit the window).
-    count: u8,
-    /// Their fields, `level << 1 | sign` (levels below 63 fit a byte).
-    fields: [u8; GAMMA_BITS as usize],
+    /// Their fields, `level << 1 | sign` (levels below 63 fit a byte), zero past `count`.
+    fields: [u8; MULTI_FIELDS],
     /// Bits consumed after each code.
     ends: [u8; GAMMA_BITS as usize],
+    /// How many codes (0: the first code does not fit the window).
+    count: u8,
+}
+
+/// A window's codes taken whole: how many, and the bits they span (0: none fits).
+#[derive(Clone, Copy, Default)]
+struct MultiStep {
+    count: u8,
+    bits: u8,
+}
+
+/// [`MultiStep`] of every `GAMMA_BITS`-bit window (8 KiB: the decoder's serial chain reads it,
+/// so it is kept apart from the fields to stay in L1).
+fn multi_gamma_steps() -> &'static [MultiStep] {
+    static TABLE: std::sync::OnceLock<Vec<MultiStep>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        multi_gamma_table()
+            .iter()
+            .map(|e| MultiStep {
+                count: e.count,
+                bits: match e.count {
+                    0 => 0,
+                    k => e.ends[usize::from(k) - 1],
+                },
+            })
+            .collect()
+    })
 }
 
 /// For every `GAMMA_BITS`-bit window: all the whole codes it starts with (see [`MultiCodes`]).

@@ -419,3 +419,87 @@ fn composite_messages_split_back_and_received_buffers_are_checked() {
     m.set_from(&[1, 2, 3], 17).unwrap();
     assert_eq!((m.bytes(), m.bits()), (&[1u8, 2, 3][..], 17));
 }
+
+/// QSGD's stream as ALGORITHMS.md writes it, bit by bit with bitvec: per bucket its norm's 32
+/// bits, then per coordinate its level as the Elias-gamma code of `level + 1` and a sign bit
+/// if the level is above 0, or (fixed width) a sign bit and the level in `width` bits. The levels and signs are read off the
+/// compressed vector `out` and the norms off the stream itself at the offsets this reference
+/// computes, so any bit the encoder writes differently shows.
+fn qsgd_reference_stream(
+    s: u32,
+    bucket: usize,
+    coding: QsgdCoding,
+    out: &[f32],
+    msg: &Message,
+) -> bitvec::vec::BitVec<u8, bitvec::order::Lsb0> {
+    use bitvec::prelude::*;
+    let sent = msg.bytes().view_bits::<Lsb0>();
+    let mut r: BitVec<u8, Lsb0> = BitVec::new();
+    let push = |r: &mut BitVec<u8, Lsb0>, v: u64, width: u32| {
+        for i in 0..width {
+            r.push(v >> i & 1 == 1);
+        }
+    };
+    let bucket = if bucket == 0 { out.len() } else { bucket };
+    for ob in out.chunks(bucket) {
+        let at = r.len();
+        let norm_bits: u32 = sent[at..at + 32].load_le();
+        push(&mut r, u64::from(norm_bits), 32);
+        let unit = f32::from_bits(norm_bits) / s as f32;
+        for &o in ob {
+            let level = if unit > 0.0 {
+                (f64::from(o.abs()) / f64::from(unit)).round() as u64
+            } else {
+                0
+            };
+            let negative = o.is_sign_negative() && level > 0;
+            match coding {
+                QsgdCoding::EliasGamma => {
+                    let n = level + 1;
+                    let big = 63 - n.leading_zeros();
+                    push(&mut r, 0, big);
+                    push(&mut r, 1, 1);
+                    push(&mut r, n & ((1 << big) - 1), big);
+                    if level > 0 {
+                        push(&mut r, u64::from(negative), 1);
+                    }
+                }
+                QsgdCoding::Fixed => {
+                    let width = 64 - u64::from(s).leading_zeros();
+                    push(&mut r, u64::from(negative), 1);
+                    push(&mut r, level, width);
+                }
+            }
+        }
+    }
+    r
+}
+
+proptest! {
+    /// The encoder's every fast path (byte fields, pair tables, the packer, the four-field
+    /// table, the one-code and split-code paths) writes the reference's stream.
+    #[test]
+    fn qsgd_writes_the_reference_stream(
+        x in proptest::collection::vec(prop_oneof![Just(0.0f32), -1.0f32..1.0, -1e3f32..1e3], 1..700),
+        s in prop_oneof![1u32..=8, Just(12), Just(126), Just(127), Just(300)],
+        bucket in prop_oneof![Just(0usize), 1usize..40, Just(256), Just(300), Just(512)],
+        max_norm in any::<bool>(),
+        fixed in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        use bitvec::prelude::*;
+        let d = x.len();
+        let coding = if fixed { QsgdCoding::Fixed } else { QsgdCoding::EliasGamma };
+        let norm = if max_norm { QsgdNorm::Max } else { QsgdNorm::L2 };
+        let c = Qsgd::new(d, s, bucket, norm, coding).unwrap();
+        let mut out = vec![0.0f32; d];
+        let mut msg = Message::default();
+        c.compress(&x, &mut Xoshiro256PlusPlus::seed_from_u64(seed), &mut out, &mut msg);
+        let want = qsgd_reference_stream(s, bucket, coding, &out, &msg);
+        prop_assert_eq!(msg.bits(), want.len() as u64);
+        let got = &msg.bytes().view_bits::<Lsb0>()[..want.len()];
+        prop_assert_eq!(got, &want[..]);
+        // Whole bytes, zero past the last bit.
+        prop_assert!(msg.bytes().view_bits::<Lsb0>()[want.len()..].not_any());
+    }
+}
