@@ -110,7 +110,7 @@ impl<'a> BitWriter<'a> {
 /// Bytes a [`Packer`] holds.
 const PACK_BYTES: usize = 512;
 
-/// Appends codes of up to 32 bits for a [`BitWriter`] ([`BitWriter::pack`]).
+/// Appends codes of up to 56 bits for a [`BitWriter`] ([`BitWriter::pack`]).
 ///
 /// PERF: every push stores the accumulator's eight bytes and keeps the whole ones, so the cost
 /// of a code does not depend on where it falls (a writer that flushes when a word fills takes a
@@ -130,16 +130,16 @@ impl Packer {
     /// (With fewer than 8 bits held before them, the bytes made stay below `PACK_BYTES`.)
     pub const MAX_BITS: u64 = 8 * PACK_BYTES as u64 - 8;
 
-    /// Appends the low `len <= 32` bits of `code`, whose higher bits are zero.
+    /// Appends the low `len <= 56` bits of `code`, whose higher bits are zero.
     #[inline(always)]
-    pub fn push(&mut self, code: u32, len: u32) {
-        debug_assert!(len <= 32 && u64::from(code) >> len == 0 && self.n < 8);
-        self.acc |= u64::from(code) << self.n;
+    pub fn push(&mut self, code: u64, len: u32) {
+        debug_assert!(len <= 56 && code >> len == 0 && self.n < 8);
+        self.acc |= code << self.n;
         self.n += len;
         // Past PACK_BYTES the mask wraps, and `pack` fails on the count.
         let at = self.pos % PACK_BYTES;
         self.out[at..at + 8].copy_from_slice(&self.acc.to_le_bytes());
-        // n < 40, so at most 4 whole bytes and a shift of at most 32.
+        // n < 64, so at most 7 whole bytes and a shift of at most 56.
         let whole = self.n >> 3;
         self.pos += whole as usize;
         self.acc >>= whole * 8;
@@ -514,13 +514,13 @@ mod tests {
     #[test]
     fn packer_matches_bitvec_bit_for_bit() {
         use bitvec::prelude::*;
-        let field = (0u32..=32, any::<u32>());
+        let field = (0u32..=56, any::<u64>());
         let op = prop_oneof![
             field.clone().prop_map(|f| vec![f]),
             proptest::collection::vec(field, 0..120),
         ];
         proptest!(|(ops in proptest::collection::vec((any::<bool>(), op), 0..12))| {
-            let mask = |v: u32, width: u32| if width == 0 { 0 } else { v & (u32::MAX >> (32 - width)) };
+            let mask = |v: u64, width: u32| if width == 0 { 0 } else { v & (u64::MAX >> (64 - width)) };
             let mut buf = Vec::new();
             let mut w = BitWriter::new(&mut buf);
             let mut reference: BitVec<u8, Lsb0> = BitVec::new();
@@ -533,7 +533,10 @@ mod tests {
                     });
                 } else {
                     for &(width, v) in fields {
-                        w.write(u64::from(mask(v, width)), width);
+                        // A plain write takes at most 32 bits: wider fields in two.
+                        let (v, low) = (mask(v, width), width.min(32));
+                        w.write(mask(v, low), low);
+                        w.write(v >> low, width - low);
                     }
                 }
                 for &(width, v) in fields {
@@ -548,12 +551,16 @@ mod tests {
             let mut r = BitReader::new(&buf, bits, "test");
             for (_, fields) in &ops {
                 for &(width, v) in fields {
-                    if width > 0 {
-                        // Refilled by the peek, the bits are all real.
-                        prop_assert_eq!(r.peek_bits(width), u64::from(mask(v, width)));
-                        prop_assert!(r.real() >= u64::from(width));
+                    // A peek takes at most 32 bits: wider fields in two.
+                    let v = mask(v, width);
+                    for (part, bits) in [(v & 0xffff_ffff, width.min(32)), (v >> 32, width.saturating_sub(32))] {
+                        if bits > 0 {
+                            // Refilled by the peek, the bits are all real.
+                            prop_assert_eq!(r.peek_bits(bits), part);
+                            prop_assert!(r.real() >= u64::from(bits));
+                            r.consume(bits);
+                        }
                     }
-                    r.consume(width);
                 }
             }
             prop_assert_eq!(r.peek_bits(32), 0);

@@ -337,30 +337,35 @@ impl Qsgd {
                     // PERF: levels up to 7 (fields below 16, codes of at most 8 bits): every
                     // four fields are one push of two pair codes from a 256-entry table, with
                     // no branch on the levels.
-                    // PERF: levels up to 7 (byte fields below 16, codes of at most 8 bits):
-                    // every four fields are one 32-bit load, two lookups of a byte pair's codes
-                    // and one push, with no branch on the levels.
+                    // PERF: levels up to 6 (byte fields below 16, codes of at most 6 bits):
+                    // every eight fields are one 64-bit load, four lookups of a byte pair's
+                    // codes and one push of at most 48 bits, with no branch on the levels.
                     QsgdCoding::EliasGamma
                         if self.s <= PAIR_LEVELS
                             && let Some(bytes) = F::bytes(&fields[..m]) =>
                     {
                         let (pairs, codes) = (gamma_pair_codes(), gamma_codes());
-                        // At most 8 bits per field: CHUNK fields fit one packer.
-                        const _: () = assert!(8 * CHUNK as u64 <= Packer::MAX_BITS);
+                        // At most 6 bits per field: CHUNK fields fit one packer.
+                        const _: () = assert!(6 * CHUNK as u64 <= Packer::MAX_BITS);
                         w.pack(|p| {
-                            let mut quads = bytes.chunks_exact(4);
-                            for q in &mut quads {
-                                let q = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+                            let mut octets = bytes.chunks_exact(8);
+                            for o in &mut octets {
+                                let o = u64::from_le_bytes(o.try_into().unwrap());
                                 // `f0 | f1 << 8` of each pair: below 4096 since f1 < 16 (the
-                                // masks only tell the compiler so).
-                                let e0 = pairs[(q & 0xfff) as usize];
-                                let e1 = pairs[(q >> 16 & 0xfff) as usize];
-                                let (l0, l1) = (e0 >> 16, e1 >> 16);
-                                p.push((e0 & 0xffff) | (e1 & 0xffff) << l0, l0 + l1);
+                                // mask only tells the compiler so).
+                                let pair = |k: u32| pairs[(o >> (16 * k) & 0xfff) as usize];
+                                let (e0, e1, e2, e3) = (pair(0), pair(1), pair(2), pair(3));
+                                let (l0, l1, l2, l3) = (e0 >> 16, e1 >> 16, e2 >> 16, e3 >> 16);
+                                let q0 = (e0 & 0xffff) | (e1 & 0xffff) << l0;
+                                let q1 = (e2 & 0xffff) | (e3 & 0xffff) << l2;
+                                p.push(
+                                    u64::from(q0) | u64::from(q1) << (l0 + l1),
+                                    l0 + l1 + l2 + l3,
+                                );
                             }
-                            for &f in quads.remainder() {
+                            for &f in octets.remainder() {
                                 let (c, l) = codes[usize::from(f)];
-                                p.push(c, u32::from(l));
+                                p.push(u64::from(c), u32::from(l));
                             }
                         });
                     }
@@ -722,11 +727,11 @@ fn gamma_codes() -> &'static [(u32, u8)] {
     })
 }
 
-/// The largest QSGD level of [`gamma_pair_codes`]: its codes (with the sign) take at most 8
-/// bits, so a pair fits 16 and two pairs one 32-bit push.
-const PAIR_LEVELS: u32 = 7;
+/// The largest QSGD level the encoder packs eight fields at a time: its codes (with the sign)
+/// take at most 6 bits, so eight fit one push of 48 bits ([`Packer::push`] takes up to 56).
+const PAIR_LEVELS: u32 = 6;
 
-/// The codes of two consecutive QSGD fields of levels up to [`PAIR_LEVELS`], indexed by the
+/// The codes of two consecutive QSGD fields of levels up to 7, indexed by the
 /// two fields as little-endian bytes (`f0 | f1 << 8`, f1 below 16), concatenated as
 /// [`gamma_codes`] gives them: `code | len << 16` (16 KiB).
 fn gamma_pair_codes() -> &'static [u32; 4096] {
