@@ -327,6 +327,21 @@ impl Qsgd {
                     }
                 });
                 match self.coding {
+                    // PERF: byte fields (at most 8 bits each): as many as fit 56 bits joined
+                    // by shifts and pushed at once.
+                    QsgdCoding::Fixed if let Some(bytes) = F::bytes(&fields[..m]) => {
+                        let bits = width + 1;
+                        const _: () = assert!(8 * CHUNK as u64 <= Packer::MAX_BITS);
+                        w.pack(|p| {
+                            for group in bytes.chunks((56 / bits) as usize) {
+                                let mut code = 0u64;
+                                for (j, &f) in group.iter().enumerate() {
+                                    code |= u64::from(f) << (j as u32 * bits);
+                                }
+                                p.push(code, group.len() as u32 * bits);
+                            }
+                        });
+                    }
                     QsgdCoding::Fixed => {
                         let mut word = Word::default();
                         for &f in &fields[..m] {
@@ -334,9 +349,6 @@ impl Qsgd {
                         }
                         word.flush(&mut w);
                     }
-                    // PERF: levels up to 7 (fields below 16, codes of at most 8 bits): every
-                    // four fields are one push of two pair codes from a 256-entry table, with
-                    // no branch on the levels.
                     // PERF: levels up to 6 (byte fields below 16, codes of at most 6 bits):
                     // every eight fields are one 64-bit load, four lookups of a byte pair's
                     // codes and one push of at most 48 bits, with no branch on the levels.
@@ -589,14 +601,14 @@ impl Field for u8 {
         Some(fields)
     }
     fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()> {
-        // Fields of at most 8 bits (levels up to 126), read as words and narrowed.
-        debug_assert!(width <= 8);
-        let mut words = [0u32; 256];
-        for to in to.chunks_mut(256) {
-            let words = &mut words[..to.len()];
-            r.read_fields(width, words)?;
-            for (t, &w) in to.iter_mut().zip(words.iter()) {
-                *t = w as u8;
+        // PERF: fields of at most 8 bits (levels up to 126): as many as fit 32 bits read at
+        // once and split.
+        debug_assert!((1..=8).contains(&width));
+        let mask = (1u64 << width) - 1;
+        for group in to.chunks_mut((32 / width) as usize) {
+            let v = r.read(width * group.len() as u32)?;
+            for (j, t) in group.iter_mut().enumerate() {
+                *t = (v >> (j as u32 * width) & mask) as u8;
             }
         }
         Ok(())
