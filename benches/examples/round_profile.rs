@@ -5,7 +5,9 @@
 //! and the state-touch bound: ten repetitions, each stepping every simulation for a slice of
 //! rounds in turn, then reports each one's fastest slice and median slice (ms per round), the
 //! fastest slice's ratio to the bound's fastest on two threads, and the median over
-//! repetitions of each slice's ratio to the bound of its own repetition.
+//! repetitions of each slice's ratio to the bound of its own repetition. The simulations share
+//! one pool of which this thread is one (see `Simulation::new`), as a `lena run` process's main
+//! thread is of its own; the bound's two threads are the same pool's.
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.

@@ -95,10 +95,7 @@ impl Simulation {
         // The one kernels context of the run (LENA_SIMD, else the widest path the CPU runs),
         // passed down to the model, the workers and the server.
         let kernels = Kernels::detect();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.run.threads)
-            .build()
-            .map_err(|e| Error::Config(format!("run.threads: {e}")))?;
+        let pool = run_pool(cfg.run.threads)?;
         let seed = cfg.run.seed;
         let (mut train, test) = load(&cfg.data.source, seed)?;
         if cfg.data.max_train > 0 {
@@ -292,5 +289,78 @@ impl Simulation {
             validation,
             cfg,
         })
+    }
+}
+
+/// The run's pool of `threads` threads (0: one per core), the calling thread one of them where
+/// rayon lets it be.
+///
+/// PERF: a round's parallel phases are entered from the calling thread. From outside the pool,
+/// each entry hands the work to a pool thread, wakes it and puts the caller to sleep until it
+/// is done, twice per round (the nodes, then the server); a profile of DGD's round at M = 200
+/// found a tenth of it in the kernel's scheduler. With the caller in the pool, it runs its share
+/// itself and only the other threads are woken.
+///
+/// Rayon takes a thread into one pool only and never lets it go, so that pool is kept for the
+/// thread's later simulations with the same thread count (a sweep's runs one after the other,
+/// a test's simulations); a simulation asking for another count gets a pool of its own threads.
+/// Results do not depend on which threads run the work.
+fn run_pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
+    use std::sync::Arc;
+    thread_local! {
+        /// This thread's pool (with the thread count asked for), if it is one of its threads.
+        static OWN: std::cell::RefCell<Option<(usize, Arc<rayon::ThreadPool>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let build = |current: bool| {
+        let b = rayon::ThreadPoolBuilder::new().num_threads(threads);
+        if current { b.use_current_thread() } else { b }.build()
+    };
+    let pool = OWN.with_borrow_mut(|own| match own {
+        Some((n, pool)) if *n == threads => Ok(pool.clone()),
+        Some(_) => build(false).map(Arc::new),
+        None if rayon::current_thread_index().is_some() => build(false).map(Arc::new),
+        None => match build(true) {
+            Ok(pool) => {
+                let pool = Arc::new(pool);
+                *own = Some((threads, pool.clone()));
+                Ok(pool)
+            }
+            Err(_) => build(false).map(Arc::new),
+        },
+    });
+    pool.map_err(|e| Error::Config(format!("run.threads: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_pool;
+    use std::sync::Arc;
+
+    /// A fresh thread becomes its pool's first thread and keeps that pool for later runs of
+    /// the same thread count; another count, or a thread already serving another pool, gets a
+    /// pool of its own threads.
+    #[test]
+    fn a_thread_serves_one_pool_and_reuses_it() {
+        std::thread::spawn(|| {
+            assert_eq!(rayon::current_thread_index(), None);
+            let a = run_pool(2).unwrap();
+            assert_eq!(rayon::current_thread_index(), Some(0));
+            assert_eq!(a.current_num_threads(), 2);
+            let b = run_pool(2).unwrap();
+            assert!(Arc::ptr_eq(&a, &b), "the thread's pool is reused");
+            // The pool runs work on this thread itself, inside and outside `install`.
+            assert_eq!(a.install(rayon::current_thread_index), Some(0));
+            let c = run_pool(3).unwrap();
+            assert!(!Arc::ptr_eq(&a, &c));
+            assert_eq!(c.current_num_threads(), 3);
+            assert_ne!(c.install(rayon::current_thread_index), None);
+            // A pool's own worker asking for a pool gets one of its own threads.
+            let d = c.install(|| run_pool(1).unwrap());
+            assert_eq!(d.current_num_threads(), 1);
+            assert_eq!(d.install(|| 1 + 1), 2);
+        })
+        .join()
+        .unwrap();
     }
 }

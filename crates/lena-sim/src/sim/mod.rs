@@ -180,7 +180,7 @@ pub struct Simulation {
     step_size: f32,
     algorithm: String,
     kernels: Kernels,
-    pool: rayon::ThreadPool,
+    pool: std::sync::Arc<rayon::ThreadPool>,
     /// The transport to the other processes of a multi-process run (`None` in-process).
     exchange: Option<Box<dyn Exchange>>,
     /// Which nodes this process computes (all in-process; none on a multi-process server).
