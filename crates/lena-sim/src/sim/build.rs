@@ -79,6 +79,12 @@ pub(super) fn load(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)>
 
 impl Simulation {
     /// Loads the data, splits it among the nodes, and builds workers and server.
+    ///
+    /// The run computes on a rayon pool of `run.threads` threads. Where the calling thread
+    /// serves no pool yet, it becomes one of them (so a round does not put it to sleep while
+    /// others work) and stays one: rayon never releases it, so its later simulations with the
+    /// same thread count share that pool, and rayon calls made on it outside a simulation run
+    /// there too, not on the global pool. Results never depend on the threads.
     pub fn new(cfg: ExperimentConfig) -> Result<Self> {
         Self::build(cfg, None)
     }
