@@ -28,14 +28,31 @@ pub(crate) fn with_buffers<const N: usize, R>(
 
 thread_local! {
     static LEVELS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's vector in `key`, at length `dim`.
+fn with_thread_vector<T: Clone + Default + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    dim: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with_borrow_mut(|v| {
+        v.resize(dim, T::default());
+        f(&mut v[..dim])
+    })
 }
 
 /// Runs `f` with this thread's integer buffer of length `dim` (quantization levels).
 pub(crate) fn with_levels_buffer<R>(dim: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
-    LEVELS.with_borrow_mut(|l| {
-        l.resize(dim, 0);
-        f(&mut l[..dim])
-    })
+    with_thread_vector(&LEVELS, dim, f)
+}
+
+/// Runs `f` with this thread's scratch vector of length `dim`, for a vector an upload forms and
+/// uses at once (LENA's compressor input `e + alpha g`), beside the gradient buffer and the
+/// spare vector.
+pub(crate) fn with_scratch_vector<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    with_thread_vector(&SCRATCH, dim, f)
 }
 
 thread_local! {
@@ -55,18 +72,4 @@ pub(crate) fn take_spare_vector(dim: usize) -> Vec<f32> {
 /// [`take_spare_vector`].
 pub(crate) fn give_back_spare_vector(v: Vec<f32>) {
     SPARE.with_borrow_mut(|s| *s = v);
-}
-
-thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with this thread's scratch vector of length `dim`, for a vector an upload forms and
-/// uses at once (LENA's compressor input `e + alpha g`), beside the gradient buffer and the
-/// spare vector.
-pub(crate) fn with_scratch_vector<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with_borrow_mut(|s| {
-        s.resize(dim, 0.0);
-        f(&mut s[..dim])
-    })
 }

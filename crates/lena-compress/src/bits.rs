@@ -316,13 +316,7 @@ impl<'a> BitReader<'a> {
     pub fn read_gamma(&mut self) -> Result<u64> {
         // PERF: fast path when the whole code is already in the accumulator: the prefix length
         // is the trailing-zero count of the buffered bits.
-        if self.n < 32
-            && let Some(b) = self.buf.get(self.pos..self.pos + 4)
-        {
-            self.acc |= u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) << self.n;
-            self.pos += 4;
-            self.n += 32;
-        }
+        self.refill();
         let avail = u64::from(self.n).min(self.left) as u32;
         let window = if avail >= 64 {
             self.acc
