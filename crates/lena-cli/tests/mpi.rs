@@ -58,6 +58,27 @@ fn mpirun(ranks: usize, args: &[&str], dir: &Path, env: Option<(&str, &str)>) ->
         .expect("mpirun on PATH (apt-get install openmpi-bin)")
 }
 
+/// Waits until no process holds `dir`'s run lock. mpirun can return while the ranks of a job it
+/// aborted are still being torn down, and rank 0 holds the lock until it is gone; a `lena
+/// resume` started at once would (rightly) refuse the directory as busy.
+fn wait_for_the_lock(dir: &Path) {
+    let path = dir.join(".lena.lock");
+    let lock = std::fs::File::open(&path).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return lock.unlock().unwrap(),
+            Err(std::fs::TryLockError::WouldBlock) => assert!(
+                std::time::Instant::now() < deadline,
+                "{} still held 60 s after mpirun returned: a rank outlived its job",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => panic!("cannot lock {}: {e}", path.display()),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn ok(out: &Output) {
     assert!(
         out.status.success(),
@@ -237,6 +258,7 @@ fn a_hung_rank_is_named_with_its_round_and_the_checkpoint_resumes() {
         "{note}"
     );
     // The checkpoint of round 25 is usable: resumed in-process, the run ends as the local one.
+    wait_for_the_lock(&dir);
     ok(&lena(&["resume", d, "-q"], tmp.path()));
     same_files(&local, &dir, "resumed after a hung rank");
     assert!(!dir.join("INCOMPLETE").exists());
@@ -270,6 +292,7 @@ fn an_exiting_rank_ends_the_job_and_leaves_a_note() {
         rows.lines().count() < 5,
         "the metrics should stop early:\n{rows}"
     );
+    wait_for_the_lock(&dir);
     ok(&lena(&["resume", d, "-q"], tmp.path()));
     assert!(!dir.join("INCOMPLETE").exists());
 }
