@@ -24,12 +24,14 @@
 //! order) but never on the number of threads: kernels are single-threaded.
 
 mod block;
+mod conv;
 mod fused;
 mod reduce;
 pub mod reference;
 mod special;
 mod update;
 
+pub use conv::ConvShape;
 pub use fused::{Ema, ScanNorms, SkipUpdate};
 use pulp::{Simd, WithSimd};
 

@@ -60,6 +60,32 @@ pub fn sum_rows(acc: &mut [f32], scale: f32, rows: &[&[f32]]) {
     }
 }
 
+/// Reference valid convolution ([`crate::Kernels::conv_valid`]): each output the f32 sum over
+/// `t = (ci, ki, kj)` in order by fused multiply-adds from zero, then the bias added, so the
+/// kernel must match it bit for bit.
+pub fn conv_valid(s: crate::ConvShape, x: &[f32], wt: &[f32], bias: &[f32], y: &mut [f32]) {
+    let (ho, wo, k) = (s.ho(), s.wo(), s.k);
+    for co in 0..s.cout {
+        for b in 0..s.samples {
+            for i in 0..ho {
+                for j in 0..wo {
+                    let mut acc = 0.0f32;
+                    for ci in 0..s.cin {
+                        let plane = &x[(ci * s.samples + b) * s.h * s.w..];
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let wv = wt[co * s.kk() + (ci * k + ki) * k + kj];
+                                acc = wv.mul_add(plane[(i + ki) * s.w + j + kj], acc);
+                            }
+                        }
+                    }
+                    y[((co * s.samples + b) * ho + i) * wo + j] = bias[co] + acc;
+                }
+            }
+        }
+    }
+}
+
 /// Reference `x <- a x`.
 pub fn scale(a: f32, x: &mut [f32]) {
     for xi in x {

@@ -82,6 +82,17 @@ impl Conv {
     pub fn kk(&self) -> usize {
         self.cin * self.k * self.k
     }
+    /// The kernels' shape of this convolution over `samples` samples.
+    pub fn shape(&self, samples: usize) -> lena_kernels::ConvShape {
+        lena_kernels::ConvShape {
+            cin: self.cin,
+            cout: self.cout,
+            k: self.k,
+            h: self.h,
+            w: self.w,
+            samples,
+        }
+    }
 }
 
 /// One layer. Sizes are per sample.
@@ -644,7 +655,7 @@ impl Cnn {
                 cw.labels[b] = data.labels[r as usize];
             }
             let pos = first + bi * block;
-            self.forward(w, cw, nb, dropout_seed.map(|s| (s, pos)));
+            self.forward(w, cw, nb, dropout_seed.map(|s| (s, pos)), want_grad);
             self.loss_block(cw, nb, want_grad);
             if want_grad {
                 self.backward(w, cw, nb);
@@ -654,7 +665,15 @@ impl Cnn {
 
     /// Forward pass over the block's `nb` samples in `cw.acts[0]`. `dropout`: the seed and the
     /// block's first position in the minibatch (training mode).
-    fn forward(&self, w: &[f32], cw: &mut ChunkWs, nb: usize, dropout: Option<(u64, usize)>) {
+    /// `keep_cols`: also unfold each convolution's input into `cw.cols` (for the backward pass).
+    fn forward(
+        &self,
+        w: &[f32],
+        cw: &mut ChunkWs,
+        nb: usize,
+        dropout: Option<(u64, usize)>,
+        keep_cols: bool,
+    ) {
         let mut off = 0;
         for (l, op) in self.ops().iter().enumerate() {
             let (done, rest) = cw.acts.split_at_mut(l + 1);
@@ -663,19 +682,15 @@ impl Cnn {
             match *op {
                 Op::Conv(c) => {
                     let p = c.ho() * c.wo();
-                    let col = &mut cw.cols[l][..c.kk() * nb * p];
-                    im2col(c, nb, x, col);
-                    let (wt, bias) = w[off..off + op.params()].split_at(c.cout * c.kk());
-                    let y = &mut y[..c.cout * nb * p];
-                    for (co, row) in y.chunks_exact_mut(nb * p).enumerate() {
-                        row.fill(bias[co]);
+                    let x = &x[..c.cin * nb * c.h * c.w];
+                    if keep_cols {
+                        im2col(c, nb, x, &mut cw.cols[l][..c.kk() * nb * p]);
                     }
-                    gemm(
-                        MatMut::from_row_major_slice_mut(y, c.cout, nb * p),
-                        Accum::Add,
-                        MatRef::from_row_major_slice(wt, c.cout, c.kk()),
-                        MatRef::from_row_major_slice(col, c.kk(), nb * p),
-                    );
+                    let (wt, bias) = w[off..off + op.params()].split_at(c.cout * c.kk());
+                    // The same floats as `col` through faer's product (tested): each output's
+                    // sum in the order of the unfolded rows, by fused multiply-adds, bias last.
+                    self.kernels
+                        .conv_valid(c.shape(nb), x, wt, bias, &mut y[..c.cout * nb * p]);
                 }
                 Op::Pool { c, h, w: wd } => {
                     let am = &mut cw.argmax[l];
@@ -1023,5 +1038,55 @@ mod tests {
         assert_ne!(draw(0, 1), draw(1, 1));
         assert_ne!(draw(0, 1), draw(0, 2));
         assert_eq!(draw(5, 2), draw(5, 2));
+    }
+
+    /// The forward pass's direct convolution gives the floats of the unfolded input through
+    /// faer's product (what the forward computed before, and what the backward's products are
+    /// built on), bit for bit, on every instruction-set path, for every convolution of both
+    /// networks at block sizes around the tile edges.
+    #[test]
+    fn direct_convolution_equals_the_unfolding_through_faer() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        for arch in [CnnArch::Small, CnnArch::Wide] {
+            let convs = Cnn::new(arch, 0.0, 0.0)
+                .unwrap()
+                .ops()
+                .iter()
+                .filter_map(|op| if let Op::Conv(c) = op { Some(*c) } else { None });
+            for c in convs {
+                for nb in [1, 2, 5] {
+                    let p = c.ho() * c.wo();
+                    let x: Vec<f32> = (0..c.cin * nb * c.h * c.w)
+                        .map(|_| rng.random_range(-2.0..2.0))
+                        .collect();
+                    let wt: Vec<f32> = (0..c.cout * c.kk())
+                        .map(|_| rng.random_range(-0.5..0.5))
+                        .collect();
+                    let bias: Vec<f32> = (0..c.cout).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let mut col = vec![0.0; c.kk() * nb * p];
+                    im2col(c, nb, &x, &mut col);
+                    let mut want = vec![0.0; c.cout * nb * p];
+                    for (co, row) in want.chunks_exact_mut(nb * p).enumerate() {
+                        row.fill(bias[co]);
+                    }
+                    gemm(
+                        MatMut::from_row_major_slice_mut(&mut want, c.cout, nb * p),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(&wt, c.cout, c.kk()),
+                        MatRef::from_row_major_slice(&col, c.kk(), nb * p),
+                    );
+                    for k in Kernels::available() {
+                        let mut got = vec![f32::NAN; want.len()];
+                        k.conv_valid(c.shape(nb), &x, &wt, &bias, &mut got);
+                        let bad = got
+                            .iter()
+                            .zip(&want)
+                            .filter(|(a, b)| a.to_bits() != b.to_bits())
+                            .count();
+                        assert_eq!(bad, 0, "{arch:?} {c:?} nb={nb} {}", k.name());
+                    }
+                }
+            }
+        }
     }
 }
