@@ -3,7 +3,7 @@
 //! Prints the fastest of `reps` timings, the time per image, and the loss's bits (equal
 //! across builds that keep the arithmetic).
 //!
-//! `cargo run --release -p lena-benches --example cnn_eval -- [threads] [reps]`
+//! `cargo run --release -p lena-benches --example cnn_eval -- [threads] [reps] [small|wide]`
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
@@ -18,8 +18,13 @@ fn main() {
     let reps: usize = args
         .next()
         .map_or(5, |a| a.parse().expect("reps: a whole number"));
+    let arch = match args.next().as_deref() {
+        None | Some("small") => CnnArch::Small,
+        Some("wide") => CnnArch::Wide,
+        Some(a) => panic!("network: small or wide, not {a:?}"),
+    };
     let data = lena_benches::mnist_or_random();
-    let cnn = Cnn::new(CnnArch::Small, 0.5, 0.0).expect("the paper's network");
+    let cnn = Cnn::new(arch, 0.5, 0.0).expect("the network");
     let mut w = vec![0.0f32; cnn.dim()];
     cnn.init(
         &mut rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(1),
@@ -41,7 +46,7 @@ fn main() {
     });
     let n = data.n_samples();
     println!(
-        "cnn loss over {n} images, {threads} thread(s): {:.1} ms, {:.2} us per image, loss {loss} ({:#018x})",
+        "{arch:?} cnn loss over {n} images, {threads} thread(s): {:.1} ms, {:.2} us per image, loss {loss} ({:#018x})",
         best * 1e3,
         best * 1e6 / n as f64,
         loss.to_bits()
