@@ -720,7 +720,11 @@ impl Cnn {
                 }
                 Op::Pool { c, h, w: wd } => {
                     let am = &mut cw.argmax[l];
-                    max_pool(c * nb, h, wd, x, y, am);
+                    if keep_cols {
+                        max_pool(c * nb, h, wd, x, y, am);
+                    } else {
+                        max_pool_values(c * nb, h, wd, x, y);
+                    }
                 }
                 Op::Relu => {
                     let n = self.out_len(l, nb);
@@ -1046,6 +1050,28 @@ fn col2im(c: Conv, nb: usize, d_col: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// [`max_pool`]'s maxima without their positions (a pass with no backward): the same scan
+/// order and strict comparisons, so the same floats (signed zeros and NaNs included).
+fn max_pool_values(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32]) {
+    let (ho, wo) = (h / 2, w / 2);
+    for (xp, yp) in x[..planes * h * w]
+        .chunks_exact(h * w)
+        .zip(y[..planes * ho * wo].chunks_exact_mut(ho * wo))
+    {
+        for (rows, yr) in xp.chunks_exact(2 * w).zip(yp.chunks_exact_mut(wo)) {
+            let (r0, r1) = rows.split_at(w);
+            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+            for (yj, (t, u)) in yr.iter_mut().zip(pairs) {
+                let mut m = t[0];
+                for v in [t[1], u[0], u[1]] {
+                    m = if v > m { v } else { m };
+                }
+                *yj = m;
+            }
+        }
+    }
+}
+
 /// 2 x 2 max-pooling, stride 2, of `planes` planes of `h x w`; records each maximum's position
 /// (`2 * di + dj`, the first maximum on ties).
 fn max_pool(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], am: &mut [u8]) {
@@ -1182,6 +1208,25 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "rows {rows} len {len}");
             }
+        }
+    }
+
+    /// The pooling without positions gives [`max_pool`]'s maxima bit for bit, on values drawn
+    /// from a few levels (so ties are common) with signed zeros and NaNs among them.
+    #[test]
+    fn pooled_values_equal_the_pooling_with_positions() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let levels = [-0.0f32, 0.0, 1.0, -1.0, 2.5, f32::NAN];
+        for (planes, h, w) in [(3, 24, 24), (5, 8, 8), (2, 2, 2), (4, 6, 10)] {
+            let x: Vec<f32> = (0..planes * h * w)
+                .map(|_| levels[rng.random_range(0..levels.len())])
+                .collect();
+            let n = planes * h * w / 4;
+            let (mut want, mut am, mut got) = (vec![0.0; n], vec![0; n], vec![7.0; n]);
+            max_pool(planes, h, w, &x, &mut want, &mut am);
+            max_pool_values(planes, h, w, &x, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{planes} planes of {h} x {w}");
         }
     }
 }
