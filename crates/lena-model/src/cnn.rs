@@ -677,14 +677,15 @@ impl Cnn {
 
     /// Forward pass over the block's `nb` samples in `cw.acts[0]`. `dropout`: the seed and the
     /// block's first position in the minibatch (training mode).
-    /// `keep_cols`: also unfold each convolution's input into `cw.cols` (for the backward pass).
+    /// `backward`: a backward pass follows, so also unfold each convolution's input into
+    /// `cw.cols` and record each pooled maximum's position.
     fn forward(
         &self,
         w: &[f32],
         cw: &mut ChunkWs,
         nb: usize,
         dropout: Option<(u64, usize)>,
-        keep_cols: bool,
+        backward: bool,
     ) {
         let mut off = 0;
         for (l, op) in self.ops().iter().enumerate() {
@@ -698,7 +699,7 @@ impl Cnn {
                     let col = &mut cw.cols[l][..c.kk() * nb * p];
                     let (wt, bias) = w[off..off + op.params()].split_at(c.cout * c.kk());
                     let y = &mut y[..c.cout * nb * p];
-                    if keep_cols || !c.direct() {
+                    if backward || !c.direct() {
                         im2col(c, nb, x, col);
                     }
                     if c.direct() {
@@ -707,20 +708,12 @@ impl Cnn {
                         // multiply-adds from zero, the bias added last.
                         self.kernels.conv_valid(c.shape(nb), x, wt, bias, y);
                     } else {
-                        for (co, row) in y.chunks_exact_mut(nb * p).enumerate() {
-                            row.fill(bias[co]);
-                        }
-                        gemm(
-                            MatMut::from_row_major_slice_mut(y, c.cout, nb * p),
-                            Accum::Add,
-                            MatRef::from_row_major_slice(wt, c.cout, c.kk()),
-                            MatRef::from_row_major_slice(col, c.kk(), nb * p),
-                        );
+                        conv_by_product(c, nb, col, wt, bias, y);
                     }
                 }
                 Op::Pool { c, h, w: wd } => {
                     let am = &mut cw.argmax[l];
-                    if keep_cols {
+                    if backward {
                         max_pool(c * nb, h, wd, x, y, am);
                     } else {
                         max_pool_values(c * nb, h, wd, x, y);
@@ -946,6 +939,21 @@ fn gemm(dst: MatMut<f32>, accum: Accum, lhs: MatRef<f32>, rhs: MatRef<f32>) {
     matmul(dst, accum, lhs, rhs, 1.0f32, Par::Seq);
 }
 
+/// A convolution's output over a block as the product of its weights and the unfolded input
+/// `col` ([`im2col`]), each output channel's row started at its bias.
+fn conv_by_product(c: Conv, nb: usize, col: &[f32], wt: &[f32], bias: &[f32], y: &mut [f32]) {
+    let np = nb * c.ho() * c.wo();
+    for (co, row) in y.chunks_exact_mut(np).enumerate() {
+        row.fill(bias[co]);
+    }
+    gemm(
+        MatMut::from_row_major_slice_mut(y, c.cout, np),
+        Accum::Add,
+        MatRef::from_row_major_slice(wt, c.cout, c.kk()),
+        MatRef::from_row_major_slice(col, c.kk(), np),
+    );
+}
+
 /// `acc[c] += sum(m[c * len..(c + 1) * len])` for every `c`, each row summed in order from
 /// `-0.0` as `Iterator::sum` does (so the same floats).
 ///
@@ -1158,15 +1166,7 @@ mod tests {
                     let mut col = vec![0.0; c.kk() * nb * p];
                     im2col(c, nb, &x, &mut col);
                     let mut want = vec![0.0; c.cout * nb * p];
-                    for (co, row) in want.chunks_exact_mut(nb * p).enumerate() {
-                        row.fill(bias[co]);
-                    }
-                    gemm(
-                        MatMut::from_row_major_slice_mut(&mut want, c.cout, nb * p),
-                        Accum::Add,
-                        MatRef::from_row_major_slice(&wt, c.cout, c.kk()),
-                        MatRef::from_row_major_slice(&col, c.kk(), nb * p),
-                    );
+                    conv_by_product(c, nb, &col, &wt, &bias, &mut want);
                     for k in Kernels::available() {
                         let mut got = vec![f32::NAN; want.len()];
                         k.conv_valid(c.shape(nb), &x, &wt, &bias, &mut got);
