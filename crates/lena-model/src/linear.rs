@@ -73,6 +73,10 @@ pub struct Linear {
 struct ChunkWs {
     z: Vec<f32>,
     g: Vec<f32>,
+    /// A block of a minibatch's rows and their labels, copied from the dataset; empty until
+    /// a call on a subset of rows needs it.
+    x: Vec<f32>,
+    y: Vec<u32>,
     loss: f64,
     correct: usize,
 }
@@ -81,8 +85,6 @@ struct ChunkWs {
 /// calls allocate nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Workspace {
-    x: Vec<f32>,
-    y: Vec<u32>,
     chunks: Vec<ChunkWs>,
     /// Scores of a small call (at most `SMALL` rows): all a minibatch needs, so a node's
     /// workspace holds no gradient-sized buffer.
@@ -153,13 +155,15 @@ impl Linear {
                 ..Workspace::default()
             };
         }
-        let mut ws = Workspace {
-            x: vec![0.0; max_rows * self.n_features],
-            y: vec![0; max_rows],
-            chunks: Vec::new(),
-            z_small: Vec::new(),
-        };
+        let mut ws = Workspace::default();
         self.reserve_chunks(&mut ws.chunks, max_rows);
+        if max_rows > 0 {
+            // A minibatch's rows are copied a block at a time: one block's room per chunk.
+            let rows = max_rows.min(self.block());
+            for cw in &mut ws.chunks {
+                self.reserve_gather(cw, rows);
+            }
+        }
         ws
     }
 
@@ -188,10 +192,25 @@ impl Linear {
             chunks.resize_with(n_chunks, || ChunkWs {
                 z: vec![0.0; BLOCK * self.n_classes],
                 g: vec![0.0; self.dim()],
+                x: Vec::new(),
+                y: Vec::new(),
                 loss: 0.0,
                 correct: 0,
             });
         }
+    }
+
+    /// Room in `cw` to gather `rows` rows.
+    fn reserve_gather(&self, cw: &mut ChunkWs, rows: usize) {
+        if cw.y.len() < rows {
+            cw.x.resize(rows * self.n_features, 0.0);
+            cw.y.resize(rows, 0);
+        }
+    }
+
+    /// Rows per block: [`BLOCK_BYTES`] of them, within 4..=[`BLOCK`].
+    fn block(&self) -> usize {
+        (BLOCK_BYTES / (4 * self.n_features)).clamp(4, BLOCK)
     }
 
     /// Objective value on `rows` of `data`.
@@ -287,39 +306,26 @@ impl Linear {
         if n_rows <= SMALL {
             return self.eval_small(data, rows, w, grad, ws);
         }
-        let Workspace {
-            x: wx,
-            y: wy,
-            chunks,
-            ..
-        } = ws;
-        let (x, y, n): (&[f32], &[u32], usize) = match rows {
-            Rows::All => (&data.features, &data.labels, data.n_samples()),
-            Rows::Subset(idx) => {
-                if wy.len() < idx.len() {
-                    wx.resize(idx.len() * p, 0.0);
-                    wy.resize(idx.len(), 0);
-                }
-                for (k, &r) in idx.iter().enumerate() {
-                    wx[k * p..(k + 1) * p].copy_from_slice(data.row(r as usize));
-                    wy[k] = data.labels[r as usize];
-                }
-                (&wx[..idx.len() * p], &wy[..idx.len()], idx.len())
-            }
-        };
-        self.reserve_chunks(chunks, n);
+        let chunks = &mut ws.chunks;
+        self.reserve_chunks(chunks, n_rows);
         let want_grad = grad.is_some();
-        let n_chunks = n.div_ceil(CHUNK).max(1);
+        let n_chunks = n_rows.div_ceil(CHUNK).max(1);
         let chunks = &mut chunks[..n_chunks];
         chunks.par_iter_mut().enumerate().for_each(|(ci, cw)| {
-            let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n));
-            self.chunk(&x[r0 * p..r1 * p], &y[r0..r1], w, cw, want_grad);
+            let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n_rows));
+            let rows = match rows {
+                Rows::All => {
+                    ChunkRows::Contiguous(&data.features[r0 * p..r1 * p], &data.labels[r0..r1])
+                }
+                Rows::Subset(idx) => ChunkRows::Gathered(data, &idx[r0..r1]),
+            };
+            self.chunk(rows, w, cw, want_grad);
         });
         crate::combine_chunks(
             self.kernels,
             self.lambda,
             w,
-            n,
+            n_rows,
             chunks.iter().map(|c| c.loss).sum(),
             chunks.iter().map(|c| &c.g[..]),
             grad,
@@ -438,23 +444,38 @@ impl Linear {
         loss_sum * inv_n + 0.5 * f64::from(self.lambda) * f64::from(w_sq)
     }
 
-    /// Loss sum (and gradient sum, unscaled) over contiguous rows `x`, labels `y`.
-    fn chunk(&self, x: &[f32], y: &[u32], w: &[f32], cw: &mut ChunkWs, want_grad: bool) {
+    /// Loss sum (and gradient sum, unscaled) over a chunk's rows, a block at a time.
+    fn chunk(&self, rows: ChunkRows, w: &[f32], cw: &mut ChunkWs, want_grad: bool) {
         let (p, c) = (self.n_features, self.n_classes);
-        let n = y.len();
+        let n = rows.len();
         cw.loss = 0.0;
         if want_grad {
             cw.g.fill(0.0);
         }
-        let block = (BLOCK_BYTES / (4 * p.max(1))).clamp(4, BLOCK);
+        let block = self.block();
+        if let ChunkRows::Gathered(..) = rows {
+            self.reserve_gather(cw, block.min(n));
+        }
         for b0 in (0..n).step_by(block) {
             let b1 = (b0 + block).min(n);
             let nb = b1 - b0;
-            let xb = &x[b0 * p..b1 * p];
+            let (xb, labels): (&[f32], &[u32]) = match rows {
+                ChunkRows::Contiguous(x, y) => (&x[b0 * p..b1 * p], &y[b0..b1]),
+                ChunkRows::Gathered(data, idx) => {
+                    // A block at a time: a minibatch's copy is one block's room, not the
+                    // whole minibatch's (the same rows in the same order as before).
+                    let idx = &idx[b0..b1];
+                    let (x, y) = (&mut cw.x[..nb * p], &mut cw.y[..nb]);
+                    for ((xi, l), &r) in x.chunks_exact_mut(p).zip(y.iter_mut()).zip(idx) {
+                        xi.copy_from_slice(data.row(r as usize));
+                        *l = data.labels[r as usize];
+                    }
+                    (x, y)
+                }
+            };
             let z = &mut cw.z[..nb * c];
             self.scores(xb, nb, w, z);
             // Replace scores by d loss / d score, accumulating the loss.
-            let labels = &y[b0..b1];
             let loss = match self.kind {
                 LinearKind::LogisticOva => logistic_ova_block(self.kernels, z, labels, c),
                 LinearKind::Softmax => softmax_block(self.kernels, z, labels, c),
@@ -469,6 +490,23 @@ impl Linear {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A chunk's rows: contiguous with their labels (all rows of a dataset), or listed rows of a
+/// dataset, copied a block at a time.
+#[derive(Clone, Copy)]
+enum ChunkRows<'a> {
+    Contiguous(&'a [f32], &'a [u32]),
+    Gathered(&'a Dataset, &'a [u32]),
+}
+
+impl ChunkRows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::Contiguous(_, y) => y.len(),
+            Self::Gathered(_, idx) => idx.len(),
         }
     }
 }

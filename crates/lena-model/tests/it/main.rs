@@ -51,17 +51,39 @@ fn matches_reference_across_block_and_chunk_edges() {
 
 #[test]
 fn minibatch_equals_gathered_full_batch() {
-    let ds = data(300, 7, 3);
-    let m = Linear::new(LinearKind::LogisticOva, 7, 3, 1e-3).unwrap();
-    let w = pseudo_random(m.dim(), 5, 0.3);
-    let idx: Vec<u32> = vec![4, 17, 17, 299, 0];
-    let sub = ds.subset(&idx.iter().map(|&i| i as usize).collect::<Vec<_>>());
-    let mut ws = m.workspace(2);
-    let (mut g1, mut g2) = (vec![0.0; m.dim()], vec![0.0; m.dim()]);
-    let l1 = m.loss_grad(&ds, Rows::Subset(&idx), &w, &mut g1, &mut ws);
-    let l2 = m.loss_grad(&sub, Rows::All, &w, &mut g2, &mut ws);
-    assert_eq!(l1, l2);
-    assert_eq!(g1, g2);
+    // Listed rows (repeats included) give the floats of the same rows copied into a dataset
+    // of their own: on the small path (5 rows) and through the blocks the rows are gathered
+    // into (218 rows per block at 300 features, 256 at 7), across chunks (2048 rows), with a
+    // workspace made for fewer rows (it grows) and one made for them.
+    for (n, features, rows) in [
+        (300, 7, 5),
+        (300, 7, 300),
+        (900, 300, 2100),
+        (5000, 7, 4500),
+    ] {
+        let ds = data(n, features, 3);
+        let idx: Vec<u32> = (0..rows as u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 % n as u32)
+            .collect();
+        let sub = ds.subset(&idx.iter().map(|&i| i as usize).collect::<Vec<_>>());
+        for kernels in Kernels::available() {
+            let m = Linear::new(LinearKind::LogisticOva, features, 3, 1e-3)
+                .unwrap()
+                .with_kernels(kernels);
+            let w = pseudo_random(m.dim(), 5, 0.3);
+            for mut ws in [m.workspace(2), m.workspace(rows)] {
+                let (mut g1, mut g2) = (vec![0.0; m.dim()], vec![0.0; m.dim()]);
+                let l1 = m.loss_grad(&ds, Rows::Subset(&idx), &w, &mut g1, &mut ws);
+                let l2 = m.loss_grad(&sub, Rows::All, &w, &mut g2, &mut ws);
+                assert_eq!(l1.to_bits(), l2.to_bits(), "{} rows: loss", rows);
+                assert!(g1.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()));
+                assert_eq!(
+                    m.loss(&ds, Rows::Subset(&idx), &w, &mut ws).to_bits(),
+                    l1.to_bits()
+                );
+            }
+        }
+    }
 }
 
 #[test]
