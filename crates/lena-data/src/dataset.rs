@@ -63,7 +63,7 @@ impl Dataset {
     /// # Panics
     /// If an index is out of range.
     pub fn subset(&self, rows: &[usize]) -> Dataset {
-        let mut features = Vec::with_capacity(rows.len() * self.n_features);
+        let mut features = crate::large::vec_with_capacity(rows.len() * self.n_features);
         for &r in rows {
             features.extend_from_slice(self.row(r));
         }
@@ -79,7 +79,11 @@ impl Dataset {
     pub fn head(&self, n: usize) -> Dataset {
         let n = n.min(self.n_samples());
         Dataset {
-            features: self.features[..n * self.n_features].to_vec(),
+            features: {
+                let mut f = crate::large::vec_with_capacity(n * self.n_features);
+                f.extend_from_slice(&self.features[..n * self.n_features]);
+                f
+            },
             labels: self.labels[..n].to_vec(),
             n_features: self.n_features,
             n_classes: self.n_classes,

@@ -153,10 +153,8 @@ pub fn parse_images(bytes: &[u8], source_name: &str) -> Result<Images> {
         IMAGES_MAGIC,
         "IDX images (magic 0x00000803)",
     )?;
-    let pixels = bytes[start..]
-        .iter()
-        .map(|&b| f32::from(b) / 255.0)
-        .collect();
+    let mut pixels = crate::large::vec_with_capacity(bytes.len() - start);
+    pixels.extend(bytes[start..].iter().map(|&b| f32::from(b) / 255.0));
     Ok(Images {
         pixels,
         count,

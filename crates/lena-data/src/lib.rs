@@ -22,6 +22,7 @@
 mod dataset;
 mod error;
 pub mod idx;
+mod large;
 pub mod libsvm;
 pub mod mnist;
 pub mod sampler;

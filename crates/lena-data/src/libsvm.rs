@@ -279,7 +279,8 @@ impl Csr {
                 });
             }
         }
-        let mut features = vec![0.0f32; self.n_rows() * d];
+        let mut features = crate::large::vec_with_capacity(self.n_rows() * d);
+        features.resize(self.n_rows() * d, 0.0f32);
         for r in 0..self.n_rows() {
             for k in self.indptr[r]..self.indptr[r + 1] {
                 let col = self.indices[k] as usize;
