@@ -96,7 +96,7 @@ pub(crate) fn run(a: RunArgs) -> Result<()> {
         return started.serve(sim);
     }
     let dir = RunDir::create(&path, a.force)?;
-    run_in(cfg, dir, a.quiet, a.stop_at, true, &started).map(|_| ())
+    run_in(cfg, dir, a.quiet, a.stop_at, true, &started, None).map(|_| ())
 }
 
 /// Sets up `cfg` and runs it into the claimed run directory `dir`; returns the evaluations.
@@ -108,6 +108,7 @@ pub(crate) fn run_in(
     stop_at: Option<u64>,
     print: bool,
     backend: &crate::backend::Started,
+    data: Option<&lena_sim::DataCache>,
 ) -> Result<Vec<MetricsRow>> {
     let iterations = cfg.run.iterations;
     let threads = if cfg.run.threads == 0 {
@@ -117,7 +118,11 @@ pub(crate) fn run_in(
     };
     let seed = cfg.run.seed;
     let config_text = toml::to_string(&cfg)?;
-    let sim = match Simulation::new(cfg) {
+    let sim = match data {
+        Some(d) => Simulation::with_data(cfg, d),
+        None => Simulation::new(cfg),
+    };
+    let sim = match sim {
         Ok(sim) => sim,
         Err(e) => {
             dir.abandon();

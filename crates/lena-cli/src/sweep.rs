@@ -207,6 +207,8 @@ pub(crate) fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         ));
         bar
     };
+    // Every run of the sweep reads its data from here: each source is loaded once.
+    let data = lena_sim::DataCache::new();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<std::sync::Mutex<Option<Result<Vec<MetricsRow>>>>> = jobs_cfg
         .iter()
@@ -230,7 +232,7 @@ pub(crate) fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
                         .take()
                         .expect("each run directory is taken once");
                     let local = crate::backend::Started::local();
-                    let r = run_in(cfg, dir, true, None, false, &local);
+                    let r = run_in(cfg, dir, true, None, false, &local, Some(&data));
                     *results[i].lock().expect("no panics while holding the lock") = Some(r);
                     bar.inc(1);
                     bar.set_message(label.clone());

@@ -25,7 +25,7 @@ pub mod streams;
 pub use config::ExperimentConfig;
 pub use exchange::{Command, Exchange, Item, Items, Traffic, host_of};
 pub use metrics::MetricsRow;
-pub use sim::{Observer, Simulation, Summary};
+pub use sim::{DataCache, Observer, Simulation, Summary};
 
 /// Errors of a simulation.
 #[derive(Debug, thiserror::Error)]

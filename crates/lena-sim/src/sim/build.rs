@@ -15,8 +15,59 @@ pub(super) fn digest(sets: &[&Dataset]) -> u32 {
     crc
 }
 
+/// A source's training and test data as loaded.
+#[derive(Debug)]
+struct Loaded {
+    train: Dataset,
+    test: Arc<Dataset>,
+}
+
+/// Data sources loaded once and shared by every simulation built with this cache
+/// ([`Simulation::with_data`]): the runs of a sweep or a tuning grid over one dataset load and
+/// convert it once instead of once each (for MNIST that is about half of a short run's
+/// start-up), and runs at once share one copy. A source is loaded when the first simulation
+/// needs it and kept as long as the cache (or a clone of it) lives, so a file changed later is
+/// not read again: the cache's runs all see the same data. A failed load is not kept.
+#[derive(Clone, Debug, Default)]
+pub struct DataCache {
+    loaded: Arc<Mutex<Vec<Entry>>>,
+}
+
+/// A cached source: the source, the seed (for seeded synthetic data only) and its data.
+type Entry = (DataSource, Option<u64>, Arc<Loaded>);
+
+impl DataCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `source`'s data: from the cache, or loaded (with the cache held, so that runs starting
+    /// together load it once) and kept.
+    fn get(&self, source: &DataSource, seed: u64) -> Result<Arc<Loaded>> {
+        // Synthetic data is drawn from the run's seed; files are the same for every seed.
+        let seed = matches!(source, DataSource::Synthetic { .. }).then_some(seed);
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, _, data)) = loaded.iter().find(|(s, k, _)| s == source && *k == seed) {
+            return Ok(Arc::clone(data));
+        }
+        let data = Arc::new(load(source, seed.unwrap_or(0))?);
+        loaded.push((source.clone(), seed, Arc::clone(&data)));
+        Ok(data)
+    }
+}
+
+/// [`load_pair`], the test set ready to share.
+fn load(source: &DataSource, seed: u64) -> Result<Loaded> {
+    let (train, test) = load_pair(source, seed)?;
+    Ok(Loaded {
+        train,
+        test: Arc::new(test),
+    })
+}
+
 /// Loads `(train, test)` for a data source.
-pub(super) fn load(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)> {
+fn load_pair(source: &DataSource, seed: u64) -> Result<(Dataset, Dataset)> {
     Ok(match source {
         DataSource::Mnist { dir } => mnist::load(dir)?,
         DataSource::Idx { classes, .. } => {
@@ -86,26 +137,42 @@ impl Simulation {
     /// same thread count share that pool, and rayon calls made on it outside a simulation run
     /// there too, not on the global pool. Results never depend on the threads.
     pub fn new(cfg: ExperimentConfig) -> Result<Self> {
-        Self::build(cfg, None)
+        Self::build(cfg, None, None)
+    }
+
+    /// [`Self::new`] with its data from `data`, loaded there by the first simulation that
+    /// needs it and shared with the others (a sweep's runs): the same data, so the same run.
+    pub fn with_data(cfg: ExperimentConfig, data: &DataCache) -> Result<Self> {
+        Self::build(cfg, None, Some(data))
     }
 
     /// [`Self::new`] with an algorithm of the caller's own (a new trigger, compressor or
     /// method; `examples/custom_trigger.rs` and `examples/custom_compressor.rs`) in place of
     /// `cfg.algorithm`, whose step size is still what the run records.
     pub fn with_algorithm(cfg: ExperimentConfig, algorithm: Box<dyn Algorithm>) -> Result<Self> {
-        Self::build(cfg, Some(algorithm))
+        Self::build(cfg, Some(algorithm), None)
     }
 
-    fn build(cfg: ExperimentConfig, custom: Option<Box<dyn Algorithm>>) -> Result<Self> {
+    fn build(
+        cfg: ExperimentConfig,
+        custom: Option<Box<dyn Algorithm>>,
+        data: Option<&DataCache>,
+    ) -> Result<Self> {
         cfg.validate()?;
         // The one kernels context of the run (LENA_SIMD, else the widest path the CPU runs),
         // passed down to the model, the workers and the server.
         let kernels = Kernels::detect();
         let pool = run_pool(cfg.run.threads)?;
         let seed = cfg.run.seed;
-        let (mut train, test) = load(&cfg.data.source, seed)?;
+        let loaded = match data {
+            Some(cache) => cache.get(&cfg.data.source, seed)?,
+            None => Arc::new(load(&cfg.data.source, seed)?),
+        };
+        // The training set as loaded, or this run's part of it (owned).
+        let mut train = Cow::Borrowed(&loaded.train);
+        let test = Arc::clone(&loaded.test);
         if cfg.data.max_train > 0 {
-            train = train.head(cfg.data.max_train);
+            train = Cow::Owned(train.head(cfg.data.max_train));
         }
         // The validation set: the same samples whatever the run's seed.
         let validation = if cfg.data.validation > 0.0 {
@@ -125,7 +192,7 @@ impl Simulation {
                 )));
             }
             let val = train.subset(&held);
-            train = train.subset(&kept);
+            train = Cow::Owned(train.subset(&kept));
             Some(val)
         } else {
             None
@@ -182,7 +249,7 @@ impl Simulation {
             )));
         }
         let data_digest = digest(
-            &[&train, &test]
+            &[&*train, &*test]
                 .into_iter()
                 .chain(&validation)
                 .collect::<Vec<_>>(),
@@ -244,6 +311,7 @@ impl Simulation {
             })
             .collect();
         drop(train);
+        drop(loaded);
         let mut server = alg.server(m, dim, kernels);
         if !cfg.faults.loses_uploads() {
             server.lossless();

@@ -2,6 +2,8 @@
 //! state and the multi-process worker side in the submodules.
 
 mod build;
+
+pub use build::DataCache;
 mod eval;
 mod remote;
 mod round;
@@ -20,6 +22,8 @@ use lena_model::{Model, ModelWorkspace, Rows};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// Callbacks a caller gets while a simulation runs.
@@ -155,7 +159,7 @@ pub struct Simulation {
     model: Model,
     nodes: Vec<Node>,
     server: Box<dyn Server>,
-    test: Dataset,
+    test: Arc<Dataset>,
     eval_ws: ModelWorkspace,
     w: Vec<f32>,
     /// The previous round's parameters (for the broadcast parameter change).

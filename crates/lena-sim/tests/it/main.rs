@@ -1,6 +1,6 @@
 //! End-to-end tests of the simulator on synthetic data and fixtures.
 
-use lena_sim::{Error, ExperimentConfig, MetricsRow, Observer, Simulation};
+use lena_sim::{DataCache, Error, ExperimentConfig, MetricsRow, Observer, Simulation};
 
 struct Collect(Vec<MetricsRow>);
 impl Observer for Collect {
@@ -87,6 +87,37 @@ fn same_seed_same_metrics_whatever_the_thread_count() {
     assert!(
         other.unwrap_err().to_string().contains("test.toml:"),
         "duplicate key must be named"
+    );
+}
+
+/// Simulations built from one `DataCache` (a sweep's runs) give exactly the runs that load their
+/// own data: seeded synthetic data per seed (another seed is other data, not the cached one),
+/// and the training set cut (`max_train`) or split (`validation`) per run from the shared one.
+#[test]
+fn runs_sharing_loaded_data_equal_runs_loading_their_own() {
+    let cache = DataCache::new();
+    let shared = |text: &str| {
+        let cfg = ExperimentConfig::from_toml(text, "test.toml").unwrap();
+        let mut sim = Simulation::with_data(cfg, &cache).unwrap();
+        let mut obs = Collect(Vec::new());
+        sim.run(&mut obs).unwrap();
+        strip_time(&obs.0)
+    };
+    let base = synthetic("wall_clock = false", "step_size = 0.5", "batch = 4");
+    let texts = [
+        base.clone(),
+        base.replace("seed = 3", "seed = 9"),
+        base.replace("batch = 4", "batch = 4\nmax_train = 700"),
+        base.replace("batch = 4", "batch = 4\nvalidation = 0.1"),
+        base.clone(),
+    ];
+    for text in &texts {
+        assert_eq!(shared(text), strip_time(&run(text).unwrap()), "{text}");
+    }
+    assert_ne!(
+        shared(&texts[0]),
+        shared(&texts[1]),
+        "seeds 3 and 9: other data"
     );
 }
 
