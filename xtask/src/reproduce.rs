@@ -47,30 +47,47 @@ struct Ctx {
 impl Ctx {
     /// Runs curves of `figure`, each with its extra overrides, into `out/figure/curve.dir`
     /// (replacing a curve's earlier run there: `--force`, a figure is re-made whole), a few
-    /// at a time ([`crate::pool`]); their directories in the curves' order.
+    /// at a time in one `lena batch` process (the runs load MNIST once; the batch file is kept
+    /// beside them as `runs.toml`); their directories in the curves' order.
     fn run_all(&self, figure: &str, curves: &[(Curve, Vec<String>)]) -> Result<Vec<PathBuf>> {
-        crate::pool::map(curves, |(c, extra), threads| {
+        let jobs = crate::pool::jobs().min(curves.len()).max(1);
+        let threads = (crate::pool::cores() / jobs).max(1);
+        let mut runs = Vec::with_capacity(curves.len());
+        let mut dirs = Vec::with_capacity(curves.len());
+        for (c, extra) in curves {
             let dir = self.out.join(figure).join(&c.dir);
-            let mut cmd = Command::new(&self.lena);
-            cmd.current_dir(&self.root)
-                .arg("run")
-                .arg(format!("experiments/{figure}.toml"))
-                .arg("-q")
-                .arg("--force")
-                .arg("-o")
-                .arg(&dir)
-                .arg("--set")
-                .arg(format!("run.threads={threads}"));
-            for s in c.sets.iter().chain(extra) {
-                cmd.arg("--set").arg(s);
-            }
+            let sets: Vec<toml::Value> = std::iter::once(format!("run.threads={threads}"))
+                .chain(c.sets.iter().chain(extra).cloned())
+                .map(toml::Value::from)
+                .collect();
             eprintln!("  {figure}/{}: {}", c.dir, c.sets.join(" "));
-            let status = cmd.status().context("cannot start lena")?;
-            if !status.success() {
-                bail!("{figure}/{} failed ({status})", c.dir);
-            }
-            Ok(dir)
-        })
+            let mut run = toml::Table::new();
+            run.insert("config".into(), format!("experiments/{figure}.toml").into());
+            run.insert("output".into(), dir.display().to_string().into());
+            run.insert("set".into(), toml::Value::Array(sets));
+            runs.push(toml::Value::Table(run));
+            dirs.push(dir);
+        }
+        let mut file = toml::Table::new();
+        file.insert("run".into(), toml::Value::Array(runs));
+        let batch = self.out.join(figure).join("runs.toml");
+        let abs = self.root.join(&batch);
+        std::fs::create_dir_all(abs.parent().context("a figure directory")?)
+            .with_context(|| format!("cannot create {}", abs.display()))?;
+        write(&abs, &toml::to_string(&file)?)?;
+        let status = Command::new(&self.lena)
+            .current_dir(&self.root)
+            .arg("batch")
+            .arg(&batch)
+            .arg("--force")
+            .arg("--jobs")
+            .arg(jobs.to_string())
+            .status()
+            .context("cannot start lena")?;
+        if !status.success() {
+            bail!("{figure}: lena batch {} failed ({status})", batch.display());
+        }
+        Ok(dirs)
     }
 
     /// `lena plot` of run directories with explicit labels.

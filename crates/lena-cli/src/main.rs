@@ -1,6 +1,7 @@
 //! `lena`: run communication-efficient distributed learning experiments.
 
 mod backend;
+mod batch;
 mod flags;
 mod plot;
 mod resume;
@@ -9,6 +10,7 @@ mod rundir;
 mod seeds;
 mod sweep;
 
+use batch::BatchArgs;
 use flags::RunArgs;
 use plot::PlotArgs;
 use resume::ResumeArgs;
@@ -46,6 +48,10 @@ enum Command {
     /// seed reached the target (seeds.csv: mean and 95% interval per setting); ties go to the
     /// first setting in grid order.
     Tune(SweepArgs),
+    /// Run a list of experiments (a TOML file of `[[run]]` tables: config, output, set) in
+    /// one process, a few at a time, each into its own run directory as `lena run` would: the
+    /// runs load each data source once and share it.
+    Batch(BatchArgs),
     /// Continue an interrupted run from its directory's checkpoint (config.toml and
     /// checkpoint.bin): the metrics files end exactly as an uninterrupted run's would.
     Resume(ResumeArgs),
@@ -61,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Resume(a) => resume::resume(a),
             Command::Sweep(a) => sweep::sweep(a, false),
             Command::Tune(a) => sweep::sweep(a, true),
+            Command::Batch(a) => batch::batch(a),
         });
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -182,7 +182,7 @@ pub(crate) fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
     let mut claimed = Vec::with_capacity(jobs_cfg.len());
     for (label, _) in &jobs_cfg {
         let dir = out.join(label.replace(['/', ' ', '"'], "_"));
-        claimed.push(std::sync::Mutex::new(Some(RunDir::create(&dir, a.force)?)));
+        claimed.push(RunDir::create(&dir, a.force)?);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = a.jobs.unwrap_or(cores).clamp(1, jobs_cfg.len().max(1));
@@ -207,40 +207,7 @@ pub(crate) fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         ));
         bar
     };
-    // Every run of the sweep reads its data from here: each source is loaded once.
-    let data = lena_sim::DataCache::new();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<Vec<MetricsRow>>>>> = jobs_cfg
-        .iter()
-        .map(|_| std::sync::Mutex::new(None))
-        .collect();
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some((label, cfg)) = jobs_cfg.get(i) else {
-                        break;
-                    };
-                    let mut cfg = cfg.clone();
-                    if cfg.run.threads == 0 {
-                        cfg.run.threads = threads_each;
-                    }
-                    let dir = claimed[i]
-                        .lock()
-                        .expect("no panics while holding the lock")
-                        .take()
-                        .expect("each run directory is taken once");
-                    let local = crate::backend::Started::local();
-                    let r = run_in(cfg, dir, true, None, false, &local, Some(&data));
-                    *results[i].lock().expect("no panics while holding the lock") = Some(r);
-                    bar.inc(1);
-                    bar.set_message(label.clone());
-                }
-            });
-        }
-    });
-    bar.finish_and_clear();
+    let results = run_many(&jobs_cfg, claimed, threads_each, jobs, &bar, false);
     let mut table =
         String::from("setting,final_train_loss,final_test_accuracy,uploads,bits,latency_seconds");
     if let Some((c, v)) = &target {
@@ -261,12 +228,7 @@ pub(crate) fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
     let mut finals: Vec<Option<MetricsRow>> = Vec::new();
     let mut costs: Vec<Option<f64>> = Vec::new();
     let mut failed = Vec::new();
-    for ((label, _), r) in jobs_cfg.iter().zip(&results) {
-        let r = r
-            .lock()
-            .expect("threads are done")
-            .take()
-            .expect("every run ran");
+    for ((label, _), r) in jobs_cfg.iter().zip(results) {
         let rows = match r {
             Ok(rows) => rows,
             // Divergence is an outcome of a setting (a step size too large), not a failure of
@@ -412,4 +374,60 @@ pub(crate) fn sweep(a: SweepArgs, tune: bool) -> Result<()> {
         failed.join("\n")
     );
     Ok(())
+}
+
+/// Runs `runs` (label, configuration) into their claimed directories `dirs`, `jobs` at a time,
+/// in order, each with `threads_each` threads where its configuration leaves `run.threads` to
+/// the machine (0), all reading their data from one [`lena_sim::DataCache`] (each source loaded
+/// once). Every run goes, whatever the others do; each one's evaluations or error, in order.
+/// `print`: each run's summary line as it ends.
+pub(crate) fn run_many(
+    runs: &[(String, ExperimentConfig)],
+    dirs: Vec<RunDir>,
+    threads_each: usize,
+    jobs: usize,
+    bar: &ProgressBar,
+    print: bool,
+) -> Vec<Result<Vec<MetricsRow>>> {
+    use std::sync::Mutex;
+    let data = lena_sim::DataCache::new();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let dirs: Vec<Mutex<Option<RunDir>>> = dirs.into_iter().map(|d| Mutex::new(Some(d))).collect();
+    let results: Vec<Mutex<Option<Result<Vec<MetricsRow>>>>> =
+        runs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((label, cfg)) = runs.get(i) else {
+                        break;
+                    };
+                    let mut cfg = cfg.clone();
+                    if cfg.run.threads == 0 {
+                        cfg.run.threads = threads_each;
+                    }
+                    let dir = dirs[i]
+                        .lock()
+                        .expect("no panics while holding the lock")
+                        .take()
+                        .expect("each run directory is taken once");
+                    let local = crate::backend::Started::local();
+                    let r = run_in(cfg, dir, true, None, print, &local, Some(&data));
+                    *results[i].lock().expect("no panics while holding the lock") = Some(r);
+                    bar.inc(1);
+                    bar.set_message(label.clone());
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .expect("threads are done")
+                .expect("every run ran")
+        })
+        .collect()
 }

@@ -375,6 +375,75 @@ fn sweep_and_tune_run_the_grid() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `betta`"));
 }
 
+/// A batch runs each listed experiment into its directory, with the bytes `lena run --set`
+/// writes for it (two at a time, sharing the loaded data); a bad entry is refused before
+/// anything runs, naming the file, the run and the field.
+#[test]
+fn batch_runs_each_listed_experiment_as_lena_run_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = SYNTH.replace("seed = 2", "seed = 2\nwall_clock = false");
+    std::fs::write(dir.path().join("exp.toml"), exp).unwrap();
+    let runs = [
+        ("b/dgd", vec!["algorithm.name=dgd", "run.threads=1"]),
+        (
+            "b/lena",
+            vec!["algorithm.name=lena", "algorithm.step_size=0.5"],
+        ),
+        (
+            "b/seed",
+            vec!["run.seed=7", "data.batch=5", "run.threads=2"],
+        ),
+    ];
+    let mut text = String::new();
+    for (out, sets) in &runs {
+        let sets: Vec<String> = sets.iter().map(|s| format!("{s:?}")).collect();
+        text.push_str(&format!(
+            "[[run]]\nconfig = \"exp.toml\"\noutput = \"{out}\"\nset = [{}]\n\n",
+            sets.join(", ")
+        ));
+    }
+    std::fs::write(dir.path().join("runs.toml"), &text).unwrap();
+    let out = lena(&["batch", "runs.toml", "--jobs", "2"], dir.path());
+    ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    for (i, (out_dir, sets)) in runs.iter().enumerate() {
+        let mut args = vec!["run", "exp.toml", "-q", "-o"];
+        let alone = format!("alone{i}");
+        args.push(&alone);
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        ok(&lena(&args, dir.path()));
+        let a = std::fs::read(dir.path().join(out_dir).join("metrics.csv")).unwrap();
+        let b = std::fs::read(dir.path().join(&alone).join("metrics.csv")).unwrap();
+        assert!(
+            a == b,
+            "{out_dir}: the batch's run differs from the same run alone"
+        );
+    }
+    // Again without --force: the directories hold runs, refused before anything runs.
+    let out = lena(&["batch", "runs.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b/dgd"));
+    ok(&lena(&["batch", "runs.toml", "--force"], dir.path()));
+    // A bad override names the batch file, the run and the field.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[run]]\nconfig = \"exp.toml\"\noutput = \"c/1\"\n\n\
+         [[run]]\nconfig = \"exp.toml\"\noutput = \"c/2\"\nset = [\"algorithm.betta=1\"]\n",
+    )
+    .unwrap();
+    let out = lena(&["batch", "bad.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml: run 2 (c/2)") && err.contains("betta"),
+        "{err}"
+    );
+    assert!(!dir.path().join("c/1/metrics.csv").exists(), "nothing ran");
+}
+
 #[test]
 fn backend_errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
