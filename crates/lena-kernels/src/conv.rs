@@ -200,20 +200,199 @@ impl Conv<'_> {
     }
 }
 
+/// Half-vector segments (PERF, wide paths): an output row of `wo` values is cut into segments of
+/// half a vector each (`half` lanes), numbered row by row, `per_row` to a row; a vector holds
+/// two consecutive segments, the second possibly at the start of the next output row. With 16
+/// lanes the paper's second layer (8 x 8 outputs) fills whole vectors instead of half of each,
+/// and its first (24 wide) 36 vectors per plane instead of 48.
+#[derive(Clone, Copy)]
+struct Segments {
+    half: usize,
+    per_row: usize,
+}
+
+impl Segments {
+    /// The segment layout when it takes fewer vectors per output plane than whole-vector rows
+    /// do and every segment's load can start half a vector early inside the plane (`w >= half`).
+    fn for_shape(s: ConvShape, lanes: usize) -> Option<Self> {
+        let half = lanes / 2;
+        if half < 2 || s.w < half {
+            return None;
+        }
+        let per_row = s.wo().div_ceil(half);
+        ((s.ho() * per_row).div_ceil(2) < s.ho() * s.wo().div_ceil(lanes))
+            .then_some(Self { half, per_row })
+    }
+
+    /// Output row and column where segment `g` starts.
+    #[inline(always)]
+    fn at(self, g: usize) -> (usize, usize) {
+        (g / self.per_row, g % self.per_row * self.half)
+    }
+
+    /// Where the loads of each vector's two halves start in an input plane `w` wide: the first
+    /// at its segment, the second half a vector before its segment (a lone last segment's
+    /// second half, never stored, at the first's).
+    #[inline(always)]
+    fn starts<const R: usize>(self, w: usize, pairs: [[usize; 2]; R]) -> ([usize; R], [usize; R]) {
+        let start = |g: usize| {
+            let (row, col) = self.at(g);
+            row * w + col
+        };
+        let lo = pairs.map(|p| start(p[0]));
+        let hi = pairs.map(|p| {
+            if p[0] == p[1] {
+                start(p[0])
+            } else {
+                start(p[1]) - self.half
+            }
+        });
+        (lo, hi)
+    }
+}
+
+impl Conv<'_> {
+    /// [`Self::tile`] over vectors of two segments each (`pairs[r]`: the vector's first and
+    /// second segment, equal for a plane's last vector when the segments are odd in number; its
+    /// second half is then not stored). Each half of a vector is read by a load of its own (the
+    /// second from half a vector before its segment) and the two are joined by a lane select:
+    /// every output is the same sum in the same order as in [`Self::tile`].
+    #[inline(always)]
+    fn tile_split<S: Simd, const C: usize, const R: usize, const K: usize, const INSIDE: bool>(
+        &mut self,
+        simd: S,
+        b: usize,
+        co: usize,
+        pairs: [[usize; 2]; R],
+        seg: Segments,
+    ) {
+        let s = self.s;
+        let k = if K > 0 { K } else { s.k };
+        let (lanes, kk, half) = (S::F32_LANES, s.kk(), seg.half);
+        let first = simd.mask_between_m32s(0, half as u32).mask();
+        let lo: [(usize, usize); R] = pairs.map(|p| seg.at(p[0]));
+        let hi: [(usize, usize); R] = pairs.map(|p| seg.at(p[1]));
+        let (start_lo, start_hi) = seg.starts(s.w, pairs);
+        let mut acc = [[simd.splat_f32s(0.0); R]; C];
+        let plane_len = s.h * s.w;
+        for ci in 0..s.cin {
+            let plane = &self.x[(ci * s.samples + b) * plane_len..][..plane_len];
+            let wc: [&[f32]; C] =
+                std::array::from_fn(|c| &self.wt[(co + c) * kk + ci * k * k..][..k * k]);
+            for ki in 0..k {
+                let rows = |start: [usize; R]| -> [&[f32]; R] {
+                    std::array::from_fn(|r| {
+                        let from = &plane[start[r] + ki * s.w..];
+                        if INSIDE { &from[..k - 1 + lanes] } else { from }
+                    })
+                };
+                let (rows_lo, rows_hi) = (rows(start_lo), rows(start_hi));
+                for kj in 0..k {
+                    let xv: [S::f32s; R] = std::array::from_fn(|r| {
+                        let (a, b) = if INSIDE {
+                            (
+                                S::as_simd_f32s(&rows_lo[r][kj..kj + lanes]).0[0],
+                                S::as_simd_f32s(&rows_hi[r][kj..kj + lanes]).0[0],
+                            )
+                        } else {
+                            (load(simd, rows_lo[r], kj), load(simd, rows_hi[r], kj))
+                        };
+                        simd.select_f32s(first, a, b)
+                    });
+                    for c in 0..C {
+                        let wv = simd.splat_f32s(wc[c][ki * k + kj]);
+                        for r in 0..R {
+                            acc[c][r] = simd.mul_add_f32s(wv, xv[r], acc[c][r]);
+                        }
+                    }
+                }
+            }
+        }
+        // y = bias + acc, each half into its own output row (only the values inside it).
+        let wo = s.wo();
+        let out_plane = s.ho() * wo;
+        for (c, acc) in acc.iter().enumerate() {
+            let bias = simd.splat_f32s(self.bias[co + c]);
+            let plane = &mut self.y[((co + c) * s.samples + b) * out_plane..][..out_plane];
+            for r in 0..R {
+                let v = simd.add_f32s(bias, acc[r]);
+                let (row, col) = lo[r];
+                simd.partial_store_f32s(&mut plane[row * wo + col..][..half.min(wo - col)], v);
+                if pairs[r][0] != pairs[r][1] {
+                    // Half a vector's rotation brings the second half to the first lanes.
+                    let (row, col) = hi[r];
+                    let dst = &mut plane[row * wo + col..][..half.min(wo - col)];
+                    simd.partial_store_f32s(dst, simd.rotate_right_f32s(v, half));
+                }
+            }
+        }
+    }
+
+    /// [`Self::any_tile`] for vectors of two segments.
+    #[inline(always)]
+    fn any_tile_split<S: Simd, const C: usize, const R: usize>(
+        &mut self,
+        simd: S,
+        b: usize,
+        co: usize,
+        pairs: [[usize; 2]; R],
+        seg: Segments,
+    ) {
+        let s = self.s;
+        // The farthest value a tile's loads reach: from the farthest load start, the kernel's
+        // last row and column.
+        let (lo, hi) = seg.starts(s.w, pairs);
+        let far = lo.into_iter().chain(hi).max().unwrap_or(0);
+        let inside = far + (s.k - 1) * (s.w + 1) + S::F32_LANES <= s.h * s.w;
+        match (s.k, inside) {
+            (5, true) => self.tile_split::<S, C, R, 5, true>(simd, b, co, pairs, seg),
+            _ => self.tile_split::<S, C, R, 0, false>(simd, b, co, pairs, seg),
+        }
+    }
+
+    /// [`Self::channels`] for vectors of two segments: every segment, four at a time.
+    #[inline(always)]
+    fn channels_split<S: Simd, const C: usize>(
+        &mut self,
+        simd: S,
+        b: usize,
+        co: usize,
+        seg: Segments,
+    ) {
+        let segs = self.s.ho() * seg.per_row;
+        let mut g = 0;
+        while g + 2 * POS_TILE <= segs {
+            self.any_tile_split::<S, C, POS_TILE>(simd, b, co, [[g, g + 1], [g + 2, g + 3]], seg);
+            g += 2 * POS_TILE;
+        }
+        while g < segs {
+            let pair = [g, (g + 1).min(segs - 1)];
+            self.any_tile_split::<S, C, 1>(simd, b, co, [pair], seg);
+            g += 2;
+        }
+    }
+}
+
 impl WithSimd for Conv<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(mut self, simd: S) {
+        let seg = Segments::for_shape(self.s, S::F32_LANES);
         for b in 0..self.s.samples {
             let mut co = 0;
             while co < self.s.cout {
-                if self.s.cout - co >= CO_TILE {
-                    self.channels::<S, CO_TILE>(simd, b, co);
-                    co += CO_TILE;
+                let c = if self.s.cout - co >= CO_TILE {
+                    CO_TILE
                 } else {
-                    self.channels::<S, 1>(simd, b, co);
-                    co += 1;
+                    1
+                };
+                match (seg, c) {
+                    (Some(seg), CO_TILE) => self.channels_split::<S, CO_TILE>(simd, b, co, seg),
+                    (Some(seg), _) => self.channels_split::<S, 1>(simd, b, co, seg),
+                    (None, CO_TILE) => self.channels::<S, CO_TILE>(simd, b, co),
+                    (None, _) => self.channels::<S, 1>(simd, b, co),
                 }
+                co += c;
             }
         }
     }
