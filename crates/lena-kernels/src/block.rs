@@ -17,9 +17,46 @@ const CLASSES: usize = 5;
 const DOT_CLASSES: usize = 10;
 /// Rows per call from which `Z = X W^T` first copies its class rows into a panel.
 const PANEL_ROWS: usize = 32;
-/// Bytes of the panel's columns that one pass over the block's rows reads: half an L1 cache
-/// of 32 KiB, the rest for the rows streaming by.
-const PANEL_PASS_BYTES: usize = 16 << 10;
+/// L1 data cache bytes left for the rows streaming by during a pass over the panel.
+const ROWS_L1_BYTES: usize = 16 << 10;
+
+/// Bytes of the panel's columns that one pass over the block's rows reads: the L1 data cache
+/// less [`ROWS_L1_BYTES`] (16 KiB on a 32 KiB L1, as on AMD Zen 3 and 4; 32 KiB, MNIST's whole
+/// panel, on a 48 KiB L1, as on Zen 5 and recent Xeons). How the columns are cut into passes
+/// does not change the sums or their order, so the results do not depend on the machine.
+fn panel_pass_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        (l1_data_bytes().unwrap_or(32 << 10))
+            .saturating_sub(ROWS_L1_BYTES)
+            .max(8 << 10)
+    })
+}
+
+/// The first core's L1 data cache size as Linux reports it (`None` elsewhere or if unreadable).
+fn l1_data_bytes() -> Option<usize> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).ok();
+        if read("level")?.trim() != "1" || read("type")?.trim() != "Data" {
+            return None;
+        }
+        parse_cache_size(&read("size")?)
+    })
+}
+
+/// A sysfs cache size (`48K`, `1024K`, `2M`) in bytes.
+pub(crate) fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.strip_suffix('K') {
+        Some(d) => (d, 1 << 10),
+        None => match s.strip_suffix('M') {
+            Some(d) => (d, 1 << 20),
+            None => (s, 1),
+        },
+    };
+    digits.parse::<usize>().ok().map(|n| n * unit)
+}
 
 /// A thread's scratch for [`Kernels::dot_block`] (see [`DotBlock`]).
 #[derive(Default)]
@@ -196,7 +233,7 @@ fn finish<S: Simd, const R: usize, const C: usize>(
 /// `Z = X W^T` over a block of rows. From [`PANEL_ROWS`] rows on, each group of ten class rows
 /// is first copied into a panel (a copy of the model per call, small beside the rows it
 /// serves, a loss on a minibatch's few rows), and the block's rows are scored in passes over
-/// [`PANEL_PASS_BYTES`] of the panel's columns each, every row's accumulators kept between
+/// [`panel_pass_bytes`] of the panel's columns each, every row's accumulators kept between
 /// passes: ten class rows of MNIST's 785 columns fill the 32 KiB L1 cache of an AMD Zen core
 /// alone, and read from L2 they made scoring a block already in L2 1.6x slower (AMD EPYC Zen 3:
 /// 11.7 against 7.2 ms over MNIST's 60 000 rows). The sums are the same, in the same order, as
@@ -235,12 +272,18 @@ impl WithSimd for DotBlock<'_> {
         };
         if groups > 0 {
             let DotScratch { panel, acc } = scratch;
+            let len = groups * head * DOT_CLASSES * lanes;
             panel.clear();
+            panel.resize(len + 16, 0.0);
+            let off = panel.as_ptr().align_offset(64).min(16);
+            let panel = &mut panel[off..off + len];
+            let mut at = 0;
             for g in 0..groups {
                 for j in 0..head {
                     for k in 0..DOT_CLASSES {
                         let row = class(g * DOT_CLASSES + k);
-                        panel.extend_from_slice(&row[j * lanes..(j + 1) * lanes]);
+                        panel[at..at + lanes].copy_from_slice(&row[j * lanes..(j + 1) * lanes]);
+                        at += lanes;
                     }
                 }
             }
@@ -254,7 +297,7 @@ impl WithSimd for DotBlock<'_> {
                 .0
                 .as_chunks_mut::<DOT_CLASSES>()
                 .0;
-            let per_pass = (PANEL_PASS_BYTES / (DOT_CLASSES * lanes * 4)).max(1);
+            let per_pass = (panel_pass_bytes() / (DOT_CLASSES * lanes * 4)).max(1);
             let row = |i: usize| &x[i * p..(i + 1) * p];
             for g in 0..groups {
                 let panel = &panel[g * head..(g + 1) * head];

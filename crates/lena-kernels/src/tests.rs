@@ -582,3 +582,15 @@ fn conv_valid_is_bit_identical_to_the_reference() {
         }
     }
 }
+
+/// Cache sizes as Linux's sysfs writes them; anything else is not a size.
+#[test]
+fn cache_sizes_parse_as_sysfs_writes_them() {
+    use crate::block::parse_cache_size;
+    assert_eq!(parse_cache_size("48K\n"), Some(48 << 10));
+    assert_eq!(parse_cache_size("32K"), Some(32 << 10));
+    assert_eq!(parse_cache_size("2M"), Some(2 << 20));
+    assert_eq!(parse_cache_size("512"), Some(512));
+    assert_eq!(parse_cache_size("K"), None);
+    assert_eq!(parse_cache_size("big"), None);
+}
