@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Instant;
 
 /// Callbacks a caller gets while a simulation runs.
@@ -66,7 +66,8 @@ pub struct Summary {
 
 /// A node's data and its access to gradients (the [`GradientOracle`] its worker calls).
 struct Local {
-    data: Dataset,
+    /// The node's rows (shared with other runs of the same split, [`DataCache`]).
+    data: Arc<Dataset>,
     model: Model,
     /// 0 = full batch.
     batch_size: usize,
@@ -211,12 +212,12 @@ impl Simulation {
             self.hosted[m] = exchange.hosts(m);
             if !self.hosted[m] {
                 let d = &node.local.data;
-                node.local.data = Dataset {
+                node.local.data = Arc::new(Dataset {
                     features: Vec::new(),
                     labels: Vec::new(),
                     n_features: d.n_features,
                     n_classes: d.n_classes,
-                };
+                });
             }
         }
         self.exchange = Some(exchange);

@@ -119,6 +119,29 @@ fn runs_sharing_loaded_data_equal_runs_loading_their_own() {
         shared(&texts[1]),
         "seeds 3 and 9: other data"
     );
+    // Runs built while the others live share their nodes' rows: still the same runs.
+    let alive = [
+        base.clone(),
+        base.replace("name = \"dgd\"", "name = \"lena\""),
+        base.replace("split = \"one_label\"", "split = \"iid\""),
+        base.clone(),
+    ];
+    let mut sims: Vec<Simulation> = alive
+        .iter()
+        .map(|t| {
+            let cfg = ExperimentConfig::from_toml(t, "test.toml").unwrap();
+            Simulation::with_data(cfg, &cache).unwrap()
+        })
+        .collect();
+    for (sim, text) in sims.iter_mut().zip(&alive) {
+        let mut obs = Collect(Vec::new());
+        sim.run(&mut obs).unwrap();
+        assert_eq!(
+            strip_time(&obs.0),
+            strip_time(&run(text).unwrap()),
+            "{text}"
+        );
+    }
 }
 
 #[test]
