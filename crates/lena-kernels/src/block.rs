@@ -272,9 +272,11 @@ impl WithSimd for DotBlock<'_> {
         };
         if groups > 0 {
             let DotScratch { panel, acc } = scratch;
+            // Grown, never cleared: every value the calls read is written below.
             let len = groups * head * DOT_CLASSES * lanes;
-            panel.clear();
-            panel.resize(len + 16, 0.0);
+            if panel.len() < len + 16 {
+                panel.resize(len + 16, 0.0);
+            }
             let off = panel.as_ptr().align_offset(64).min(16);
             let panel = &mut panel[off..off + len];
             let mut at = 0;

@@ -2,12 +2,12 @@
 //! state and the multi-process worker side in the submodules.
 
 mod build;
-
-pub use build::DataCache;
 mod eval;
 mod remote;
 mod round;
 mod state;
+
+pub use build::DataCache;
 
 use crate::config::{DataSource, ExperimentConfig};
 use crate::exchange::{Command, Exchange, Item, Items};
