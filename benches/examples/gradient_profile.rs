@@ -7,7 +7,8 @@
 //! two faer GEMMs of the gradient's shapes; each of the two block kernels alone over X (in the
 //! model's chunks, not blocked for cache: the second reads X from memory again); and each of
 //! them with the same FLOPs on one block of rows in L2 per thread (their rate with no row from
-//! memory). It reports each one's fastest repetition, the
+//! memory); and the softmax loss alone (an evaluation's pass). It reports each one's fastest
+//! repetition, the
 //! compute floor (the gradient's 4 n p c FLOPs at the sgemm peak), the roofline (the larger
 //! floor) and the gradient's ratio to it. Uses `data/mnist` if present (`cargo xtask data
 //! mnist`), else random data of that shape.
@@ -77,8 +78,9 @@ fn main() {
         "add_outer_alone",
         "dot_block_in_l2",
         "add_outer_in_l2",
+        "softmax_loss",
     ];
-    let mut best = [f64::INFINITY; 9];
+    let mut best = [f64::INFINITY; 10];
     // The same two kernels with the same FLOPs, each thread on one block of the model's size
     // (256 KiB of rows, in L2) again and again: their rate with no row from memory.
     let block = ((256 << 10) / (4 * p)).clamp(4, 256);
@@ -128,7 +130,7 @@ fn main() {
             .par_chunks(chunk * p)
             .zip(zs.par_chunks(chunk * c))
             .zip(gs.par_iter_mut())
-            .for_each(|((x, z), g)| k.add_outer_block(g, p + 1, c, z, x, p));
+            .for_each(|((x, z), g)| k.add_outer_block(g, p + 1, c, z, x, p, &[]));
         black_box(&gs);
         best[6] = best[6].min(t.elapsed().as_secs_f64());
         let t = Instant::now();
@@ -149,10 +151,13 @@ fn main() {
                 let x = &data.features[i * block * p..(i + 1) * block * p];
                 let d = &zs[..block * c];
                 for _ in 0..repeats {
-                    k.add_outer_block(g, p + 1, c, d, x, p);
+                    k.add_outer_block(g, p + 1, c, d, x, p, &[]);
                 }
             });
         best[8] = best[8].min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        black_box(models[0].1.loss(&data, Rows::All, black_box(&w), &mut ws));
+        best[9] = best[9].min(t.elapsed().as_secs_f64());
     }
     let peak = 2.0 * (big as f64).powi(3) / best[3];
     let flops = 4.0 * (n * p * c) as f64;

@@ -463,7 +463,7 @@ fn block_products_match_reference_at_every_tile_edge() {
                         );
                     }
                     let mut g = g0.clone();
-                    k.add_outer_block(&mut g, stride, c, &d, &x, p);
+                    k.add_outer_block(&mut g, stride, c, &d, &x, p, &[]);
                     assert_eq!(g, want_g, "{} p={p} c={c} n={n}", k.name());
                 }
             }
