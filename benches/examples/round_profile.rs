@@ -8,6 +8,9 @@
 //! repetitions of each slice's ratio to the bound of its own repetition. The simulations share
 //! one pool of which this thread is one (see `Simulation::new`), as a `lena run` process's main
 //! thread is of its own; the bound's two threads are the same pool's.
+//! It also times QSGD's draws alone (every node's 32-bit uniform per coordinate from its own
+//! stream, on two threads) and adds them to DGD's ratio: DIANA's floor, what its round costs
+//! with a free codec and server.
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
@@ -15,6 +18,8 @@
 use lena_benches::{ROUND_ALGORITHMS, bound_state, round_config, touch_state_once};
 use lena_kernels::Kernels;
 use lena_sim::Simulation;
+use rand::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -51,8 +56,14 @@ fn main() {
         .collect();
     let k = Kernels::detect();
     let mut state = bound_state();
+    // QSGD's draws: one 32-bit uniform per coordinate from each node's own stream, in the
+    // compressor's chunks, for every node on the two threads (what DIANA's round cannot do
+    // without, whatever its coding).
+    let mut streams: Vec<Xoshiro256PlusPlus> = (0..200)
+        .map(Xoshiro256PlusPlus::seed_from_u64)
+        .collect();
     let n = sims.len() + 2;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
     for _ in 0..reps {
         for (i, (_, sim)) in sims.iter_mut().enumerate() {
             let start = Instant::now();
@@ -69,6 +80,11 @@ fn main() {
             times[sims.len() + threads - 1]
                 .push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
         }
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(draw_uniforms(&mut streams, 7850));
+        }
+        times[n].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     // Each slice against the 2-thread bound of its own repetition (measured within seconds of
     // it, so under about the same load of a shared machine): the median of these ratios moves
@@ -85,10 +101,11 @@ fn main() {
         t.sort_by(f64::total_cmp);
     }
     let bound2 = times[n - 1][0];
-    let names = sims
-        .iter()
-        .map(|(name, _)| *name)
-        .chain(["bound_1_thread", "bound_2_threads"]);
+    let names = sims.iter().map(|(name, _)| *name).chain([
+        "bound_1_thread",
+        "bound_2_threads",
+        "qsgd_draws",
+    ]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
         "{:<18} {:>8} {:>8} {:>14} {:>16}",
@@ -103,4 +120,31 @@ fn main() {
             (r[(reps - 1) / 2] + r[reps / 2]) / 2.0
         );
     }
+    let median_ratio = |i: usize| (ratios[i][(reps - 1) / 2] + ratios[i][reps / 2]) / 2.0;
+    if let Some(dgd) = sims.iter().position(|(name, _)| *name == "dgd") {
+        println!(
+            "DIANA's floor (DGD's round and QSGD's draws): {:.2} of the bound (median of ratios)",
+            median_ratio(dgd) + median_ratio(n)
+        );
+    }
+}
+
+/// Every stream's uniforms for one QSGD round of `d` coordinates, drawn as the compressor
+/// draws them (`fill_bytes` of 256 words at a time), half the streams on each of two threads.
+fn draw_uniforms(streams: &mut [Xoshiro256PlusPlus], d: usize) -> u8 {
+    let part = |streams: &mut [Xoshiro256PlusPlus]| {
+        let mut bytes = [0u8; 4 * 256];
+        let mut acc = 0u8;
+        for rng in streams {
+            for c in (0..d).step_by(256) {
+                let m = 4 * (d - c).min(256);
+                rng.fill_bytes(&mut bytes[..m]);
+                acc ^= bytes[m - 1];
+            }
+        }
+        acc
+    };
+    let (a, b) = streams.split_at_mut(streams.len() / 2);
+    let (x, y) = rayon::join(|| part(a), || part(b));
+    x ^ y
 }
