@@ -59,9 +59,8 @@ fn main() {
     // QSGD's draws: one 32-bit uniform per coordinate from each node's own stream, in the
     // compressor's chunks, for every node on the two threads (what DIANA's round cannot do
     // without, whatever its coding).
-    let mut streams: Vec<Xoshiro256PlusPlus> = (0..200)
-        .map(Xoshiro256PlusPlus::seed_from_u64)
-        .collect();
+    let mut streams: Vec<Xoshiro256PlusPlus> =
+        (0..200).map(Xoshiro256PlusPlus::seed_from_u64).collect();
     let n = sims.len() + 2;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
     for _ in 0..reps {
