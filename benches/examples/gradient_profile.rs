@@ -7,8 +7,10 @@
 //! two faer GEMMs of the gradient's shapes; each of the two block kernels alone over X (in the
 //! model's chunks, not blocked for cache: the second reads X from memory again); and each of
 //! them with the same FLOPs on one block of rows in L2 per thread (their rate with no row from
-//! memory); and the softmax loss alone (an evaluation's pass). It reports each one's fastest
-//! repetition, the
+//! memory); the softmax loss alone (an evaluation's pass); and the softmax gradient on the
+//! first 4096 rows again and again (in L3), scaled to all rows: its cost with memory out of the
+//! way (an upper bound: a call's fixed costs, two chunks' partial gradients summed, count
+//! fifteen times). It reports each one's fastest repetition, the
 //! compute floor (the gradient's 4 n p c FLOPs at the sgemm peak), the roofline (the larger
 //! floor) and the gradient's ratio to it. Uses `data/mnist` if present (`cargo xtask data
 //! mnist`), else random data of that shape.
@@ -79,8 +81,19 @@ fn main() {
         "dot_block_in_l2",
         "add_outer_in_l2",
         "softmax_loss",
+        "softmax_in_cache",
     ];
-    let mut best = [f64::INFINITY; 10];
+    let mut best = [f64::INFINITY; 11];
+    // The first 4096 rows (12.8 MB, within L3) alone, their time scaled to all n rows: the
+    // gradient with its rows from cache, what it costs with memory out of the way.
+    let few = 4096.min(n);
+    let cached = lena_data::Dataset::new(
+        data.features[..few * p].to_vec(),
+        data.labels[..few].to_vec(),
+        p,
+        c,
+    )
+    .expect("a prefix of the data");
     // The same two kernels with the same FLOPs, each thread on one block of the model's size
     // (256 KiB of rows, in L2) again and again: their rate with no row from memory.
     let block = ((256 << 10) / (4 * p)).clamp(4, 256);
@@ -158,6 +171,15 @@ fn main() {
         let t = Instant::now();
         black_box(models[0].1.loss(&data, Rows::All, black_box(&w), &mut ws));
         best[9] = best[9].min(t.elapsed().as_secs_f64());
+        for _ in 0..n / few {
+            let t = Instant::now();
+            black_box(
+                models[0]
+                    .1
+                    .loss_grad(&cached, Rows::All, black_box(&w), &mut g, &mut ws),
+            );
+            best[10] = best[10].min(t.elapsed().as_secs_f64() * (n as f64 / few as f64));
+        }
     }
     let peak = 2.0 * (big as f64).powi(3) / best[3];
     let flops = 4.0 * (n * p * c) as f64;
