@@ -437,7 +437,7 @@ fn axpy_into_zero_equals_scale() {
 /// The block products against their references, for row, class and column counts around
 /// every tile edge (2 rows, 5 classes, 1-2 vectors of 8 or 16 lanes) on every path: the scores
 /// within the dot's rounding bound, the accumulation bit-identical to row-order fused adds
-/// (it does not depend on the lane count).
+/// (it does not depend on the lane count), with or without rows to prefetch meanwhile.
 #[test]
 fn block_products_match_reference_at_every_tile_edge() {
     for p in [1usize, 7, 8, 15, 16, 17, 31, 32, 33, 48, 64, 100, 784] {
@@ -465,6 +465,13 @@ fn block_products_match_reference_at_every_tile_edge() {
                     let mut g = g0.clone();
                     k.add_outer_block(&mut g, stride, c, &d, &x, p, &[]);
                     assert_eq!(g, want_g, "{} p={p} c={c} n={n}", k.name());
+                    // With rows to prefetch (a hint: the same result), shorter and longer
+                    // than a cache line's floats.
+                    for ahead in [&w[..w.len().min(5)], &w[..]] {
+                        let mut g = g0.clone();
+                        k.add_outer_block(&mut g, stride, c, &d, &x, p, ahead);
+                        assert_eq!(g, want_g, "{} p={p} c={c} n={n} ahead", k.name());
+                    }
                 }
             }
         }
