@@ -110,16 +110,16 @@ fn main() {
         "{:<18} {:>8} {:>8} {:>14} {:>16}",
         "", "fastest", "median", "fastest/bound2", "median of ratios"
     );
-    for ((name, t), r) in names.zip(&times).zip(&ratios) {
+    let median_ratio = |i: usize| (ratios[i][(reps - 1) / 2] + ratios[i][reps / 2]) / 2.0;
+    for (i, (name, t)) in names.zip(&times).enumerate() {
         println!(
             "{name:<18} {:>8.3} {:>8.3} {:>14.2} {:>16.2}",
             t[0],
             t[reps / 2],
             t[0] / bound2,
-            (r[(reps - 1) / 2] + r[reps / 2]) / 2.0
+            median_ratio(i)
         );
     }
-    let median_ratio = |i: usize| (ratios[i][(reps - 1) / 2] + ratios[i][reps / 2]) / 2.0;
     if let Some(dgd) = sims.iter().position(|(name, _)| *name == "dgd") {
         println!(
             "DIANA's floor (DGD's round and QSGD's draws): {:.2} of the bound (median of ratios)",

@@ -252,9 +252,10 @@ fn prefetch_into<const HINT: i32, T>(v: &T) {
     let _ = v;
 }
 
-/// The sums of a tile's accumulators, plus the products of the columns past the last full
-/// vector (explicit loops: `std::array::from_fn`'s closures are not inlined into pulp's
-/// target-feature context, and the reductions' intrinsics would become calls).
+/// The sums of a tile's accumulators (ten classes' at once through [`sums10`]), plus the
+/// products of the columns past the last full vector (explicit loops: `std::array::from_fn`'s
+/// closures are not inlined into pulp's target-feature context, and the reductions'
+/// intrinsics would become calls).
 #[inline(always)]
 fn finish<S: Simd, const R: usize, const C: usize>(
     simd: S,
@@ -265,8 +266,12 @@ fn finish<S: Simd, const R: usize, const C: usize>(
     let tail = x[0].len() / S::F32_LANES * S::F32_LANES;
     let mut out = [[0.0f32; C]; R];
     for r in 0..R {
+        let ten = <&[S::f32s; 10]>::try_from(&acc[r][..]).map(|a| sums10(simd, a));
         for c in 0..C {
-            let mut s = simd.reduce_sum_f32s(acc[r][c]);
+            let mut s = match ten {
+                Ok(sums) => sums[c],
+                Err(_) => simd.reduce_sum_f32s(acc[r][c]),
+            };
             for (a, b) in x[r][tail..].iter().zip(&w[c][tail..]) {
                 s = a.mul_add(*b, s);
             }
@@ -465,15 +470,8 @@ impl WithSimd for DotBlock<'_> {
                 for (k, wk) in wr.iter_mut().enumerate() {
                     *wk = class(c0 + k);
                 }
-                let tail = p / lanes * lanes;
                 for (i, a) in acc.iter().enumerate() {
-                    let mut t = sums10(simd, a);
-                    // The columns past the last full vector, as `finish` adds them.
-                    for (s, wk) in t.iter_mut().zip(&wr) {
-                        for (a, b) in row(i)[tail..].iter().zip(&wk[tail..]) {
-                            *s = a.mul_add(*b, *s);
-                        }
-                    }
+                    let [t] = finish(simd, std::array::from_ref(a), &[row(i)], &wr);
                     z[i * c + c0..i * c + c0 + DOT_CLASSES].copy_from_slice(&t);
                 }
             }
