@@ -6,9 +6,11 @@ use crate::Kernels;
 use pulp::{Simd, WithSimd};
 use std::cell::RefCell;
 
-// PERF: `Z = X W^T` keeps a tile of 1 sample row x 10 class rows of accumulators in registers
-// (AVX2 has 16 registers; AVX-512's 32 hold 2 rows x 10, so each class vector loaded serves two
-// rows), the class rows as memory operands, and streams each row once; `G += D^T X` keeps 5
+// PERF: `Z = X W^T` keeps a tile of 2 sample rows x 10 class rows of accumulators in registers
+// on AVX-512 (32 registers), so each class vector loaded serves two rows; AVX2's 16 registers
+// take the two rows against 5 classes and then the other 5 (a block in L2 scored 12% faster
+// than one row x 10 classes, AMD Zen 3). The class rows are memory operands and a minibatch's
+// few rows take 1 row x 10 classes, streaming each row once. `G += D^T X` keeps 5
 // class rows x 2 vectors of G in registers while it streams the block's rows, so G is loaded
 // and stored once per block instead of once per row, and meanwhile brings the caller's next
 // block into L2 (prefetching it during the scores instead slowed them: AMD Zen 5, the loss
@@ -192,13 +194,15 @@ fn dot_chunk_1x10<S: Simd>(
     *acc = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9];
 }
 
-/// [`dot_chunk_1x10`] for two rows at once: twenty accumulators, so that each vector of the
-/// panel read from L1 serves two rows (one load per two fused multiply-adds instead of one
-/// per one: the single-row loop is bound by its eleven loads, not its ten FMAs). Needs 32
-/// vector registers (AVX-512). Each row's sums are the same, in the same order, as
+/// [`dot_chunk_1x10`] for two rows at once against `H` of the ten classes from class `K0` on:
+/// `2 H` accumulators, so that each vector of the panel read from L1 serves two rows (the
+/// single-row loop is bound by its eleven loads per ten fused multiply-adds, not by the FMAs).
+/// With 32 vector registers (AVX-512) all ten classes at once; with 16 (AVX2) five and then
+/// the other five, reading the two rows' columns twice from L1. Only the pass from class 0
+/// prefetches `ahead`. Each row's sums are the same, in the same order, as
 /// [`dot_chunk_1x10`]'s.
 #[inline(always)]
-fn dot_chunk_2x10<S: Simd>(
+fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
     simd: S,
     x: [&[S::f32s]; 2],
     ahead: [&[S::f32s]; 2],
@@ -208,21 +212,25 @@ fn dot_chunk_2x10<S: Simd>(
     let [p, q] = acc;
     // Arrays indexed by constants once the class loop is unrolled: registers, as in the
     // single-row loop's named accumulators.
-    let (mut a, mut b) = (*p, *q);
+    let mut a = [simd.splat_f32s(0.0); H];
+    let mut b = [simd.splat_f32s(0.0); H];
+    a.copy_from_slice(&p[K0..K0 + H]);
+    b.copy_from_slice(&q[K0..K0 + H]);
     let line = (64 / (4 * S::F32_LANES)).max(1);
     let [x0, x1] = x;
     let [n0, n1] = ahead;
     for (j, ((((u, v), m), n), c)) in x0.iter().zip(x1).zip(n0).zip(n1).zip(panel).enumerate() {
-        if j.is_multiple_of(line) {
+        if K0 == 0 && j.is_multiple_of(line) {
             prefetch(m);
             prefetch(n);
         }
-        for k in 0..10 {
-            a[k] = simd.mul_add_f32s(*u, c[k], a[k]);
-            b[k] = simd.mul_add_f32s(*v, c[k], b[k]);
+        for k in 0..H {
+            a[k] = simd.mul_add_f32s(*u, c[K0 + k], a[k]);
+            b[k] = simd.mul_add_f32s(*v, c[K0 + k], b[k]);
         }
     }
-    (*p, *q) = (a, b);
+    p[K0..K0 + H].copy_from_slice(&a);
+    q[K0..K0 + H].copy_from_slice(&b);
 }
 
 /// Asks the CPU to bring `v`'s cache line towards L1 without waiting for it: a hint, with no
@@ -287,7 +295,7 @@ fn finish<S: Simd, const R: usize, const C: usize>(
 /// depend on its operands' order), in 33 shuffles and adds instead of 80. On MNIST's rows the
 /// scores of a block in L2 went from 2.9 to 2.5 ms with it (AMD Zen 5).
 #[inline(always)]
-fn sums10<S: Simd>(simd: S, acc: &[S::f32s; 10]) -> [f32; 10] {
+pub(crate) fn sums10<S: Simd>(simd: S, acc: &[S::f32s; 10]) -> [f32; 10] {
     #[cfg(target_arch = "x86_64")]
     if S::F32_LANES == 16 && size_of::<S::f32s>() == size_of::<std::arch::x86_64::__m512>() {
         // SAFETY: 16 lanes of f32 in 64 bytes are pulp's AVX-512 vectors, which exist only
@@ -432,30 +440,33 @@ impl WithSimd for DotBlock<'_> {
                 .0;
             let per_pass = (panel_pass_bytes() / (DOT_CLASSES * lanes * 4)).max(1);
             let row = |i: usize| &x[i * p..(i + 1) * p];
-            // Two rows at a time where there are 32 vector registers (AVX-512's 16 lanes).
-            // Each prefetches the rows one step on: the next pair, or the next row.
-            let pairs = lanes >= 16;
-            let step = if pairs { 2 } else { 1 };
+            // Two rows at a time: against all ten classes where there are 32 vector registers
+            // (AVX-512's 16 lanes), else against five and five. Each prefetches the next pair.
+            let wide = lanes >= 16;
             for g in 0..groups {
                 let panel = &panel[g * head..(g + 1) * head];
                 for j0 in (0..head).step_by(per_pass) {
                     let j1 = (j0 + per_pass).min(head);
-                    // Row i's columns j0..j1, and those of the row `step` rows on to
-                    // prefetch (the last rows prefetch themselves: their lines are in cache).
+                    // Row i's columns j0..j1, and those of the row two rows on to prefetch
+                    // (the last rows prefetch themselves: their lines are in cache).
                     let cols = |i: usize| &S::as_simd_f32s(row(i)).0[j0..j1];
-                    let next = |i: usize| cols((i + step).min(n - 1));
+                    let next = |i: usize| cols((i + 2).min(n - 1));
                     let mut i = 0;
-                    if pairs {
-                        for pair in acc.chunks_exact_mut(2) {
-                            let [a, b] = pair else { unreachable!() };
-                            if j0 == 0 {
-                                *a = [simd.splat_f32s(0.0); DOT_CLASSES];
-                                *b = [simd.splat_f32s(0.0); DOT_CLASSES];
-                            }
-                            let (x, nx) = ([cols(i), cols(i + 1)], [next(i), next(i + 1)]);
-                            dot_chunk_2x10(simd, x, nx, &panel[j0..j1], [a, b]);
-                            i += 2;
+                    for pair in acc.chunks_exact_mut(2) {
+                        let [a, b] = pair else { unreachable!() };
+                        if j0 == 0 {
+                            *a = [simd.splat_f32s(0.0); DOT_CLASSES];
+                            *b = [simd.splat_f32s(0.0); DOT_CLASSES];
                         }
+                        let (x, nx) = ([cols(i), cols(i + 1)], [next(i), next(i + 1)]);
+                        let panel = &panel[j0..j1];
+                        if wide {
+                            dot_chunk_2xh::<S, 0, 10>(simd, x, nx, panel, [a, b]);
+                        } else {
+                            dot_chunk_2xh::<S, 0, 5>(simd, x, nx, panel, [a, b]);
+                            dot_chunk_2xh::<S, 5, 5>(simd, x, nx, panel, [a, b]);
+                        }
+                        i += 2;
                     }
                     for a in &mut acc[i..] {
                         if j0 == 0 {

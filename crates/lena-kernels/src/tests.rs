@@ -478,6 +478,36 @@ fn block_products_match_reference_at_every_tile_edge() {
     }
 }
 
+/// Ten accumulators summed at once (by a transposing tree on AVX-512 and AVX2) give each the
+/// bits pulp's `reduce_sum_f32s` gives it, on every path; the lanes' magnitudes span 2^-20 to
+/// 2^20, so that another order of the adds or a class read from the wrong lane shows.
+#[test]
+fn sums10_equals_reduce_sum_on_every_path() {
+    struct Check(Vec<f32>);
+    impl pulp::WithSimd for Check {
+        type Output = ();
+        fn with_simd<S: pulp::Simd>(self, simd: S) {
+            let lanes = S::F32_LANES;
+            let v = S::as_simd_f32s(&self.0[..10 * lanes]).0;
+            let acc: [S::f32s; 10] = v.try_into().expect("ten vectors");
+            let got = crate::block::sums10(simd, &acc);
+            for (k, (g, a)) in got.iter().zip(&acc).enumerate() {
+                let want = simd.reduce_sum_f32s(*a);
+                assert_eq!(g.to_bits(), want.to_bits(), "class {k}, {lanes} lanes");
+            }
+        }
+    }
+    for seed in 0..50u64 {
+        let mut x = vector(160, seed, 1.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v *= 2f32.powi(((i * 7 + seed as usize) % 41) as i32 - 20);
+        }
+        for k in paths() {
+            k.run(Check(x.clone()));
+        }
+    }
+}
+
 /// A block of rows scored at once (from 32 rows on, through the interleaved panel and in
 /// passes over its columns) gives the same bits as each row scored alone, on every path: for
 /// one group of ten classes, two groups, and a group plus remainder classes, with rows of one
