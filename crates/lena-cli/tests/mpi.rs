@@ -45,9 +45,14 @@ fn lena(args: &[&str], dir: &Path) -> Output {
 }
 
 fn mpirun(ranks: usize, args: &[&str], dir: &Path, env: Option<(&str, &str)>) -> Output {
+    // Each job's OpenMPI session directory under a temporary directory of its own: jobs started
+    // at once by parallel tests raced to create the shared /tmp/ompi.<host>.<uid>, and the
+    // loser failed orte_init ("mkdir ... File exists").
+    let session = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("mpirun");
     cmd.args(["--allow-run-as-root", "--oversubscribe", "-n"])
         .arg(ranks.to_string())
+        .env("TMPDIR", session.path())
         .current_dir(dir);
     if let Some((k, v)) = env {
         // Exported to every rank (-x), not only to local ones.
