@@ -451,6 +451,7 @@ impl WithSimd for DotBlock<'_> {
                     // (the last rows prefetch themselves: their lines are in cache).
                     let cols = |i: usize| &S::as_simd_f32s(row(i)).0[j0..j1];
                     let next = |i: usize| cols((i + 2).min(n - 1));
+                    let panel = &panel[j0..j1];
                     let mut i = 0;
                     for pair in acc.chunks_exact_mut(2) {
                         let [a, b] = pair else { unreachable!() };
@@ -459,7 +460,6 @@ impl WithSimd for DotBlock<'_> {
                             *b = [simd.splat_f32s(0.0); DOT_CLASSES];
                         }
                         let (x, nx) = ([cols(i), cols(i + 1)], [next(i), next(i + 1)]);
-                        let panel = &panel[j0..j1];
                         if wide {
                             dot_chunk_2xh::<S, 0, 10>(simd, x, nx, panel, [a, b]);
                         } else {
@@ -472,7 +472,7 @@ impl WithSimd for DotBlock<'_> {
                         if j0 == 0 {
                             *a = [simd.splat_f32s(0.0); DOT_CLASSES];
                         }
-                        dot_chunk_1x10(simd, cols(i), next(i), &panel[j0..j1], a);
+                        dot_chunk_1x10(simd, cols(i), next(i), panel, a);
                         i += 1;
                     }
                 }

@@ -478,7 +478,7 @@ fn block_products_match_reference_at_every_tile_edge() {
     }
 }
 
-/// Ten accumulators summed at once (by a transposing tree on AVX-512 and AVX2) give each the
+/// Ten accumulators summed at once (by a transposing tree on AVX-512) give each the
 /// bits pulp's `reduce_sum_f32s` gives it, on every path; the lanes' magnitudes span 2^-20 to
 /// 2^20, so that another order of the adds or a class read from the wrong lane shows.
 #[test]
