@@ -1,6 +1,6 @@
 //! DIANA with any unbiased compressor (Mishchenko et al. 2019).
 
-use crate::gather::{Decoded, Terms};
+use crate::gather::SenderSum;
 use crate::params::{check_step, compressor};
 use crate::{
     Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
@@ -125,7 +125,7 @@ impl Algorithm for Diana {
             missing: self.missing,
             c: self.compressor.clone(),
             h: vec![0.0; dim],
-            decoded: Decoded::new(n_workers, dim),
+            senders: SenderSum::new(n_workers, dim),
             mean: vec![0.0; dim],
             kernels: k,
         })
@@ -181,8 +181,8 @@ struct DianaServer {
     missing: Missing,
     c: Arc<dyn Compressor>,
     h: Vec<f32>,
-    /// Every node's decoded upload (decoded in parallel).
-    decoded: Decoded,
+    /// The uploads' decode buffers (a group of nodes at a time).
+    senders: SenderSum,
     mean: Vec<f32>,
     kernels: Kernels,
 }
@@ -191,8 +191,6 @@ impl Server for DianaServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
         let c = &self.c;
-        self.decoded
-            .decode(round, &uploads, |msg, out, _| c.decode(msg, out))?;
         let (k, alpha, a, inv_m) = (
             self.kernels,
             self.alpha,
@@ -206,10 +204,11 @@ impl Server for DianaServer {
             _ => 1.0,
         };
         // Per coordinate block: mean = sum / M; w -= alpha (h + mean); h += a mean.
-        self.decoded.sum_blocks(
+        self.senders.apply(
             k,
+            round,
             &uploads,
-            Terms::Senders,
+            |msg, out| c.decode(msg, out),
             &mut self.mean,
             w,
             Some(&mut self.h),
@@ -219,8 +218,7 @@ impl Server for DianaServer {
                 k.axpy(-alpha * step_ratio, mean, w);
                 k.axpy(a, mean, h);
             },
-        );
-        Ok(())
+        )
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {

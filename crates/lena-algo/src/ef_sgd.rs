@@ -1,6 +1,6 @@
 //! Error-feedback SGD with any compressor.
 
-use crate::gather::{Decoded, Terms};
+use crate::gather::SenderSum;
 use crate::params::{check_step, compressor, contractive};
 use crate::{
     Algorithm, Broadcast, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
@@ -72,7 +72,7 @@ impl Algorithm for EfSgd {
         Box::new(SumServer {
             n_workers,
             c: self.compressor.clone(),
-            decoded: Decoded::new(n_workers, dim),
+            senders: SenderSum::new(n_workers, dim),
             sum: vec![0.0; dim],
             kernels: k,
         })
@@ -141,7 +141,7 @@ impl Worker for EfWorker {
 struct SumServer {
     n_workers: usize,
     c: Arc<dyn Compressor>,
-    decoded: Decoded,
+    senders: SenderSum,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -150,19 +150,17 @@ impl Server for SumServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
         let c = &self.c;
-        self.decoded
-            .decode(round, &uploads, |msg, out, _| c.decode(msg, out))?;
         let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
-        self.decoded.sum_blocks(
+        self.senders.apply(
             k,
+            round,
             &uploads,
-            Terms::Senders,
+            |msg, out| c.decode(msg, out),
             &mut self.sum,
             w,
             None,
             |sum, w, _| k.axpy(inv_m, sum, w),
-        );
-        Ok(())
+        )
     }
 
     fn visit(&mut self, _v: &mut dyn crate::state::Visitor) {}

@@ -147,7 +147,7 @@ impl Server for StaleServer {
         };
         let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
         self.last
-            .sum_blocks(k, &uploads, terms, &mut self.sum, w, None, |sum, w, _| {
+            .sum_blocks(k, &uploads, terms, &mut self.sum, w, |sum, w| {
                 k.axpy(inv_m, sum, w)
             });
         Ok(())
