@@ -160,6 +160,7 @@ const MIN_GROUP: usize = 8;
 /// per buffer rather than every node's.
 pub(crate) struct SenderSum {
     bufs: Vec<Vec<f32>>,
+    scratch: Vec<Message>,
     errors: Vec<Option<lena_compress::Error>>,
 }
 
@@ -170,8 +171,46 @@ impl SenderSum {
         let group = (GROUP_BYTES / (4 * d).max(1)).max(MIN_GROUP).min(n);
         Self {
             bufs: vec![vec![0.0; d]; group],
+            scratch: vec![Message::default(); group],
             errors: (0..group).map(|_| None).collect(),
         }
+    }
+
+    /// Decodes this round's senders a group of nodes at a time, in parallel over the group's
+    /// nodes with `decode(msg, out, scratch)`, then calls `group(g0, bufs)`: node `g0 + i`'s
+    /// decoded upload is `bufs[i]` if it sent. On a failed decode, the error of the group's
+    /// first failing node, before `group` sees it (earlier groups have been seen).
+    pub(crate) fn for_each_group<F, G>(
+        &mut self,
+        round: u64,
+        uploads: &Uploads<'_>,
+        decode: F,
+        mut group: G,
+    ) -> Result<()>
+    where
+        F: Fn(&Message, &mut [f32], &mut Message) -> lena_compress::Result<()> + Sync,
+        G: FnMut(usize, &[Vec<f32>]),
+    {
+        let n = uploads.len();
+        let size = self.bufs.len().max(1);
+        let mut g0 = 0;
+        while g0 < n {
+            let g1 = (g0 + size).min(n);
+            self.bufs[..g1 - g0]
+                .par_iter_mut()
+                .zip(self.scratch.par_iter_mut())
+                .zip(self.errors.par_iter_mut())
+                .enumerate()
+                .for_each(|(i, ((out, scratch), error))| {
+                    *error = uploads
+                        .get(g0 + i)
+                        .and_then(|msg| decode(msg, out, scratch).err());
+                });
+            first_error(round, g0, &mut self.errors[..g1 - g0])?;
+            group(g0, &self.bufs[..g1 - g0]);
+            g0 = g1;
+        }
+        Ok(())
     }
 
     /// `sum` = the senders' uploads decoded by `decode(msg, out)`, summed in node order per
@@ -195,36 +234,27 @@ impl SenderSum {
         F: Fn(&Message, &mut [f32]) -> lena_compress::Result<()> + Sync,
         T: Fn(&mut [f32], &mut [f32], &mut [f32]) + Sync,
     {
-        let n = uploads.len();
-        let group = self.bufs.len().max(1);
         sum.fill(0.0);
-        let mut g0 = 0;
-        while g0 < n {
-            let g1 = (g0 + group).min(n);
-            self.bufs[..g1 - g0]
-                .par_iter_mut()
-                .zip(self.errors.par_iter_mut())
-                .enumerate()
-                .for_each(|(i, (out, error))| {
-                    *error = uploads.get(g0 + i).and_then(|msg| decode(msg, out).err());
-                });
-            first_error(round, g0, &mut self.errors[..g1 - g0])?;
-            let bufs = &self.bufs;
-            sum.par_chunks_mut(AGG_BLOCK)
-                .enumerate()
-                .for_each(|(b, sum)| {
-                    let (off, len) = (b * AGG_BLOCK, sum.len());
-                    // fl(1 x) = x: the floats of adding each upload in turn.
-                    let mut rows = RowSum::new(k, 1.0, sum);
-                    for (i, buf) in bufs[..g1 - g0].iter().enumerate() {
-                        if uploads.get(g0 + i).is_some() {
-                            rows.push(&buf[off..off + len]);
+        self.for_each_group(
+            round,
+            uploads,
+            |msg, out, _| decode(msg, out),
+            |g0, bufs| {
+                sum.par_chunks_mut(AGG_BLOCK)
+                    .enumerate()
+                    .for_each(|(b, sum)| {
+                        let (off, len) = (b * AGG_BLOCK, sum.len());
+                        // fl(1 x) = x: the floats of adding each upload in turn.
+                        let mut rows = RowSum::new(k, 1.0, sum);
+                        for (i, buf) in bufs.iter().enumerate() {
+                            if uploads.get(g0 + i).is_some() {
+                                rows.push(&buf[off..off + len]);
+                            }
                         }
-                    }
-                    rows.finish();
-                });
-            g0 = g1;
-        }
+                        rows.finish();
+                    });
+            },
+        )?;
         let blocks = sum
             .par_chunks_mut(AGG_BLOCK)
             .zip(w.par_chunks_mut(AGG_BLOCK));
@@ -279,11 +309,6 @@ impl Decoded {
         for b in &mut self.bufs {
             v.f32s(b);
         }
-    }
-
-    /// Node `m`'s decoded vector (meaningful if it sent this round).
-    pub(crate) fn get(&self, m: usize) -> &[f32] {
-        &self.bufs[m]
     }
 
     /// For each coordinate block in parallel: `sum_block` = the buffers of the nodes `terms`

@@ -1,7 +1,7 @@
 //! LENA's server: every node's drift, applied in its silent rounds.
 
 use super::{Layout, Lena};
-use crate::gather::{AGG_BLOCK, Decoded};
+use crate::gather::{AGG_BLOCK, RowSum, SenderSum};
 use crate::{Error, Message, Result, Server, Uploads};
 use lena_compress::{Compressor, dense};
 use lena_kernels::Kernels;
@@ -14,7 +14,8 @@ use std::sync::Arc;
 /// The drifts are stored block-major (for each block of 1024 coordinates, every
 /// node's piece in turn), so that coordinate blocks are aggregated in parallel: each block
 /// applies the nodes in node order, with the same element-wise float operations as the node,
-/// whatever the thread count. Compressed uploads are first decoded in parallel over nodes.
+/// whatever the thread count. Compressed uploads are decoded in parallel over nodes, a group
+/// of nodes at a time ([`SenderSum`]), each group applied while its buffers are in cache.
 pub struct LenaServer {
     n_workers: usize,
     dim: usize,
@@ -29,8 +30,8 @@ pub struct LenaServer {
     since_upload: Vec<u64>,
     /// Rounds since node m's previous upload, for this round's rebuild (Average drift).
     rounds: Vec<u64>,
-    /// Every node's decoded compressed v (none without a compressor).
-    decoded: Option<Decoded>,
+    /// The decode buffers of a group of nodes' compressed v (none without a compressor).
+    senders: Option<SenderSum>,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -47,10 +48,10 @@ impl Lena {
             aliased: false,
             since_upload: vec![0; n_workers],
             rounds: vec![0; n_workers],
-            decoded: self
+            senders: self
                 .compressor
                 .as_ref()
-                .map(|_| Decoded::new(n_workers, dim)),
+                .map(|_| SenderSum::new(n_workers, dim)),
             sum: vec![0.0; dim],
             kernels: k,
         }
@@ -71,33 +72,25 @@ impl LenaServer {
         }
         q
     }
-
-    /// Checks every upload and decodes the compressed ones (in parallel over nodes).
-    fn receive(&mut self, round: u64, uploads: &Uploads<'_>) -> Result<()> {
-        let layout = Layout::new(self.dim, self.kind, self.compressor.is_some());
-        let err = |node, source| Error::Decode {
-            round,
-            node,
-            source,
-        };
-        let (Some(c), Some(decoded)) = (&self.compressor, &mut self.decoded) else {
-            for (m, msg) in uploads.iter().enumerate() {
-                if let Some(msg) = msg {
-                    layout.check_dense(msg).map_err(|e| err(m, e))?;
-                }
-            }
-            return Ok(());
-        };
-        decoded.decode(round, uploads, |msg, v, sub| {
-            layout.decode(c.as_ref(), msg, v, sub)
-        })
-    }
 }
 
 impl Server for LenaServer {
     fn apply(&mut self, round: u64, w: &mut [f32], uploads: Uploads<'_>) -> Result<()> {
         uploads.expect_len(self.n_workers)?;
-        self.receive(round, &uploads)?;
+        let (k, kind, d, n) = (self.kernels, self.kind, self.dim, self.n_workers);
+        let compressed = self.compressor.is_some();
+        let layout = Layout::new(d, kind, compressed);
+        if !compressed {
+            for (m, msg) in uploads.iter().enumerate() {
+                if let Some(msg) = msg {
+                    layout.check_dense(msg).map_err(|source| Error::Decode {
+                        round,
+                        node: m,
+                        source,
+                    })?;
+                }
+            }
+        }
         for (m, msg) in uploads.iter().enumerate() {
             self.since_upload[m] += 1;
             self.rounds[m] = self.since_upload[m];
@@ -105,9 +98,7 @@ impl Server for LenaServer {
                 self.since_upload[m] = 0;
             }
         }
-        let (k, kind, d, n) = (self.kernels, self.kind, self.dim, self.n_workers);
-        let (rounds, decoded) = (&self.rounds, &self.decoded);
-        let layout = Layout::new(d, kind, decoded.is_some());
+        let rounds = &self.rounds;
         let q_offset = layout.q_at();
         let inv_m = -1.0 / n as f32;
         if self.aliased {
@@ -117,40 +108,68 @@ impl Server for LenaServer {
             });
             return Ok(());
         }
-        self.qs
-            .par_chunks_mut(AGG_BLOCK * n)
-            .zip(self.sum.par_chunks_mut(AGG_BLOCK))
+        // PERF: every node's row of a block (its drift, or the v it sent) goes into the sum
+        // eight at a time, the block held in registers; the sum per coordinate is in node order
+        // (sum + x, exact as 1 * x + sum), so the floats do not depend on threads or groups.
+        let (qs, sum) = (&mut self.qs, &mut self.sum);
+        if let (Some(c), Some(senders)) = (&self.compressor, &mut self.senders) {
+            // A decode error ends the round with the drifts of earlier groups' senders already
+            // updated: a failed step is not resumed from, but from the last checkpoint.
+            sum.fill(0.0);
+            senders.for_each_group(
+                round,
+                &uploads,
+                |msg, v, sub| layout.decode(c.as_ref(), msg, v, sub),
+                |g0, bufs| {
+                    qs.par_chunks_mut(AGG_BLOCK * n)
+                        .zip(sum.par_chunks_mut(AGG_BLOCK))
+                        .enumerate()
+                        .for_each(|(b, (qs, sum))| {
+                            let (off, width) = (b * AGG_BLOCK, sum.len());
+                            let mut rows = RowSum::new(k, 1.0, sum);
+                            let nodes = qs.chunks_exact_mut(width).enumerate().skip(g0);
+                            for ((m, q), buf) in nodes.zip(bufs) {
+                                if let Some(msg) = uploads.get(m) {
+                                    let v = &buf[off..off + width];
+                                    update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                                    rows.push(v);
+                                } else {
+                                    rows.push(q);
+                                }
+                            }
+                            rows.finish();
+                        });
+                },
+            )?;
+            sum.par_chunks(AGG_BLOCK)
+                .zip(w.par_chunks_mut(AGG_BLOCK))
+                .for_each(|(sum, w)| k.axpy(inv_m, sum, w));
+            return Ok(());
+        }
+        qs.par_chunks_mut(AGG_BLOCK * n)
+            .zip(sum.par_chunks_mut(AGG_BLOCK))
             .zip(w.par_chunks_mut(AGG_BLOCK))
             .enumerate()
             .for_each(|(b, ((qs, sum), w))| {
                 let (off, width) = (b * AGG_BLOCK, sum.len());
                 sum.fill(0.0);
-                // PERF: every node's row of the block (its drift, or the v it sent, read in
-                // place) goes into the sum eight at a time, the block held in registers; the
-                // sum per coordinate is in node order as before (sum + x, exact as 1 * x + sum).
                 let mut buf = [0.0f32; AGG_BLOCK];
-                let mut rows = crate::gather::RowSum::new(k, 1.0, sum);
+                let mut rows = RowSum::new(k, 1.0, sum);
                 for (m, q) in qs.chunks_exact_mut(width).enumerate() {
                     let Some(msg) = uploads.get(m) else {
                         rows.push(q);
                         continue;
                     };
-                    let v: &[f32] = match decoded {
-                        Some(dec) => &dec.get(m)[off..off + width],
-                        None => match dense::view_at(msg, off, width) {
-                            Some(v) => v,
-                            None => {
-                                // Not readable in place (big-endian, misaligned).
-                                dense::decode_at(msg, off, &mut buf[..width]);
-                                let v = &buf[..width];
-                                update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
-                                rows.add_now(v);
-                                continue;
-                            }
-                        },
-                    };
-                    update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
-                    rows.push(v);
+                    if let Some(v) = dense::view_at(msg, off, width) {
+                        update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                        rows.push(v);
+                    } else {
+                        // Not readable in place (big-endian, misaligned).
+                        dense::decode_at(msg, off, &mut buf[..width]);
+                        let v = &buf[..width];
+                        update_drift(kind, k, q, v, rounds[m], msg, q_offset + off);
+                        rows.add_now(v);
+                    }
                 }
                 rows.finish();
                 k.axpy(inv_m, sum, w);
