@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// node's piece in turn), so that coordinate blocks are aggregated in parallel: each block
 /// applies the nodes in node order, with the same element-wise float operations as the node,
 /// whatever the thread count. Compressed uploads are decoded in parallel over nodes, a group
-/// of nodes at a time ([`SenderSum`]), each group applied while its buffers are in cache.
+/// of nodes at a time (`gather::SenderSum`), each group applied while its buffers are in cache.
 pub struct LenaServer {
     n_workers: usize,
     dim: usize,
