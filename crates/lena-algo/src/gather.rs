@@ -127,16 +127,19 @@ pub(crate) enum Terms {
 
 /// The first decode error of `errors` (node `base + i`'s in slot i), clearing them all.
 fn first_error(round: u64, base: usize, errors: &mut [Option<lena_compress::Error>]) -> Result<()> {
-    let first = errors.iter().position(Option::is_some);
-    let source = first.and_then(|i| errors[i].take());
-    errors.iter_mut().for_each(|e| *e = None);
-    match (first, source) {
-        (Some(i), Some(source)) => Err(Error::Decode {
+    let mut first = None;
+    for (i, e) in errors.iter_mut().enumerate() {
+        if let Some(source) = e.take() {
+            first.get_or_insert((i, source));
+        }
+    }
+    match first {
+        Some((i, source)) => Err(Error::Decode {
             round,
             node: base + i,
             source,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -159,9 +162,8 @@ const MIN_GROUP: usize = 8;
 /// and read again per round with a buffer per node), and the server keeps a group's `d` floats
 /// per buffer rather than every node's.
 pub(crate) struct SenderSum {
-    bufs: Vec<Vec<f32>>,
-    scratch: Vec<Message>,
-    errors: Vec<Option<lena_compress::Error>>,
+    /// One group's buffers.
+    group: Decoded,
 }
 
 impl SenderSum {
@@ -170,9 +172,7 @@ impl SenderSum {
     pub(crate) fn new(n: usize, d: usize) -> Self {
         let group = (GROUP_BYTES / (4 * d).max(1)).max(MIN_GROUP).min(n);
         Self {
-            bufs: vec![vec![0.0; d]; group],
-            scratch: vec![Message::default(); group],
-            errors: (0..group).map(|_| None).collect(),
+            group: Decoded::new(group, d),
         }
     }
 
@@ -192,22 +192,13 @@ impl SenderSum {
         G: FnMut(usize, &[Vec<f32>]),
     {
         let n = uploads.len();
-        let size = self.bufs.len().max(1);
+        let size = self.group.bufs.len().max(1);
         let mut g0 = 0;
         while g0 < n {
             let g1 = (g0 + size).min(n);
-            self.bufs[..g1 - g0]
-                .par_iter_mut()
-                .zip(self.scratch.par_iter_mut())
-                .zip(self.errors.par_iter_mut())
-                .enumerate()
-                .for_each(|(i, ((out, scratch), error))| {
-                    *error = uploads
-                        .get(g0 + i)
-                        .and_then(|msg| decode(msg, out, scratch).err());
-                });
-            first_error(round, g0, &mut self.errors[..g1 - g0])?;
-            group(g0, &self.bufs[..g1 - g0]);
+            self.group
+                .decode_nodes(round, uploads, g0, g1 - g0, &decode)?;
+            group(g0, &self.group.bufs[..g1 - g0]);
             g0 = g1;
         }
         Ok(())
@@ -291,17 +282,32 @@ impl Decoded {
     where
         F: Fn(&Message, &mut [f32], &mut Message) -> lena_compress::Result<()> + Sync,
     {
-        self.bufs
+        self.decode_nodes(round, uploads, 0, self.bufs.len(), decode)
+    }
+
+    /// [`Self::decode`] of nodes `first..first + count` into buffers `0..count`.
+    fn decode_nodes<F>(
+        &mut self,
+        round: u64,
+        uploads: &Uploads<'_>,
+        first: usize,
+        count: usize,
+        decode: F,
+    ) -> Result<()>
+    where
+        F: Fn(&Message, &mut [f32], &mut Message) -> lena_compress::Result<()> + Sync,
+    {
+        self.bufs[..count]
             .par_iter_mut()
             .zip(self.scratch.par_iter_mut())
             .zip(self.errors.par_iter_mut())
             .enumerate()
-            .for_each(|(m, ((out, scratch), error))| {
+            .for_each(|(i, ((out, scratch), error))| {
                 *error = uploads
-                    .get(m)
+                    .get(first + i)
                     .and_then(|msg| decode(msg, out, scratch).err());
             });
-        first_error(round, 0, &mut self.errors)
+        first_error(round, first, &mut self.errors[..count])
     }
 
     /// Every node's buffer, for servers whose buffers keep state across rounds.
@@ -399,7 +405,7 @@ mod tests {
         // Buffers of 280 KB: groups of 8 nodes, so 37 nodes make five groups (the last short).
         let (n, d) = (37, 70_000);
         let mut ss = SenderSum::new(n, d);
-        assert_eq!(ss.bufs.len(), MIN_GROUP);
+        assert_eq!(ss.group.bufs.len(), MIN_GROUP);
         let mut msgs = vec![Message::default(); n];
         let sent: Vec<bool> = (0..n).map(|m| m % 5 != 3).collect();
         for (m, msg) in msgs.iter_mut().enumerate() {
