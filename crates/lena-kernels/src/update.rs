@@ -285,16 +285,21 @@ impl<const N: usize> WithSimd for LinComb2<'_, N> {
         let [out0, out1] = self.out;
         let len = out0.len();
         let head = len / S::F32_LANES * S::F32_LANES;
-        let rows_s: [&[S::f32s]; N] = self.rows.map(|r| S::as_simd_f32s(r).0);
+        let (o0s, o0t) = S::as_mut_simd_f32s(out0);
+        let (o1s, o1t) = S::as_mut_simd_f32s(out1);
+        // Every slice cut to the loop's length first, so that no index in the loop is
+        // checked: the checks and the pointers they kept out of registers (reloaded from the
+        // stack in every iteration) cost more than the loop's arithmetic on AMD Zen 4.
+        let n = o0s.len();
+        let (o0s, o1s) = (&mut o0s[..n], &mut o1s[..n]);
+        let rows_s: [&[S::f32s]; N] = self.rows.map(|r| &S::as_simd_f32s(r).0[..n]);
         let c0: [S::f32s; N] = self.c[0].map(|c| simd.splat_f32s(c));
         let c1: [S::f32s; N] = self.c[1].map(|c| simd.splat_f32s(c));
         let b_s = simd.splat_f32s(self.b);
-        let (o0s, o0t) = S::as_mut_simd_f32s(out0);
-        let (o1s, o1t) = S::as_mut_simd_f32s(out1);
-        let (b0s, _) = S::as_simd_f32s(self.base[0]);
-        let (b1s, _) = S::as_simd_f32s(self.base[1]);
+        let b0s = &S::as_simd_f32s(self.base[0]).0[..n];
+        let b1s = &S::as_simd_f32s(self.base[1]).0[..n];
         let (mut sq0, mut sq1) = (simd.splat_f32s(0.0), simd.splat_f32s(0.0));
-        for i in 0..o0s.len() {
+        for i in 0..n {
             let (v0, v1) = (b0s[i], b1s[i]);
             let mut acc0 = simd.mul_f32s(b_s, v0);
             let mut acc1 = simd.mul_f32s(b_s, v1);
