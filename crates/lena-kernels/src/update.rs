@@ -291,7 +291,7 @@ impl<const N: usize> WithSimd for LinComb2<'_, N> {
         // checked: the checks and the pointers they kept out of registers (reloaded from the
         // stack in every iteration) cost more than the loop's arithmetic on AMD Zen 4.
         let n = o0s.len();
-        let (o0s, o1s) = (&mut o0s[..n], &mut o1s[..n]);
+        let o1s = &mut o1s[..n];
         let rows_s: [&[S::f32s]; N] = self.rows.map(|r| &S::as_simd_f32s(r).0[..n]);
         let c0: [S::f32s; N] = self.c[0].map(|c| simd.splat_f32s(c));
         let c1: [S::f32s; N] = self.c[1].map(|c| simd.splat_f32s(c));
