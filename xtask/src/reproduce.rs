@@ -42,52 +42,96 @@ struct Ctx {
     lena: PathBuf,
     out: PathBuf,
     quick: bool,
+    /// Run directories made by [`Ctx::run_ahead`] in this invocation: [`Ctx::run_all`] does not
+    /// run them again.
+    done: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
+
+/// Curves that run together, each with its extra overrides.
+type Curves = [(Curve, Vec<String>)];
+/// [`Curves`] owned.
+type Group = Vec<(Curve, Vec<String>)>;
 
 impl Ctx {
     /// Runs curves of `figure`, each with its extra overrides, into `out/figure/curve.dir`
     /// (replacing a curve's earlier run there: `--force`, a figure is re-made whole), a few
     /// at a time in one `lena batch` process (the runs load MNIST once; the batch file is kept
-    /// beside them as `runs.toml`); their directories in the curves' order.
-    fn run_all(&self, figure: &str, curves: &[(Curve, Vec<String>)]) -> Result<Vec<PathBuf>> {
-        let jobs = crate::pool::jobs().min(curves.len()).max(1);
-        let threads = (crate::pool::cores() / jobs).max(1);
-        let mut runs = Vec::with_capacity(curves.len());
-        let mut dirs = Vec::with_capacity(curves.len());
-        for (c, extra) in curves {
-            let dir = self.out.join(figure).join(&c.dir);
-            let sets: Vec<toml::Value> = std::iter::once(format!("run.threads={threads}"))
-                .chain(c.sets.iter().chain(extra).cloned())
-                .map(toml::Value::from)
-                .collect();
-            eprintln!("  {figure}/{}: {}", c.dir, c.sets.join(" "));
-            let mut run = toml::Table::new();
-            run.insert("config".into(), format!("experiments/{figure}.toml").into());
-            run.insert("output".into(), dir.display().to_string().into());
-            run.insert("set".into(), toml::Value::Array(sets));
-            runs.push(toml::Value::Table(run));
-            dirs.push(dir);
+    /// beside them as `runs.toml`); their directories in the curves' order. Curves that
+    /// [`Ctx::run_ahead`] already ran are not run again.
+    fn run_all(&self, figure: &str, curves: &Curves) -> Result<Vec<PathBuf>> {
+        let dirs: Vec<PathBuf> = curves
+            .iter()
+            .map(|(c, _)| self.out.join(figure).join(&c.dir))
+            .collect();
+        let done = {
+            let ran = self.done.lock().expect("no panics while holding the lock");
+            dirs.iter().all(|d| ran.contains(d))
+        };
+        if !done {
+            self.batch(
+                &self.out.join(figure).join("runs.toml"),
+                &[(figure, curves)],
+            )?;
         }
-        let mut file = toml::Table::new();
-        file.insert("run".into(), toml::Value::Array(runs));
-        let batch = self.out.join(figure).join("runs.toml");
-        let abs = self.root.join(&batch);
-        std::fs::create_dir_all(abs.parent().context("a figure directory")?)
+        Ok(dirs)
+    }
+
+    /// Runs every group of every figure in one `lena batch` process before any figure is
+    /// tabulated, in the order given (longest runs first): the cores stay busy across
+    /// figures instead of waiting at each figure's (or group's) last run, and MNIST is loaded
+    /// once. The same runs as figure by figure, so the same results.
+    fn run_ahead(&self, groups: &[(&str, Group)]) -> Result<()> {
+        let groups: Vec<(&str, &Curves)> = groups.iter().map(|(f, g)| (*f, &g[..])).collect();
+        self.batch(&self.out.join("runs.toml"), &groups)
+    }
+
+    /// One `lena batch` of `groups` (figure and curves), its file written to `file`; marks
+    /// their directories done.
+    fn batch(&self, file: &Path, groups: &[(&str, &Curves)]) -> Result<()> {
+        let n = groups.iter().map(|(_, g)| g.len()).sum::<usize>();
+        let jobs = crate::pool::jobs().min(n).max(1);
+        let threads = (crate::pool::cores() / jobs).max(1);
+        let mut runs = Vec::with_capacity(n);
+        let mut dirs = Vec::with_capacity(n);
+        for (figure, curves) in groups {
+            for (c, extra) in *curves {
+                let dir = self.out.join(figure).join(&c.dir);
+                let sets: Vec<toml::Value> = std::iter::once(format!("run.threads={threads}"))
+                    .chain(c.sets.iter().chain(extra).cloned())
+                    .map(toml::Value::from)
+                    .collect();
+                eprintln!("  {figure}/{}: {}", c.dir, c.sets.join(" "));
+                let mut run = toml::Table::new();
+                run.insert("config".into(), format!("experiments/{figure}.toml").into());
+                run.insert("output".into(), dir.display().to_string().into());
+                run.insert("set".into(), toml::Value::Array(sets));
+                runs.push(toml::Value::Table(run));
+                dirs.push(dir);
+            }
+        }
+        let mut table = toml::Table::new();
+        table.insert("run".into(), toml::Value::Array(runs));
+        let abs = self.root.join(file);
+        std::fs::create_dir_all(abs.parent().context("a batch file's directory")?)
             .with_context(|| format!("cannot create {}", abs.display()))?;
-        write(&abs, &toml::to_string(&file)?)?;
+        write(&abs, &toml::to_string(&table)?)?;
         let status = Command::new(&self.lena)
             .current_dir(&self.root)
             .arg("batch")
-            .arg(&batch)
+            .arg(file)
             .arg("--force")
             .arg("--jobs")
             .arg(jobs.to_string())
             .status()
             .context("cannot start lena")?;
         if !status.success() {
-            bail!("{figure}: lena batch {} failed ({status})", batch.display());
+            bail!("lena batch {} failed ({status})", file.display());
         }
-        Ok(dirs)
+        self.done
+            .lock()
+            .expect("no panics while holding the lock")
+            .extend(dirs);
+        Ok(())
     }
 
     /// `lena plot` of run directories with explicit labels.
@@ -121,13 +165,9 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Figure 1: loss vs iterations, B / M-2 / M-15, and upload frequency of LENA and LAG.
-fn fig1(cx: &Ctx) -> Result<()> {
-    let (iters_b, iters_m, window) = if cx.quick {
-        ("300", "1000", "100")
-    } else {
-        ("3000", "3000", "1000")
-    };
+/// Figure 1's curves, each with its panel (B, M-2, M-15) and method label.
+fn fig1_curves(cx: &Ctx) -> (Vec<(&'static str, &'static str, String)>, Group) {
+    let (iters_b, iters_m, window) = fig1_lengths(cx);
     let mut curves = Vec::new();
     let mut keys = Vec::new();
     for (suffix, batch, iters) in [
@@ -150,6 +190,22 @@ fn fig1(cx: &Ctx) -> Result<()> {
             curves.push((c, Vec::new()));
         }
     }
+    (keys, curves)
+}
+
+/// Figure 1's iterations (full batch, minibatch) and upload-frequency window.
+fn fig1_lengths(cx: &Ctx) -> (&'static str, &'static str, &'static str) {
+    if cx.quick {
+        ("300", "1000", "100")
+    } else {
+        ("3000", "3000", "1000")
+    }
+}
+
+/// Figure 1: loss vs iterations, B / M-2 / M-15, and upload frequency of LENA and LAG.
+fn fig1(cx: &Ctx) -> Result<()> {
+    let window = fig1_lengths(cx).2;
+    let (keys, curves) = fig1_curves(cx);
     let runs: Vec<_> = keys
         .into_iter()
         .zip(cx.run_all("fig1", &curves)?)
@@ -214,32 +270,40 @@ fn fig1(cx: &Ctx) -> Result<()> {
     write(&fig.join("fig1.csv"), &table)
 }
 
+/// Figure 2's settings: name, nodes, minibatch.
+const FIG2_SETTINGS: [(&str, &str, &str); 2] = [("a", "10", "15"), ("b", "200", "3")];
+
+/// Figure 2's curves of one setting.
+fn fig2_curves(cx: &Ctx, setting: &str, nodes: &str, batch: &str) -> Group {
+    let iters = if cx.quick { "600" } else { "3000" };
+    let mut curves: Vec<Curve> = METHODS.iter().map(|(d, l, s)| curve(*d, *l, s)).collect();
+    curves.push(curve(
+        "lena-k3",
+        "LENA (k = 3)",
+        &["algorithm.name=lena", "algorithm.confirm=3"],
+    ));
+    curves
+        .into_iter()
+        .map(|mut c| {
+            c.dir = format!("{setting}-{}", c.dir);
+            let extra = vec![
+                format!("data.nodes={nodes}"),
+                format!("data.batch={batch}"),
+                format!("run.iterations={iters}"),
+            ];
+            (c, extra)
+        })
+        .collect()
+}
+
 /// Figure 2: test accuracy vs bits, (a) M = 10 minibatch 15, (b) M = 200 minibatch 3.
 fn fig2(cx: &Ctx) -> Result<()> {
-    let iters = if cx.quick { "600" } else { "3000" };
     let fig = cx.out.join("fig2");
     let mut table = String::from(
         "setting,curve,final_test_accuracy,bits,bits_to_0.80,bits_to_0.85,bits_to_0.88\n",
     );
-    for (setting, nodes, batch) in [("a", "10", "15"), ("b", "200", "3")] {
-        let mut curves: Vec<Curve> = METHODS.iter().map(|(d, l, s)| curve(*d, *l, s)).collect();
-        curves.push(curve(
-            "lena-k3",
-            "LENA (k = 3)",
-            &["algorithm.name=lena", "algorithm.confirm=3"],
-        ));
-        let curves: Vec<(Curve, Vec<String>)> = curves
-            .into_iter()
-            .map(|mut c| {
-                c.dir = format!("{setting}-{}", c.dir);
-                let extra = vec![
-                    format!("data.nodes={nodes}"),
-                    format!("data.batch={batch}"),
-                    format!("run.iterations={iters}"),
-                ];
-                (c, extra)
-            })
-            .collect();
+    for (setting, nodes, batch) in FIG2_SETTINGS {
+        let curves = fig2_curves(cx, setting, nodes, batch);
         let runs: Vec<(PathBuf, String)> = cx
             .run_all("fig2", &curves)?
             .into_iter()
@@ -330,16 +394,14 @@ fn accuracy_latency(dir: &Path) -> Result<Vec<Eval>> {
     Ok(out)
 }
 
-/// Figure 3: the CNN; latency (wide-area model) to reach each test accuracy, and the gain of
-/// LENA over DIANA and DGD.
-fn fig3(cx: &Ctx) -> Result<()> {
+/// Figure 3's curves.
+fn fig3_curves(cx: &Ctx) -> Group {
     let (iters, every, realizations) = if cx.quick {
         ("300", "25", "20")
     } else {
         ("1500", "50", "100")
     };
-    let fig = cx.out.join("fig3");
-    let curves: Vec<(Curve, Vec<String>)> = FIG3_METHODS
+    FIG3_METHODS
         .iter()
         .map(|(dir, label, sets)| {
             let extra = vec![
@@ -349,7 +411,14 @@ fn fig3(cx: &Ctx) -> Result<()> {
             ];
             (curve(*dir, *label, sets), extra)
         })
-        .collect();
+        .collect()
+}
+
+/// Figure 3: the CNN; latency (wide-area model) to reach each test accuracy, and the gain of
+/// LENA over DIANA and DGD.
+fn fig3(cx: &Ctx) -> Result<()> {
+    let fig = cx.out.join("fig3");
+    let curves = fig3_curves(cx);
     let mut runs = Vec::new();
     for ((_, label, _), d) in FIG3_METHODS.iter().zip(cx.run_all("fig3", &curves)?) {
         runs.push((*label, accuracy_latency(&d)?));
@@ -443,37 +512,52 @@ fn fig3(cx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Figure 4: upload latency relative to LENA vs M, (a) uniform and (b) skewed link rates.
-fn fig4(cx: &Ctx) -> Result<()> {
-    let (ms, iters, realizations): (&[usize], &str, &str) = if cx.quick {
+/// Figure 4's node counts, iterations and link-rate realizations.
+fn fig4_sizes(cx: &Ctx) -> (&'static [usize], &'static str, &'static str) {
+    if cx.quick {
         (&[20, 100, 200], "200", "20")
     } else {
         (&[20, 50, 100, 200, 500], "1000", "100")
-    };
+    }
+}
+
+/// Figure 4's curves for one link-rate distribution, each with its node count and label.
+fn fig4_curves(cx: &Ctx, probs: &str) -> (Vec<(usize, &'static str)>, Group) {
+    let (ms, iters, realizations) = fig4_sizes(cx);
+    let mut curves = Vec::new();
+    let mut keys = Vec::new();
+    for &m in ms {
+        // Minibatch: 10% of each node's share of the 60 000 training images.
+        let batch = (60_000 / m / 10).max(1);
+        for (dir, label, sets) in METHODS {
+            let c = curve(format!("{probs}-m{m}-{dir}"), label, sets);
+            let extra = vec![
+                format!("data.nodes={m}"),
+                format!("data.batch={batch}"),
+                format!("run.iterations={iters}"),
+                format!("run.eval_every={iters}"),
+                format!("network.probabilities=\"{probs}\""),
+                format!("network.realizations={realizations}"),
+            ];
+            keys.push((m, label));
+            curves.push((c, extra));
+        }
+    }
+    (keys, curves)
+}
+
+/// Figure 4's link-rate distributions.
+const FIG4_PROBS: [&str; 2] = ["uniform", "skewed"];
+
+/// Figure 4: upload latency relative to LENA vs M, (a) uniform and (b) skewed link rates.
+fn fig4(cx: &Ctx) -> Result<()> {
+    let ms = fig4_sizes(cx).0;
     let fig = cx.out.join("fig4");
     let mut table =
         String::from("probabilities,nodes,method,mean_latency_s,p5_s,p95_s,relative_to_lena\n");
-    for probs in ["uniform", "skewed"] {
+    for probs in FIG4_PROBS {
         let mut lat = std::collections::BTreeMap::<(usize, &str), (f64, f64, f64)>::new();
-        let mut curves = Vec::new();
-        let mut keys = Vec::new();
-        for &m in ms {
-            // Minibatch: 10% of each node's share of the 60 000 training images.
-            let batch = (60_000 / m / 10).max(1);
-            for (dir, label, sets) in METHODS {
-                let c = curve(format!("{probs}-m{m}-{dir}"), label, sets);
-                let extra = vec![
-                    format!("data.nodes={m}"),
-                    format!("data.batch={batch}"),
-                    format!("run.iterations={iters}"),
-                    format!("run.eval_every={iters}"),
-                    format!("network.probabilities=\"{probs}\""),
-                    format!("network.realizations={realizations}"),
-                ];
-                keys.push((m, label));
-                curves.push((c, extra));
-            }
-        }
+        let (keys, curves) = fig4_curves(cx, probs);
         for (key, d) in keys.into_iter().zip(cx.run_all("fig4", &curves)?) {
             let t = Table::read(&d.join("latency.csv"))?;
             let last = t.rows.last().context("empty latency.csv")?;
@@ -553,6 +637,7 @@ pub fn reproduce(
         lena,
         out: out.unwrap_or_else(|| root.join("runs/reproduce")),
         quick,
+        done: Default::default(),
     };
     let start = std::time::Instant::now();
     let figs: Vec<&str> = match which {
@@ -565,6 +650,20 @@ pub fn reproduce(
             bail!("unknown figure {other:?}, expected one of: fig1, fig2, fig3, fig4, claims, all")
         }
     };
+    if which == "all" && !tuned {
+        // Longest runs first (the CNN's, then figure 1's full-batch ones), so that the last
+        // runs to finish are short ones.
+        let mut groups = vec![("fig3", fig3_curves(&cx)), ("fig1", fig1_curves(&cx).1)];
+        groups.extend(FIG4_PROBS.map(|p| ("fig4", fig4_curves(&cx, p).1)));
+        groups.extend(FIG2_SETTINGS.map(|(s, m, b)| ("fig2", fig2_curves(&cx, s, m, b))));
+        let t = std::time::Instant::now();
+        eprintln!(
+            "every figure's runs{}, in one batch",
+            if quick { " (quick)" } else { "" }
+        );
+        cx.run_ahead(&groups)?;
+        eprintln!("runs done in {:.0} s", t.elapsed().as_secs_f64());
+    }
     for f in figs {
         let t = std::time::Instant::now();
         eprintln!("{f}{}", if quick { " (quick)" } else { "" });
