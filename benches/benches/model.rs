@@ -28,7 +28,7 @@ fn gradient(c: &mut Criterion) {
         b.iter(|| model.loss_grad(&data, Rows::All, black_box(&w), &mut g, &mut ws))
     });
     // Two plain faer GEMMs of the same shapes, with faer's own parallelism on all threads.
-    let x = MatRef::from_row_major_slice(&data.features, n, p);
+    let x = MatRef::from_row_major_slice(data.features(), n, p);
     let wm = MatRef::from_row_major_slice(&w[..k * p], k, p);
     let mut z = vec![0.0f32; n * k];
     let mut gw = vec![0.0f32; k * p];

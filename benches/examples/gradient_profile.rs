@@ -65,7 +65,7 @@ fn main() {
         Mat::<f32>::from_fn(big, big, |i, j| ((3 * i + j) % 5) as f32),
     );
     let mut out = Mat::<f32>::zeros(big, big);
-    let x = MatRef::from_row_major_slice(&data.features, n, p);
+    let x = MatRef::from_row_major_slice(data.features(), n, p);
     let wm = MatRef::from_row_major_slice_with_stride(&w, c, p, p + 1);
     let (mut z, mut gw) = (vec![0.0f32; n * c], vec![0.0f32; c * p]);
     let rows_per_task = n.div_ceil(threads * 8).max(1);
@@ -88,7 +88,7 @@ fn main() {
     // gradient with its rows from cache, what it costs with memory out of the way.
     let few = 4096.min(n);
     let cached = lena_data::Dataset::new(
-        data.features[..few * p].to_vec(),
+        data.features()[..few * p].to_vec(),
         data.labels[..few].to_vec(),
         p,
         c,
@@ -110,7 +110,7 @@ fn main() {
         }
         let t = Instant::now();
         let s: f32 = data
-            .features
+            .features()
             .par_chunks(rows_per_task * p)
             .map(|rows| k.norm2_sq(rows))
             .sum();
@@ -132,14 +132,14 @@ fn main() {
         black_box(&gw);
         best[4] = best[4].min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        data.features
+        data.features()
             .par_chunks(chunk * p)
             .zip(zs.par_chunks_mut(chunk * c))
             .for_each(|(x, z)| k.dot_block(x, p, &w, p + 1, c, z));
         black_box(&zs);
         best[5] = best[5].min(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        data.features
+        data.features()
             .par_chunks(chunk * p)
             .zip(zs.par_chunks(chunk * c))
             .zip(gs.par_iter_mut())
@@ -148,7 +148,7 @@ fn main() {
         best[6] = best[6].min(t.elapsed().as_secs_f64());
         let t = Instant::now();
         (0..threads).into_par_iter().for_each(|i| {
-            let x = &data.features[i * block * p..(i + 1) * block * p];
+            let x = &data.features()[i * block * p..(i + 1) * block * p];
             let mut z = vec![0.0f32; block * c];
             for _ in 0..repeats {
                 k.dot_block(x, p, &w, p + 1, c, &mut z);
@@ -161,7 +161,7 @@ fn main() {
             .take(threads)
             .enumerate()
             .for_each(|(i, g)| {
-                let x = &data.features[i * block * p..(i + 1) * block * p];
+                let x = &data.features()[i * block * p..(i + 1) * block * p];
                 let d = &zs[..block * c];
                 for _ in 0..repeats {
                     k.add_outer_block(g, p + 1, c, d, x, p, &[]);

@@ -163,6 +163,42 @@ pub fn parse_images(bytes: &[u8], source_name: &str) -> Result<Images> {
     })
 }
 
+/// Pixels of an IDX image file as stored, one byte each: `count` rows of `rows * cols`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageBytes {
+    /// Row-major pixel bytes, `count * rows * cols` of them.
+    pub bytes: Vec<u8>,
+    /// Number of images.
+    pub count: usize,
+    /// Image height.
+    pub rows: usize,
+    /// Image width.
+    pub cols: usize,
+}
+
+/// Parses IDX image bytes (already inflated) without scaling them: the header is checked as
+/// [`parse_images`] checks it, then removed in place.
+pub fn parse_image_bytes(mut bytes: Vec<u8>, source_name: &str) -> Result<ImageBytes> {
+    let ([count, rows, cols], start) = header::<3>(
+        &bytes,
+        source_name,
+        IMAGES_MAGIC,
+        "IDX images (magic 0x00000803)",
+    )?;
+    bytes.drain(..start);
+    Ok(ImageBytes {
+        bytes,
+        count,
+        rows,
+        cols,
+    })
+}
+
+/// Reads an IDX image file, raw or gzipped, as its pixel bytes ([`parse_image_bytes`]).
+pub fn read_image_bytes(path: &Path) -> Result<ImageBytes> {
+    parse_image_bytes(read_maybe_gz(path)?, &path.display().to_string())
+}
+
 /// Parses IDX label bytes (already inflated), checking every label is below `n_classes`.
 pub fn parse_labels(bytes: &[u8], source_name: &str, n_classes: usize) -> Result<Vec<u32>> {
     let ([_count], start) = header::<1>(

@@ -53,7 +53,7 @@ impl IdxFiles {
 
 /// Loads one image file and its label file into a dataset of `n_classes` classes.
 fn load_pair_with(images: &Path, labels: &Path, n_classes: usize) -> Result<Dataset> {
-    let im = idx::read_images(images)?;
+    let im = idx::read_image_bytes(images)?;
     let lb = idx::read_labels(labels, n_classes)?;
     if im.count != lb.len() {
         return Err(Error::CountMismatch {
@@ -63,7 +63,7 @@ fn load_pair_with(images: &Path, labels: &Path, n_classes: usize) -> Result<Data
             labels: lb.len(),
         });
     }
-    Dataset::new(im.pixels, lb, im.rows * im.cols, n_classes)
+    Dataset::from_pixel_bytes(im.bytes, lb, im.rows * im.cols, n_classes)
 }
 
 /// Loads `(train, test)` from four IDX files. The class count is `n_classes` (a label past it

@@ -37,11 +37,7 @@ pub fn classification(n: usize, d: usize, n_classes: usize, separation: f32, see
     for i in (1..n).rev() {
         order.swap(i, rng.random_range(0..=i));
     }
-    let data = Dataset {
-        features,
-        labels,
-        n_features: d,
-        n_classes,
-    };
-    data.subset(&order)
+    Dataset::new(features, labels, d, n_classes)
+        .expect("consistent shapes and labels")
+        .subset(&order)
 }

@@ -662,10 +662,16 @@ impl Cnn {
         let block = self.block();
         for (bi, rows) in idx.chunks(block).enumerate() {
             let nb = rows.len();
-            for (b, &r) in rows.iter().enumerate() {
-                cw.acts[0][b * INPUT..(b + 1) * INPUT].copy_from_slice(data.row(r as usize));
-                cw.labels[b] = data.labels[r as usize];
-            }
+            let (x, labels) = (&mut cw.acts[0], &mut cw.labels);
+            self.kernels.vectorize(
+                #[inline(always)]
+                || {
+                    for (b, &r) in rows.iter().enumerate() {
+                        data.copy_row(r as usize, &mut x[b * INPUT..(b + 1) * INPUT]);
+                        labels[b] = data.labels[r as usize];
+                    }
+                },
+            );
             let pos = first + bi * block;
             self.forward(w, cw, nb, dropout_seed.map(|s| (s, pos)), want_grad);
             self.loss_block(cw, nb, want_grad);

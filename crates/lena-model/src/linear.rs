@@ -254,7 +254,7 @@ impl Linear {
                 let b1 = (b0 + BLOCK).min(r1);
                 let nb = b1 - b0;
                 let z = &mut cw.z[..nb * self.n_classes];
-                self.scores(&data.features[b0 * p..b1 * p], nb, w, z);
+                self.scores(&data.features()[b0 * p..b1 * p], nb, w, z);
                 for (i, zi) in z.chunks_exact(self.n_classes).enumerate() {
                     let best = argmax(zi);
                     cw.correct += usize::from(best == data.labels[b0 + i] as usize);
@@ -319,7 +319,7 @@ impl Linear {
             let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n_rows));
             let rows = match rows {
                 Rows::All => {
-                    ChunkRows::Contiguous(&data.features[r0 * p..r1 * p], &data.labels[r0..r1])
+                    ChunkRows::Contiguous(&data.features()[r0 * p..r1 * p], &data.labels[r0..r1])
                 }
                 Rows::Subset(idx) => ChunkRows::Gathered(data, &idx[r0..r1]),
             };
@@ -346,27 +346,62 @@ impl Linear {
         grad: Option<&mut [f32]>,
         ws: &mut Workspace,
     ) -> f64 {
-        let (p, c) = (self.n_features, self.n_classes);
-        let k = self.kernels;
-        let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
+        let p = self.n_features;
         let mut labels = [0u32; SMALL];
+        let mut picked = [0usize; SMALL];
         let n = match rows {
-            Rows::All => {
-                for (i, x) in xs.iter_mut().take(data.n_samples()).enumerate() {
-                    *x = data.row(i);
-                    labels[i] = data.labels[i];
-                }
-                data.n_samples()
-            }
-            Rows::Subset(idx) => {
-                for (i, &r) in idx.iter().enumerate() {
-                    xs[i] = data.row(r as usize);
-                    labels[i] = data.labels[r as usize];
-                }
-                idx.len()
-            }
+            Rows::All => data.n_samples(),
+            Rows::Subset(idx) => idx.len(),
         };
-        let (xs, labels) = (&xs[..n], &labels[..n]);
+        for (i, (pick, label)) in picked.iter_mut().zip(&mut labels).take(n).enumerate() {
+            *pick = match rows {
+                Rows::All => i,
+                Rows::Subset(idx) => idx[i] as usize,
+            };
+            *label = data.labels[*pick];
+        }
+        let (picked, labels) = (&picked[..n], &labels[..n]);
+        if !data.has_pixel_bytes() {
+            let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
+            for (x, &r) in xs.iter_mut().zip(picked) {
+                *x = data.row(r);
+            }
+            return self.eval_rows(&xs[..n], labels, w, grad, ws);
+        }
+        // Rows of pixel bytes: read as bytes (a quarter of the memory) into this thread's
+        // scratch, which a node's workspace then need not hold.
+        thread_local! {
+            static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ROWS.with_borrow_mut(|buf| {
+            buf.resize(n * p, 0.0);
+            self.kernels.vectorize(
+                #[inline(always)]
+                || {
+                    for (x, &r) in buf.chunks_exact_mut(p).zip(picked) {
+                        data.copy_row(r, x);
+                    }
+                },
+            );
+            let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
+            for (x, row) in xs.iter_mut().zip(buf.chunks_exact(p)) {
+                *x = row;
+            }
+            self.eval_rows(&xs[..n], labels, w, grad, ws)
+        })
+    }
+
+    /// [`Self::eval_small`] on its rows `xs` with their labels.
+    fn eval_rows(
+        &self,
+        xs: &[&[f32]],
+        labels: &[u32],
+        w: &[f32],
+        grad: Option<&mut [f32]>,
+        ws: &mut Workspace,
+    ) -> f64 {
+        let (p, c, n) = (self.n_features, self.n_classes, xs.len());
+        let k = self.kernels;
         if ws.z_small.len() < n * c {
             ws.z_small.resize(SMALL * c, 0.0);
         }
@@ -475,10 +510,17 @@ impl Linear {
                     // whole minibatch's (the same rows in the same order as before).
                     let idx = &idx[b0..b1];
                     let (x, y) = (&mut cw.x[..nb * p], &mut cw.y[..nb]);
-                    for ((xi, l), &r) in x.chunks_exact_mut(p).zip(y.iter_mut()).zip(idx) {
-                        xi.copy_from_slice(data.row(r as usize));
-                        *l = data.labels[r as usize];
-                    }
+                    // Compiled for the chosen instruction set: rows of pixel bytes are scaled
+                    // a vector at a time.
+                    self.kernels.vectorize(
+                        #[inline(always)]
+                        || {
+                            for ((xi, l), &r) in x.chunks_exact_mut(p).zip(y.iter_mut()).zip(idx) {
+                                data.copy_row(r as usize, xi);
+                                *l = data.labels[r as usize];
+                            }
+                        },
+                    );
                     (x, y)
                 }
             };

@@ -1,7 +1,9 @@
 //! Integration tests of lena-data: every bad-input case named in the issue, splits, sampling.
 
 use flate2::{Compression, write::GzEncoder};
-use lena_data::{Error, idx, libsvm, mnist, sampler::BatchSampler, split, split::Split, synthetic};
+use lena_data::{
+    Dataset, Error, idx, libsvm, mnist, sampler::BatchSampler, split, split::Split, synthetic,
+};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use std::io::Write;
@@ -45,7 +47,49 @@ fn mnist_loads_gzipped_and_raw() {
     assert_eq!(test.n_samples(), 10);
     assert_eq!(train.labels[13], 3);
     assert_eq!(train.row(0)[1], 37.0 / 255.0);
-    assert!(train.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
+    assert!(train.features().iter().all(|&p| (0.0..=1.0).contains(&p)));
+    assert!(train.has_pixel_bytes() && test.has_pixel_bytes());
+}
+
+/// A set of 8-bit images keeps its pixel bytes through subsets and heads, and every row copied
+/// from them is the row of features, bit for bit (every byte value included); writing the
+/// features drops the bytes, so a copy then reads the written values.
+#[test]
+fn pixel_bytes_copy_the_same_rows_and_are_dropped_when_features_change() {
+    let n_features = 16;
+    let bytes: Vec<u8> = (0..32 * n_features).map(|i| (i * 97 % 256) as u8).collect();
+    assert!((0..=255u8).all(|b| bytes.contains(&b)));
+    let labels: Vec<u32> = (0..32).map(|i| i % 3).collect();
+    let d = Dataset::from_pixel_bytes(bytes.clone(), labels.clone(), n_features, 3).unwrap();
+    let plain = Dataset::new(
+        bytes.iter().map(|&b| f32::from(b) / 255.0).collect(),
+        labels,
+        n_features,
+        3,
+    )
+    .unwrap();
+    assert!(d.has_pixel_bytes() && !plain.has_pixel_bytes());
+    assert_eq!(d, plain, "the same values, with or without bytes");
+    let rows = [31, 0, 7, 7, 12];
+    for set in [d.clone(), d.subset(&rows), d.head(9)] {
+        assert!(set.has_pixel_bytes());
+        let mut out = vec![f32::NAN; n_features];
+        for i in 0..set.n_samples() {
+            set.copy_row(i, &mut out);
+            let same = out
+                .iter()
+                .zip(set.row(i))
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "row {i}");
+        }
+    }
+    let mut changed = d.subset(&rows);
+    changed.features_mut()[3] = 2.5;
+    assert!(!changed.has_pixel_bytes());
+    let mut out = vec![0.0; n_features];
+    changed.copy_row(0, &mut out);
+    assert_eq!(out[3], 2.5);
+    assert!(Dataset::from_pixel_bytes(vec![0; 5], vec![0, 1], 3, 2).is_err());
 }
 
 /// The validation hold-out is disjoint from the kept samples, covers all of them together,

@@ -10,7 +10,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 fn images(n: usize, seed: u64) -> Dataset {
     let mut d = synthetic::classification(n, 784, 10, 3.0, seed);
     // Image-like values in [0, 1].
-    for v in &mut d.features {
+    for v in d.features_mut() {
         *v = (*v * 0.25 + 0.5).clamp(0.0, 1.0);
     }
     d
@@ -119,6 +119,33 @@ fn dropout_is_a_function_of_the_seed_only() {
     let mut g = vec![0.0; cnn.dim()];
     let l = cnn.loss_grad(&sub, Rows::All, &w, &mut g, &mut ws, Some(10));
     assert_eq!((l, g), a);
+}
+
+/// Images read from their pixel bytes give the floats of the same images without them.
+#[test]
+fn pixel_bytes_give_the_same_floats() {
+    let bytes: Vec<u8> = (0..70 * 784u64)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..70).map(|i| i % 10).collect();
+    let with = Dataset::from_pixel_bytes(bytes.clone(), labels.clone(), 784, 10).unwrap();
+    let plain = Dataset::new(
+        bytes.iter().map(|&b| f32::from(b) / 255.0).collect(),
+        labels,
+        784,
+        10,
+    )
+    .unwrap();
+    let (cnn, w) = net(CnnArch::Small, 4);
+    let idx: Vec<u32> = (0..70).map(|i| (i * 37 % 70) as u32).collect();
+    let run = |d: &Dataset| {
+        let mut ws = cnn.workspace(0);
+        let mut g = vec![0.0; cnn.dim()];
+        let l = cnn.loss_grad(d, Rows::Subset(&idx), &w, &mut g, &mut ws, Some(3));
+        (l, g, cnn.loss(d, Rows::Subset(&idx[..9]), &w, &mut ws))
+    };
+    assert!(with.has_pixel_bytes());
+    assert_eq!(run(&with), run(&plain));
 }
 
 /// A loss without a gradient takes its chunks in turns through as many workspaces as threads;

@@ -90,6 +90,47 @@ fn minibatch_equals_gathered_full_batch() {
     }
 }
 
+/// A set of 8-bit images read from its pixel bytes gives the floats of the same set without
+/// them: minibatches on the small path (5 rows) and gathered in blocks (700 rows), every
+/// instruction-set path.
+#[test]
+fn pixel_bytes_give_the_same_floats() {
+    let (n, features) = (400, 49);
+    let bytes: Vec<u8> = (0..n * features)
+        .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56)
+        .map(|b| b as u8)
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
+    let with = Dataset::from_pixel_bytes(bytes.clone(), labels.clone(), features, 3).unwrap();
+    let plain = Dataset::new(
+        bytes.iter().map(|&b| f32::from(b) / 255.0).collect(),
+        labels,
+        features,
+        3,
+    )
+    .unwrap();
+    assert!(with.has_pixel_bytes() && !plain.has_pixel_bytes());
+    for rows in [5, 700] {
+        let idx: Vec<u32> = (0..rows as u64)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32 % n as u32)
+            .collect();
+        for kind in KINDS {
+            for kernels in Kernels::available() {
+                let m = Linear::new(kind, features, 3, 1e-3)
+                    .unwrap()
+                    .with_kernels(kernels);
+                let w = pseudo_random(m.dim(), 9, 0.3);
+                let mut ws = m.workspace(rows);
+                let (mut g1, mut g2) = (vec![0.0; m.dim()], vec![0.0; m.dim()]);
+                let l1 = m.loss_grad(&with, Rows::Subset(&idx), &w, &mut g1, &mut ws);
+                let l2 = m.loss_grad(&plain, Rows::Subset(&idx), &w, &mut g2, &mut ws);
+                assert_eq!(l1.to_bits(), l2.to_bits(), "{kind:?} {rows} rows: loss");
+                assert!(g1.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
+}
+
 #[test]
 fn finite_difference_gradient_check() {
     // 12 rows take the minibatch path, 120 the blocked matrix-product path.

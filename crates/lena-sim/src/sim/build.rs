@@ -9,7 +9,7 @@ pub(super) fn digest(sets: &[&Dataset]) -> u32 {
         for n in [d.n_samples(), d.n_features, d.n_classes] {
             crc = crc32c::crc32c_append(crc, &(n as u64).to_le_bytes());
         }
-        crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(&d.features));
+        crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(d.features()));
         crc = crc32c::crc32c_append(crc, bytemuck::cast_slice(&d.labels));
     }
     crc

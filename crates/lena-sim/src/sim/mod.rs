@@ -212,12 +212,7 @@ impl Simulation {
             self.hosted[m] = exchange.hosts(m);
             if !self.hosted[m] {
                 let d = &node.local.data;
-                node.local.data = Arc::new(Dataset {
-                    features: Vec::new(),
-                    labels: Vec::new(),
-                    n_features: d.n_features,
-                    n_classes: d.n_classes,
-                });
+                node.local.data = Arc::new(Dataset::empty(d.n_features, d.n_classes));
             }
         }
         self.exchange = Some(exchange);
