@@ -14,9 +14,8 @@
 //! use lena_algo::{AlgorithmParams, DgdParams, GradientOracle};
 //! struct Quadratic(f32); // f(w) = (w - c)^2 / 2 in every coordinate
 //! impl GradientOracle for Quadratic {
-//!     fn gradient(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
+//!     fn gradient(&mut self, w: &[f32], g: &mut [f32]) {
 //!         for (gi, wi) in g.iter_mut().zip(w) { *gi = wi - self.0; }
-//!         0.0
 //!     }
 //! }
 //! let dgd = AlgorithmParams::new(0.5, DgdParams::default());
@@ -138,14 +137,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A node's access to its local gradient: full batch or a fresh minibatch per call.
 pub trait GradientOracle {
-    /// Writes the node's (stochastic) gradient at `w` into `g`, on a fresh minibatch; returns
-    /// the sampled loss.
-    fn gradient(&mut self, w: &[f32], g: &mut [f32]) -> f64;
+    /// Writes the node's (stochastic) gradient at `w` into `g`, on a fresh minibatch. (No
+    /// algorithm reads the sampled loss, so an oracle need not compute it: a linear model's
+    /// minibatch gradient skips the penalty's `||w||^2`.)
+    fn gradient(&mut self, w: &[f32], g: &mut [f32]);
 
     /// The gradient at `w` on the same minibatch as the last [`Self::gradient`] call (LASG and
     /// SASG compare two points on one sample). Full-batch oracles need not override it.
-    fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
-        self.gradient(w, g)
+    fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) {
+        self.gradient(w, g);
     }
 
     /// Smoothness constant of the node's local objective, if known (LAG-PS needs it).

@@ -257,6 +257,18 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
             let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&o0), bits(&got), "lin_comb2 first rows={nrows}");
             assert_eq!(bits(&o1), bits(&want1), "lin_comb2 second rows={nrows}");
+            let (mut p0, mut p1) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
+            k.lin_comb2_without_norms([&mut p0, &mut p1], b, [y, v], [&c, &c1], &rows);
+            assert_eq!(
+                bits(&p0),
+                bits(&o0),
+                "lin_comb2_without_norms first rows={nrows}"
+            );
+            assert_eq!(
+                bits(&p1),
+                bits(&o1),
+                "lin_comb2_without_norms second rows={nrows}"
+            );
             for (s, base) in sq.iter().zip([y, v]) {
                 let nw = reference::norm2_sq(base);
                 assert!(

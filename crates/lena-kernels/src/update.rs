@@ -270,7 +270,8 @@ impl<const N: usize> WithSimd for LinComb<'_, N> {
 
 /// [`LinComb`] with a base for two outputs at once, sharing the rows (each row element loaded
 /// once for both): each output bit-identical to [`LinComb`]'s, and both bases' squared norms.
-struct LinComb2<'a, const N: usize> {
+/// `NORMS`: also sum `||base[h]||^2` (two of the loop's ten vector operations at three rows).
+struct LinComb2<'a, const N: usize, const NORMS: bool> {
     out: [&'a mut [f32]; 2],
     b: f32,
     base: [&'a [f32]; 2],
@@ -278,7 +279,7 @@ struct LinComb2<'a, const N: usize> {
     rows: [&'a [f32]; N],
 }
 
-impl<const N: usize> WithSimd for LinComb2<'_, N> {
+impl<const N: usize, const NORMS: bool> WithSimd for LinComb2<'_, N, NORMS> {
     type Output = [f32; 2];
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> [f32; 2] {
@@ -303,8 +304,10 @@ impl<const N: usize> WithSimd for LinComb2<'_, N> {
             let (v0, v1) = (b0s[i], b1s[i]);
             let mut acc0 = simd.mul_f32s(b_s, v0);
             let mut acc1 = simd.mul_f32s(b_s, v1);
-            sq0 = simd.mul_add_f32s(v0, v0, sq0);
-            sq1 = simd.mul_add_f32s(v1, v1, sq1);
+            if NORMS {
+                sq0 = simd.mul_add_f32s(v0, v0, sq0);
+                sq1 = simd.mul_add_f32s(v1, v1, sq1);
+            }
             for k in 0..N {
                 let x = rows_s[k][i];
                 acc0 = simd.mul_add_f32s(c0[k], x, acc0);
@@ -319,7 +322,9 @@ impl<const N: usize> WithSimd for LinComb2<'_, N> {
             for (h, o) in [o0, o1].into_iter().enumerate() {
                 let v = self.base[h][idx];
                 let mut acc = self.b * v;
-                sq[h] = v.mul_add(v, sq[h]);
+                if NORMS {
+                    sq[h] = v.mul_add(v, sq[h]);
+                }
                 for k in 0..N {
                     acc = self.c[h][k].mul_add(self.rows[k][idx], acc);
                 }
@@ -346,6 +351,34 @@ impl Kernels {
         c: [&[f32]; 2],
         rows: &[&[f32]],
     ) -> [f32; 2] {
+        self.lin_comb2_with::<true>(out, b, base, c, rows)
+    }
+
+    /// [`Kernels::lin_comb2`] without the norms of `base` (a gradient whose loss value is not
+    /// wanted): the same outputs, bit for bit.
+    ///
+    /// # Panics
+    /// As [`Kernels::lin_comb2`].
+    pub fn lin_comb2_without_norms(
+        self,
+        out: [&mut [f32]; 2],
+        b: f32,
+        base: [&[f32]; 2],
+        c: [&[f32]; 2],
+        rows: &[&[f32]],
+    ) {
+        self.lin_comb2_with::<false>(out, b, base, c, rows);
+    }
+
+    #[inline(always)]
+    fn lin_comb2_with<const NORMS: bool>(
+        self,
+        out: [&mut [f32]; 2],
+        b: f32,
+        base: [&[f32]; 2],
+        c: [&[f32]; 2],
+        rows: &[&[f32]],
+    ) -> [f32; 2] {
         let n = out[0].len();
         assert!(rows.len() <= 4, "lin_comb2: at most four rows");
         assert!(
@@ -361,7 +394,7 @@ impl Kernels {
         }
         macro_rules! go {
             ($n:literal) => {
-                self.run(LinComb2::<$n> {
+                self.run(LinComb2::<$n, NORMS> {
                     out,
                     b,
                     base,

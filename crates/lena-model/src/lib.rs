@@ -187,6 +187,29 @@ impl Model {
         }
     }
 
+    /// [`Self::loss_grad`]'s gradient without the objective's value (the same floats in
+    /// `grad`; see [`Linear::gradient`]).
+    ///
+    /// # Panics
+    /// If `ws` was made by another kind of model.
+    pub fn gradient(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        grad: &mut [f32],
+        ws: &mut ModelWorkspace,
+        dropout_seed: Option<u64>,
+    ) {
+        match (self, ws) {
+            (Model::Linear(m), ModelWorkspace::Linear(ws)) => m.gradient(data, rows, w, grad, ws),
+            (Model::Cnn(m), ModelWorkspace::Cnn(ws)) => {
+                m.loss_grad(data, rows, w, grad, ws, dropout_seed);
+            }
+            _ => panic!("workspace of another model"),
+        }
+    }
+
     /// Test accuracy on all rows of `data`.
     ///
     /// # Panics

@@ -219,7 +219,7 @@ impl Linear {
 
     /// Objective value on `rows` of `data`.
     pub fn loss(&self, data: &Dataset, rows: Rows, w: &[f32], ws: &mut Workspace) -> f64 {
-        self.eval(data, rows, w, None, ws)
+        self.eval(data, rows, w, None, ws, true)
     }
 
     /// Gradient on `rows` of `data` into `grad`; returns the objective value (fused).
@@ -234,7 +234,24 @@ impl Linear {
         grad: &mut [f32],
         ws: &mut Workspace,
     ) -> f64 {
-        self.eval(data, rows, w, Some(grad), ws)
+        self.eval(data, rows, w, Some(grad), ws, true)
+    }
+
+    /// [`Self::loss_grad`]'s gradient without the objective's value: the same floats in
+    /// `grad`, less work where the value costs its own operations (a minibatch of at most 16
+    /// rows does not sum `||w||^2`).
+    ///
+    /// # Panics
+    /// As [`Self::loss_grad`].
+    pub fn gradient(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        grad: &mut [f32],
+        ws: &mut Workspace,
+    ) {
+        self.eval(data, rows, w, Some(grad), ws, false);
     }
 
     /// Fraction of `data`'s rows whose largest score is their label's.
@@ -299,6 +316,7 @@ impl Linear {
         w: &[f32],
         grad: Option<&mut [f32]>,
         ws: &mut Workspace,
+        value: bool,
     ) -> f64 {
         assert_eq!(w.len(), self.dim(), "parameter length");
         assert_eq!(data.n_features, self.n_features, "feature count");
@@ -308,7 +326,7 @@ impl Linear {
             Rows::Subset(idx) => idx.len(),
         };
         if n_rows <= SMALL {
-            return self.eval_small(data, rows, w, grad, ws);
+            return self.eval_small(data, rows, w, grad, ws, value);
         }
         let chunks = &mut ws.chunks;
         self.reserve_chunks(chunks, n_rows);
@@ -345,6 +363,7 @@ impl Linear {
         w: &[f32],
         grad: Option<&mut [f32]>,
         ws: &mut Workspace,
+        value: bool,
     ) -> f64 {
         let p = self.n_features;
         let mut labels = [0u32; SMALL];
@@ -366,7 +385,7 @@ impl Linear {
             for (x, &r) in xs.iter_mut().zip(picked) {
                 *x = data.row(r);
             }
-            return self.eval_rows(&xs[..n], labels, w, grad, ws);
+            return self.eval_rows(&xs[..n], labels, w, grad, ws, value);
         }
         // Rows of pixel bytes: read as bytes (a quarter of the memory) into this thread's
         // scratch, which a node's workspace then need not hold.
@@ -387,11 +406,12 @@ impl Linear {
             for (x, row) in xs.iter_mut().zip(buf.chunks_exact(p)) {
                 *x = row;
             }
-            self.eval_rows(&xs[..n], labels, w, grad, ws)
+            self.eval_rows(&xs[..n], labels, w, grad, ws, value)
         })
     }
 
-    /// [`Self::eval_small`] on its rows `xs` with their labels.
+    /// [`Self::eval_small`] on its rows `xs` with their labels; without `value`, the returned
+    /// value lacks the penalty (its `||w||^2` is not summed).
     fn eval_rows(
         &self,
         xs: &[&[f32]],
@@ -399,6 +419,7 @@ impl Linear {
         w: &[f32],
         grad: Option<&mut [f32]>,
         ws: &mut Workspace,
+        value: bool,
     ) -> f64 {
         let (p, c, n) = (self.n_features, self.n_classes, xs.len());
         let k = self.kernels;
@@ -460,14 +481,16 @@ impl Linear {
                 if class + 1 < c && n <= 4 {
                     let b1 = coefficients(class + 1, coef1, &mut w_sq);
                     let (g0, g1) = g[class * (p + 1)..(class + 2) * (p + 1)].split_at_mut(p + 1);
-                    let sq = k.lin_comb2(
+                    let (out, base) = (
                         [&mut g0[..p], &mut g1[..p]],
-                        self.lambda,
                         [weights(class), weights(class + 1)],
-                        [coef0, coef1],
-                        xs,
                     );
-                    w_sq += sq[0] + sq[1];
+                    if value {
+                        let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
+                        w_sq += sq[0] + sq[1];
+                    } else {
+                        k.lin_comb2_without_norms(out, self.lambda, base, [coef0, coef1], xs);
+                    }
                     (g0[p], g1[p]) = (b0, b1);
                     class += 2;
                 } else {

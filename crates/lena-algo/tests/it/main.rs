@@ -289,9 +289,8 @@ fn bad_parameters_name_the_field() {
 
 struct Fixed(Vec<f32>);
 impl lena_algo::GradientOracle for Fixed {
-    fn gradient(&mut self, _w: &[f32], g: &mut [f32]) -> f64 {
+    fn gradient(&mut self, _w: &[f32], g: &mut [f32]) {
         g.copy_from_slice(&self.0);
-        0.0
     }
 }
 
@@ -300,11 +299,10 @@ struct Field {
     i: usize,
 }
 impl lena_algo::GradientOracle for Field {
-    fn gradient(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
+    fn gradient(&mut self, w: &[f32], g: &mut [f32]) {
         for (j, gj) in g.iter_mut().enumerate() {
             *gj = ((self.i * 31 + j * 7) % 17) as f32 * 0.37 - 2.9 + w[j] * (1.0 + self.i as f32);
         }
-        0.0
     }
     fn smoothness(&mut self) -> Option<f64> {
         Some(1.0 + self.i as f64)
@@ -576,9 +574,8 @@ fn zero_beta_lena_equals_dgd_given_the_same_gradients() {
     use lena_algo::{AlgorithmParams, GradientOracle, StepSize};
     struct Fixed(Vec<f32>);
     impl GradientOracle for Fixed {
-        fn gradient(&mut self, _w: &[f32], g: &mut [f32]) -> f64 {
+        fn gradient(&mut self, _w: &[f32], g: &mut [f32]) {
             g.copy_from_slice(&self.0);
-            0.0
         }
     }
     let (m, d) = (3, 37);
@@ -1037,9 +1034,8 @@ fn lag_node_and_server_agree_on_g_hat_under_losses() {
                 .collect();
             struct Given(Vec<f32>);
             impl lena_algo::GradientOracle for Given {
-                fn gradient(&mut self, _w: &[f32], g: &mut [f32]) -> f64 {
+                fn gradient(&mut self, _w: &[f32], g: &mut [f32]) {
                     g.copy_from_slice(&self.0);
-                    0.0
                 }
             }
             sent[i] = ws[i].step(&bc, &mut Given(g), &mut rng0(), &mut msgs[i]) == Upload::Sent;

@@ -52,10 +52,11 @@ fn matches_reference_across_block_and_chunk_edges() {
 #[test]
 fn minibatch_equals_gathered_full_batch() {
     // Listed rows (repeats included) give the floats of the same rows copied into a dataset
-    // of their own: on the small path (5 rows) and through the blocks the rows are gathered
+    // of their own: on the small path (3 rows: classes in pairs; 5 rows) and through the blocks the rows are gathered
     // into (218 rows per block at 300 features, 256 at 7), across chunks (2048 rows), with a
     // workspace made for fewer rows (it grows) and one made for them.
     for (n, features, rows) in [
+        (300, 7, 3),
         (300, 7, 5),
         (300, 7, 300),
         (900, 300, 2100),
@@ -77,6 +78,10 @@ fn minibatch_equals_gathered_full_batch() {
                 let l2 = m.loss_grad(&sub, Rows::All, &w, &mut g2, &mut ws);
                 assert_eq!(l1.to_bits(), l2.to_bits(), "{} rows: loss", rows);
                 assert!(g1.iter().zip(&g2).all(|(a, b)| a.to_bits() == b.to_bits()));
+                // The gradient without the loss's value: the same floats.
+                let mut g3 = vec![f32::NAN; m.dim()];
+                m.gradient(&ds, Rows::Subset(&idx), &w, &mut g3, &mut ws);
+                assert!(g1.iter().zip(&g3).all(|(a, b)| a.to_bits() == b.to_bits()));
                 // The loss alone sums ||w||^2 in its own pass (loss_grad sums it with the
                 // gradient's), so it is compared with the loss alone of the gathered rows.
                 assert_eq!(

@@ -84,17 +84,17 @@ struct Local {
 }
 
 impl GradientOracle for Local {
-    fn gradient(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
+    fn gradient(&mut self, w: &[f32], g: &mut [f32]) {
         if self.batch_size > 0 {
             self.sampler.fill(&mut self.rng, &mut self.batch);
         }
         if self.model.has_dropout() {
             self.dropout_seed = self.dropout.random();
         }
-        self.gradient_same_batch(w, g)
+        self.gradient_same_batch(w, g);
     }
 
-    fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) -> f64 {
+    fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) {
         let rows = if self.batch_size == 0 {
             Rows::All
         } else {
@@ -102,7 +102,7 @@ impl GradientOracle for Local {
         };
         let seed = self.model.has_dropout().then_some(self.dropout_seed);
         self.model
-            .loss_grad(&self.data, rows, w, g, &mut self.ws, seed)
+            .gradient(&self.data, rows, w, g, &mut self.ws, seed);
     }
 
     fn smoothness(&mut self) -> Option<f64> {
