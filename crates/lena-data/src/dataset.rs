@@ -1,3 +1,4 @@
+use crate::idx::pixel;
 use crate::{Error, Result};
 
 /// A dense, labelled dataset: `n_samples x n_features` row-major f32 features, class labels.
@@ -194,10 +195,4 @@ impl Dataset {
         }
         c
     }
-}
-
-/// A pixel byte as a feature in `[0, 1]`: the byte over 255 (how IDX images are read).
-#[inline(always)]
-fn pixel(b: u8) -> f32 {
-    f32::from(b) / 255.0
 }

@@ -154,13 +154,20 @@ pub fn parse_images(bytes: &[u8], source_name: &str) -> Result<Images> {
         "IDX images (magic 0x00000803)",
     )?;
     let mut pixels = crate::large::vec_with_capacity(bytes.len() - start);
-    pixels.extend(bytes[start..].iter().map(|&b| f32::from(b) / 255.0));
+    pixels.extend(bytes[start..].iter().map(|&b| pixel(b)));
     Ok(Images {
         pixels,
         count,
         rows,
         cols,
     })
+}
+
+/// A pixel byte as a feature in `[0, 1]`: the byte over 255. The one place this scaling is
+/// written: a dataset's floats and the rows it copies from its bytes must be the same.
+#[inline(always)]
+pub(crate) fn pixel(b: u8) -> f32 {
+    f32::from(b) / 255.0
 }
 
 /// Pixels of an IDX image file as stored, one byte each: `count` rows of `rows * cols`.

@@ -662,15 +662,12 @@ impl Cnn {
         let block = self.block();
         for (bi, rows) in idx.chunks(block).enumerate() {
             let nb = rows.len();
-            let (x, labels) = (&mut cw.acts[0], &mut cw.labels);
-            self.kernels.vectorize(
-                #[inline(always)]
-                || {
-                    for (b, &r) in rows.iter().enumerate() {
-                        data.copy_row(r as usize, &mut x[b * INPUT..(b + 1) * INPUT]);
-                        labels[b] = data.labels[r as usize];
-                    }
-                },
+            crate::gather_rows(
+                self.kernels,
+                data,
+                rows,
+                &mut cw.acts[0][..nb * INPUT],
+                &mut cw.labels[..nb],
             );
             let pos = first + bi * block;
             self.forward(w, cw, nb, dropout_seed.map(|s| (s, pos)), want_grad);

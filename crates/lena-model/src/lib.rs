@@ -235,6 +235,28 @@ impl Model {
 /// The objective and gradient from per-chunk results, summed in chunk order:
 /// `loss = sum(losses) / n + (lambda/2) ||w||^2` and, if `grad` is given,
 /// `grad = sum(partials) / n + lambda w`. Shared by every model, so all regularise alike.
+/// Copies `data`'s rows `rows`, one after another, into `x` and their labels into `labels`
+/// ([`Dataset::copy_row`], compiled for `kernels`' instruction set so that rows kept as pixel
+/// bytes are scaled a vector at a time).
+pub(crate) fn gather_rows(
+    kernels: lena_kernels::Kernels,
+    data: &Dataset,
+    rows: &[u32],
+    x: &mut [f32],
+    labels: &mut [u32],
+) {
+    let p = data.n_features;
+    kernels.vectorize(
+        #[inline(always)]
+        || {
+            for ((xi, l), &r) in x.chunks_exact_mut(p).zip(labels.iter_mut()).zip(rows) {
+                data.copy_row(r as usize, xi);
+                *l = data.labels[r as usize];
+            }
+        },
+    );
+}
+
 pub(crate) fn combine_chunks<'a>(
     k: lena_kernels::Kernels,
     lambda: f32,

@@ -365,49 +365,46 @@ impl Linear {
         ws: &mut Workspace,
         value: bool,
     ) -> f64 {
-        let p = self.n_features;
+        if let Rows::Subset(idx) = rows
+            && data.has_pixel_bytes()
+        {
+            // Listed rows of pixel bytes: read as bytes (a quarter of the memory) into this
+            // thread's scratch, which a node's workspace then need not hold.
+            thread_local! {
+                static ROWS: std::cell::RefCell<Vec<f32>> =
+                    const { std::cell::RefCell::new(Vec::new()) };
+            }
+            let (p, n) = (self.n_features, idx.len());
+            return ROWS.with_borrow_mut(|buf| {
+                buf.resize(n * p, 0.0);
+                let mut labels = [0u32; SMALL];
+                crate::gather_rows(self.kernels, data, idx, buf, &mut labels[..n]);
+                let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
+                for (x, row) in xs.iter_mut().zip(buf.chunks_exact(p)) {
+                    *x = row;
+                }
+                self.eval_rows(&xs[..n], &labels[..n], w, grad, ws, value)
+            });
+        }
+        let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
         let mut labels = [0u32; SMALL];
-        let mut picked = [0usize; SMALL];
         let n = match rows {
-            Rows::All => data.n_samples(),
-            Rows::Subset(idx) => idx.len(),
+            Rows::All => {
+                for (i, x) in xs.iter_mut().take(data.n_samples()).enumerate() {
+                    *x = data.row(i);
+                    labels[i] = data.labels[i];
+                }
+                data.n_samples()
+            }
+            Rows::Subset(idx) => {
+                for (i, &r) in idx.iter().enumerate() {
+                    xs[i] = data.row(r as usize);
+                    labels[i] = data.labels[r as usize];
+                }
+                idx.len()
+            }
         };
-        for (i, (pick, label)) in picked.iter_mut().zip(&mut labels).take(n).enumerate() {
-            *pick = match rows {
-                Rows::All => i,
-                Rows::Subset(idx) => idx[i] as usize,
-            };
-            *label = data.labels[*pick];
-        }
-        let (picked, labels) = (&picked[..n], &labels[..n]);
-        if !data.has_pixel_bytes() {
-            let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
-            for (x, &r) in xs.iter_mut().zip(picked) {
-                *x = data.row(r);
-            }
-            return self.eval_rows(&xs[..n], labels, w, grad, ws, value);
-        }
-        // Rows of pixel bytes: read as bytes (a quarter of the memory) into this thread's
-        // scratch, which a node's workspace then need not hold.
-        thread_local! {
-            static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        ROWS.with_borrow_mut(|buf| {
-            buf.resize(n * p, 0.0);
-            self.kernels.vectorize(
-                #[inline(always)]
-                || {
-                    for (x, &r) in buf.chunks_exact_mut(p).zip(picked) {
-                        data.copy_row(r, x);
-                    }
-                },
-            );
-            let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
-            for (x, row) in xs.iter_mut().zip(buf.chunks_exact(p)) {
-                *x = row;
-            }
-            self.eval_rows(&xs[..n], labels, w, grad, ws, value)
-        })
+        self.eval_rows(&xs[..n], &labels[..n], w, grad, ws, value)
     }
 
     /// [`Self::eval_small`] on its rows `xs` with their labels; without `value`, the returned
@@ -533,17 +530,7 @@ impl Linear {
                     // whole minibatch's (the same rows in the same order as before).
                     let idx = &idx[b0..b1];
                     let (x, y) = (&mut cw.x[..nb * p], &mut cw.y[..nb]);
-                    // Compiled for the chosen instruction set: rows of pixel bytes are scaled
-                    // a vector at a time.
-                    self.kernels.vectorize(
-                        #[inline(always)]
-                        || {
-                            for ((xi, l), &r) in x.chunks_exact_mut(p).zip(y.iter_mut()).zip(idx) {
-                                data.copy_row(r as usize, xi);
-                                *l = data.labels[r as usize];
-                            }
-                        },
-                    );
+                    crate::gather_rows(self.kernels, data, idx, x, y);
                     (x, y)
                 }
             };
