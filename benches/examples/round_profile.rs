@@ -11,11 +11,14 @@
 //! It also times QSGD's draws alone (every node's 32-bit uniform per coordinate from its own
 //! stream, on two threads) and adds them to DGD's ratio: DIANA's floor, what its round costs
 //! with a free codec and server.
-//! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`).
+//! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
+//! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
-use lena_benches::{ROUND_ALGORITHMS, bound_state, round_config, touch_state_once};
+use lena_benches::{
+    ROUND_ALGORITHMS, bound_state, round_config, round_config_with_batch, touch_state_once,
+};
 use lena_kernels::Kernels;
 use lena_sim::Simulation;
 use rand::{RngCore, SeedableRng};
@@ -33,7 +36,10 @@ fn main() {
             .iter()
             .find(|(n, _)| n == name)
             .map_or_else(|| format!("name = {name:?}"), |(_, t)| t.to_string());
-        let mut sim = Simulation::new(round_config(&table)).unwrap();
+        let batch: usize = args
+            .get(2)
+            .map_or(3, |b| b.parse().expect("batch: a number"));
+        let mut sim = Simulation::new(round_config_with_batch(&table, batch)).unwrap();
         let start = Instant::now();
         for _ in 0..rounds {
             sim.step().unwrap();

@@ -8,6 +8,11 @@ use lena_sim::ExperimentConfig;
 /// `[algorithm]` table. Uses MNIST from `data/mnist` if present (`cargo xtask data mnist`),
 /// else synthetic data of MNIST's shape (a round's cost does not depend on the pixel values).
 pub fn round_config(algorithm: &str) -> ExperimentConfig {
+    round_config_with_batch(algorithm, 3)
+}
+
+/// [`round_config`] with minibatches of `batch` rows per node (figure 4 takes 30).
+pub fn round_config_with_batch(algorithm: &str, batch: usize) -> ExperimentConfig {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mnist = root.join("data/mnist");
     let source = if mnist.join("train-images-idx3-ubyte.gz").exists() {
@@ -17,7 +22,7 @@ pub fn round_config(algorithm: &str) -> ExperimentConfig {
             .into()
     };
     let text = format!(
-        "[data]\nsplit = \"one_label\"\nnodes = 200\nbatch = 3\n[data.source]\n{source}\n\
+        "[data]\nsplit = \"one_label\"\nnodes = 200\nbatch = {batch}\n[data.source]\n{source}\n\
          [algorithm]\nstep_size = 0.05\n{algorithm}\n[run]\nthreads = 0\nseed = 1\n"
     );
     ExperimentConfig::from_toml(&text, "round setting").expect("the round setting is valid")

@@ -144,6 +144,24 @@ impl Dataset {
         }
     }
 
+    /// Asks the CPU to start bringing row `i` into cache, every cache line of it, from the
+    /// pixel bytes where the dataset keeps them: a hint, with no effect on any value.
+    ///
+    /// PERF: a minibatch's rows are known before they are copied; prefetching a few rows ahead
+    /// of [`Dataset::copy_row`] keeps several rows' misses in flight instead of one row's
+    /// (figure 4's round, M = 200 and minibatches of 30: 3.7 -> 3.15 ms, AMD Zen 4).
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    #[inline(always)]
+    pub fn prefetch_row(&self, i: usize) {
+        let p = self.n_features;
+        match &self.bytes {
+            Some(bytes) => prefetch_lines(&bytes[i * p..(i + 1) * p]),
+            None => prefetch_lines(self.row(i)),
+        }
+    }
+
     /// A new dataset holding the given rows, in the given order.
     ///
     /// # Panics
@@ -195,4 +213,24 @@ impl Dataset {
         }
         c
     }
+}
+
+/// Prefetches every cache line that `v` touches (into L1): a hint that never faults.
+#[inline(always)]
+fn prefetch_lines<T>(v: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (start, bytes) = (v.as_ptr() as usize, size_of_val(v));
+        if bytes == 0 {
+            return;
+        }
+        let first = start & !63;
+        for line in (first..start + bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, whatever the address, and writes nothing; every
+            // line named here holds part of `v`.
+            unsafe { std::arch::x86_64::_mm_prefetch::<3>(line as *const i8) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }

@@ -520,7 +520,7 @@ fn sums10_equals_reduce_sum_on_every_path() {
     }
 }
 
-/// A block of rows scored at once (from 32 rows on, through the interleaved panel and in
+/// A block of rows scored at once (from 8 rows on, through the interleaved panel and in
 /// passes over its columns) gives the same bits as each row scored alone, on every path: for
 /// one group of ten classes, two groups, and a group plus remainder classes, with rows of one
 /// pass, several passes, and a tail past the last vector.
@@ -528,7 +528,7 @@ fn sums10_equals_reduce_sum_on_every_path() {
 fn dot_block_scores_a_block_as_its_rows_one_by_one() {
     for p in [7usize, 8, 100, 784, 1000, 2051] {
         for c in [9usize, 10, 11, 20, 23] {
-            for n in [31usize, 32, 33, 83] {
+            for n in [7usize, 8, 9, 30, 33, 83] {
                 let stride = p + 3;
                 let x = vector(n * p, (p + 5 * c + n) as u64, 1.0);
                 let w = vector(c * stride, (2 * p + c) as u64, 1.0);

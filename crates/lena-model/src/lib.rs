@@ -232,12 +232,10 @@ impl Model {
     }
 }
 
-/// The objective and gradient from per-chunk results, summed in chunk order:
-/// `loss = sum(losses) / n + (lambda/2) ||w||^2` and, if `grad` is given,
-/// `grad = sum(partials) / n + lambda w`. Shared by every model, so all regularise alike.
 /// Copies `data`'s rows `rows`, one after another, into `x` and their labels into `labels`
 /// ([`Dataset::copy_row`], compiled for `kernels`' instruction set so that rows kept as pixel
-/// bytes are scaled a vector at a time).
+/// bytes are scaled a vector at a time), each row prefetched a few rows ahead
+/// ([`Dataset::prefetch_row`]).
 pub(crate) fn gather_rows(
     kernels: lena_kernels::Kernels,
     data: &Dataset,
@@ -249,7 +247,26 @@ pub(crate) fn gather_rows(
     kernels.vectorize(
         #[inline(always)]
         || {
-            for ((xi, l), &r) in x.chunks_exact_mut(p).zip(labels.iter_mut()).zip(rows) {
+            // Rows `AHEAD` places on are prefetched while one is copied: several rows' misses
+            // in flight rather than one row's.
+            const AHEAD: usize = 4;
+            for &r in rows.iter().take(AHEAD) {
+                data.prefetch_row(r as usize);
+            }
+            let rows_ahead = rows
+                .iter()
+                .skip(AHEAD)
+                .map(Some)
+                .chain(std::iter::repeat(None));
+            for (((xi, l), &r), ahead) in x
+                .chunks_exact_mut(p)
+                .zip(labels.iter_mut())
+                .zip(rows)
+                .zip(rows_ahead)
+            {
+                if let Some(&a) = ahead {
+                    data.prefetch_row(a as usize);
+                }
                 data.copy_row(r as usize, xi);
                 *l = data.labels[r as usize];
             }
@@ -257,6 +274,9 @@ pub(crate) fn gather_rows(
     );
 }
 
+/// The objective and gradient from per-chunk results, summed in chunk order:
+/// `loss = sum(losses) / n + (lambda/2) ||w||^2` and, if `grad` is given,
+/// `grad = sum(partials) / n + lambda w`. Shared by every model, so all regularise alike.
 pub(crate) fn combine_chunks<'a>(
     k: lena_kernels::Kernels,
     lambda: f32,
