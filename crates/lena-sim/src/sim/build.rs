@@ -1,6 +1,7 @@
 //! Building a simulation: the data loaded and split, the nodes' streams, workers and server.
 
 use super::*;
+use crate::config::ModelConfig;
 
 /// CRC-32C of datasets' shapes, features and labels.
 pub(super) fn digest(sets: &[&Dataset]) -> u32 {
@@ -33,7 +34,73 @@ pub struct DataCache {
     loaded: Arc<Mutex<Vec<Entry>>>,
     /// Nodes' datasets cut from a cached training set, while some run still holds them.
     nodes: Arc<Mutex<Vec<NodeEntry>>>,
+    /// Evaluations of the parameters runs start from ([`DataCache::start_evaluation`]).
+    starts: Arc<Mutex<Vec<Evaluated>>>,
 }
+
+/// An evaluation of parameters `w` ([`Simulation::try_evaluate`]): each node's full-batch loss
+/// and the test accuracy, for a model (its configuration and instruction set) over given nodes'
+/// datasets and test set. The datasets are held weakly, by identity: while an entry holds
+/// them, their addresses cannot be reused by other data.
+#[derive(Debug)]
+pub(super) struct Evaluated {
+    pub model: ModelConfig,
+    pub kernels: &'static str,
+    pub nodes: Vec<Weak<Dataset>>,
+    pub test: Weak<Dataset>,
+    pub w: Vec<f32>,
+    pub losses: Vec<f64>,
+    pub accuracy: f64,
+}
+
+/// What a start evaluation is of ([`DataCache::start_evaluation`]): a model (its configuration
+/// and instruction set), the nodes' and test datasets, and the parameters.
+pub(super) struct StartKey<'a> {
+    pub model: &'a ModelConfig,
+    pub kernels: &'static str,
+    pub nodes: &'a [Arc<Dataset>],
+    pub test: &'a Arc<Dataset>,
+    pub w: &'a [f32],
+}
+
+impl StartKey<'_> {
+    /// The entry that keeps this key's evaluation.
+    pub fn entry(&self, losses: Vec<f64>, accuracy: f64) -> Evaluated {
+        Evaluated {
+            model: self.model.clone(),
+            kernels: self.kernels,
+            nodes: self.nodes.iter().map(Arc::downgrade).collect(),
+            test: Arc::downgrade(self.test),
+            w: self.w.to_vec(),
+            losses,
+            accuracy,
+        }
+    }
+}
+
+impl Evaluated {
+    /// Whether this is the evaluation of `key`: the same model and path, exactly the same
+    /// datasets (the same allocations, still alive) and the same parameters, bit for bit.
+    fn is_of(&self, key: &StartKey<'_>) -> bool {
+        let same = |weak: &Weak<Dataset>, arc: &Arc<Dataset>| {
+            std::ptr::eq(weak.as_ptr(), Arc::as_ptr(arc)) && weak.strong_count() > 0
+        };
+        self.model == *key.model
+            && self.kernels == key.kernels
+            && self.nodes.len() == key.nodes.len()
+            && self.nodes.iter().zip(key.nodes).all(|(a, b)| same(a, b))
+            && same(&self.test, key.test)
+            && self.w.len() == key.w.len()
+            && self
+                .w
+                .iter()
+                .zip(key.w)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+/// Start evaluations a cache keeps at most (the newest).
+const STARTS_KEPT: usize = 4;
 
 /// Nodes' datasets: the cached source they were cut from (its address, which the cache keeps
 /// alive), each node's rows, and the datasets themselves while a run holds them.
@@ -60,6 +127,32 @@ impl DataCache {
         let data = Arc::new(load(source, seed.unwrap_or(0))?);
         loaded.push((source.clone(), seed, Arc::clone(&data)));
         Ok(data)
+    }
+
+    /// The node losses and test accuracy of a start evaluation that another run of this cache
+    /// made of the same parameters, model and datasets, if one is kept.
+    ///
+    /// PERF: the runs of a figure or a tuning grid that differ only in their algorithm or step
+    /// size start from the same parameters, so their first evaluations are the same: figure 3's
+    /// four CNN runs evaluated 70 000 images each at round 0 (a thirteenth of their
+    /// evaluations in `--quick`). The evaluation is a pure function of what the key compares
+    /// (threads never change it), so a kept one is the run's own, bit for bit.
+    pub(super) fn start_evaluation(&self, key: &StartKey<'_>) -> Option<(Vec<f64>, f64)> {
+        let mut starts = self.starts.lock().unwrap_or_else(PoisonError::into_inner);
+        starts.retain(|e| e.nodes.iter().all(|n| n.strong_count() > 0));
+        starts
+            .iter()
+            .find(|e| e.is_of(key))
+            .map(|e| (e.losses.clone(), e.accuracy))
+    }
+
+    /// Keeps a start evaluation for the cache's other runs ([`Self::start_evaluation`]).
+    pub(super) fn keep_start_evaluation(&self, e: Evaluated) {
+        let mut starts = self.starts.lock().unwrap_or_else(PoisonError::into_inner);
+        if starts.len() >= STARTS_KEPT {
+            starts.remove(0);
+        }
+        starts.push(e);
     }
 
     /// The nodes' datasets, `parts[i]`'s rows of `loaded`'s training set for node `i`: those
@@ -178,7 +271,9 @@ impl Simulation {
     /// [`Self::new`] with its data from `data`, loaded there by the first simulation that
     /// needs it and shared with the others (a sweep's runs): the same data, so the same run.
     pub fn with_data(cfg: ExperimentConfig, data: &DataCache) -> Result<Self> {
-        Self::build(cfg, None, Some(data))
+        let mut sim = Self::build(cfg, None, Some(data))?;
+        sim.cache = Some(data.clone());
+        Ok(sim)
     }
 
     /// [`Self::new`] with an algorithm of the caller's own (a new trigger, compressor or
@@ -404,6 +499,7 @@ impl Simulation {
             wire: Vec::new(),
             data_digest,
             validation,
+            cache: None,
             cfg,
         })
     }
@@ -494,6 +590,60 @@ mod tests {
         let f = build(text("one_label", "dgd", ""));
         let g = build(text("one_label", "dgd", ""));
         assert!(same(&f, &g));
+    }
+
+    /// A run's evaluation of its starting parameters is kept in its cache and given to a later
+    /// run of the same model, datasets and parameters, bit for bit what that run computes
+    /// itself; other parameters (another seed's initialisation), another model or another
+    /// split are evaluated anew, and a kept evaluation goes once its datasets do.
+    #[test]
+    fn start_evaluations_are_shared_by_runs_of_the_same_model_data_and_parameters() {
+        let text = |split: &str, alg: &str, extra: &str| {
+            format!(
+                "[data]\nsplit = \"{split}\"\nnodes = 4\n[data.source]\nkind = \"synthetic\"\n\
+                 samples = 400\ntest_samples = 100\nfeatures = 5\nclasses = 4\n[model]\n\
+                 objective = \"softmax\"\n{extra}\n[algorithm]\nname = \"{alg}\"\n\
+                 step_size = 0.1\n[run]\niterations = 2\nseed = 3\n"
+            )
+        };
+        let cfg = |t: String| ExperimentConfig::from_toml(&t, "t.toml").unwrap();
+        let cache = DataCache::new();
+        let kept = |c: &DataCache| c.starts.lock().unwrap().len();
+        let mut a = Simulation::with_data(cfg(text("one_label", "dgd", "")), &cache).unwrap();
+        let ea = a.evaluate();
+        assert_eq!(kept(&cache), 1);
+        // Another algorithm, the same model, data and starting parameters: the kept one.
+        let mut b = Simulation::with_data(cfg(text("one_label", "lena", "")), &cache).unwrap();
+        let eb = b.evaluate();
+        assert_eq!(kept(&cache), 1, "found, not evaluated again");
+        let mut alone = Simulation::new(cfg(text("one_label", "lena", ""))).unwrap();
+        let own = alone.evaluate();
+        for (x, y) in [(ea, own), (eb, own)] {
+            assert_eq!(
+                (x.0.to_bits(), x.1.to_bits()),
+                (y.0.to_bits(), y.1.to_bits())
+            );
+        }
+        // Another model: evaluated anew.
+        let mut c =
+            Simulation::with_data(cfg(text("one_label", "dgd", "lambda = 0.5")), &cache).unwrap();
+        c.evaluate();
+        assert_eq!(kept(&cache), 2);
+        // Other starting parameters (the same model and data): evaluated anew.
+        let mut d = Simulation::with_data(cfg(text("one_label", "dgd", "")), &cache).unwrap();
+        d.w[0] += 1.0;
+        let ed = d.evaluate();
+        assert_eq!(kept(&cache), 3);
+        assert_ne!(ed.0.to_bits(), ea.0.to_bits());
+        // Past round 0, nothing is kept or looked up.
+        a.step().unwrap();
+        a.evaluate();
+        assert_eq!(kept(&cache), 3);
+        // Once no run holds the datasets, their evaluations go.
+        drop((a, b, c, d, alone));
+        let mut e = Simulation::with_data(cfg(text("iid", "dgd", "")), &cache).unwrap();
+        e.evaluate();
+        assert_eq!(kept(&cache), 1, "only the new split's");
     }
 
     /// A fresh thread becomes its pool's first thread and keeps that pool for later runs of

@@ -31,6 +31,16 @@ impl Simulation {
     /// [`Self::evaluate`]; on a multi-process server the other processes' node losses are
     /// gathered, and a transport failure is an error.
     pub fn try_evaluate(&mut self) -> Result<(f64, f64)> {
+        let (losses, acc) = match (&self.exchange, self.cache.clone()) {
+            (None, Some(cache)) if self.round == 0 => self.start_evaluation(&cache),
+            _ => self.losses_and_accuracy()?,
+        };
+        // Summed in node order, as in-process.
+        Ok((losses.iter().sum::<f64>() / losses.len() as f64, acc))
+    }
+
+    /// Every node's full-batch loss and the test accuracy.
+    fn losses_and_accuracy(&mut self) -> Result<(Vec<f64>, f64)> {
         let mut losses = vec![f64::NAN; self.nodes.len()];
         for (m, l) in self.hosted_losses(None) {
             losses[m] = l;
@@ -52,8 +62,30 @@ impl Simulation {
         let acc = self
             .pool
             .install(|| model.accuracy(&self.test, w, &mut self.eval_ws));
-        // Summed in node order, as in-process.
-        Ok((losses.iter().sum::<f64>() / losses.len() as f64, acc))
+        Ok((losses, acc))
+    }
+
+    /// [`Self::losses_and_accuracy`] of the starting parameters of an in-process run built
+    /// with `cache`: another run of the cache may have evaluated the same ones already
+    /// ([`DataCache`]'s start evaluations); if not, this one's is kept for the others.
+    fn start_evaluation(&mut self, cache: &DataCache) -> (Vec<f64>, f64) {
+        let nodes: Vec<Arc<Dataset>> = self.nodes.iter().map(|n| n.local.data.clone()).collect();
+        let (model, test, w) = (self.cfg.model.clone(), self.test.clone(), self.w.clone());
+        let key = build::StartKey {
+            model: &model,
+            kernels: self.kernels.name(),
+            nodes: &nodes,
+            test: &test,
+            w: &w,
+        };
+        if let Some(kept) = cache.start_evaluation(&key) {
+            return kept;
+        }
+        let (losses, acc) = self
+            .losses_and_accuracy()
+            .expect("an in-process evaluation has no transport to fail");
+        cache.keep_start_evaluation(key.entry(losses.clone(), acc));
+        (losses, acc)
     }
 
     /// Loss and accuracy on the validation set, if there is one.

@@ -200,6 +200,9 @@ pub struct Simulation {
     data_digest: u32,
     /// Held out from the training data (`data.validation`), evaluated beside the test set.
     validation: Option<Dataset>,
+    /// The data cache the run was built with ([`Self::with_data`]): it shares the evaluation of
+    /// the starting parameters with the cache's other runs.
+    cache: Option<DataCache>,
 }
 
 impl Simulation {
