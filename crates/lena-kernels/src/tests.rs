@@ -643,3 +643,34 @@ fn cache_sizes_parse_as_sysfs_writes_them() {
     assert_eq!(parse_cache_size("K"), None);
     assert_eq!(parse_cache_size("big"), None);
 }
+
+/// `axpby(a, x, b, y)`, and `lin_comb(out, b, y, [a], [x])` into another output, are
+/// `scale(b, y)` then `axpy(a, x, y)` bit for bit (the product `b y` rounded before the fused
+/// multiply-add), on every path, the tail included: the models' gradient adds its penalty to
+/// the scaled sum of its chunks in one pass on that ground.
+#[test]
+fn axpby_and_lin_comb_are_scale_then_axpy_bit_for_bit() {
+    for k in paths() {
+        for n in [0usize, 1, 7, 16, 33, 7850] {
+            let x = vector(n, 5, 1.0);
+            let y = vector(n, 6, 30.0);
+            for (a, b) in [(1e-3f32, 1.0f32 / 30.0), (0.5, 1.0), (0.0, 1.0 / 3000.0)] {
+                let mut fused = y.clone();
+                k.axpby(a, &x, b, &mut fused);
+                let mut two = y.clone();
+                k.scale(b, &mut two);
+                k.axpy(a, &x, &mut two);
+                // One row into another output: lin_comb(out, b, y, [a], [x]).
+                let mut apart = vec![f32::NAN; n];
+                k.lin_comb(&mut apart, b, &y, &[a], &[&x]);
+                for (what, got) in [("axpby", &fused), ("lin_comb", &apart)] {
+                    let same = got
+                        .iter()
+                        .zip(&two)
+                        .all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "{what}: {} n={n} a={a} b={b}", k.name());
+                }
+            }
+        }
+    }
+}

@@ -290,12 +290,22 @@ pub(crate) fn combine_chunks<'a>(
     let loss = loss_sum * inv_n + 0.5 * f64::from(lambda) * f64::from(k.norm2_sq(w));
     if let Some(g) = grad {
         assert_eq!(g.len(), w.len(), "gradient length");
-        g.copy_from_slice(partials.next().expect("at least one chunk"));
-        for p in partials {
-            k.axpy(1.0, p, g);
+        let first = partials.next().expect("at least one chunk");
+        match partials.next() {
+            // `lambda w + (partial / n)`, the quotient rounded first: the copy, scale and
+            // axpy of several chunks in one pass.
+            None => {
+                k.lin_comb(g, inv_n as f32, first, &[lambda], &[w]);
+            }
+            Some(second) => {
+                g.copy_from_slice(first);
+                for p in std::iter::once(second).chain(partials) {
+                    k.axpy(1.0, p, g);
+                }
+                // Scale, then axpy, in one pass.
+                k.axpby(lambda, w, inv_n as f32, g);
+            }
         }
-        k.scale(inv_n as f32, g);
-        k.axpy(lambda, w, g);
     }
     loss
 }
