@@ -28,7 +28,9 @@ struct Loaded {
 /// convert it once instead of once each (for MNIST that is about half of a short run's
 /// start-up), and runs at once share one copy. A source is loaded when the first simulation
 /// needs it and kept as long as the cache (or a clone of it) lives, so a file changed later is
-/// not read again: the cache's runs all see the same data. A failed load is not kept.
+/// not read again: the cache's runs all see the same data. A failed load is not kept. Runs of
+/// the same split share their nodes' datasets, and runs that start from the same parameters
+/// share the evaluation of them (their first metrics row's loss and accuracy, computed once).
 #[derive(Clone, Debug, Default)]
 pub struct DataCache {
     loaded: Arc<Mutex<Vec<Entry>>>,
