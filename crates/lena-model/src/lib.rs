@@ -253,18 +253,13 @@ pub(crate) fn gather_rows(
             for &r in rows.iter().take(AHEAD) {
                 data.prefetch_row(r as usize);
             }
-            let rows_ahead = rows
-                .iter()
-                .skip(AHEAD)
-                .map(Some)
-                .chain(std::iter::repeat(None));
-            for (((xi, l), &r), ahead) in x
+            for (i, ((xi, l), &r)) in x
                 .chunks_exact_mut(p)
                 .zip(labels.iter_mut())
                 .zip(rows)
-                .zip(rows_ahead)
+                .enumerate()
             {
-                if let Some(&a) = ahead {
+                if let Some(&a) = rows.get(i + AHEAD) {
                     data.prefetch_row(a as usize);
                 }
                 data.copy_row(r as usize, xi);

@@ -31,9 +31,10 @@ impl Simulation {
     /// [`Self::evaluate`]; on a multi-process server the other processes' node losses are
     /// gathered, and a transport failure is an error.
     pub fn try_evaluate(&mut self) -> Result<(f64, f64)> {
-        let (losses, acc) = match (&self.exchange, self.cache.clone()) {
-            (None, Some(cache)) if self.round == 0 => self.start_evaluation(&cache),
-            _ => self.losses_and_accuracy()?,
+        let start = self.round == 0 && self.exchange.is_none();
+        let (losses, acc) = match self.cache.clone().filter(|_| start) {
+            Some(cache) => self.start_evaluation(&cache),
+            None => self.losses_and_accuracy()?,
         };
         // Summed in node order, as in-process.
         Ok((losses.iter().sum::<f64>() / losses.len() as f64, acc))
@@ -70,22 +71,26 @@ impl Simulation {
     /// ([`DataCache`]'s start evaluations); if not, this one's is kept for the others.
     fn start_evaluation(&mut self, cache: &DataCache) -> (Vec<f64>, f64) {
         let nodes: Vec<Arc<Dataset>> = self.nodes.iter().map(|n| n.local.data.clone()).collect();
-        let (model, test, w) = (self.cfg.model.clone(), self.test.clone(), self.w.clone());
-        let key = build::StartKey {
-            model: &model,
-            kernels: self.kernels.name(),
-            nodes: &nodes,
-            test: &test,
-            w: &w,
-        };
-        if let Some(kept) = cache.start_evaluation(&key) {
+        if let Some(kept) = cache.start_evaluation(&self.start_key(&nodes)) {
             return kept;
         }
         let (losses, acc) = self
             .losses_and_accuracy()
             .expect("an in-process evaluation has no transport to fail");
-        cache.keep_start_evaluation(key.entry(losses.clone(), acc));
+        cache.keep_start_evaluation(self.start_key(&nodes).entry(losses.clone(), acc));
         (losses, acc)
+    }
+
+    /// What an evaluation of the current parameters over the datasets `nodes` (the nodes',
+    /// in order) is of.
+    fn start_key<'a>(&'a self, nodes: &'a [Arc<Dataset>]) -> build::StartKey<'a> {
+        build::StartKey {
+            model: &self.cfg.model,
+            kernels: self.kernels.name(),
+            nodes,
+            test: &self.test,
+            w: &self.w,
+        }
     }
 
     /// Loss and accuracy on the validation set, if there is one.
