@@ -287,8 +287,8 @@ pub(crate) fn combine_chunks<'a>(
         assert_eq!(g.len(), w.len(), "gradient length");
         let first = partials.next().expect("at least one chunk");
         match partials.next() {
-            // `lambda w + (partial / n)`, the quotient rounded first: the copy, scale and
-            // axpy of several chunks in one pass.
+            // `(1/n) partial + lambda w`, the product rounded first: the copy, scale and
+            // axpy in one pass.
             None => {
                 k.lin_comb(g, inv_n as f32, first, &[lambda], &[w]);
             }

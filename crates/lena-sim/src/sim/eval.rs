@@ -32,7 +32,7 @@ impl Simulation {
     /// gathered, and a transport failure is an error.
     pub fn try_evaluate(&mut self) -> Result<(f64, f64)> {
         let start = self.round == 0 && self.exchange.is_none();
-        let (losses, acc) = match self.cache.clone().filter(|_| start) {
+        let (losses, acc) = match self.cache.as_ref().filter(|_| start).cloned() {
             Some(cache) => self.start_evaluation(&cache),
             None => self.losses_and_accuracy()?,
         };
