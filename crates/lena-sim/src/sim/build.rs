@@ -423,13 +423,14 @@ impl Simulation {
                 .map(|rows| Arc::new(train.subset(rows)))
                 .collect(),
         };
+        let workspaces = Arc::new(Workspaces::new(model, batch));
         let nodes: Vec<Node> = node_data
             .into_iter()
             .zip(workers)
             .enumerate()
             .map(|(i, (data, worker))| {
                 let n = data.n_samples();
-                let ws = model.workspace(if batch == 0 { 0 } else { batch });
+                let ws = Arc::clone(&workspaces);
                 Node {
                     local: Local {
                         sampler: BatchSampler::new(n, cfg.data.replacement),
@@ -592,6 +593,27 @@ mod tests {
         let f = build(text("one_label", "dgd", ""));
         let g = build(text("one_label", "dgd", ""));
         assert!(same(&f, &g));
+    }
+
+    /// A run's nodes share the model's scratch memory: on one thread every node's minibatch
+    /// gradient and full-batch loss take turns in one workspace (each node kept its own).
+    #[test]
+    fn a_runs_nodes_take_turns_in_one_workspace_per_thread() {
+        let text = "[data]\nsplit = \"iid\"\nnodes = 5\nbatch = 3\n[data.source]\n\
+                    kind = \"synthetic\"\nsamples = 400\ntest_samples = 100\nfeatures = 5\n\
+                    classes = 4\n[model]\nobjective = \"softmax\"\n[algorithm]\n\
+                    name = \"lena\"\nstep_size = 0.1\n[run]\niterations = 4\nseed = 3\n\
+                    threads = 1\n";
+        let cfg = ExperimentConfig::from_toml(text, "t.toml").unwrap();
+        let mut sim = Simulation::new(cfg).unwrap();
+        for _ in 0..4 {
+            sim.step().unwrap();
+        }
+        sim.evaluate();
+        let first = &sim.nodes[0].local.ws;
+        assert!(sim.nodes.iter().all(|n| Arc::ptr_eq(&n.local.ws, first)));
+        let held = first.free.lock().unwrap().len();
+        assert_eq!(held, 1, "one thread, one workspace");
     }
 
     /// A run's evaluation of its starting parameters is kept in its cache and given to a later

@@ -15,7 +15,10 @@ impl Simulation {
                 .par_iter_mut()
                 .enumerate()
                 .filter(|(m, _)| hosted[*m])
-                .map(|(m, n)| (m, model.loss(&n.local.data, Rows::All, w, &mut n.local.ws)))
+                .map(|(m, n)| {
+                    let data = &n.local.data;
+                    (m, n.local.ws.with(|ws| model.loss(data, Rows::All, w, ws)))
+                })
                 .collect()
         })
     }
