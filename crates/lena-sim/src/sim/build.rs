@@ -481,7 +481,7 @@ impl Simulation {
             model,
             nodes,
             server,
-            eval_ws: model.workspace(0),
+            workspaces,
             test,
             w: {
                 let mut w = vec![0.0; dim];

@@ -61,11 +61,10 @@ impl Simulation {
                 Ok(())
             })?;
         }
-        let w = &self.w;
-        let model = self.model;
+        let (w, model, test) = (&self.w, self.model, &self.test);
         let acc = self
             .pool
-            .install(|| model.accuracy(&self.test, w, &mut self.eval_ws));
+            .install(|| self.workspaces.with(|ws| model.accuracy(test, w, ws)));
         Ok((losses, acc))
     }
 
@@ -99,10 +98,12 @@ impl Simulation {
     /// Loss and accuracy on the validation set, if there is one.
     pub(super) fn evaluate_validation(&mut self) -> Option<(f64, f64)> {
         let val = self.validation.as_ref()?;
-        let (w, model, ws) = (&self.w, self.model, &mut self.eval_ws);
+        let (w, model) = (&self.w, self.model);
         Some(self.pool.install(|| {
-            let loss = model.loss(val, Rows::All, w, ws);
-            (loss, model.accuracy(val, w, ws))
+            self.workspaces.with(|ws| {
+                let loss = model.loss(val, Rows::All, w, ws);
+                (loss, model.accuracy(val, w, ws))
+            })
         }))
     }
 
@@ -119,8 +120,9 @@ impl Simulation {
                 if c.column == "val_loss" { loss } else { acc }
             }
             "test_accuracy" => {
-                let (w, model, ws) = (&self.w, self.model, &mut self.eval_ws);
-                self.pool.install(|| model.accuracy(&self.test, w, ws))
+                let (w, model, test) = (&self.w, self.model, &self.test);
+                self.pool
+                    .install(|| self.workspaces.with(|ws| model.accuracy(test, w, ws)))
             }
             "iteration" => self.round as f64,
             "uploads" => self.counters.uploads as f64,

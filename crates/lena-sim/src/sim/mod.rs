@@ -114,7 +114,7 @@ impl GradientOracle for Local {
     }
 }
 
-/// A model's scratch memory shared by the nodes of a simulation (PERF): a node takes a
+/// A model's scratch memory shared by the nodes of a simulation and its evaluations (PERF): a node takes a
 /// workspace for one call and gives it back, so a thread's calls reuse one warm workspace
 /// where each node kept its own (a CNN's is about 2 MB for minibatches of 32: 20 nodes' took
 /// 34 MB, past the last-level cache, and made each training step about 8% slower). A
@@ -203,7 +203,8 @@ pub struct Simulation {
     nodes: Vec<Node>,
     server: Box<dyn Server>,
     test: Arc<Dataset>,
-    eval_ws: ModelWorkspace,
+    /// Scratch memory of the nodes' calls and of the test and validation evaluations.
+    workspaces: Arc<Workspaces>,
     w: Vec<f32>,
     /// The previous round's parameters (for the broadcast parameter change).
     w_prev: Vec<f32>,
