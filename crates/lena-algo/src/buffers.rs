@@ -73,3 +73,22 @@ pub(crate) fn take_spare_vector(dim: usize) -> Vec<f32> {
 pub(crate) fn give_back_spare_vector(v: Vec<f32>) {
     SPARE.with_borrow_mut(|s| *s = v);
 }
+
+thread_local! {
+    static SPARE_MESSAGE: std::cell::RefCell<crate::Message> =
+        std::cell::RefCell::new(crate::Message::default());
+}
+
+/// Takes this thread's spare message: a node encodes a candidate upload into it and swaps it
+/// with its own message if it uploads (the node's old message becomes the spare), then gives
+/// it back with [`give_back_spare_message`]. Its contents are never read before they are
+/// written: what it held before is whatever a node of this thread last left in it.
+pub(crate) fn take_spare_message() -> crate::Message {
+    SPARE_MESSAGE.with_borrow_mut(std::mem::take)
+}
+
+/// Returns a message (the spare, or the upload it replaced) to this thread for the next
+/// [`take_spare_message`].
+pub(crate) fn give_back_spare_message(m: crate::Message) {
+    SPARE_MESSAGE.with_borrow_mut(|s| *s = m);
+}

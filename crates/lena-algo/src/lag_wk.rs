@@ -181,27 +181,42 @@ impl Worker for LagWorker {
         };
         match &mut self.compressed {
             None if !self.keep_prev => {
-                // A lossless run: the gradient lives in the thread's buffer and g_hat is the
-                // node's last upload (zero before the first), read from its message.
-                crate::buffers::with_buffers(w.len(), |[g, hat]| {
-                    oracle.gradient(w, g);
+                // A lossless run: g_hat is the node's last upload (zero before the first), read
+                // from its message. PERF: the gradient is computed straight into this thread's
+                // spare message, which an upload swaps with the node's: an upload is the
+                // gradient's one write, with no copy into the message after the decision.
+                let n = w.len();
+                let mut next = crate::buffers::take_spare_message();
+                let decision = crate::buffers::with_buffers(n, |[g_buf, hat]| {
+                    let mut unaligned = Vec::new();
+                    dense::encode_with(&mut next, n, &mut unaligned, |g| oracle.gradient(w, g));
+                    let g: &[f32] = match dense::view_at(&next, 0, n) {
+                        Some(g) => g,
+                        None => {
+                            dense::decode_at(&next, 0, g_buf);
+                            g_buf
+                        }
+                    };
                     let g_hat: &[f32] = if msg.bits() == 0 {
                         hat.fill(0.0);
                         hat
-                    } else if let Some(v) = dense::view_at(msg, 0, w.len()) {
+                    } else if let Some(v) = dense::view_at(msg, 0, n) {
                         v
                     } else {
                         dense::decode_at(msg, 0, hat);
                         hat
                     };
-                    match self.trigger.decide(&ctx(g, g_hat)) {
-                        Decision::Upload => {
-                            dense::encode(g, msg);
-                            Upload::Sent
-                        }
-                        Decision::Skip => Upload::Skipped,
+                    self.trigger.decide(&ctx(g, g_hat))
+                });
+                let sent = match decision {
+                    Decision::Upload => {
+                        std::mem::swap(msg, &mut next);
+                        Upload::Sent
                     }
-                })
+                    Decision::Skip => Upload::Skipped,
+                };
+                crate::buffers::give_back_spare_message(next);
+                sent
             }
             None => {
                 // PERF: the gradient goes into `prev_sent`, free by now (a loss of the last

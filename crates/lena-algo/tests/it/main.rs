@@ -1206,14 +1206,16 @@ fn lossless_nodes_keep_no_undo_copy() {
             }
             let mut msg = Message::default();
             let mut out = Vec::new();
-            for t in 0..6u64 {
+            for t in 0..16u64 {
+                // Nearly the same gradient two rounds running: past its first D = 10 rounds,
+                // LAG-WK skips the second (and must keep the first as its upload).
                 let g: Vec<f32> = (0..d)
-                    .map(|i| ((i as u64 * 5 + t * 3) % 7) as f32 - 3.0)
+                    .map(|i| ((i as u64 * 5 + t / 2 * 3) % 7) as f32 - 3.0 + (t % 2) as f32 * 0.01)
                     .collect();
                 let bc = Broadcast {
                     round: t,
                     w: &g,
-                    step_sq: 0.0,
+                    step_sq: 1.0,
                 };
                 let up = wk.step(&bc, &mut Fixed(g.clone()), &mut rng0(), &mut msg);
                 out.push((up, msg.clone()));
@@ -1221,6 +1223,10 @@ fn lossless_nodes_keep_no_undo_copy() {
             assert!(
                 out.iter().any(|(u, _)| *u == Upload::Sent),
                 "{name}: no upload"
+            );
+            assert!(
+                name != "LAG-WK" || out.iter().any(|(u, _)| *u == Upload::Skipped),
+                "{name}: no skip"
             );
             let want = if lossless { kept } else { lossy };
             assert_eq!(floats(wk.as_mut()), want, "{name}, lossless {lossless}");
