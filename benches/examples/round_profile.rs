@@ -10,14 +10,18 @@
 //! thread is of its own; the bound's two threads are the same pool's.
 //! It also times QSGD's draws alone (every node's 32-bit uniform per coordinate from its own
 //! stream, on two threads) and adds them to DGD's ratio: DIANA's floor, what its round costs
-//! with a free codec and server.
+//! with a free codec and server. And it times LENA-m's node scan alone (`ef_scan` over every
+//! node's memory, drift and momentum, as a skipping node runs it, on two threads) and adds it
+//! to DGD's ratio: LENA-m's floor, its round with the gradient and the scan one after the other
+//! and nothing else.
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
 //! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{
-    ROUND_ALGORITHMS, bound_state, round_config, round_config_with_batch, touch_state_once,
+    ROUND_ALGORITHMS, bound_state, lena_scan_once, round_config, round_config_with_batch,
+    touch_state_once,
 };
 use lena_kernels::Kernels;
 use lena_sim::Simulation;
@@ -67,8 +71,13 @@ fn main() {
     // without, whatever its coding).
     let mut streams: Vec<Xoshiro256PlusPlus> =
         (0..200).map(Xoshiro256PlusPlus::seed_from_u64).collect();
+    // LENA-m's node scan alone: three vectors per node (memory, drift, momentum), a gradient
+    // that stays in cache, a spare per thread (LENA's per-thread skip memory).
+    let mut scan_state: Vec<Vec<f32>> = (0..200 * 3).map(|i| vec![i as f32 * 1e-6; 7850]).collect();
+    let mut spares = [vec![0.0f32; 7850], vec![0.0f32; 7850]];
+    let g: Vec<f32> = (0..7850).map(|i| (i % 97) as f32 * 1e-3).collect();
     let n = sims.len() + 2;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 1];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 2];
     for _ in 0..reps {
         for (i, (_, sim)) in sims.iter_mut().enumerate() {
             let start = Instant::now();
@@ -90,6 +99,11 @@ fn main() {
             black_box(draw_uniforms(&mut streams, 7850));
         }
         times[n].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(lena_scan_once(k, &mut scan_state, &mut spares, &g, 2));
+        }
+        times[n + 1].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     // Each slice against the 2-thread bound of its own repetition (measured within seconds of
     // it, so under about the same load of a shared machine): the median of these ratios moves
@@ -110,6 +124,7 @@ fn main() {
         "bound_1_thread",
         "bound_2_threads",
         "qsgd_draws",
+        "lena_m_scan",
     ]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
@@ -130,6 +145,10 @@ fn main() {
         println!(
             "DIANA's floor (DGD's round and QSGD's draws): {:.2} of the bound (median of ratios)",
             median_ratio(dgd) + median_ratio(n)
+        );
+        println!(
+            "LENA-m's floor (DGD's round and the node scan): {:.2} of the bound (median of ratios)",
+            median_ratio(dgd) + median_ratio(n + 1)
         );
     }
 }

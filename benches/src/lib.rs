@@ -74,6 +74,49 @@ pub fn touch_state_once(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f
     }
 }
 
+/// LENA-m's node scan alone, as a skipping node runs it each round: for every node, one
+/// [`Kernels::ef_scan`] over its memory e, drift q and momentum (updated in place) with a
+/// gradient `g` that stays in cache, writing the memory a skip leaves into a spare vector that
+/// then becomes the node's memory (the node's old memory the next spare), as LENA's worker
+/// does. `state` holds three vectors per node (e, q, momentum); one thread, or the nodes split
+/// in two halves on two, each half with its own spare. What a LENA-m round cannot do without
+/// whatever its gradient and server cost.
+pub fn lena_scan_once(
+    k: Kernels,
+    state: &mut [Vec<f32>],
+    spares: &mut [Vec<f32>; 2],
+    g: &[f32],
+    threads: usize,
+) -> f32 {
+    let part = |part: &mut [Vec<f32>], spare: &mut Vec<f32>| {
+        let mut acc = 0.0f32;
+        for node in part.chunks_mut(3) {
+            let [e, q, mom] = node else {
+                unreachable!("three vectors per node")
+            };
+            let momentum = lena_kernels::Ema {
+                x: mom,
+                a: 0.05,
+                b: 0.9,
+            };
+            let skip = lena_kernels::SkipUpdate { q, out: spare };
+            let norms = k.ef_scan(e, 0.05, g, q, Some(momentum), None, Some(skip));
+            std::mem::swap(e, spare);
+            acc += norms.innovation_sq;
+        }
+        acc
+    };
+    let [s0, s1] = spares;
+    if threads <= 1 {
+        part(state, s0)
+    } else {
+        let half = state.len() / 6 * 3;
+        let (a, b) = state.split_at_mut(half);
+        let (x, y) = rayon::join(|| part(a, s0), || part(b, s1));
+        x + y
+    }
+}
+
 /// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random
 /// data of its shape (60 000 x 784, 10 classes).
 pub fn mnist_or_random() -> lena_data::Dataset {
