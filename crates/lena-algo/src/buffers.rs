@@ -92,3 +92,24 @@ pub(crate) fn take_spare_message() -> crate::Message {
 pub(crate) fn give_back_spare_message(m: crate::Message) {
     SPARE_MESSAGE.with_borrow_mut(|s| *s = m);
 }
+
+/// Computes `oracle`'s gradient at `w` straight into `next` as a dense upload (see
+/// [`take_spare_message`]) and returns it: read in place, or decoded into `g_buf` where the
+/// platform cannot view the message's bytes as f32s.
+pub(crate) fn gradient_into_message<'a>(
+    oracle: &mut dyn crate::GradientOracle,
+    w: &[f32],
+    next: &'a mut crate::Message,
+    g_buf: &'a mut [f32],
+) -> &'a [f32] {
+    let n = w.len();
+    let mut unaligned = Vec::new();
+    lena_compress::dense::encode_with(next, n, &mut unaligned, |g| oracle.gradient(w, g));
+    match lena_compress::dense::view_at(next, 0, n) {
+        Some(g) => g,
+        None => {
+            lena_compress::dense::decode_at(next, 0, g_buf);
+            g_buf
+        }
+    }
+}

@@ -188,15 +188,7 @@ impl Worker for LagWorker {
                 let n = w.len();
                 let mut next = crate::buffers::take_spare_message();
                 let decision = crate::buffers::with_buffers(n, |[g_buf, hat]| {
-                    let mut unaligned = Vec::new();
-                    dense::encode_with(&mut next, n, &mut unaligned, |g| oracle.gradient(w, g));
-                    let g: &[f32] = match dense::view_at(&next, 0, n) {
-                        Some(g) => g,
-                        None => {
-                            dense::decode_at(&next, 0, g_buf);
-                            g_buf
-                        }
-                    };
+                    let g = crate::buffers::gradient_into_message(oracle, w, &mut next, g_buf);
                     let g_hat: &[f32] = if msg.bits() == 0 {
                         hat.fill(0.0);
                         hat

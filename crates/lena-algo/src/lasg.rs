@@ -3,7 +3,7 @@
 use crate::params::{check_step, default_depth, lazy_rule};
 use crate::stale::{Payload, StaleServer, Steps};
 use crate::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Worker};
-use lena_compress::{Compressor, ErrorFeedback, dense};
+use lena_compress::{Compressor, ErrorFeedback};
 use lena_kernels::Kernels;
 use lena_policy::trigger::{Decision, LazyRule, Normalisation, Trigger};
 use rand::RngCore;
@@ -142,9 +142,21 @@ impl Worker for TwoPointWorker {
         let (round, w) = (bc.round, bc.w);
         let k = self.kernels;
         // PERF: both gradients, SASG's m and (in a lossless run) the vector it sends live for
-        // the round only, in per-thread buffers.
-        crate::buffers::with_buffers(w.len(), |[g, g_old, m, sent]| {
-            oracle.gradient(w, g);
+        // the round only, in per-thread buffers. LASG's gradient is computed straight into
+        // this thread's spare message, which an upload swaps with the node's: an upload is the
+        // gradient's one write, with no copy into the message after the decision.
+        let mut next = self
+            .sparse
+            .is_none()
+            .then(crate::buffers::take_spare_message);
+        let sent = crate::buffers::with_buffers(w.len(), |[g_buf, g_old, m, sent]| {
+            let g: &[f32] = match next.as_mut() {
+                Some(next) => crate::buffers::gradient_into_message(oracle, w, next, g_buf),
+                None => {
+                    oracle.gradient(w, g_buf);
+                    g_buf
+                }
+            };
             let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
             if round > 0 {
                 oracle.gradient_same_batch(&self.w_hat, g_old);
@@ -152,8 +164,8 @@ impl Worker for TwoPointWorker {
             }
             let up = self.rule.decide(&ctx) == Decision::Upload;
             match (&mut self.sparse, up) {
-                (None, true) => dense::encode(g, msg),
-                (None, false) => {}
+                // The spare message holding g is swapped in below.
+                (None, _) => {}
                 (Some(s), true) => {
                     // m = e + alpha g; v = C(m); e = m - v.
                     let v = if s.v_prev.is_empty() {
@@ -176,7 +188,14 @@ impl Worker for TwoPointWorker {
             } else {
                 Upload::Skipped
             }
-        })
+        });
+        if let Some(mut next) = next {
+            if sent == Upload::Sent {
+                std::mem::swap(msg, &mut next);
+            }
+            crate::buffers::give_back_spare_message(next);
+        }
+        sent
     }
 
     /// SASG: the sparse vector never arrived, so it goes back into the memory. (The server
