@@ -162,7 +162,7 @@ impl Worker for LaqWorker {
         crate::buffers::with_buffers(w.len(), |[g, q]| {
             crate::buffers::with_levels_buffer(w.len(), |levels| {
                 oracle.gradient(w, g);
-                let r = laq::quantize(g, &self.qhat, self.bits, levels, q);
+                let r = laq::quantize_with(k, g, &self.qhat, self.bits, levels, q);
                 let eps_sq = f64::from(k.dist2_sq(g, q));
                 let mut ctx = self.steps.ctx(bc, self.alpha, self.m);
                 ctx.innovation_sq = f64::from(k.dist2_sq(q, &self.qhat));
