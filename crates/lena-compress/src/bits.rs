@@ -271,7 +271,8 @@ impl<'a> BitReader<'a> {
         debug_assert!((1..=32).contains(&width));
         self.refill();
         // INVARIANT: the accumulator's bits at and above `n` are zero (it is shifted right and
-        // filled at `n`), so bits past the buffer's end read as 0.
+        // filled at `n`) or, after a `Cursor`'s fill, the stream's own next bits (which a fill
+        // ORs in again unchanged), so bits past the buffer's end read as 0.
         self.acc & (u64::MAX >> (64 - width))
     }
 
@@ -372,6 +373,80 @@ impl<'a> BitReader<'a> {
                 bits: self.left,
             })
         }
+    }
+}
+
+impl<'a> BitReader<'a> {
+    /// The reader's position as a [`Cursor`], for a decoder's inner loop; hand it back with
+    /// [`Self::resume`].
+    #[inline(always)]
+    pub fn cursor(&self) -> Cursor<'a> {
+        // The whole bytes of real bits past those buffered; none if a buffered bit is not
+        // real, so that the cursor's first fill fails.
+        let end = match self.left.checked_sub(u64::from(self.n)) {
+            Some(rest) => self.buf.len().min(self.pos + (rest / 8) as usize),
+            None => 0,
+        };
+        Cursor {
+            buf: &self.buf[..end],
+            pos: self.pos,
+            acc: self.acc,
+            n: self.n,
+        }
+    }
+
+    /// Continues from where `c` (a [`Self::cursor`] of this reader) stopped.
+    #[inline(always)]
+    pub fn resume(&mut self, c: Cursor<'a>) {
+        // Bits consumed: those loaded since, less those still buffered.
+        let read = 8 * (c.pos - self.pos) as u64 + u64::from(self.n) - u64::from(c.n);
+        debug_assert!(read <= self.left);
+        (self.pos, self.acc, self.n, self.left) = (c.pos, c.acc, c.n, self.left - read);
+    }
+}
+
+/// A [`BitReader`]'s position for a table-driven decoder's inner loop, away from the end of the
+/// buffer: [`Cursor::fill`] buffers at least 56 bits without a branch on how many are buffered
+/// (the branch of [`BitReader::peek`]'s fill mispredicts on variable-length codes), and while it
+/// succeeds every buffered bit is real (it reads only whole bytes of real bits, so there is no
+/// count of bits left to check). Small enough for a loop to keep several in registers.
+#[derive(Clone, Copy, Debug)]
+pub struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    acc: u64,
+    n: u32,
+}
+
+impl Cursor<'_> {
+    /// Buffers at least 56 bits if the buffer has eight bytes from the next unread one; else
+    /// `false`, and nothing changes. Whole bytes up to 63 bits; the next byte's low bits may sit
+    /// above them (the stream's own bits, which a later fill writes again).
+    #[inline(always)]
+    pub fn fill(&mut self) -> bool {
+        let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
+            return false;
+        };
+        self.acc |= u64::from_le_bytes(b.try_into().expect("eight bytes")) << self.n;
+        let take = (63 - self.n) >> 3;
+        self.pos += take as usize;
+        self.n += 8 * take;
+        true
+    }
+
+    /// The next `width <= 32` bits (after a successful [`Self::fill`]: all real).
+    #[inline(always)]
+    pub fn peek(&self, width: u32) -> u64 {
+        debug_assert!((1..=32).contains(&width) && width <= self.n);
+        self.acc & (u64::MAX >> (64 - width))
+    }
+
+    /// Consumes `width <= 56` bits, which a successful [`Self::fill`] buffered.
+    #[inline(always)]
+    pub fn consume(&mut self, width: u32) {
+        debug_assert!(width <= self.n);
+        self.acc >>= width;
+        self.n -= width;
     }
 }
 
@@ -573,5 +648,38 @@ mod tests {
                 p.push(0xff, 8);
             }
         });
+    }
+
+    proptest! {
+        /// A cursor reads the stream's bits as the reader does, never a bit past the reader's
+        /// `bits` (here a buffer longer than them, of nonzero bytes), and hands back a reader
+        /// that goes on where it stopped.
+        #[test]
+        fn a_cursor_reads_what_the_reader_reads_and_only_real_bits(
+            bytes in proptest::collection::vec(1u8..=255, 0..64),
+            cut in 0usize..64,
+            skip in 0u32..=32,
+            widths in proptest::collection::vec(1u32..=12, 1..40),
+        ) {
+            let bits = (8 * bytes.len()).saturating_sub(cut) as u64;
+            let (mut r, mut plain) = (BitReader::new(&bytes, bits, "t"), BitReader::new(&bytes, bits, "t"));
+            let skip = u64::from(skip).min(bits) as u32;
+            prop_assert_eq!(r.read(skip).unwrap(), plain.read(skip).unwrap());
+            let mut c = r.cursor();
+            for &w in widths.iter().cycle().take(200) {
+                if !c.fill() {
+                    break;
+                }
+                for _ in 0..4 {
+                    // Every bit the cursor gives is real, and the reader's.
+                    prop_assert_eq!(c.peek(w), plain.read(w).unwrap());
+                    c.consume(w);
+                }
+            }
+            r.resume(c);
+            prop_assert_eq!(r.remaining(), plain.remaining());
+            let rest = plain.remaining().min(32) as u32;
+            prop_assert_eq!(r.read(rest).unwrap(), plain.read(rest).unwrap());
+        }
     }
 }

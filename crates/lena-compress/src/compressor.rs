@@ -5,7 +5,7 @@
 //! omega (`E||C(x) - x||^2 <= omega ||x||^2` for unbiased ones) and the contraction delta
 //! (`E||C(x) - x||^2 <= (1 - delta) ||x||^2`).
 
-use crate::bits::{BitReader, BitWriter, Packer, width_for};
+use crate::bits::{BitReader, BitWriter, Cursor, Packer, width_for};
 use crate::{Error, Message, Result};
 use lena_kernels::{BadParam, Kernels};
 use rand::{RngCore, SeedableRng};
@@ -428,6 +428,9 @@ impl Qsgd {
     fn decode_fields<F: Field>(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
         let width = width_for(u64::from(self.s) + 1);
         let mut r = BitReader::new(&msg.bytes, msg.bits, "QSGD");
+        let (steps, multi) = (multi_gamma_steps(), multi_gamma_table());
+        // Room for a whole window's fields written past the chunk's last (see gamma_windows).
+        let mut buf = [F::default(); 256 + MULTI_FIELDS];
         for ob in out.chunks_mut(self.bucket) {
             let n = r.read_f32()?;
             if !(n.is_finite() && n >= 0.0) {
@@ -437,22 +440,19 @@ impl Qsgd {
                 });
             }
             let unit = n / self.s as f32;
-            // Room for a whole window's fields written past the chunk's last (see below).
-            let mut buf = [F::default(); 256 + MULTI_FIELDS];
             for oc in ob.chunks_mut(256) {
                 let len = oc.len();
                 match self.coding {
                     QsgdCoding::Fixed => F::read_fixed(&mut r, width + 1, &mut buf[..len])?,
                     QsgdCoding::EliasGamma => {
-                        let multi = multi_gamma_table();
-                        let steps = multi_gamma_steps();
-                        let mut i = 0;
+                        // PERF: whole windows while the cursor has them (most of the chunk),
+                        // then the rest code by code.
+                        let (mut c, mut i) = (r.cursor(), 0);
+                        while gamma_windows(&mut c, &mut buf, &mut i, len, steps, multi) {}
+                        r.resume(c);
                         while i < len {
-                            // PERF: while a window's codes all belong to this chunk, take them
-                            // all: the bits they span from an 8 KiB table (in L1), checked
-                            // against the real bits after the lookup, and their fields copied
-                            // whole. The serial chain is the accumulator, one load from that
-                            // table and a shift per window.
+                            // A whole window where the cursor could not fill (near the
+                            // message's end), its bits checked against the real ones.
                             if len - i >= GAMMA_BITS as usize {
                                 let window = r.peek_bits(GAMMA_BITS) as usize;
                                 let step = steps[window];
@@ -687,6 +687,49 @@ impl Compressor for Qsgd {
     }
 }
 
+/// One step of the QSGD Elias-gamma decoder's inner loop: one fill of the cursor, then up to
+/// four windows (at most 48 bits) while the chunk (of `len <= 256` fields) has room past `at`
+/// for a whole window's fields. A window gives every whole code it starts with: the bits they
+/// span from an 8 KiB table (in L1) and their fields copied whole (some past the last, which
+/// the next window overwrites). Returns whether it took a window; if not, nothing changed (near
+/// the chunk's end or the message's, or a window without a whole code).
+///
+/// PERF: the serial chain per window is the accumulator, one load from that table and a shift.
+/// The fill is branch-free (a branch on how full the accumulator is mispredicts on codes of
+/// varying length) but its load depends on the last window's length, so one fill serves four
+/// windows: about 1.3x faster than a fill checked before each window (an M = 200 DIANA
+/// message, d = 7850, on AMD Zen 4).
+#[inline(always)]
+fn gamma_windows<F: Field>(
+    c: &mut Cursor<'_>,
+    buf: &mut [F; 256 + MULTI_FIELDS],
+    at: &mut usize,
+    len: usize,
+    steps: &[MultiStep; 1 << GAMMA_BITS],
+    multi: &[MultiCodes; 1 << GAMMA_BITS],
+) -> bool {
+    if len.min(256) < *at + GAMMA_BITS as usize || !c.fill() {
+        return false;
+    }
+    // PERF: one fill (at least 56 bits) serves four windows of at most 12 bits.
+    for k in 0..4 {
+        let i = *at;
+        if k > 0 && len.min(256) < i + GAMMA_BITS as usize {
+            return true;
+        }
+        let window = c.peek(GAMMA_BITS) as usize & ((1 << GAMMA_BITS) - 1);
+        let step = steps[window];
+        if step.bits == 0 {
+            return k > 0;
+        }
+        // i <= 256 - GAMMA_BITS (above), so the window's fields fit the buffer.
+        F::copy_all(&mut buf[i..i + MULTI_FIELDS], &multi[window].fields);
+        *at = i + usize::from(step.count);
+        c.consume(u32::from(step.bits));
+    }
+    true
+}
+
 /// Bits of the QSGD Elias-gamma decoding table's window.
 const GAMMA_BITS: u32 = 12;
 
@@ -804,8 +847,9 @@ struct MultiStep {
 
 /// [`MultiStep`] of every `GAMMA_BITS`-bit window (8 KiB: the decoder's serial chain reads it,
 /// so it is kept apart from the fields to stay in L1).
-fn multi_gamma_steps() -> &'static [MultiStep] {
-    static TABLE: std::sync::OnceLock<Vec<MultiStep>> = std::sync::OnceLock::new();
+fn multi_gamma_steps() -> &'static [MultiStep; 1 << GAMMA_BITS] {
+    static TABLE: std::sync::OnceLock<Box<[MultiStep; 1 << GAMMA_BITS]>> =
+        std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         multi_gamma_table()
             .iter()
@@ -816,13 +860,17 @@ fn multi_gamma_steps() -> &'static [MultiStep] {
                     k => e.ends[usize::from(k) - 1],
                 },
             })
-            .collect()
+            .collect::<Vec<_>>()
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one entry per window"))
     })
 }
 
 /// For every `GAMMA_BITS`-bit window: all the whole codes it starts with (see [`MultiCodes`]).
-fn multi_gamma_table() -> &'static [MultiCodes] {
-    static TABLE: std::sync::OnceLock<Vec<MultiCodes>> = std::sync::OnceLock::new();
+fn multi_gamma_table() -> &'static [MultiCodes; 1 << GAMMA_BITS] {
+    static TABLE: std::sync::OnceLock<Box<[MultiCodes; 1 << GAMMA_BITS]>> =
+        std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
         let single = gamma_table();
         (0..1u32 << GAMMA_BITS)
@@ -844,7 +892,10 @@ fn multi_gamma_table() -> &'static [MultiCodes] {
                 }
                 e
             })
-            .collect()
+            .collect::<Vec<_>>()
+            .into_boxed_slice()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("one entry per window"))
     })
 }
 

@@ -420,6 +420,23 @@ fn composite_messages_split_back_and_received_buffers_are_checked() {
     assert_eq!((m.bytes(), m.bits()), (&[1u8, 2, 3][..], 17));
 }
 
+/// A QSGD test case: a vector of up to `max_len - 1` coordinates (zeros, small and large
+/// values), levels s (the byte-field and pair-table bounds, and past them), a bucket size (0:
+/// one bucket), whether the norm is the max norm, whether fields are fixed-width, and a seed.
+fn qsgd_case(max_len: usize) -> impl Strategy<Value = (Vec<f32>, u32, usize, bool, bool, u64)> {
+    (
+        proptest::collection::vec(
+            prop_oneof![Just(0.0f32), -1.0f32..1.0, -1e3f32..1e3],
+            1..max_len,
+        ),
+        prop_oneof![1u32..=8, Just(12), Just(126), Just(127), Just(300)],
+        prop_oneof![Just(0usize), 1usize..40, Just(256), Just(300), Just(512)],
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+}
+
 /// QSGD's stream as ALGORITHMS.md writes it, bit by bit with bitvec: per bucket its norm's 32
 /// bits, then per coordinate its level as the Elias-gamma code of `level + 1` and a sign bit
 /// if the level is above 0, or (fixed width) a sign bit and the level in `width` bits. The levels and signs are read off the
@@ -480,12 +497,7 @@ proptest! {
     /// table, the one-code and split-code paths) writes the reference's stream.
     #[test]
     fn qsgd_writes_the_reference_stream(
-        x in proptest::collection::vec(prop_oneof![Just(0.0f32), -1.0f32..1.0, -1e3f32..1e3], 1..700),
-        s in prop_oneof![1u32..=8, Just(12), Just(126), Just(127), Just(300)],
-        bucket in prop_oneof![Just(0usize), 1usize..40, Just(256), Just(300), Just(512)],
-        max_norm in any::<bool>(),
-        fixed in any::<bool>(),
-        seed in any::<u64>(),
+        (x, s, bucket, max_norm, fixed, seed) in qsgd_case(700),
     ) {
         use bitvec::prelude::*;
         let d = x.len();
@@ -501,5 +513,119 @@ proptest! {
         prop_assert_eq!(got, &want[..]);
         // Whole bytes, zero past the last bit.
         prop_assert!(msg.bytes().view_bits::<Lsb0>()[want.len()..].not_any());
+    }
+}
+
+/// A message for [`qsgd_decodes_as_the_reference`]: `x`'s encoding as written (`kind` 0), cut
+/// short (1), with zero bits appended (2), with a bit flipped (3), or bytes of the seed (4).
+fn message_of(c: &dyn Compressor, x: &[f32], seed: u64, kind: u8) -> Message {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut msg = Message::default();
+    c.compress(x, &mut rng, &mut vec![0.0f32; x.len()], &mut msg);
+    let (mut bytes, bits) = (msg.bytes().to_vec(), msg.bits());
+    let (bytes, bits) = match kind {
+        0 => (bytes, bits),
+        1 => {
+            let bits = bits.saturating_sub(1 + seed % 40);
+            bytes.truncate(bits.div_ceil(8) as usize);
+            if bits % 8 != 0 {
+                *bytes.last_mut().unwrap() &= (1u8 << (bits % 8)) - 1;
+            }
+            (bytes, bits)
+        }
+        2 => {
+            let extra = 1 + seed % 20;
+            bytes.resize((bits + extra).div_ceil(8) as usize, 0);
+            (bytes, bits + extra)
+        }
+        3 if bits > 0 => {
+            let at = seed % bits;
+            bytes[(at / 8) as usize] ^= 1 << (at % 8);
+            (bytes, bits)
+        }
+        _ => {
+            let n = (seed % 300) as usize;
+            let bytes: Vec<u8> = (0..n).map(|i| (seed >> (i % 57)) as u8 ^ i as u8).collect();
+            (bytes, 8 * n as u64)
+        }
+    };
+    Message::from_bytes(bytes, bits).unwrap()
+}
+
+/// QSGD's decoder as ALGORITHMS.md states the encoding, one bit at a time: per bucket the norm
+/// (a finite f32 >= 0), then per coordinate the Elias-gamma code of level + 1 (a prefix of at
+/// most 31 zeros) and a sign bit if the level is not 0, or the fixed-width field
+/// `level << 1 | sign`; every level at most s, and no bit left over. `None` for a malformed
+/// message.
+fn qsgd_reference_decode(
+    s: u32,
+    d: usize,
+    bucket: usize,
+    coding: QsgdCoding,
+    msg: &Message,
+) -> Option<Vec<f32>> {
+    use bitvec::prelude::*;
+    let bits = &msg.bytes().view_bits::<Lsb0>()[..msg.bits() as usize];
+    let mut at = 0;
+    let mut read = |width: u32| -> Option<u64> {
+        let field = bits.get(at..at + width as usize)?;
+        at += width as usize;
+        Some(field.iter().rev().fold(0, |v, b| v << 1 | u64::from(*b)))
+    };
+    let width = 64 - u64::from(s).leading_zeros();
+    let mut out = Vec::with_capacity(d);
+    for b0 in (0..d).step_by(if bucket == 0 { d.max(1) } else { bucket }) {
+        let norm = f32::from_bits(read(32)? as u32);
+        if !(norm.is_finite() && norm >= 0.0) {
+            return None;
+        }
+        let unit = norm / s as f32;
+        for _ in b0..d.min(b0 + if bucket == 0 { d } else { bucket }) {
+            let (level, negative) = match coding {
+                QsgdCoding::EliasGamma => {
+                    let mut zeros = 0;
+                    while read(1)? == 0 {
+                        zeros += 1;
+                        if zeros > 31 {
+                            return None;
+                        }
+                    }
+                    let level = ((1u64 << zeros) | read(zeros)?) - 1;
+                    (level, level > 0 && read(1)? == 1)
+                }
+                QsgdCoding::Fixed => {
+                    let f = read(width + 1)?;
+                    (f >> 1, f & 1 == 1)
+                }
+            };
+            if level > u64::from(s) {
+                return None;
+            }
+            let v = unit * level as f32;
+            out.push(f32::from_bits(v.to_bits() | u32::from(negative) << 31));
+        }
+    }
+    (at == bits.len()).then_some(out)
+}
+
+proptest! {
+    /// The decoder's every path (the cursor's windows, the windows and codes near a chunk's or
+    /// the message's end, the one-code and parsed paths, fixed fields) decodes as the reference:
+    /// the same floats, or an error where the reference finds the message malformed.
+    #[test]
+    fn qsgd_decodes_as_the_reference(
+        (x, s, bucket, max_norm, fixed, seed) in qsgd_case(1200),
+        kind in 0u8..5,
+    ) {
+        let d = x.len();
+        let coding = if fixed { QsgdCoding::Fixed } else { QsgdCoding::EliasGamma };
+        let norm = if max_norm { QsgdNorm::Max } else { QsgdNorm::L2 };
+        let c = Qsgd::new(d, s, bucket, norm, coding).unwrap();
+        let msg = message_of(&c, &x, seed, kind);
+        let mut out = vec![0.0f32; d];
+        let got = c.decode(&msg, &mut out).ok().map(|()| out);
+        let want = qsgd_reference_decode(s, d, bucket, coding, &msg);
+        let bits = |v: Option<Vec<f32>>| v.map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+        prop_assert_eq!(bits(got), bits(want), "kind {}", kind);
     }
 }
