@@ -629,3 +629,49 @@ proptest! {
         prop_assert_eq!(bits(got), bits(want), "kind {}", kind);
     }
 }
+
+proptest! {
+    /// Top-k keeps the k first coordinates under (magnitude descending, index ascending), NaN
+    /// above infinity, whatever the ties, zeros of either sign, infinities and subnormals, and
+    /// however a sample of the vector misleads its threshold (`spread`: the large values only
+    /// where a stride-th sample does not look, or only where it does).
+    #[test]
+    fn top_k_keeps_the_first_k_by_magnitude_then_index(
+        mut x in proptest::collection::vec(prop_oneof![
+            Just(0.0f32), Just(-0.0f32), Just(1.0f32), Just(-1.0f32), Just(2.5f32),
+            Just(f32::INFINITY), Just(f32::NEG_INFINITY), Just(1e-40f32), Just(f32::NAN),
+            -1e3f32..1e3,
+        ], 1..3000),
+        k in prop_oneof![1usize..10, 1usize..200, 1usize..3000],
+        spread in 0u8..3,
+    ) {
+        let d = x.len();
+        let k = 1 + (k - 1) % d;
+        let stride = d.div_ceil(256).max(1);
+        if spread > 0 {
+            for (i, v) in x.iter_mut().enumerate() {
+                let sampled = i % stride == 0;
+                *v = if sampled == (spread == 1) { v.abs().min(1.0) * 1e-3 } else { *v };
+            }
+        }
+        let c = TopK::new(d, k, IndexCoding::U32).unwrap();
+        let mut out = vec![1.0f32; d];
+        let mut msg = Message::default();
+        c.compress(&x, &mut Xoshiro256PlusPlus::seed_from_u64(0), &mut out, &mut msg);
+        let mut want: Vec<usize> = (0..d).collect();
+        want.sort_by(|&a, &b| x[b].abs().total_cmp(&x[a].abs()).then(a.cmp(&b)));
+        want.truncate(k);
+        want.sort_unstable();
+        let mut want_out = vec![0.0f32; d];
+        for &i in &want {
+            want_out[i] = x[i];
+        }
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&out), bits(&want_out));
+        let sent: Vec<usize> = msg.bytes()[..4 * k]
+            .chunks(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+            .collect();
+        prop_assert_eq!(sent, want);
+    }
+}
