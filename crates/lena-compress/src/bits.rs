@@ -224,23 +224,22 @@ impl<'a> BitReader<'a> {
             });
         }
         let mask = u64::MAX >> (64 - width);
+        // PERF: while the cursor fills (at least 56 bits, all real), as many fields as fit are
+        // cut from the same bits, each with its own shift: no step waits on the last one.
+        let per = (56 / width) as usize;
+        let mut c = self.cursor();
         let mut done = 0;
-        // PERF: while four whole bytes remain, refill without per-field error paths.
-        for o in out.iter_mut() {
-            if self.n < width {
-                let Some(b) = self.buf.get(self.pos..self.pos + 4) else {
-                    break;
-                };
-                self.acc |= u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])) << self.n;
-                self.pos += 4;
-                self.n += 32;
+        for group in out.chunks_mut(per) {
+            if !c.fill() {
+                break;
             }
-            *o = (self.acc & mask) as u32;
-            self.acc >>= width;
-            self.n -= width;
-            done += 1;
+            for (j, o) in group.iter_mut().enumerate() {
+                *o = (c.peek_at(j as u32 * width) & mask) as u32;
+            }
+            c.consume(width * group.len() as u32);
+            done += group.len();
         }
-        self.left -= u64::from(width) * done as u64;
+        self.resume(c);
         for o in &mut out[done..] {
             *o = self.read(width)? as u32;
         }
@@ -439,6 +438,14 @@ impl Cursor<'_> {
     pub fn peek(&self, width: u32) -> u64 {
         debug_assert!((1..=32).contains(&width) && width <= self.n);
         self.acc & (u64::MAX >> (64 - width))
+    }
+
+    /// The buffered bits from `at <= 56` on (after a successful [`Self::fill`]: the low
+    /// `56 - at` of them are real).
+    #[inline(always)]
+    pub fn peek_at(&self, at: u32) -> u64 {
+        debug_assert!(at <= 56);
+        self.acc >> at
     }
 
     /// Consumes `width <= 56` bits, which a successful [`Self::fill`] buffered.
