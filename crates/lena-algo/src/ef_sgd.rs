@@ -1,6 +1,6 @@
 //! Error-feedback SGD with any compressor.
 
-use crate::gather::SenderSum;
+use crate::gather::{SenderSum, SparseSum};
 use crate::params::{check_step, compressor, contractive};
 use crate::{
     Algorithm, Broadcast, GradientOracle, Message, Result, Server, Upload, Uploads, Worker,
@@ -72,6 +72,7 @@ impl Algorithm for EfSgd {
         Box::new(SumServer {
             n_workers,
             c: self.compressor.clone(),
+            sparse: SparseSum::new(self.compressor.as_ref(), n_workers),
             senders: SenderSum::new(n_workers, dim),
             sum: vec![0.0; dim],
             kernels: k,
@@ -141,6 +142,8 @@ impl Worker for EfWorker {
 struct SumServer {
     n_workers: usize,
     c: Arc<dyn Compressor>,
+    /// The pairs of a sparse compressor's uploads (top-k, rand-k), if it has that form.
+    sparse: Option<SparseSum>,
     senders: SenderSum,
     sum: Vec<f32>,
     kernels: Kernels,
@@ -151,6 +154,9 @@ impl Server for SumServer {
         uploads.expect_len(self.n_workers)?;
         let c = &self.c;
         let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
+        if let Some(sparse) = &mut self.sparse {
+            return sparse.apply(k, round, &uploads, c.as_ref(), &mut self.sum, w, inv_m);
+        }
         self.senders.apply(
             k,
             round,

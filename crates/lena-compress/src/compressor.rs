@@ -22,6 +22,15 @@ pub trait Compressor: Send + Sync {
     fn compress(&self, x: &[f32], rng: &mut dyn RngCore, out: &mut [f32], msg: &mut Message);
     /// Reconstructs `C(x)` from a message; malformed messages are errors, never panics.
     fn decode(&self, msg: &Message, out: &mut [f32]) -> Result<()>;
+    /// For a compressor whose messages carry a few coordinates (top-k, rand-k): `Some`, having
+    /// put into `out` (cleared first) the (index, value) pairs of the coordinates `msg` carries,
+    /// ascending by index, with the values [`Self::decode`] writes there; every other coordinate
+    /// of its vector is +0.0. `None` (the default) for a compressor without such a form. A
+    /// server adds the pairs rather than a whole vector per upload.
+    fn decode_sparse(&self, msg: &Message, out: &mut Vec<(u32, f32)>) -> Option<Result<()>> {
+        let _ = (msg, out);
+        None
+    }
     /// `E[C(x)] = x`.
     fn unbiased(&self) -> bool;
     /// Variance factor omega, for unbiased compressors.
@@ -1038,6 +1047,19 @@ impl Compressor for TopK {
         sparse_decode("top-k", msg, self.d, self.k, self.index_width, out)
     }
 
+    fn decode_sparse(&self, msg: &Message, out: &mut Vec<(u32, f32)>) -> Option<Result<()>> {
+        out.clear();
+        let put = |i, v| out.push((i, v));
+        Some(sparse_pairs(
+            "top-k",
+            msg,
+            self.d,
+            self.k,
+            self.index_width,
+            put,
+        ))
+    }
+
     fn unbiased(&self) -> bool {
         false
     }
@@ -1057,8 +1079,21 @@ fn sparse_decode(
     width: u32,
     out: &mut [f32],
 ) -> Result<()> {
-    let mut r = BitReader::new(&msg.bytes, msg.bits, kind);
     out.fill(0.0);
+    sparse_pairs(kind, msg, d, k, width, |i, v| out[i as usize] = v)
+}
+
+/// Reads a top-k message (`k` ascending indices of `width` bits below `d`, then their values)
+/// and hands each (index, value) to `put`, in index order.
+fn sparse_pairs(
+    kind: &'static str,
+    msg: &Message,
+    d: usize,
+    k: usize,
+    width: u32,
+    mut put: impl FnMut(u32, f32),
+) -> Result<()> {
+    let mut r = BitReader::new(&msg.bytes, msg.bits, kind);
     with_index_scratch(|idx| {
         idx.clear();
         let mut prev: Option<u64> = None;
@@ -1074,7 +1109,7 @@ fn sparse_decode(
             idx.push(i as u32);
         }
         for &i in idx.iter() {
-            out[i as usize] = r.read_f32()?;
+            put(i, r.read_f32()?);
         }
         Ok(())
     })?;
@@ -1099,6 +1134,21 @@ pub struct RandK {
 }
 
 impl RandK {
+    /// Reads a message (the 64-bit seed, then the values of the k coordinates it selects) and
+    /// hands each (index, scaled value) to `put`, in index order.
+    fn pairs(&self, msg: &Message, mut put: impl FnMut(u32, f32)) -> Result<()> {
+        let mut r = BitReader::new(&msg.bytes, msg.bits, "rand-k");
+        let seed = r.read(32)? | (r.read(32)? << 32);
+        let f = self.factor();
+        self.with_indices(seed, |idx| {
+            for &i in idx {
+                put(i, f * r.read_f32()?);
+            }
+            Ok::<(), Error>(())
+        })?;
+        r.finish()
+    }
+
     /// Rand-k on vectors of dimension `d`, keeping `k` in 1..=d coordinates, scaled by d/k
     /// (unbiased) if `scaled`.
     ///
@@ -1176,17 +1226,13 @@ impl Compressor for RandK {
 
     fn decode(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
         check_len("rand-k", self.d, out)?;
-        let mut r = BitReader::new(&msg.bytes, msg.bits, "rand-k");
-        let seed = r.read(32)? | (r.read(32)? << 32);
         out.fill(0.0);
-        let f = self.factor();
-        self.with_indices(seed, |idx| {
-            for &i in idx {
-                out[i as usize] = f * r.read_f32()?;
-            }
-            Ok::<(), Error>(())
-        })?;
-        r.finish()
+        self.pairs(msg, |i, v| out[i as usize] = v)
+    }
+
+    fn decode_sparse(&self, msg: &Message, out: &mut Vec<(u32, f32)>) -> Option<Result<()>> {
+        out.clear();
+        Some(self.pairs(msg, |i, v| out.push((i, v))))
     }
 
     fn unbiased(&self) -> bool {

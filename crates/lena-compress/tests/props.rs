@@ -675,3 +675,37 @@ proptest! {
         prop_assert_eq!(sent, want);
     }
 }
+
+proptest! {
+    /// A compressor's sparse form (top-k, rand-k) is its decoding: the same success or error,
+    /// pairs ascending by index, and the vector of the pairs (+0.0 elsewhere) bit for bit the
+    /// one `decode` writes, on encodings and on garbage; the others have none.
+    #[test]
+    fn the_sparse_form_is_the_decoding(
+        x in proptest::collection::vec(prop_oneof![Just(0.0f32), Just(-0.0f32), -1e3f32..1e3], 1..300),
+        kind in 0u8..5,
+        seed in any::<u64>(),
+    ) {
+        let d = x.len();
+        for c in all(d) {
+            let msg = message_of(c.as_ref(), &x, seed, kind);
+            let mut pairs = vec![(7, 7.0)];
+            let Some(sparse) = c.decode_sparse(&msg, &mut pairs) else {
+                prop_assert!(!c.name().starts_with("top-") && !c.name().starts_with("rand-"), "{}", c.name());
+                continue;
+            };
+            let mut dense = vec![1.0f32; d];
+            let decoded = c.decode(&msg, &mut dense);
+            prop_assert_eq!(sparse.is_ok(), decoded.is_ok(), "{}", c.name());
+            if sparse.is_ok() {
+                prop_assert!(pairs.windows(2).all(|p| p[0].0 < p[1].0), "{}", c.name());
+                let mut from_pairs = vec![0.0f32; d];
+                for &(i, v) in &pairs {
+                    from_pairs[i as usize] = v;
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&from_pairs), bits(&dense), "{}", c.name());
+            }
+        }
+    }
+}
