@@ -72,8 +72,10 @@ impl Algorithm for EfSgd {
         Box::new(SumServer {
             n_workers,
             c: self.compressor.clone(),
-            sparse: SparseSum::new(self.compressor.as_ref(), n_workers),
-            senders: SenderSum::new(n_workers, dim),
+            receive: match SparseSum::new(self.compressor.as_ref(), n_workers) {
+                Some(sparse) => Receive::Sparse(sparse),
+                None => Receive::Dense(SenderSum::new(n_workers, dim)),
+            },
             sum: vec![0.0; dim],
             kernels: k,
         })
@@ -138,13 +140,19 @@ impl Worker for EfWorker {
     }
 }
 
+/// How a [`SumServer`] takes in its uploads.
+enum Receive {
+    /// Each decoded to a whole vector, a group of nodes at a time.
+    Dense(SenderSum),
+    /// As (index, value) pairs, for a compressor with that form (top-k, rand-k).
+    Sparse(SparseSum),
+}
+
 /// Server for algorithms whose uploads are already-scaled updates: `w -= (1/M) sum_m v_m`.
 struct SumServer {
     n_workers: usize,
     c: Arc<dyn Compressor>,
-    /// The pairs of a sparse compressor's uploads (top-k, rand-k), if it has that form.
-    sparse: Option<SparseSum>,
-    senders: SenderSum,
+    receive: Receive,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -154,19 +162,21 @@ impl Server for SumServer {
         uploads.expect_len(self.n_workers)?;
         let c = &self.c;
         let (k, inv_m) = (self.kernels, -1.0 / self.n_workers as f32);
-        if let Some(sparse) = &mut self.sparse {
-            return sparse.apply(k, round, &uploads, c.as_ref(), &mut self.sum, w, inv_m);
+        match &mut self.receive {
+            Receive::Sparse(sparse) => {
+                sparse.apply(k, round, &uploads, c.as_ref(), &mut self.sum, w, inv_m)
+            }
+            Receive::Dense(senders) => senders.apply(
+                k,
+                round,
+                &uploads,
+                |msg, out| c.decode(msg, out),
+                &mut self.sum,
+                w,
+                None,
+                |sum, w, _| k.axpy(inv_m, sum, w),
+            ),
         }
-        self.senders.apply(
-            k,
-            round,
-            &uploads,
-            |msg, out| c.decode(msg, out),
-            &mut self.sum,
-            w,
-            None,
-            |sum, w, _| k.axpy(inv_m, sum, w),
-        )
     }
 
     fn visit(&mut self, _v: &mut dyn crate::state::Visitor) {}
