@@ -145,6 +145,20 @@ impl Packer {
         self.acc >>= whole * 8;
         self.n &= 7;
     }
+
+    /// Appends `fields` of `width` bits each (1 to 56; each field's higher bits zero): as many
+    /// as fit 56 bits joined by shifts and pushed at once, the bits of one push per field.
+    #[inline(always)]
+    pub fn push_fields<T: Copy + Into<u64>>(&mut self, fields: &[T], width: u32) {
+        debug_assert!((1..=56).contains(&width));
+        for group in fields.chunks((56 / width) as usize) {
+            let mut code = 0u64;
+            for (j, &f) in group.iter().enumerate() {
+                code |= f.into() << (j as u32 * width);
+            }
+            self.push(code, group.len() as u32 * width);
+        }
+    }
 }
 
 /// Reads bit fields written by [`BitWriter`]; running past the end is an error.

@@ -88,17 +88,8 @@ pub fn encode(r: f32, levels: &[u32], bits: u32, msg: &mut Message) {
     w.write_f32(r);
     // PERF: the levels go through the branch-free packer, a chunk at a time, as many as fit
     // 56 bits joined by shifts and pushed at once (the same bits as one `write` per level).
-    let per = (56 / bits) as usize;
     for chunk in levels.chunks(LEVEL_CHUNK) {
-        w.pack(|p| {
-            for group in chunk.chunks(per) {
-                let mut code = 0u64;
-                for (j, &l) in group.iter().enumerate() {
-                    code |= u64::from(l) << (j as u32 * bits);
-                }
-                p.push(code, group.len() as u32 * bits);
-            }
-        });
+        w.pack(|p| p.push_fields(chunk, bits));
     }
     msg.bits = w.finish();
 }

@@ -116,8 +116,8 @@ impl GradientOracle for Local {
 
 /// A model's scratch memory shared by the nodes of a simulation and its evaluations (PERF): a
 /// node takes a workspace for one call and gives it back, so a thread's calls reuse one warm
-/// workspace where each node kept its own (a CNN's is about 2 MB for minibatches of 32: 20 nodes' took
-/// 34 MB, past the last-level cache, and made each training step about 8% slower). A
+/// workspace where each node kept its own (a CNN's is about 2 MB for minibatches of 32: 20
+/// nodes' took 34 MB, past the last-level cache, and made each training step about 8% slower). A
 /// workspace keeps nothing from one call to the next that a result depends on, so which one a
 /// call gets never changes a result; there are as many as calls ever ran at once (one per
 /// thread, and one more where a thread waiting inside a call took another node's).
