@@ -146,6 +146,39 @@ impl Packer {
         self.n &= 7;
     }
 
+    /// Appends byte `fields` of `width` bits each (1 to 7; each field's higher bits zero): the
+    /// same bits as [`Self::push_fields`].
+    ///
+    /// PERF: eight fields are `width` whole bytes, so every group of eight falls at the same
+    /// bit offset within its bytes. Each group's fields are joined by shifts within one word
+    /// (three steps, not one per field) and stored with the bits the group before spills into
+    /// its first byte: no group waits on the last one, as each push waits on the bits held.
+    #[inline(always)]
+    pub fn push_byte_fields(&mut self, fields: &[u8], width: u32) {
+        debug_assert!((1..=7).contains(&width) && self.n < 8);
+        let mut groups = fields.chunks_exact(8);
+        let w = width as usize;
+        let (n, held) = (self.n, self.acc);
+        let mut spill = held;
+        for (g, f) in (&mut groups).enumerate() {
+            let x = u64::from_le_bytes(f.try_into().expect("eight fields"));
+            const BYTES: u64 = 0x00ff_00ff_00ff_00ff;
+            const PAIRS: u64 = 0x0000_ffff_0000_ffff;
+            let x = (x & BYTES) | (x >> 8 & BYTES) << width;
+            let x = (x & PAIRS) | (x >> 16 & PAIRS) << (2 * width);
+            let x = (x & 0xffff_ffff) | (x >> 32) << (4 * width);
+            // At most 7 + 56 bits; the bytes past the group's are written again by the next.
+            let at = (self.pos + g * w) % PACK_BYTES;
+            self.out[at..at + 8].copy_from_slice(&(x << n | spill).to_le_bytes());
+            // The group's bits past its last whole byte (`n` of them; none if n = 0).
+            spill = (x << n) >> (8 * width);
+        }
+        let done = fields.len() - groups.remainder().len();
+        self.pos += done / 8 * w;
+        self.acc = if done > 0 { spill } else { held };
+        self.push_fields(groups.remainder(), width);
+    }
+
     /// Appends `fields` of `width` bits each (1 to 56; each field's higher bits zero): as many
     /// as fit 56 bits joined by shifts and pushed at once, the bits of one push per field.
     #[inline(always)]
@@ -162,6 +195,7 @@ impl Packer {
 }
 
 /// Reads bit fields written by [`BitWriter`]; running past the end is an error.
+#[derive(Clone, Debug)]
 pub struct BitReader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -225,10 +259,10 @@ impl<'a> BitReader<'a> {
         Ok(v)
     }
 
-    /// Reads `out.len()` fields of `width` bits (1 to 32 each) in one tight loop: the same
-    /// result as that many [`Self::read`] calls, checked once up front.
-    pub fn read_fields(&mut self, width: u32, out: &mut [u32]) -> Result<()> {
-        debug_assert!((1..=32).contains(&width));
+    /// Reads `out.len()` fields of `width` bits (1 to `T::BITS`, at most 32, each) in one
+    /// tight loop: the same result as that many [`Self::read`] calls, checked once up front.
+    pub fn read_fields<T: FieldWord>(&mut self, width: u32, out: &mut [T]) -> Result<()> {
+        debug_assert!((1..=T::BITS.min(32)).contains(&width));
         let need = u64::from(width) * out.len() as u64;
         if need > self.left {
             return Err(Error::Truncated {
@@ -238,6 +272,12 @@ impl<'a> BitReader<'a> {
             });
         }
         let mask = u64::MAX >> (64 - width);
+        let done = if width <= 7 {
+            self.read_small_fields(width, out)
+        } else {
+            0
+        };
+        let out = &mut out[done..];
         // PERF: while the cursor fills (at least 56 bits, all real), as many fields as fit are
         // cut from the same bits, each with its own shift: no step waits on the last one.
         let per = (56 / width) as usize;
@@ -248,16 +288,63 @@ impl<'a> BitReader<'a> {
                 break;
             }
             for (j, o) in group.iter_mut().enumerate() {
-                *o = (c.peek_at(j as u32 * width) & mask) as u32;
+                *o = T::from_low(c.peek_at(j as u32 * width) & mask);
             }
             c.consume(width * group.len() as u32);
             done += group.len();
         }
         self.resume(c);
         for o in &mut out[done..] {
-            *o = self.read(width)? as u32;
+            *o = T::from_low(self.read(width)?);
         }
         Ok(())
+    }
+
+    /// Reads fields of `width <= 7` bits eight at a time into `out` while eight bytes from the
+    /// group's first one are in the buffer, each group from its own load (no group waits on
+    /// the last one); returns how many fields it read, a multiple of eight. The caller has
+    /// checked that `out.len()` fields are real.
+    fn read_small_fields<T: FieldWord>(&mut self, width: u32, out: &mut [T]) -> usize {
+        debug_assert!((1..=7).contains(&width) && width <= T::BITS);
+        // The next unread bit: the buffered bits are the stream's own, from there on.
+        let start = 8 * self.pos - self.n as usize;
+        let group_bits = 8 * width as usize;
+        // Groups whose eight-byte load stays in the buffer.
+        let loads = (self.buf.len().saturating_sub(8) * 8)
+            .checked_sub(start)
+            .map_or(0, |room| room / group_bits + 1);
+        let groups = (out.len() / 8).min(loads);
+        if groups == 0 {
+            return 0;
+        }
+        // The low `bits` bits of each lane of `lane` bits, for the three steps of the spread.
+        let lanes = |lane: u32, bits: u32| {
+            let one = (1u64 << bits) - 1;
+            (0..64 / lane).fold(0u64, |m, i| m | one << (i * lane))
+        };
+        let (m32, m16, m8) = (lanes(64, 4 * width), lanes(32, 2 * width), lanes(16, width));
+        for (g, o) in out[..8 * groups].chunks_exact_mut(8).enumerate() {
+            let bit = start + g * group_bits;
+            let b = &self.buf[bit / 8..bit / 8 + 8];
+            // At most 7 + 56 bits: the group's fields are all in it.
+            let v = u64::from_le_bytes(b.try_into().expect("eight bytes")) >> (bit % 8);
+            // PERF: the eight fields spread to a byte each in three steps of shifts and masks
+            // (halves, quarters, eighths), not a shift by a variable per field.
+            let v = (v & m32) | (v >> (4 * width) & m32) << 32;
+            let v = (v & m16) | (v >> (2 * width) & m16) << 16;
+            let v = (v & m8) | (v >> width & m8) << 8;
+            T::from_bytes(o, v);
+        }
+        // Continue after the last group: the unread bits of its last byte buffered.
+        let end = start + groups * group_bits;
+        let (pos, skip) = (end / 8, (end % 8) as u32);
+        (self.acc, self.n, self.pos) = if skip == 0 {
+            (0, 0, pos)
+        } else {
+            (u64::from(self.buf[pos] >> skip), 8 - skip, pos + 1)
+        };
+        self.left -= (groups * group_bits) as u64;
+        8 * groups
     }
 
     /// The next `width <= 32` bits without consuming them (bits past the end read as 0), and
@@ -471,6 +558,46 @@ impl Cursor<'_> {
     }
 }
 
+/// An unsigned integer that [`BitReader::read_fields`] cuts fields into.
+pub trait FieldWord: Copy {
+    /// Its width in bits: the widest field it holds.
+    const BITS: u32;
+    /// The low `BITS` bits of `v` (the caller has masked `v` to a field's width).
+    fn from_low(v: u64) -> Self;
+    /// `out[j]` = byte j of `v` (little-endian), for the eight of `out`.
+    #[inline(always)]
+    fn from_bytes(out: &mut [Self], v: u64) {
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = Self::from_low(v >> (8 * j) & 0xff);
+        }
+    }
+}
+
+macro_rules! field_word {
+    ($($t:ty),*) => {$(
+        impl FieldWord for $t {
+            const BITS: u32 = <$t>::BITS;
+            #[inline(always)]
+            fn from_low(v: u64) -> Self {
+                v as $t
+            }
+        }
+    )*};
+}
+field_word!(u16, u32);
+
+impl FieldWord for u8 {
+    const BITS: u32 = 8;
+    #[inline(always)]
+    fn from_low(v: u64) -> Self {
+        v as u8
+    }
+    #[inline(always)]
+    fn from_bytes(out: &mut [Self], v: u64) {
+        out.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
 /// Bits needed to write any value in `0..n` (at least 1).
 pub fn width_for(n: u64) -> u32 {
     (64 - n.saturating_sub(1).leading_zeros()).max(1)
@@ -507,7 +634,7 @@ mod tests {
         /// Bulk reads equal one-at-a-time reads, including the byte-wise tail and a
         /// truncated stream.
         #[test]
-        fn bulk_reads_equal_single_reads(width in 1u32..=32, values in proptest::collection::vec(any::<u32>(), 0..100), lead in 0u32..=32, cut in 0u64..8) {
+        fn bulk_reads_equal_single_reads(width in 1u32..=32, values in proptest::collection::vec(any::<u32>(), 0..300), lead in 0u32..=32, cut in 0u64..8) {
             let mask = u64::MAX >> (64 - width);
             let mut buf = Vec::new();
             let mut wr = BitWriter::new(&mut buf);
@@ -524,12 +651,63 @@ mod tests {
             let singles: std::result::Result<Vec<u32>, _> =
                 values.iter().map(|_| one.read(width).map(|v| v as u32)).collect();
             let mut out = vec![0u32; values.len()];
+            // Byte fields too (eight at a time where they are narrower than a byte).
+            let mut bytes = bulk.clone();
             let r = bulk.read_fields(width, &mut out);
             prop_assert_eq!(r.is_ok(), singles.is_ok());
-            if let Ok(s) = singles {
-                prop_assert_eq!(&out, &s);
+            if let Ok(s) = &singles {
+                prop_assert_eq!(&out, s);
                 prop_assert_eq!(one.remaining(), bulk.remaining());
+                // The reader goes on where the fields end.
+                prop_assert_eq!(one.read(32.min(one.remaining() as u32)).unwrap(), bulk.read(32.min(bulk.remaining() as u32)).unwrap());
             }
+            if width <= 8 {
+                let mut out8 = vec![0u8; values.len()];
+                let r = bytes.read_fields(width, &mut out8);
+                prop_assert_eq!(r.is_ok(), singles.is_ok());
+                if let Ok(s) = &singles {
+                    prop_assert_eq!(out8.iter().map(|&b| u32::from(b)).collect::<Vec<_>>(), s.clone());
+                    let left = bytes.remaining();
+                    prop_assert_eq!(left, bulk.remaining() + u64::from(32.min(left as u32)));
+                    prop_assert_eq!(bytes.read(32.min(left as u32)).unwrap(), {
+                        let mut again = BitReader::new(&buf, bits, "test");
+                        again.read(lead).unwrap_or_default();
+                        for _ in &values { again.read(width).unwrap(); }
+                        again.read(32.min(left as u32)).unwrap()
+                    });
+                }
+            }
+        }
+
+        /// Byte fields pushed eight at a time give the bits of one push per field, at any
+        /// offset within a byte, one call after another, and the writer goes on after them.
+        #[test]
+        fn byte_fields_push_as_single_fields(
+            lead in 0u32..=32,
+            runs in proptest::collection::vec((1u32..=7, proptest::collection::vec(any::<u8>(), 0..100)), 1..4),
+        ) {
+            let mut fast = Vec::new();
+            let mut slow = Vec::new();
+            for (buf, byte_fields) in [(&mut fast, true), (&mut slow, false)] {
+                let mut w = BitWriter::new(buf);
+                w.write(0x5555_5555 >> (32 - lead), lead);
+                for (width, fields) in &runs {
+                    let fields: Vec<u8> = fields.iter().map(|f| f & ((1u8 << width) - 1)).collect();
+                    w.pack(|p| {
+                        if byte_fields {
+                            p.push_byte_fields(&fields, *width);
+                        } else {
+                            for &f in &fields {
+                                p.push(u64::from(f), *width);
+                            }
+                        }
+                        p.push(0b101, 3);
+                    });
+                }
+                w.write(0x3ff, 10);
+                w.finish();
+            }
+            prop_assert_eq!(fast, slow);
         }
     }
 

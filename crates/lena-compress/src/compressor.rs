@@ -336,12 +336,17 @@ impl Qsgd {
                     }
                 });
                 match self.coding {
-                    // PERF: byte fields (at most 8 bits each): as many as fit 56 bits joined
-                    // by shifts and pushed at once.
+                    // PERF: byte fields (at most 8 bits each): eight at a time where they are
+                    // narrower than a byte, else as many as fit 56 bits joined by shifts and
+                    // pushed at once.
                     QsgdCoding::Fixed if let Some(bytes) = F::bytes(&fields[..m]) => {
                         let bits = width + 1;
                         const _: () = assert!(8 * CHUNK as u64 <= Packer::MAX_BITS);
-                        w.pack(|p| p.push_fields(bytes, bits));
+                        if bits <= 7 {
+                            w.pack(|p| p.push_byte_fields(bytes, bits));
+                        } else {
+                            w.pack(|p| p.push_fields(bytes, bits));
+                        }
                     }
                     QsgdCoding::Fixed => {
                         let mut word = Word::default();
@@ -602,17 +607,8 @@ impl Field for u8 {
         Some(fields)
     }
     fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()> {
-        // PERF: fields of at most 8 bits (levels up to 126): as many as fit 32 bits read at
-        // once and split.
-        debug_assert!((1..=8).contains(&width));
-        let mask = (1u64 << width) - 1;
-        for group in to.chunks_mut((32 / width) as usize) {
-            let v = r.read(width * group.len() as u32)?;
-            for (j, t) in group.iter_mut().enumerate() {
-                *t = (v >> (j as u32 * width) & mask) as u8;
-            }
-        }
-        Ok(())
+        // Fields of at most 8 bits (levels up to 126).
+        r.read_fields(width, to)
     }
 }
 
