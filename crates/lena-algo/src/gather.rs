@@ -158,6 +158,8 @@ fn first_error(round: u64, base: usize, errors: &mut [Option<lena_compress::Erro
 pub(crate) struct SparseSum {
     pairs: Vec<Vec<(u32, f32)>>,
     errors: Vec<Option<lena_compress::Error>>,
+    /// Every node's last upload is summed, not only this round's senders' ([`Self::stale`]).
+    stale: bool,
 }
 
 impl SparseSum {
@@ -168,11 +170,22 @@ impl SparseSum {
         Some(Self {
             pairs: vec![Vec::new(); n],
             errors: (0..n).map(|_| None).collect(),
+            stale: false,
         })
     }
 
-    /// `w += inv_m * sum`, `sum` the senders' decoded uploads; on a failed decode, the error
-    /// of the first failing node in node order, with `w` untouched.
+    /// [`Self::new`] for a stale server (SASG's): the sum is of every node's last upload, and
+    /// the server keeps k pairs per node rather than a vector of d.
+    pub(crate) fn stale(c: &dyn lena_compress::Compressor, n: usize) -> Option<Self> {
+        Self::new(c, n).map(|s| Self { stale: true, ..s })
+    }
+
+    /// `w += inv_m * sum`, `sum` the senders' decoded uploads (with [`Self::stale`]: every
+    /// node's last, a silent node's from an earlier round, none before its first); on a failed
+    /// decode, the error of the first failing node in node order, with `w` untouched (and, if
+    /// stale, that node's pairs lost: a failed round is not resumed from, but from the last
+    /// checkpoint).
+    #[allow(clippy::too_many_arguments)] // One round's operands, as SenderSum::apply's.
     pub(crate) fn apply(
         &mut self,
         k: Kernels,
@@ -183,18 +196,62 @@ impl SparseSum {
         w: &mut [f32],
         inv_m: f32,
     ) -> Result<()> {
+        self.decode(round, uploads, c)?;
+        self.add(k, sum, w, inv_m);
+        Ok(())
+    }
+
+    /// Every node's pairs as a vector of `d` (+0.0 where it has none), as a stale server kept
+    /// them before it kept pairs: the same checkpoint bytes. Read back, a vector's pairs are
+    /// its coordinates that are not +0.0 (a +0.0 pair adds nothing to a sum).
+    pub(crate) fn visit(&mut self, d: usize, v: &mut dyn crate::state::Visitor) {
+        let mut dense = vec![0.0f32; d];
+        for pairs in &mut self.pairs {
+            dense.fill(0.0);
+            for &(i, x) in pairs.iter() {
+                if let Some(slot) = dense.get_mut(i as usize) {
+                    *slot = x;
+                }
+            }
+            v.f32s(&mut dense);
+            pairs.clear();
+            pairs.extend(
+                dense
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.to_bits() != 0)
+                    .map(|(i, &x)| (i as u32, x)),
+            );
+        }
+    }
+
+    /// Decodes the senders' uploads into their pairs, in parallel over nodes; a node without
+    /// an upload keeps its pairs if the sum is stale, else has none.
+    fn decode(
+        &mut self,
+        round: u64,
+        uploads: &Uploads<'_>,
+        c: &dyn lena_compress::Compressor,
+    ) -> Result<()> {
+        let keep = self.stale;
         self.pairs
             .par_iter_mut()
             .zip(self.errors.par_iter_mut())
             .enumerate()
-            .for_each(|(m, (pairs, error))| {
-                pairs.clear();
-                *error = uploads.get(m).and_then(|msg| {
+            .for_each(|(m, (pairs, error))| match uploads.get(m) {
+                Some(msg) => {
+                    pairs.clear();
                     let decoded = c.decode_sparse(msg, pairs);
-                    decoded.expect("a sparse form for every message").err()
-                });
+                    *error = decoded.expect("a sparse form for every message").err();
+                }
+                None if keep => {}
+                None => pairs.clear(),
             });
-        first_error(round, 0, &mut self.errors)?;
+        first_error(round, 0, &mut self.errors)
+    }
+
+    /// `w += inv_m * sum`, `sum` every node's pairs added per coordinate block in node order.
+    fn add(&self, k: Kernels, sum: &mut [f32], w: &mut [f32], inv_m: f32) {
         let pairs = &self.pairs;
         apply_by_blocks(k, sum, w, inv_m, |off, block| {
             let end = off + block.len();
@@ -209,7 +266,6 @@ impl SparseSum {
                 }
             }
         });
-        Ok(())
     }
 }
 
@@ -533,27 +589,27 @@ mod tests {
         assert!(aux.iter().all(|&a| a == 0.0));
     }
 
-    /// `SparseSum` equals decoding every top-k upload to a whole vector and summing with
-    /// `SenderSum`, bit for bit, with values that make signed zeros matter (-0.0 kept by top-k,
-    /// exact cancellations between nodes), infinities and NaN; a malformed upload is reported
-    /// for the first failing node in node order, with `w` untouched.
-    #[test]
-    fn sparse_sum_equals_the_dense_sum() {
-        use lena_compress::{Compressor, IndexCoding, TopK};
+    /// Every node's top-k upload of round `round`'s vector: values that make signed zeros
+    /// matter (node 3 keeps -0.0 values, nodes 5 and 6 cancel exactly), an infinity (node 8)
+    /// and a NaN (node 9), and coordinates every node keeps with terms whose sum depends on
+    /// their order.
+    fn top_k_uploads(
+        c: &dyn lena_compress::Compressor,
+        n: usize,
+        d: usize,
+        round: usize,
+    ) -> Vec<Message> {
         use rand::SeedableRng;
-        let k = Kernels::detect();
-        let (n, d, kk) = (23, 3000, 40);
-        let c = TopK::new(d, kk, IndexCoding::Log2).unwrap();
         let mut msgs = vec![Message::default(); n];
         for (m, msg) in msgs.iter_mut().enumerate() {
-            let mut x = vector(m, d);
+            let mut x = vector(m + 31 * round, d);
             // Node 3 keeps -0.0 values (its vector is mostly -0.0); nodes 5 and 6 cancel
             // exactly; node 8 sends an infinity and node 9 a NaN.
             if m == 3 {
                 x.iter_mut().skip(5).for_each(|v| *v = -0.0);
             }
             if m == 6 {
-                x = vector(5, d).iter().map(|v| -v).collect();
+                x = vector(5 + 31 * round, d).iter().map(|v| -v).collect();
             }
             x[100 + m] = match m {
                 8 => f32::INFINITY,
@@ -571,6 +627,90 @@ mod tests {
             let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(m as u64);
             c.compress(&x, &mut rng, &mut vec![0.0; d], msg);
         }
+        msgs
+    }
+
+    /// A stale `SparseSum` (SASG's server) equals decoding every node's last top-k upload to a
+    /// whole vector and summing them all (`Decoded`), bit for bit, round after round with
+    /// different silent nodes, on 1 and 3 threads; its checkpoint bytes are the dense
+    /// server's, and a sum loaded from them goes on as the dense one does.
+    #[test]
+    fn stale_sparse_sum_equals_the_dense_sum_of_last_uploads() {
+        use crate::state::{Loader, Saver, Visitor};
+        use lena_compress::{Compressor, IndexCoding, TopK};
+        let k = Kernels::detect();
+        let (n, d, kk) = (17, 2500, 30);
+        let c = TopK::new(d, kk, IndexCoding::Log2).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let w0: Vec<f32> = (0..d).map(|i| (i % 13) as f32 - 6.0).collect();
+        let mut dense = Decoded::new(n, d);
+        let mut want = w0.clone();
+        let mut sparse = [1, 3].map(|_| SparseSum::stale(&c, n).unwrap());
+        let mut w = [w0.clone(), w0.clone()];
+        let pools = [1, 3].map(|t| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+        });
+        let mut sum = vec![0.0f32; d];
+        for round in 0..5 {
+            let msgs = top_k_uploads(&c, n, d, round);
+            // Node m silent in some rounds; node 0 silent in the first three.
+            let sent: Vec<bool> = (0..n)
+                .map(|m| (m + round) % 3 != 0 && (m > 0 || round > 2))
+                .collect();
+            let uploads = Uploads::new(&msgs, &sent);
+            dense
+                .decode(round as u64, &uploads, |msg, out, _| c.decode(msg, out))
+                .unwrap();
+            dense.sum_blocks(k, &uploads, Terms::All, &mut sum, &mut want, |s, w| {
+                k.axpy(-0.3, s, w)
+            });
+            for ((sp, w), pool) in sparse.iter_mut().zip(&mut w).zip(&pools) {
+                pool.install(|| sp.apply(k, round as u64, &uploads, &c, &mut sum.clone(), w, -0.3))
+                    .unwrap();
+                assert_eq!(bits(w), bits(&want), "round {round}");
+            }
+        }
+        // The checkpoint bytes are the dense server's; loaded, the sum goes on the same.
+        let save = |visit: &mut dyn FnMut(&mut dyn Visitor)| {
+            let mut s = Saver::default();
+            visit(&mut s);
+            s.out
+        };
+        let bytes = save(&mut |v| dense.visit(v));
+        assert_eq!(save(&mut |v| sparse[0].visit(d, v)), bytes);
+        let mut loaded = SparseSum::stale(&c, n).unwrap();
+        let mut loader = Loader::new(&bytes);
+        loaded.visit(d, &mut loader);
+        let msgs = top_k_uploads(&c, n, d, 9);
+        let sent: Vec<bool> = (0..n).map(|m| m % 4 == 1).collect();
+        let uploads = Uploads::new(&msgs, &sent);
+        dense
+            .decode(9, &uploads, |msg, out, _| c.decode(msg, out))
+            .unwrap();
+        dense.sum_blocks(k, &uploads, Terms::All, &mut sum, &mut want, |s, w| {
+            k.axpy(-0.3, s, w)
+        });
+        let mut w = w[0].clone();
+        loaded
+            .apply(k, 9, &uploads, &c, &mut sum, &mut w, -0.3)
+            .unwrap();
+        assert_eq!(bits(&w), bits(&want));
+    }
+
+    /// `SparseSum` equals decoding every top-k upload to a whole vector and summing with
+    /// `SenderSum`, bit for bit, with values that make signed zeros matter (-0.0 kept by top-k,
+    /// exact cancellations between nodes), infinities and NaN; a malformed upload is reported
+    /// for the first failing node in node order, with `w` untouched.
+    #[test]
+    fn sparse_sum_equals_the_dense_sum() {
+        use lena_compress::{Compressor, IndexCoding, TopK};
+        let k = Kernels::detect();
+        let (n, d, kk) = (23, 3000, 40);
+        let c = TopK::new(d, kk, IndexCoding::Log2).unwrap();
+        let mut msgs = top_k_uploads(&c, n, d, 0);
         let sent: Vec<bool> = (0..n).map(|m| m % 7 != 4).collect();
         let uploads = Uploads::new(&msgs, &sent);
         let w0: Vec<f32> = (0..d)

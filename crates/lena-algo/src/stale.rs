@@ -1,7 +1,7 @@
 //! The server of the lazily aggregated methods, which reuses a silent node's last contribution,
 //! and the upload-age bookkeeping their workers share.
 
-use crate::gather::{AGG_BLOCK, Decoded, Terms};
+use crate::gather::{AGG_BLOCK, Decoded, SparseSum, Terms};
 use crate::{Broadcast, Result, Server, Uploads};
 use lena_compress::{Compressor, dense, laq};
 use lena_kernels::Kernels;
@@ -41,8 +41,11 @@ pub(crate) struct StaleServer {
     /// Dense gradients read from the nodes' last uploads (after `Server::lossless`).
     aliased: bool,
     /// Other payloads: each node's last contribution (updated in parallel over the round's
-    /// senders). No nodes for dense gradients.
+    /// senders). No nodes for dense gradients, nor for SASG's updates with a sparse form.
     last: Decoded,
+    /// SASG's updates from a compressor with a sparse form (top-k, rand-k): each node's last
+    /// update as its (index, value) pairs, instead of a vector of d in `last`.
+    sparse: Option<SparseSum>,
     sum: Vec<f32>,
     kernels: Kernels,
 }
@@ -56,6 +59,15 @@ impl StaleServer {
         k: Kernels,
     ) -> Self {
         let dense = matches!(payload, Payload::DenseGradient);
+        let sparse = match &payload {
+            Payload::Update(c) => SparseSum::stale(c.as_ref(), n_workers),
+            _ => None,
+        };
+        let buffers = if dense || sparse.is_some() {
+            0
+        } else {
+            n_workers
+        };
         Self {
             payload,
             alpha,
@@ -67,7 +79,8 @@ impl StaleServer {
                 Vec::new()
             },
             aliased: false,
-            last: Decoded::new(if dense { 0 } else { n_workers }, dim),
+            last: Decoded::new(buffers, dim),
+            sparse,
             sum: vec![0.0; dim],
             kernels: k,
         }
@@ -130,6 +143,12 @@ impl Server for StaleServer {
             return self.apply_dense(round, w, &uploads);
         }
         let (payload, k) = (&self.payload, self.kernels);
+        if let (Payload::Update(c), Some(sparse)) = (payload, &mut self.sparse) {
+            // The floats of the dense path below: per coordinate, the nodes' last updates
+            // summed from +0.0 in node order, a node without that coordinate adding nothing.
+            let inv_m = -1.0 / self.n_workers as f32;
+            return sparse.apply(k, round, &uploads, c.as_ref(), &mut self.sum, w, inv_m);
+        }
         self.last
             .decode(round, &uploads, |msg, last, _| match payload {
                 Payload::DenseGradient => unreachable!("dense gradients are applied above"),
@@ -156,6 +175,9 @@ impl Server for StaleServer {
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.f32s(&mut self.dense_last);
         self.last.visit(v);
+        if let Some(sparse) = &mut self.sparse {
+            sparse.visit(self.dim, v);
+        }
     }
 
     /// Dense gradients: a node's last gradient is its last upload, read from there (a vector
