@@ -117,6 +117,26 @@ pub fn lena_scan_once(
     }
 }
 
+/// DIANA's shifts alone: every node's shift h read and written once (`h += a q`, with a `q`
+/// that stays in cache), as a DIANA node must each round (it forms `g - h`, then moves h); one
+/// thread, or the nodes split in two halves on two. With QSGD's draws and DGD's round, what a
+/// DIANA round cannot do without whatever its codec costs.
+pub fn diana_shift_once(k: Kernels, shifts: &mut [Vec<f32>], q: &[f32], threads: usize) -> f32 {
+    let part = |part: &mut [Vec<f32>]| {
+        part.iter_mut().fold(0.0f32, |acc, h| {
+            k.axpy(0.5, q, h);
+            acc + h[h.len() / 2]
+        })
+    };
+    if threads <= 1 {
+        part(shifts)
+    } else {
+        let (a, b) = shifts.split_at_mut(shifts.len() / 2);
+        let (x, y) = rayon::join(|| part(a), || part(b));
+        x + y
+    }
+}
+
 /// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random
 /// data of its shape (60 000 x 784, 10 classes).
 pub fn mnist_or_random() -> lena_data::Dataset {
