@@ -146,22 +146,47 @@ impl Packer {
         self.n &= 7;
     }
 
-    /// Appends byte `fields` of `width` bits each (1 to 7; each field's higher bits zero): the
-    /// same bits as [`Self::push_fields`].
+    /// Appends `fields` of `width` bits each (1 to 56; each field's higher bits zero): the
+    /// bits of one push per field.
     ///
-    /// PERF: eight fields are `width` whole bytes, so every group of eight falls at the same
-    /// bit offset within its bytes. Each group's fields are joined by shifts within one word
-    /// (three steps, not one per field) and stored with the bits the group before spills into
-    /// its first byte: no group waits on the last one, as each push waits on the bits held.
+    /// PERF: fields of up to 7 bits eight at a time (eight such fields are `width` whole bytes,
+    /// so every group of eight falls at the same bit offset within its bytes): each group's
+    /// fields narrowed to bytes, joined by shifts within one word in three steps (not one per
+    /// field) and stored with the bits the group before spills into its first byte, so no group
+    /// waits on the last one, as each push waits on the bits held. Wider fields: as many as fit
+    /// 56 bits joined by shifts and pushed at once.
     #[inline(always)]
-    pub fn push_byte_fields(&mut self, fields: &[u8], width: u32) {
-        debug_assert!((1..=7).contains(&width) && self.n < 8);
+    pub fn push_fields<T: Copy + Into<u64>>(&mut self, fields: &[T], width: u32) {
+        debug_assert!((1..=56).contains(&width) && self.n < 8);
+        let rest = if width <= 7 {
+            self.push_small_fields(fields, width)
+        } else {
+            fields
+        };
+        for group in rest.chunks((56 / width) as usize) {
+            let mut code = 0u64;
+            for (j, &f) in group.iter().enumerate() {
+                code |= f.into() << (j as u32 * width);
+            }
+            self.push(code, group.len() as u32 * width);
+        }
+    }
+
+    /// [`Self::push_fields`]' groups of eight fields of `width <= 7` bits; returns the fields
+    /// left (fewer than eight).
+    #[inline(always)]
+    fn push_small_fields<'f, T: Copy + Into<u64>>(
+        &mut self,
+        fields: &'f [T],
+        width: u32,
+    ) -> &'f [T] {
         let mut groups = fields.chunks_exact(8);
         let w = width as usize;
         let (n, held) = (self.n, self.acc);
         let mut spill = held;
         for (g, f) in (&mut groups).enumerate() {
-            let x = u64::from_le_bytes(f.try_into().expect("eight fields"));
+            // The fields as bytes (each below 2^7), then joined: pairs, quadruples, all eight.
+            let x = u64::from_le_bytes(std::array::from_fn(|j| f[j].into() as u8));
             const BYTES: u64 = 0x00ff_00ff_00ff_00ff;
             const PAIRS: u64 = 0x0000_ffff_0000_ffff;
             let x = (x & BYTES) | (x >> 8 & BYTES) << width;
@@ -176,21 +201,7 @@ impl Packer {
         let done = fields.len() - groups.remainder().len();
         self.pos += done / 8 * w;
         self.acc = if done > 0 { spill } else { held };
-        self.push_fields(groups.remainder(), width);
-    }
-
-    /// Appends `fields` of `width` bits each (1 to 56; each field's higher bits zero): as many
-    /// as fit 56 bits joined by shifts and pushed at once, the bits of one push per field.
-    #[inline(always)]
-    pub fn push_fields<T: Copy + Into<u64>>(&mut self, fields: &[T], width: u32) {
-        debug_assert!((1..=56).contains(&width));
-        for group in fields.chunks((56 / width) as usize) {
-            let mut code = 0u64;
-            for (j, &f) in group.iter().enumerate() {
-                code |= f.into() << (j as u32 * width);
-            }
-            self.push(code, group.len() as u32 * width);
-        }
+        groups.remainder()
     }
 }
 
@@ -679,10 +690,11 @@ mod tests {
             }
         }
 
-        /// Byte fields pushed eight at a time give the bits of one push per field, at any
-        /// offset within a byte, one call after another, and the writer goes on after them.
+        /// Fields of up to 7 bits pushed eight at a time (as bytes and as u32) give the bits of
+        /// one push per field, at any offset within a byte, one call after another, and the
+        /// writer goes on after them.
         #[test]
-        fn byte_fields_push_as_single_fields(
+        fn small_fields_push_as_single_fields(
             lead in 0u32..=32,
             runs in proptest::collection::vec((1u32..=7, proptest::collection::vec(any::<u8>(), 0..100)), 1..4),
         ) {
@@ -693,10 +705,16 @@ mod tests {
                 w.write(0x5555_5555 >> (32 - lead), lead);
                 for (width, fields) in &runs {
                     let fields: Vec<u8> = fields.iter().map(|f| f & ((1u8 << width) - 1)).collect();
+                    let wide: Vec<u32> = fields.iter().map(|&f| u32::from(f)).collect();
                     w.pack(|p| {
                         if byte_fields {
-                            p.push_byte_fields(&fields, *width);
+                            // Byte fields, then the same as u32 fields.
+                            p.push_fields(&fields, *width);
+                            p.push_fields(&wide, *width);
                         } else {
+                            for &f in &fields {
+                                p.push(u64::from(f), *width);
+                            }
                             for &f in &fields {
                                 p.push(u64::from(f), *width);
                             }

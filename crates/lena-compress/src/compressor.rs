@@ -340,13 +340,8 @@ impl Qsgd {
                     // narrower than a byte, else as many as fit 56 bits joined by shifts and
                     // pushed at once.
                     QsgdCoding::Fixed if let Some(bytes) = F::bytes(&fields[..m]) => {
-                        let bits = width + 1;
                         const _: () = assert!(8 * CHUNK as u64 <= Packer::MAX_BITS);
-                        if bits <= 7 {
-                            w.pack(|p| p.push_byte_fields(bytes, bits));
-                        } else {
-                            w.pack(|p| p.push_fields(bytes, bits));
-                        }
+                        w.pack(|p| p.push_fields(bytes, width + 1));
                     }
                     QsgdCoding::Fixed => {
                         let mut word = Word::default();

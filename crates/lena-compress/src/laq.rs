@@ -41,7 +41,10 @@ pub fn quantize_with(
 ) -> f32 {
     assert!((1..=24).contains(&bits), "LAQ bits must be in 1..=24");
     assert!(g.len() == qhat.len() && g.len() == levels.len() && g.len() == q.len());
-    let (r, top, delta) = grid(g, qhat, bits);
+    // PERF: the radius's reduction compiled for the path's instruction set too (it was four
+    // lanes wide). The same R: a maximum of magnitudes (never -0.0) skipping NaN, whatever
+    // the order.
+    let (r, top, delta) = k.vectorize(|| grid(g, qhat, bits));
     if delta > 0.0 {
         // PERF: compiled for the path's instruction set, so `floor` is one rounding
         // instruction per vector (it was a call to libm's floorf per coordinate), and the
@@ -69,6 +72,7 @@ pub fn quantize_with(
 
 /// The grid of `g` around `qhat`: the radius `R = ||g - qhat||_inf`, the top level
 /// `2^bits - 1` and the half-spacing `delta = R / top`.
+#[inline(always)]
 fn grid(g: &[f32], qhat: &[f32], bits: u32) -> (f32, f32, f32) {
     let r = g
         .iter()
@@ -89,7 +93,17 @@ pub fn encode(r: f32, levels: &[u32], bits: u32, msg: &mut Message) {
     // PERF: the levels go through the branch-free packer, a chunk at a time, as many as fit
     // 56 bits joined by shifts and pushed at once (the same bits as one `write` per level).
     for chunk in levels.chunks(LEVEL_CHUNK) {
-        w.pack(|p| p.push_fields(chunk, bits));
+        if bits <= 7 {
+            // PERF: narrowed to bytes first (a vector loop), which the packer reads eight to a
+            // load (it narrowed them one by one).
+            let mut bytes = [0u8; LEVEL_CHUNK];
+            for (b, &l) in bytes.iter_mut().zip(chunk) {
+                *b = l as u8;
+            }
+            w.pack(|p| p.push_fields(&bytes[..chunk.len()], bits));
+        } else {
+            w.pack(|p| p.push_fields(chunk, bits));
+        }
     }
     msg.bits = w.finish();
 }
@@ -108,15 +122,32 @@ pub fn decode(msg: &Message, bits: u32, qhat: &mut [f32]) -> Result<()> {
     // PERF: the levels are read a chunk at a time by the bulk reader (the same values as one
     // `read` per level; a short message is still a `Truncated` error), then applied in a loop
     // without calls.
-    let mut ks = [0u32; LEVEL_CHUNK];
-    for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
-        let ks = &mut ks[..chunk.len()];
-        rd.read_fields(bits, ks)?;
-        for (q, &k) in chunk.iter_mut().zip(ks.iter()) {
-            *q = value(*q, r, delta, k);
+    // PERF: levels of up to 8 bits are read as bytes (which the reader writes eight at a
+    // time), then widened in the loop that applies them.
+    if bits <= 8 {
+        let mut ks = [0u8; LEVEL_CHUNK];
+        for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
+            let ks = &mut ks[..chunk.len()];
+            rd.read_fields(bits, ks)?;
+            apply_levels(chunk, ks, r, delta);
+        }
+    } else {
+        let mut ks = [0u32; LEVEL_CHUNK];
+        for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
+            let ks = &mut ks[..chunk.len()];
+            rd.read_fields(bits, ks)?;
+            apply_levels(chunk, ks, r, delta);
         }
     }
     rd.finish()
+}
+
+/// `qhat_i <- value(qhat_i, r, delta, k_i)` for a chunk of decoded levels.
+#[inline(always)]
+fn apply_levels<T: Copy + Into<u32>>(qhat: &mut [f32], ks: &[T], r: f32, delta: f32) {
+    for (q, &k) in qhat.iter_mut().zip(ks) {
+        *q = value(*q, r, delta, k.into());
+    }
 }
 
 #[cfg(test)]
