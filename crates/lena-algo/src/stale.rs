@@ -152,7 +152,7 @@ impl Server for StaleServer {
         self.last
             .decode(round, &uploads, |msg, last, _| match payload {
                 Payload::DenseGradient => unreachable!("dense gradients are applied above"),
-                Payload::Laq { bits } => laq::decode(msg, *bits, last),
+                Payload::Laq { bits } => laq::decode_with(k, msg, *bits, last),
                 Payload::Update(c) => c.decode(msg, last),
                 Payload::Innovation(c) => crate::buffers::with_gradient_buffer(last.len(), |v| {
                     c.decode(msg, v)?;

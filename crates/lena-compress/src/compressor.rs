@@ -528,7 +528,11 @@ impl Qsgd {
     fn bucket_norm(&self, xb: &[f32]) -> f32 {
         match self.norm {
             QsgdNorm::L2 => self.kernels.norm2_sq(xb).sqrt(),
-            QsgdNorm::Max => xb.iter().fold(0.0f32, |m, v| m.max(v.abs())),
+            // The kernels' instruction set: the same maximum (of magnitudes, never -0.0,
+            // skipping NaN) in any order.
+            QsgdNorm::Max => self
+                .kernels
+                .vectorize(|| xb.iter().fold(0.0f32, |m, v| m.max(v.abs()))),
         }
     }
 }

@@ -108,8 +108,15 @@ pub fn encode(r: f32, levels: &[u32], bits: u32, msg: &mut Message) {
     msg.bits = w.finish();
 }
 
-/// Decodes a message and moves `qhat` to the new `Q` in place.
+/// Decodes a message and moves `qhat` to the new `Q` in place. [`decode_with`] on this
+/// machine's kernels.
 pub fn decode(msg: &Message, bits: u32, qhat: &mut [f32]) -> Result<()> {
+    decode_with(Kernels::detect(), msg, bits, qhat)
+}
+
+/// [`decode`] on the instruction-set path of `k`: every path gives the same `Q` (element-wise
+/// IEEE operations, in the same order).
+pub fn decode_with(k: Kernels, msg: &Message, bits: u32, qhat: &mut [f32]) -> Result<()> {
     let mut rd = BitReader::new(&msg.bytes, msg.bits, "LAQ");
     let r = rd.read_f32()?;
     if !(r.is_finite() && r >= 0.0) {
@@ -129,14 +136,14 @@ pub fn decode(msg: &Message, bits: u32, qhat: &mut [f32]) -> Result<()> {
         for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
             let ks = &mut ks[..chunk.len()];
             rd.read_fields(bits, ks)?;
-            apply_levels(chunk, ks, r, delta);
+            k.vectorize(|| apply_levels(chunk, ks, r, delta));
         }
     } else {
         let mut ks = [0u32; LEVEL_CHUNK];
         for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
             let ks = &mut ks[..chunk.len()];
             rd.read_fields(bits, ks)?;
-            apply_levels(chunk, ks, r, delta);
+            k.vectorize(|| apply_levels(chunk, ks, r, delta));
         }
     }
     rd.finish()
@@ -192,7 +199,8 @@ mod tests {
 
     proptest! {
         /// Every kernel path quantizes as the scalar reference does, bit for bit, NaN and
-        /// infinities included; the encoding is the reference's one write per level.
+        /// infinities included; the encoding is the reference's one write per level, and every
+        /// path decodes it to the reference's Q.
         #[test]
         fn every_path_quantizes_and_encodes_as_the_reference(
             gh in proptest::collection::vec((any_f32(), -50.0f32..50.0), 1..700),
@@ -218,7 +226,15 @@ mod tests {
                 w.write(u64::from(l), bits);
             }
             want.bits = w.finish();
-            prop_assert_eq!(msg, want);
+            prop_assert_eq!(&msg, &want);
+            // Every path decodes Q as the reference quantized it.
+            if r0.is_finite() {
+                for k in Kernels::available() {
+                    let mut back = qhat.clone();
+                    decode_with(k, &msg, bits, &mut back).unwrap();
+                    prop_assert_eq!(bitsof(&back), bitsof(&q0), "{}", k.name());
+                }
+            }
         }
 
         #[test]
