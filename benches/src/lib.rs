@@ -65,10 +65,20 @@ pub fn touch_state_once(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f
         }
         acc
     };
+    in_halves(state, threads, part)
+}
+
+/// `part` over all of `items` on one thread, or over its two halves on two (joined), the
+/// results added.
+fn in_halves<T: Send>(
+    items: &mut [T],
+    threads: usize,
+    part: impl Fn(&mut [T]) -> f32 + Sync,
+) -> f32 {
     if threads <= 1 {
-        part(state)
+        part(items)
     } else {
-        let (a, b) = state.split_at_mut(state.len() / 2);
+        let (a, b) = items.split_at_mut(items.len() / 2);
         let (x, y) = rayon::join(|| part(a), || part(b));
         x + y
     }
@@ -128,13 +138,7 @@ pub fn diana_shift_once(k: Kernels, shifts: &mut [Vec<f32>], q: &[f32], threads:
             acc + h[h.len() / 2]
         })
     };
-    if threads <= 1 {
-        part(shifts)
-    } else {
-        let (a, b) = shifts.split_at_mut(shifts.len() / 2);
-        let (x, y) = rayon::join(|| part(a), || part(b));
-        x + y
-    }
+    in_halves(shifts, threads, part)
 }
 
 /// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random

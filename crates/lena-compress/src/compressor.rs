@@ -5,7 +5,7 @@
 //! omega (`E||C(x) - x||^2 <= omega ||x||^2` for unbiased ones) and the contraction delta
 //! (`E||C(x) - x||^2 <= (1 - delta) ||x||^2`).
 
-use crate::bits::{BitReader, BitWriter, Cursor, Packer, width_for};
+use crate::bits::{BitReader, BitWriter, Cursor, FieldWord, Packer, width_for};
 use crate::{Error, Message, Result};
 use lena_kernels::{BadParam, Kernels};
 use rand::{RngCore, SeedableRng};
@@ -444,7 +444,7 @@ impl Qsgd {
             for oc in ob.chunks_mut(256) {
                 let len = oc.len();
                 match self.coding {
-                    QsgdCoding::Fixed => F::read_fixed(&mut r, width + 1, &mut buf[..len])?,
+                    QsgdCoding::Fixed => r.read_fields(width + 1, &mut buf[..len])?,
                     QsgdCoding::EliasGamma => {
                         // PERF: whole windows while the cursor has them (most of the chunk),
                         // then the rest code by code.
@@ -567,7 +567,7 @@ impl Word {
 }
 
 /// A decoded QSGD field (`level << 1 | sign`) as the decoder buffers it.
-trait Field: Copy + Default {
+trait Field: Copy + Default + FieldWord {
     /// `f`, which the caller has bounded to fit.
     fn new(f: u32) -> Self;
     /// The field.
@@ -578,8 +578,6 @@ trait Field: Copy + Default {
     fn max(fields: &[Self]) -> u32;
     /// The fields as bytes, if they are bytes.
     fn bytes(fields: &[Self]) -> Option<&[u8]>;
-    /// Reads `to.len()` fields of `width` bits.
-    fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()>;
 }
 
 impl Field for u8 {
@@ -605,10 +603,6 @@ impl Field for u8 {
     fn bytes(fields: &[Self]) -> Option<&[u8]> {
         Some(fields)
     }
-    fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()> {
-        // Fields of at most 8 bits (levels up to 126).
-        r.read_fields(width, to)
-    }
 }
 
 impl Field for u32 {
@@ -633,9 +627,6 @@ impl Field for u32 {
     #[inline(always)]
     fn bytes(_: &[Self]) -> Option<&[u8]> {
         None
-    }
-    fn read_fixed(r: &mut BitReader<'_>, width: u32, to: &mut [Self]) -> Result<()> {
-        r.read_fields(width, to)
     }
 }
 

@@ -7,7 +7,7 @@
 //! nature (it needs `Qhat`), so it is a module of functions rather than a [`crate::Compressor`].
 //! Encoding: R as f32, then b bits per coordinate: `32 + b d` bits.
 
-use crate::bits::{BitReader, BitWriter, Packer};
+use crate::bits::{BitReader, BitWriter, FieldWord, Packer};
 use crate::{Error, Message, Result};
 use lena_kernels::Kernels;
 
@@ -132,29 +132,35 @@ pub fn decode_with(k: Kernels, msg: &Message, bits: u32, qhat: &mut [f32]) -> Re
     // PERF: levels of up to 8 bits are read as bytes (which the reader writes eight at a
     // time), then widened in the loop that applies them.
     if bits <= 8 {
-        let mut ks = [0u8; LEVEL_CHUNK];
-        for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
-            let ks = &mut ks[..chunk.len()];
-            rd.read_fields(bits, ks)?;
-            k.vectorize(|| apply_levels(chunk, ks, r, delta));
-        }
+        apply_levels::<u8>(k, &mut rd, bits, qhat, r, delta)?;
     } else {
-        let mut ks = [0u32; LEVEL_CHUNK];
-        for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
-            let ks = &mut ks[..chunk.len()];
-            rd.read_fields(bits, ks)?;
-            k.vectorize(|| apply_levels(chunk, ks, r, delta));
-        }
+        apply_levels::<u32>(k, &mut rd, bits, qhat, r, delta)?;
     }
     rd.finish()
 }
 
-/// `qhat_i <- value(qhat_i, r, delta, k_i)` for a chunk of decoded levels.
+/// Reads the levels a chunk at a time as `T` and moves each `qhat_i` to
+/// `value(qhat_i, r, delta, k_i)`.
 #[inline(always)]
-fn apply_levels<T: Copy + Into<u32>>(qhat: &mut [f32], ks: &[T], r: f32, delta: f32) {
-    for (q, &k) in qhat.iter_mut().zip(ks) {
-        *q = value(*q, r, delta, k.into());
+fn apply_levels<T: FieldWord + Default + Into<u32>>(
+    k: Kernels,
+    rd: &mut BitReader<'_>,
+    bits: u32,
+    qhat: &mut [f32],
+    r: f32,
+    delta: f32,
+) -> Result<()> {
+    let mut ks = [T::default(); LEVEL_CHUNK];
+    for chunk in qhat.chunks_mut(LEVEL_CHUNK) {
+        let ks = &mut ks[..chunk.len()];
+        rd.read_fields(bits, ks)?;
+        k.vectorize(|| {
+            for (q, &l) in chunk.iter_mut().zip(ks.iter()) {
+                *q = value(*q, r, delta, l.into());
+            }
+        });
     }
+    Ok(())
 }
 
 #[cfg(test)]
