@@ -8,7 +8,7 @@
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 use lena_compress::{Compressor, Message, Qsgd, QsgdCoding, QsgdNorm};
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 
 fn main() {
     let only: Vec<String> = std::env::args().skip(1).collect();
@@ -37,17 +37,18 @@ fn main() {
             if !only.is_empty() && only != [name, input] {
                 continue;
             }
-            let (decode, compress, bits) = time(&c, x);
+            let (decode, levels, compress, bits) = time(&c, Some(&c), x);
             println!(
-                "{name} {input:>7}: decode {decode:5.2} us, compress {compress:5.2} us per \
-                 7850-vector ({bits} bits)"
+                "{name} {input:>7}: decode {decode:5.2} us, compress {compress:5.2} us (levels \
+                 alone {levels:5.2}) per 7850-vector ({bits} bits)"
             );
         }
     }
 }
 
-/// Fastest decode and compress of `x` by `c`, in microseconds, and the message's bits.
-fn time(c: &dyn Compressor, x: &[f32]) -> (f64, f64, u64) {
+/// Fastest decode, levels alone (if `quantizer` is given: `c` itself) and compress of `x` by
+/// `c`, in microseconds, and the message's bits.
+fn time(c: &dyn Compressor, quantizer: Option<&Qsgd>, x: &[f32]) -> (f64, f64, f64, u64) {
     let d = x.len();
     let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
     let mut out = vec![0.0f32; d];
@@ -62,6 +63,18 @@ fn time(c: &dyn Compressor, x: &[f32]) -> (f64, f64, u64) {
         }
         best = best.min(t.elapsed().as_secs_f64() / 200.0 * 1e6);
     }
+    // The levels alone (`Qsgd::quantize`), with draws from the same stream.
+    let mut bestq = f64::MAX;
+    if let Some(q) = quantizer {
+        let uniforms: Vec<u32> = (0..d).map(|_| rng.next_u32()).collect();
+        for _ in 0..40 {
+            let t = std::time::Instant::now();
+            for _ in 0..200 {
+                q.quantize(x, &uniforms, &mut out);
+            }
+            bestq = bestq.min(t.elapsed().as_secs_f64() / 200.0 * 1e6);
+        }
+    }
     let mut bestc = f64::MAX;
     for _ in 0..40 {
         let t = std::time::Instant::now();
@@ -70,5 +83,5 @@ fn time(c: &dyn Compressor, x: &[f32]) -> (f64, f64, u64) {
         }
         bestc = bestc.min(t.elapsed().as_secs_f64() / 200.0 * 1e6);
     }
-    (best, bestc, msg.bits())
+    (best, bestq, bestc, msg.bits())
 }

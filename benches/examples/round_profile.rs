@@ -9,9 +9,10 @@
 //! one pool of which this thread is one (see `Simulation::new`), as a `lena run` process's main
 //! thread is of its own; the bound's two threads are the same pool's.
 //! It also times QSGD's draws alone (every node's 32-bit uniform per coordinate from its own
-//! stream, on two threads) and DIANA's shifts alone (every node's shift read and written once,
-//! on two threads), and adds them to DGD's ratio: DIANA's floor, what its round costs with a
-//! free codec and server. And it times LENA-m's node scan alone (`ef_scan` over every
+//! stream, on two threads), DIANA's shifts alone (every node's shift read and written once,
+//! on two threads) and QSGD's levels alone (every node's bucket norms and stochastic levels,
+//! the encoder's loop, its vector and draws in cache, on two threads), and adds them to DGD's
+//! ratio: DIANA's floor, what its round costs with a free coding, decoding and server. And it times LENA-m's node scan alone (`ef_scan` over every
 //! node's memory, drift and momentum, as a skipping node runs it, on two threads) and adds it
 //! to DGD's ratio: LENA-m's floor, its round with the gradient and the scan one after the other
 //! and nothing else.
@@ -21,9 +22,10 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{
-    ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once, round_config,
-    round_config_with_batch, touch_state_once,
+    ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once, qsgd_levels_once,
+    round_config, round_config_with_batch, touch_state_once,
 };
+use lena_compress::{Qsgd, QsgdCoding, QsgdNorm};
 use lena_kernels::Kernels;
 use lena_sim::Simulation;
 use rand::{RngCore, SeedableRng};
@@ -79,8 +81,17 @@ fn main() {
     let g: Vec<f32> = (0..7850).map(|i| (i % 97) as f32 * 1e-3).collect();
     // DIANA's shifts: a vector per node.
     let mut shifts: Vec<Vec<f32>> = (0..200).map(|i| vec![i as f32 * 1e-6; 7850]).collect();
+    // QSGD's levels: DIANA's default compressor (s = 4, buckets of 512, L2 norm) on a vector
+    // whose levels are 0 to 4, with draws from a stream.
+    let qsgd = Qsgd::new(7850, 4, 512, QsgdNorm::L2, QsgdCoding::EliasGamma).unwrap();
+    let x: Vec<f32> = (0..7850)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let mut draws = Xoshiro256PlusPlus::seed_from_u64(7);
+    let uniforms: Vec<u32> = (0..7850).map(|_| draws.next_u32()).collect();
+    let mut level_outs = [vec![0.0f32; 7850], vec![0.0f32; 7850]];
     let n = sims.len() + 2;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 3];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 4];
     for _ in 0..reps {
         for (i, (_, sim)) in sims.iter_mut().enumerate() {
             let start = Instant::now();
@@ -112,6 +123,18 @@ fn main() {
             black_box(diana_shift_once(k, &mut shifts, &g, 2));
         }
         times[n + 2].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(qsgd_levels_once(
+                &qsgd,
+                &x,
+                &uniforms,
+                &mut level_outs,
+                200,
+                2,
+            ));
+        }
+        times[n + 3].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     // Each slice against the 2-thread bound of its own repetition (measured within seconds of
     // it, so under about the same load of a shared machine): the median of these ratios moves
@@ -134,6 +157,7 @@ fn main() {
         "qsgd_draws",
         "lena_m_scan",
         "diana_shifts",
+        "qsgd_levels",
     ]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
@@ -152,8 +176,10 @@ fn main() {
     }
     if let Some(dgd) = sims.iter().position(|(name, _)| *name == "dgd") {
         println!(
-            "DIANA's floor (DGD's round, QSGD's draws and the shifts' read and write): {:.2} of \
-             the bound (median of ratios; DGD's round and the draws alone: {:.2})",
+            "DIANA's floor (DGD's round, QSGD's draws, the shifts' read and write and QSGD's \
+             levels): {:.2} of the bound (median of ratios; without the levels: {:.2}; DGD's \
+             round and the draws alone: {:.2})",
+            median_ratio(dgd) + median_ratio(n) + median_ratio(n + 2) + median_ratio(n + 3),
             median_ratio(dgd) + median_ratio(n) + median_ratio(n + 2),
             median_ratio(dgd) + median_ratio(n)
         );

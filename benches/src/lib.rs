@@ -141,6 +141,35 @@ pub fn diana_shift_once(k: Kernels, shifts: &mut [Vec<f32>], q: &[f32], threads:
     in_halves(shifts, threads, part)
 }
 
+/// QSGD's levels alone, as DIANA's nodes round their vectors each round: `nodes` times, the
+/// bucket norms and every coordinate's stochastic level of `x` given its draws `uniforms`
+/// ([`lena_compress::Qsgd::quantize`], the encoder's own loop), with `x`, the draws and the
+/// output in cache; one thread, or the nodes split in two halves on two (`outs`: an output
+/// vector per thread). With DGD's round, QSGD's draws and the shifts, what a DIANA round
+/// cannot do without whatever its coding and decoding cost.
+pub fn qsgd_levels_once(
+    q: &lena_compress::Qsgd,
+    x: &[f32],
+    uniforms: &[u32],
+    outs: &mut [Vec<f32>; 2],
+    nodes: usize,
+    threads: usize,
+) -> f32 {
+    let part = |out: &mut Vec<f32>, nodes: usize| {
+        (0..nodes).fold(0.0f32, |acc, _| {
+            q.quantize(x, uniforms, out);
+            acc + out[out.len() / 2]
+        })
+    };
+    let [a, b] = outs;
+    if threads <= 1 {
+        part(a, nodes)
+    } else {
+        let (x, y) = rayon::join(|| part(a, nodes / 2), || part(b, nodes - nodes / 2));
+        x + y
+    }
+}
+
 /// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random
 /// data of its shape (60 000 x 784, 10 classes).
 pub fn mnist_or_random() -> lena_data::Dataset {

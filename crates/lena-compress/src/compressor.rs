@@ -280,6 +280,84 @@ impl Qsgd {
         f32::from_bits(v.to_bits() | (u32::from(negative) << 31))
     }
 
+    /// `C(x)` without its encoding: the value of every coordinate's stochastic level, given
+    /// its 32-bit draw `uniforms[i]` (a uniform in [0, 1) from its top 24 bits), written into
+    /// `out`. [`Compressor::compress`] writes the same into its `out` given the same draws; it
+    /// takes them from its stream, for every 256 coordinates of a bucket (fewer at its end)
+    /// one `fill_bytes` of four bytes per coordinate, read little-endian. For a simulation that
+    /// needs no messages, or to time QSGD's arithmetic apart from its draws and its coding.
+    ///
+    /// # Panics
+    /// If `x`, `uniforms` or `out` is not of length `d`.
+    pub fn quantize(&self, x: &[f32], uniforms: &[u32], out: &mut [f32]) {
+        assert_eq!(x.len(), self.d);
+        assert_eq!(uniforms.len(), self.d);
+        assert_eq!(out.len(), self.d);
+        if self.byte_fields() {
+            self.quantize_fields::<u8>(x, uniforms, out);
+        } else {
+            self.quantize_fields::<u32>(x, uniforms, out);
+        }
+    }
+
+    /// [`Self::quantize`] through a buffer of fields of type `F`.
+    fn quantize_fields<F: Field>(&self, x: &[f32], uniforms: &[u32], out: &mut [f32]) {
+        let mut fields = [F::default(); CHUNK];
+        let b = self.bucket;
+        for ((xb, ub), ob) in x.chunks(b).zip(uniforms.chunks(b)).zip(out.chunks_mut(b)) {
+            let n = self.bucket_norm(xb);
+            for ((xc, uc), oc) in xb
+                .chunks(CHUNK)
+                .zip(ub.chunks(CHUNK))
+                .zip(ob.chunks_mut(CHUNK))
+            {
+                self.levels(n, xc, uc, oc, &mut fields[..xc.len()]);
+            }
+        }
+    }
+
+    /// The levels of a chunk `xc` of a bucket of norm `n`, given each coordinate's 32-bit draw:
+    /// each coordinate's field (`level << 1 | sign`) into `fields` and its value into `oc`.
+    #[inline(always)]
+    fn levels<F: Field>(
+        &self,
+        n: f32,
+        xc: &[f32],
+        random: &[u32],
+        oc: &mut [f32],
+        fields: &mut [F],
+    ) {
+        let s = self.s as f32;
+        let scale = if n > 0.0 { s / n } else { 0.0 };
+        let unit = n / s;
+        let top = self.s;
+        self.kernels.vectorize(|| {
+            for (((xi, oi), f), &bits) in xc
+                .iter()
+                .zip(oc.iter_mut())
+                .zip(fields.iter_mut())
+                .zip(random)
+            {
+                // A uniform in [0, 1) from the top 24 bits of the draw.
+                // PERF: integer <-> float conversions go through i32 (every value here is below
+                // 2^31), which AVX2 converts in one instruction; u32 takes several. The values
+                // are the same.
+                let u = (bits >> 8) as i32 as f32 * (1.0 / (1u32 << 24) as f32);
+                // Never NaN: `min` returns s for a NaN product (a NaN or infinite x).
+                let r = (xi.abs() * scale).min(s);
+                // PERF: a saturating `r as i32` is not vectorised (NaN and range checks per
+                // lane); truncation is floor here and the checks cannot fire.
+                // SAFETY: 0 <= r <= s <= 2^24 and r is not NaN (above), so r truncated is
+                // representable in i32.
+                let lower: i32 = unsafe { r.to_int_unchecked() };
+                let level = (lower + i32::from(u < r - lower as f32)).min(top as i32);
+                let negative = xi.is_sign_negative() && level > 0;
+                *f = F::new(((level as u32) << 1) | u32::from(negative));
+                *oi = Self::value(unit, level as f32, negative);
+            }
+        });
+    }
+
     /// Compresses `x` (of length `d`) into `out` and `msg` through a buffer of fields of
     /// type `F`.
     fn compress_fields<F: Field>(
@@ -291,50 +369,24 @@ impl Qsgd {
     ) {
         let width = width_for(u64::from(self.s) + 1);
         let mut w = BitWriter::new(&mut msg.bytes);
-        let s = self.s as f32;
         // PERF: the uniforms of up to CHUNK coordinates come from one `fill_bytes` call (not one
         // call through `dyn RngCore` per coordinate), the levels are computed in a loop free of
         // calls and branches (vectorised by the compiler), and packing is a separate pass.
-        const CHUNK: usize = 256;
         // PERF: words, not bytes, so the level loop loads eight draws with one vector load.
         let mut random = [0u32; CHUNK];
         let mut fields = [F::default(); CHUNK];
         for (xb, ob) in x.chunks(self.bucket).zip(out.chunks_mut(self.bucket)) {
             let n = self.bucket_norm(xb);
             w.write_f32(n);
-            let scale = if n > 0.0 { s / n } else { 0.0 };
-            let unit = n / s;
             for (xc, oc) in xb.chunks(CHUNK).zip(ob.chunks_mut(CHUNK)) {
                 let m = xc.len();
                 rng.fill_bytes(bytemuck::cast_slice_mut(&mut random[..m]));
-                let top = self.s;
-                self.kernels.vectorize(|| {
-                    for (((xi, oi), f), r4) in xc
-                        .iter()
-                        .zip(oc.iter_mut())
-                        .zip(fields.iter_mut())
-                        .zip(&random)
-                    {
-                        // A uniform in [0, 1) from the top 24 bits of a 32-bit draw (four
-                        // bytes of the stream read little-endian, whatever the machine).
-                        let bits = u32::from_le(*r4);
-                        // PERF: integer <-> float conversions go through i32 (every value here
-                        // is below 2^31), which AVX2 converts in one instruction; u32 takes
-                        // several. The values are the same.
-                        let u = (bits >> 8) as i32 as f32 * (1.0 / (1u32 << 24) as f32);
-                        // Never NaN: `min` returns s for a NaN product (a NaN or infinite x).
-                        let r = (xi.abs() * scale).min(s);
-                        // PERF: a saturating `r as i32` is not vectorised (NaN and range checks
-                        // per lane); truncation is floor here and the checks cannot fire.
-                        // SAFETY: 0 <= r <= s <= 2^24 and r is not NaN (above), so r truncated
-                        // is representable in i32.
-                        let lower: i32 = unsafe { r.to_int_unchecked() };
-                        let level = (lower + i32::from(u < r - lower as f32)).min(top as i32);
-                        let negative = xi.is_sign_negative() && level > 0;
-                        *f = F::new(((level as u32) << 1) | u32::from(negative));
-                        *oi = Self::value(unit, level as f32, negative);
-                    }
-                });
+                // Four bytes of the stream read little-endian, whatever the machine (a no-op
+                // on little-endian ones).
+                for r in &mut random[..m] {
+                    *r = u32::from_le(*r);
+                }
+                self.levels(n, xc, &random[..m], oc, &mut fields[..m]);
                 match self.coding {
                     // PERF: byte fields (at most 8 bits each): eight at a time where they are
                     // narrower than a byte, else as many as fit 56 bits joined by shifts and
@@ -536,6 +588,9 @@ impl Qsgd {
         }
     }
 }
+
+/// Coordinates QSGD's encoder draws, rounds and packs at a time.
+const CHUNK: usize = 256;
 
 /// Short codes gathered in a local word and handed to a [`BitWriter`] 32 bits at a time.
 ///

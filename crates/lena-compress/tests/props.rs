@@ -5,7 +5,7 @@ use lena_compress::{
     QsgdNorm, RandK, ScaledSign, TopK,
 };
 use proptest::prelude::*;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 fn all(d: usize) -> Vec<Box<dyn Compressor>> {
@@ -437,6 +437,21 @@ fn qsgd_case(max_len: usize) -> impl Strategy<Value = (Vec<f32>, u32, usize, boo
     )
 }
 
+/// The QSGD compressor of a [`qsgd_case`], and its coding.
+fn qsgd_of(d: usize, s: u32, bucket: usize, max_norm: bool, fixed: bool) -> (Qsgd, QsgdCoding) {
+    let coding = if fixed {
+        QsgdCoding::Fixed
+    } else {
+        QsgdCoding::EliasGamma
+    };
+    let norm = if max_norm {
+        QsgdNorm::Max
+    } else {
+        QsgdNorm::L2
+    };
+    (Qsgd::new(d, s, bucket, norm, coding).unwrap(), coding)
+}
+
 /// QSGD's stream as ALGORITHMS.md writes it, bit by bit with bitvec: per bucket its norm's 32
 /// bits, then per coordinate its level as the Elias-gamma code of `level + 1` and a sign bit
 /// if the level is above 0, or (fixed width) a sign bit and the level in `width` bits. The levels and signs are read off the
@@ -501,9 +516,7 @@ proptest! {
     ) {
         use bitvec::prelude::*;
         let d = x.len();
-        let coding = if fixed { QsgdCoding::Fixed } else { QsgdCoding::EliasGamma };
-        let norm = if max_norm { QsgdNorm::Max } else { QsgdNorm::L2 };
-        let c = Qsgd::new(d, s, bucket, norm, coding).unwrap();
+        let (c, coding) = qsgd_of(d, s, bucket, max_norm, fixed);
         let mut out = vec![0.0f32; d];
         let mut msg = Message::default();
         c.compress(&x, &mut Xoshiro256PlusPlus::seed_from_u64(seed), &mut out, &mut msg);
@@ -513,6 +526,35 @@ proptest! {
         prop_assert_eq!(got, &want[..]);
         // Whole bytes, zero past the last bit.
         prop_assert!(msg.bytes().view_bits::<Lsb0>()[want.len()..].not_any());
+    }
+}
+
+proptest! {
+    /// `Qsgd::quantize` given the draws `compress` takes from its stream (per bucket, a
+    /// `fill_bytes` of four bytes per coordinate for every 256 coordinates, read little-endian)
+    /// writes `compress`'s `C(x)`, bit for bit.
+    #[test]
+    fn qsgd_quantize_is_compress_without_its_coding(
+        (x, s, bucket, max_norm, fixed, seed) in qsgd_case(700),
+    ) {
+        let d = x.len();
+        let (c, _) = qsgd_of(d, s, bucket, max_norm, fixed);
+        let mut out = vec![0.0f32; d];
+        c.compress(&x, &mut Xoshiro256PlusPlus::seed_from_u64(seed), &mut out, &mut Message::default());
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut uniforms = Vec::with_capacity(d);
+        for b in (0..d).step_by(if bucket == 0 { d } else { bucket }) {
+            let end = if bucket == 0 { d } else { (b + bucket).min(d) };
+            for c0 in (b..end).step_by(256) {
+                let mut bytes = vec![0u8; 4 * (end - c0).min(256)];
+                rng.fill_bytes(&mut bytes);
+                uniforms.extend(bytes.chunks(4).map(|w| u32::from_le_bytes(w.try_into().unwrap())));
+            }
+        }
+        let mut quantized = vec![1.0f32; d];
+        c.quantize(&x, &uniforms, &mut quantized);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        prop_assert_eq!(bits(&quantized), bits(&out));
     }
 }
 
@@ -618,9 +660,7 @@ proptest! {
         kind in 0u8..5,
     ) {
         let d = x.len();
-        let coding = if fixed { QsgdCoding::Fixed } else { QsgdCoding::EliasGamma };
-        let norm = if max_norm { QsgdNorm::Max } else { QsgdNorm::L2 };
-        let c = Qsgd::new(d, s, bucket, norm, coding).unwrap();
+        let (c, coding) = qsgd_of(d, s, bucket, max_norm, fixed);
         let msg = message_of(&c, &x, seed, kind);
         let mut out = vec![0.0f32; d];
         let got = c.decode(&msg, &mut out).ok().map(|()| out);
