@@ -82,7 +82,8 @@ fn main() {
     // DIANA's shifts: a vector per node.
     let mut shifts: Vec<Vec<f32>> = (0..200).map(|i| vec![i as f32 * 1e-6; 7850]).collect();
     // QSGD's levels: DIANA's default compressor (s = 4, buckets of 512, L2 norm) on a vector
-    // whose levels are 0 to 4, with draws from a stream.
+    // of mixed signs (levels 0 and 1, as most of a round's), with draws from a stream. The
+    // loop has no branch on the values, so its cost does not depend on them.
     let qsgd = Qsgd::new(7850, 4, 512, QsgdNorm::L2, QsgdCoding::EliasGamma).unwrap();
     let x: Vec<f32> = (0..7850)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
