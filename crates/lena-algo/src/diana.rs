@@ -1,6 +1,6 @@
 //! DIANA with any unbiased compressor (Mishchenko et al. 2019).
 
-use crate::gather::SenderSum;
+use crate::gather::{LevelSum, SenderSum};
 use crate::params::{check_step, compressor};
 use crate::{
     Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
@@ -126,6 +126,7 @@ impl Algorithm for Diana {
             c: self.compressor.clone(),
             h: vec![0.0; dim],
             senders: SenderSum::new(n_workers, dim),
+            levels: LevelSum::new(&*self.compressor, n_workers, dim),
             mean: vec![0.0; dim],
             kernels: k,
         })
@@ -183,6 +184,8 @@ struct DianaServer {
     h: Vec<f32>,
     /// The uploads' decode buffers (a group of nodes at a time).
     senders: SenderSum,
+    /// Their level buffers instead, if the compressor has a level form (QSGD).
+    levels: Option<LevelSum>,
     mean: Vec<f32>,
     kernels: Kernels,
 }
@@ -204,21 +207,21 @@ impl Server for DianaServer {
             _ => 1.0,
         };
         // Per coordinate block: mean = sum / M; w -= alpha (h + mean); h += a mean.
-        self.senders.apply(
-            k,
-            round,
-            &uploads,
-            |msg, out| c.decode(msg, out),
-            &mut self.mean,
-            w,
-            Some(&mut self.h),
-            |mean, w, h| {
-                k.scale(inv_m, mean);
-                k.axpy(-alpha, h, w);
-                k.axpy(-alpha * step_ratio, mean, w);
-                k.axpy(a, mean, h);
-            },
-        )
+        let then = |mean: &mut [f32], w: &mut [f32], h: &mut [f32]| {
+            k.scale(inv_m, mean);
+            k.axpy(-alpha, h, w);
+            k.axpy(-alpha * step_ratio, mean, w);
+            k.axpy(a, mean, h);
+        };
+        let (mean, h) = (&mut self.mean, Some(&mut self.h[..]));
+        match &mut self.levels {
+            Some(levels) => levels.apply(k, round, &uploads, &**c, mean, w, h, then),
+            None => {
+                let decode = |msg: &Message, out: &mut [f32]| c.decode(msg, out);
+                self.senders
+                    .apply(k, round, &uploads, decode, mean, w, h, then)
+            }
+        }
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {

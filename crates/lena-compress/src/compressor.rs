@@ -22,6 +22,22 @@ pub trait Compressor: Send + Sync {
     fn compress(&self, x: &[f32], rng: &mut dyn RngCore, out: &mut [f32], msg: &mut Message);
     /// Reconstructs `C(x)` from a message; malformed messages are errors, never panics.
     fn decode(&self, msg: &Message, out: &mut [f32]) -> Result<()>;
+    /// For a compressor whose messages carry a small level per coordinate (QSGD with at most
+    /// 126 levels): `Some(bucket)`, having put into `fields` (of length `d`) each coordinate's
+    /// `level << 1 | sign` and into `steps` (cleared first) each bucket's step, so that
+    /// coordinate i's value as [`Self::decode`] writes it is
+    /// [`Qsgd::level_value`]`(steps[i / bucket], fields[i])`; a malformed message is the same
+    /// error. `None` (the default) for a compressor without such a form. A server sums the
+    /// values from a quarter of the bytes of decoded vectors.
+    fn decode_levels(
+        &self,
+        msg: &Message,
+        fields: &mut [u8],
+        steps: &mut Vec<f32>,
+    ) -> Option<Result<usize>> {
+        let _ = (msg, fields, steps);
+        None
+    }
     /// For a compressor whose messages carry a few coordinates (top-k, rand-k): `Some`, having
     /// put into `out` (cleared first) the (index, value) pairs of the coordinates `msg` carries,
     /// ascending by index, with the values [`Self::decode`] writes there; every other coordinate
@@ -161,7 +177,7 @@ fn check_k(k: usize, d: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_len(kind: &'static str, d: usize, out: &[f32]) -> Result<()> {
+fn check_len<T>(kind: &'static str, d: usize, out: &[T]) -> Result<()> {
     if out.len() == d {
         Ok(())
     } else {
@@ -484,12 +500,36 @@ impl Qsgd {
 
     /// Decodes `msg` into `out` (of length `d`) through a buffer of fields of type `F`.
     fn decode_fields<F: Field>(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
+        self.parse::<F>(msg, |at, unit, fields| {
+            let oc = &mut out[at..at + fields.len()];
+            self.kernels.vectorize(|| {
+                for (oi, f) in oc.iter_mut().zip(fields.iter()) {
+                    let f = f.get();
+                    *oi = Self::value(unit, (f >> 1) as f32, f & 1 == 1);
+                }
+            });
+        })
+    }
+
+    /// Parses `msg`, a message of `d` coordinates, through a buffer of fields of type `F`:
+    /// `chunk(at, step, fields)` for every chunk of up to 256 coordinates of a bucket, from
+    /// coordinate `at`, with its bucket's step `norm / s` and its fields (`level << 1 | sign`,
+    /// every level checked to be at most s), in order; the first error stops it.
+    #[inline(always)]
+    fn parse<F: Field>(
+        &self,
+        msg: &Message,
+        mut chunk: impl FnMut(usize, f32, &[F]),
+    ) -> Result<()> {
         let width = width_for(u64::from(self.s) + 1);
         let mut r = BitReader::new(&msg.bytes, msg.bits, "QSGD");
         let (steps, multi) = (multi_gamma_steps(), multi_gamma_table());
         // Room for a whole window's fields written past the chunk's last (see gamma_windows).
         let mut buf = [F::default(); 256 + MULTI_FIELDS];
-        for ob in out.chunks_mut(self.bucket) {
+        // PERF: plain counters, not iterators: the window loop below keeps its values in
+        // registers only if little else is live around it.
+        let mut at = 0;
+        while at < self.d {
             let n = r.read_f32()?;
             if !(n.is_finite() && n >= 0.0) {
                 return Err(Error::Malformed {
@@ -498,8 +538,9 @@ impl Qsgd {
                 });
             }
             let unit = n / self.s as f32;
-            for oc in ob.chunks_mut(256) {
-                let len = oc.len();
+            let b1 = (at + self.bucket).min(self.d);
+            while at < b1 {
+                let len = (b1 - at).min(256);
                 match self.coding {
                     QsgdCoding::Fixed => r.read_fields(width + 1, &mut buf[..len])?,
                     QsgdCoding::EliasGamma => {
@@ -561,15 +602,35 @@ impl Qsgd {
                         what: format!("level {top} > s"),
                     });
                 }
-                self.kernels.vectorize(|| {
-                    for (oi, f) in oc.iter_mut().zip(fields.iter()) {
-                        let f = f.get();
-                        *oi = Self::value(unit, (f >> 1) as f32, f & 1 == 1);
-                    }
-                });
+                chunk(at, unit, fields);
+                at += len;
             }
         }
         r.finish()
+    }
+
+    /// [`Compressor::decode_levels`] for byte fields.
+    fn decode_byte_levels(
+        &self,
+        msg: &Message,
+        fields: &mut [u8],
+        steps: &mut Vec<f32>,
+    ) -> Result<()> {
+        check_len("QSGD", self.d, fields)?;
+        steps.clear();
+        self.parse::<u8>(msg, |at, step, chunk| {
+            if at % self.bucket == 0 {
+                steps.push(step);
+            }
+            fields[at..at + chunk.len()].copy_from_slice(chunk);
+        })
+    }
+
+    /// The value of a decoded QSGD field `level << 1 | sign` in a bucket of step `norm / s`
+    /// ([`Compressor::decode_levels`]): what [`Compressor::decode`] writes for it.
+    #[inline(always)]
+    pub fn level_value(step: f32, field: u8) -> f32 {
+        Self::value(step, f32::from(field >> 1), field & 1 == 1)
     }
 
     /// Whether every field (`level << 1 | sign`, up to `2 s + 1`, and up to `2 s + 3` for the
@@ -715,6 +776,18 @@ impl Compressor for Qsgd {
         } else {
             self.decode_fields::<u32>(msg, out)
         }
+    }
+
+    fn decode_levels(
+        &self,
+        msg: &Message,
+        fields: &mut [u8],
+        steps: &mut Vec<f32>,
+    ) -> Option<Result<usize>> {
+        self.byte_fields().then(|| {
+            self.decode_byte_levels(msg, fields, steps)
+                .map(|()| self.bucket)
+        })
     }
 
     fn unbiased(&self) -> bool {

@@ -663,10 +663,24 @@ proptest! {
         let (c, coding) = qsgd_of(d, s, bucket, max_norm, fixed);
         let msg = message_of(&c, &x, seed, kind);
         let mut out = vec![0.0f32; d];
-        let got = c.decode(&msg, &mut out).ok().map(|()| out);
+        let decoded = c.decode(&msg, &mut out);
+        let got = decoded.as_ref().ok().map(|()| out.clone());
         let want = qsgd_reference_decode(s, d, bucket, coding, &msg);
         let bits = |v: Option<Vec<f32>>| v.map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
-        prop_assert_eq!(bits(got), bits(want), "kind {}", kind);
+        prop_assert_eq!(bits(got.clone()), bits(want), "kind {}", kind);
+        // The level form (byte fields only): the same values, or the same error.
+        let (mut fields, mut steps) = (vec![0u8; d], vec![7.0f32]);
+        match c.decode_levels(&msg, &mut fields, &mut steps) {
+            None => prop_assert!(s > 126),
+            Some(levels) => {
+                prop_assert!(s <= 126);
+                let values = levels.as_ref().ok().map(|&b| {
+                    fields.iter().enumerate().map(|(i, &f)| Qsgd::level_value(steps[i / b], f)).collect()
+                });
+                prop_assert_eq!(bits(values), bits(got));
+                prop_assert_eq!(levels.err().map(|e| e.to_string()), decoded.err().map(|e| e.to_string()));
+            }
+        }
     }
 }
 
