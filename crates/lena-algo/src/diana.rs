@@ -125,8 +125,10 @@ impl Algorithm for Diana {
             missing: self.missing,
             c: self.compressor.clone(),
             h: vec![0.0; dim],
-            senders: SenderSum::new(n_workers, dim),
-            levels: LevelSum::new(&*self.compressor, n_workers, dim),
+            receive: match LevelSum::new(&*self.compressor, n_workers, dim) {
+                Some(levels) => Receive::Levels(levels),
+                None => Receive::Dense(SenderSum::new(n_workers, dim)),
+            },
             mean: vec![0.0; dim],
             kernels: k,
         })
@@ -175,6 +177,14 @@ impl Worker for DianaWorker {
     }
 }
 
+/// How DIANA's server receives its uploads.
+enum Receive {
+    /// As levels, for a compressor with a level form (QSGD).
+    Levels(LevelSum),
+    /// As decoded vectors.
+    Dense(SenderSum),
+}
+
 struct DianaServer {
     alpha: f32,
     a: f32,
@@ -183,9 +193,7 @@ struct DianaServer {
     c: Arc<dyn Compressor>,
     h: Vec<f32>,
     /// The uploads' decode buffers (a group of nodes at a time).
-    senders: SenderSum,
-    /// Their level buffers instead, if the compressor has a level form (QSGD).
-    levels: Option<LevelSum>,
+    receive: Receive,
     mean: Vec<f32>,
     kernels: Kernels,
 }
@@ -214,12 +222,11 @@ impl Server for DianaServer {
             k.axpy(a, mean, h);
         };
         let (mean, h) = (&mut self.mean, Some(&mut self.h[..]));
-        match &mut self.levels {
-            Some(levels) => levels.apply(k, round, &uploads, &**c, mean, w, h, then),
-            None => {
+        match &mut self.receive {
+            Receive::Levels(levels) => levels.apply(k, round, &uploads, &**c, mean, w, h, then),
+            Receive::Dense(senders) => {
                 let decode = |msg: &Message, out: &mut [f32]| c.decode(msg, out);
-                self.senders
-                    .apply(k, round, &uploads, decode, mean, w, h, then)
+                senders.apply(k, round, &uploads, decode, mean, w, h, then)
             }
         }
     }
