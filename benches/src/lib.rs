@@ -155,19 +155,16 @@ pub fn qsgd_levels_once(
     nodes: usize,
     threads: usize,
 ) -> f32 {
-    let part = |out: &mut Vec<f32>, nodes: usize| {
-        (0..nodes).fold(0.0f32, |acc, _| {
+    // Both outputs: all the nodes, into the first; one of them: half the nodes.
+    let part = |outs: &mut [Vec<f32>]| {
+        let count = nodes * outs.len() / 2;
+        let out = &mut outs[0];
+        (0..count).fold(0.0f32, |acc, _| {
             q.quantize(x, uniforms, out);
             acc + out[out.len() / 2]
         })
     };
-    let [a, b] = outs;
-    if threads <= 1 {
-        part(a, nodes)
-    } else {
-        let (x, y) = rayon::join(|| part(a, nodes / 2), || part(b, nodes - nodes / 2));
-        x + y
-    }
+    in_halves(outs, threads, part)
 }
 
 /// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random

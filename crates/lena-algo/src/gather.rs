@@ -299,6 +299,12 @@ const GROUP_BYTES: usize = 512 << 10;
 /// nodes to decode.
 const MIN_GROUP: usize = 8;
 
+/// Nodes in a group of `n` nodes' decode buffers of `node_bytes` each: `GROUP_BYTES` worth, at
+/// least `MIN_GROUP` and at most `n`.
+fn group_len(node_bytes: usize, n: usize) -> usize {
+    (GROUP_BYTES / node_bytes.max(1)).max(MIN_GROUP).min(n)
+}
+
 /// This round's senders' uploads decoded in parallel over nodes and summed over coordinate
 /// blocks in parallel, a group of nodes at a time; then a server's update per block.
 ///
@@ -318,7 +324,7 @@ impl SenderSum {
     /// Buffers for `n` nodes of dimension `d`: a group of `GROUP_BYTES` worth, at least
     /// `MIN_GROUP` and at most `n`.
     pub(crate) fn new(n: usize, d: usize) -> Self {
-        let group = (GROUP_BYTES / (4 * d).max(1)).max(MIN_GROUP).min(n);
+        let group = group_len(4 * d, n);
         Self {
             group: Decoded::new(group, d),
         }
@@ -448,7 +454,7 @@ impl LevelSum {
     pub(crate) fn new(c: &dyn lena_compress::Compressor, n: usize, d: usize) -> Option<Self> {
         // Only whether there is a form: an empty message is malformed either way.
         let _malformed = c.decode_levels(&Message::default(), &mut vec![0; d], &mut Vec::new())?;
-        let group = (GROUP_BYTES / d.max(1)).max(MIN_GROUP).min(n);
+        let group = group_len(d, n);
         let levels = Levels {
             fields: vec![0; d],
             steps: Vec::new(),

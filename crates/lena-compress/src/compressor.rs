@@ -504,8 +504,7 @@ impl Qsgd {
             let oc = &mut out[at..at + fields.len()];
             self.kernels.vectorize(|| {
                 for (oi, f) in oc.iter_mut().zip(fields.iter()) {
-                    let f = f.get();
-                    *oi = Self::value(unit, (f >> 1) as f32, f & 1 == 1);
+                    *oi = Self::field_value(unit, f.get());
                 }
             });
         })
@@ -630,7 +629,13 @@ impl Qsgd {
     /// ([`Compressor::decode_levels`]): what [`Compressor::decode`] writes for it.
     #[inline(always)]
     pub fn level_value(step: f32, field: u8) -> f32 {
-        Self::value(step, f32::from(field >> 1), field & 1 == 1)
+        Self::field_value(step, u32::from(field))
+    }
+
+    /// The value of field `f` (`level << 1 | sign`) in a bucket of step `step`.
+    #[inline(always)]
+    fn field_value(step: f32, f: u32) -> f32 {
+        Self::value(step, (f >> 1) as f32, f & 1 == 1)
     }
 
     /// Whether every field (`level << 1 | sign`, up to `2 s + 1`, and up to `2 s + 3` for the
