@@ -289,11 +289,13 @@ impl Qsgd {
     ///
     /// PERF: the sign is set with a bit operation, not a branch or select (which the compiler
     /// turned into two masked stores, slow on AMD); `unit * level` is never negative, so this
-    /// is `-v` for a negative coordinate.
+    /// is `-v` for a negative coordinate. The sign comes as the bit itself (0 or 1), shifted
+    /// into place: given as a `bool`, it was compared with zero and masked per lane.
     #[inline(always)]
-    fn value(unit: f32, level: f32, negative: bool) -> f32 {
+    fn value(unit: f32, level: f32, negative: u32) -> f32 {
+        debug_assert!(negative <= 1);
         let v = unit * level;
-        f32::from_bits(v.to_bits() | (u32::from(negative) << 31))
+        f32::from_bits(v.to_bits() | (negative << 31))
     }
 
     /// `C(x)` without its encoding: the value of every coordinate's stochastic level, given
@@ -374,7 +376,7 @@ impl Qsgd {
                 // PERF: a minimum of two integers; a boolean and takes four vector instructions.
                 let negative = (xi.to_bits() >> 31).min(level as u32);
                 *f = F::new(((level as u32) << 1) | negative);
-                *oi = Self::value(unit, level as f32, negative == 1);
+                *oi = Self::value(unit, level as f32, negative);
             }
         });
     }
@@ -635,7 +637,7 @@ impl Qsgd {
     /// The value of field `f` (`level << 1 | sign`) in a bucket of step `step`.
     #[inline(always)]
     fn field_value(step: f32, f: u32) -> f32 {
-        Self::value(step, (f >> 1) as f32, f & 1 == 1)
+        Self::value(step, (f >> 1) as f32, f & 1)
     }
 
     /// Whether every field (`level << 1 | sign`, up to `2 s + 1`, and up to `2 s + 3` for the
