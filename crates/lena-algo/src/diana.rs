@@ -6,7 +6,7 @@ use crate::{
     Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
     Worker,
 };
-use lena_compress::{Compressor, CompressorParams};
+use lena_compress::{Compressor, CompressorParams, Shift};
 use lena_kernels::Kernels;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -154,10 +154,11 @@ impl Worker for DianaWorker {
         let w = bc.w;
         crate::buffers::with_buffers(w.len(), |[g, q]| {
             oracle.gradient(w, g);
-            // delta = g - h, in place in g.
-            self.kernels.axpy(-1.0, &self.h, g);
-            self.c.compress(g, rng, q, msg);
-            self.kernels.axpy(self.a, q, &mut self.h);
+            let shift = Shift {
+                h: &mut self.h,
+                a: self.a,
+            };
+            self.c.compress_shifted(self.kernels, g, shift, rng, q, msg);
         });
         Upload::Sent
     }

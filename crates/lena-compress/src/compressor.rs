@@ -47,12 +47,46 @@ pub trait Compressor: Send + Sync {
         let _ = (msg, out);
         None
     }
+    /// DIANA's node step with this compressor: the encoding of `C(x - h)` into `msg`, and
+    /// `h += a C(x - h)` for the shift's `h` and `a` (each value `fma(a, C(x - h)_i, h_i)`, as
+    /// [`Kernels::axpy`] computes it). `x` and `scratch` (both of length d) are the caller's
+    /// scratch: their contents afterwards are unspecified.
+    ///
+    /// The default forms `x - h` in `x`, compresses it with [`Self::compress`] into `scratch`
+    /// and `msg`, and adds `a` times that to `h`, with `k`. A compressor may fuse these passes
+    /// ([`Qsgd`] does), with the same bits in `msg` and `h`.
+    ///
+    /// # Panics
+    /// If a slice is not of length d.
+    fn compress_shifted(
+        &self,
+        k: Kernels,
+        x: &mut [f32],
+        shift: Shift<'_>,
+        rng: &mut dyn RngCore,
+        scratch: &mut [f32],
+        msg: &mut Message,
+    ) {
+        k.axpy(-1.0, shift.h, x);
+        self.compress(x, rng, scratch, msg);
+        k.axpy(shift.a, scratch, shift.h);
+    }
     /// `E[C(x)] = x`.
     fn unbiased(&self) -> bool;
     /// Variance factor omega, for unbiased compressors.
     fn omega(&self) -> Option<f64>;
     /// Contraction constant delta in (0, 1], where one holds.
     fn delta(&self) -> Option<f64>;
+}
+
+/// A shift `h` that [`Compressor::compress_shifted`] compresses against and moves by `a` times
+/// the compressed difference (DIANA's `h_m` and its step `a`).
+#[derive(Debug)]
+pub struct Shift<'a> {
+    /// The shift, updated in place.
+    pub h: &'a mut [f32],
+    /// Its step.
+    pub a: f32,
 }
 
 /// Which norm QSGD scales each bucket by.
@@ -329,19 +363,23 @@ impl Qsgd {
                 .zip(ub.chunks(CHUNK))
                 .zip(ob.chunks_mut(CHUNK))
             {
-                self.levels(n, xc, uc, oc, &mut fields[..xc.len()]);
+                self.levels::<F, false>(n, xc, uc, 0.0, oc, &mut fields[..xc.len()]);
             }
         }
     }
 
     /// The levels of a chunk `xc` of a bucket of norm `n`, given each coordinate's 32-bit draw:
     /// each coordinate's field (`level << 1 | sign`) into `fields` and its value into `oc`.
+    ///
+    /// With `SHIFT`, `oc` is a shift h and the chunk's coordinates are `x_i - h_i` (rounded
+    /// once, the floats of `axpy(-1, h, x)`); each `h_i` moves to `fma(a, value, h_i)`.
     #[inline(always)]
-    fn levels<F: Field>(
+    fn levels<F: Field, const SHIFT: bool>(
         &self,
         n: f32,
         xc: &[f32],
         random: &[u32],
+        a: f32,
         oc: &mut [f32],
         fields: &mut [F],
     ) {
@@ -360,6 +398,7 @@ impl Qsgd {
                 // 2^31), which AVX2 converts in one instruction; u32 takes several. The values
                 // are the same.
                 let u = (bits >> 8) as i32 as f32 * (1.0 / (1u32 << 24) as f32);
+                let xi = if SHIFT { xi - *oi } else { *xi };
                 // Never NaN: s for a NaN product (a NaN or infinite x), as `min` gives.
                 // PERF: written as a compare and select, which is one `vminps` (whose NaN
                 // case it is); `min` adds a NaN test and a blend.
@@ -376,18 +415,26 @@ impl Qsgd {
                 // PERF: a minimum of two integers; a boolean and takes four vector instructions.
                 let negative = (xi.to_bits() >> 31).min(level as u32);
                 *f = F::new(((level as u32) << 1) | negative);
-                *oi = Self::value(unit, level as f32, negative);
+                let v = Self::value(unit, level as f32, negative);
+                *oi = if SHIFT { a.mul_add(v, *oi) } else { v };
             }
         });
     }
 
     /// Compresses `x` (of length `d`) into `out` and `msg` through a buffer of fields of
-    /// type `F`.
+    /// type `F`; with a shift `(a, h)`, compresses `x - h` into `msg` and adds `a` times its
+    /// compressed value to `h` instead (`out` unused: [`Compressor::compress_shifted`]).
+    ///
+    /// PERF: with a shift, the difference is never stored: each bucket's norm is taken from x
+    /// and h ([`Kernels::dist2_sq`], the floats of the norm of the stored difference) and the
+    /// level loop forms it again and moves h while h's bucket is still in L1. A pass to form
+    /// it and another to move h after compressing were a tenth of DIANA's round on AMD Zen 1.
     fn compress_fields<F: Field>(
         &self,
         x: &[f32],
         rng: &mut dyn RngCore,
         out: &mut [f32],
+        mut shift: Option<(f32, &mut [f32])>,
         msg: &mut Message,
     ) {
         let width = width_for(u64::from(self.s) + 1);
@@ -398,8 +445,20 @@ impl Qsgd {
         // PERF: words, not bytes, so the level loop loads eight draws with one vector load.
         let mut random = [0u32; CHUNK];
         let mut fields = [F::default(); CHUNK];
-        for (xb, ob) in x.chunks(self.bucket).zip(out.chunks_mut(self.bucket)) {
-            let n = self.bucket_norm(xb);
+        let (shifted, a) = (shift.is_some(), shift.as_ref().map_or(0.0, |s| s.0));
+        for (b, (xb, ob)) in x
+            .chunks(self.bucket)
+            .zip(out.chunks_mut(self.bucket))
+            .enumerate()
+        {
+            // The norm of the bucket to compress (x's, or x - h's), and where its values go.
+            let (n, ob) = match &mut shift {
+                None => (self.bucket_norm(xb), ob),
+                Some((_, h)) => {
+                    let hb = &mut h[b * self.bucket..][..xb.len()];
+                    (self.bucket_norm_shifted(xb, hb), hb)
+                }
+            };
             w.write_f32(n);
             for (xc, oc) in xb.chunks(CHUNK).zip(ob.chunks_mut(CHUNK)) {
                 let m = xc.len();
@@ -409,7 +468,11 @@ impl Qsgd {
                 for r in &mut random[..m] {
                     *r = u32::from_le(*r);
                 }
-                self.levels(n, xc, &random[..m], oc, &mut fields[..m]);
+                if shifted {
+                    self.levels::<F, true>(n, xc, &random[..m], a, oc, &mut fields[..m]);
+                } else {
+                    self.levels::<F, false>(n, xc, &random[..m], 0.0, oc, &mut fields[..m]);
+                }
                 match self.coding {
                     // PERF: byte fields (at most 8 bits each): eight at a time where they are
                     // narrower than a byte, else as many as fit 56 bits joined by shifts and
@@ -660,6 +723,19 @@ impl Qsgd {
                 .vectorize(|| xb.iter().fold(0.0f32, |m, v| m.max(v.abs()))),
         }
     }
+
+    /// [`Self::bucket_norm`] of `xb - hb` without forming it: the same float.
+    fn bucket_norm_shifted(&self, xb: &[f32], hb: &[f32]) -> f32 {
+        match self.norm {
+            // The same sums as `norm2_sq` of the difference (each x - h rounded once).
+            QsgdNorm::L2 => self.kernels.dist2_sq(xb, hb).sqrt(),
+            QsgdNorm::Max => self.kernels.vectorize(|| {
+                xb.iter()
+                    .zip(hb)
+                    .fold(0.0f32, |m, (x, h)| m.max((x - h).abs()))
+            }),
+        }
+    }
 }
 
 /// Coordinates QSGD's encoder draws, rounds and packs at a time.
@@ -770,9 +846,29 @@ impl Compressor for Qsgd {
         assert_eq!(x.len(), self.d);
         assert_eq!(out.len(), self.d);
         if self.byte_fields() {
-            self.compress_fields::<u8>(x, rng, out, msg);
+            self.compress_fields::<u8>(x, rng, out, None, msg);
         } else {
-            self.compress_fields::<u32>(x, rng, out, msg);
+            self.compress_fields::<u32>(x, rng, out, None, msg);
+        }
+    }
+
+    fn compress_shifted(
+        &self,
+        _k: Kernels,
+        x: &mut [f32],
+        shift: Shift<'_>,
+        rng: &mut dyn RngCore,
+        scratch: &mut [f32],
+        msg: &mut Message,
+    ) {
+        assert_eq!(x.len(), self.d);
+        assert_eq!(shift.h.len(), self.d);
+        assert_eq!(scratch.len(), self.d);
+        let shift = Some((shift.a, &mut *shift.h));
+        if self.byte_fields() {
+            self.compress_fields::<u8>(x, rng, scratch, shift, msg);
+        } else {
+            self.compress_fields::<u32>(x, rng, scratch, shift, msg);
         }
     }
 
@@ -1606,6 +1702,64 @@ mod tests {
                 let mut out = vec![0.0f32; d];
                 q.quantize(&x, &uniforms, &mut out);
                 prop_assert_eq!(bits(&out), bits(&values_reference(&q, &x, &uniforms)), "{}", k.name());
+            }
+        }
+
+        /// QSGD's fused DIANA step writes the bits of the trait's default (the difference in
+        /// place, `compress`, then an axpy into the shift) into the message and the shift, on
+        /// every kernel path, with either norm and coding, byte and word fields, whole and
+        /// partial buckets.
+        #[test]
+        fn compress_shifted_is_the_default_on_every_path(
+            xh in proptest::collection::vec((any_coordinate(), -10.0f32..10.0), 1..700),
+            s in prop_oneof![1u32..=8, Just(126), Just(300)],
+            bucket in prop_oneof![Just(0usize), 1usize..40, Just(256), Just(300)],
+            max_norm in any::<bool>(),
+            fixed in any::<bool>(),
+            a in 0.0f32..1.0,
+            seed in any::<u64>(),
+        ) {
+            /// QSGD without its own `compress_shifted`.
+            struct Unfused<'a>(&'a Qsgd);
+            impl Compressor for Unfused<'_> {
+                fn name(&self) -> String {
+                    self.0.name()
+                }
+                fn compress(&self, x: &[f32], rng: &mut dyn RngCore, out: &mut [f32], msg: &mut Message) {
+                    self.0.compress(x, rng, out, msg);
+                }
+                fn decode(&self, msg: &Message, out: &mut [f32]) -> Result<()> {
+                    self.0.decode(msg, out)
+                }
+                fn unbiased(&self) -> bool {
+                    true
+                }
+                fn omega(&self) -> Option<f64> {
+                    self.0.omega()
+                }
+                fn delta(&self) -> Option<f64> {
+                    None
+                }
+            }
+            let d = xh.len();
+            let (x, h): (Vec<f32>, Vec<f32>) = xh.into_iter().unzip();
+            let norm = if max_norm { QsgdNorm::Max } else { QsgdNorm::L2 };
+            let coding = if fixed { QsgdCoding::Fixed } else { QsgdCoding::EliasGamma };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            for k in Kernels::available() {
+                let q = Qsgd {
+                    kernels: k,
+                    ..Qsgd::new(d, s, bucket, norm, coding).unwrap()
+                };
+                let run = |c: &dyn Compressor| {
+                    let (mut x, mut h, mut scratch) = (x.clone(), h.clone(), vec![0.0; d]);
+                    let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+                    let mut msg = Message::default();
+                    let shift = Shift { h: &mut h, a };
+                    c.compress_shifted(k, &mut x, shift, &mut rng, &mut scratch, &mut msg);
+                    (msg.bytes, msg.bits, bits(&h))
+                };
+                prop_assert_eq!(run(&q), run(&Unfused(&q)), "{}", k.name());
             }
         }
     }

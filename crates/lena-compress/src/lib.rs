@@ -24,7 +24,7 @@ pub mod laq;
 
 pub use compressor::{
     Compressor, CompressorParams, ErrorFeedback, Identity, IndexCoding, Qsgd, QsgdCoding, QsgdNorm,
-    RandK, ScaledSign, TopK,
+    RandK, ScaledSign, Shift, TopK,
 };
 
 /// Errors of this crate.
