@@ -489,36 +489,14 @@ impl Qsgd {
                         word.flush(&mut w);
                     }
                     // PERF: levels up to 6 (byte fields below 16, codes of at most 6 bits):
-                    // every eight fields are one 64-bit load, four lookups of a byte pair's
-                    // codes and one push of at most 48 bits, with no branch on the levels.
+                    // eight or 32 fields at a time, with no branch on the levels (pack_gamma).
                     QsgdCoding::EliasGamma
                         if self.s <= PAIR_LEVELS
                             && let Some(bytes) = F::bytes(&fields[..m]) =>
                     {
-                        let (pairs, codes) = (gamma_pair_codes(), gamma_codes());
                         // At most 6 bits per field: CHUNK fields fit one packer.
                         const _: () = assert!(6 * CHUNK as u64 <= Packer::MAX_BITS);
-                        w.pack(|p| {
-                            let mut octets = bytes.chunks_exact(8);
-                            for o in &mut octets {
-                                let o = u64::from_le_bytes(o.try_into().unwrap());
-                                // `f0 | f1 << 8` of each pair: below 4096 since f1 < 16 (the
-                                // mask only tells the compiler so).
-                                let pair = |k: u32| pairs[(o >> (16 * k) & 0xfff) as usize];
-                                let (e0, e1, e2, e3) = (pair(0), pair(1), pair(2), pair(3));
-                                let (l0, l1, l2, l3) = (e0 >> 16, e1 >> 16, e2 >> 16, e3 >> 16);
-                                let q0 = (e0 & 0xffff) | (e1 & 0xffff) << l0;
-                                let q1 = (e2 & 0xffff) | (e3 & 0xffff) << l2;
-                                p.push(
-                                    u64::from(q0) | u64::from(q1) << (l0 + l1),
-                                    l0 + l1 + l2 + l3,
-                                );
-                            }
-                            for &f in octets.remainder() {
-                                let (c, l) = codes[usize::from(f)];
-                                p.push(u64::from(c), u32::from(l));
-                            }
-                        });
+                        w.pack(|p| pack_gamma(self.kernels, p, bytes));
                     }
                     QsgdCoding::EliasGamma => {
                         let codes = gamma_codes();
@@ -1023,6 +1001,134 @@ fn gamma_pair_codes() -> &'static [u32; 4096] {
             (c0 | c1 << l0) | u32::from(l0 + l1) << 16
         }))
     })
+}
+
+/// Pushes the Elias-gamma codes of `fields` (each at most `2 PAIR_LEVELS + 1`, so that a code
+/// and its sign take at most 6 bits) into `p`, the bits of one push per field: 32 at a time
+/// where `k`'s path has AVX2 ([`pack_gamma_avx2`]), then eight at a time, then one at a time.
+///
+/// PERF: every eight fields are one 64-bit load, four lookups of a byte pair's codes and one
+/// push of at most 48 bits, with no branch on the levels.
+fn pack_gamma(k: Kernels, p: &mut Packer, fields: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    let fields = if k.f32_lanes() >= 8 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        let done = unsafe { pack_gamma_avx2(p, fields) };
+        &fields[done..]
+    } else {
+        fields
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = k;
+    let (pairs, codes) = (gamma_pair_codes(), gamma_codes());
+    let mut octets = fields.chunks_exact(8);
+    for o in &mut octets {
+        let o = u64::from_le_bytes(o.try_into().expect("eight fields"));
+        // `f0 | f1 << 8` of each pair: below 4096 since f1 < 16 (the mask only tells the
+        // compiler so).
+        let pair = |k: u32| pairs[(o >> (16 * k) & 0xfff) as usize];
+        let (e0, e1, e2, e3) = (pair(0), pair(1), pair(2), pair(3));
+        let (l0, l1, l2, l3) = (e0 >> 16, e1 >> 16, e2 >> 16, e3 >> 16);
+        let q0 = (e0 & 0xffff) | (e1 & 0xffff) << l0;
+        let q1 = (e2 & 0xffff) | (e3 & 0xffff) << l2;
+        p.push(
+            u64::from(q0) | u64::from(q1) << (l0 + l1),
+            l0 + l1 + l2 + l3,
+        );
+    }
+    for &f in octets.remainder() {
+        let (c, l) = codes[usize::from(f)];
+        p.push(u64::from(c), u32::from(l));
+    }
+}
+
+/// [`gamma_codes`] of the fields up to `2 PAIR_LEVELS + 1` as 32-byte shuffle tables for
+/// [`pack_gamma_avx2`]: each field's code, its length, and the power of two of each length (a
+/// table twice over, once per 128-bit lane; zero past the fields it covers).
+fn gamma_nibble_tables() -> &'static [[u8; 32]; 3] {
+    static TABLES: std::sync::OnceLock<[[u8; 32]; 3]> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let codes = gamma_codes();
+        let mut t = [[0u8; 32]; 3];
+        for i in 0..32 {
+            let f = i % 16;
+            if f <= 2 * PAIR_LEVELS as usize + 1 {
+                let (code, len) = codes[f];
+                t[0][i] = code as u8;
+                t[1][i] = len;
+            }
+            if f <= 6 {
+                t[2][i] = 1 << f;
+            }
+        }
+        t
+    })
+}
+
+/// Pushes the Elias-gamma codes of the leading whole groups of 32 `fields` (each field at most
+/// `2 PAIR_LEVELS + 1`) into `p`, the bits of one push per field; returns how many fields it
+/// took.
+///
+/// PERF: each group's codes and lengths are looked up 32 at a time (`vpshufb`), and joined in
+/// three steps of doubling width (pairs of bytes by `vpmaddubsw` with a power of two, pairs of
+/// 16-bit halves by `vpmaddwd`, pairs of 32-bit halves by a variable shift), so that a push
+/// of eight fields' codes costs a few vector instructions instead of four table loads and a
+/// dozen scalar shifts. Codes of at most 6 bits: eight fields' fit one push of 48 bits.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_gamma_avx2(p: &mut Packer, fields: &[u8]) -> usize {
+    use std::arch::x86_64::{
+        __m256i, _mm256_add_epi64, _mm256_and_si256, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_maddubs_epi16, _mm256_or_si256, _mm256_set1_epi8, _mm256_set1_epi16,
+        _mm256_set1_epi32, _mm256_set1_epi64x, _mm256_shuffle_epi8, _mm256_slli_epi16,
+        _mm256_slli_epi32, _mm256_sllv_epi32, _mm256_sllv_epi64, _mm256_srli_epi64,
+        _mm256_storeu_si256,
+    };
+    const _: () = assert!(6 * 8 <= 56 && 2 * PAIR_LEVELS + 1 < 16);
+    let load = |b: &[u8; 32]| {
+        // SAFETY: 32 readable bytes; an unaligned load.
+        unsafe { _mm256_loadu_si256(std::ptr::from_ref(b).cast::<__m256i>()) }
+    };
+    let [codes_t, lens_t, pow_t] = gamma_nibble_tables();
+    let (codes_t, lens_t, pow_t) = (load(codes_t), load(lens_t), load(pow_t));
+    let groups = fields.chunks_exact(32);
+    let done = fields.len() - groups.remainder().len();
+    for group in groups {
+        let v = load(group.try_into().expect("32 fields"));
+        // Fields below 16: each byte's table entry in its 128-bit lane.
+        let codes = _mm256_shuffle_epi8(codes_t, v);
+        let lens = _mm256_shuffle_epi8(lens_t, v);
+        // Pairs: c0 + c1 2^l0 (disjoint bits, so c0 | c1 << l0), up to 12 bits.
+        let pow = _mm256_shuffle_epi8(pow_t, lens);
+        let mult = _mm256_or_si256(_mm256_slli_epi16(pow, 8), _mm256_set1_epi16(1));
+        let c16 = _mm256_maddubs_epi16(codes, mult);
+        let l16 = _mm256_maddubs_epi16(lens, _mm256_set1_epi8(1));
+        // Quads: the low pair's code, then the high pair's shifted past it, up to 24 bits.
+        let low_len = _mm256_and_si256(l16, _mm256_set1_epi32(0xffff));
+        let pow16 = _mm256_sllv_epi32(_mm256_set1_epi32(1), low_len);
+        let mult16 = _mm256_or_si256(_mm256_slli_epi32(pow16, 16), _mm256_set1_epi32(1));
+        let c32 = _mm256_madd_epi16(c16, mult16);
+        let l32 = _mm256_madd_epi16(l16, _mm256_set1_epi16(1));
+        // Octets: the low quad's code, then the high quad's shifted past it, up to 48 bits.
+        let low32 = _mm256_set1_epi64x(0xffff_ffff);
+        let low_len = _mm256_and_si256(l32, low32);
+        let high = _mm256_sllv_epi64(_mm256_srli_epi64(c32, 32), low_len);
+        let c64 = _mm256_or_si256(_mm256_and_si256(c32, low32), high);
+        let l64 = _mm256_add_epi64(low_len, _mm256_srli_epi64(l32, 32));
+        let (mut c, mut l) = ([0u64; 4], [0u64; 4]);
+        // SAFETY: 32 writable bytes each; unaligned stores.
+        unsafe {
+            _mm256_storeu_si256(std::ptr::from_mut(&mut c).cast::<__m256i>(), c64);
+            _mm256_storeu_si256(std::ptr::from_mut(&mut l).cast::<__m256i>(), l64);
+        }
+        for (&c, &l) in c.iter().zip(&l) {
+            p.push(c, l as u32);
+        }
+    }
+    done
 }
 
 /// The codes of four consecutive QSGD fields of levels 0 and 1 (`f0 | f1 << 2 | f2 << 4 |
@@ -1702,6 +1808,37 @@ mod tests {
                 let mut out = vec![0.0f32; d];
                 q.quantize(&x, &uniforms, &mut out);
                 prop_assert_eq!(bits(&out), bits(&values_reference(&q, &x, &uniforms)), "{}", k.name());
+            }
+        }
+
+        /// The Elias-gamma packer writes the same bits on every kernel path (AVX2 packs 32
+        /// codes at a time, the others eight), after any number of bits already held.
+        #[test]
+        fn gamma_packing_is_the_same_on_every_path(
+            fields in proptest::collection::vec(0u8..=2 * PAIR_LEVELS as u8 + 1, 0..600),
+            held in 0u32..=20,
+        ) {
+            let pack = |k: Kernels| {
+                let mut bytes = Vec::new();
+                let mut w = BitWriter::new(&mut bytes);
+                w.write(0x5_a5a5 & ((1 << held) - 1), held);
+                w.pack(|p| pack_gamma(k, p, &fields));
+                let bits = w.finish();
+                (bytes, bits)
+            };
+            let scalar = pack(Kernels::scalar());
+            // The definition: each field's code from the table, one after another.
+            let mut bytes = Vec::new();
+            let mut w = BitWriter::new(&mut bytes);
+            w.write(0x5_a5a5 & ((1 << held) - 1), held);
+            for &f in &fields {
+                let (c, l) = gamma_codes()[usize::from(f)];
+                w.write(u64::from(c), u32::from(l));
+            }
+            let bits = w.finish();
+            prop_assert_eq!(&scalar, &(bytes, bits));
+            for k in Kernels::available() {
+                prop_assert_eq!(&pack(k), &scalar, "{}", k.name());
             }
         }
 
