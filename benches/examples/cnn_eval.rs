@@ -1,7 +1,8 @@
 //! The CNN's evaluation pass (forward only, no dropout): `Cnn::loss` over the MNIST training
 //! set, what each of figure 3's evaluations computes, on a pool of `threads` threads.
 //! Prints the fastest of `reps` timings, the time per image, and the loss's bits (equal
-//! across builds that keep the arithmetic).
+//! across builds that keep the arithmetic), then the share of this core's FMA peak (measured
+//! in the same run) that the pass's multiply-adds reach.
 //!
 //! `cargo run --release -p lena-benches --example cnn_eval -- [threads] [reps] [small|wide]`
 
@@ -50,5 +51,14 @@ fn main() {
         best * 1e3,
         best * 1e6 / n as f64,
         loss.to_bits()
+    );
+    // The forward pass's products against this core's FMA peak, measured now (one thread's
+    // rate: on more threads, the share of as many cores).
+    let peak = lena_benches::fma_peak() * threads as f64;
+    let floor = cnn.multiply_adds().0 as f64 * n as f64 / (peak * 1e9);
+    println!(
+        "its products at the FMA peak ({peak:.1} G a second): {:.1} ms, {:.0}% of the peak",
+        floor * 1e3,
+        100.0 * floor / best
     );
 }

@@ -1,7 +1,8 @@
 //! The CNN's training step as figure 3 runs it: `Cnn::loss_grad` (forward, cross-entropy,
 //! backward, dropout on) on minibatches of 32 MNIST images drawn at random, on one thread.
 //! Prints the fastest of `reps` timings of `steps` minibatches, the time per sample, and a
-//! checksum of every gradient's bits (equal across builds that keep the arithmetic).
+//! checksum of every gradient's bits (equal across builds that keep the arithmetic), then the
+//! share of this core's FMA peak (measured in the same run) that its multiply-adds reach.
 //!
 //! `cargo run --release -p lena-benches --example cnn_train -- [steps] [reps]`
 
@@ -56,5 +57,14 @@ fn main() {
         "small cnn training, {steps} minibatches of {BATCH}, 1 thread: {:.1} ms, {:.2} us per sample, gradients {sum:#018x}",
         best * 1e3,
         best * 1e6 / (steps * BATCH) as f64,
+    );
+    // The forward and backward products against this core's FMA peak, measured now.
+    let peak = lena_benches::fma_peak();
+    let (forward, backward) = cnn.multiply_adds();
+    let floor = (forward + backward) as f64 * (steps * BATCH) as f64 / (peak * 1e9);
+    println!(
+        "its products at the FMA peak ({peak:.1} G a second): {:.1} ms, {:.0}% of the peak",
+        floor * 1e3,
+        100.0 * floor / best
     );
 }

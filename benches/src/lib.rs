@@ -213,3 +213,47 @@ pub fn two_faer_gemms(
         Par::rayon(threads),
     );
 }
+
+/// Twelve independent chains of vector fused multiply-adds, `iters` steps each.
+struct FmaChains {
+    iters: usize,
+}
+
+impl pulp::WithSimd for FmaChains {
+    type Output = (f64, f32, usize);
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> (f64, f32, usize) {
+        let m = simd.splat_f32s(std::hint::black_box(0.999_999));
+        let c = simd.splat_f32s(std::hint::black_box(1e-7));
+        let mut a: [S::f32s; 12] = std::array::from_fn(|k| simd.splat_f32s(0.5 + k as f32 * 1e-3));
+        let t = std::time::Instant::now();
+        for _ in 0..self.iters {
+            for v in &mut a {
+                *v = simd.mul_add_f32s(*v, m, c);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let sum: f32 = a.iter().map(|v| simd.reduce_sum_f32s(*v)).sum();
+        (
+            (12 * S::F32_LANES * self.iters) as f64 / secs / 1e9,
+            sum,
+            S::F32_LANES,
+        )
+    }
+}
+
+/// This thread's rate of f32 fused multiply-adds on the CPU's widest vectors (pulp's `Arch`),
+/// in G a second, and the vectors' lanes: twelve independent chains of `iters` steps (enough
+/// chains to cover the FMA latency on the project's x86 machines). An FMA-bound workload's
+/// compute floor is its multiply-add count over this rate.
+pub fn fma_rate(iters: usize) -> (f64, usize) {
+    let (rate, sum, lanes) = pulp::Arch::new().dispatch(FmaChains { iters });
+    std::hint::black_box(sum);
+    (rate, lanes)
+}
+
+/// The best of three [`fma_rate`]s of 50 M steps (about a third of a second on AVX2 at 2.5 GHz):
+/// the peak to set a measurement beside in the same run.
+pub fn fma_peak() -> f64 {
+    (0..3).map(|_| fma_rate(50_000_000).0).fold(0.0, f64::max)
+}

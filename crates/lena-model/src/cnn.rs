@@ -421,6 +421,26 @@ impl Cnn {
         self.ops().iter().map(Op::params).sum()
     }
 
+    /// Multiply-adds per sample, `(forward, backward)`: the forward pass's are its products (a
+    /// convolution's `cout x cin k^2` per output position, a dense layer's `output x input`);
+    /// the backward pass's are each product's weight gradient and, past the first layer, its
+    /// input gradient, as many again each. Pooling, activations, dropout and the loss are not
+    /// counted. Over a core's rate of fused multiply-adds, a compute floor.
+    pub fn multiply_adds(&self) -> (u64, u64) {
+        let (mut forward, mut backward) = (0, 0);
+        for (l, op) in self.ops().iter().enumerate() {
+            let m = match *op {
+                Op::Conv(c) => c.cout * c.kk() * c.ho() * c.wo(),
+                Op::Dense { input, output } => output * input,
+                _ => 0,
+            } as u64;
+            forward += m;
+            // As in the backward pass: the first layer's input gradient is never needed.
+            backward += if l > 0 { 2 * m } else { m };
+        }
+        (forward, backward)
+    }
+
     /// Per-sample sizes of every layer's output, the input first.
     fn sizes(&self) -> impl Iterator<Item = usize> {
         let mut size = INPUT;

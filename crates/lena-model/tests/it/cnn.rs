@@ -36,6 +36,12 @@ fn assert_grad_close(g: &[f32], r: &[f64], what: &str) {
 #[test]
 fn parameter_counts() {
     assert_eq!(Cnn::new(CnnArch::Small, 0.5, 0.0).unwrap().dim(), 21_840);
+    // Forward: 10 x 25 x 24^2 + 20 x 250 x 8^2 + 50 x 320 + 10 x 50; backward: every weight
+    // gradient, and every input gradient but the first convolution's.
+    assert_eq!(
+        Cnn::new(CnnArch::Small, 0.5, 0.0).unwrap().multiply_adds(),
+        (480_500, 480_500 + 480_500 - 144_000)
+    );
     assert_eq!(Cnn::new(CnnArch::Wide, 0.5, 0.0).unwrap().dim(), 1_199_882);
 }
 
