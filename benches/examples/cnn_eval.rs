@@ -54,7 +54,7 @@ fn main() {
     );
     // The forward pass's products against this core's FMA peak, measured now (one thread's
     // rate: on more threads, the share of as many cores).
-    let peak = lena_benches::fma_peak() * threads as f64;
+    let peak = lena_benches::fma_peak(50_000_000) * threads as f64;
     let floor = cnn.multiply_adds().0 as f64 * n as f64 / (peak * 1e9);
     println!(
         "its products at the FMA peak ({peak:.1} G a second): {:.1} ms, {:.0}% of the peak",

@@ -59,7 +59,7 @@ fn main() {
         best * 1e6 / (steps * BATCH) as f64,
     );
     // The forward and backward products against this core's FMA peak, measured now.
-    let peak = lena_benches::fma_peak();
+    let peak = lena_benches::fma_peak(50_000_000);
     let (forward, backward) = cnn.multiply_adds();
     let floor = (forward + backward) as f64 * (steps * BATCH) as f64 / (peak * 1e9);
     println!(
