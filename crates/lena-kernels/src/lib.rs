@@ -25,6 +25,7 @@
 
 mod block;
 mod conv;
+mod dense;
 mod fused;
 mod reduce;
 pub mod reference;
@@ -32,6 +33,7 @@ mod special;
 mod update;
 
 pub use conv::ConvShape;
+pub use dense::DENSE_PIECE;
 pub use fused::{Ema, ScanNorms, SkipUpdate};
 use pulp::{Simd, WithSimd};
 

@@ -86,6 +86,27 @@ pub fn conv_valid(s: crate::ConvShape, x: &[f32], wt: &[f32], bias: &[f32], y: &
     }
 }
 
+/// Reference dense layer ([`crate::Kernels::dense`]): each output the f32 sum over the inputs
+/// in order by fused multiply-adds from zero, in pieces of [`crate::DENSE_PIECE`], the first
+/// piece added to the bias and each later one to the sum so far, so the kernel must match it
+/// bit for bit.
+pub fn dense(x: &[f32], input: usize, wt: &[f32], bias: &[f32], y: &mut [f32]) {
+    let output = bias.len();
+    for (xr, yr) in x.chunks_exact(input).zip(y.chunks_exact_mut(output)) {
+        for (o, yo) in yr.iter_mut().enumerate() {
+            *yo = bias[o];
+            for (p, piece) in xr.chunks(crate::DENSE_PIECE).enumerate() {
+                let from = p * crate::DENSE_PIECE;
+                let mut acc = 0.0f32;
+                for (i, &xi) in piece.iter().enumerate() {
+                    acc = xi.mul_add(wt[(from + i) * output + o], acc);
+                }
+                *yo += acc;
+            }
+        }
+    }
+}
+
 /// Reference `x <- a x`.
 pub fn scale(a: f32, x: &mut [f32]) {
     for xi in x {

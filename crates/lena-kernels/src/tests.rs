@@ -632,6 +632,43 @@ fn conv_valid_is_bit_identical_to_the_reference() {
     }
 }
 
+/// `dense` is the reference bit for bit on every path: rows 1-13 (tile edges at 6), outputs
+/// around one and two vectors of 8 and 16 lanes, both networks' layer shapes, and sums longer
+/// than one piece.
+#[test]
+fn dense_is_bit_identical_to_the_reference() {
+    let shapes = [
+        (320, 50),
+        (50, 10),
+        (128, 10),
+        (9216, 3),
+        (1, 1),
+        (7, 8),
+        (13, 9),
+        (5, 16),
+        (3, 17),
+        (1030, 33),
+    ];
+    for k in paths() {
+        for (i, &(input, output)) in shapes.iter().enumerate() {
+            for rows in [1usize, 2, 5, 6, 7, 12, 13] {
+                let x = vector(rows * input, 3 + i as u64, 2.0);
+                let wt = vector(input * output, 5 + i as u64, 0.5);
+                let bias = vector(output, 7 + i as u64, 1.0);
+                let (mut got, mut want) = (vec![f32::NAN; rows * output], vec![0.0; rows * output]);
+                k.dense(&x, input, &wt, &bias, &mut got);
+                reference::dense(&x, input, &wt, &bias, &mut want);
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(bad, 0, "{} {rows} x {input} -> {output}", k.name());
+            }
+        }
+    }
+}
+
 /// Cache sizes as Linux's sysfs writes them; anything else is not a size.
 #[test]
 fn cache_sizes_parse_as_sysfs_writes_them() {
