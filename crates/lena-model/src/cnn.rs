@@ -236,6 +236,32 @@ impl Op {
         }
     }
 
+    /// Weights the forward pass reads transposed, from [`Kernels::dense`]: a small dense
+    /// layer's `input x output` (0 for other layers and large dense layers, which faer's
+    /// product takes).
+    ///
+    /// PERF: faer repacks the weights at every block: the paper's first dense layer (320 x 50)
+    /// took 1.63 us a row in blocks of 6, the direct kernel from weights transposed once a call
+    /// 1.05 (AMD EPYC Zen 1, alternated in one process). A large layer (the wide network's 9216
+    /// x 128) keeps faer's cache blocking.
+    pub fn transposed_len(&self) -> usize {
+        match *self {
+            Op::Dense { input, output } if input * output <= 1 << 15 => input * output,
+            _ => 0,
+        }
+    }
+
+    /// Whether the forward pass computes this layer over a block of `nb` rows with
+    /// [`Kernels::dense`] (the same floats as faer's product, tested): a small dense layer, two
+    /// rows or more (faer takes one row as a matrix-vector product, summed in another order),
+    /// and more multiply-adds than faer gives its small-product kernels (`16^3` in faer 0.24:
+    /// nano-gemm, which sums the wide network's last layer over 2 or 3 rows in another order).
+    pub fn dense_direct(&self, nb: usize) -> bool {
+        const NANO_GEMM_THRESHOLD: usize = 16 * 16 * 16;
+        let n = self.transposed_len();
+        n > 0 && nb > 1 && nb * n > NANO_GEMM_THRESHOLD
+    }
+
     /// Parameters of the layer.
     pub fn params(&self) -> usize {
         match *self {
@@ -314,6 +340,13 @@ struct ChunkWs {
     correct: usize,
 }
 
+/// A call's weights: as given, and the small dense layers' transposed.
+#[derive(Clone, Copy)]
+struct Weights<'a> {
+    w: &'a [f32],
+    dense_t: &'a [f32],
+}
+
 /// Reusable scratch memory for a [`Cnn`]: after the first call at a given size, calls allocate
 /// nothing.
 #[derive(Clone, Debug, Default)]
@@ -322,6 +355,9 @@ pub struct CnnWorkspace {
     chunks: Vec<ChunkWs>,
     /// Each chunk's loss and correct count, in chunk order, of a call without a gradient.
     parts: Vec<(f64, usize)>,
+    /// The call's weights of each small dense layer transposed ([`Op::transposed_len`]), layer
+    /// after layer, for [`Kernels::dense`].
+    dense_t: Vec<f32>,
 }
 
 impl Cnn {
@@ -628,7 +664,10 @@ impl Cnn {
             rows: wrows,
             chunks,
             parts,
+            dense_t,
         } = ws;
+        self.transpose_dense(w, dense_t);
+        let dense_t: &[f32] = dense_t;
         let idx: &[u32] = match rows {
             Rows::All => {
                 if wrows.len() != n || wrows.iter().enumerate().any(|(i, &r)| r as usize != i) {
@@ -646,6 +685,7 @@ impl Cnn {
             turn.par_iter_mut().enumerate().for_each(|(j, cw)| {
                 let ci = first + j;
                 let (r0, r1) = ((ci * CHUNK).min(n), ((ci + 1) * CHUNK).min(n));
+                let w = Weights { w, dense_t };
                 self.chunk(data, &idx[r0..r1], r0, w, cw, want_grad, dropout_seed);
             });
             parts.extend(turn.iter().map(|c| (c.loss, c.correct)));
@@ -662,6 +702,27 @@ impl Cnn {
         (loss, parts.iter().map(|p| p.1).sum())
     }
 
+    /// The weights of every dense layer [`Op::transposed_len`] counts, transposed into `out`
+    /// (`input x output` each), layer after layer.
+    fn transpose_dense(&self, w: &[f32], out: &mut Vec<f32>) {
+        out.clear();
+        let mut off = 0;
+        for op in self.ops() {
+            if let (Op::Dense { input, output }, 1..) = (*op, op.transposed_len()) {
+                let wt = &w[off..off + output * input];
+                let at = out.len();
+                out.resize(at + input * output, 0.0);
+                // Column `o` of the transposed block is row `o` of the weights.
+                for (o, row) in wt.chunks_exact(input).enumerate() {
+                    for (t, &v) in out[at + o..].iter_mut().step_by(output).zip(row) {
+                        *t = v;
+                    }
+                }
+            }
+            off += op.params();
+        }
+    }
+
     /// One chunk: blocks in order; `first` is the chunk's first position in the minibatch.
     #[allow(clippy::too_many_arguments)]
     fn chunk(
@@ -669,7 +730,7 @@ impl Cnn {
         data: &Dataset,
         idx: &[u32],
         first: usize,
-        w: &[f32],
+        w: Weights,
         cw: &mut ChunkWs,
         want_grad: bool,
         dropout_seed: Option<u64>,
@@ -693,7 +754,7 @@ impl Cnn {
             self.forward(w, cw, nb, dropout_seed.map(|s| (s, pos)), want_grad);
             self.loss_block(cw, nb, want_grad);
             if want_grad {
-                self.backward(w, cw, nb);
+                self.backward(w.w, cw, nb);
             }
         }
     }
@@ -704,13 +765,13 @@ impl Cnn {
     /// `cw.cols` and record each pooled maximum's position.
     fn forward(
         &self,
-        w: &[f32],
+        Weights { w, dense_t }: Weights,
         cw: &mut ChunkWs,
         nb: usize,
         dropout: Option<(u64, usize)>,
         backward: bool,
     ) {
-        let mut off = 0;
+        let (mut off, mut t_off) = (0, 0);
         for (l, op) in self.ops().iter().enumerate() {
             let (done, rest) = cw.acts.split_at_mut(l + 1);
             let x = &done[l];
@@ -759,7 +820,10 @@ impl Cnn {
                             }
                         }
                         _ => {
-                            cw.masks[l][..n].fill(1.0);
+                            // Only a backward pass reads the multipliers.
+                            if backward {
+                                cw.masks[l][..n].fill(1.0);
+                            }
                             y[..n].copy_from_slice(&x[..n]);
                         }
                     }
@@ -775,20 +839,20 @@ impl Cnn {
                         }
                     }
                 }
+                Op::Dense { input, output } if op.dense_direct(nb) => {
+                    // The same floats as faer's product below (tested).
+                    let bias = &w[off + output * input..off + op.params()];
+                    let wt = &dense_t[t_off..t_off + input * output];
+                    let x = &x[..nb * input];
+                    self.kernels
+                        .dense(x, input, wt, bias, &mut y[..nb * output]);
+                }
                 Op::Dense { input, output } => {
                     let (wt, bias) = w[off..off + op.params()].split_at(output * input);
-                    let y = &mut y[..nb * output];
-                    for row in y.chunks_exact_mut(output) {
-                        row.copy_from_slice(bias);
-                    }
-                    gemm(
-                        MatMut::from_row_major_slice_mut(y, nb, output),
-                        Accum::Add,
-                        MatRef::from_row_major_slice(&x[..nb * input], nb, input),
-                        MatRef::from_row_major_slice(wt, output, input).transpose(),
-                    );
+                    dense_by_product(&x[..nb * input], input, wt, bias, &mut y[..nb * output]);
                 }
             }
+            t_off += op.transposed_len();
             off += op.params();
         }
     }
@@ -895,21 +959,7 @@ impl Cnn {
                     }
                 }
                 Op::Pool { c, h, w: wd } => {
-                    let n_in = c * nb * h * wd;
-                    let dx = &mut dx[..n_in];
-                    dx.fill(0.0);
-                    let (ho, wo) = (h / 2, wd / 2);
-                    let am = &cw.argmax[l];
-                    for plane in 0..c * nb {
-                        for i in 0..ho {
-                            for j in 0..wo {
-                                let o = plane * ho * wo + i * wo + j;
-                                let a = usize::from(am[o]);
-                                let (di, dj) = (a >> 1, a & 1);
-                                dx[plane * h * wd + (2 * i + di) * wd + 2 * j + dj] = dy[o];
-                            }
-                        }
-                    }
+                    max_pool_adjoint(c * nb, h, wd, dy, &cw.argmax[l], dx);
                 }
                 Op::Relu => {
                     let n = self.out_len(l, nb);
@@ -961,6 +1011,22 @@ impl Cnn {
             std::mem::swap(&mut cw.d_out, &mut cw.d_in);
         }
     }
+}
+
+/// A dense layer through faer's product: `y = bias + x wt^T`, with `x` rows of `input` values
+/// and `wt` row-major `output x input` (`output = bias.len()`).
+fn dense_by_product(x: &[f32], input: usize, wt: &[f32], bias: &[f32], y: &mut [f32]) {
+    let output = bias.len();
+    let nb = y.len() / output;
+    for row in y.chunks_exact_mut(output) {
+        row.copy_from_slice(bias);
+    }
+    gemm(
+        MatMut::from_row_major_slice_mut(y, nb, output),
+        Accum::Add,
+        MatRef::from_row_major_slice(x, nb, input),
+        MatRef::from_row_major_slice(wt, output, input).transpose(),
+    );
 }
 
 /// `dst (+)= lhs . rhs`, single-threaded (parallelism is over chunks).
@@ -1187,6 +1253,41 @@ fn max_pool(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], am: &mu
     }
 }
 
+/// The adjoint of [`max_pool`]: each pooled value's gradient `dy` at its recorded position in
+/// `dx`, zero elsewhere (an odd last row or column included).
+///
+/// PERF: every value of `dx` written once, by selects the compiler vectorises, rather than zeroed
+/// and then scattered to (the paper's first pooling: 3.2 us of a training sample's 100 on AMD
+/// EPYC Zen 1).
+fn max_pool_adjoint(planes: usize, h: usize, w: usize, dy: &[f32], am: &[u8], dx: &mut [f32]) {
+    let (ho, wo) = (h / 2, w / 2);
+    if ho * wo == 0 {
+        dx[..planes * h * w].fill(0.0);
+        return;
+    }
+    let planes_in = dx[..planes * h * w].chunks_exact_mut(h * w);
+    let planes_out = dy.chunks_exact(ho * wo).zip(am.chunks_exact(ho * wo));
+    for (xp, (yp, ap)) in planes_in.zip(planes_out) {
+        let (pairs, odd_row) = xp.split_at_mut(2 * ho * w);
+        odd_row.fill(0.0);
+        for (rows, (yr, ar)) in pairs
+            .chunks_exact_mut(2 * w)
+            .zip(yp.chunks_exact(wo).zip(ap.chunks_exact(wo)))
+        {
+            let (r0, r1) = rows.split_at_mut(w);
+            r0[2 * wo..].fill(0.0);
+            r1[2 * wo..].fill(0.0);
+            let windows = r0.chunks_exact_mut(2).zip(r1.chunks_exact_mut(2));
+            for ((t, u), (&d, &a)) in windows.zip(yr.iter().zip(ar)) {
+                t[0] = if a == 0 { d } else { 0.0 };
+                t[1] = if a == 1 { d } else { 0.0 };
+                u[0] = if a == 2 { d } else { 0.0 };
+                u[1] = if a == 3 { d } else { 0.0 };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1319,6 +1420,90 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The small dense layers' direct kernel, from the weights as `transpose_dense` lays them
+    /// out, is faer's product bit for bit on every instruction-set path, for every such layer
+    /// of both networks and an MLP, at every block size up to a chunk's where the forward pass
+    /// takes it ([`Op::dense_direct`]).
+    #[test]
+    fn direct_dense_layers_equal_faers_product() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(12);
+        let nets = [
+            Cnn::new(CnnArch::Small, 0.0, 0.0).unwrap(),
+            Cnn::new(CnnArch::Wide, 0.0, 0.0).unwrap(),
+            Cnn::mlp(&[100, 30], 0.0, 0.0).unwrap(),
+        ];
+        let mut checked = 0;
+        for cnn in &nets {
+            let mut w = vec![0.0f32; cnn.dim()];
+            w.iter_mut().for_each(|v| *v = rng.random_range(-0.5..0.5));
+            let mut dense_t = Vec::new();
+            cnn.transpose_dense(&w, &mut dense_t);
+            let (mut off, mut t_off) = (0, 0);
+            for op in cnn.ops() {
+                if let (Op::Dense { input, output }, 1..) = (*op, op.transposed_len()) {
+                    let (wt, bias) = w[off..off + op.params()].split_at(output * input);
+                    let wt_t = &dense_t[t_off..t_off + input * output];
+                    for nb in (2..=CHUNK).filter(|&nb| op.dense_direct(nb)) {
+                        let x: Vec<f32> = (0..nb * input)
+                            .map(|_| rng.random_range(-2.0..2.0))
+                            .collect();
+                        let mut want = vec![0.0; nb * output];
+                        dense_by_product(&x, input, wt, bias, &mut want);
+                        for k in Kernels::available() {
+                            let mut got = vec![f32::NAN; want.len()];
+                            k.dense(&x, input, wt_t, bias, &mut got);
+                            let bad = got
+                                .iter()
+                                .zip(&want)
+                                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                                .count();
+                            assert_eq!(bad, 0, "{input} x {output} nb={nb} {}", k.name());
+                        }
+                    }
+                    checked += 1;
+                }
+                t_off += op.transposed_len();
+                off += op.params();
+            }
+        }
+        // The small network's two, the wide one's last, the MLP's last two.
+        assert_eq!(checked, 5);
+    }
+
+    /// The pooling's adjoint writes each gradient at its recorded position and zero everywhere
+    /// else, signed zeros kept, on even and odd planes: what zeroing `dx` and scattering `dy`
+    /// into it gives.
+    #[test]
+    fn pooling_adjoint_scatters_to_the_recorded_positions() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(13);
+        for (planes, h, w) in [(3, 24, 24), (2, 8, 8), (2, 5, 7), (1, 2, 3), (1, 1, 4)] {
+            let (ho, wo) = (h / 2, w / 2);
+            let dy: Vec<f32> = (0..planes * ho * wo)
+                .map(|i| {
+                    if i % 7 == 3 {
+                        -0.0
+                    } else {
+                        rng.random_range(-1.0..1.0)
+                    }
+                })
+                .collect();
+            let am: Vec<u8> = (0..dy.len()).map(|_| rng.random_range(0..4)).collect();
+            let mut want = vec![0.0f32; planes * h * w];
+            for (o, (&d, &a)) in dy.iter().zip(&am).enumerate() {
+                let (p, i, j) = (o / (ho * wo), o % (ho * wo) / wo, o % wo);
+                let (di, dj) = (usize::from(a >> 1), usize::from(a & 1));
+                want[p * h * w + (2 * i + di) * w + 2 * j + dj] = d;
+            }
+            let mut got = vec![f32::NAN; want.len()];
+            max_pool_adjoint(planes, h, w, &dy, &am, &mut got);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{planes} x {h} x {w}");
         }
     }
 
