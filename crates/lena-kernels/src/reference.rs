@@ -107,6 +107,32 @@ pub fn dense(x: &[f32], input: usize, wt: &[f32], bias: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Reference weights' gradient of a valid convolution ([`crate::Kernels::conv_weight_grad`]):
+/// each sum over the output positions in order by fused multiply-adds from zero, in pieces of
+/// [`crate::DENSE_PIECE`], each added to `gw` in turn, so the kernel must match it bit for bit.
+pub fn conv_weight_grad(s: crate::ConvShape, x: &[f32], dy: &[f32], gw: &mut [f32]) {
+    let (ho, wo, k) = (s.ho(), s.wo(), s.k);
+    let np = s.samples * ho * wo;
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            for ki in 0..k {
+                for kj in 0..k {
+                    let g = &mut gw[co * s.kk() + (ci * k + ki) * k + kj];
+                    for from in (0..np).step_by(crate::DENSE_PIECE) {
+                        let mut acc = 0.0f32;
+                        for p in from..np.min(from + crate::DENSE_PIECE) {
+                            let (b, i, j) = (p / (ho * wo), p / wo % ho, p % wo);
+                            let xv = x[(ci * s.samples + b) * s.h * s.w + (i + ki) * s.w + j + kj];
+                            acc = dy[co * np + p].mul_add(xv, acc);
+                        }
+                        *g += acc;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Reference `x <- a x`.
 pub fn scale(a: f32, x: &mut [f32]) {
     for xi in x {

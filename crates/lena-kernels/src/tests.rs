@@ -13,6 +13,28 @@ fn paths() -> Vec<Kernels> {
 }
 
 /// Deterministic pseudo-random vector (splitmix64), values in [-scale, scale].
+/// How many of two slices' floats differ in their bits.
+fn differing_bits(a: &[f32], b: &[f32]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
+/// A convolution's shape from `(cin, cout, k, h, w, samples)`.
+fn conv_shape(
+    (cin, cout, k, h, w, samples): (usize, usize, usize, usize, usize, usize),
+) -> crate::ConvShape {
+    crate::ConvShape {
+        cin,
+        cout,
+        k,
+        h,
+        w,
+        samples,
+    }
+}
+
 fn vector(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     (0..n)
@@ -432,11 +454,7 @@ fn axpy_into_zero_equals_scale() {
         k.axpy(0.3, &g, &mut a);
         let mut b = g.clone();
         k.scale(0.3, &mut b);
-        let bad = a
-            .iter()
-            .zip(&b)
-            .filter(|(x, y)| x.to_bits() != y.to_bits())
-            .count();
+        let bad = differing_bits(&a, &b);
         assert_eq!(
             bad,
             0,
@@ -577,11 +595,7 @@ fn sum_rows_is_bit_identical_to_the_reference() {
                     let (mut got, mut want) = (start.clone(), start);
                     k.sum_rows(&mut got, scale, &rows);
                     reference::sum_rows(&mut want, scale, &rows);
-                    let bad = got
-                        .iter()
-                        .zip(&want)
-                        .filter(|(a, b)| a.to_bits() != b.to_bits())
-                        .count();
+                    let bad = differing_bits(&got, &want);
                     assert_eq!(bad, 0, "{} n={n} m={m} scale={scale}", k.name());
                 }
             }
@@ -594,7 +608,6 @@ fn sum_rows_is_bit_identical_to_the_reference() {
 /// in the output channels (1-11) and both networks' layer shapes.
 #[test]
 fn conv_valid_is_bit_identical_to_the_reference() {
-    use crate::ConvShape;
     let shapes = [
         (1, 10, 5, 28, 28, 3),
         (10, 20, 5, 12, 12, 2),
@@ -607,26 +620,15 @@ fn conv_valid_is_bit_identical_to_the_reference() {
         (1, 9, 1, 3, 17, 2),
     ];
     for k in paths() {
-        for (i, &(cin, cout, side, h, w, samples)) in shapes.iter().enumerate() {
-            let s = ConvShape {
-                cin,
-                cout,
-                k: side,
-                h,
-                w,
-                samples,
-            };
+        for (i, &shape) in shapes.iter().enumerate() {
+            let s = conv_shape(shape);
             let x = vector(s.input_len(), 3 + i as u64, 2.0);
-            let wt = vector(cout * s.kk(), 5 + i as u64, 0.5);
-            let bias = vector(cout, 7 + i as u64, 1.0);
+            let wt = vector(s.cout * s.kk(), 5 + i as u64, 0.5);
+            let bias = vector(s.cout, 7 + i as u64, 1.0);
             let (mut got, mut want) = (vec![f32::NAN; s.output_len()], vec![0.0; s.output_len()]);
             k.conv_valid(s, &x, &wt, &bias, &mut got);
             reference::conv_valid(s, &x, &wt, &bias, &mut want);
-            let bad = got
-                .iter()
-                .zip(&want)
-                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                .count();
+            let bad = differing_bits(&got, &want);
             assert_eq!(bad, 0, "{} {s:?}", k.name());
         }
     }
@@ -658,13 +660,40 @@ fn dense_is_bit_identical_to_the_reference() {
                 let (mut got, mut want) = (vec![f32::NAN; rows * output], vec![0.0; rows * output]);
                 k.dense(&x, input, &wt, &bias, &mut got);
                 reference::dense(&x, input, &wt, &bias, &mut want);
-                let bad = got
-                    .iter()
-                    .zip(&want)
-                    .filter(|(a, b)| a.to_bits() != b.to_bits())
-                    .count();
+                let bad = differing_bits(&got, &want);
                 assert_eq!(bad, 0, "{} {rows} x {input} -> {output}", k.name());
             }
+        }
+    }
+}
+
+/// `conv_weight_grad` is the reference bit for bit on every path whose lanes hold a kernel
+/// row: the paper's first layer over 1 to 7 samples (one piece of 512 positions and several),
+/// channel and kernel-row counts off the tile edges, and outputs ending at the input's end.
+#[test]
+fn conv_weight_grad_is_bit_identical_to_the_reference() {
+    let shapes = [
+        (1, 10, 5, 28, 28, 1),
+        (1, 10, 5, 28, 28, 7),
+        (2, 3, 5, 12, 12, 2),
+        (3, 5, 3, 7, 9, 3),
+        (1, 1, 1, 1, 1, 1),
+        (2, 4, 4, 6, 30, 1),
+    ];
+    for k in paths() {
+        for (i, &shape) in shapes.iter().enumerate() {
+            let s = conv_shape(shape);
+            if s.k > k.f32_lanes() {
+                continue;
+            }
+            let x = vector(s.input_len(), 3 + i as u64, 2.0);
+            let dy = vector(s.output_len(), 5 + i as u64, 1.0);
+            let g0 = vector(s.cout * s.kk(), 7 + i as u64, 1.0);
+            let (mut got, mut want) = (g0.clone(), g0);
+            k.conv_weight_grad(s, &x, &dy, &mut got);
+            reference::conv_weight_grad(s, &x, &dy, &mut want);
+            let bad = differing_bits(&got, &want);
+            assert_eq!(bad, 0, "{} {s:?}", k.name());
         }
     }
 }

@@ -94,6 +94,19 @@ impl Conv {
         self.cout <= 24
     }
 
+    /// Whether the backward pass computes this convolution's weight gradient directly
+    /// ([`Kernels::conv_weight_grad`], on `kernels`' path) rather than as faer's product with
+    /// the unfolded input (the same floats either way, tested); with the forward pass direct
+    /// too, the layer keeps no unfolded input.
+    ///
+    /// PERF: directly where faer's tiles would be mostly empty and a kernel row fills most of a
+    /// vector: the paper's first layer (10 channels of 25 weights; through faer 45% of the FMA
+    /// peak, AMD EPYC Zen 1). Not the second (250 weights a channel, where faer reaches about
+    /// 75% and a 5-wide kernel row would fill 5 of 8 lanes).
+    pub fn weight_grad_direct(&self, kernels: Kernels) -> bool {
+        self.direct() && self.kk() <= 32 && self.k <= kernels.f32_lanes()
+    }
+
     /// The kernels' shape of this convolution over `samples` samples.
     pub fn shape(&self, samples: usize) -> lena_kernels::ConvShape {
         lena_kernels::ConvShape {
@@ -550,7 +563,9 @@ impl Cnn {
             cw.cols = ops
                 .iter()
                 .map(|op| match op {
-                    Op::Conv(c) => vec![0.0; c.kk() * c.ho() * c.wo() * block],
+                    Op::Conv(c) if !c.weight_grad_direct(self.kernels) => {
+                        vec![0.0; c.kk() * c.ho() * c.wo() * block]
+                    }
                     _ => Vec::new(),
                 })
                 .collect();
@@ -780,11 +795,15 @@ impl Cnn {
                 Op::Conv(c) => {
                     let p = c.ho() * c.wo();
                     let x = &x[..c.cin * nb * c.h * c.w];
-                    let col = &mut cw.cols[l][..c.kk() * nb * p];
                     let (wt, bias) = w[off..off + op.params()].split_at(c.cout * c.kk());
                     let y = &mut y[..c.cout * nb * p];
-                    if backward || !c.direct() {
-                        im2col(self.kernels, c, nb, x, col);
+                    let col = &mut cw.cols[l];
+                    if !c.direct() || (backward && !c.weight_grad_direct(self.kernels)) {
+                        if col.len() < c.kk() * nb * p {
+                            // A workspace made for a path that needed no unfolding.
+                            col.resize(c.kk() * nb * p, 0.0);
+                        }
+                        im2col(self.kernels, c, nb, x, &mut col[..c.kk() * nb * p]);
                     }
                     if c.direct() {
                         // The same floats as `col` through faer's product (tested): each
@@ -792,7 +811,7 @@ impl Cnn {
                         // multiply-adds from zero, the bias added last.
                         self.kernels.conv_valid(c.shape(nb), x, wt, bias, y);
                     } else {
-                        conv_by_product(c, nb, col, wt, bias, y);
+                        conv_by_product(c, nb, &col[..c.kk() * nb * p], wt, bias, y);
                     }
                 }
                 Op::Pool { c, h, w: wd } => {
@@ -931,14 +950,20 @@ impl Cnn {
                     let p = c.ho() * c.wo();
                     let np = nb * p;
                     let dy = &dy[..c.cout * np];
-                    let col = &cw.cols[l][..c.kk() * np];
                     let (gw, gb) = cw.g[off..off + op.params()].split_at_mut(c.cout * c.kk());
-                    gemm(
-                        MatMut::from_row_major_slice_mut(gw, c.cout, c.kk()),
-                        Accum::Add,
-                        MatRef::from_row_major_slice(dy, c.cout, np),
-                        MatRef::from_row_major_slice(col, c.kk(), np).transpose(),
-                    );
+                    if c.weight_grad_direct(self.kernels) {
+                        // The same floats as faer's product below (tested).
+                        let x = &x[..c.cin * nb * c.h * c.w];
+                        self.kernels.conv_weight_grad(c.shape(nb), x, dy, gw);
+                    } else {
+                        let col = &cw.cols[l][..c.kk() * np];
+                        gemm(
+                            MatMut::from_row_major_slice_mut(gw, c.cout, c.kk()),
+                            Accum::Add,
+                            MatRef::from_row_major_slice(dy, c.cout, np),
+                            MatRef::from_row_major_slice(col, c.kk(), np).transpose(),
+                        );
+                    }
                     add_row_sums(gb, dy, np);
                     if need_dx {
                         let wt = &w[off..off + c.cout * c.kk()];
@@ -1381,6 +1406,21 @@ mod tests {
         }
     }
 
+    /// A network's convolutions.
+    fn convolutions(arch: CnnArch) -> impl Iterator<Item = Conv> {
+        let ops = Cnn::new(arch, 0.0, 0.0).unwrap().ops();
+        ops.iter()
+            .filter_map(|op| if let Op::Conv(c) = op { Some(*c) } else { None })
+    }
+
+    /// How many of two slices' floats differ in their bits.
+    fn differing_bits(a: &[f32], b: &[f32]) -> usize {
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count()
+    }
+
     /// The forward pass's direct convolution gives the floats of the unfolded input through
     /// faer's product (what the forward computed before, and what the backward's products are
     /// built on), bit for bit, on every instruction-set path, for every convolution of both
@@ -1389,12 +1429,7 @@ mod tests {
     fn direct_convolution_equals_the_unfolding_through_faer() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
         for arch in [CnnArch::Small, CnnArch::Wide] {
-            let convs = Cnn::new(arch, 0.0, 0.0)
-                .unwrap()
-                .ops()
-                .iter()
-                .filter_map(|op| if let Op::Conv(c) = op { Some(*c) } else { None });
-            for c in convs {
+            for c in convolutions(arch) {
                 for nb in [1, 2, 5] {
                     let p = c.ho() * c.wo();
                     let x: Vec<f32> = (0..c.cin * nb * c.h * c.w)
@@ -1411,11 +1446,7 @@ mod tests {
                     for k in Kernels::available() {
                         let mut got = vec![f32::NAN; want.len()];
                         k.conv_valid(c.shape(nb), &x, &wt, &bias, &mut got);
-                        let bad = got
-                            .iter()
-                            .zip(&want)
-                            .filter(|(a, b)| a.to_bits() != b.to_bits())
-                            .count();
+                        let bad = differing_bits(&got, &want);
                         assert_eq!(bad, 0, "{arch:?} {c:?} nb={nb} {}", k.name());
                     }
                 }
@@ -1455,11 +1486,7 @@ mod tests {
                         for k in Kernels::available() {
                             let mut got = vec![f32::NAN; want.len()];
                             k.dense(&x, input, wt_t, bias, &mut got);
-                            let bad = got
-                                .iter()
-                                .zip(&want)
-                                .filter(|(a, b)| a.to_bits() != b.to_bits())
-                                .count();
+                            let bad = differing_bits(&got, &want);
                             assert_eq!(bad, 0, "{input} x {output} nb={nb} {}", k.name());
                         }
                     }
@@ -1471,6 +1498,53 @@ mod tests {
         }
         // The small network's two, the wide one's last, the MLP's last two.
         assert_eq!(checked, 5);
+    }
+
+    /// The direct weight gradient of every convolution the backward pass takes it for
+    /// ([`Conv::weight_grad_direct`]) is faer's product with the unfolded input, bit for bit, on
+    /// every instruction-set path where it applies, over 1 to 7 samples (one piece of 512
+    /// positions and several).
+    #[test]
+    fn direct_weight_gradient_equals_faers_product() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(14);
+        let mut checked = 0;
+        for arch in [CnnArch::Small, CnnArch::Wide] {
+            for c in convolutions(arch) {
+                for nb in 1..=7 {
+                    let np = nb * c.ho() * c.wo();
+                    let x: Vec<f32> = (0..c.cin * nb * c.h * c.w)
+                        .map(|_| rng.random_range(-2.0..2.0))
+                        .collect();
+                    let dy: Vec<f32> = (0..c.cout * np)
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    let g0: Vec<f32> = (0..c.cout * c.kk())
+                        .map(|_| rng.random_range(-1.0..1.0))
+                        .collect();
+                    let mut col = vec![0.0; c.kk() * np];
+                    im2col(Kernels::scalar(), c, nb, &x, &mut col);
+                    let mut want = g0.clone();
+                    gemm(
+                        MatMut::from_row_major_slice_mut(&mut want, c.cout, c.kk()),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(&dy, c.cout, np),
+                        MatRef::from_row_major_slice(&col, c.kk(), np).transpose(),
+                    );
+                    for k in Kernels::available() {
+                        if !c.weight_grad_direct(k) {
+                            continue;
+                        }
+                        let mut got = g0.clone();
+                        k.conv_weight_grad(c.shape(nb), &x, &dy, &mut got);
+                        let bad = differing_bits(&got, &want);
+                        assert_eq!(bad, 0, "{c:?} nb={nb} {}", k.name());
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        // The paper's first layer, on the x86-64-v3 path at least.
+        assert!(checked >= 7, "{checked}");
     }
 
     /// The pooling's adjoint writes each gradient at its recorded position and zero everywhere
