@@ -330,10 +330,13 @@ impl<'a> BitReader<'a> {
         // The next unread bit: the buffered bits are the stream's own, from there on.
         let start = 8 * self.pos - self.n as usize;
         let group_bits = 8 * width as usize;
-        // Groups whose eight-byte load stays in the buffer.
-        let loads = (self.buf.len().saturating_sub(8) * 8)
-            .checked_sub(start)
-            .map_or(0, |room| room / group_bits + 1);
+        // Groups whose eight-byte load stays in the buffer: none in a buffer under eight bytes
+        // (eight fields of one bit in a one-byte buffer once made the load run past its end).
+        let loads = self.buf.len().checked_sub(8).map_or(0, |last| {
+            (last * 8)
+                .checked_sub(start)
+                .map_or(0, |room| room / group_bits + 1)
+        });
         let groups = (out.len() / 8).min(loads);
         if groups == 0 {
             return 0;
