@@ -133,6 +133,21 @@ pub fn conv_weight_grad(s: crate::ConvShape, x: &[f32], dy: &[f32], gw: &mut [f3
     }
 }
 
+/// Reference `out = a^T b` ([`crate::Kernels::product_tn`]): each output the f32 sum over the
+/// depth in order by fused multiply-adds from zero, so the kernel must match it bit for bit.
+pub fn product_tn(depth: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let (m, n) = (a.len() / depth, b.len() / depth);
+    for t in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for k in 0..depth {
+                acc = a[k * m + t].mul_add(b[k * n + j], acc);
+            }
+            out[t * n + j] = acc;
+        }
+    }
+}
+
 /// Reference `x <- a x`.
 pub fn scale(a: f32, x: &mut [f32]) {
     for xi in x {

@@ -698,6 +698,38 @@ fn conv_weight_grad_is_bit_identical_to_the_reference() {
     }
 }
 
+/// `product_tn` is the reference bit for bit on every path: output rows around the tile edge
+/// of 5, columns around one and two vectors of 8 and 16 lanes, depths 1 to a piece.
+#[test]
+fn product_tn_is_bit_identical_to_the_reference() {
+    for k in paths() {
+        for (i, &(depth, m, n)) in [
+            (20, 250, 384),
+            (20, 250, 64),
+            (1, 1, 1),
+            (3, 7, 9),
+            (512, 6, 17),
+            (10, 11, 33),
+            (4, 5, 16),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let a = vector(depth * m, 3 + i as u64, 1.0);
+            let b = vector(depth * n, 5 + i as u64, 2.0);
+            let (mut got, mut want) = (vec![f32::NAN; m * n], vec![0.0; m * n]);
+            k.product_tn(depth, &a, &b, &mut got);
+            reference::product_tn(depth, &a, &b, &mut want);
+            assert_eq!(
+                differing_bits(&got, &want),
+                0,
+                "{} {depth} {m} {n}",
+                k.name()
+            );
+        }
+    }
+}
+
 /// Cache sizes as Linux's sysfs writes them; anything else is not a size.
 #[test]
 fn cache_sizes_parse_as_sysfs_writes_them() {
