@@ -123,6 +123,16 @@ impl Conv {
         self.direct() && self.kk() <= 32 && self.k <= kernels.f32_lanes()
     }
 
+    /// Length of the unfolded input a block of `samples` keeps on `kernels`' path: none where
+    /// both passes are direct ([`Conv::weight_grad_direct`]).
+    fn unfolded_len(&self, kernels: Kernels, samples: usize) -> usize {
+        if self.weight_grad_direct(kernels) {
+            0
+        } else {
+            self.kk() * self.ho() * self.wo() * samples
+        }
+    }
+
     /// The kernels' shape of this convolution over `samples` samples.
     pub fn shape(&self, samples: usize) -> lena_kernels::ConvShape {
         lena_kernels::ConvShape {
@@ -560,14 +570,22 @@ impl Cnn {
         if ws.chunks.len() < n_chunks {
             ws.chunks.resize_with(n_chunks, ChunkWs::default);
         }
-        let layers = self.ops().len() + 1;
-        let ready = |cw: &ChunkWs| cw.acts.len() == layers && (!grad || cw.g.len() == self.dim());
+        let (block, ops) = (self.block(), self.ops());
+        let layers = ops.len() + 1;
+        // A workspace made by a network on another instruction-set path may lack unfoldings.
+        let unfolded = |cw: &ChunkWs| {
+            cw.cols.iter().zip(ops).all(|(col, op)| match op {
+                Op::Conv(c) => col.len() >= c.unfolded_len(self.kernels, block),
+                _ => true,
+            })
+        };
+        let ready = |cw: &ChunkWs| {
+            cw.acts.len() == layers && unfolded(cw) && (!grad || cw.g.len() == self.dim())
+        };
         if ws.chunks[..n_chunks].iter().all(ready) {
             // The steady state: nothing to allocate.
             return;
         }
-        let block = self.block();
-        let ops = self.ops();
         let sizes: Vec<usize> = self.sizes().collect();
         let max_act = *sizes.iter().max().expect("layers");
         for cw in &mut ws.chunks[..n_chunks] {
@@ -578,9 +596,7 @@ impl Cnn {
             cw.cols = ops
                 .iter()
                 .map(|op| match op {
-                    Op::Conv(c) if !c.weight_grad_direct(self.kernels) => {
-                        vec![0.0; c.kk() * c.ho() * c.wo() * block]
-                    }
+                    Op::Conv(c) => vec![0.0; c.unfolded_len(self.kernels, block)],
                     _ => Vec::new(),
                 })
                 .collect();
@@ -814,10 +830,6 @@ impl Cnn {
                     let y = &mut y[..c.cout * nb * p];
                     let col = &mut cw.cols[l];
                     if !c.direct() || (backward && !c.weight_grad_direct(self.kernels)) {
-                        if col.len() < c.kk() * nb * p {
-                            // A workspace made for a path that needed no unfolding.
-                            col.resize(c.kk() * nb * p, 0.0);
-                        }
                         im2col(self.kernels, c, nb, x, &mut col[..c.kk() * nb * p]);
                     }
                     if c.direct() {
@@ -971,13 +983,7 @@ impl Cnn {
                         let x = &x[..c.cin * nb * c.h * c.w];
                         self.kernels.conv_weight_grad(c.shape(nb), x, dy, gw);
                     } else {
-                        let col = &cw.cols[l][..c.kk() * np];
-                        gemm(
-                            MatMut::from_row_major_slice_mut(gw, c.cout, c.kk()),
-                            Accum::Add,
-                            MatRef::from_row_major_slice(dy, c.cout, np),
-                            MatRef::from_row_major_slice(col, c.kk(), np).transpose(),
-                        );
+                        weight_grad_by_product(c, dy, &cw.cols[l][..c.kk() * np], gw);
                     }
                     add_row_sums(gb, dy, np);
                     if need_dx {
@@ -987,12 +993,7 @@ impl Cnn {
                             // The same floats as faer's product below (tested).
                             self.kernels.product_tn(c.cout, wt, dy, d_col);
                         } else {
-                            gemm(
-                                MatMut::from_row_major_slice_mut(d_col, c.kk(), np),
-                                Accum::Replace,
-                                MatRef::from_row_major_slice(wt, c.cout, c.kk()).transpose(),
-                                MatRef::from_row_major_slice(dy, c.cout, np),
-                            );
+                            unfolded_grad_by_product(c, wt, dy, d_col);
                         }
                         col2im(
                             self.kernels,
@@ -1071,6 +1072,30 @@ fn dense_by_product(x: &[f32], input: usize, wt: &[f32], bias: &[f32], y: &mut [
         Accum::Add,
         MatRef::from_row_major_slice(x, nb, input),
         MatRef::from_row_major_slice(wt, output, input).transpose(),
+    );
+}
+
+/// A convolution's weight gradient through faer's product: `gw += dy col^T`, with `dy` its
+/// output gradient (`cout` rows) and `col` its unfolded input (`cin k k` rows).
+fn weight_grad_by_product(c: Conv, dy: &[f32], col: &[f32], gw: &mut [f32]) {
+    let np = dy.len() / c.cout;
+    gemm(
+        MatMut::from_row_major_slice_mut(gw, c.cout, c.kk()),
+        Accum::Add,
+        MatRef::from_row_major_slice(dy, c.cout, np),
+        MatRef::from_row_major_slice(col, c.kk(), np).transpose(),
+    );
+}
+
+/// The gradient of a convolution's unfolded input through faer's product: `d_col = wt^T dy`,
+/// with `wt` its weights (`cout x cin k k`) and `dy` its output gradient.
+fn unfolded_grad_by_product(c: Conv, wt: &[f32], dy: &[f32], d_col: &mut [f32]) {
+    let np = dy.len() / c.cout;
+    gemm(
+        MatMut::from_row_major_slice_mut(d_col, c.kk(), np),
+        Accum::Replace,
+        MatRef::from_row_major_slice(wt, c.cout, c.kk()).transpose(),
+        MatRef::from_row_major_slice(dy, c.cout, np),
     );
 }
 
@@ -1544,12 +1569,7 @@ mod tests {
                     let mut col = vec![0.0; c.kk() * np];
                     im2col(Kernels::scalar(), c, nb, &x, &mut col);
                     let mut want = g0.clone();
-                    gemm(
-                        MatMut::from_row_major_slice_mut(&mut want, c.cout, c.kk()),
-                        Accum::Add,
-                        MatRef::from_row_major_slice(&dy, c.cout, np),
-                        MatRef::from_row_major_slice(&col, c.kk(), np).transpose(),
-                    );
+                    weight_grad_by_product(c, &dy, &col, &mut want);
                     for k in Kernels::available() {
                         if !c.weight_grad_direct(k) {
                             continue;
@@ -1585,12 +1605,7 @@ mod tests {
                         .map(|_| rng.random_range(-1.0..1.0))
                         .collect();
                     let mut want = vec![0.0; c.kk() * np];
-                    gemm(
-                        MatMut::from_row_major_slice_mut(&mut want, c.kk(), np),
-                        Accum::Replace,
-                        MatRef::from_row_major_slice(&wt, c.cout, c.kk()).transpose(),
-                        MatRef::from_row_major_slice(&dy, c.cout, np),
-                    );
+                    unfolded_grad_by_product(c, &wt, &dy, &mut want);
                     for k in Kernels::available() {
                         let mut got = vec![f32::NAN; want.len()];
                         k.product_tn(c.cout, &wt, &dy, &mut got);
