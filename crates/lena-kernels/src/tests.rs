@@ -291,6 +291,16 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
                 bits(&o1),
                 "lin_comb2_without_norms second rows={nrows}"
             );
+            // Outputs starting at every offset from a vector boundary, as a gradient's class
+            // rows of 785 floats do: the same bits wherever the stores' boundaries fall.
+            for shift in 0..=16 {
+                let mut buf = vec![f32::NAN; 2 * x.len() + 20];
+                let (q0, q1) = buf[shift..].split_at_mut(x.len());
+                let q1 = &mut q1[shift % 3..][..x.len()];
+                k.lin_comb2_without_norms([&mut *q0, &mut *q1], b, [y, v], [&c, &c1], &rows);
+                assert_eq!(bits(q0), bits(&o0), "first, shift {shift} rows={nrows}");
+                assert_eq!(bits(q1), bits(&o1), "second, shift {shift} rows={nrows}");
+            }
             for (s, base) in sq.iter().zip([y, v]) {
                 let nw = reference::norm2_sq(base);
                 assert!(
