@@ -290,8 +290,7 @@ impl<const N: usize, const NORMS: bool> WithSimd for LinComb2<'_, N, NORMS> {
         // (Intel Xeon, AVX-512 and AVX2 alike); the loads the two outputs then do not share
         // cost less. The norms' lanes fix where the vectors start, so they keep the shared loop.
         if !NORMS {
-            let [out0, out1] = self.out;
-            for (h, out) in [out0, out1].into_iter().enumerate() {
+            for (h, out) in self.out.into_iter().enumerate() {
                 lin_comb_stores_aligned(simd, out, self.b, self.base[h], &self.c[h], &self.rows);
             }
             return [0.0; 2];
