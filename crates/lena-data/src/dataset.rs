@@ -1,4 +1,4 @@
-use crate::idx::pixel;
+use crate::idx::{pixel, pixel_fused};
 use crate::{Error, Result};
 
 /// A dense, labelled dataset: `n_samples x n_features` row-major f32 features, class labels.
@@ -125,7 +125,9 @@ impl Dataset {
     /// [`Dataset::row`], read from the pixel bytes where the dataset keeps them.
     ///
     /// PERF: a minibatch's rows are scattered over the whole set, so copying one is a wait on
-    /// memory: as bytes a row of MNIST is 13 cache lines instead of 49.
+    /// memory: as bytes a row of MNIST is 13 cache lines instead of 49. Meant to be inlined
+    /// into a kernel path (`Kernels::vectorize`): its bytes are scaled without a division by
+    /// fused multiply-adds, which code compiled without them calls from the C library.
     ///
     /// # Panics
     /// If `i` is out of range or `out` is not `n_features` long.
@@ -137,7 +139,7 @@ impl Dataset {
                 let src = &bytes[i * p..(i + 1) * p];
                 assert_eq!(out.len(), p, "copy_row: output length");
                 for (o, &b) in out.iter_mut().zip(src) {
-                    *o = pixel(b);
+                    *o = pixel_fused(b);
                 }
             }
             None => out.copy_from_slice(self.row(i)),
