@@ -1,6 +1,6 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
-use crate::gather::AGG_BLOCK;
+use crate::gather::SUM_BLOCK;
 use crate::params::check_step;
 use crate::{
     Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
@@ -132,7 +132,7 @@ impl Server for DgdServer {
             let width = sum.len();
             // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks are
             // read in place, eight nodes at a time past the block held in registers.
-            let mut buf = [0.0f32; AGG_BLOCK];
+            let mut buf = [0.0f32; SUM_BLOCK];
             let mut rows = crate::gather::RowSum::new(k, alpha, sum);
             for msg in uploads.iter().flatten() {
                 match dense::view_at(msg, off, width) {
