@@ -127,7 +127,7 @@ impl Dataset {
     /// PERF: a minibatch's rows are scattered over the whole set, so copying one is a wait on
     /// memory: as bytes a row of MNIST is 13 cache lines instead of 49. Meant to be inlined
     /// into a kernel path (`Kernels::vectorize`): its bytes are scaled without a division by
-    /// fused multiply-adds, which code compiled without them calls from the C library.
+    /// fused multiply-adds, which code compiled without them calls as a library function.
     ///
     /// # Panics
     /// If `i` is out of range or `out` is not `n_features` long.
