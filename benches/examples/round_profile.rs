@@ -17,7 +17,9 @@
 //! to DGD's ratio: LENA-m's floor, its round with the gradient and the scan one after the other
 //! and nothing else.
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
-//! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's).
+//! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's). `... -- ab dgd` times
+//! one algorithm's round with the server's sum formed in the node phase and left to the
+//! server, alternated (and checks that both give the same parameters).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
@@ -35,6 +37,11 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("ab") {
+        let name = args.get(1).map_or("dgd", String::as_str);
+        nodes_sum_or_server_sums(name);
+        return;
+    }
     if let Some(name) = args.first() {
         let rounds: usize = args
             .get(1)
@@ -209,4 +216,47 @@ fn draw_uniforms(streams: &mut [Xoshiro256PlusPlus], d: usize) -> u8 {
     let (a, b) = streams.split_at_mut(streams.len() / 2);
     let (x, y) = rayon::join(|| part(a), || part(b));
     x ^ y
+}
+
+/// `-- ab NAME`: one algorithm's round with the server's sum formed in the node phase (as
+/// runs do) and left to the server, alternated in one process: 40 slices of 200 rounds each.
+fn nodes_sum_or_server_sums(name: &str) {
+    let table = ROUND_ALGORITHMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or_else(|| format!("name = {name:?}"), |(_, t)| t.to_string());
+    let mut sims: Vec<Simulation> = [true, false]
+        .into_iter()
+        .map(|on| {
+            let mut sim = Simulation::new(round_config(&table)).unwrap();
+            sim.set_nodes_sum_rows(on);
+            for _ in 0..20 {
+                sim.step().unwrap();
+            }
+            sim
+        })
+        .collect();
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..40 {
+        for (sim, t) in sims.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            for _ in 0..200 {
+                sim.step().unwrap();
+            }
+            t.push(start.elapsed().as_secs_f64() * 1e3 / 200.0);
+        }
+    }
+    assert_eq!(
+        sims[0].params(),
+        sims[1].params(),
+        "the same floats either way"
+    );
+    for (label, t) in ["nodes sum", "server sums"].iter().zip(&mut times) {
+        t.sort_by(f64::total_cmp);
+        println!(
+            "{name} {label:<12} fastest {:.3} ms, median {:.3} ms per round",
+            t[0],
+            t[t.len() / 2]
+        );
+    }
 }

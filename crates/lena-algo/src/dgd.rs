@@ -1,10 +1,9 @@
 //! Distributed gradient descent (DGD) and minibatch SGD.
 
-use crate::gather::SUM_BLOCK;
 use crate::params::check_step;
 use crate::{
-    Algorithm, Broadcast, Error, GradientOracle, Message, Missing, Result, Server, Upload, Uploads,
-    Worker,
+    Algorithm, Broadcast, DenseRows, Error, GradientOracle, Message, Missing, Result, Server,
+    Upload, Uploads, Worker,
 };
 use lena_compress::dense;
 use lena_kernels::Kernels;
@@ -127,27 +126,26 @@ impl Server for DgdServer {
         if arrived == 0 {
             return Ok(());
         }
-        let (k, alpha, inv_m) = (self.kernels, self.step_size, -1.0 / arrived as f32);
-        crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
-            let width = sum.len();
-            // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks are
-            // read in place, eight nodes at a time past the block held in registers.
-            let mut buf = [0.0f32; SUM_BLOCK];
-            let mut rows = crate::gather::RowSum::new(k, alpha, sum);
-            for msg in uploads.iter().flatten() {
-                match dense::view_at(msg, off, width) {
-                    Some(g) => rows.push(g),
-                    None => {
-                        // Not readable in place (big-endian, misaligned).
-                        dense::decode_at(msg, off, &mut buf[..width]);
-                        rows.add_now(&buf[..width]);
-                    }
-                }
-            }
-            rows.finish();
-        });
+        let (k, inv_m) = (self.kernels, -1.0 / arrived as f32);
+        // sum += fl(alpha g): the product is rounded before the sum. PERF: the blocks are read
+        // in place, eight nodes at a time past the block held in registers.
+        self.rows().apply(k, &mut self.sum, w, inv_m, &uploads);
         Ok(())
     }
 
+    /// The gradients delivered this round, each as `fl(alpha g)`.
+    fn dense_rows(&self) -> Option<DenseRows> {
+        Some(self.rows())
+    }
+
     fn visit(&mut self, _v: &mut dyn crate::state::Visitor) {}
+}
+
+impl DgdServer {
+    fn rows(&self) -> DenseRows {
+        DenseRows {
+            scale: self.step_size,
+            silent_at: None,
+        }
+    }
 }

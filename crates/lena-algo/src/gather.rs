@@ -26,14 +26,23 @@ pub(crate) const SUM_BLOCK: usize = 4096;
 
 /// `w += inv_m * sum` by blocks of [`SUM_BLOCK`] coordinates in parallel: each block zeroes its
 /// piece of `sum`, lets `fill(offset, piece)` add the nodes' contributions (in node order, so
-/// the floats do not depend on the thread count), then applies it.
+/// the floats do not depend on the thread count), then applies it. With `summed` (the whole
+/// sum, formed by the caller: [`Uploads::with_sum`]) each block applies its piece of that.
 pub(crate) fn apply_by_blocks(
     k: Kernels,
     sum: &mut [f32],
     w: &mut [f32],
     inv_m: f32,
+    summed: Option<&[f32]>,
     fill: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
+    if let Some(summed) = summed.filter(|s| s.len() == w.len()) {
+        summed
+            .par_chunks(SUM_BLOCK)
+            .zip(w.par_chunks_mut(SUM_BLOCK))
+            .for_each(|(sum, w)| k.axpy(inv_m, sum, w));
+        return;
+    }
     sum.par_chunks_mut(SUM_BLOCK)
         .zip(w.par_chunks_mut(SUM_BLOCK))
         .enumerate()
@@ -44,40 +53,79 @@ pub(crate) fn apply_by_blocks(
         });
 }
 
-/// `sum += fl(scale row_m)` over the nodes in node order for the block at `off`, each row read
-/// from node m's last upload (a server that keeps no copies, after `Server::lossless`): a
-/// sender's row at the start of its upload, a silent node's at `silent_at` values in (its
-/// drift after LENA's v, or 0), zero before its first upload.
-pub(crate) fn sum_last_uploads(
-    k: Kernels,
-    scale: f32,
-    sum: &mut [f32],
-    uploads: &Uploads<'_>,
-    off: usize,
-    silent_at: usize,
-) {
-    static ZEROS: [f32; SUM_BLOCK] = [0.0; SUM_BLOCK];
-    let width = sum.len();
-    let mut buf = [0.0f32; SUM_BLOCK];
-    let mut rows = RowSum::new(k, scale, sum);
-    for m in 0..uploads.len() {
-        let msg = uploads.last(m);
-        let at = if uploads.get(m).is_some() {
-            0
-        } else {
-            silent_at
-        };
-        if msg.bits() == 0 {
-            rows.push(&ZEROS[..width]);
-        } else if let Some(row) = lena_compress::dense::view_at(msg, at + off, width) {
-            rows.push(row);
-        } else {
-            // Not readable in place (big-endian, misaligned).
-            lena_compress::dense::decode_at(msg, at + off, &mut buf[..width]);
-            rows.add_now(&buf[..width]);
+/// The rows a server without copies sums ([`Server::dense_rows`](crate::Server::dense_rows)):
+/// node m's row is read from its message buffer (its last upload, [`Uploads::last`]), at its
+/// start if the upload was delivered this round, else at `silent_at` values in (LENA's drift
+/// after its v; LAG's last gradient at 0; zero before a node's first upload), or not at all
+/// (`silent_at = None`: DGD's average over the arrivals). The server's sum is
+/// `sum += fl(scale row_m)` from +0.0 over the nodes in node order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DenseRows {
+    /// Each row is added as `fl(scale row)`.
+    pub scale: f32,
+    /// Where a silent node's row starts in its last upload (`None`: it adds nothing).
+    pub silent_at: Option<usize>,
+}
+
+impl DenseRows {
+    /// `sum += fl(scale row_m)` over `nodes` in their order, each a message buffer and whether
+    /// its upload was delivered this round, for the coordinates from `off` (as many as `sum`
+    /// has; at most [`DenseRows::WIDTH`]). The server's floats, whoever adds: any split of the
+    /// nodes into consecutive runs, added run after run, gives the same sum.
+    pub fn add<'m>(
+        &self,
+        k: Kernels,
+        sum: &mut [f32],
+        off: usize,
+        nodes: impl IntoIterator<Item = (&'m Message, bool)>,
+    ) {
+        static ZEROS: [f32; SUM_BLOCK] = [0.0; SUM_BLOCK];
+        let width = sum.len();
+        assert!(
+            width <= Self::WIDTH,
+            "{width} coordinates at a time at most"
+        );
+        let mut buf = [0.0f32; SUM_BLOCK];
+        let mut rows = RowSum::new(k, self.scale, sum);
+        for (msg, delivered) in nodes {
+            let at = match (delivered, self.silent_at) {
+                (true, _) => 0,
+                (false, None) => continue,
+                (false, Some(_)) if msg.bits() == 0 => {
+                    rows.push(&ZEROS[..width]);
+                    continue;
+                }
+                (false, Some(at)) => at,
+            };
+            if let Some(row) = lena_compress::dense::view_at(msg, at + off, width) {
+                rows.push(row);
+            } else {
+                // Not readable in place (big-endian, misaligned).
+                lena_compress::dense::decode_at(msg, at + off, &mut buf[..width]);
+                rows.add_now(&buf[..width]);
+            }
         }
+        rows.finish();
     }
-    rows.finish();
+
+    /// The most coordinates one [`DenseRows::add`] takes.
+    pub const WIDTH: usize = SUM_BLOCK;
+
+    /// A server's update `w += inv_m * sum`, the sum of these rows over every node of
+    /// `uploads` in node order (or the caller's, [`Uploads::with_sum`]), by blocks in parallel.
+    pub(crate) fn apply(
+        &self,
+        k: Kernels,
+        sum: &mut [f32],
+        w: &mut [f32],
+        inv_m: f32,
+        uploads: &Uploads<'_>,
+    ) {
+        apply_by_blocks(k, sum, w, inv_m, uploads.sum(), |off, sum| {
+            let nodes = (0..uploads.len()).map(|m| (uploads.last(m), uploads.get(m).is_some()));
+            self.add(k, sum, off, nodes);
+        });
+    }
 }
 
 /// Adds rows to a block of a server's sum eight at a time ([`Kernels::sum_rows`], the block
@@ -285,7 +333,7 @@ impl SparseSum {
     /// `w += inv_m * sum`, `sum` every node's pairs added per coordinate block in node order.
     fn add(&self, k: Kernels, sum: &mut [f32], w: &mut [f32], inv_m: f32) {
         let pairs = &self.pairs;
-        apply_by_blocks(k, sum, w, inv_m, |off, block| {
+        apply_by_blocks(k, sum, w, inv_m, None, |off, block| {
             let end = off + block.len();
             for node in pairs {
                 // Ascending indices: this block's pairs are one run.

@@ -55,6 +55,7 @@ pub mod state;
 pub use dgd::{Dgd, DgdParams};
 pub use diana::{Diana, DianaParams};
 pub use ef_sgd::{EfSgd, EfSgdParams};
+pub use gather::DenseRows;
 pub use lag_ps::{LagPs, LagPsParams};
 pub use lag_wk::{LagWk, LagWkParams};
 pub use laq::{Laq, LaqParams};
@@ -171,6 +172,7 @@ pub enum Upload {
 pub struct Uploads<'a> {
     msgs: &'a [Message],
     sent: &'a [bool],
+    sum: Option<&'a [f32]>,
 }
 
 impl<'a> Uploads<'a> {
@@ -180,7 +182,28 @@ impl<'a> Uploads<'a> {
     /// If the two slices differ in length.
     pub fn new(msgs: &'a [Message], sent: &'a [bool]) -> Self {
         assert_eq!(msgs.len(), sent.len(), "one sent flag per message");
-        Self { msgs, sent }
+        Self {
+            msgs,
+            sent,
+            sum: None,
+        }
+    }
+
+    /// These uploads with the sum of the rows the server's [`Server::dense_rows`] describes,
+    /// formed by the caller ([`DenseRows::add`] over every node in node order, from +0.0), so
+    /// that the server need not read them again: a host that runs the nodes adds each one's row
+    /// while it is still in cache. A server without dense rows, or given a sum of another
+    /// length than the parameters, sums them itself.
+    pub fn with_sum(self, sum: &'a [f32]) -> Self {
+        Self {
+            sum: Some(sum),
+            ..self
+        }
+    }
+
+    /// The sum given by [`Uploads::with_sum`].
+    pub fn sum(&self) -> Option<&'a [f32]> {
+        self.sum
     }
 
     /// Number of nodes.
@@ -290,6 +313,14 @@ pub trait Server: Send {
     /// node's last upload may be read from [`Uploads::last`] instead. Called once, before the
     /// first `apply`.
     fn lossless(&mut self) {}
+
+    /// The rows this server sums, if they are dense rows of the message buffers as
+    /// [`DenseRows`] reads them (DGD's server; after [`Server::lossless`], LAG's lossless one
+    /// and LENA's reading drifts from the last uploads): a caller may then form their sum
+    /// itself and hand it over ([`Uploads::with_sum`]). Asked after `lossless`.
+    fn dense_rows(&self) -> Option<DenseRows> {
+        None
+    }
 
     /// Visits the server's state (everything a later round reads), for checkpoints.
     fn visit(&mut self, v: &mut dyn state::Visitor);

@@ -106,11 +106,9 @@ impl StaleServer {
             self.alpha,
             -1.0 / self.n_workers as f32,
         );
-        if self.aliased {
-            crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
-                // fl(a g) rounded before the sum, in node order, as DGD's server does.
-                crate::gather::sum_last_uploads(k, a, sum, uploads, off, 0);
-            });
+        if let Some(rows) = self.dense_rows() {
+            // fl(a g) rounded before the sum, in node order, as DGD's server does.
+            rows.apply(k, &mut self.sum, w, inv_m, uploads);
             return Ok(());
         }
         self.dense_last
@@ -178,6 +176,14 @@ impl Server for StaleServer {
         if let Some(sparse) = &mut self.sparse {
             sparse.visit(self.dim, v);
         }
+    }
+
+    /// After [`Server::lossless`], dense gradients: every node's last, as `fl(alpha g)`.
+    fn dense_rows(&self) -> Option<crate::DenseRows> {
+        self.aliased.then_some(crate::DenseRows {
+            scale: self.alpha,
+            silent_at: Some(0),
+        })
     }
 
     /// Dense gradients: a node's last gradient is its last upload, read from there (a vector

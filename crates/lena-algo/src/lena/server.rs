@@ -101,11 +101,8 @@ impl Server for LenaServer {
         let rounds = &self.rounds;
         let q_offset = layout.q_at();
         let inv_m = -1.0 / n as f32;
-        if self.aliased {
-            let q_at = layout.drift_at();
-            crate::gather::apply_by_blocks(k, &mut self.sum, w, inv_m, |off, sum| {
-                crate::gather::sum_last_uploads(k, 1.0, sum, &uploads, off, q_at);
-            });
+        if let Some(rows) = self.dense_rows() {
+            rows.apply(k, &mut self.sum, w, inv_m, &uploads);
             return Ok(());
         }
         // PERF: every node's row of a block (its drift, or the v it sent) goes into the sum
@@ -180,6 +177,15 @@ impl Server for LenaServer {
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
         v.f32s(&mut self.qs);
         v.u64s(&mut self.since_upload);
+    }
+
+    /// After [`Server::lossless`]: a sender's v, a silent node's drift from its last upload.
+    fn dense_rows(&self) -> Option<crate::DenseRows> {
+        let layout = Layout::new(self.dim, self.kind, self.compressor.is_some());
+        self.aliased.then(|| crate::DenseRows {
+            scale: 1.0,
+            silent_at: Some(layout.drift_at()),
+        })
     }
 
     /// Dense uploads whose drift is sent (LENA-g, LENA-m) or is the last v (LENA-v): the drift

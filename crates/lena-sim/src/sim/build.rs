@@ -457,6 +457,8 @@ impl Simulation {
         if !cfg.faults.loses_uploads() {
             server.lossless();
         }
+        // Every upload sent is delivered, so the node phase knows the server's rows.
+        let dense_rows = server.dense_rows().filter(|_| !cfg.faults.loses_uploads());
         let network = cfg
             .network
             .check()
@@ -480,6 +482,15 @@ impl Simulation {
             sent: vec![false; m],
             model,
             nodes,
+            summed: if dense_rows.is_some() {
+                vec![0.0; dim]
+            } else {
+                Vec::new()
+            },
+            summed_round: None,
+            chunks: Vec::new(),
+            chunks_done: Vec::new(),
+            dense_rows,
             server,
             workspaces,
             test,

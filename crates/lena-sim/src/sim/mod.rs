@@ -202,6 +202,15 @@ pub struct Simulation {
     model: Model,
     nodes: Vec<Node>,
     server: Box<dyn Server>,
+    /// The rows the server sums, when the node phase may sum them itself (a run in one process
+    /// that loses no upload, and a server with dense rows).
+    dense_rows: Option<lena_algo::DenseRows>,
+    /// Their sum, formed in the node phase of round `summed_round`.
+    summed: Vec<f32>,
+    summed_round: Option<u64>,
+    /// The node phase's chunks (empty between rounds: an allocation kept) and their flags.
+    chunks: Vec<Mutex<round::ChunkRefs<'static>>>,
+    chunks_done: Vec<std::sync::atomic::AtomicBool>,
     test: Arc<Dataset>,
     /// Scratch memory of the nodes' calls and of the test and validation evaluations.
     workspaces: Arc<Workspaces>,
@@ -263,6 +272,19 @@ impl Simulation {
         }
         self.exchange = Some(exchange);
         self
+    }
+
+    /// Whether the node phase forms the server's sum of dense rows as it steps the nodes (the
+    /// default, where the server has such rows and no upload is lost) or leaves it to the
+    /// server; returns whether it now does. The same floats either way: for tests and profiles.
+    #[doc(hidden)]
+    pub fn set_nodes_sum_rows(&mut self, on: bool) -> bool {
+        let lossless = !self.cfg.faults.loses_uploads();
+        self.dense_rows = self.server.dense_rows().filter(|_| on && lossless);
+        if self.dense_rows.is_some() {
+            self.summed.resize(self.w.len(), 0.0);
+        }
+        self.dense_rows.is_some()
     }
 
     /// Whether this process is a worker of a multi-process run (it runs [`Self::serve`]).

@@ -4,6 +4,7 @@
 use super::remote::receive_upload;
 use super::state::encode_f32s;
 use super::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 impl Simulation {
     /// Draws every node's faults for this round from its own stream (before any node steps,
@@ -63,7 +64,12 @@ impl Simulation {
             })?;
         }
         self.account(round);
-        let uploads = Uploads::new(&self.msgs, &self.delivered);
+        let mut uploads = Uploads::new(&self.msgs, &self.delivered);
+        // The node phase's sum holds for the rows delivered, which are the rows sent (a run
+        // that loses no upload).
+        if self.summed_round == Some(round) && self.delivered == self.sent {
+            uploads = uploads.with_sum(&self.summed);
+        }
         self.w_prev.copy_from_slice(&self.w);
         // Inside the pool: servers aggregate coordinate blocks on the run's threads.
         let (server, w) = (&mut self.server, &mut self.w);
@@ -92,47 +98,84 @@ impl Simulation {
         let bc = Broadcast::next(k, round, w, prev);
         let history = &self.history;
         let hosted = &self.hosted;
+        let step_node = |m: usize, node: &mut Node, msg: &mut Message, sent: &mut bool| {
+            if !hosted[m] {
+                // Computed by another process.
+                *sent = false;
+                return;
+            }
+            let plan = &mut node.plan;
+            if plan.offline {
+                *sent = false;
+                return;
+            }
+            // In the order they happened: a loss, then the absence that followed it.
+            if plan.lost_last {
+                node.worker.on_lost(msg);
+                plan.lost_last = false;
+            }
+            if plan.absent > 0 {
+                node.worker.on_absent(plan.absent, msg);
+                plan.absent = 0;
+            }
+            // A straggler computes on the parameters of `delay` rounds ago.
+            let stale;
+            let bc = if plan.delay > 0 {
+                let h = history.len() as u64;
+                let t = round.saturating_sub(plan.delay);
+                let p = (t > 0).then(|| &history[((t - 1) % h) as usize][..]);
+                stale = Broadcast::next(k, t, &history[(t % h) as usize], p);
+                &stale
+            } else {
+                &bc
+            };
+            let up = node.worker.step(bc, &mut node.local, &mut node.rng, msg);
+            *sent = up == Upload::Sent;
+        };
         let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
+        self.summed_round = None;
+        if let (Some(rows), None) = (self.dense_rows, &self.exchange) {
+            self.summed.fill(0.0);
+            // PERF: last round's allocation, so that a round allocates nothing.
+            let mut chunks: Vec<Mutex<ChunkRefs<'_>>> = recycle(std::mem::take(&mut self.chunks));
+            chunks.extend(
+                nodes
+                    .chunks_mut(SUM_CHUNK)
+                    .zip(msgs.chunks_mut(SUM_CHUNK))
+                    .zip(sent.chunks_mut(SUM_CHUNK))
+                    .map(|((n, m), s)| Mutex::new((n, m, s))),
+            );
+            self.chunks_done
+                .resize_with(chunks.len(), AtomicBool::default);
+            let chain = Chain::new(k, rows, chunks, &self.chunks_done, &mut self.summed);
+            let threads = self.pool.current_num_threads();
+            self.pool.install(|| {
+                (0..threads).into_par_iter().for_each(|_| {
+                    while let Some((c, mut chunk)) = chain.claim() {
+                        let (nodes, msgs, sent) = &mut *chunk;
+                        let nodes = nodes.iter_mut().zip(msgs.iter_mut()).zip(sent.iter_mut());
+                        for (i, ((node, msg), sent)) in nodes.enumerate() {
+                            step_node(c * SUM_CHUNK + i, node, msg, sent);
+                        }
+                        // Released before its rows are added (by this thread or another).
+                        drop(chunk);
+                        chain.done(c);
+                    }
+                });
+            });
+            let (chunks, whole) = chain.finish();
+            self.chunks = recycle(chunks);
+            // Never short: the server sums the rows itself otherwise.
+            self.summed_round = whole.then_some(round);
+            return;
+        }
         self.pool.install(|| {
             nodes
                 .par_iter_mut()
                 .zip(msgs.par_iter_mut())
                 .zip(sent.par_iter_mut())
                 .enumerate()
-                .for_each(|(m, ((node, msg), sent))| {
-                    if !hosted[m] {
-                        // Computed by another process.
-                        *sent = false;
-                        return;
-                    }
-                    let plan = &mut node.plan;
-                    if plan.offline {
-                        *sent = false;
-                        return;
-                    }
-                    // In the order they happened: a loss, then the absence that followed it.
-                    if plan.lost_last {
-                        node.worker.on_lost(msg);
-                        plan.lost_last = false;
-                    }
-                    if plan.absent > 0 {
-                        node.worker.on_absent(plan.absent, msg);
-                        plan.absent = 0;
-                    }
-                    // A straggler computes on the parameters of `delay` rounds ago.
-                    let stale;
-                    let bc = if plan.delay > 0 {
-                        let h = history.len() as u64;
-                        let t = round.saturating_sub(plan.delay);
-                        let p = (t > 0).then(|| &history[((t - 1) % h) as usize][..]);
-                        stale = Broadcast::next(k, t, &history[(t % h) as usize], p);
-                        &stale
-                    } else {
-                        &bc
-                    };
-                    let up = node.worker.step(bc, &mut node.local, &mut node.rng, msg);
-                    *sent = up == Upload::Sent;
-                });
+                .for_each(|(m, ((node, msg), sent))| step_node(m, node, msg, sent));
         });
     }
 
@@ -240,5 +283,113 @@ impl Simulation {
             }
         }
         Ok(summary(self, last, None))
+    }
+}
+
+/// Nodes per task of a node phase that also sums the server's rows ([`Chain`]).
+const SUM_CHUNK: usize = 8;
+
+/// One task's nodes, message buffers and sent flags.
+pub(super) type ChunkRefs<'a> = (&'a mut [Node], &'a mut [Message], &'a mut [bool]);
+
+/// `v`'s allocation, emptied, for elements of another type of the same size and alignment
+/// (the standard library collects a vector's `into_iter` in place; `tests/alloc.rs` checks).
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("emptied")).collect()
+}
+
+/// A node phase that forms the server's sum of dense rows ([`lena_algo::Server::dense_rows`])
+/// as it goes, so that the server reads no message again (PERF: DGD's server at M = 200 read
+/// 6.3 MB of gradients back from L3; LENA-m's at M = 60 000 read 1.9 GB of drifts from memory).
+///
+/// The nodes are stepped in chunks of [`SUM_CHUNK`], claimed in node order by the pool's
+/// threads. A chunk's rows are added once every earlier chunk's are, by whichever thread then
+/// holds the sum: usually the one that just stepped it, with the rows still in its cache. Each
+/// coordinate's sum runs from +0.0 over the nodes in node order, as the server's own does, so
+/// the floats are the server's whatever the threads or the order chunks finish in.
+struct Chain<'a> {
+    k: Kernels,
+    rows: lena_algo::DenseRows,
+    chunks: Vec<Mutex<ChunkRefs<'a>>>,
+    /// Chunk c has been stepped.
+    done: &'a [AtomicBool],
+    /// The next chunk to claim.
+    next: AtomicUsize,
+    /// The next chunk to add, and the sum so far.
+    sum: Mutex<(usize, &'a mut [f32])>,
+}
+
+impl<'a> Chain<'a> {
+    fn new(
+        k: Kernels,
+        rows: lena_algo::DenseRows,
+        chunks: Vec<Mutex<ChunkRefs<'a>>>,
+        done: &'a [AtomicBool],
+        sum: &'a mut [f32],
+    ) -> Self {
+        for d in done {
+            d.store(false, Ordering::Relaxed);
+        }
+        Self {
+            k,
+            rows,
+            done,
+            chunks,
+            next: AtomicUsize::new(0),
+            sum: Mutex::new((0, sum)),
+        }
+    }
+
+    /// The next chunk in node order, to be stepped and then reported [`Chain::done`].
+    fn claim(&self) -> Option<(usize, std::sync::MutexGuard<'_, ChunkRefs<'a>>)> {
+        let c = self.next.fetch_add(1, Ordering::Relaxed);
+        let chunk = self.chunks.get(c)?;
+        Some((c, chunk.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+
+    /// Chunk c has been stepped (its guard dropped): adds every chunk whose turn has come,
+    /// unless another thread is adding them already.
+    fn done(&self, c: usize) {
+        self.done[c].store(true, Ordering::SeqCst);
+        self.drain();
+    }
+
+    /// Adds whatever chunks are left (after every chunk has been stepped); gives the chunks'
+    /// vector back for the next round, and whether the sum is whole (every chunk added).
+    fn finish(self) -> (Vec<Mutex<ChunkRefs<'a>>>, bool) {
+        self.drain();
+        let added = self.sum.lock().unwrap_or_else(PoisonError::into_inner).0;
+        let whole = added == self.chunks.len();
+        (self.chunks, whole)
+    }
+
+    fn drain(&self) {
+        loop {
+            let Ok(mut held) = self.sum.try_lock() else {
+                // The holder adds this chunk too, or the next drain does.
+                return;
+            };
+            let (next, sum) = &mut *held;
+            while *next < self.chunks.len() && self.done[*next].load(Ordering::SeqCst) {
+                let chunk = self.chunks[*next]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let (_, msgs, sent) = &*chunk;
+                let d = sum.len();
+                for off in (0..d).step_by(lena_algo::DenseRows::WIDTH) {
+                    let end = (off + lena_algo::DenseRows::WIDTH).min(d);
+                    let nodes = msgs.iter().zip(sent.iter().copied());
+                    self.rows.add(self.k, &mut sum[off..end], off, nodes);
+                }
+                *next += 1;
+            }
+            let next = *next;
+            drop(held);
+            // A chunk reported while this thread held the sum is added by the next holder.
+            if next >= self.chunks.len() || !self.done[next].load(Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 }

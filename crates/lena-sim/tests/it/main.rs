@@ -565,3 +565,47 @@ fn a_stop_condition_checked_between_evaluations_ends_at_the_exact_round() {
         "{e}"
     );
 }
+
+/// The node phase sums the server's dense rows as it steps the nodes (DGD's server, LAG's and
+/// LENA's reading the last uploads): the same parameters, bit for bit, as the server summing
+/// them itself, whatever the threads, for nodes that are not a multiple of a chunk (8) and nodes
+/// that go offline.
+#[test]
+fn rows_summed_by_the_node_phase_are_the_servers_sum() {
+    let offline = "[faults]\nleave = 0.1\nrejoin = 0.5";
+    let drift = |kind: &str| format!("\n[algorithm.drift]\nkind = \"{kind}\"");
+    for (algo, more, faults) in [
+        ("dgd", String::new(), ""),
+        ("dgd", String::new(), offline),
+        ("lag_wk", String::new(), ""),
+        ("lena", String::new(), ""),
+        ("lena", String::new(), offline),
+        ("lena", drift("last_gradient"), ""),
+        ("lena", drift("last_upload"), ""),
+    ] {
+        for threads in [1, 3] {
+            let text = synthetic(
+                &format!("threads = {threads}\n{faults}"),
+                &format!("step_size = 0.5{more}"),
+                "batch = 8",
+            )
+            .replace("nodes = 10", "nodes = 30")
+            .replace("name = \"dgd\"", &format!("name = \"{algo}\""));
+            let params = |nodes_sum: bool| {
+                let cfg = ExperimentConfig::from_toml(&text, "test.toml").unwrap();
+                let mut sim = Simulation::new(cfg).unwrap();
+                assert!(sim.set_nodes_sum_rows(nodes_sum) == nodes_sum, "{algo}");
+                for _ in 0..40 {
+                    sim.step().unwrap();
+                }
+                sim.params().to_vec()
+            };
+            let (by_nodes, by_server) = (params(true), params(false));
+            assert_eq!(
+                by_nodes.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                by_server.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{algo}{more} {faults} on {threads} threads"
+            );
+        }
+    }
+}
