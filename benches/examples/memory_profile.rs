@@ -8,7 +8,8 @@
 //! pages for the next. `-- one lena 60000` reports one simulation's resident set and ms per
 //! round (the extreme federated split: one MNIST image per node) against the state-touch bound
 //! at the same M, both stepped in turn in one child process (7.5 GB more for the bound's
-//! state at M = 60 000).
+//! state at M = 60 000); `-- one lena 60000 server-sums` the same with the server summing the
+//! drifts itself rather than the node phase (`Simulation::set_nodes_sum_rows`).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
@@ -103,8 +104,9 @@ const SLICES: usize = 8;
 /// round, the fastest pass of the bound, and the median over slices of a slice's ms per round
 /// over the pass right after it (the two seconds apart, so under the same load of the shared
 /// machine).
-fn interleaved(table: &str, nodes: usize) {
+fn interleaved(table: &str, nodes: usize, server_sums: bool) {
     let mut sim = Simulation::new(config(table, nodes)).expect("simulation");
+    sim.set_nodes_sum_rows(!server_sums);
     for _ in 0..10 {
         sim.step().expect("round");
     }
@@ -155,8 +157,11 @@ fn main() {
                 rounds.parse().expect("rounds"),
             );
         }
-        ["interleaved", table, nodes] => interleaved(table, nodes.parse().expect("nodes")),
-        ["one", name, nodes] => {
+        ["interleaved", table, nodes, how] => {
+            interleaved(table, nodes.parse().expect("nodes"), how == "server-sums")
+        }
+        ["one", name, nodes] | ["one", name, nodes, _] => {
+            let how = args.get(3).map_or("nodes-sum", String::as_str);
             let table = ALGORITHMS
                 .iter()
                 .find(|(n, _)| n.starts_with(name))
@@ -164,7 +169,7 @@ fn main() {
             let nodes: usize = nodes.parse().expect("nodes: a number");
             let exe = std::env::current_exe().expect("own path");
             let out = Command::new(exe)
-                .args(["interleaved", &table, &nodes.to_string()])
+                .args(["interleaved", &table, &nodes.to_string(), how])
                 .output()
                 .expect("child process");
             assert!(out.status.success(), "child failed: {out:?}");
@@ -196,6 +201,6 @@ fn main() {
                 println!("{name:<28} {:>10.1} {:>12.2}", per / 1e3, per / vector);
             }
         }
-        _ => panic!("usage: memory_profile [one NAME NODES]"),
+        _ => panic!("usage: memory_profile [one NAME NODES [server-sums]]"),
     }
 }
