@@ -569,10 +569,11 @@ fn a_stop_condition_checked_between_evaluations_ends_at_the_exact_round() {
 /// The node phase sums the server's dense rows as it steps the nodes (DGD's server, LAG's and
 /// LENA's reading the last uploads): the same parameters, bit for bit, as the server summing
 /// them itself, whatever the threads, for nodes that are not a multiple of a chunk (8) and nodes
-/// that go offline.
+/// that go offline or straggle.
 #[test]
 fn rows_summed_by_the_node_phase_are_the_servers_sum() {
-    let offline = "[faults]\nleave = 0.1\nrejoin = 0.5";
+    // Faults that lose nothing: nodes offline, stragglers within the deadline.
+    let offline = "[faults]\nleave = 0.1\nrejoin = 0.5\nstraggler = 0.2\nmax_delay = 2";
     let drift = |kind: &str| format!("\n[algorithm.drift]\nkind = \"{kind}\"");
     for (algo, more, faults) in [
         ("dgd", String::new(), ""),
