@@ -72,6 +72,9 @@ impl DenseRows {
     /// its upload was delivered this round, for the coordinates from `off` (as many as `sum`
     /// has; at most [`DenseRows::WIDTH`]). The server's floats, whoever adds: any split of the
     /// nodes into consecutive runs, added run after run, gives the same sum.
+    ///
+    /// # Panics
+    /// If `sum` is longer than [`DenseRows::WIDTH`].
     pub fn add<'m>(
         &self,
         k: Kernels,
