@@ -457,8 +457,6 @@ impl Simulation {
         if !cfg.faults.loses_uploads() {
             server.lossless();
         }
-        // Every upload sent is delivered, so the node phase knows the server's rows.
-        let dense_rows = server.dense_rows().filter(|_| !cfg.faults.loses_uploads());
         let network = cfg
             .network
             .check()
@@ -469,7 +467,7 @@ impl Simulation {
         } else {
             Vec::new()
         };
-        Ok(Self {
+        let mut sim = Self {
             delivered: vec![false; m],
             trace: (!network.is_ideal()).then(|| lena_net::Trace::new(m)),
             row_bits: vec![0; m],
@@ -482,15 +480,12 @@ impl Simulation {
             sent: vec![false; m],
             model,
             nodes,
-            summed: if dense_rows.is_some() {
-                vec![0.0; dim]
-            } else {
-                Vec::new()
-            },
+            // Set below (`set_nodes_sum_rows`).
+            dense_rows: None,
+            summed: Vec::new(),
             summed_round: None,
             chunks: Vec::new(),
             chunks_done: Vec::new(),
-            dense_rows,
             server,
             workspaces,
             test,
@@ -515,7 +510,9 @@ impl Simulation {
             validation,
             cache: None,
             cfg,
-        })
+        };
+        sim.set_nodes_sum_rows(true);
+        Ok(sim)
     }
 }
 

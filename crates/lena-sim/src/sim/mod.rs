@@ -276,9 +276,11 @@ impl Simulation {
 
     /// Whether the node phase forms the server's sum of dense rows as it steps the nodes (the
     /// default, where the server has such rows and no upload is lost) or leaves it to the
-    /// server; returns whether it now does. The same floats either way: for tests and profiles.
+    /// server; returns whether it now does. The same floats either way: on by construction,
+    /// switchable for tests and profiles.
     #[doc(hidden)]
     pub fn set_nodes_sum_rows(&mut self, on: bool) -> bool {
+        // Every upload sent is then delivered, so the node phase knows the server's rows.
         let lossless = !self.cfg.faults.loses_uploads();
         self.dense_rows = self.server.dense_rows().filter(|_| on && lossless);
         if self.dense_rows.is_some() {
