@@ -19,7 +19,9 @@
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
 //! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's). `... -- ab dgd` times
 //! one algorithm's round with the server's sum formed in the node phase and left to the
-//! server, alternated (and checks that both give the same parameters).
+//! server, alternated (and checks that both give the same parameters); `... -- ab-draws
+//! diana_qsgd` likewise with nodes' words drawn ahead, several streams together, and each
+//! node drawing its own.
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
@@ -39,7 +41,19 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("ab") {
         let name = args.get(1).map_or("dgd", String::as_str);
-        nodes_sum_or_server_sums(name);
+        let labels = ["nodes sum", "server sums"];
+        alternate(name, labels, |sim, on| {
+            sim.set_nodes_sum_rows(on);
+        });
+        return;
+    }
+    if args.first().map(String::as_str) == Some("ab-draws") {
+        let name = args.get(1).map_or("diana_qsgd", String::as_str);
+        alternate(
+            name,
+            ["drawn ahead", "node by node"],
+            Simulation::set_draws_ahead,
+        );
         return;
     }
     if let Some(name) = args.first() {
@@ -76,11 +90,14 @@ fn main() {
         .collect();
     let k = Kernels::detect();
     let mut state = bound_state();
-    // QSGD's draws: one 32-bit uniform per coordinate from each node's own stream, in the
-    // compressor's chunks, for every node on the two threads (what DIANA's round cannot do
-    // without, whatever its coding).
-    let mut streams: Vec<Xoshiro256PlusPlus> =
-        (0..200).map(Xoshiro256PlusPlus::seed_from_u64).collect();
+    // QSGD's draws: one 32-bit uniform per coordinate from each node's own stream, drawn as
+    // the simulator draws them (eight nodes' streams at a time in a vector's lanes, each node's
+    // words then copied into the compressor's chunks), for every node on the two threads (what
+    // DIANA's round cannot do without, whatever its coding).
+    let mut streams: Vec<[u64; 4]> = (0..200u64)
+        .map(|i| [2 * i + 1, 0x9E37_79B9_7F4A_7C15 ^ i, 3, 4])
+        .collect();
+    let mut ahead = [Vec::new(), Vec::new()];
     // LENA-m's node scan alone: three vectors per node (memory, drift, momentum), a gradient
     // that stays in cache, a spare per thread (LENA's per-thread skip memory).
     let mut scan_state: Vec<Vec<f32>> = (0..200 * 3).map(|i| vec![i as f32 * 1e-6; 7850]).collect();
@@ -118,7 +135,7 @@ fn main() {
         }
         let start = Instant::now();
         for _ in 0..slice {
-            black_box(draw_uniforms(&mut streams, 7850));
+            black_box(draw_uniforms(k, &mut streams, &mut ahead, 7850));
         }
         times[n].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
         let start = Instant::now();
@@ -198,29 +215,46 @@ fn main() {
     }
 }
 
-/// Every stream's uniforms for one QSGD round of `d` coordinates, drawn as the compressor
-/// draws them (`fill_bytes` of 256 words at a time), half the streams on each of two threads.
-fn draw_uniforms(streams: &mut [Xoshiro256PlusPlus], d: usize) -> u8 {
-    let part = |streams: &mut [Xoshiro256PlusPlus]| {
+/// Every stream's uniforms for one QSGD round of `d` coordinates, drawn as the simulator draws
+/// them: eight streams at a time in a vector's lanes (`Kernels::xoshiro256pp_lanes`), then each
+/// stream's words copied into the compressor's chunks of 256 coordinates (as many words as the
+/// compressor takes); half the streams on each of two threads, each with its buffer in `ahead`.
+fn draw_uniforms(k: Kernels, streams: &mut [[u64; 4]], ahead: &mut [Vec<u64>; 2], d: usize) -> u8 {
+    let words: usize = (0..d)
+        .step_by(256)
+        .map(|c| (d - c).min(256).div_ceil(2))
+        .sum();
+    let part = |streams: &mut [[u64; 4]], ahead: &mut Vec<u64>| {
+        ahead.resize(8 * words, 0);
         let mut bytes = [0u8; 4 * 256];
         let mut acc = 0u8;
-        for rng in streams {
-            for c in (0..d).step_by(256) {
-                let m = 4 * (d - c).min(256);
-                rng.fill_bytes(&mut bytes[..m]);
-                acc ^= bytes[m - 1];
+        for group in streams.chunks_mut(8) {
+            let ahead = &mut ahead[..group.len() * words];
+            k.xoshiro256pp_lanes(group, ahead);
+            for mine in ahead.chunks_exact(words) {
+                let mut next = mine.iter();
+                for c in (0..d).step_by(256) {
+                    let m = 4 * (d - c).min(256);
+                    for (b, w) in bytes[..m].chunks_mut(8).zip(&mut next) {
+                        b.copy_from_slice(&w.to_le_bytes()[..b.len()]);
+                    }
+                    acc ^= bytes[m - 1];
+                }
             }
         }
         acc
     };
     let (a, b) = streams.split_at_mut(streams.len() / 2);
-    let (x, y) = rayon::join(|| part(a), || part(b));
+    let [x, y] = ahead;
+    let (x, y) = rayon::join(|| part(a, x), || part(b, y));
     x ^ y
 }
 
 /// `-- ab NAME`: one algorithm's round with the server's sum formed in the node phase (as
-/// runs do) and left to the server, alternated in one process: 40 slices of 200 rounds each.
-fn nodes_sum_or_server_sums(name: &str) {
+/// runs do) and left to the server; `-- ab-draws NAME`: with nodes' words drawn ahead, several
+/// streams together (as runs do), and each node drawing its own. Alternated in one process, 40
+/// slices of 200 rounds each; `switch` turns the first way on (true) or off.
+fn alternate(name: &str, labels: [&str; 2], switch: impl Fn(&mut Simulation, bool)) {
     let table = ROUND_ALGORITHMS
         .iter()
         .find(|(n, _)| *n == name)
@@ -229,7 +263,7 @@ fn nodes_sum_or_server_sums(name: &str) {
         .into_iter()
         .map(|on| {
             let mut sim = Simulation::new(round_config(&table)).unwrap();
-            sim.set_nodes_sum_rows(on);
+            switch(&mut sim, on);
             for _ in 0..20 {
                 sim.step().unwrap();
             }
@@ -251,7 +285,7 @@ fn nodes_sum_or_server_sums(name: &str) {
         sims[1].params(),
         "the same floats either way"
     );
-    for (label, t) in ["nodes sum", "server sums"].iter().zip(&mut times) {
+    for (label, t) in labels.iter().zip(&mut times) {
         t.sort_by(f64::total_cmp);
         println!(
             "{name} {label:<12} fastest {:.3} ms, median {:.3} ms per round",

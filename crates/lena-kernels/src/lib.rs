@@ -10,6 +10,10 @@
 //! path the CPU runs. Each kernel has a plain, obviously correct twin in [`mod@reference`] that
 //! accumulates in f64; tests compare every available path against it.
 //!
+//! Besides the f32 kernels, [`Kernels::xoshiro256pp_lanes`] advances several xoshiro256++ streams
+//! together, one per 64-bit lane (eight with AVX-512, four with AVX2), with exactly the words of
+//! [`xoshiro256pp_next`] on each stream alone.
+//!
 //! ```
 //! use lena_kernels::Kernels;
 //! let k = Kernels::detect();
@@ -27,6 +31,7 @@ mod block;
 mod conv;
 mod dense;
 mod fused;
+mod random;
 mod reduce;
 pub mod reference;
 mod special;
@@ -36,6 +41,7 @@ pub use conv::ConvShape;
 pub use dense::DENSE_PIECE;
 pub use fused::{Ema, ScanNorms, SkipUpdate};
 use pulp::{Simd, WithSimd};
+pub use random::{xoshiro256pp_back, xoshiro256pp_next};
 
 /// Which instruction set a [`Kernels`] context dispatches to.
 #[derive(Clone, Copy, Debug)]

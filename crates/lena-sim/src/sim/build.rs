@@ -445,7 +445,8 @@ impl Simulation {
                         smoothness: None,
                     },
                     worker,
-                    rng: streams::stream(seed, Purpose::Worker, i as u64),
+                    rng: streams::Stream::new(seed, Purpose::Worker, i as u64),
+                    draws: [0; 2],
                     faults: streams::stream(seed, Purpose::Faults, i as u64),
                     plan: Plan::default(),
                 }
@@ -482,6 +483,7 @@ impl Simulation {
             nodes,
             // Set below (`set_nodes_sum_rows`).
             dense_rows: None,
+            draws_ahead: true,
             summed: Vec::new(),
             summed_round: None,
             chunks: Vec::new(),

@@ -19,7 +19,7 @@ use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, U
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
 use lena_kernels::Kernels;
 use lena_model::{Model, ModelWorkspace, Rows};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -157,7 +157,11 @@ impl Workspaces {
 struct Node {
     local: Local,
     /// The node's algorithm randomness (stream `Purpose::Worker`).
-    rng: Xoshiro256PlusPlus,
+    rng: streams::Stream,
+    /// The words its last two steps drew from `rng`: if they are the same, as many are drawn
+    /// ahead for its next (DIANA draws as many at every step; LENA with a compressor draws
+    /// only at an upload).
+    draws: [usize; 2],
     worker: Box<dyn Worker>,
     /// The node's fault draws (stream `Purpose::Faults`).
     faults: Xoshiro256PlusPlus,
@@ -208,6 +212,8 @@ pub struct Simulation {
     /// Their sum, formed in the node phase of round `summed_round`.
     summed: Vec<f32>,
     summed_round: Option<u64>,
+    /// Whether nodes' words are drawn ahead, several streams together ([`Self::set_draws_ahead`]).
+    draws_ahead: bool,
     /// The node phase's chunks (empty between rounds: an allocation kept) and their flags.
     chunks: Vec<Mutex<round::ChunkRefs<'static>>>,
     chunks_done: Vec<std::sync::atomic::AtomicBool>,
@@ -287,6 +293,14 @@ impl Simulation {
             self.summed.resize(self.w.len(), 0.0);
         }
         self.dense_rows.is_some()
+    }
+
+    /// Whether the node phase draws the words of nodes that draw as many at every step ahead,
+    /// several nodes' streams together (the default), or leaves each node to draw its own. The
+    /// same words either way: switchable for tests and profiles.
+    #[doc(hidden)]
+    pub fn set_draws_ahead(&mut self, on: bool) {
+        self.draws_ahead = on;
     }
 
     /// Whether this process is a worker of a multi-process run (it runs [`Self::serve`]).

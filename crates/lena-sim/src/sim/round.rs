@@ -98,42 +98,93 @@ impl Simulation {
         let bc = Broadcast::next(k, round, w, prev);
         let history = &self.history;
         let hosted = &self.hosted;
-        let step_node = |m: usize, node: &mut Node, msg: &mut Message, sent: &mut bool| {
-            if !hosted[m] {
-                // Computed by another process.
-                *sent = false;
-                return;
-            }
-            let plan = &mut node.plan;
-            if plan.offline {
-                *sent = false;
-                return;
-            }
-            // In the order they happened: a loss, then the absence that followed it.
-            if plan.lost_last {
-                node.worker.on_lost(msg);
-                plan.lost_last = false;
-            }
-            if plan.absent > 0 {
-                node.worker.on_absent(plan.absent, msg);
-                plan.absent = 0;
-            }
-            // A straggler computes on the parameters of `delay` rounds ago.
-            let stale;
-            let bc = if plan.delay > 0 {
-                let h = history.len() as u64;
-                let t = round.saturating_sub(plan.delay);
-                let p = (t > 0).then(|| &history[((t - 1) % h) as usize][..]);
-                stale = Broadcast::next(k, t, &history[(t % h) as usize], p);
-                &stale
-            } else {
-                &bc
+        let draws_ahead = self.draws_ahead;
+        let step_node =
+            |m: usize, node: &mut Node, msg: &mut Message, sent: &mut bool, words: &[u64]| {
+                if !hosted[m] {
+                    // Computed by another process.
+                    *sent = false;
+                    return;
+                }
+                let plan = &mut node.plan;
+                if plan.offline {
+                    *sent = false;
+                    return;
+                }
+                // In the order they happened: a loss, then the absence that followed it.
+                if plan.lost_last {
+                    node.worker.on_lost(msg);
+                    plan.lost_last = false;
+                }
+                if plan.absent > 0 {
+                    node.worker.on_absent(plan.absent, msg);
+                    plan.absent = 0;
+                }
+                // A straggler computes on the parameters of `delay` rounds ago.
+                let stale;
+                let bc = if plan.delay > 0 {
+                    let h = history.len() as u64;
+                    let t = round.saturating_sub(plan.delay);
+                    let p = (t > 0).then(|| &history[((t - 1) % h) as usize][..]);
+                    stale = Broadcast::next(k, t, &history[(t % h) as usize], p);
+                    &stale
+                } else {
+                    &bc
+                };
+                let mut rng = streams::Ahead::new(&mut node.rng, words);
+                let up = node.worker.step(bc, &mut node.local, &mut rng, msg);
+                node.draws = [node.draws[1], rng.finish()];
+                *sent = up == Upload::Sent;
             };
-            let up = node.worker.step(bc, &mut node.local, &mut node.rng, msg);
-            *sent = up == Upload::Sent;
-        };
+        // PERF: a chunk's nodes that will step and drew as many words at each of their last two
+        // steps have as many drawn ahead, their streams side by side in a vector's lanes: a stream alone is
+        // one serial chain (DIANA-QSGD's draws were a fifth of its round at M = 200). The words
+        // are each stream's own, and a node that takes fewer leaves the rest to be stepped back.
+        let step_chunk =
+            |base: usize, nodes: &mut [Node], msgs: &mut [Message], sent: &mut [bool]| {
+                let ahead = |m: usize, node: &Node| {
+                    let [a, b] = node.draws;
+                    draws_ahead && hosted[m] && !node.plan.offline && a == b && b >= MIN_AHEAD
+                };
+                let mut lanes = [usize::MAX; LANES];
+                let (mut count, mut n) = (0, usize::MAX);
+                for (i, node) in nodes.iter().enumerate() {
+                    if count < LANES && ahead(base + i, node) {
+                        lanes[count] = i;
+                        count += 1;
+                        n = n.min(node.draws[1]);
+                    }
+                }
+                let mut words = AHEAD.take();
+                if count >= 2 {
+                    let mut states = [[0u64; 4]; LANES];
+                    for (s, &i) in states.iter_mut().zip(&lanes[..count]) {
+                        *s = *nodes[i].rng.state_mut();
+                    }
+                    words.resize(count * n, 0);
+                    k.xoshiro256pp_lanes(&mut states[..count], &mut words);
+                    for (s, &i) in states.iter().zip(&lanes[..count]) {
+                        *nodes[i].rng.state_mut() = *s;
+                    }
+                } else {
+                    count = 0;
+                }
+                let mut lane = 0;
+                let nodes = nodes.iter_mut().zip(msgs.iter_mut()).zip(sent.iter_mut());
+                for (i, ((node, msg), sent)) in nodes.enumerate() {
+                    let mine: &[u64] = if lane < count && lanes[lane] == i {
+                        lane += 1;
+                        &words[(lane - 1) * n..lane * n]
+                    } else {
+                        &[]
+                    };
+                    step_node(base + i, node, msg, sent, mine);
+                }
+                AHEAD.set(words);
+            };
         let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
         self.summed_round = None;
+        let threads = self.pool.current_num_threads();
         if let (Some(rows), None) = (self.dense_rows, &self.exchange) {
             self.summed.fill(0.0);
             // PERF: last round's allocation, so that a round allocates nothing.
@@ -148,15 +199,11 @@ impl Simulation {
             self.chunks_done
                 .resize_with(chunks.len(), AtomicBool::default);
             let chain = Chain::new(k, rows, chunks, &self.chunks_done, &mut self.summed);
-            let threads = self.pool.current_num_threads();
             self.pool.install(|| {
                 (0..threads).into_par_iter().for_each(|_| {
                     while let Some((c, mut chunk)) = chain.claim() {
                         let (nodes, msgs, sent) = &mut *chunk;
-                        let nodes = nodes.iter_mut().zip(msgs.iter_mut()).zip(sent.iter_mut());
-                        for (i, ((node, msg), sent)) in nodes.enumerate() {
-                            step_node(c * SUM_CHUNK + i, node, msg, sent);
-                        }
+                        step_chunk(c * SUM_CHUNK, nodes, msgs, sent);
                         // Released before its rows are added (by this thread or another).
                         drop(chunk);
                         chain.done(c);
@@ -169,13 +216,15 @@ impl Simulation {
             self.summed_round = whole.then_some(round);
             return;
         }
+        // Chunks of up to LANES nodes, at least four per thread.
+        let chunk = (nodes.len() / (4 * threads)).clamp(1, LANES);
         self.pool.install(|| {
             nodes
-                .par_iter_mut()
-                .zip(msgs.par_iter_mut())
-                .zip(sent.par_iter_mut())
+                .par_chunks_mut(chunk)
+                .zip(msgs.par_chunks_mut(chunk))
+                .zip(sent.par_chunks_mut(chunk))
                 .enumerate()
-                .for_each(|(m, ((node, msg), sent))| step_node(m, node, msg, sent));
+                .for_each(|(c, ((nodes, msgs), sent))| step_chunk(c * chunk, nodes, msgs, sent));
         });
     }
 
@@ -288,6 +337,18 @@ impl Simulation {
 
 /// Nodes per task of a node phase that also sums the server's rows ([`Chain`]).
 const SUM_CHUNK: usize = 8;
+
+/// Most streams whose words are drawn ahead together (a vector of eight 64-bit lanes).
+const LANES: usize = 8;
+
+/// A node whose last step drew fewer words has none drawn ahead (too few to gain).
+const MIN_AHEAD: usize = 64;
+
+std::thread_local! {
+    /// The words drawn ahead for a chunk's nodes, reused (taken while in use, so that a
+    /// nested node phase on the same thread finds it empty rather than borrowed).
+    static AHEAD: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+}
 
 /// One task's nodes, message buffers and sent flags.
 pub(super) type ChunkRefs<'a> = (&'a mut [Node], &'a mut [Message], &'a mut [bool]);

@@ -567,6 +567,50 @@ fn a_stop_condition_checked_between_evaluations_ends_at_the_exact_round() {
 }
 
 /// The node phase sums the server's dense rows as it steps the nodes (DGD's server, LAG's and
+/// Words drawn ahead, several nodes' streams a vector at a time, are the words each node would
+/// draw itself: the same parameters with and without, whatever the threads, for nodes that are
+/// not a multiple of a vector's lanes, nodes that go offline, straggle or lose uploads, and an
+/// algorithm that draws only when it uploads (LENA with QSGD).
+#[test]
+fn words_drawn_ahead_are_the_nodes_own() {
+    let offline = "[faults]\nleave = 0.1\nrejoin = 0.5\nstraggler = 0.2\nmax_delay = 2";
+    let lossy = "[faults]\nloss = 0.2";
+    let qsgd = "\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 15";
+    for (algo, more, faults) in [
+        ("diana", "", ""),
+        ("diana", "", offline),
+        ("diana", "", lossy),
+        ("lena", qsgd, ""),
+        ("lena", qsgd, offline),
+    ] {
+        for threads in [1, 3] {
+            let text = synthetic(
+                &format!("threads = {threads}\n{faults}"),
+                &format!("step_size = 0.1{more}"),
+                "batch = 8",
+            )
+            .replace("nodes = 10", "nodes = 30")
+            .replace("name = \"dgd\"", &format!("name = \"{algo}\""));
+            let params = |ahead: bool| {
+                let cfg = ExperimentConfig::from_toml(&text, "test.toml").unwrap();
+                let mut sim = Simulation::new(cfg).unwrap();
+                sim.set_draws_ahead(ahead);
+                for _ in 0..40 {
+                    sim.step().unwrap();
+                }
+                sim.params().to_vec()
+            };
+            let (ahead, alone) = (params(true), params(false));
+            assert!(ahead.iter().all(|x| x.is_finite()), "{algo}{more} {faults}");
+            assert_eq!(
+                ahead.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                alone.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{algo}{more} {faults} on {threads} threads"
+            );
+        }
+    }
+}
+
 /// LENA's reading the last uploads): the same parameters, bit for bit, as the server summing
 /// them itself, whatever the threads, for nodes that are not a multiple of a chunk (8) and nodes
 /// that go offline or straggle.
