@@ -235,8 +235,13 @@ fn draw_uniforms(k: Kernels, streams: &mut [[u64; 4]], ahead: &mut [Vec<u64>; 2]
                 let mut next = mine.iter();
                 for c in (0..d).step_by(256) {
                     let m = 4 * (d - c).min(256);
-                    for (b, w) in bytes[..m].chunks_mut(8).zip(&mut next) {
-                        b.copy_from_slice(&w.to_le_bytes()[..b.len()]);
+                    let mut out = bytes[..m].chunks_exact_mut(8);
+                    for (b, w) in (&mut out).zip(&mut next) {
+                        b.copy_from_slice(&w.to_le_bytes());
+                    }
+                    let tail = out.into_remainder();
+                    if let Some(w) = (!tail.is_empty()).then(|| next.next()).flatten() {
+                        tail.copy_from_slice(&w.to_le_bytes()[..tail.len()]);
                     }
                     acc ^= bytes[m - 1];
                 }
