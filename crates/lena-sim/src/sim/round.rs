@@ -137,14 +137,14 @@ impl Simulation {
                 *sent = up == Upload::Sent;
             };
         // PERF: a chunk's nodes that will step and drew as many words at each of their last two
-        // steps have as many drawn ahead, their streams side by side in a vector's lanes: a stream alone is
-        // one serial chain (DIANA-QSGD's draws were a fifth of its round at M = 200). The words
-        // are each stream's own, and a node that takes fewer leaves the rest to be stepped back.
+        // steps have as many drawn ahead, their streams side by side in a vector's lanes: a
+        // stream alone is one serial chain (DIANA-QSGD's draws were a fifth of its round at
+        // M = 200). The words are each stream's own, and a node that takes fewer leaves the
+        // rest to be stepped back.
         let step_chunk =
             |base: usize, nodes: &mut [Node], msgs: &mut [Message], sent: &mut [bool]| {
                 let ahead = |m: usize, node: &Node| {
-                    let [a, b] = node.draws;
-                    draws_ahead && hosted[m] && !node.plan.offline && a == b && b >= MIN_AHEAD
+                    draws_ahead && hosted[m] && !node.plan.offline && node.words_ahead() > 0
                 };
                 let mut lanes = [usize::MAX; LANES];
                 let (mut count, mut n) = (0, usize::MAX);
@@ -152,7 +152,7 @@ impl Simulation {
                     if count < LANES && ahead(base + i, node) {
                         lanes[count] = i;
                         count += 1;
-                        n = n.min(node.draws[1]);
+                        n = n.min(node.words_ahead());
                     }
                 }
                 let mut words = AHEAD.take();
@@ -216,8 +216,15 @@ impl Simulation {
             self.summed_round = whole.then_some(round);
             return;
         }
-        // Chunks of up to LANES nodes, at least four per thread.
-        let chunk = (nodes.len() / (4 * threads)).clamp(1, LANES);
+        // Chunks of up to LANES nodes, at least four per thread, where some node has words
+        // drawn ahead; one node a task otherwise (chunks of 8 made LAQ's round at M = 200
+        // 5-7% slower: the threads' shares of uneven nodes balance less well).
+        let drawing = draws_ahead && nodes.iter().any(|n| n.words_ahead() > 0);
+        let chunk = if drawing {
+            (nodes.len() / (4 * threads)).clamp(1, LANES)
+        } else {
+            1
+        };
         self.pool.install(|| {
             nodes
                 .par_chunks_mut(chunk)
@@ -348,6 +355,17 @@ std::thread_local! {
     /// The words drawn ahead for a chunk's nodes, reused (taken while in use, so that a
     /// nested node phase on the same thread finds it empty rather than borrowed).
     static AHEAD: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Node {
+    /// The words to draw ahead for this node's next step: as many as each of its last two
+    /// steps drew, if they drew the same and at least [`MIN_AHEAD`]; else 0.
+    fn words_ahead(&self) -> usize {
+        match self.draws {
+            [a, b] if a == b && b >= MIN_AHEAD => b,
+            _ => 0,
+        }
+    }
 }
 
 /// One task's nodes, message buffers and sent flags.
