@@ -37,6 +37,19 @@ pub fn xoshiro256pp_back(s: &mut [u64; 4]) {
 }
 
 impl Kernels {
+    /// How many streams [`Kernels::xoshiro256pp_lanes`] advances together on this path: 8 on
+    /// AVX-512, 4 on AVX2, 1 (one at a time) otherwise. Fewer than four streams, or a width
+    /// of 1, are drawn one stream at a time, no faster than drawing them where they are used.
+    pub fn xoshiro256pp_width(self) -> usize {
+        match self.path {
+            #[cfg(target_arch = "x86_64")]
+            Path::Detected(pulp::Arch::V4(_)) => 8,
+            #[cfg(target_arch = "x86_64")]
+            Path::Detected(pulp::Arch::V3(_)) => 4,
+            _ => 1,
+        }
+    }
+
     /// The next `n = out.len() / states.len()` outputs of each xoshiro256++ stream in `states`,
     /// stream `l`'s in order into `out[l * n..(l + 1) * n]`, each state advanced `n` steps.
     /// The words are exactly those of [`xoshiro256pp_next`] on each stream in turn; the vector
@@ -324,6 +337,15 @@ mod tests {
                     assert_eq!(out, expected, "{what}");
                     assert_eq!(states, expect_states, "{what}: final states");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn each_path_names_its_width() {
+        for (name, width) in [("x86-64-v4", 8), ("x86-64-v3", 4), ("scalar", 1)] {
+            if let Some(k) = Kernels::named(name) {
+                assert_eq!(k.xoshiro256pp_width(), width, "{name}");
             }
         }
     }

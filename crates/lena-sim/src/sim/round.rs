@@ -156,7 +156,8 @@ impl Simulation {
                     }
                 }
                 let mut words = AHEAD.take();
-                if count >= 2 {
+                // Fewer streams than a vector of four would be drawn one at a time: no gain.
+                if count >= 4 && k.xoshiro256pp_width() >= 4 {
                     let mut states = [[0u64; 4]; LANES];
                     for (s, &i) in states.iter_mut().zip(&lanes[..count]) {
                         *s = *nodes[i].rng.state_mut();

@@ -589,7 +589,7 @@ fn words_drawn_ahead_are_the_nodes_own() {
                 &format!("step_size = 0.1{more}"),
                 "batch = 8",
             )
-            .replace("nodes = 10", "nodes = 30")
+            .replace("nodes = 10", "nodes = 60")
             .replace("name = \"dgd\"", &format!("name = \"{algo}\""));
             let params = |ahead: bool| {
                 let cfg = ExperimentConfig::from_toml(&text, "test.toml").unwrap();
