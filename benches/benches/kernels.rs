@@ -1,6 +1,7 @@
 //! Kernels: reference (f64 loop), pulp's scalar path and the detected SIMD path side by side,
 //! at an in-cache length (d = 7850, one MNIST model) and an out-of-cache length (64 MiB per
-//! vector), plus a copy benchmark measuring the machine's memory bandwidth in the same run.
+//! vector), plus a copy benchmark measuring the machine's memory bandwidth in the same run, and
+//! xoshiro256++ draws one stream at a time against eight streams a vector at a time.
 //!
 //! Throughput is in bytes the kernel must move (read + written), so the large-vector groups
 //! read directly against `copy`.
@@ -104,9 +105,40 @@ fn updates(c: &mut Criterion) {
     }
 }
 
+/// Eight nodes' worker streams, a round of DIANA-QSGD's draws each at d = 7850 (3 925 words):
+/// one stream at a time as a node draws them (`rand_xoshiro`'s `fill_bytes`), against
+/// `xoshiro256pp_lanes` on every path (the node phase's draw-ahead). The same words.
+fn draws(c: &mut Criterion) {
+    use rand::{RngCore, SeedableRng};
+    let words = 3925;
+    let mut g = c.benchmark_group("xoshiro256pp/8 streams x 3925 words");
+    g.throughput(Throughput::Elements(8 * words as u64));
+    let mut streams: Vec<rand_xoshiro::Xoshiro256PlusPlus> = (0..8)
+        .map(rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64)
+        .collect();
+    let mut bytes = vec![0u8; 8 * words];
+    g.bench_function("one stream at a time", |b| {
+        b.iter(|| {
+            for s in &mut streams {
+                s.fill_bytes(black_box(&mut bytes));
+            }
+        })
+    });
+    let mut states: Vec<[u64; 4]> = (0..8u64).map(|i| [2 * i + 1, i, 3, 4]).collect();
+    let mut out = vec![0u64; 8 * words];
+    for name in lena_kernels::PATH_NAMES {
+        if let Some(k) = Kernels::named(name) {
+            g.bench_function(name, |b| {
+                b.iter(|| k.xoshiro256pp_lanes(black_box(&mut states), &mut out))
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = reductions, updates
+    targets = reductions, updates, draws
 }
 criterion_main!(benches);
