@@ -71,25 +71,21 @@ impl Kernels {
         let (mut states, mut out) = (states, out);
         #[cfg(target_arch = "x86_64")]
         {
-            let (wide, narrow) = match self.path {
-                Path::Detected(pulp::Arch::V4(_)) => (true, true),
-                Path::Detected(pulp::Arch::V3(_)) => (false, true),
-                _ => (false, false),
-            };
-            if wide {
+            let width = self.xoshiro256pp_width();
+            if width >= 8 {
                 while states.len() >= 8 {
                     let (s, rest) = states.split_at_mut(8);
                     let (o, out_rest) = out.split_at_mut(8 * n);
-                    // SAFETY: the V4 token proves AVX-512F.
+                    // SAFETY: width 8 is the V4 token's, which proves AVX-512F.
                     unsafe { x86::lanes8(s.try_into().expect("eight states"), o, n) };
                     (states, out) = (rest, out_rest);
                 }
             }
-            if narrow {
+            if width >= 4 {
                 while states.len() >= 4 {
                     let (s, rest) = states.split_at_mut(4);
                     let (o, out_rest) = out.split_at_mut(4 * n);
-                    // SAFETY: the V3 and V4 tokens prove AVX2.
+                    // SAFETY: width 4 or more is the V3 or V4 token's, which prove AVX2.
                     unsafe { x86::lanes4(s.try_into().expect("four states"), o, n) };
                     (states, out) = (rest, out_rest);
                 }

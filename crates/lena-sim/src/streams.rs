@@ -75,9 +75,7 @@ impl SeedableRng for Stream {
             return Self::seed_from_u64(0);
         }
         let mut s = [0; 4];
-        for (w, b) in s.iter_mut().zip(seed.chunks_exact(8)) {
-            *w = u64::from_le_bytes(b.try_into().expect("eight bytes"));
-        }
+        rand::rand_core::le::read_u64_into(&seed, &mut s);
         Self { s }
     }
 

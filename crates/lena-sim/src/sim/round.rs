@@ -349,7 +349,7 @@ const SUM_CHUNK: usize = 8;
 /// Most streams whose words are drawn ahead together (a vector of eight 64-bit lanes).
 const LANES: usize = 8;
 
-/// A node whose last step drew fewer words has none drawn ahead (too few to gain).
+/// A node whose last two steps drew fewer words has none drawn ahead (too few to gain).
 const MIN_AHEAD: usize = 64;
 
 std::thread_local! {
