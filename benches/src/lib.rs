@@ -3,6 +3,11 @@
 use lena_kernels::Kernels;
 use lena_sim::ExperimentConfig;
 
+/// The `lena` binary's allocator (large blocks on a cache line) in every bench and profiling
+/// example that links this crate, so that they measure what a run does.
+#[global_allocator]
+static ALLOC: lena_kernels::LineAligned = lena_kernels::LineAligned;
+
 /// The per-round setting of issue 3 and the paper's figure 2b: M = 200 nodes, minibatch 3,
 /// one label per node, d = 7850, step 0.05, all threads, with `algorithm` as the body of the
 /// `[algorithm]` table. Uses MNIST from `data/mnist` if present (`cargo xtask data mnist`),

@@ -19,6 +19,11 @@ use sweep::SweepArgs;
 
 use clap::{Parser, Subcommand};
 
+/// Every large block (a node's state vectors, the messages) on a cache line, so that no
+/// 64-byte load of the AVX-512 kernels straddles two lines; never changes a float.
+#[global_allocator]
+static ALLOC: lena_kernels::LineAligned = lena_kernels::LineAligned;
+
 #[derive(Parser)]
 #[command(
     name = "lena",

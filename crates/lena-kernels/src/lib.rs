@@ -27,6 +27,7 @@
 //! A kernel's result may depend on the instruction set (the lane count changes the summation
 //! order) but never on the number of threads: kernels are single-threaded.
 
+mod alloc;
 mod block;
 mod conv;
 mod dense;
@@ -37,6 +38,7 @@ pub mod reference;
 mod special;
 mod update;
 
+pub use alloc::LineAligned;
 pub use conv::ConvShape;
 pub use dense::DENSE_PIECE;
 pub use fused::{Ema, ScanNorms, SkipUpdate};

@@ -782,3 +782,113 @@ fn axpby_and_lin_comb_are_scale_then_axpy_bit_for_bit() {
         }
     }
 }
+
+/// `LineAligned` puts blocks of `MIN_SIZE` bytes or more on a line and smaller ones where the
+/// system does, keeps a block's bytes through a realloc within and across `MIN_SIZE` (either
+/// way), and zeroes what `alloc_zeroed` gives.
+#[test]
+fn line_aligned_places_large_blocks_on_a_line_and_keeps_bytes_through_realloc() {
+    use crate::LineAligned;
+    use std::alloc::{GlobalAlloc, Layout};
+    let a = LineAligned;
+    let on_line = |p: *mut u8| (p as usize).is_multiple_of(LineAligned::LINE);
+    for size in [1, 100, 4095, 4096, 31_400, 1 << 20] {
+        let layout = Layout::from_size_align(size, 4).unwrap();
+        // SAFETY: a nonzero size; the block is freed with its layout below.
+        let p = unsafe { a.alloc_zeroed(layout) };
+        assert!(!p.is_null());
+        if size >= LineAligned::MIN_SIZE {
+            assert!(on_line(p), "{size} bytes at {p:?}");
+        }
+        // SAFETY: `p` holds `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p, size) };
+        assert!(bytes.iter().all(|&b| b == 0), "{size} bytes zeroed");
+        // SAFETY: from `alloc_zeroed` with `layout`.
+        unsafe { a.dealloc(p, layout) };
+    }
+    // Sizes crossing MIN_SIZE up and down, and moving within it either side.
+    let sizes = [100, 31_400, 200, 50_000, 8_000, 4_096, 4_095, 3, 70_000];
+    let mut layout = Layout::from_size_align(sizes[0], 4).unwrap();
+    // SAFETY: a nonzero size.
+    let mut p = unsafe { a.alloc(layout) };
+    let fill = |p: *mut u8, n: usize| {
+        for i in 0..n {
+            // SAFETY: `p` holds at least `n` bytes.
+            unsafe { p.add(i).write((i % 251) as u8) };
+        }
+    };
+    fill(p, layout.size());
+    for &size in &sizes[1..] {
+        let kept = layout.size().min(size);
+        // SAFETY: `p` came from `a` with `layout`; `size` is nonzero.
+        p = unsafe { a.realloc(p, layout, size) };
+        assert!(!p.is_null());
+        // SAFETY: `p` holds `size >= kept` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p, kept) };
+        assert!(
+            bytes.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8),
+            "{} -> {size} bytes kept",
+            layout.size()
+        );
+        if size >= LineAligned::MIN_SIZE {
+            assert!(on_line(p), "{size} bytes after realloc at {p:?}");
+        }
+        layout = Layout::from_size_align(size, 4).unwrap();
+        fill(p, size);
+    }
+    // SAFETY: `p` came from `a` with `layout`.
+    unsafe { a.dealloc(p, layout) };
+}
+
+/// A kernel's floats do not depend on where its slices lie: the same values 0 to 15 floats
+/// past a line give the same bits (so `LineAligned` never changes a result).
+#[test]
+fn kernels_give_the_same_bits_wherever_the_slices_lie() {
+    let n = 7850;
+    let (e, g, v, m) = (
+        vector(n, 1, 1.0),
+        vector(n, 2, 1.0),
+        vector(n, 3, 1.0),
+        vector(n, 4, 1.0),
+    );
+    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for k in paths() {
+        let mut first = None;
+        for off in 0..16 {
+            // Each vector at `off` floats past the start of its own buffer, itself on a line
+            // or not as the allocator placed it: every offset mod 16 occurs for some `off`.
+            let at = |x: &[f32]| {
+                let mut buf = vec![0.0f32; n + 16];
+                buf[off..off + n].copy_from_slice(x);
+                buf
+            };
+            let (e, g, v, mut m, mut out) = (at(&e), at(&g), at(&v), at(&m), vec![0.0; n + 16]);
+            let r = k.ef_scan(
+                &e[off..off + n],
+                0.05,
+                &g[off..off + n],
+                &v[off..off + n],
+                Some(crate::Ema {
+                    x: &mut m[off..off + n],
+                    a: 0.05,
+                    b: 0.9,
+                }),
+                None,
+                Some(crate::SkipUpdate {
+                    q: &v[off..off + n],
+                    out: &mut out[off..off + n],
+                }),
+            );
+            let dot = k.dot(&e[off..off + n], &g[off..off + n]);
+            let got = (
+                [r.g_sq, r.innovation_sq, r.ema_sq[0], dot].map(f32::to_bits),
+                bits(&m[off..off + n]),
+                bits(&out[off..off + n]),
+            );
+            match &first {
+                None => first = Some(got),
+                Some(want) => assert_eq!(&got, want, "{} at {off} floats", k.name()),
+            }
+        }
+    }
+}
