@@ -6,6 +6,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lena_benches as _; // The `lena` binary's allocator (`lena_benches` installs it).
 use lena_model::{Cnn, CnnArch, Rows};
 use rand::SeedableRng;
 use std::hint::black_box;

@@ -9,6 +9,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lena_benches as _; // The `lena` binary's allocator (`lena_benches` installs it).
 use lena_kernels::{Kernels, reference};
 use std::hint::black_box;
 

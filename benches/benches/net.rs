@@ -4,6 +4,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use lena_benches as _; // The `lena` binary's allocator (`lena_benches` installs it).
 use lena_net::{NetworkParams, Probabilities, Trace};
 use std::hint::black_box;
 

@@ -7,6 +7,7 @@
 //! for `valgrind --tool=callgrind`).
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+use lena_benches as _; // The `lena` binary's allocator (`lena_benches` installs it).
 use lena_compress::{Compressor, Message, Qsgd, QsgdCoding, QsgdNorm};
 use rand::{RngCore, SeedableRng};
 

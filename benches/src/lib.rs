@@ -4,7 +4,8 @@ use lena_kernels::Kernels;
 use lena_sim::ExperimentConfig;
 
 /// The `lena` binary's allocator (large blocks on a cache line) in every bench and profiling
-/// example that links this crate, so that they measure what a run does.
+/// example (each links this crate, with `use lena_benches as _` where it uses nothing of it),
+/// so that they measure what a run does.
 #[global_allocator]
 static ALLOC: lena_kernels::LineAligned = lena_kernels::LineAligned;
 
