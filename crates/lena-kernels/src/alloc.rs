@@ -13,6 +13,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// scan at M = 200, its state in L3, ran about 20% faster on line-aligned vectors (see
 /// docs/PERFORMANCE.md).
 ///
+/// The system's `calloc` takes no alignment, so a zeroed block of 4 KiB or more is zeroed by
+/// writing it: a huge zeroed block never written in full holds all its memory at once.
+///
 /// The `lena` binary and the benches use it; a program that runs simulations itself can too:
 /// ```
 /// #[global_allocator]
