@@ -98,7 +98,9 @@ impl Simulation {
         let bc = Broadcast::next(k, round, w, prev);
         let history = &self.history;
         let hosted = &self.hosted;
-        let draws_ahead = self.draws_ahead;
+        // Fewer than four streams a vector (the scalar path) would be drawn one at a time: no
+        // gain, so no draw-ahead and no chunks for it.
+        let draws_ahead = self.draws_ahead && k.xoshiro256pp_width() >= 4;
         let step_node =
             |m: usize, node: &mut Node, msg: &mut Message, sent: &mut bool, words: &[u64]| {
                 if !hosted[m] {
@@ -157,7 +159,7 @@ impl Simulation {
                 }
                 let mut words = AHEAD.take();
                 // Fewer streams than a vector of four would be drawn one at a time: no gain.
-                if count >= 4 && k.xoshiro256pp_width() >= 4 {
+                if count >= 4 {
                     let mut states = [[0u64; 4]; LANES];
                     for (s, &i) in states.iter_mut().zip(&lanes[..count]) {
                         *s = *nodes[i].rng.state_mut();
