@@ -457,6 +457,34 @@ fn special_functions_match_reference() {
 }
 
 #[test]
+fn exp_is_bit_identical_to_the_cast_form_on_every_path() {
+    let mut x: Vec<f32> = (-100 * 256..=100 * 256).map(|i| i as f32 / 256.0).collect();
+    x.extend((0..4000).map(|i| -87.5 + i as f32 * 4.4e-4));
+    x.extend([
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -0.0,
+        f32::MIN_POSITIVE,
+        -1e-40,
+        f32::MAX,
+        f32::MIN,
+    ]);
+    for k in paths() {
+        let mut got = x.clone();
+        k.exp(&mut got);
+        for (&xi, &g) in x.iter().zip(&got) {
+            let want = crate::special::exp_by_cast(xi);
+            assert!(
+                g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                "{}: exp({xi}) = {g}, the cast form gives {want}",
+                k.name()
+            );
+        }
+    }
+}
+
+#[test]
 fn axpy_into_zero_equals_scale() {
     for k in paths() {
         let g = vector(1000, 5, 3.0);
