@@ -14,12 +14,13 @@ fn data(n: usize, d: usize, c: usize) -> Dataset {
 #[test]
 fn matches_reference_across_block_and_chunk_edges() {
     // Sizes around SMALL = 16 (the minibatch path), BLOCK = 256 and CHUNK = 2048 boundaries.
-    // Ten classes take `dot_block`'s 1 x 10 tile; 37 features leave columns past the last
+    // Ten classes take `dot_block`'s 1 x 10 tile and the per-row loops' fixed length; twenty
+    // take two tiles and the loops' general length; 37 features leave columns past the last
     // vector on every path.
     for ((&n, features), classes) in [1usize, 3, 15, 16, 17, 255, 256, 257, 2047, 2049, 4500]
         .iter()
         .flat_map(|n| [(n, 13), (n, 37)])
-        .zip([4, 10].into_iter().cycle())
+        .zip([4, 10, 20].into_iter().cycle())
     {
         let ds = data(n, features, classes);
         for kind in KINDS {
