@@ -203,7 +203,8 @@ fn dot_chunk_1x10<S: Simd>(
 /// single-row loop is bound by its eleven loads per ten fused multiply-adds, not by the FMAs).
 /// With 32 vector registers (AVX-512) all ten classes at once; with 16 (AVX2) five and then
 /// the other five, reading the two rows' columns twice from L1. Only the pass from class 0
-/// prefetches `ahead`. Each row's sums are the same, in the same order, as
+/// prefetches `ahead` (into L1: the next rows) and `far` (into L2: the same columns of a row the
+/// caller reads after this block, or nothing). Each row's sums are the same, in the same order, as
 /// [`dot_chunk_1x10`]'s.
 #[inline(always)]
 fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
@@ -213,6 +214,7 @@ fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
     panel: &[[S::f32s; 10]],
     acc: [&mut [S::f32s; 10]; 2],
     fresh: bool,
+    far: &[S::f32s],
 ) {
     let [p, q] = acc;
     // Arrays indexed by constants once the class loop is unrolled: registers, as in the
@@ -231,6 +233,9 @@ fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
         if K0 == 0 && j.is_multiple_of(line) {
             prefetch(m);
             prefetch(n);
+            if let Some(f) = far.get(j) {
+                prefetch_l2(f);
+            }
         }
         for k in 0..H {
             a[k] = simd.mul_add_f32s(*u, c[K0 + k], a[k]);
@@ -397,12 +402,15 @@ struct DotBlock<'a> {
     c: usize,
     z: &'a mut [f32],
     scratch: &'a mut DotScratch,
+    /// Rows the caller reads next: the first of them brought into L2, one per pair of rows.
+    ahead: &'a [f32],
 }
 
 impl WithSimd for DotBlock<'_> {
-    type Output = ();
+    /// Floats of `ahead` brought into L2.
+    type Output = usize;
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    fn with_simd<S: Simd>(self, simd: S) -> usize {
         let Self {
             x,
             p,
@@ -411,6 +419,7 @@ impl WithSimd for DotBlock<'_> {
             c,
             z,
             scratch,
+            ahead,
         } = self;
         let class = |k: usize| &w[k * stride..k * stride + p];
         let n = x.len() / p;
@@ -469,11 +478,16 @@ impl WithSimd for DotBlock<'_> {
                     for pair in acc.chunks_exact_mut(2) {
                         let [a, b] = pair else { unreachable!() };
                         let (x, nx) = ([cols(i), cols(i + 1)], [next(i), next(i + 1)]);
+                        // Pair q brings row q of `ahead` into L2 (the first group's passes).
+                        let far = match ahead.get(i / 2 * p..(i / 2 + 1) * p) {
+                            Some(row) if g == 0 => &S::as_simd_f32s(row).0[j0..j1],
+                            _ => &[],
+                        };
                         if wide {
-                            dot_chunk_2xh::<S, 0, 10>(simd, x, nx, panel, [a, b], fresh);
+                            dot_chunk_2xh::<S, 0, 10>(simd, x, nx, panel, [a, b], fresh, far);
                         } else {
-                            dot_chunk_2xh::<S, 0, 5>(simd, x, nx, panel, [a, b], fresh);
-                            dot_chunk_2xh::<S, 5, 5>(simd, x, nx, panel, [a, b], fresh);
+                            dot_chunk_2xh::<S, 0, 5>(simd, x, nx, panel, [a, b], fresh, far);
+                            dot_chunk_2xh::<S, 5, 5>(simd, x, nx, panel, [a, b], fresh, far);
                         }
                         i += 2;
                     }
@@ -526,6 +540,11 @@ impl WithSimd for DotBlock<'_> {
                     _ => tile!(dot_tile, 1),
                 }
             }
+        }
+        if groups > 0 {
+            (n / 2).min(ahead.len() / p) * p
+        } else {
+            0
         }
     }
 }
@@ -682,10 +701,26 @@ impl Kernels {
     /// the `c` rows `w_k = w[k * stride..k * stride + p]` (a linear model's scores without
     /// bias: `Z = X W^T`). Each row of `x` is read from memory once.
     ///
+    /// `ahead` is what the caller reads next (the next block of rows, or empty): through the
+    /// panel (from 8 rows, 10 classes and a vector of columns on), each pair of rows scored
+    /// brings one row of it into L2, a hint with no effect on any result. Returns how many of
+    /// `ahead`'s floats it brought (whole rows from its start; 0 off the panel), so that the
+    /// caller can hand the rest to [`Self::add_outer_block`].
+    ///
     /// # Panics
     /// If `p` is 0, `x.len()` is not a multiple of `p`, `stride < p`, `w` is too short for `c`
     /// rows, or `z.len() != n * c`.
-    pub fn dot_block(self, x: &[f32], p: usize, w: &[f32], stride: usize, c: usize, z: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn dot_block(
+        self,
+        x: &[f32],
+        p: usize,
+        w: &[f32],
+        stride: usize,
+        c: usize,
+        z: &mut [f32],
+        ahead: &[f32],
+    ) -> usize {
         assert!(p > 0 && x.len().is_multiple_of(p), "dot_block: row length");
         assert!(stride >= p, "dot_block: stride");
         assert!(
@@ -693,19 +728,21 @@ impl Kernels {
             "dot_block: class rows"
         );
         assert_eq!(z.len(), x.len() / p * c, "dot_block: output length");
-        if c > 0 {
-            DOT_SCRATCH.with_borrow_mut(|scratch| {
-                self.run(DotBlock {
-                    x,
-                    p,
-                    w,
-                    stride,
-                    c,
-                    z,
-                    scratch,
-                });
-            });
+        if c == 0 {
+            return 0;
         }
+        DOT_SCRATCH.with_borrow_mut(|scratch| {
+            self.run(DotBlock {
+                x,
+                p,
+                w,
+                stride,
+                c,
+                z,
+                scratch,
+                ahead,
+            })
+        })
     }
 
     /// `g[k * stride + j] += sum_i d[i * c + k] x_i[j]` for the `c` rows of `g` (each `p` long,

@@ -521,7 +521,7 @@ fn block_products_match_reference_at_every_tile_edge() {
                 reference::add_outer_block(&mut want_g, stride, c, &d, &x, p);
                 for k in paths() {
                     let mut z = vec![f32::NAN; n * c];
-                    k.dot_block(&x, p, &w, stride, c, &mut z);
+                    assert_eq!(k.dot_block(&x, p, &w, stride, c, &mut z, &x), 0);
                     for (i, (got, want)) in z.iter().zip(&want_z).enumerate() {
                         let bound = 2.0 * p as f64 * EPS * (p as f64).sqrt() + 1e-6;
                         assert!(
@@ -591,10 +591,23 @@ fn dot_block_scores_a_block_as_its_rows_one_by_one() {
                 let want_z = reference::dot_block(&x, p, &w, stride, c);
                 for k in paths() {
                     let mut z = vec![f32::NAN; n * c];
-                    k.dot_block(&x, p, &w, stride, c, &mut z);
+                    k.dot_block(&x, p, &w, stride, c, &mut z, &[]);
+                    // With rows to bring into L2 (a hint: the same bits), fewer and more than
+                    // the block's pairs, and a part of a row: at most one whole row per pair,
+                    // exactly that through the panel (8 rows, ten classes, a vector of columns).
+                    for ahead_rows in [1, n / 2, n + 1] {
+                        let ahead = &x[..(ahead_rows * p + p / 2).min(x.len())];
+                        let mut again = vec![f32::NAN; n * c];
+                        let brought = k.dot_block(&x, p, &w, stride, c, &mut again, ahead);
+                        assert_eq!(differing_bits(&z, &again), 0, "{} ahead", k.name());
+                        let most = (n / 2).min(ahead.len() / p) * p;
+                        let panel = n >= 8 && c >= 10 && p >= k.f32_lanes();
+                        let want = if panel { most } else { 0 };
+                        assert_eq!(brought, want, "{} p={p} c={c} n={n}", k.name());
+                    }
                     for (i, (zi, xi)) in z.chunks(c).zip(x.chunks(p)).enumerate() {
                         let mut one = vec![f32::NAN; c];
-                        k.dot_block(xi, p, &w, stride, c, &mut one);
+                        k.dot_block(xi, p, &w, stride, c, &mut one, &[]);
                         let same = zi.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(
                             same,
