@@ -12,11 +12,13 @@ use std::cell::RefCell;
 // than one row x 10 classes, AMD Zen 3). The class rows are memory operands and a minibatch's
 // few rows take 1 row x 10 classes, streaming each row once. `G += D^T X` keeps 10 (AVX-512)
 // or 5 (AVX2) class rows x 2 vectors of G in registers while it streams the block's rows, so
-// G is loaded and stored once per block instead of once per row, and meanwhile brings the
-// caller's next block into L2 (prefetching it during the scores instead slowed them: AMD Zen
-// 5, the loss alone 5.4 -> 6.4 ms). Both are bound by FMA throughput, not by loads. Each call
-// is one dispatch with every tile inside it: a dispatch per tile cost more than the tile's
-// arithmetic on blocks of a few rows.
+// G is loaded and stored once per block instead of once per row. The caller's next block comes
+// into L2 during both: its first rows during the scores (one per pair of rows), the rest during
+// the accumulation, so that memory streams throughout (the accumulation bringing all of it left
+// memory idle during the scores: Intel Xeon, a gradient 7-9% slower; the scores bringing all of
+// it slowed them, AMD Zen 5, the loss alone 5.4 -> 6.4 ms). Both are bound by FMA throughput,
+// not by loads. Each call is one dispatch with every tile inside it: a dispatch per tile cost
+// more than the tile's arithmetic on blocks of a few rows.
 /// Class rows per tile of `G += D^T X` with 16 vector registers; twice as many with 32.
 const CLASSES: usize = 5;
 /// Classes per pass of `Z = X W^T` over a row.
