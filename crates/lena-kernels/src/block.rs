@@ -637,13 +637,14 @@ impl WithSimd for OuterBlock<'_> {
         } = self;
         let lanes = S::F32_LANES;
         let head = p / lanes * lanes;
-        // Lines of `ahead` per row step of the tiles (about one: ten classes of MNIST's rows
-        // take 2 x 25 tiles, each stepping once per row, against 49 lines per row).
         // PERF: ten class rows a tile where there are 32 vector registers (AVX-512's 16 lanes:
         // 20 accumulators), so the block's rows are read from L2 once instead of twice: MNIST's
         // accumulation in L2 took 2.27-2.32 ms instead of 2.43-2.47, its softmax gradient
         // 7.22-7.33 instead of 7.43-7.54 (Intel Xeon, three pairs). Five with AVX2's 16.
         let group = if lanes >= 16 { 2 * CLASSES } else { CLASSES };
+        // Lines of `ahead` per row step of the tiles, each tile stepping once per row (about
+        // one for the half of MNIST's next block left by the scores: 25 tiles x 83 rows on
+        // AVX-512 against 2 034 lines).
         let steps = c.div_ceil(group) * (head / lanes).div_ceil(2) * (x.len() / p);
         let mut ahead = Ahead {
             lines: ahead.chunks_exact(16),

@@ -643,21 +643,9 @@ use with_classes;
 /// parameters in `w`). `C` is `c` or 0 ([`with_classes`]).
 fn add_bias<const C: usize>(z: &mut [f32], w: &[f32], p: usize, c: usize) {
     let c = if C > 0 { C } else { c };
-    let mut bias = [0.0f32; 16];
-    if c <= bias.len() {
-        for (k, b) in bias[..c].iter_mut().enumerate() {
-            *b = w[k * (p + 1) + p];
-        }
-        for zi in z.chunks_exact_mut(c) {
-            for (zk, b) in zi.iter_mut().zip(&bias[..c]) {
-                *zk += b;
-            }
-        }
-    } else {
-        for zi in z.chunks_exact_mut(c) {
-            for (k, zk) in zi.iter_mut().enumerate() {
-                *zk += w[k * (p + 1) + p];
-            }
+    for zi in z.chunks_exact_mut(c) {
+        for (k, zk) in zi.iter_mut().enumerate() {
+            *zk += w[k * (p + 1) + p];
         }
     }
 }
