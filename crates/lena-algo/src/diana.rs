@@ -224,11 +224,24 @@ impl Server for DianaServer {
         };
         let (mean, h) = (&mut self.mean, Some(&mut self.h[..]));
         match &mut self.receive {
+            // Summed by the caller (level_rows): the same floats.
+            Receive::Levels(_) if let Some(sum) = uploads.sum().filter(|s| s.len() == w.len()) => {
+                mean.copy_from_slice(sum);
+                crate::gather::then_by_blocks(mean, w, h, then);
+                Ok(())
+            }
             Receive::Levels(levels) => levels.apply(k, round, &uploads, &**c, mean, w, h, then),
             Receive::Dense(senders) => {
                 let decode = |msg: &Message, out: &mut [f32]| c.decode(msg, out);
                 senders.apply(k, round, &uploads, decode, mean, w, h, then)
             }
+        }
+    }
+
+    fn level_rows(&self) -> Option<crate::LevelRows> {
+        match self.receive {
+            Receive::Levels(_) => crate::LevelRows::new(self.c.clone(), self.h.len()),
+            Receive::Dense(_) => None,
         }
     }
 

@@ -468,7 +468,7 @@ impl SenderSum {
 
 /// `then(sum_block, w_block, aux_block)` for each coordinate block in parallel (empty aux
 /// blocks if `aux` is `None`).
-fn then_by_blocks<T>(sum: &mut [f32], w: &mut [f32], aux: Option<&mut [f32]>, then: T)
+pub(crate) fn then_by_blocks<T>(sum: &mut [f32], w: &mut [f32], aux: Option<&mut [f32]>, then: T)
 where
     T: Fn(&mut [f32], &mut [f32], &mut [f32]) + Sync,
 {
@@ -487,6 +487,7 @@ where
 /// ([`lena_compress::Compressor::decode_levels`]: QSGD) decoded to a byte per coordinate and a
 /// step per bucket, in parallel over a group of nodes at a time, and summed over coordinate
 /// blocks in parallel, each value computed as it is added; then a server's update per block.
+/// (A simulator in one process forms this sum in its node phase instead, [`LevelRows`].)
 ///
 /// The floats of [`SenderSum`]: per coordinate, the sum runs from zero over the senders in node
 /// order, adding the value each one's decode writes ([`lena_compress::Qsgd::level_value`]).
@@ -592,6 +593,69 @@ fn add_levels(k: Kernels, sum: &mut [f32], off: usize, l: &Levels) {
             }
         });
         at = seg;
+    }
+}
+
+/// The rows a server sums as the level form of its uploads ([`Server::level_rows`](
+/// crate::Server::level_rows): DIANA's with QSGD): node m's row is its upload decoded by the
+/// compressor's level form, if it was delivered this round. The server's sum is
+/// `sum += level_value(step, field)` from +0.0 over the delivered nodes in node order, as the
+/// server forms it when it sums its uploads itself.
+#[derive(Clone)]
+pub struct LevelRows {
+    c: std::sync::Arc<dyn lena_compress::Compressor>,
+}
+
+impl std::fmt::Debug for LevelRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LevelRows")
+            .field("compressor", &self.c.name())
+            .finish()
+    }
+}
+
+impl LevelRows {
+    /// The level rows of `c`'s uploads of dimension `d`, if it has a level form (asked of an
+    /// empty message).
+    pub(crate) fn new(c: std::sync::Arc<dyn lena_compress::Compressor>, d: usize) -> Option<Self> {
+        // Only whether there is a form: an empty message is malformed either way.
+        let _malformed = c.decode_levels(&Message::default(), &mut vec![0; d], &mut Vec::new())?;
+        Some(Self { c })
+    }
+
+    /// `sum += row_m` over `nodes` in their order, each a message buffer and whether its upload
+    /// was delivered this round, for all of `sum`'s coordinates. The server's floats, whoever
+    /// adds: any split of the nodes into consecutive runs, added run after run, gives the same
+    /// sum.
+    ///
+    /// # Errors
+    /// The first delivered upload that does not decode (the nodes after it are not added).
+    pub fn add<'m>(
+        &self,
+        k: Kernels,
+        sum: &mut [f32],
+        nodes: impl IntoIterator<Item = (&'m Message, bool)>,
+    ) -> lena_compress::Result<()> {
+        std::thread_local! {
+            static LEVELS: std::cell::RefCell<Levels> = const {
+                std::cell::RefCell::new(Levels {
+                    fields: Vec::new(),
+                    steps: Vec::new(),
+                    bucket: 1,
+                })
+            };
+        }
+        LEVELS.with_borrow_mut(|l| {
+            l.fields.resize(sum.len(), 0);
+            for (msg, delivered) in nodes {
+                if delivered {
+                    let decoded = self.c.decode_levels(msg, &mut l.fields, &mut l.steps);
+                    l.bucket = decoded.expect("a level form (checked when made)")?;
+                    add_levels(k, sum, 0, l);
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -976,8 +1040,8 @@ mod tests {
         assert!(SparseSum::new(&lena_compress::Identity::new(d), n).is_none());
     }
 
-    /// `LevelSum` equals decoding every QSGD upload to a whole vector and summing with
-    /// `SenderSum`, bit for bit, over two groups of nodes with silent ones, buckets that straddle
+    /// `LevelSum` (and `LevelRows` in runs of nodes) equals decoding every QSGD upload to a
+    /// whole vector and summing with `SenderSum`, bit for bit, over two groups of nodes with silent ones, buckets that straddle
     /// coordinate blocks, zero and huge coordinates, on any pool, and with the same server state
     /// after; a malformed upload is reported for the first failing node in node
     /// order, with `w` and `aux` untouched.
@@ -1028,6 +1092,16 @@ mod tests {
                     then,
                 )
                 .unwrap();
+            // The node phase's sum of level rows, in runs of nodes: the dense sum's floats.
+            let shared =
+                std::sync::Arc::new(Qsgd::new(d, s, bucket, QsgdNorm::L2, coding).unwrap());
+            let rows = LevelRows::new(shared, d).expect("a level form");
+            let mut by_rows = vec![0.0; d];
+            for run in [0..37, 37..38, 38..n] {
+                let nodes = run.map(|m| (&msgs[m], sent[m]));
+                rows.add(k, &mut by_rows, nodes).unwrap();
+            }
+            assert_eq!(bits(&by_rows), bits(&sum), "s = {s}");
             let mut levels = LevelSum::new(&c, n, d).expect("QSGD with s <= 126 has a level form");
             assert_eq!(levels.group.len(), 104);
             for threads in [1, 3] {
@@ -1051,6 +1125,8 @@ mod tests {
             let e = levels
                 .apply(k, 3, &uploads, &c, &mut sum, &mut w, Some(&mut aux), then)
                 .unwrap_err();
+            let nodes = (0..n).map(|m| (&msgs[m], sent[m]));
+            assert!(rows.add(k, &mut vec![0.0; d], nodes).is_err());
             assert!(
                 matches!(
                     e,

@@ -55,7 +55,7 @@ pub mod state;
 pub use dgd::{Dgd, DgdParams};
 pub use diana::{Diana, DianaParams};
 pub use ef_sgd::{EfSgd, EfSgdParams};
-pub use gather::DenseRows;
+pub use gather::{DenseRows, LevelRows};
 pub use lag_ps::{LagPs, LagPsParams};
 pub use lag_wk::{LagWk, LagWkParams};
 pub use laq::{Laq, LaqParams};
@@ -319,6 +319,13 @@ pub trait Server: Send {
     /// and LENA's reading drifts from the last uploads): a caller may then form their sum
     /// itself and hand it over ([`Uploads::with_sum`]). Asked after `lossless`.
     fn dense_rows(&self) -> Option<DenseRows> {
+        None
+    }
+
+    /// The rows this server sums, if they are the level form of its uploads as [`LevelRows`]
+    /// decodes them (DIANA's server with QSGD): a caller may then form their sum itself and hand
+    /// it over ([`Uploads::with_sum`]), as for [`Self::dense_rows`]. Asked after `lossless`.
+    fn level_rows(&self) -> Option<LevelRows> {
         None
     }
 

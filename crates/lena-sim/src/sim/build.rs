@@ -482,7 +482,7 @@ impl Simulation {
             model,
             nodes,
             // Set below (`set_nodes_sum_rows`).
-            dense_rows: None,
+            node_rows: None,
             draws_ahead: true,
             summed: Vec::new(),
             summed_round: None,

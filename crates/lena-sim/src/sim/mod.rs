@@ -207,8 +207,8 @@ pub struct Simulation {
     nodes: Vec<Node>,
     server: Box<dyn Server>,
     /// The rows the server sums, when the node phase may sum them itself (a run in one process
-    /// that loses no upload, and a server with dense rows).
-    dense_rows: Option<lena_algo::DenseRows>,
+    /// that loses no upload, and a server with dense or level rows).
+    node_rows: Option<round::NodeRows>,
     /// Their sum, formed in the node phase of round `summed_round`.
     summed: Vec<f32>,
     summed_round: Option<u64>,
@@ -280,19 +280,21 @@ impl Simulation {
         self
     }
 
-    /// Whether the node phase forms the server's sum of dense rows as it steps the nodes (the
-    /// default, where the server has such rows and no upload is lost) or leaves it to the
+    /// Whether the node phase forms the server's sum of dense or level rows as it steps the
+    /// nodes (the default, where the server has such rows and no upload is lost) or leaves it to the
     /// server; returns whether it now does. The same floats either way: on by construction,
     /// switchable for tests and profiles.
     #[doc(hidden)]
     pub fn set_nodes_sum_rows(&mut self, on: bool) -> bool {
         // Every upload sent is then delivered, so the node phase knows the server's rows.
         let lossless = !self.cfg.faults.loses_uploads();
-        self.dense_rows = self.server.dense_rows().filter(|_| on && lossless);
-        if self.dense_rows.is_some() {
+        let rows = (self.server.dense_rows().map(round::NodeRows::Dense))
+            .or_else(|| self.server.level_rows().map(round::NodeRows::Levels));
+        self.node_rows = rows.filter(|_| on && lossless);
+        if self.node_rows.is_some() {
             self.summed.resize(self.w.len(), 0.0);
         }
-        self.dense_rows.is_some()
+        self.node_rows.is_some()
     }
 
     /// Whether the node phase draws the words of nodes that draw as many at every step ahead,

@@ -188,7 +188,7 @@ impl Simulation {
         let (nodes, msgs, sent) = (&mut self.nodes, &mut self.msgs, &mut self.sent);
         self.summed_round = None;
         let threads = self.pool.current_num_threads();
-        if let (Some(rows), None) = (self.dense_rows, &self.exchange) {
+        if let (Some(rows), None) = (self.node_rows.clone(), &self.exchange) {
             self.summed.fill(0.0);
             // PERF: last round's allocation, so that a round allocates nothing.
             let mut chunks: Vec<Mutex<ChunkRefs<'_>>> = recycle(std::mem::take(&mut self.chunks));
@@ -381,9 +381,23 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
+/// The rows a server sums that the node phase may sum for it.
+#[derive(Clone, Debug)]
+pub(super) enum NodeRows {
+    /// [`lena_algo::Server::dense_rows`].
+    Dense(lena_algo::DenseRows),
+    /// [`lena_algo::Server::level_rows`].
+    Levels(lena_algo::LevelRows),
+}
+
 /// A node phase that forms the server's sum of dense rows ([`lena_algo::Server::dense_rows`])
-/// as it goes, so that the server reads no message again (PERF: DGD's server at M = 200 read
-/// 6.3 MB of gradients back from L3; LENA-m's at M = 60 000 read 1.9 GB of drifts from memory).
+/// or level rows ([`lena_algo::Server::level_rows`]) as it goes, so that the server reads no
+/// message again (PERF: DGD's server at M = 200 read 6.3 MB of gradients back from L3; LENA-m's
+/// at M = 60 000 read 1.9 GB of drifts from memory; DIANA's decoded every upload after the
+/// node phase, half of them written by the other core, and summed fields the other core had
+/// decoded: its round at M = 200 took 1.98-2.14 ms that way, 1.95-1.98 now, on an Intel Xeon).
+/// Level rows are decoded by the thread that adds them, which is usually the one that just
+/// encoded them, while the other thread steps the next chunk.
 ///
 /// The nodes are stepped in chunks of [`SUM_CHUNK`], claimed in node order by the pool's
 /// threads. A chunk's rows are added once every earlier chunk's are, by whichever thread then
@@ -392,20 +406,21 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 /// the floats are the server's whatever the threads or the order chunks finish in.
 struct Chain<'a> {
     k: Kernels,
-    rows: lena_algo::DenseRows,
+    rows: NodeRows,
     chunks: Vec<Mutex<ChunkRefs<'a>>>,
     /// Chunk c has been stepped.
     done: &'a [AtomicBool],
     /// The next chunk to claim.
     next: AtomicUsize,
-    /// The next chunk to add, and the sum so far.
-    sum: Mutex<(usize, &'a mut [f32])>,
+    /// The next chunk to add, the sum so far, and whether an upload failed to decode (the
+    /// sum is then left to the server, which reports it).
+    sum: Mutex<(usize, &'a mut [f32], bool)>,
 }
 
 impl<'a> Chain<'a> {
     fn new(
         k: Kernels,
-        rows: lena_algo::DenseRows,
+        rows: NodeRows,
         chunks: Vec<Mutex<ChunkRefs<'a>>>,
         done: &'a [AtomicBool],
         sum: &'a mut [f32],
@@ -419,7 +434,7 @@ impl<'a> Chain<'a> {
             done,
             chunks,
             next: AtomicUsize::new(0),
-            sum: Mutex::new((0, sum)),
+            sum: Mutex::new((0, sum, false)),
         }
     }
 
@@ -441,8 +456,8 @@ impl<'a> Chain<'a> {
     /// vector back for the next round, and whether the sum is whole (every chunk added).
     fn finish(self) -> (Vec<Mutex<ChunkRefs<'a>>>, bool) {
         self.drain();
-        let added = self.sum.lock().unwrap_or_else(PoisonError::into_inner).0;
-        let whole = added == self.chunks.len();
+        let (added, _, failed) = *self.sum.lock().unwrap_or_else(PoisonError::into_inner);
+        let whole = added == self.chunks.len() && !failed;
         (self.chunks, whole)
     }
 
@@ -452,24 +467,31 @@ impl<'a> Chain<'a> {
                 // The holder adds this chunk too, or the next drain does.
                 return;
             };
-            let (next, sum) = &mut *held;
-            while *next < self.chunks.len() && self.done[*next].load(Ordering::SeqCst) {
+            let (next, sum, failed) = &mut *held;
+            while !*failed && *next < self.chunks.len() && self.done[*next].load(Ordering::SeqCst) {
                 let chunk = self.chunks[*next]
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 let (_, msgs, sent) = &*chunk;
-                let d = sum.len();
-                for off in (0..d).step_by(lena_algo::DenseRows::WIDTH) {
-                    let end = (off + lena_algo::DenseRows::WIDTH).min(d);
-                    let nodes = msgs.iter().zip(sent.iter().copied());
-                    self.rows.add(self.k, &mut sum[off..end], off, nodes);
+                let nodes = || msgs.iter().zip(sent.iter().copied());
+                match &self.rows {
+                    NodeRows::Dense(rows) => {
+                        let d = sum.len();
+                        for off in (0..d).step_by(lena_algo::DenseRows::WIDTH) {
+                            let end = (off + lena_algo::DenseRows::WIDTH).min(d);
+                            rows.add(self.k, &mut sum[off..end], off, nodes());
+                        }
+                    }
+                    NodeRows::Levels(rows) => {
+                        *failed = rows.add(self.k, sum, nodes()).is_err();
+                    }
                 }
                 *next += 1;
             }
-            let next = *next;
+            let (next, failed) = (*next, *failed);
             drop(held);
             // A chunk reported while this thread held the sum is added by the next holder.
-            if next >= self.chunks.len() || !self.done[next].load(Ordering::SeqCst) {
+            if failed || next >= self.chunks.len() || !self.done[next].load(Ordering::SeqCst) {
                 return;
             }
         }

@@ -611,7 +611,8 @@ fn words_drawn_ahead_are_the_nodes_own() {
     }
 }
 
-/// LENA's reading the last uploads): the same parameters, bit for bit, as the server summing
+/// The rows the node phase sums for the server (DGD's and LAG's dense rows, LENA's reading the
+/// last uploads, DIANA's level rows): the same parameters, bit for bit, as the server summing
 /// them itself, whatever the threads, for nodes that are not a multiple of a chunk (8) and nodes
 /// that go offline or straggle.
 #[test]
@@ -627,6 +628,14 @@ fn rows_summed_by_the_node_phase_are_the_servers_sum() {
         ("lena", String::new(), offline),
         ("lena", drift("last_gradient"), ""),
         ("lena", drift("last_upload"), ""),
+        ("diana", String::new(), ""),
+        ("diana", String::new(), offline),
+        (
+            "diana",
+            "\n[algorithm.compressor]\nkind = \"qsgd\"\nlevels = 2\nbucket = 64\ncoding = \"fixed\""
+                .into(),
+            "",
+        ),
     ] {
         for threads in [1, 3] {
             let text = synthetic(
