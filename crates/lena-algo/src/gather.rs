@@ -637,22 +637,44 @@ impl LevelRows {
         nodes: impl IntoIterator<Item = (&'m Message, bool)>,
     ) -> lena_compress::Result<()> {
         std::thread_local! {
-            static LEVELS: std::cell::RefCell<Levels> = const {
-                std::cell::RefCell::new(Levels {
-                    fields: Vec::new(),
-                    steps: Vec::new(),
-                    bucket: 1,
-                })
+            static LEVELS: std::cell::RefCell<[Levels; 2]> = const {
+                std::cell::RefCell::new([const {
+                    Levels {
+                        fields: Vec::new(),
+                        steps: Vec::new(),
+                        bucket: 1,
+                    }
+                }; 2])
             };
         }
-        LEVELS.with_borrow_mut(|l| {
-            l.fields.resize(sum.len(), 0);
+        // PERF: two uploads decoded at once (`decode_levels_two`: two serial chains in one
+        // loop), then added in node order.
+        LEVELS.with_borrow_mut(|[a, b]| {
+            a.fields.resize(sum.len(), 0);
+            b.fields.resize(sum.len(), 0);
+            let mut waiting = None;
             for (msg, delivered) in nodes {
-                if delivered {
-                    let decoded = self.c.decode_levels(msg, &mut l.fields, &mut l.steps);
-                    l.bucket = decoded.expect("a level form (checked when made)")?;
-                    add_levels(k, sum, 0, l);
+                if !delivered {
+                    continue;
                 }
+                let Some(first) = waiting.take() else {
+                    waiting = Some(msg);
+                    continue;
+                };
+                let fields = [&mut a.fields[..], &mut b.fields[..]];
+                let decoded =
+                    self.c
+                        .decode_levels_two([first, msg], fields, [&mut a.steps, &mut b.steps]);
+                let [first, second] = decoded.expect("a level form (checked when made)");
+                a.bucket = first?;
+                add_levels(k, sum, 0, a);
+                b.bucket = second?;
+                add_levels(k, sum, 0, b);
+            }
+            if let Some(last) = waiting {
+                let decoded = self.c.decode_levels(last, &mut a.fields, &mut a.steps);
+                a.bucket = decoded.expect("a level form (checked when made)")?;
+                add_levels(k, sum, 0, a);
             }
             Ok(())
         })

@@ -38,6 +38,20 @@ pub trait Compressor: Send + Sync {
         let _ = (msg, fields, steps);
         None
     }
+    /// [`Self::decode_levels`] of two messages: the same fields, steps and errors as one after
+    /// the other (the default). A compressor may decode both at once (QSGD with Elias-gamma
+    /// levels does): a server with many uploads decodes them two by two.
+    fn decode_levels_two(
+        &self,
+        msgs: [&Message; 2],
+        fields: [&mut [u8]; 2],
+        steps: [&mut Vec<f32>; 2],
+    ) -> Option<[Result<usize>; 2]> {
+        let ([f0, f1], [s0, s1]) = (fields, steps);
+        let first = self.decode_levels(msgs[0], f0, s0)?;
+        let second = self.decode_levels(msgs[1], f1, s1)?;
+        Some([first, second])
+    }
     /// For a compressor whose messages carry a few coordinates (top-k, rand-k): `Some`, having
     /// put into `out` (cleared first) the (index, value) pairs of the coordinates `msg` carries,
     /// ascending by index, with the values [`Self::decode`] writes there; every other coordinate
@@ -575,14 +589,7 @@ impl Qsgd {
         // registers only if little else is live around it.
         let mut at = 0;
         while at < self.d {
-            let n = r.read_f32()?;
-            if !(n.is_finite() && n >= 0.0) {
-                return Err(Error::Malformed {
-                    kind: "QSGD",
-                    what: format!("bucket norm {n}"),
-                });
-            }
-            let unit = n / self.s as f32;
+            let unit = self.read_step(&mut r)?;
             let b1 = (at + self.bucket).min(self.d);
             while at < b1 {
                 let len = (b1 - at).min(256);
@@ -594,64 +601,159 @@ impl Qsgd {
                         let (mut c, mut i) = (r.cursor(), 0);
                         while gamma_windows(&mut c, &mut buf, &mut i, len, steps, multi) {}
                         r.resume(c);
-                        while i < len {
-                            // A whole window where the cursor could not fill (near the
-                            // message's end), its bits checked against the real ones.
-                            if len - i >= GAMMA_BITS as usize {
-                                let window = r.peek_bits(GAMMA_BITS) as usize;
-                                let step = steps[window];
-                                let bits = u32::from(step.bits);
-                                if bits > 0 && u64::from(bits) <= r.real() {
-                                    F::copy_all(
-                                        &mut buf[i..i + MULTI_FIELDS],
-                                        &multi[window].fields,
-                                    );
-                                    i += usize::from(step.count);
-                                    r.consume(bits);
-                                    continue;
-                                }
-                            }
-                            // Near the chunk's end, or a window without a whole code: the
-                            // window's codes up to the chunk's end, or one code.
-                            let (window, real) = r.peek(GAMMA_BITS);
-                            let e = &multi[window as usize];
-                            if real == GAMMA_BITS && e.count > 0 {
-                                let k = usize::from(e.count).min(len - i);
-                                F::copy_all(&mut buf[i..i + k], &e.fields[..k]);
-                                r.consume(u32::from(e.ends[k - 1]));
-                                i += k;
-                                continue;
-                            }
-                            // One code: from the single-code table, or parsed.
-                            let (field, code_len) = gamma_table()[window as usize];
-                            if code_len > 0 && u32::from(code_len) <= real {
-                                r.consume(u32::from(code_len));
-                                buf[i] = F::new(field);
-                                i += 1;
-                                continue;
-                            }
-                            let n = r.read_gamma()?;
-                            // n - 1 is the level; bound it before it can overflow a u32.
-                            let level = (n - 1).min(u64::from(self.s) + 1) as u32;
-                            let negative = if level > 0 { r.read(1)? as u32 } else { 0 };
-                            buf[i] = F::new((level << 1) | negative);
-                            i += 1;
-                        }
+                        self.gamma_rest(&mut r, &mut buf, i, len)?;
                     }
                 }
                 let fields = &buf[..len];
-                let top = F::max(fields) >> 1;
-                if top > self.s {
-                    return Err(Error::Malformed {
-                        kind: "QSGD",
-                        what: format!("level {top} > s"),
-                    });
-                }
+                self.check_levels(fields)?;
                 chunk(at, unit, fields);
                 at += len;
             }
         }
         r.finish()
+    }
+
+    /// A bucket's norm read from `r` and checked: its step `norm / s`.
+    #[inline(always)]
+    fn read_step(&self, r: &mut BitReader<'_>) -> Result<f32> {
+        let n = r.read_f32()?;
+        if !(n.is_finite() && n >= 0.0) {
+            return Err(Error::Malformed {
+                kind: "QSGD",
+                what: format!("bucket norm {n}"),
+            });
+        }
+        Ok(n / self.s as f32)
+    }
+
+    /// An error unless every level of `fields` is at most s.
+    #[inline(always)]
+    fn check_levels<F: Field>(&self, fields: &[F]) -> Result<()> {
+        let top = F::max(fields) >> 1;
+        if top > self.s {
+            return Err(Error::Malformed {
+                kind: "QSGD",
+                what: format!("level {top} > s"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The Elias-gamma fields `i..len` of a chunk into `buf`, after the cursor's windows
+    /// ([`gamma_windows`]) stopped: near the chunk's or the message's end, code by code.
+    #[inline(always)]
+    fn gamma_rest<F: Field>(
+        &self,
+        r: &mut BitReader<'_>,
+        buf: &mut [F; 256 + MULTI_FIELDS],
+        mut i: usize,
+        len: usize,
+    ) -> Result<()> {
+        let (steps, multi) = (multi_gamma_steps(), multi_gamma_table());
+        while i < len {
+            // A whole window where the cursor could not fill (near the message's end), its
+            // bits checked against the real ones.
+            if len - i >= GAMMA_BITS as usize {
+                let window = r.peek_bits(GAMMA_BITS) as usize;
+                let step = steps[window];
+                let bits = u32::from(step.bits);
+                if bits > 0 && u64::from(bits) <= r.real() {
+                    F::copy_all(&mut buf[i..i + MULTI_FIELDS], &multi[window].fields);
+                    i += usize::from(step.count);
+                    r.consume(bits);
+                    continue;
+                }
+            }
+            // Near the chunk's end, or a window without a whole code: the window's codes up to
+            // the chunk's end, or one code.
+            let (window, real) = r.peek(GAMMA_BITS);
+            let e = &multi[window as usize];
+            if real == GAMMA_BITS && e.count > 0 {
+                let k = usize::from(e.count).min(len - i);
+                F::copy_all(&mut buf[i..i + k], &e.fields[..k]);
+                r.consume(u32::from(e.ends[k - 1]));
+                i += k;
+                continue;
+            }
+            // One code: from the single-code table, or parsed.
+            let (field, code_len) = gamma_table()[window as usize];
+            if code_len > 0 && u32::from(code_len) <= real {
+                r.consume(u32::from(code_len));
+                buf[i] = F::new(field);
+                i += 1;
+                continue;
+            }
+            let n = r.read_gamma()?;
+            // n - 1 is the level; bound it before it can overflow a u32.
+            let level = (n - 1).min(u64::from(self.s) + 1) as u32;
+            let negative = if level > 0 { r.read(1)? as u32 } else { 0 };
+            buf[i] = F::new((level << 1) | negative);
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// [`Compressor::decode_levels_two`] for Elias-gamma byte fields: both messages parsed
+    /// chunk by chunk in step (their chunks cover the same coordinates), their cursors' windows
+    /// taken in turns. On an error in either, each is decoded again alone (the errors of
+    /// [`Self::decode_byte_levels`]).
+    ///
+    /// PERF: the decoder is one serial chain per message (a table load and a shift per window,
+    /// [`gamma_windows`]); two chains in one loop keep the core busy while each waits.
+    fn decode_gamma_two(
+        &self,
+        msgs: [&Message; 2],
+        fields: [&mut [u8]; 2],
+        steps: [&mut Vec<f32>; 2],
+    ) -> [Result<()>; 2] {
+        let [f0, f1] = fields;
+        let [s0, s1] = steps;
+        let (tables, multi) = (multi_gamma_steps(), multi_gamma_table());
+        let mut both = || -> Result<()> {
+            check_len("QSGD", self.d, f0)?;
+            check_len("QSGD", self.d, f1)?;
+            s0.clear();
+            s1.clear();
+            let mut r0 = BitReader::new(&msgs[0].bytes, msgs[0].bits, "QSGD");
+            let mut r1 = BitReader::new(&msgs[1].bytes, msgs[1].bits, "QSGD");
+            let mut b0 = [0u8; 256 + MULTI_FIELDS];
+            let mut b1 = [0u8; 256 + MULTI_FIELDS];
+            let mut at = 0;
+            while at < self.d {
+                s0.push(self.read_step(&mut r0)?);
+                s1.push(self.read_step(&mut r1)?);
+                let end = (at + self.bucket).min(self.d);
+                while at < end {
+                    let len = (end - at).min(256);
+                    let (mut c0, mut i0, mut c1, mut i1) = (r0.cursor(), 0, r1.cursor(), 0);
+                    // Both while both can (`&`: each takes its turn), then each alone.
+                    while gamma_windows(&mut c0, &mut b0, &mut i0, len, tables, multi)
+                        & gamma_windows(&mut c1, &mut b1, &mut i1, len, tables, multi)
+                    {
+                    }
+                    while gamma_windows(&mut c0, &mut b0, &mut i0, len, tables, multi) {}
+                    while gamma_windows(&mut c1, &mut b1, &mut i1, len, tables, multi) {}
+                    r0.resume(c0);
+                    r1.resume(c1);
+                    self.gamma_rest(&mut r0, &mut b0, i0, len)?;
+                    self.gamma_rest(&mut r1, &mut b1, i1, len)?;
+                    self.check_levels(&b0[..len])?;
+                    self.check_levels(&b1[..len])?;
+                    f0[at..at + len].copy_from_slice(&b0[..len]);
+                    f1[at..at + len].copy_from_slice(&b1[..len]);
+                    at += len;
+                }
+            }
+            r0.finish()?;
+            r1.finish()
+        };
+        match both() {
+            Ok(()) => [Ok(()), Ok(())],
+            Err(_) => [
+                self.decode_byte_levels(msgs[0], f0, s0),
+                self.decode_byte_levels(msgs[1], f1, s1),
+            ],
+        }
     }
 
     /// [`Compressor::decode_levels`] for byte fields.
@@ -872,6 +974,28 @@ impl Compressor for Qsgd {
             self.decode_byte_levels(msg, fields, steps)
                 .map(|()| self.bucket)
         })
+    }
+
+    fn decode_levels_two(
+        &self,
+        msgs: [&Message; 2],
+        fields: [&mut [u8]; 2],
+        steps: [&mut Vec<f32>; 2],
+    ) -> Option<[Result<usize>; 2]> {
+        if !self.byte_fields() {
+            return None;
+        }
+        let [a, b] = match self.coding {
+            QsgdCoding::EliasGamma => self.decode_gamma_two(msgs, fields, steps),
+            QsgdCoding::Fixed => {
+                let ([f0, f1], [s0, s1]) = (fields, steps);
+                [
+                    self.decode_byte_levels(msgs[0], f0, s0),
+                    self.decode_byte_levels(msgs[1], f1, s1),
+                ]
+            }
+        };
+        Some([a.map(|()| self.bucket), b.map(|()| self.bucket)])
     }
 
     fn unbiased(&self) -> bool {

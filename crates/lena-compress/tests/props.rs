@@ -679,6 +679,31 @@ proptest! {
                 });
                 prop_assert_eq!(bits(values), bits(got));
                 prop_assert_eq!(levels.err().map(|e| e.to_string()), decoded.err().map(|e| e.to_string()));
+                // Two at once, with a message of another kind in either order: each one's
+                // fields, steps and error as decoded alone.
+                let x2: Vec<f32> = x.iter().rev().copied().collect();
+                let other = message_of(&c, &x2, seed ^ 0x5555, (kind + 2) % 5);
+                let alone = |m: &Message| {
+                    let (mut f, mut st) = (vec![0u8; d], vec![7.0f32]);
+                    let r = c.decode_levels(m, &mut f, &mut st).expect("a level form");
+                    (r.map_err(|e| e.to_string()), f, bits(Some(st)))
+                };
+                for pair in [[&msg, &other], [&other, &msg]] {
+                    let (mut f0, mut f1) = (vec![1u8; d], vec![2u8; d]);
+                    let (mut s0, mut s1) = (vec![3.0f32], Vec::new());
+                    let [r0, r1] = c
+                        .decode_levels_two(pair, [&mut f0, &mut f1], [&mut s0, &mut s1])
+                        .expect("a level form");
+                    let (want0, want1) = (alone(pair[0]), alone(pair[1]));
+                    prop_assert_eq!(r0.map_err(|e| e.to_string()), want0.0.clone());
+                    prop_assert_eq!(r1.map_err(|e| e.to_string()), want1.0.clone());
+                    if want0.0.is_ok() {
+                        prop_assert_eq!((&f0, bits(Some(s0))), (&want0.1, want0.2));
+                    }
+                    if want1.0.is_ok() {
+                        prop_assert_eq!((&f1, bits(Some(s1))), (&want1.1, want1.2));
+                    }
+                }
             }
         }
     }
