@@ -725,22 +725,40 @@ impl Qsgd {
                 let end = (at + self.bucket).min(self.d);
                 while at < end {
                     let len = (end - at).min(256);
-                    let (mut c0, mut i0, mut c1, mut i1) = (r0.cursor(), 0, r1.cursor(), 0);
-                    // Both while both can (`&`: each takes its turn), then each alone.
-                    while gamma_windows(&mut c0, &mut b0, &mut i0, len, tables, multi)
-                        & gamma_windows(&mut c1, &mut b1, &mut i1, len, tables, multi)
+                    // PERF: into the fields themselves where a chunk's room (its fields and a
+                    // window's past them, which the next chunk writes over) fits before d.
+                    let room = at + 256 + MULTI_FIELDS;
+                    let direct = room <= self.d;
                     {
+                        let (w0, w1): (
+                            &mut [u8; 256 + MULTI_FIELDS],
+                            &mut [u8; 256 + MULTI_FIELDS],
+                        ) = if direct {
+                            let w0 = (&mut f0[at..room]).try_into();
+                            let w1 = (&mut f1[at..room]).try_into();
+                            (w0.expect("a chunk's room"), w1.expect("a chunk's room"))
+                        } else {
+                            (&mut b0, &mut b1)
+                        };
+                        let (mut c0, mut i0, mut c1, mut i1) = (r0.cursor(), 0, r1.cursor(), 0);
+                        // Both while both can (`&`: each takes its turn), then each alone.
+                        while gamma_windows(&mut c0, w0, &mut i0, len, tables, multi)
+                            & gamma_windows(&mut c1, w1, &mut i1, len, tables, multi)
+                        {
+                        }
+                        while gamma_windows(&mut c0, w0, &mut i0, len, tables, multi) {}
+                        while gamma_windows(&mut c1, w1, &mut i1, len, tables, multi) {}
+                        r0.resume(c0);
+                        r1.resume(c1);
+                        self.gamma_rest(&mut r0, w0, i0, len)?;
+                        self.gamma_rest(&mut r1, w1, i1, len)?;
+                        self.check_levels(&w0[..len])?;
+                        self.check_levels(&w1[..len])?;
                     }
-                    while gamma_windows(&mut c0, &mut b0, &mut i0, len, tables, multi) {}
-                    while gamma_windows(&mut c1, &mut b1, &mut i1, len, tables, multi) {}
-                    r0.resume(c0);
-                    r1.resume(c1);
-                    self.gamma_rest(&mut r0, &mut b0, i0, len)?;
-                    self.gamma_rest(&mut r1, &mut b1, i1, len)?;
-                    self.check_levels(&b0[..len])?;
-                    self.check_levels(&b1[..len])?;
-                    f0[at..at + len].copy_from_slice(&b0[..len]);
-                    f1[at..at + len].copy_from_slice(&b1[..len]);
+                    if !direct {
+                        f0[at..at + len].copy_from_slice(&b0[..len]);
+                        f1[at..at + len].copy_from_slice(&b1[..len]);
+                    }
                     at += len;
                 }
             }
