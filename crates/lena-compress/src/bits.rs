@@ -117,8 +117,8 @@ impl<'a> BitWriter<'a> {
     }
 }
 
-/// Bytes a [`Packer`] holds.
-const PACK_BYTES: usize = 512;
+/// Bytes a [`Packer`] holds: a QSGD chunk's fields of up to eight bits.
+const PACK_BYTES: usize = 1024;
 
 /// Appends codes of up to 56 bits for a [`BitWriter`] ([`BitWriter::pack`]).
 ///
