@@ -1275,8 +1275,16 @@ unsafe fn pack_gamma_avx2(p: &mut Packer, fields: &[u8]) -> usize {
             _mm256_storeu_si256(std::ptr::from_mut(&mut c).cast::<__m256i>(), c64);
             _mm256_storeu_si256(std::ptr::from_mut(&mut l).cast::<__m256i>(), l64);
         }
-        for (&c, &l) in c.iter().zip(&l) {
-            p.push(c, l as u32);
+        // PERF: two octets' codes in one push where they fit 56 bits (most do: a field of level
+        // 0 is one bit), so that the packer's serial chain takes half as many steps.
+        for k in [0, 2] {
+            let (l0, l1) = (l[k] as u32, l[k + 1] as u32);
+            if l0 + l1 <= 56 {
+                p.push(c[k] | c[k + 1] << l0, l0 + l1);
+            } else {
+                p.push(c[k], l0);
+                p.push(c[k + 1], l1);
+            }
         }
     }
     done
