@@ -558,8 +558,8 @@ impl LevelSum {
                 .enumerate()
                 .for_each(|(p, (levels, errors))| {
                     let m = g0 + 2 * p;
-                    if let ([a, b], Some(x), Some(y)) =
-                        (&mut *levels, uploads.get(m), uploads.get(m + 1))
+                    if let [a, b] = &mut *levels
+                        && let (Some(x), Some(y)) = (uploads.get(m), uploads.get(m + 1))
                     {
                         let fields = [&mut a.fields[..], &mut b.fields[..]];
                         let decoded =
@@ -1091,8 +1091,8 @@ mod tests {
         use lena_compress::{Compressor, Qsgd, QsgdCoding, QsgdNorm};
         use rand::SeedableRng;
         let k = Kernels::detect();
-        // Groups of 104 nodes: 150 nodes make two.
-        let (n, d) = (150, 5000);
+        // Groups of 104 nodes: 151 nodes make two, the second of an odd count.
+        let (n, d) = (151, 5000);
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for (s, bucket, coding) in [
             (4, 300, QsgdCoding::EliasGamma),
