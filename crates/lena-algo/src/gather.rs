@@ -492,13 +492,13 @@ where
 /// The floats of [`SenderSum`]: per coordinate, the sum runs from zero over the senders in node
 /// order, adding the value each one's decode writes ([`lena_compress::Qsgd::level_value`]).
 ///
-/// PERF: a group's bytes are a quarter of its decoded floats. Two senders are decoded at once
-/// (`decode_levels_two`): DIANA's round at M = 200 with the server summing (a multi-process run's
-/// server, or one that may lose uploads) took 1.92-1.93 ms one at a time, 1.79-1.81 two at once
-/// (`round_profile ab diana_qsgd`, fastest slices, two pairs, Intel Xeon). One core decodes a node and both
+/// PERF: a group's bytes are a quarter of its decoded floats. One core decodes a node and both
 /// read it in the block sums, so each line of a buffer the other core has read must be taken
 /// back before the next group's decode writes it: DIANA's decoding (M = 200, d = 7850) cost
-/// about 1.7 times as much with the server on two threads as on one.
+/// about 1.7 times as much with the server on two threads as on one. Two senders are decoded
+/// at once (`decode_levels_two`): DIANA's round at M = 200 with the server summing (a
+/// multi-process run's server, or one that may lose uploads) took 1.92-1.93 ms one at a time,
+/// 1.79-1.81 two at once (`round_profile ab diana_qsgd`, fastest slices, two pairs, Intel Xeon).
 pub(crate) struct LevelSum {
     group: Vec<Levels>,
     errors: Vec<Option<lena_compress::Error>>,
