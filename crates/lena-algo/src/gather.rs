@@ -635,8 +635,9 @@ impl std::fmt::Debug for LevelRows {
 
 impl LevelRows {
     /// The level rows of `c`'s uploads of dimension `d`, if it has a level form (asked of an
-    /// empty message).
-    pub(crate) fn new(c: std::sync::Arc<dyn lena_compress::Compressor>, d: usize) -> Option<Self> {
+    /// empty message): what a server that sums them returns from
+    /// [`Server::level_rows`](crate::Server::level_rows).
+    pub fn new(c: std::sync::Arc<dyn lena_compress::Compressor>, d: usize) -> Option<Self> {
         // Only whether there is a form: an empty message is malformed either way.
         let _malformed = c.decode_levels(&Message::default(), &mut vec![0; d], &mut Vec::new())?;
         Some(Self { c })
