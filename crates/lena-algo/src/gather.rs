@@ -512,13 +512,49 @@ struct Levels {
     bucket: usize,
 }
 
+impl Levels {
+    /// Whether `c` has a level form for dimension `d` (asked of an empty message, which is
+    /// malformed either way).
+    fn form(c: &dyn lena_compress::Compressor, d: usize) -> bool {
+        c.decode_levels(&Message::default(), &mut vec![0; d], &mut Vec::new())
+            .is_some()
+    }
+
+    /// `msg` decoded into these buffers by `c`'s level form (which [`Self::form`] found).
+    fn decode(
+        &mut self,
+        c: &dyn lena_compress::Compressor,
+        msg: &Message,
+    ) -> lena_compress::Result<()> {
+        let decoded = c.decode_levels(msg, &mut self.fields, &mut self.steps);
+        self.bucket = decoded.expect("a level form (checked when made)")?;
+        Ok(())
+    }
+
+    /// Two messages decoded at once into `a` and `b` (`decode_levels_two`): each one's result.
+    fn decode_two(
+        c: &dyn lena_compress::Compressor,
+        [a, b]: [&mut Self; 2],
+        msgs: [&Message; 2],
+    ) -> [lena_compress::Result<()>; 2] {
+        let fields = [&mut a.fields[..], &mut b.fields[..]];
+        let decoded = c.decode_levels_two(msgs, fields, [&mut a.steps, &mut b.steps]);
+        let [first, second] = decoded.expect("a level form (checked when made)");
+        [
+            first.map(|bucket| a.bucket = bucket),
+            second.map(|bucket| b.bucket = bucket),
+        ]
+    }
+}
+
 impl LevelSum {
     /// Buffers for `n` nodes of dimension `d` (a group of `GROUP_BYTES` worth, at least
     /// `MIN_GROUP` and at most `n`), if compressor `c` has a level form (asked of an empty
     /// message).
     pub(crate) fn new(c: &dyn lena_compress::Compressor, n: usize, d: usize) -> Option<Self> {
-        // Only whether there is a form: an empty message is malformed either way.
-        let _malformed = c.decode_levels(&Message::default(), &mut vec![0; d], &mut Vec::new())?;
+        if !Levels::form(c, d) {
+            return None;
+        }
         let group = group_len(d, n);
         let levels = Levels {
             fields: vec![0; d],
@@ -561,22 +597,12 @@ impl LevelSum {
                     if let [a, b] = &mut *levels
                         && let (Some(x), Some(y)) = (uploads.get(m), uploads.get(m + 1))
                     {
-                        let fields = [&mut a.fields[..], &mut b.fields[..]];
-                        let decoded =
-                            c.decode_levels_two([x, y], fields, [&mut a.steps, &mut b.steps]);
-                        let [first, second] = decoded.expect("a level form for every message");
-                        errors[0] = first.map(|bucket| a.bucket = bucket).err();
-                        errors[1] = second.map(|bucket| b.bucket = bucket).err();
+                        let [first, second] = Levels::decode_two(c, [a, b], [x, y]);
+                        (errors[0], errors[1]) = (first.err(), second.err());
                         return;
                     }
                     for (i, (l, error)) in levels.iter_mut().zip(errors).enumerate() {
-                        *error = uploads.get(m + i).and_then(|msg| {
-                            let decoded = c.decode_levels(msg, &mut l.fields, &mut l.steps);
-                            decoded
-                                .expect("a level form for every message")
-                                .map(|bucket| l.bucket = bucket)
-                                .err()
-                        });
+                        *error = uploads.get(m + i).and_then(|msg| l.decode(c, msg).err());
                     }
                 });
             first_error(round, g0, &mut self.errors[..count])?;
@@ -638,9 +664,7 @@ impl LevelRows {
     /// empty message): what a server that sums them returns from
     /// [`Server::level_rows`](crate::Server::level_rows).
     pub fn new(c: std::sync::Arc<dyn lena_compress::Compressor>, d: usize) -> Option<Self> {
-        // Only whether there is a form: an empty message is malformed either way.
-        let _malformed = c.decode_levels(&Message::default(), &mut vec![0; d], &mut Vec::new())?;
-        Some(Self { c })
+        Levels::form(&*c, d).then_some(Self { c })
     }
 
     /// `sum += row_m` over `nodes` in their order, each a message buffer and whether its upload
@@ -681,19 +705,14 @@ impl LevelRows {
                     waiting = Some(msg);
                     continue;
                 };
-                let fields = [&mut a.fields[..], &mut b.fields[..]];
-                let decoded =
-                    self.c
-                        .decode_levels_two([first, msg], fields, [&mut a.steps, &mut b.steps]);
-                let [first, second] = decoded.expect("a level form (checked when made)");
-                a.bucket = first?;
+                let [first, second] = Levels::decode_two(&*self.c, [a, b], [first, msg]);
+                first?;
                 add_levels(k, sum, 0, a);
-                b.bucket = second?;
+                second?;
                 add_levels(k, sum, 0, b);
             }
             if let Some(last) = waiting {
-                let decoded = self.c.decode_levels(last, &mut a.fields, &mut a.steps);
-                a.bucket = decoded.expect("a level form (checked when made)")?;
+                a.decode(&*self.c, last)?;
                 add_levels(k, sum, 0, a);
             }
             Ok(())
@@ -1083,10 +1102,10 @@ mod tests {
     }
 
     /// `LevelSum` (and `LevelRows` in runs of nodes) equals decoding every QSGD upload to a
-    /// whole vector and summing with `SenderSum`, bit for bit, over two groups of nodes with silent ones, buckets that straddle
-    /// coordinate blocks, zero and huge coordinates, on any pool, and with the same server state
-    /// after; a malformed upload is reported for the first failing node in node
-    /// order, with `w` and `aux` untouched.
+    /// whole vector and summing with `SenderSum`, bit for bit, over two groups of nodes with
+    /// silent ones, buckets that straddle coordinate blocks, zero and huge coordinates, on any
+    /// pool, and with the same server state after; a malformed upload is reported for the first
+    /// failing node in node order, with `w` and `aux` untouched.
     #[test]
     fn level_sum_equals_the_dense_sum() {
         use lena_compress::{Compressor, Qsgd, QsgdCoding, QsgdNorm};

@@ -281,9 +281,9 @@ impl Simulation {
     }
 
     /// Whether the node phase forms the server's sum of dense or level rows as it steps the
-    /// nodes (the default, where the server has such rows and no upload is lost) or leaves it to the
-    /// server; returns whether it now does. The same floats either way: on by construction,
-    /// switchable for tests and profiles.
+    /// nodes (the default, where the server has such rows and no upload is lost) or leaves it
+    /// to the server; returns whether it now does. The same floats either way: on by
+    /// construction, switchable for tests and profiles.
     #[doc(hidden)]
     pub fn set_nodes_sum_rows(&mut self, on: bool) -> bool {
         // Every upload sent is then delivered, so the node phase knows the server's rows.
