@@ -15,7 +15,12 @@
 //! ratio: DIANA's floor, what its round costs with a free coding, decoding and server. And it times LENA-m's node scan alone (`ef_scan` over every
 //! node's memory, drift and momentum, as a skipping node runs it, on two threads) and adds it
 //! to DGD's ratio: LENA-m's floor, its round with the gradient and the scan one after the other
-//! and nothing else.
+//! and nothing else. And it times QSGD's whole encoder alone (`compress_shifted` of every
+//! node's vector, draws copied from words drawn before, in cache) and the server's sum of its
+//! messages alone (decoded two at a time into their level form and added, in cache), and adds
+//! them to DGD's ratio, the draws without their copy and the shifts: DIANA's floor with its
+//! codec as it is (DGD's round counts its own upload and sum, which DIANA replaces, so this is
+//! not a lower bound: the parts' sum exceeds DIANA's round where they overlap).
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
 //! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's). `... -- ab dgd` times
 //! one algorithm's round with the server's sum formed in the node phase and left to the
@@ -26,8 +31,8 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{
-    ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once, qsgd_levels_once,
-    round_config, round_config_with_batch, touch_state_once,
+    ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once, qsgd_compress_once,
+    qsgd_decode_once, qsgd_levels_once, round_config, round_config_with_batch, touch_state_once,
 };
 use lena_compress::{Qsgd, QsgdCoding, QsgdNorm};
 use lena_kernels::Kernels;
@@ -117,8 +122,19 @@ fn main() {
     let mut draws = Xoshiro256PlusPlus::seed_from_u64(7);
     let uniforms: Vec<u32> = (0..7850).map(|_| draws.next_u32()).collect();
     let mut level_outs = [vec![0.0f32; 7850], vec![0.0f32; 7850]];
+    // QSGD's whole encoder (norms, levels, the shift's move, the draws' copy, the packing) and
+    // the server's sum of its messages (decoded two at a time, added), in cache.
+    let words: Vec<u8> = uniforms.iter().flat_map(|u| u.to_le_bytes()).collect();
+    let mut hs = [vec![1e-3f32; 7850], vec![1e-3f32; 7850]];
+    let mut msgs = [
+        lena_compress::Message::default(),
+        lena_compress::Message::default(),
+    ];
+    qsgd_compress_once(k, &qsgd, &x, &words, &mut hs, &mut msgs, 2, 2);
+    let coded = msgs.clone();
+    let mut sums = [vec![0.0f32; 7850], vec![0.0f32; 7850]];
     let n = sims.len() + 2;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 4];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 7];
     for _ in 0..reps {
         for (i, (_, sim)) in sims.iter_mut().enumerate() {
             let start = Instant::now();
@@ -137,7 +153,7 @@ fn main() {
         }
         let start = Instant::now();
         for _ in 0..slice {
-            black_box(draw_uniforms(k, &mut streams, &mut ahead, 7850));
+            black_box(draw_uniforms(k, &mut streams, &mut ahead, 7850, true));
         }
         times[n].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
         let start = Instant::now();
@@ -162,6 +178,23 @@ fn main() {
             ));
         }
         times[n + 3].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(draw_uniforms(k, &mut streams, &mut ahead, 7850, false));
+        }
+        times[n + 4].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(qsgd_compress_once(
+                k, &qsgd, &x, &words, &mut hs, &mut msgs, 200, 2,
+            ));
+        }
+        times[n + 5].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(qsgd_decode_once(k, &qsgd, &coded, &mut sums, 200, 2));
+        }
+        times[n + 6].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     // Each slice against the 2-thread bound of its own repetition (measured within seconds of
     // it, so under about the same load of a shared machine): the median of these ratios moves
@@ -185,6 +218,9 @@ fn main() {
         "lena_m_scan",
         "diana_shifts",
         "qsgd_levels",
+        "qsgd_draws_alone",
+        "qsgd_compress",
+        "qsgd_sum",
     ]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
@@ -211,6 +247,16 @@ fn main() {
             median_ratio(dgd) + median_ratio(n)
         );
         println!(
+            "DIANA's floor with its codec (DGD's round, QSGD's draws without their copy, the \
+             shifts' read and write, QSGD's whole encoder, the sum of its messages decoded): \
+             {:.2} of the bound (median of ratios)",
+            median_ratio(dgd)
+                + median_ratio(n + 4)
+                + median_ratio(n + 2)
+                + median_ratio(n + 5)
+                + median_ratio(n + 6),
+        );
+        println!(
             "LENA-m's floor (DGD's round and the node scan): {:.2} of the bound (median of ratios)",
             median_ratio(dgd) + median_ratio(n + 1)
         );
@@ -221,7 +267,13 @@ fn main() {
 /// them: eight streams at a time in a vector's lanes (`Kernels::xoshiro256pp_lanes`), then each
 /// stream's words copied into the compressor's chunks of 256 coordinates (as many words as the
 /// compressor takes); half the streams on each of two threads, each with its buffer in `ahead`.
-fn draw_uniforms(k: Kernels, streams: &mut [[u64; 4]], ahead: &mut [Vec<u64>; 2], d: usize) -> u8 {
+fn draw_uniforms(
+    k: Kernels,
+    streams: &mut [[u64; 4]],
+    ahead: &mut [Vec<u64>; 2],
+    d: usize,
+    copy: bool,
+) -> u8 {
     let words: usize = (0..d)
         .step_by(256)
         .map(|c| (d - c).min(256).div_ceil(2))
@@ -233,6 +285,10 @@ fn draw_uniforms(k: Kernels, streams: &mut [[u64; 4]], ahead: &mut [Vec<u64>; 2]
         for group in streams.chunks_mut(8) {
             let ahead = &mut ahead[..group.len() * words];
             k.xoshiro256pp_lanes(group, ahead);
+            if !copy {
+                acc ^= ahead[ahead.len() - 1] as u8;
+                continue;
+            }
             for mine in ahead.chunks_exact(words) {
                 let mut next = mine.iter();
                 for c in (0..d).step_by(256) {

@@ -173,6 +173,131 @@ pub fn qsgd_levels_once(
     in_halves(outs, threads, part)
 }
 
+/// Bytes handed out again and again as a random stream: a node's pre-drawn words, copied into
+/// the compressor's chunks as the simulator's draws drawn ahead are (`fill_bytes` a memcpy).
+pub struct Replay<'a> {
+    /// The bytes, replayed from the start when they run out.
+    pub bytes: &'a [u8],
+    /// The next byte to hand out.
+    pub at: usize,
+}
+
+impl rand::RngCore for Replay<'_> {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        let mut done = 0;
+        while done < dst.len() {
+            if self.at == self.bytes.len() {
+                self.at = 0;
+            }
+            let n = (dst.len() - done).min(self.bytes.len() - self.at);
+            dst[done..done + n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            (done, self.at) = (done + n, self.at + n);
+        }
+    }
+}
+
+/// QSGD's whole encoder alone, as DIANA's nodes run it each round: `nodes` times,
+/// [`lena_compress::Compressor::compress_shifted`] of `x` against a shift (bucket norms of
+/// `x - h`, levels, `h`'s move, with `a = 0` so that h stays put and the messages alike; the
+/// draws copied from `words` as a node copies its words drawn ahead; the Elias-gamma packing),
+/// everything in cache; one thread, or the nodes split in two halves on two (`hs`, `msgs`: a
+/// shift and a message per thread). Its message's bits are returned.
+pub fn qsgd_compress_once(
+    k: Kernels,
+    q: &lena_compress::Qsgd,
+    x: &[f32],
+    words: &[u8],
+    hs: &mut [Vec<f32>; 2],
+    msgs: &mut [lena_compress::Message; 2],
+    nodes: usize,
+    threads: usize,
+) -> u64 {
+    use lena_compress::Compressor;
+    let part = |h: &mut Vec<f32>, msg: &mut lena_compress::Message, count: usize| {
+        let mut g = x.to_vec();
+        let mut scratch = vec![0.0f32; x.len()];
+        for _ in 0..count {
+            let mut rng = Replay {
+                bytes: words,
+                at: 0,
+            };
+            let shift = lena_compress::Shift { h, a: 0.0 };
+            q.compress_shifted(k, &mut g, shift, &mut rng, &mut scratch, msg);
+        }
+        msg.bits()
+    };
+    let [h0, h1] = hs;
+    let [m0, m1] = msgs;
+    if threads <= 1 {
+        part(h0, m0, nodes)
+    } else {
+        let (a, b) = rayon::join(
+            || part(h0, m0, nodes / 2),
+            || part(h1, m1, nodes - nodes / 2),
+        );
+        a + b
+    }
+}
+
+/// The server's sum of QSGD uploads alone, as DIANA's node phase forms it each round: `nodes`
+/// messages decoded two at a time into their level form
+/// ([`lena_compress::Compressor::decode_levels_two`], the message in cache, as just encoded)
+/// and each added into a sum row, `sum += level_value(step, field)`; one thread, or the nodes
+/// split in two halves on two (`sums`: a row per thread).
+pub fn qsgd_decode_once(
+    k: Kernels,
+    q: &lena_compress::Qsgd,
+    msgs: &[lena_compress::Message; 2],
+    sums: &mut [Vec<f32>; 2],
+    nodes: usize,
+    threads: usize,
+) -> f32 {
+    use lena_compress::Compressor;
+    let part = |sum: &mut Vec<f32>, count: usize| {
+        let d = sum.len();
+        let (mut f0, mut f1) = (vec![0u8; d], vec![0u8; d]);
+        let (mut s0, mut s1) = (Vec::new(), Vec::new());
+        for _ in 0..count.div_ceil(2) {
+            let r =
+                q.decode_levels_two([&msgs[0], &msgs[1]], [&mut f0, &mut f1], [&mut s0, &mut s1]);
+            let [Some(Ok(bucket)), Some(Ok(_))] =
+                r.map_or([None, None], |[a, b]| [Some(a), Some(b)])
+            else {
+                panic!("QSGD's level form of its own messages");
+            };
+            for (f, steps) in [(&f0, &s0), (&f1, &s1)] {
+                for ((sum, f), &step) in sum.chunks_mut(bucket).zip(f.chunks(bucket)).zip(steps) {
+                    k.vectorize(|| {
+                        for (s, &f) in sum.iter_mut().zip(f) {
+                            *s += lena_compress::Qsgd::level_value(step, f);
+                        }
+                    });
+                }
+            }
+        }
+        sum[d / 2]
+    };
+    let [a, b] = sums;
+    if threads <= 1 {
+        part(a, nodes)
+    } else {
+        let (x, y) = rayon::join(|| part(a, nodes / 2), || part(b, nodes - nodes / 2));
+        x + y
+    }
+}
+
 /// The MNIST training set if `data/mnist` holds it (`cargo xtask data mnist`), else random
 /// data of its shape (60 000 x 784, 10 classes).
 pub fn mnist_or_random() -> lena_data::Dataset {
