@@ -2145,6 +2145,44 @@ mod tests {
             }
         }
 
+        /// With the max norm (the same float on every path, whatever the summation order),
+        /// QSGD writes the same message, values and shift on every kernel path as on the
+        /// scalar one (AVX-512 rounds with its own loop, `levels_avx512`; AVX2 packs 32 codes
+        /// at a time): with and without a shift, either coding, whole and partial buckets and
+        /// chunks.
+        #[test]
+        fn max_norm_messages_are_the_same_on_every_path(
+            xh in proptest::collection::vec((any_coordinate(), -10.0f32..10.0), 1..1300),
+            s in prop_oneof![1u32..=8, 9u32..=16, Just(126)],
+            bucket in prop_oneof![Just(0usize), 1usize..40, Just(100), Just(600)],
+            fixed in any::<bool>(),
+            a in 0.0f32..1.0,
+            seed in any::<u64>(),
+        ) {
+            let d = xh.len();
+            let (x, h): (Vec<f32>, Vec<f32>) = xh.into_iter().unzip();
+            let coding = if fixed { QsgdCoding::Fixed } else { QsgdCoding::EliasGamma };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let run = |k: Kernels| {
+                let q = Qsgd {
+                    kernels: k,
+                    ..Qsgd::new(d, s, bucket, QsgdNorm::Max, coding).unwrap()
+                };
+                let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+                let (mut out, mut msg) = (vec![0.0; d], Message::default());
+                q.compress(&x, &mut rng, &mut out, &mut msg);
+                let (mut xs, mut hs, mut scratch) = (x.clone(), h.clone(), vec![0.0; d]);
+                let mut shifted = Message::default();
+                let shift = Shift { h: &mut hs, a };
+                q.compress_shifted(k, &mut xs, shift, &mut rng, &mut scratch, &mut shifted);
+                (msg.bytes, msg.bits, bits(&out), shifted.bytes, shifted.bits, bits(&hs))
+            };
+            let scalar = run(Kernels::scalar());
+            for k in Kernels::available() {
+                prop_assert_eq!(&run(k), &scalar, "{}", k.name());
+            }
+        }
+
         /// The Elias-gamma packer writes the same bits on every kernel path (AVX2 packs 32
         /// codes at a time, the others eight), after any number of bits already held.
         #[test]
