@@ -254,7 +254,7 @@ pub fn qsgd_compress_once(
 /// The server's sum of QSGD uploads alone, as DIANA's node phase forms it each round: `nodes`
 /// messages decoded two at a time into their level form
 /// ([`lena_compress::Compressor::decode_levels_two`], the message in cache, as just encoded)
-/// and each added into a sum row, `sum += level_value(step, field)`; one thread, or the nodes
+/// and each added into a sum row (`Qsgd::add_level_values`, as the round adds them); one thread, or the nodes
 /// split in two halves on two (`sums`: a row per thread).
 pub fn qsgd_decode_once(
     k: Kernels,
@@ -279,11 +279,7 @@ pub fn qsgd_decode_once(
             };
             for (f, steps) in [(&f0, &s0), (&f1, &s1)] {
                 for ((sum, f), &step) in sum.chunks_mut(bucket).zip(f.chunks(bucket)).zip(steps) {
-                    k.vectorize(|| {
-                        for (s, &f) in sum.iter_mut().zip(f) {
-                            *s += lena_compress::Qsgd::level_value(step, f);
-                        }
-                    });
+                    lena_compress::Qsgd::add_level_values(k, sum, f, step);
                 }
             }
         }

@@ -632,11 +632,7 @@ fn add_levels(k: Kernels, sum: &mut [f32], off: usize, l: &Levels) {
         let seg = ((b + 1) * l.bucket).min(end);
         let step = l.steps[b];
         let (s, f) = (&mut sum[at - off..seg - off], &l.fields[at..seg]);
-        k.vectorize(|| {
-            for (s, &f) in s.iter_mut().zip(f) {
-                *s += lena_compress::Qsgd::level_value(step, f);
-            }
-        });
+        lena_compress::Qsgd::add_level_values(k, s, f, step);
         at = seg;
     }
 }

@@ -813,6 +813,37 @@ impl Qsgd {
         Self::field_value(step, u32::from(field))
     }
 
+    /// `sum[j] += Self::level_value(step, fields[j])` for every j: the values of a run of a
+    /// decoded upload's fields in one bucket added to a server's sum, the same floats on every
+    /// path.
+    ///
+    /// PERF: on AVX-512, where every field is below 32 (levels up to 15), each value is its
+    /// field's entry of a 32-value table (`vpermt2ps`): three vector instructions per sixteen
+    /// fields where the arithmetic takes eight.
+    ///
+    /// # Panics
+    /// If `sum` and `fields` differ in length.
+    pub fn add_level_values(k: Kernels, sum: &mut [f32], fields: &[u8], step: f32) {
+        assert_eq!(sum.len(), fields.len(), "add_level_values: lengths");
+        #[allow(unused_mut)] // Only x86-64 has a path that takes some first.
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if k.f32_lanes() == 16
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && k.vectorize(|| fields.iter().fold(0, |m, &f| m.max(f))) < 32
+        {
+            // SAFETY: the CPU has AVX-512 F and BW (checked above).
+            done = unsafe { add_values_avx512(sum, fields, step) };
+        }
+        let (sum, fields) = (&mut sum[done..], &fields[done..]);
+        k.vectorize(|| {
+            for (s, &f) in sum.iter_mut().zip(fields) {
+                *s += Self::level_value(step, f);
+            }
+        });
+    }
+
     /// The value of field `f` (`level << 1 | sign`) in a bucket of step `step`.
     #[inline(always)]
     fn field_value(step: f32, f: u32) -> f32 {
@@ -953,6 +984,39 @@ unsafe fn levels_avx512<const SHIFT: bool>(
         unsafe {
             _mm_storeu_si128(fields.as_mut_ptr().add(i).cast(), narrow);
             _mm512_storeu_ps(oc.as_mut_ptr().add(i), out);
+        }
+    }
+    m
+}
+
+/// [`Qsgd::add_level_values`] on the leading whole vectors of sixteen fields, each below 32;
+/// returns how many it took.
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn add_values_avx512(sum: &mut [f32], fields: &[u8], step: f32) -> usize {
+    use std::arch::x86_64::{
+        _mm_loadu_si128, _mm512_add_ps, _mm512_cvtepu8_epi32, _mm512_loadu_ps,
+        _mm512_permutex2var_ps, _mm512_storeu_ps,
+    };
+    let m = sum.len().min(fields.len()) / 16 * 16;
+    let table: [f32; 32] = std::array::from_fn(|f| Qsgd::level_value(step, f as u8));
+    // SAFETY (every load and store): within the slices' first `m` elements, or the table's 32;
+    // unaligned accesses.
+    let (lo, hi) = unsafe {
+        (
+            _mm512_loadu_ps(table.as_ptr()),
+            _mm512_loadu_ps(table.as_ptr().add(16)),
+        )
+    };
+    for i in (0..m).step_by(16) {
+        unsafe {
+            let f = _mm512_cvtepu8_epi32(_mm_loadu_si128(fields.as_ptr().add(i).cast()));
+            let v = _mm512_permutex2var_ps(lo, f, hi);
+            let s = sum.as_mut_ptr().add(i);
+            _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), v));
         }
     }
     m
@@ -2180,6 +2244,37 @@ mod tests {
             let scalar = run(Kernels::scalar());
             for k in Kernels::available() {
                 prop_assert_eq!(&run(k), &scalar, "{}", k.name());
+            }
+        }
+
+        /// A decoded upload's values add to a sum as the definition's (`level_value`, one
+        /// after the other) on every kernel path: fields below 32 (AVX-512's table) and
+        /// above, any step (zero, subnormal, infinite, NaN), any length.
+        #[test]
+        fn level_values_add_as_the_definition_on_every_path(
+            rows in proptest::collection::vec((0u8..=31, -10.0f32..10.0), 0..100),
+            wide in prop_oneof![3 => Just(None), 1 => (0usize..100, 32u8..=255).prop_map(Some)],
+            step in prop_oneof![
+                4 => 1e-3f32..10.0,
+                1 => Just(0.0f32),
+                1 => Just(1e-41f32),
+                1 => Just(f32::INFINITY),
+                1 => Just(f32::NAN),
+            ],
+        ) {
+            let (mut fields, sum): (Vec<u8>, Vec<f32>) = rows.into_iter().unzip();
+            if let Some((at, f)) = wide && at < fields.len() {
+                fields[at] = f;
+            }
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let mut expect = sum.clone();
+            for (s, &f) in expect.iter_mut().zip(&fields) {
+                *s += Qsgd::level_value(step, f);
+            }
+            for k in Kernels::available() {
+                let mut got = sum.clone();
+                Qsgd::add_level_values(k, &mut got, &fields, step);
+                prop_assert_eq!(bits(&got), bits(&expect), "{}", k.name());
             }
         }
 
