@@ -377,7 +377,7 @@ impl Qsgd {
                 .zip(ub.chunks(CHUNK))
                 .zip(ob.chunks_mut(CHUNK))
             {
-                self.levels::<F, false>(n, xc, uc, 0.0, oc, &mut fields[..xc.len()]);
+                self.levels::<F, false>(n, xc, uc, 0.0, oc, &mut fields[..xc.len()], Ahead::NONE);
             }
         }
     }
@@ -387,7 +387,9 @@ impl Qsgd {
     ///
     /// With `SHIFT`, `oc` is a shift h and the chunk's coordinates are `x_i - h_i` (rounded
     /// once, the floats of `axpy(-1, h, x)`); each `h_i` moves to `fma(a, value, h_i)`.
+    /// `ahead`: memory the caller reads next, requested meanwhile where the loop can.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // The loop's operands and a hint.
     fn levels<F: Field, const SHIFT: bool>(
         &self,
         n: f32,
@@ -396,6 +398,7 @@ impl Qsgd {
         a: f32,
         oc: &mut [f32],
         fields: &mut [F],
+        ahead: Ahead,
     ) {
         let s = self.s as f32;
         let scale = if n > 0.0 { s / n } else { 0.0 };
@@ -411,7 +414,8 @@ impl Qsgd {
             && std::arch::is_x86_feature_detected!("avx512dq")
         {
             // SAFETY: the CPU has AVX-512 F, BW and DQ (checked above).
-            done = unsafe { levels_avx512::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes) };
+            done =
+                unsafe { levels_avx512::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes, ahead) };
         }
         let (xc, random) = (&xc[done..], &random[done..]);
         let (oc, fields) = (&mut oc[done..], &mut fields[done..]);
@@ -477,7 +481,9 @@ impl Qsgd {
         // PERF: words, not bytes, so the level loop loads eight draws with one vector load.
         let mut random = [0u32; CHUNK];
         let mut fields = [F::default(); CHUNK];
-        let (shifted, a) = (shift.is_some(), shift.as_ref().map_or(0.0, |s| s.0));
+        let a = shift.as_ref().map_or(0.0, |s| s.0);
+        // The shift's place, for `Ahead` hints (addresses only: never read through).
+        let h_span = shift.as_ref().map(|(_, h)| h.as_ptr_range());
         for (b, (xb, ob)) in x
             .chunks(self.bucket)
             .zip(out.chunks_mut(self.bucket))
@@ -500,10 +506,16 @@ impl Qsgd {
                 for r in &mut random[..m] {
                     *r = u32::from_le(*r);
                 }
-                if shifted {
-                    self.levels::<F, true>(n, xc, &random[..m], a, oc, &mut fields[..m]);
+                if let Some(h) = &h_span {
+                    // PERF: the shift two chunks on, requested while this chunk's levels are
+                    // worked out: its bucket's norm then reads it from L1, not L3 (the norms
+                    // were a tenth of DIANA's round; they take h's first reads). One chunk on
+                    // came too late.
+                    let ahead = Ahead::within(oc.as_ptr().wrapping_add(2 * CHUNK), m, h);
+                    self.levels::<F, true>(n, xc, &random[..m], a, oc, &mut fields[..m], ahead);
                 } else {
-                    self.levels::<F, false>(n, xc, &random[..m], 0.0, oc, &mut fields[..m]);
+                    let none = Ahead::NONE;
+                    self.levels::<F, false>(n, xc, &random[..m], 0.0, oc, &mut fields[..m], none);
                 }
                 match self.coding {
                     // PERF: byte fields (at most 8 bits each): eight at a time where they are
@@ -916,6 +928,7 @@ unsafe fn levels_avx512<const SHIFT: bool>(
     random: &[u32],
     oc: &mut [f32],
     fields: &mut [u8],
+    ahead: Ahead,
 ) -> usize {
     use std::arch::x86_64::{
         __m128i, __m512, __m512i, _CMP_LT_OS, _mm_storeu_si128, _mm512_add_epi32, _mm512_and_si512,
@@ -943,6 +956,7 @@ unsafe fn levels_avx512<const SHIFT: bool>(
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let minus_one = _mm512_set1_epi32(-1);
     for i in (0..m).step_by(16) {
+        ahead.request(i);
         let (bits, x, o): (__m512i, __m512, __m512) = unsafe {
             (
                 _mm512_loadu_si512(random.as_ptr().add(i).cast()),
@@ -1020,6 +1034,47 @@ unsafe fn add_values_avx512(sum: &mut [f32], fields: &[u8], step: f32) -> usize 
         }
     }
     m
+}
+
+/// Floats a loop requests into L1 as it goes, one cache line per sixteen of its coordinates
+/// (a hint: never read through, so it may cover memory the loop writes).
+#[derive(Clone, Copy)]
+struct Ahead {
+    /// The first float's address.
+    at: usize,
+    /// How many floats.
+    len: usize,
+}
+
+impl Ahead {
+    /// Nothing to request.
+    const NONE: Self = Self { at: 0, len: 0 };
+
+    /// The `len` floats from `at`, cut to those within `span`.
+    fn within(at: *const f32, len: usize, span: &std::ops::Range<*const f32>) -> Self {
+        let (at, start, end) = (at as usize, span.start as usize, span.end as usize);
+        if at < start || at >= end {
+            return Self::NONE;
+        }
+        Self {
+            at,
+            len: len.min((end - at) / 4),
+        }
+    }
+
+    /// Requests the line of float `i` (if within), for a loop at coordinate `i`.
+    #[inline(always)]
+    fn request(self, i: usize) {
+        if i < self.len {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch never faults and writes nothing, whatever its address.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (self.at + 4 * i) as *const i8,
+                );
+            }
+        }
+    }
 }
 
 /// Coordinates QSGD's encoder draws, rounds and packs at a time (within a bucket: a chunk of
@@ -2138,6 +2193,29 @@ mod tests {
         ]
     }
 
+    /// A hint's floats are cut to the span they lie in, and a hint that starts outside it is
+    /// none (the encoder's last chunks point past the shift's end).
+    #[test]
+    fn lines_ahead_stay_within_their_span() {
+        let h = vec![0.0f32; 100];
+        let span = h.as_ptr_range();
+        let inside = Ahead::within(h.as_ptr().wrapping_add(90), 64, &span);
+        assert_eq!((inside.at, inside.len), (h.as_ptr() as usize + 360, 10));
+        let whole = Ahead::within(h.as_ptr(), 64, &span);
+        assert_eq!(whole.len, 64);
+        for past in [100, 1124] {
+            assert_eq!(
+                Ahead::within(h.as_ptr().wrapping_add(past), 64, &span).len,
+                0
+            );
+        }
+        // Every request, in or out of the hint, leaves everything as it was.
+        for i in 0..200 {
+            inside.request(i);
+        }
+        assert!(h.iter().all(|&v| v == 0.0));
+    }
+
     proptest! {
         /// Every kernel path rounds as the definition does, bit for bit: NaN, infinities,
         /// signed zeros, subnormal and huge values, from one level to 2^24.
@@ -2195,9 +2273,9 @@ mod tests {
                 };
                 let (mut o, mut fields) = (h.clone(), vec![0u8; d]);
                 if shifted {
-                    q.levels::<u8, true>(n, &x, &random, a, &mut o, &mut fields);
+                    q.levels::<u8, true>(n, &x, &random, a, &mut o, &mut fields, Ahead::NONE);
                 } else {
-                    q.levels::<u8, false>(n, &x, &random, 0.0, &mut o, &mut fields);
+                    q.levels::<u8, false>(n, &x, &random, 0.0, &mut o, &mut fields, Ahead::NONE);
                 }
                 (fields, bits(&o))
             };
