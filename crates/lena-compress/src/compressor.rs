@@ -1403,14 +1403,24 @@ fn gamma_pair_codes() -> &'static [u32; 4096] {
 }
 
 /// Pushes the Elias-gamma codes of `fields` (each at most `2 PAIR_LEVELS + 1`, so that a code
-/// and its sign take at most 6 bits) into `p`, the bits of one push per field: 32 at a time
-/// where `k`'s path has AVX2 ([`pack_gamma_avx2`]), then eight at a time, then one at a time.
+/// and its sign take at most 6 bits) into `p`, the bits of one push per field: 64 at a time
+/// where `k`'s path has AVX-512 ([`pack_gamma_avx512`]), 32 at a time where it has AVX2
+/// ([`pack_gamma_avx2`]), then eight at a time, then one at a time.
 ///
 /// PERF: every eight fields are one 64-bit load, four lookups of a byte pair's codes and one
 /// push of at most 48 bits, with no branch on the levels.
 fn pack_gamma(k: Kernels, p: &mut Packer, fields: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    let fields = if k.f32_lanes() >= 8 && std::arch::is_x86_feature_detected!("avx2") {
+    let fields = if k.f32_lanes() == 16
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        // SAFETY: the CPU has AVX-512 F and BW (checked above), and so AVX2.
+        let done = unsafe { pack_gamma_avx512(p, fields) };
+        let fields = &fields[done..];
+        let done = unsafe { pack_gamma_avx2(p, fields) };
+        &fields[done..]
+    } else if k.f32_lanes() >= 8 && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked above).
         let done = unsafe { pack_gamma_avx2(p, fields) };
         &fields[done..]
@@ -1523,17 +1533,83 @@ unsafe fn pack_gamma_avx2(p: &mut Packer, fields: &[u8]) -> usize {
             _mm256_storeu_si256(std::ptr::from_mut(&mut c).cast::<__m256i>(), c64);
             _mm256_storeu_si256(std::ptr::from_mut(&mut l).cast::<__m256i>(), l64);
         }
-        // PERF: two octets' codes in one push where they fit 56 bits (most do: a field of level
-        // 0 is one bit), so that the packer's serial chain takes half as many steps.
-        for k in [0, 2] {
-            let (l0, l1) = (l[k] as u32, l[k + 1] as u32);
-            if l0 + l1 <= 56 {
-                p.push(c[k] | c[k + 1] << l0, l0 + l1);
-            } else {
-                p.push(c[k], l0);
-                p.push(c[k + 1], l1);
-            }
+        push_octets(p, &c, &l);
+    }
+    done
+}
+
+/// Pushes octets' codes `c` of lengths `l` (at most 48 bits each) in order.
+///
+/// PERF: two octets' codes in one push where they fit 56 bits (most do: a field of level 0 is
+/// one bit), so that the packer's serial chain takes half as many steps.
+#[inline(always)]
+fn push_octets(p: &mut Packer, c: &[u64], l: &[u64]) {
+    for (c, l) in c.chunks_exact(2).zip(l.chunks_exact(2)) {
+        let (l0, l1) = (l[0] as u32, l[1] as u32);
+        if l0 + l1 <= 56 {
+            p.push(c[0] | c[1] << l0, l0 + l1);
+        } else {
+            p.push(c[0], l0);
+            p.push(c[1], l1);
         }
+    }
+}
+
+/// [`pack_gamma_avx2`] 64 fields at a time: the same lookups and joins on 512-bit vectors,
+/// eight octets' codes a step.
+///
+/// PERF: half the vector instructions per field; DIANA's round at M = 200 about 2% faster
+/// (Intel Xeon, alternated builds).
+///
+/// # Safety
+/// The CPU must have AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn pack_gamma_avx512(p: &mut Packer, fields: &[u8]) -> usize {
+    use std::arch::x86_64::{
+        __m256i, __m512i, _mm256_loadu_si256, _mm512_add_epi64, _mm512_and_si512,
+        _mm512_broadcast_i64x4, _mm512_loadu_si512, _mm512_madd_epi16, _mm512_maddubs_epi16,
+        _mm512_or_si512, _mm512_set1_epi8, _mm512_set1_epi16, _mm512_set1_epi32, _mm512_set1_epi64,
+        _mm512_shuffle_epi8, _mm512_slli_epi16, _mm512_slli_epi32, _mm512_sllv_epi32,
+        _mm512_sllv_epi64, _mm512_srli_epi64, _mm512_storeu_si512,
+    };
+    const _: () = assert!(6 * 8 <= 56 && 2 * PAIR_LEVELS + 1 < 16);
+    let wide = |b: &[u8; 32]| {
+        // SAFETY: 32 readable bytes; an unaligned load, the same table in both halves.
+        _mm512_broadcast_i64x4(unsafe {
+            _mm256_loadu_si256(std::ptr::from_ref(b).cast::<__m256i>())
+        })
+    };
+    let [codes_t, lens_t, pow_t] = gamma_nibble_tables();
+    let (codes_t, lens_t, pow_t) = (wide(codes_t), wide(lens_t), wide(pow_t));
+    let groups = fields.chunks_exact(64);
+    let done = fields.len() - groups.remainder().len();
+    for group in groups {
+        // SAFETY: 64 readable bytes; an unaligned load.
+        let v = unsafe { _mm512_loadu_si512(group.as_ptr().cast::<__m512i>()) };
+        let codes = _mm512_shuffle_epi8(codes_t, v);
+        let lens = _mm512_shuffle_epi8(lens_t, v);
+        let pow = _mm512_shuffle_epi8(pow_t, lens);
+        let mult = _mm512_or_si512(_mm512_slli_epi16::<8>(pow), _mm512_set1_epi16(1));
+        let c16 = _mm512_maddubs_epi16(codes, mult);
+        let l16 = _mm512_maddubs_epi16(lens, _mm512_set1_epi8(1));
+        let low_len = _mm512_and_si512(l16, _mm512_set1_epi32(0xffff));
+        let pow16 = _mm512_sllv_epi32(_mm512_set1_epi32(1), low_len);
+        let mult16 = _mm512_or_si512(_mm512_slli_epi32::<16>(pow16), _mm512_set1_epi32(1));
+        let c32 = _mm512_madd_epi16(c16, mult16);
+        let l32 = _mm512_madd_epi16(l16, _mm512_set1_epi16(1));
+        let low32 = _mm512_set1_epi64(0xffff_ffff);
+        let low_len = _mm512_and_si512(l32, low32);
+        let high = _mm512_sllv_epi64(_mm512_srli_epi64::<32>(c32), low_len);
+        let c64 = _mm512_or_si512(_mm512_and_si512(c32, low32), high);
+        let l64 = _mm512_add_epi64(low_len, _mm512_srli_epi64::<32>(l32));
+        let (mut c, mut l) = ([0u64; 8], [0u64; 8]);
+        // SAFETY: 64 writable bytes each; unaligned stores.
+        unsafe {
+            _mm512_storeu_si512(c.as_mut_ptr().cast(), c64);
+            _mm512_storeu_si512(l.as_mut_ptr().cast(), l64);
+        }
+        push_octets(p, &c, &l);
     }
     done
 }
@@ -2356,8 +2432,8 @@ mod tests {
             }
         }
 
-        /// The Elias-gamma packer writes the same bits on every kernel path (AVX2 packs 32
-        /// codes at a time, the others eight), after any number of bits already held.
+        /// The Elias-gamma packer writes the same bits on every kernel path (AVX-512 packs 64
+        /// codes at a time, AVX2 32, the others eight), after any number of bits already held.
         #[test]
         fn gamma_packing_is_the_same_on_every_path(
             fields in proptest::collection::vec(0u8..=2 * PAIR_LEVELS as u8 + 1, 0..600),
