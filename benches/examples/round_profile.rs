@@ -264,9 +264,10 @@ fn main() {
 }
 
 /// Every stream's uniforms for one QSGD round of `d` coordinates, drawn as the simulator draws
-/// them: eight streams at a time in a vector's lanes (`Kernels::xoshiro256pp_lanes`), then each
-/// stream's words copied into the compressor's chunks of 256 coordinates (as many words as the
-/// compressor takes); half the streams on each of two threads, each with its buffer in `ahead`.
+/// them: eight streams at a time in a vector's lanes (`Kernels::xoshiro256pp_lanes`), then, with
+/// `copy`, each stream's words copied out chunk by chunk (256 coordinates a chunk, as many words
+/// as the compressor takes) as a node's compressor copies them; half the streams on each of two
+/// threads, each with its buffer in `ahead`.
 fn draw_uniforms(
     k: Kernels,
     streams: &mut [[u64; 4]],

@@ -196,6 +196,10 @@ impl rand::RngCore for Replay<'_> {
     }
 
     fn fill_bytes(&mut self, dst: &mut [u8]) {
+        assert!(
+            !self.bytes.is_empty() || dst.is_empty(),
+            "Replay: no bytes to replay"
+        );
         let mut done = 0;
         while done < dst.len() {
             if self.at == self.bytes.len() {

@@ -510,7 +510,7 @@ impl Qsgd {
                     // PERF: the shift two chunks on, requested while this chunk's levels are
                     // worked out: its bucket's norm then reads it from L1, not L3 (the norms
                     // were a tenth of DIANA's round; they take h's first reads). One chunk on
-                    // came too late.
+                    // gained less.
                     let ahead = Ahead::within(oc.as_ptr().wrapping_add(2 * CHUNK), m, h);
                     self.levels::<F, true>(n, xc, &random[..m], a, oc, &mut fields[..m], ahead);
                 } else {
@@ -906,7 +906,8 @@ const AVX512_LEVELS: u32 = 15;
 /// [`AVX512_LEVELS`] levels (`s`): the same fields and the same floats, bit for bit; returns
 /// how many coordinates it took.
 ///
-/// PERF: 18 vector instructions per sixteen coordinates where the compiler's loop takes 24.
+/// PERF: 19 vector instructions per sixteen coordinates (one of them a register copy) where
+/// the compiler's loop takes 24.
 /// With 512-bit vectors Intel runs vector arithmetic on two ports only, and the loop is bound
 /// by them. A coordinate's value `±unit level` is its field's entry of a 32-value table
 /// (`vpermt2ps`) instead of a conversion, a product and the sign's shift and or; the fraction
