@@ -407,13 +407,10 @@ impl Qsgd {
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if self.s <= AVX512_LEVELS
-            && self.kernels.f32_lanes() == 16
+            && avx512(self.kernels)
             && let Some(bytes) = F::bytes_mut(fields)
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512dq")
         {
-            // SAFETY: the CPU has AVX-512 F, BW and DQ (checked above).
+            // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`).
             done =
                 unsafe { levels_avx512::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes, ahead) };
         }
@@ -840,12 +837,8 @@ impl Qsgd {
         #[allow(unused_mut)] // Only x86-64 has a path that takes some first.
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if k.f32_lanes() == 16
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && k.vectorize(|| fields.iter().fold(0, |m, &f| m.max(f))) < 32
-        {
-            // SAFETY: the CPU has AVX-512 F and BW (checked above).
+        if avx512(k) && k.vectorize(|| fields.iter().fold(0, |m, &f| m.max(f))) < 32 {
+            // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`).
             done = unsafe { add_values_avx512(sum, fields, step) };
         }
         let (sum, fields) = (&mut sum[done..], &fields[done..]);
@@ -897,6 +890,33 @@ impl Qsgd {
     }
 }
 
+/// Whether QSGD's AVX-512 loops run (`levels_avx512`, `add_values_avx512`,
+/// `pack_gamma_avx512`): the kernels' path has sixteen lanes and the CPU AVX-512 F, BW and DQ.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx512(k: Kernels) -> bool {
+    k.f32_lanes() == 16
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+}
+
+/// The value of every field below 32 (`level << 1 | sign`) in a bucket of step `step`, as
+/// [`Qsgd::level_value`] computes it, in two vectors for `vpermt2ps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn value_table(step: f32) -> [std::arch::x86_64::__m512; 2] {
+    use std::arch::x86_64::_mm512_loadu_ps;
+    let table: [f32; 32] = std::array::from_fn(|f| Qsgd::level_value(step, f as u8));
+    // SAFETY: 32 floats, read in two unaligned loads of 16.
+    unsafe {
+        [
+            _mm512_loadu_ps(table.as_ptr()),
+            _mm512_loadu_ps(table.as_ptr().add(16)),
+        ]
+    }
+}
+
 /// The most levels [`levels_avx512`] takes: its fields (`level << 1 | sign`) index a table of
 /// 32 values.
 #[cfg(target_arch = "x86_64")]
@@ -940,24 +960,16 @@ unsafe fn levels_avx512<const SHIFT: bool>(
         _mm512_sub_ps,
     };
     let m = xc.len().min(random.len()).min(oc.len()).min(fields.len()) / 16 * 16;
-    // Every field's value, as `Qsgd::value` computes it: field f is level f >> 1, negative
-    // if f is odd.
-    let table: [f32; 32] =
-        std::array::from_fn(|f| Qsgd::value(unit, (f >> 1) as f32, (f & 1) as u32));
-    // SAFETY (every load and store below): within the slices, the first `m` elements of each
-    // (m <= every length); unaligned accesses.
-    let (t_lo, t_hi) = unsafe {
-        (
-            _mm512_loadu_ps(table.as_ptr()),
-            _mm512_loadu_ps(table.as_ptr().add(16)),
-        )
-    };
+    // Every field's value (the coordinates' values, as the compiler's loop computes them).
+    let [t_lo, t_hi] = value_table(unit);
     let (s_v, scale_v, a_v) = (_mm512_set1_ps(s), _mm512_set1_ps(scale), _mm512_set1_ps(a));
     let two_m24 = _mm512_set1_ps(1.0 / (1u32 << 24) as f32);
     let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
     let minus_one = _mm512_set1_epi32(-1);
     for i in (0..m).step_by(16) {
         ahead.request(i);
+        // SAFETY (every load and store of the loop): within the slices, the first `m` elements
+        // of each (m <= every length); unaligned accesses.
         let (bits, x, o): (__m512i, __m512, __m512) = unsafe {
             (
                 _mm512_loadu_si512(random.as_ptr().add(i).cast()),
@@ -1017,16 +1029,9 @@ unsafe fn add_values_avx512(sum: &mut [f32], fields: &[u8], step: f32) -> usize 
         _mm512_permutex2var_ps, _mm512_storeu_ps,
     };
     let m = sum.len().min(fields.len()) / 16 * 16;
-    let table: [f32; 32] = std::array::from_fn(|f| Qsgd::level_value(step, f as u8));
-    // SAFETY (every load and store): within the slices' first `m` elements, or the table's 32;
-    // unaligned accesses.
-    let (lo, hi) = unsafe {
-        (
-            _mm512_loadu_ps(table.as_ptr()),
-            _mm512_loadu_ps(table.as_ptr().add(16)),
-        )
-    };
+    let [lo, hi] = value_table(step);
     for i in (0..m).step_by(16) {
+        // SAFETY: within the slices' first `m` elements; unaligned accesses.
         unsafe {
             let f = _mm512_cvtepu8_epi32(_mm_loadu_si128(fields.as_ptr().add(i).cast()));
             let v = _mm512_permutex2var_ps(lo, f, hi);
@@ -1412,11 +1417,8 @@ fn gamma_pair_codes() -> &'static [u32; 4096] {
 /// push of at most 48 bits, with no branch on the levels.
 fn pack_gamma(k: Kernels, p: &mut Packer, fields: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    let fields = if k.f32_lanes() == 16
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-    {
-        // SAFETY: the CPU has AVX-512 F and BW (checked above), and so AVX2.
+    let fields = if avx512(k) {
+        // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`), and so AVX2.
         let done = unsafe { pack_gamma_avx512(p, fields) };
         let fields = &fields[done..];
         let done = unsafe { pack_gamma_avx2(p, fields) };
