@@ -413,6 +413,11 @@ impl Qsgd {
             // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`).
             done =
                 unsafe { levels_avx512::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes, ahead) };
+        } else if avx2(self.kernels)
+            && let Some(bytes) = F::bytes_mut(fields)
+        {
+            // SAFETY: the CPU has AVX2 and FMA (`avx2`).
+            done = unsafe { levels_avx2::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes, ahead) };
         }
         let (xc, random) = (&xc[done..], &random[done..]);
         let (oc, fields) = (&mut oc[done..], &mut fields[done..]);
@@ -507,7 +512,7 @@ impl Qsgd {
                     // PERF: the shift two chunks on, requested while this chunk's levels are
                     // worked out: its bucket's norm then reads it from L1, not L3 (the norms
                     // were a tenth of DIANA's round; they take h's first reads). One chunk on
-                    // gained less.
+                    // gained less. Only the AVX-512 and AVX2 loops take the requests.
                     let ahead = Ahead::within(oc.as_ptr().wrapping_add(2 * CHUNK), m, h);
                     self.levels::<F, true>(n, xc, &random[..m], a, oc, &mut fields[..m], ahead);
                 } else {
@@ -904,6 +909,16 @@ fn avx512(k: Kernels) -> bool {
         && std::arch::is_x86_feature_detected!("avx512dq")
 }
 
+/// Whether QSGD's level loop on AVX2 runs (`levels_avx2`): the kernels' path has eight lanes
+/// and the CPU AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn avx2(k: Kernels) -> bool {
+    k.f32_lanes() == 8
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// The value of every field below 32 (`level << 1 | sign`) in a bucket of step `step`, as
 /// [`Qsgd::level_value`] computes it, in two vectors for `vpermt2ps`.
 #[cfg(target_arch = "x86_64")]
@@ -1015,6 +1030,103 @@ unsafe fn levels_avx512<const SHIFT: bool>(
             _mm_storeu_si128(fields.as_mut_ptr().add(i).cast(), narrow);
             _mm512_storeu_ps(oc.as_mut_ptr().add(i), out);
         }
+    }
+    m
+}
+
+/// [`Qsgd::levels`]' loop on the leading whole pairs of vectors of eight coordinates on AVX2:
+/// the same fields and the same floats, bit for bit, for byte fields (`s <= 126`); returns how
+/// many coordinates it took.
+///
+/// PERF: the compiler's loop, written out so that it can request `ahead` (the shift two
+/// chunks on, a line per sixteen coordinates) as it goes: that chunk's norm then reads the
+/// shift from L1. The compiler's loop could not take the request and stay vectorised.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)] // The level loop's operands, as `Qsgd::levels` has them.
+unsafe fn levels_avx2<const SHIFT: bool>(
+    s: f32,
+    scale: f32,
+    unit: f32,
+    a: f32,
+    xc: &[f32],
+    random: &[u32],
+    oc: &mut [f32],
+    fields: &mut [u8],
+    ahead: Ahead,
+) -> usize {
+    use std::arch::x86_64::{
+        __m256, __m256i, _CMP_LT_OS, _mm_storeu_si128, _mm256_add_epi32, _mm256_and_si256,
+        _mm256_castps_si256, _mm256_castsi256_ps, _mm256_castsi256_si128, _mm256_cmp_ps,
+        _mm256_cvtepi32_ps, _mm256_cvttps_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_loadu_si256, _mm256_min_epu32, _mm256_min_ps, _mm256_mul_ps, _mm256_or_si256,
+        _mm256_packus_epi16, _mm256_packus_epi32, _mm256_permutevar8x32_epi32, _mm256_set1_epi32,
+        _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_si256, _mm256_slli_epi32,
+        _mm256_srli_epi32, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps,
+    };
+    let m = xc.len().min(random.len()).min(oc.len()).min(fields.len()) / 16 * 16;
+    let (s_v, scale_v, unit_v) = (
+        _mm256_set1_ps(s),
+        _mm256_set1_ps(scale),
+        _mm256_set1_ps(unit),
+    );
+    let a_v = _mm256_set1_ps(a);
+    let two_m24 = _mm256_set1_ps(1.0 / (1u32 << 24) as f32);
+    let abs_mask = _mm256_set1_epi32(0x7fff_ffff);
+    // The packed fields' groups of four in coordinate order.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    // Eight coordinates from `j`: their fields (32 bits each), their values stored.
+    macro_rules! eight {
+        ($j:expr) => {{
+            let j = $j;
+            // SAFETY (every load and store): within the slices' first `m` elements (m <= every
+            // length); unaligned accesses.
+            let (bits, x, o): (__m256i, __m256, __m256) = unsafe {
+                (
+                    _mm256_loadu_si256(random.as_ptr().add(j).cast()),
+                    _mm256_loadu_ps(xc.as_ptr().add(j)),
+                    _mm256_loadu_ps(oc.as_ptr().add(j)),
+                )
+            };
+            // A uniform in [0, 1) from the top 24 bits of the draw (exact).
+            let u = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<8>(bits)), two_m24);
+            let xi = if SHIFT { _mm256_sub_ps(x, o) } else { x };
+            let xb = _mm256_castps_si256(xi);
+            let abs = _mm256_castsi256_ps(_mm256_and_si256(xb, abs_mask));
+            // min(p, s): p if p < s, else s (and s for a NaN p), as the loop's select.
+            let r = _mm256_min_ps(_mm256_mul_ps(abs, scale_v), s_v);
+            let lower = _mm256_cvttps_epi32(r);
+            let frac = _mm256_sub_ps(r, _mm256_cvtepi32_ps(lower));
+            // All ones (-1) where the level rounds up.
+            let up = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OS>(u, frac));
+            let level = _mm256_sub_epi32(lower, up);
+            let negative = _mm256_min_epu32(_mm256_srli_epi32::<31>(xb), level);
+            let field = _mm256_or_si256(_mm256_add_epi32(level, level), negative);
+            let magnitude = _mm256_castps_si256(_mm256_mul_ps(unit_v, _mm256_cvtepi32_ps(level)));
+            let sign = _mm256_slli_epi32::<31>(negative);
+            let v = _mm256_castsi256_ps(_mm256_or_si256(magnitude, sign));
+            let out = if SHIFT { _mm256_fmadd_ps(a_v, v, o) } else { v };
+            unsafe { _mm256_storeu_ps(oc.as_mut_ptr().add(j), out) };
+            field
+        }};
+    }
+    for i in (0..m).step_by(16) {
+        ahead.request(i);
+        let (f0, f1) = (eight!(i), eight!(i + 8));
+        // Byte fields are taken for s <= 126: every field is at most 253, which both
+        // saturating packs keep; the packs interleave the two vectors' halves, `order` puts
+        // them back.
+        let bytes = _mm256_packus_epi16(_mm256_packus_epi32(f0, f1), _mm256_setzero_si256());
+        let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+        unsafe {
+            _mm_storeu_si128(
+                fields.as_mut_ptr().add(i).cast(),
+                _mm256_castsi256_si128(bytes),
+            )
+        };
     }
     m
 }
@@ -2371,9 +2483,9 @@ mod tests {
 
         /// With the max norm (the same float on every path, whatever the summation order),
         /// QSGD writes the same message, values and shift on every kernel path as on the
-        /// scalar one (AVX-512 rounds with its own loop, `levels_avx512`; AVX2 packs 32 codes
-        /// at a time): with and without a shift, either coding, whole and partial buckets and
-        /// chunks.
+        /// scalar one (AVX-512 and AVX2 round with loops of their own, `levels_avx512` and
+        /// `levels_avx2`; AVX2 packs 32 codes at a time): with and without a shift, either
+        /// coding, whole and partial buckets and chunks.
         #[test]
         fn max_norm_messages_are_the_same_on_every_path(
             xh in proptest::collection::vec((any_coordinate(), -10.0f32..10.0), 1..1300),
