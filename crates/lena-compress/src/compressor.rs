@@ -1121,6 +1121,7 @@ unsafe fn levels_avx2<const SHIFT: bool>(
         // them back.
         let bytes = _mm256_packus_epi16(_mm256_packus_epi32(f0, f1), _mm256_setzero_si256());
         let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+        // SAFETY: sixteen bytes within `fields`' first `m`; an unaligned store.
         unsafe {
             _mm_storeu_si128(
                 fields.as_mut_ptr().add(i).cast(),
