@@ -845,7 +845,7 @@ impl Qsgd {
         #[allow(unused_mut)] // Only x86-64 has a path that takes some first.
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if avx512(k) && k.vectorize(|| fields.iter().fold(0, |m, &f| m.max(f))) < 32 {
+        if avx512(k) && k.vectorize(|| <u8 as Field>::max(fields)) < 32 {
             // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`).
             done = unsafe { add_values_avx512(sum, fields, step) };
         }
@@ -909,8 +909,8 @@ fn avx512(k: Kernels) -> bool {
         && std::arch::is_x86_feature_detected!("avx512dq")
 }
 
-/// Whether QSGD's level loop on AVX2 runs (`levels_avx2`): the kernels' path has eight lanes
-/// and the CPU AVX2 and FMA.
+/// Whether QSGD's AVX2 loops run (`levels_avx2`, `pack_gamma_avx2`): the kernels' path has
+/// eight lanes and the CPU AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn avx2(k: Kernels) -> bool {
@@ -1539,8 +1539,8 @@ fn pack_gamma(k: Kernels, p: &mut Packer, fields: &[u8]) {
         let fields = &fields[done..];
         let done = unsafe { pack_gamma_avx2(p, fields) };
         &fields[done..]
-    } else if k.f32_lanes() >= 8 && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above).
+    } else if avx2(k) {
+        // SAFETY: the CPU has AVX2 (`avx2`).
         let done = unsafe { pack_gamma_avx2(p, fields) };
         &fields[done..]
     } else {
@@ -2438,7 +2438,8 @@ mod tests {
 
         /// The level loop writes the same fields and floats on every kernel path as on the
         /// scalar one, given a bucket's norm (AVX-512 takes whole vectors of sixteen with a
-        /// table of values up to 15 levels, the others the compiler's loop): with and without
+        /// table of values up to 15 levels, AVX2 pairs of vectors of eight in a loop of its
+        /// own, the others the compiler's loop): with and without
         /// a shift, any norm (zero, subnormal, infinite, NaN), levels either side of the
         /// table's bound, any length (the vectors' tail).
         #[test]
