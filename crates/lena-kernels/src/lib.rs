@@ -175,6 +175,13 @@ impl Kernels {
         Self { path: Path::Scalar }
     }
 
+    /// Whether the chosen path is x86-64-v4, whose token proves AVX-512F: the kernels written
+    /// in AVX-512 intrinsics run only then.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn avx512(self) -> bool {
+        matches!(self.path, Path::Detected(pulp::Arch::V4(_)))
+    }
+
     /// Number of f32 lanes of the chosen instruction set (1 for the scalar path).
     pub fn f32_lanes(self) -> usize {
         self.run(Lanes)

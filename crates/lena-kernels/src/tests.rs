@@ -293,6 +293,8 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
             );
             // Outputs starting at every offset from a vector boundary, as a gradient's class
             // rows of 785 floats do: the same bits wherever the stores' boundaries fall.
+            // Nothing around them is written (the vector paths mask their first and last
+            // elements' stores).
             for shift in 0..=16 {
                 let mut buf = vec![f32::NAN; 2 * x.len() + 20];
                 let (q0, q1) = buf[shift..].split_at_mut(x.len());
@@ -300,6 +302,15 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
                 k.lin_comb2_without_norms([&mut *q0, &mut *q1], b, [y, v], [&c, &c1], &rows);
                 assert_eq!(bits(q0), bits(&o0), "first, shift {shift} rows={nrows}");
                 assert_eq!(bits(q1), bits(&o1), "second, shift {shift} rows={nrows}");
+                let (n, gap) = (x.len(), shift % 3);
+                let outside = buf[..shift]
+                    .iter()
+                    .chain(&buf[shift + n..shift + n + gap])
+                    .chain(&buf[shift + 2 * n + gap..]);
+                assert!(
+                    outside.into_iter().all(|f| f.is_nan()),
+                    "written outside the outputs, shift {shift} rows={nrows}"
+                );
             }
             for (s, base) in sq.iter().zip([y, v]) {
                 let nw = reference::norm2_sq(base);
