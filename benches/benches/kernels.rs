@@ -1,7 +1,8 @@
 //! Kernels: reference (f64 loop), pulp's scalar path and the detected SIMD path side by side,
 //! at an in-cache length (d = 7850, one MNIST model) and an out-of-cache length (64 MiB per
 //! vector), plus a copy benchmark measuring the machine's memory bandwidth in the same run, and
-//! xoshiro256++ draws one stream at a time against eight streams a vector at a time.
+//! xoshiro256++ draws one stream at a time against eight streams a vector at a time, and a
+//! minibatch gradient's second product (`lin_comb2`) as a linear model takes it.
 //!
 //! Throughput is in bytes the kernel must move (read + written), so the large-vector groups
 //! read directly against `copy`.
@@ -137,9 +138,51 @@ fn draws(c: &mut Criterion) {
     g.finish();
 }
 
+/// A minibatch gradient's second product as a linear model takes it: `g = lambda w + sum_k c_k
+/// x_k` for ten classes of 784 weights (each class row 785 floats on from the last, so one float
+/// further on a line per class), two classes a call (`lin_comb2_without_norms`), one and three
+/// sample rows, on every path.
+fn minibatch_gradient(c: &mut Criterion) {
+    let (p, classes) = (784, 10);
+    let d = classes * (p + 1);
+    let w = data(d, 7);
+    let mut grad = vec![0.0f32; d];
+    for rows in [1, 3] {
+        let x: Vec<Vec<f32>> = (0..rows).map(|r| data(p, 11 + r as u32)).collect();
+        let xs: Vec<&[f32]> = x.iter().map(|r| &r[..]).collect();
+        let coef = [vec![1e-3f32; rows], vec![-2e-3f32; rows]];
+        let mut g = c.benchmark_group(format!("lin_comb2 gradient/10 classes x 784/rows={rows}"));
+        g.throughput(Throughput::Elements(d as u64));
+        for name in lena_kernels::PATH_NAMES {
+            let Some(k) = Kernels::named(name) else {
+                continue;
+            };
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    for pair in 0..classes / 2 {
+                        let lo = 2 * pair * (p + 1);
+                        let (g0, g1) = grad[lo..lo + 2 * (p + 1)].split_at_mut(p + 1);
+                        let w0 = &w[lo..lo + p];
+                        let w1 = &w[lo + p + 1..lo + 2 * p + 1];
+                        k.lin_comb2_without_norms(
+                            [&mut g0[..p], &mut g1[..p]],
+                            1e-4,
+                            [w0, w1],
+                            [&coef[0], &coef[1]],
+                            black_box(&xs),
+                        );
+                    }
+                    black_box(&mut grad);
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = reductions, updates, draws
+    targets = reductions, updates, draws, minibatch_gradient
 }
 criterion_main!(benches);
