@@ -944,3 +944,55 @@ fn kernels_give_the_same_bits_wherever_the_slices_lie() {
         }
     }
 }
+
+/// `lin_comb_classes` writes every class's features bit for bit as `lin_comb` does class by
+/// class, and leaves each class's slots past its features (a gradient's bias) untouched, on
+/// every path: every row count 1..=16 (one pass where `lin_comb` takes four rows at a time),
+/// row lengths either side of the lanes, strides that put each class anywhere on a line.
+#[test]
+fn lin_comb_classes_is_lin_comb_class_by_class() {
+    for k in paths() {
+        for n in 1..=16usize {
+            for (p, stride, classes) in [
+                (1, 2, 3),
+                (7, 9, 2),
+                (16, 17, 3),
+                (33, 35, 4),
+                (784, 785, 10),
+            ] {
+                let seed = (n * 1000 + p) as u64;
+                let rows: Vec<Vec<f32>> = (0..n).map(|r| vector(p, seed + r as u64, 1.0)).collect();
+                let rows: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+                let d = (classes - 1) * stride + p + 1;
+                let w = vector(d, seed + 100, 1e3);
+                let coef = vector(classes * n, seed + 200, 1e-3);
+                let b = 0.37;
+                let mut got = vec![f32::NAN; d];
+                k.lin_comb_classes(&mut got, stride, b, &w, &coef, &rows);
+                for h in 0..classes {
+                    let mut want = vec![0.0f32; p];
+                    let at = h * stride;
+                    k.lin_comb(
+                        &mut want,
+                        b,
+                        &w[at..at + p],
+                        &coef[h * n..(h + 1) * n],
+                        &rows,
+                    );
+                    let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got[at..at + p]),
+                        bits(&want),
+                        "class {h}, {n} rows, p {p} ({})",
+                        k.name()
+                    );
+                    let gap = (at + p..((h + 1) * stride).min(d)).map(|i| got[i]);
+                    assert!(
+                        gap.into_iter().all(f32::is_nan),
+                        "a slot past the features written"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -401,6 +401,62 @@ fn lin_comb_stores_aligned<S: Simd, const N: usize>(
     }
 }
 
+/// [`Kernels::lin_comb_classes`] for exactly `N` rows.
+struct LinCombClasses<'a, const N: usize> {
+    g: &'a mut [f32],
+    stride: usize,
+    b: f32,
+    w: &'a [f32],
+    coef: &'a [f32],
+    rows: [&'a [f32]; N],
+}
+
+impl<const N: usize> WithSimd for LinCombClasses<'_, N> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Self {
+            g,
+            stride,
+            b,
+            w,
+            coef,
+            rows,
+        } = self;
+        let lanes = S::F32_LANES;
+        let p = rows.first().map_or(0, |r| r.len());
+        let classes = coef.len() / N.max(1);
+        let whole = p / lanes;
+        let xs: [&[S::f32s]; N] = rows.map(|r| &S::as_simd_f32s(r).0[..whole]);
+        let b_s = simd.splat_f32s(b);
+        // PERF: each vector of the rows loaded once for every class (registers), where one
+        // class at a time read all the rows again from L2 for each class.
+        for i in 0..whole {
+            let x: [S::f32s; N] = std::array::from_fn(|k| xs[k][i]);
+            for class in 0..classes {
+                let at = class * stride + i * lanes;
+                let c = &coef[class * N..class * N + N];
+                let mut acc = simd.mul_f32s(b_s, S::as_simd_f32s(&w[at..at + lanes]).0[0]);
+                for k in 0..N {
+                    acc = simd.mul_add_f32s(simd.splat_f32s(c[k]), x[k], acc);
+                }
+                S::as_mut_simd_f32s(&mut g[at..at + lanes]).0[0] = acc;
+            }
+        }
+        for class in 0..classes {
+            let c = &coef[class * N..class * N + N];
+            for f in whole * lanes..p {
+                let at = class * stride + f;
+                let mut acc = b * w[at];
+                for k in 0..N {
+                    acc = c[k].mul_add(rows[k][f], acc);
+                }
+                g[at] = acc;
+            }
+        }
+    }
+}
+
 impl Kernels {
     /// [`Kernels::lin_comb`] for two outputs sharing the rows (at most four): `out[h] <- b *
     /// base[h] + sum_k c[h][k] * rows[k]`, each bit-identical to `lin_comb`'s, with each row
@@ -502,6 +558,69 @@ impl Kernels {
             3 => go!(3),
             _ => go!(4),
         }
+    }
+
+    /// [`Kernels::lin_comb`] for every class of a linear model at once, without the norms: for
+    /// each class `h < coef.len() / rows.len()` and feature `f < p` (the rows' length),
+    /// `g[h * stride + f] <- b * w[h * stride + f] + sum_k coef[h * rows.len() + k] *
+    /// rows[k][f]`, each element bit for bit `lin_comb`'s of that class's slice (the same
+    /// chain of one product and fused multiply-adds in `k` order). `g[h * stride + p..]` up to
+    /// the next class is not written (a gradient's bias). At most sixteen rows.
+    ///
+    /// PERF: the gradient of a minibatch of up to sixteen rows: each vector of the rows is
+    /// loaded once for all classes, where `lin_comb` per class read every row again for each
+    /// class (fifteen rows are 47 KB, so from L2: figure 1's minibatches of fifteen).
+    ///
+    /// # Panics
+    /// If there are no rows or more than sixteen, the rows differ in length, `coef`'s length is
+    /// not a multiple of the row count, `stride` is less than `p`, or `g` or `w` is shorter than
+    /// the last class's features need.
+    pub fn lin_comb_classes(
+        self,
+        g: &mut [f32],
+        stride: usize,
+        b: f32,
+        w: &[f32],
+        coef: &[f32],
+        rows: &[&[f32]],
+    ) {
+        let n = rows.len();
+        assert!(
+            (1..=16).contains(&n),
+            "lin_comb_classes: one to sixteen rows"
+        );
+        let p = rows[0].len();
+        assert!(
+            rows.iter().all(|r| r.len() == p),
+            "lin_comb_classes: row lengths"
+        );
+        assert_eq!(coef.len() % n, 0, "lin_comb_classes: coefficient count");
+        assert!(stride >= p, "lin_comb_classes: stride shorter than a row");
+        let classes = coef.len() / n;
+        if classes == 0 {
+            return;
+        }
+        let need = (classes - 1) * stride + p;
+        assert!(
+            g.len() >= need && w.len() >= need,
+            "lin_comb_classes: g or w too short"
+        );
+        macro_rules! go {
+            ($($k:literal)+) => {
+                match n {
+                    $($k => self.run(LinCombClasses::<$k> {
+                        g,
+                        stride,
+                        b,
+                        w,
+                        coef,
+                        rows: std::array::from_fn(|i| rows[i]),
+                    }),)+
+                    _ => unreachable!("one to sixteen rows"),
+                }
+            };
+        }
+        go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
     }
 
     /// `out <- b * base + sum_k c[k] * rows[k]` (a small linear combination of rows), each

@@ -92,6 +92,8 @@ pub struct Workspace {
     /// Scores of a small call (at most `SMALL` rows): all a minibatch needs, so a node's
     /// workspace holds no gradient-sized buffer.
     z_small: Vec<f32>,
+    /// A small call's gradient coefficients, every class's (`lin_comb_classes`).
+    coef: Vec<f32>,
 }
 
 impl Linear {
@@ -155,6 +157,7 @@ impl Linear {
             // only the scores (a node's workspace was a vector of d more before).
             return Workspace {
                 z_small: vec![0.0; SMALL * self.n_classes],
+                coef: Vec::new(),
                 ..Workspace::default()
             };
         }
@@ -477,32 +480,48 @@ impl Linear {
                 *w_sq = wb.mul_add(wb, *w_sq);
                 bias
             };
-            let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
-            let mut class = 0;
-            while class < c {
-                let (coef0, coef1) = (&mut coef0[..n], &mut coef1[..n]);
-                let b0 = coefficients(class, coef0, &mut w_sq);
-                // PERF: two classes per pass over the sample rows where lin_comb2 applies.
-                if class + 1 < c && n <= 4 {
-                    let b1 = coefficients(class + 1, coef1, &mut w_sq);
-                    let (g0, g1) = g[class * (p + 1)..(class + 2) * (p + 1)].split_at_mut(p + 1);
-                    let (out, base) = (
-                        [&mut g0[..p], &mut g1[..p]],
-                        [weights(class), weights(class + 1)],
-                    );
-                    if value {
-                        let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
-                        w_sq += sq[0] + sq[1];
+            // PERF: more than four rows and no loss value: every class in one pass over the
+            // rows (lin_comb_classes), each row vector loaded once for all classes; the same
+            // floats as lin_comb's class by class. Figure 1's minibatches of fifteen: see the
+            // kernel.
+            if n > 4 && !value {
+                if ws.coef.len() < n * c {
+                    ws.coef.resize(SMALL * c, 0.0);
+                }
+                let coef = &mut ws.coef[..n * c];
+                for (class, cc) in coef.chunks_exact_mut(n).enumerate() {
+                    g[class * (p + 1) + p] = coefficients(class, cc, &mut w_sq);
+                }
+                k.lin_comb_classes(g, p + 1, self.lambda, w, coef, xs);
+            } else {
+                let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
+                let mut class = 0;
+                while class < c {
+                    let (coef0, coef1) = (&mut coef0[..n], &mut coef1[..n]);
+                    let b0 = coefficients(class, coef0, &mut w_sq);
+                    // PERF: two classes per pass over the sample rows where lin_comb2 applies.
+                    if class + 1 < c && n <= 4 {
+                        let b1 = coefficients(class + 1, coef1, &mut w_sq);
+                        let (g0, g1) =
+                            g[class * (p + 1)..(class + 2) * (p + 1)].split_at_mut(p + 1);
+                        let (out, base) = (
+                            [&mut g0[..p], &mut g1[..p]],
+                            [weights(class), weights(class + 1)],
+                        );
+                        if value {
+                            let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
+                            w_sq += sq[0] + sq[1];
+                        } else {
+                            k.lin_comb2_without_norms(out, self.lambda, base, [coef0, coef1], xs);
+                        }
+                        (g0[p], g1[p]) = (b0, b1);
+                        class += 2;
                     } else {
-                        k.lin_comb2_without_norms(out, self.lambda, base, [coef0, coef1], xs);
+                        let range = class * (p + 1)..class * (p + 1) + p;
+                        w_sq += k.lin_comb(&mut g[range], self.lambda, weights(class), coef0, xs);
+                        g[class * (p + 1) + p] = b0;
+                        class += 1;
                     }
-                    (g0[p], g1[p]) = (b0, b1);
-                    class += 2;
-                } else {
-                    let range = class * (p + 1)..class * (p + 1) + p;
-                    w_sq += k.lin_comb(&mut g[range], self.lambda, weights(class), coef0, xs);
-                    g[class * (p + 1) + p] = b0;
-                    class += 1;
                 }
             }
         } else {
