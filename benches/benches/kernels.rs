@@ -2,7 +2,8 @@
 //! at an in-cache length (d = 7850, one MNIST model) and an out-of-cache length (64 MiB per
 //! vector), plus a copy benchmark measuring the machine's memory bandwidth in the same run, and
 //! xoshiro256++ draws one stream at a time against eight streams a vector at a time, and a
-//! minibatch gradient's second product (`lin_comb2`) as a linear model takes it.
+//! minibatch gradient's second product (`lin_comb2`, `lin_comb_classes`) as a linear model
+//! takes it.
 //!
 //! Throughput is in bytes the kernel must move (read + written), so the large-vector groups
 //! read directly against `copy`.
@@ -178,6 +179,32 @@ fn minibatch_gradient(c: &mut Criterion) {
         }
         g.finish();
     }
+    // Fifteen rows (figure 1's minibatches): class by class (`lin_comb`, the rows read again for
+    // each class) against every class at once (`lin_comb_classes`), the same floats.
+    let rows = 15;
+    let x: Vec<Vec<f32>> = (0..rows).map(|r| data(p, 11 + r as u32)).collect();
+    let xs: Vec<&[f32]> = x.iter().map(|r| &r[..]).collect();
+    let coef = data(classes * rows, 5);
+    let mut g = c.benchmark_group(format!("gradient/10 classes x 784/rows={rows}"));
+    g.throughput(Throughput::Elements(d as u64));
+    for name in lena_kernels::PATH_NAMES {
+        let Some(k) = Kernels::named(name) else {
+            continue;
+        };
+        g.bench_function(format!("lin_comb per class/{name}"), |b| {
+            b.iter(|| {
+                for class in 0..classes {
+                    let at = class * (p + 1);
+                    let c = &coef[class * rows..(class + 1) * rows];
+                    black_box(k.lin_comb(&mut grad[at..at + p], 1e-4, &w[at..at + p], c, &xs));
+                }
+            })
+        });
+        g.bench_function(format!("lin_comb_classes/{name}"), |b| {
+            b.iter(|| k.lin_comb_classes(&mut grad, p + 1, 1e-4, &w, &coef, black_box(&xs)))
+        });
+    }
+    g.finish();
 }
 
 criterion_group! {
