@@ -407,16 +407,16 @@ impl Qsgd {
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
         if self.s <= AVX512_LEVELS
-            && avx512(self.kernels)
+            && self.kernels.is_x86_64_v4()
             && let Some(bytes) = F::bytes_mut(fields)
         {
-            // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`).
+            // SAFETY: the x86-64-v4 path proves AVX-512 F, BW and DQ.
             done =
                 unsafe { levels_avx512::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes, ahead) };
-        } else if avx2(self.kernels)
+        } else if self.kernels.is_x86_64_v3()
             && let Some(bytes) = F::bytes_mut(fields)
         {
-            // SAFETY: the CPU has AVX2 and FMA (`avx2`).
+            // SAFETY: the x86-64-v3 path proves AVX2 and FMA.
             done = unsafe { levels_avx2::<SHIFT>(s, scale, unit, a, xc, random, oc, bytes, ahead) };
         }
         let (xc, random) = (&xc[done..], &random[done..]);
@@ -845,8 +845,8 @@ impl Qsgd {
         #[allow(unused_mut)] // Only x86-64 has a path that takes some first.
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if avx512(k) && k.vectorize(|| <u8 as Field>::max(fields)) < 32 {
-            // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`).
+        if k.is_x86_64_v4() && k.vectorize(|| <u8 as Field>::max(fields)) < 32 {
+            // SAFETY: the x86-64-v4 path proves AVX-512 F, BW and DQ.
             done = unsafe { add_values_avx512(sum, fields, step) };
         }
         let (sum, fields) = (&mut sum[done..], &fields[done..]);
@@ -896,27 +896,6 @@ impl Qsgd {
             }),
         }
     }
-}
-
-/// Whether QSGD's AVX-512 loops run (`levels_avx512`, `add_values_avx512`,
-/// `pack_gamma_avx512`): the kernels' path has sixteen lanes and the CPU AVX-512 F, BW and DQ.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn avx512(k: Kernels) -> bool {
-    k.f32_lanes() == 16
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-}
-
-/// Whether QSGD's AVX2 loops run (`levels_avx2`, `pack_gamma_avx2`): the kernels' path has
-/// eight lanes and the CPU AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn avx2(k: Kernels) -> bool {
-    k.f32_lanes() == 8
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// The value of every field below 32 (`level << 1 | sign`) in a bucket of step `step`, as
@@ -1533,14 +1512,14 @@ fn gamma_pair_codes() -> &'static [u32; 4096] {
 /// push of at most 48 bits, with no branch on the levels.
 fn pack_gamma(k: Kernels, p: &mut Packer, fields: &[u8]) {
     #[cfg(target_arch = "x86_64")]
-    let fields = if avx512(k) {
-        // SAFETY: the CPU has AVX-512 F, BW and DQ (`avx512`), and so AVX2.
+    let fields = if k.is_x86_64_v4() {
+        // SAFETY: the x86-64-v4 path proves AVX-512 F, BW and DQ, and so AVX2.
         let done = unsafe { pack_gamma_avx512(p, fields) };
         let fields = &fields[done..];
         let done = unsafe { pack_gamma_avx2(p, fields) };
         &fields[done..]
-    } else if avx2(k) {
-        // SAFETY: the CPU has AVX2 (`avx2`).
+    } else if k.is_x86_64_v3() {
+        // SAFETY: the x86-64-v3 path proves AVX2.
         let done = unsafe { pack_gamma_avx2(p, fields) };
         &fields[done..]
     } else {

@@ -175,11 +175,23 @@ impl Kernels {
         Self { path: Path::Scalar }
     }
 
-    /// Whether the chosen path is x86-64-v4, whose token proves AVX-512F: the kernels written
-    /// in AVX-512 intrinsics run only then.
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) fn avx512(self) -> bool {
-        matches!(self.path, Path::Detected(pulp::Arch::V4(_)))
+    /// Whether the chosen path is x86-64-v4: its proof of the CPU's features covers AVX-512 F,
+    /// BW, CD, DQ and VL (and everything x86-64-v3 has), so code written in those intrinsics
+    /// (here and in crates built on these kernels) may run when this is true.
+    pub fn is_x86_64_v4(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return matches!(self.path, Path::Detected(pulp::Arch::V4(_)));
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Whether the chosen path is x86-64-v3: its proof of the CPU's features covers AVX2 and
+    /// FMA (among others), so code written in those intrinsics may run when this is true.
+    pub fn is_x86_64_v3(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return matches!(self.path, Path::Detected(pulp::Arch::V3(_)));
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
 
     /// Number of f32 lanes of the chosen instruction set (1 for the scalar path).

@@ -424,8 +424,9 @@ impl<const N: usize> WithSimd for LinCombClasses<'_, N> {
             rows,
         } = self;
         let lanes = S::F32_LANES;
-        let p = rows.first().map_or(0, |r| r.len());
-        let classes = coef.len() / N.max(1);
+        // One row at least (`lin_comb_classes`).
+        let p = rows[0].len();
+        let classes = coef.len() / N;
         let whole = p / lanes;
         let xs: [&[S::f32s]; N] = rows.map(|r| &S::as_simd_f32s(r).0[..whole]);
         let b_s = simd.splat_f32s(b);
@@ -518,7 +519,7 @@ impl Kernels {
         // Without the norms on AVX-512: each output's first and last elements as one masked
         // vector each (`x86::lin_comb_masked`), not one by one.
         #[cfg(target_arch = "x86_64")]
-        if !NORMS && !rows.is_empty() && self.avx512() {
+        if !NORMS && !rows.is_empty() && self.is_x86_64_v4() {
             macro_rules! masked {
                 ($n:literal) => {{
                     let rows: &[&[f32]; $n] = rows.try_into().expect("row count");

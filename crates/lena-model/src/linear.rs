@@ -157,7 +157,6 @@ impl Linear {
             // only the scores (a node's workspace was a vector of d more before).
             return Workspace {
                 z_small: vec![0.0; SMALL * self.n_classes],
-                coef: Vec::new(),
                 ..Workspace::default()
             };
         }
