@@ -335,11 +335,17 @@ impl Linear {
         let want_grad = grad.is_some();
         let n_chunks = n_rows.div_ceil(CHUNK).max(1);
         let chunks = &mut chunks[..n_chunks];
+        let block = self.block();
         chunks.par_iter_mut().enumerate().for_each(|(ci, cw)| {
             let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n_rows));
             let rows = match rows {
                 Rows::All => {
-                    ChunkRows::Contiguous(&data.features()[r0 * p..r1 * p], &data.labels[r0..r1])
+                    let x = data.features();
+                    ChunkRows::Contiguous(
+                        &x[r0 * p..r1 * p],
+                        &data.labels[r0..r1],
+                        &x[r1 * p..(r1 + block).min(n_rows) * p],
+                    )
                 }
                 Rows::Subset(idx) => ChunkRows::Gathered(data, &idx[r0..r1]),
             };
@@ -547,8 +553,12 @@ impl Linear {
             let nb = b1 - b0;
             let mut next: &[f32] = &[];
             let (xb, labels): (&[f32], &[u32]) = match rows {
-                ChunkRows::Contiguous(x, y) => {
-                    next = &x[b1 * p..(b1 + block).min(n) * p];
+                ChunkRows::Contiguous(x, y, after) => {
+                    next = if b1 < n {
+                        &x[b1 * p..(b1 + block).min(n) * p]
+                    } else {
+                        after
+                    };
                     (&x[b0 * p..b1 * p], &y[b0..b1])
                 }
                 ChunkRows::Gathered(data, idx) => {
@@ -566,6 +576,9 @@ impl Linear {
             // gradient 7.29-7.56 -> 6.78-6.94 ms (Intel Xeon, four pairs alternated in one
             // process); the accumulation alone bringing it all had left the memory idle while
             // the scores ran.
+            // The last block brings the next chunk's first: without it each chunk's first block
+            // came from memory with nothing in flight (softmax 9.69-10.16 -> 9.17-9.83 ms, means
+            // of 200, eight alternated pairs, Intel Xeon family 6 model 167).
             let brought = self.scores(xb, nb, w, z, if want_grad { next } else { &[] });
             // Replace scores by d loss / d score, accumulating the loss.
             let loss = match self.kind {
@@ -593,14 +606,17 @@ impl Linear {
 /// dataset, copied a block at a time.
 #[derive(Clone, Copy)]
 enum ChunkRows<'a> {
-    Contiguous(&'a [f32], &'a [u32]),
+    /// The chunk's rows, their labels, and the rows after the chunk that its last block brings
+    /// into L2 (the next chunk's first block, which the same thread usually takes next: rayon
+    /// hands each thread a run of neighbouring chunks).
+    Contiguous(&'a [f32], &'a [u32], &'a [f32]),
     Gathered(&'a Dataset, &'a [u32]),
 }
 
 impl ChunkRows<'_> {
     fn len(&self) -> usize {
         match self {
-            Self::Contiguous(_, y) => y.len(),
+            Self::Contiguous(_, y, _) => y.len(),
             Self::Gathered(_, idx) => idx.len(),
         }
     }
