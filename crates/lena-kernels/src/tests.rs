@@ -35,6 +35,11 @@ fn conv_shape(
     }
 }
 
+/// Each float's bits, for comparing results bit for bit (NaN payloads and signed zeros included).
+fn bits(s: &[f32]) -> Vec<u32> {
+    s.iter().map(|f| f.to_bits()).collect()
+}
+
 fn vector(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     (0..n)
@@ -94,7 +99,6 @@ fn check_reductions(k: Kernels, x: &[f32], y: &[f32], v: &[f32], alpha: f32) {
         k.dot_rows2(&rows, [x, v], [&mut got0, &mut got1]);
         let mut want1 = vec![f32::NAN; nrows];
         k.dot_rows(&rows, v, &mut want1);
-        let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(
             bits(&got0),
             bits(&got),
@@ -276,7 +280,6 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
             let sq = k.lin_comb2([&mut o0, &mut o1], b, [y, v], [&c, &c1], &rows);
             let mut want1 = vec![0.0; x.len()];
             k.lin_comb(&mut want1, b, v, &c1, &rows);
-            let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&o0), bits(&got), "lin_comb2 first rows={nrows}");
             assert_eq!(bits(&o1), bits(&want1), "lin_comb2 second rows={nrows}");
             let (mut p0, mut p1) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
@@ -903,7 +906,6 @@ fn kernels_give_the_same_bits_wherever_the_slices_lie() {
         vector(n, 3, 1.0),
         vector(n, 4, 1.0),
     );
-    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
     for k in paths() {
         let mut first = None;
         for off in 0..16 {
@@ -979,7 +981,6 @@ fn lin_comb_classes_is_lin_comb_class_by_class() {
                         &coef[h * n..(h + 1) * n],
                         &rows,
                     );
-                    let bits = |s: &[f32]| s.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&got[at..at + p]),
                         bits(&want),
