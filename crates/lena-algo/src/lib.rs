@@ -67,6 +67,7 @@ pub use lena_kernels::BadParam;
 /// The kernels context [`Broadcast::next`] and the workers compute with, re-exported so that a
 /// caller needs no direct dependency on `lena-kernels`.
 pub use lena_kernels::Kernels;
+pub use lena_kernels::LinearGradient;
 pub use params::{ALGORITHM_NAMES, AlgorithmKind, AlgorithmParams, Missing, StepSize};
 use rand::RngCore;
 pub use sasg::{Sasg, SasgParams};
@@ -149,10 +150,30 @@ pub trait GradientOracle {
         self.gradient(w, g);
     }
 
+    /// [`Self::gradient`] handed to `f` in the form the oracle has it: its values in `buf`,
+    /// or a linear model's minibatch gradient in factored form with `buf` untouched, for a
+    /// consumer that forms it where it reads it ([`Kernels::ef_scan_linear`]) and writes its
+    /// values into `buf` only where it needs them ([`Kernels::linear_gradient_into`]: the
+    /// floats `gradient` would have written). The default writes the values.
+    fn gradient_with(&mut self, w: &[f32], buf: &mut [f32], f: &mut dyn FnMut(Gradient<'_>)) {
+        self.gradient(w, buf);
+        f(Gradient::Values(buf));
+    }
+
     /// Smoothness constant of the node's local objective, if known (LAG-PS needs it).
     fn smoothness(&mut self) -> Option<f64> {
         None
     }
+}
+
+/// A gradient as [`GradientOracle::gradient_with`] hands it on.
+#[derive(Debug)]
+pub enum Gradient<'a> {
+    /// Its values.
+    Values(&'a [f32]),
+    /// A linear model's minibatch gradient in factored form, and a buffer of its length for
+    /// its values.
+    Linear(&'a LinearGradient<'a>, &'a mut [f32]),
 }
 
 /// What a worker did in a round.

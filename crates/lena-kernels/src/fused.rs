@@ -35,24 +35,192 @@ pub struct SkipUpdate<'a> {
     pub out: &'a mut [f32],
 }
 
-struct Scan<'a, const E1: bool, const E2: bool, const SKIP: bool> {
+/// A linear model's minibatch gradient in factored form, the values never written out:
+/// class `k`'s weights `g[k (p + 1) + f] = lambda w[k (p + 1) + f] + sum_i coef[k n + i]
+/// rows[i][f]` for the `p` features (each element one product, then fused multiply-adds in row
+/// order, as [`Kernels::lin_comb`]) and its bias `g[k (p + 1) + p] = bias[k]`.
+///
+/// A scan that takes it ([`Kernels::ef_scan_linear`]) forms each vector of the gradient where
+/// it reads it, so the gradient's second product costs no pass of its own and no store; where
+/// the values are needed, [`Kernels::linear_gradient_into`] writes them.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearGradient<'a> {
+    /// The L2 penalty.
+    pub lambda: f32,
+    /// The parameters, class by class: `p` weights, then the bias.
+    pub w: &'a [f32],
+    /// The minibatch's `n` rows, `p` features each (1 to 16 rows).
+    pub rows: &'a [&'a [f32]],
+    /// The rows' coefficients, class by class (`n` a class).
+    pub coef: &'a [f32],
+    /// Each class's bias gradient.
+    pub bias: &'a [f32],
+}
+
+impl LinearGradient<'_> {
+    /// The number of features `p` after checking the shapes.
+    ///
+    /// # Panics
+    /// If there are no classes or not 1-16 rows, or a length disagrees with the others.
+    fn features(&self) -> usize {
+        let (c, n) = (self.bias.len(), self.rows.len());
+        assert!(c > 0 && (1..=16).contains(&n), "linear gradient: shape");
+        let p = self.rows[0].len();
+        assert!(
+            self.w.len() == c * (p + 1)
+                && self.coef.len() == c * n
+                && self.rows.iter().all(|r| r.len() == p),
+            "linear gradient: lengths"
+        );
+        p
+    }
+
+    /// Element `j` of the gradient.
+    #[inline(always)]
+    fn value(&self, p: usize, j: usize) -> f32 {
+        let n = self.rows.len();
+        let (class, f) = (j / (p + 1), j % (p + 1));
+        if f == p {
+            return self.bias[class];
+        }
+        let mut acc = self.lambda * self.w[j];
+        for (c, x) in self.coef[class * n..(class + 1) * n].iter().zip(self.rows) {
+            acc = c.mul_add(x[f], acc);
+        }
+        acc
+    }
+}
+
+/// Where a scan reads its gradient: a vector of lanes at a time, in order from the first, then
+/// the elements after the last whole vector.
+trait Source {
+    /// The gradient's length.
+    fn len(&self) -> usize;
+    /// Vector `i` (lanes `i L .. (i + 1) L`); called for `i = 0, 1, ...` in order.
+    fn vector<S: Simd>(&mut self, simd: S, i: usize) -> S::f32s;
+    /// Element `j`.
+    fn element(&self, j: usize) -> f32;
+}
+
+impl Source for &[f32] {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        <[f32]>::len(self)
+    }
+    #[inline(always)]
+    fn vector<S: Simd>(&mut self, _: S, i: usize) -> S::f32s {
+        S::as_simd_f32s(self).0[i]
+    }
+    #[inline(always)]
+    fn element(&self, j: usize) -> f32 {
+        self[j]
+    }
+}
+
+/// A [`LinearGradient`] formed as a scan reads it: `N` rows (0: as many as it has, counted
+/// at run time), where the class the last vector started in starts and its coefficients.
+struct Formed<'a, const N: usize> {
+    g: LinearGradient<'a>,
+    p: usize,
+    start: usize,
+    coef: *const f32,
+    rows: [*const f32; 16],
+}
+
+impl<'a, const N: usize> Formed<'a, N> {
+    /// # Panics
+    /// If the gradient's shape is inconsistent or it has not `N` rows (`N` > 0).
+    fn new(g: LinearGradient<'a>) -> Self {
+        let p = g.features();
+        assert!(N == 0 || g.rows.len() == N, "formed gradient: rows");
+        let mut rows = [std::ptr::null(); 16];
+        for (ptr, row) in rows.iter_mut().zip(g.rows) {
+            *ptr = row.as_ptr();
+        }
+        Self {
+            g,
+            p,
+            start: 0,
+            coef: g.coef.as_ptr(),
+            rows,
+        }
+    }
+}
+
+/// The lanes of `s` from `at` on.
+#[inline(always)]
+fn lanes_at<S: Simd>(s: &[f32], at: usize) -> S::f32s {
+    S::as_simd_f32s(&s[at..at + S::F32_LANES]).0[0]
+}
+
+impl<const N: usize> Source for Formed<'_, N> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.g.w.len()
+    }
+    #[inline(always)]
+    fn vector<S: Simd>(&mut self, simd: S, i: usize) -> S::f32s {
+        let lanes = S::F32_LANES;
+        let (j, stride) = (i * lanes, self.p + 1);
+        let n = if N == 0 { self.g.rows.len() } else { N };
+        while j >= self.start + stride {
+            self.start += stride;
+            // Never read past the last class's (the loop ends within it).
+            self.coef = self.coef.wrapping_add(n);
+        }
+        let f = j - self.start;
+        if f + lanes <= self.p {
+            // Within one class's weights: the same product and multiply-adds as lin_comb's,
+            // lane by lane.
+            // SAFETY: `f + lanes <= p`, every row's length (checked by `new`, which set the
+            // first `n` pointers to the rows), and `j + lanes <= start + p < w.len()`; the
+            // loads are unaligned. `coef` points at this class's `n` coefficients (`j` lies
+            // within the parameters, so the class is one of the gradient's).
+            let load =
+                |s: *const f32, at: usize| unsafe { s.add(at).cast::<S::f32s>().read_unaligned() };
+            let mut acc = simd.mul_f32s(simd.splat_f32s(self.g.lambda), load(self.g.w.as_ptr(), j));
+            for r in 0..n {
+                let (x, c) = (load(self.rows[r], f), unsafe { *self.coef.add(r) });
+                acc = simd.mul_add_f32s(simd.splat_f32s(c), x, acc);
+            }
+            acc
+        } else {
+            // Across a bias (a tenth of a class's vectors at most): element by element.
+            let mut buf = [0.0f32; 16];
+            let buf = &mut buf[..lanes];
+            for (l, b) in buf.iter_mut().enumerate() {
+                *b = self.g.value(self.p, j + l);
+            }
+            lanes_at::<S>(buf, 0)
+        }
+    }
+    #[inline(always)]
+    fn element(&self, j: usize) -> f32 {
+        self.g.value(self.p, j)
+    }
+}
+
+struct Scan<'a, G, const E1: bool, const E2: bool, const SKIP: bool> {
     e: &'a [f32],
     alpha: f32,
-    g: &'a [f32],
+    g: G,
     v: &'a [f32],
     ema: [Option<Ema<'a>>; 2],
     skip: Option<SkipUpdate<'a>>,
 }
 
-impl<const E1: bool, const E2: bool, const SKIP: bool> WithSimd for Scan<'_, E1, E2, SKIP> {
+impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
+    for Scan<'_, G, E1, E2, SKIP>
+{
     type Output = ScanNorms;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> ScanNorms {
-        let n = self.g.len();
+        let mut src = self.g;
+        let n = src.len();
         let (es, _) = S::as_simd_f32s(self.e);
-        let (gs, _) = S::as_simd_f32s(self.g);
         let (vs, _) = S::as_simd_f32s(self.v);
-        let head = gs.len() * S::F32_LANES;
+        let chunks = n / S::F32_LANES;
+        let head = chunks * S::F32_LANES;
         let [m1, m2] = self.ema;
         let (mut x1, a1, b1) = m1.map_or((&mut [][..], 0.0, 0.0), |m| (m.x, m.a, m.b));
         let (mut x2, a2, b2) = m2.map_or((&mut [][..], 0.0, 0.0), |m| (m.x, m.a, m.b));
@@ -72,8 +240,8 @@ impl<const E1: bool, const E2: bool, const SKIP: bool> WithSimd for Scan<'_, E1,
             let (x2s, _) = S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] });
             let (qs, _) = S::as_simd_f32s(skip_q);
             let (outs, _) = S::as_mut_simd_f32s(&mut *skip_out);
-            for i in 0..gs.len() {
-                let g = gs[i];
+            for i in 0..chunks {
+                let g = src.vector(simd, i);
                 g_acc = simd.mul_add_f32s(g, g, g_acc);
                 let t = simd.mul_add_f32s(alpha, g, es[i]);
                 let d = simd.sub_f32s(t, vs[i]);
@@ -99,7 +267,7 @@ impl<const E1: bool, const E2: bool, const SKIP: bool> WithSimd for Scan<'_, E1,
             ema_sq: [simd.reduce_sum_f32s(m1_acc), simd.reduce_sum_f32s(m2_acc)],
         };
         for i in head..n {
-            let g = self.g[i];
+            let g = src.element(i);
             out.g_sq = g.mul_add(g, out.g_sq);
             let t = self.alpha.mul_add(g, self.e[i]);
             let d = t - self.v[i];
@@ -147,6 +315,93 @@ impl Kernels {
         ema2: Option<Ema<'_>>,
         skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
+        self.scan_from(e, alpha, g, v, ema1, ema2, skip)
+    }
+
+    /// [`Kernels::ef_scan`] with a linear model's gradient in factored form, each vector of it
+    /// formed where the scan reads it: the same norms, averages and skip memory, bit for bit,
+    /// as `ef_scan` given the values [`Kernels::linear_gradient_into`] writes.
+    ///
+    /// # Panics
+    /// If the gradient's shape is inconsistent ([`LinearGradient`]) or a slice's length
+    /// differs from its parameters'.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ef_scan_linear(
+        self,
+        e: &[f32],
+        alpha: f32,
+        g: &LinearGradient<'_>,
+        v: &[f32],
+        ema1: Option<Ema<'_>>,
+        ema2: Option<Ema<'_>>,
+        skip: Option<SkipUpdate<'_>>,
+    ) -> ScanNorms {
+        match g.rows.len() {
+            1 => self.scan_from(e, alpha, Formed::<1>::new(*g), v, ema1, ema2, skip),
+            2 => self.scan_from(e, alpha, Formed::<2>::new(*g), v, ema1, ema2, skip),
+            3 => self.scan_from(e, alpha, Formed::<3>::new(*g), v, ema1, ema2, skip),
+            4 => self.scan_from(e, alpha, Formed::<4>::new(*g), v, ema1, ema2, skip),
+            _ => self.scan_from(e, alpha, Formed::<0>::new(*g), v, ema1, ema2, skip),
+        }
+    }
+
+    /// Writes the values of a gradient in factored form into `out`: the weights by
+    /// [`Kernels::lin_comb_classes`] for more than four rows, else by [`Kernels::lin_comb2`]
+    /// for each pair of classes and [`Kernels::lin_comb`] for an odd last one (the same floats
+    /// each way), the biases as given.
+    ///
+    /// # Panics
+    /// If the gradient's shape is inconsistent or `out` is not as long as its parameters.
+    pub fn linear_gradient_into(self, g: &LinearGradient<'_>, out: &mut [f32]) {
+        let p = g.features();
+        let (c, n) = (g.bias.len(), g.rows.len());
+        assert_eq!(out.len(), g.w.len(), "linear_gradient_into: length");
+        for (class, b) in g.bias.iter().enumerate() {
+            out[class * (p + 1) + p] = *b;
+        }
+        if n > 4 {
+            self.lin_comb_classes(out, p + 1, g.lambda, g.w, g.coef, g.rows);
+            return;
+        }
+        let weights = |class: usize| &g.w[class * (p + 1)..class * (p + 1) + p];
+        let coef = |class: usize| &g.coef[class * n..(class + 1) * n];
+        let mut class = 0;
+        while class < c {
+            let range = class * (p + 1)..(class + 1) * (p + 1);
+            if class + 1 < c {
+                let (g0, g1) = out[range.start..range.end + p + 1].split_at_mut(p + 1);
+                self.lin_comb2_without_norms(
+                    [&mut g0[..p], &mut g1[..p]],
+                    g.lambda,
+                    [weights(class), weights(class + 1)],
+                    [coef(class), coef(class + 1)],
+                    g.rows,
+                );
+                class += 2;
+            } else {
+                self.lin_comb(
+                    &mut out[range.start..range.start + p],
+                    g.lambda,
+                    weights(class),
+                    coef(class),
+                    g.rows,
+                );
+                class += 1;
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan_from<G: Source>(
+        self,
+        e: &[f32],
+        alpha: f32,
+        g: G,
+        v: &[f32],
+        ema1: Option<Ema<'_>>,
+        ema2: Option<Ema<'_>>,
+        skip: Option<SkipUpdate<'_>>,
+    ) -> ScanNorms {
         let n = g.len();
         assert!(e.len() == n && v.len() == n, "ef_scan: length mismatch");
         for m in [&ema1, &ema2].into_iter().flatten() {
@@ -158,16 +413,16 @@ impl Kernels {
                 "ef_scan: skip length mismatch"
             );
         }
-        fn scan<const E1: bool, const E2: bool, const SKIP: bool>(
+        fn scan<G: Source, const E1: bool, const E2: bool, const SKIP: bool>(
             k: Kernels,
             e: &[f32],
             alpha: f32,
-            g: &[f32],
+            g: G,
             v: &[f32],
             ema: [Option<Ema<'_>>; 2],
             skip: Option<SkipUpdate<'_>>,
         ) -> ScanNorms {
-            k.run(Scan::<E1, E2, SKIP> {
+            k.run(Scan::<G, E1, E2, SKIP> {
                 e,
                 alpha,
                 g,
@@ -178,14 +433,16 @@ impl Kernels {
         }
         let ema = [ema1, ema2];
         match (ema[0].is_some(), ema[1].is_some(), skip.is_some()) {
-            (false, false, false) => scan::<false, false, false>(self, e, alpha, g, v, ema, skip),
-            (true, false, false) => scan::<true, false, false>(self, e, alpha, g, v, ema, skip),
-            (false, true, false) => scan::<false, true, false>(self, e, alpha, g, v, ema, skip),
-            (true, true, false) => scan::<true, true, false>(self, e, alpha, g, v, ema, skip),
-            (false, false, true) => scan::<false, false, true>(self, e, alpha, g, v, ema, skip),
-            (true, false, true) => scan::<true, false, true>(self, e, alpha, g, v, ema, skip),
-            (false, true, true) => scan::<false, true, true>(self, e, alpha, g, v, ema, skip),
-            (true, true, true) => scan::<true, true, true>(self, e, alpha, g, v, ema, skip),
+            (false, false, false) => {
+                scan::<G, false, false, false>(self, e, alpha, g, v, ema, skip)
+            }
+            (true, false, false) => scan::<G, true, false, false>(self, e, alpha, g, v, ema, skip),
+            (false, true, false) => scan::<G, false, true, false>(self, e, alpha, g, v, ema, skip),
+            (true, true, false) => scan::<G, true, true, false>(self, e, alpha, g, v, ema, skip),
+            (false, false, true) => scan::<G, false, false, true>(self, e, alpha, g, v, ema, skip),
+            (true, false, true) => scan::<G, true, false, true>(self, e, alpha, g, v, ema, skip),
+            (false, true, true) => scan::<G, false, true, true>(self, e, alpha, g, v, ema, skip),
+            (true, true, true) => scan::<G, true, true, true>(self, e, alpha, g, v, ema, skip),
         }
     }
 }

@@ -41,7 +41,7 @@ mod update;
 pub use alloc::LineAligned;
 pub use conv::ConvShape;
 pub use dense::DENSE_PIECE;
-pub use fused::{Ema, ScanNorms, SkipUpdate};
+pub use fused::{Ema, LinearGradient, ScanNorms, SkipUpdate};
 use pulp::{Simd, WithSimd};
 pub use random::{xoshiro256pp_back, xoshiro256pp_next};
 

@@ -210,6 +210,29 @@ impl Model {
         }
     }
 
+    /// A linear model's gradient on at most 16 listed rows in factored form, handed to `f`
+    /// ([`Linear::factored_gradient`]); `false`, without calling `f`, for other calls and for
+    /// networks, whose gradients are then written by [`Self::gradient`].
+    ///
+    /// # Panics
+    /// If `ws` was made by another kind of model, or as [`Linear::factored_gradient`].
+    pub fn factored_gradient(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        ws: &mut ModelWorkspace,
+        f: &mut dyn FnMut(&lena_kernels::LinearGradient<'_>),
+    ) -> bool {
+        match (self, ws) {
+            (Model::Linear(m), ModelWorkspace::Linear(ws)) => {
+                m.factored_gradient(data, rows, w, ws, f)
+            }
+            (Model::Cnn(_), ModelWorkspace::Cnn(_)) => false,
+            _ => panic!("workspace of another model"),
+        }
+    }
+
     /// Test accuracy on all rows of `data`.
     ///
     /// # Panics

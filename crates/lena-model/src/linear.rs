@@ -2,7 +2,7 @@
 
 use crate::{Error, Result};
 use lena_data::Dataset;
-use lena_kernels::Kernels;
+use lena_kernels::{Kernels, LinearGradient};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -92,8 +92,20 @@ pub struct Workspace {
     /// Scores of a small call (at most `SMALL` rows): all a minibatch needs, so a node's
     /// workspace holds no gradient-sized buffer.
     z_small: Vec<f32>,
-    /// A small call's gradient coefficients, every class's (`lin_comb_classes`).
+    /// A small call's gradient coefficients, every class's, class by class.
     coef: Vec<f32>,
+    /// A small call's bias gradients.
+    bias: Vec<f32>,
+}
+
+/// Where a call of at most [`SMALL`] rows puts its gradient.
+enum SmallGrad<'a> {
+    /// Nowhere: the objective's value only.
+    None,
+    /// Its values, into the slice.
+    Values(&'a mut [f32]),
+    /// Its factors, handed to the closure.
+    Factored(&'a mut dyn FnMut(&LinearGradient<'_>)),
 }
 
 impl Linear {
@@ -256,6 +268,33 @@ impl Linear {
         self.eval(data, rows, w, Some(grad), ws, false);
     }
 
+    /// [`Self::gradient`] on at most 16 listed rows, handed to `f` in factored form (the rows,
+    /// their coefficients and the biases: [`LinearGradient`]) instead of written, so that a
+    /// consumer such as [`lena_kernels::Kernels::ef_scan_linear`] forms it where it reads it;
+    /// [`lena_kernels::Kernels::linear_gradient_into`] writes the floats `gradient` does.
+    /// Returns `false`, without calling `f`, for more rows or all of them.
+    ///
+    /// # Panics
+    /// If `w` is not of length [`Self::dim`] or `data` has another feature count.
+    pub fn factored_gradient(
+        &self,
+        data: &Dataset,
+        rows: Rows,
+        w: &[f32],
+        ws: &mut Workspace,
+        f: &mut dyn FnMut(&LinearGradient<'_>),
+    ) -> bool {
+        assert_eq!(w.len(), self.dim(), "parameter length");
+        assert_eq!(data.n_features, self.n_features, "feature count");
+        match rows {
+            Rows::Subset(idx) if (1..=SMALL).contains(&idx.len()) => {
+                self.eval_small(data, rows, w, SmallGrad::Factored(f), ws, false);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Fraction of `data`'s rows whose largest score is their label's.
     pub fn accuracy(&self, data: &Dataset, w: &[f32], ws: &mut Workspace) -> f64 {
         assert_eq!(w.len(), self.dim(), "parameter length");
@@ -328,6 +367,7 @@ impl Linear {
             Rows::Subset(idx) => idx.len(),
         };
         if n_rows <= SMALL {
+            let grad = grad.map_or(SmallGrad::None, SmallGrad::Values);
             return self.eval_small(data, rows, w, grad, ws, value);
         }
         let chunks = &mut ws.chunks;
@@ -369,7 +409,7 @@ impl Linear {
         data: &Dataset,
         rows: Rows,
         w: &[f32],
-        grad: Option<&mut [f32]>,
+        grad: SmallGrad<'_>,
         ws: &mut Workspace,
         value: bool,
     ) -> f64 {
@@ -383,7 +423,11 @@ impl Linear {
                     const { std::cell::RefCell::new(Vec::new()) };
             }
             let (p, n) = (self.n_features, idx.len());
-            return ROWS.with_borrow_mut(|buf| {
+            // Taken for the call (not borrowed), so that a gradient handed on in factored form
+            // can be used by code that itself computes another.
+            let mut rows_buf = ROWS.take();
+            let loss = {
+                let buf = &mut rows_buf;
                 // PERF: the rows start on a cache line (and each of MNIST's, 49 lines long,
                 // ends on one), so no vector load of them spans two lines: DGD's round at
                 // M = 200 took 0.526-0.534 ms with them 16 bytes off a line, 0.501-0.508 ms
@@ -400,7 +444,9 @@ impl Linear {
                     *x = row;
                 }
                 self.eval_rows(&xs[..n], &labels[..n], w, grad, ws, value)
-            });
+            };
+            ROWS.set(rows_buf);
+            return loss;
         }
         let mut xs: [&[f32]; SMALL] = [&[]; SMALL];
         let mut labels = [0u32; SMALL];
@@ -430,7 +476,7 @@ impl Linear {
         xs: &[&[f32]],
         labels: &[u32],
         w: &[f32],
-        grad: Option<&mut [f32]>,
+        grad: SmallGrad<'_>,
         ws: &mut Workspace,
         value: bool,
     ) -> f64 {
@@ -471,6 +517,49 @@ impl Linear {
         // ||w||^2 for the penalty: summed by the gradient's pass over the weights when there is
         // one (PERF: a pass less per node and round), else by its own pass.
         let mut w_sq = 0.0f32;
+        let grad = match grad {
+            SmallGrad::None => None,
+            // (No rows: the penalty's gradient alone, which the factors do not describe.)
+            SmallGrad::Values(g) if value || n == 0 => Some(g),
+            out => {
+                // The gradient alone: every class's coefficients and bias, then the values written
+                // (`linear_gradient_into`: lin_comb_classes for more than four rows, else lin_comb2
+                // a pair of classes at a time) or the factors handed on.
+                if ws.coef.len() < n * c {
+                    ws.coef.resize(SMALL * c, 0.0);
+                }
+                ws.bias.resize(c, 0.0);
+                for (class, (cc, b)) in ws.coef[..n * c]
+                    .chunks_exact_mut(n)
+                    .zip(&mut ws.bias)
+                    .enumerate()
+                {
+                    let mut bias = self.lambda * bias_of(class);
+                    for (i, ci) in cc.iter_mut().enumerate() {
+                        *ci = z[i * c + class] * inv_n as f32;
+                        bias += *ci;
+                    }
+                    *b = bias;
+                }
+                let factors = LinearGradient {
+                    lambda: self.lambda,
+                    w,
+                    rows: xs,
+                    coef: &ws.coef[..n * c],
+                    bias: &ws.bias,
+                };
+                match out {
+                    SmallGrad::Values(g) => {
+                        assert_eq!(g.len(), self.dim(), "gradient length");
+                        k.linear_gradient_into(&factors, g);
+                    }
+                    SmallGrad::Factored(f) => f(&factors),
+                    SmallGrad::None => unreachable!("matched above"),
+                }
+                // Without the value, the penalty's ||w||^2 is not summed.
+                return loss_sum * inv_n;
+            }
+        };
         if let Some(g) = grad {
             assert_eq!(g.len(), self.dim(), "gradient length");
             // g_k = lambda w_k + sum_i (d_ik / n) x_i; bias: lambda b_k + sum_i d_ik / n.
@@ -485,20 +574,7 @@ impl Linear {
                 *w_sq = wb.mul_add(wb, *w_sq);
                 bias
             };
-            // PERF: more than four rows and no loss value: every class in one pass over the
-            // rows (lin_comb_classes), each row vector loaded once for all classes; the same
-            // floats as lin_comb's class by class. Figure 1's minibatches of fifteen: see the
-            // kernel.
-            if n > 4 && !value {
-                if ws.coef.len() < n * c {
-                    ws.coef.resize(SMALL * c, 0.0);
-                }
-                let coef = &mut ws.coef[..n * c];
-                for (class, cc) in coef.chunks_exact_mut(n).enumerate() {
-                    g[class * (p + 1) + p] = coefficients(class, cc, &mut w_sq);
-                }
-                k.lin_comb_classes(g, p + 1, self.lambda, w, coef, xs);
-            } else {
+            {
                 let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
                 let mut class = 0;
                 while class < c {
@@ -513,12 +589,8 @@ impl Linear {
                             [&mut g0[..p], &mut g1[..p]],
                             [weights(class), weights(class + 1)],
                         );
-                        if value {
-                            let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
-                            w_sq += sq[0] + sq[1];
-                        } else {
-                            k.lin_comb2_without_norms(out, self.lambda, base, [coef0, coef1], xs);
-                        }
+                        let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
+                        w_sq += sq[0] + sq[1];
                         (g0[p], g1[p]) = (b0, b1);
                         class += 2;
                     } else {

@@ -1,7 +1,7 @@
 //! A LENA node: the memory, the significance filter, the drift, and its upload.
 
 use super::{Init, Layout, Lena};
-use crate::{Broadcast, GradientOracle, Message, Upload, Worker};
+use crate::{Broadcast, Gradient, GradientOracle, Message, Upload, Worker};
 use lena_compress::{Compressor, ErrorFeedback, dense};
 use lena_kernels::{Ema, Kernels, SkipUpdate};
 use lena_policy::drift::Drift;
@@ -136,10 +136,16 @@ impl LenaWorker {
         rng: &mut dyn RngCore,
         msg: &mut Message,
     ) -> Upload {
-        self.core(round, g, rng, msg)
+        self.core(round, Gradient::Values(g), rng, msg)
     }
 
-    fn core(&mut self, round: u64, g: &[f32], rng: &mut dyn RngCore, msg: &mut Message) -> Upload {
+    fn core(
+        &mut self,
+        round: u64,
+        g: Gradient<'_>,
+        rng: &mut dyn RngCore,
+        msg: &mut Message,
+    ) -> Upload {
         let k = self.kernels;
         let alpha = self.alpha;
         self.since_upload += 1;
@@ -150,15 +156,16 @@ impl LenaWorker {
         // PERF: the scan also writes the memory a skip leaves, e + alpha g - q, into a
         // per-thread spare vector, swapped in below if the node skips: a skip costs no second
         // pass over e, g and q.
-        let mut skip_e = crate::buffers::take_spare_vector(g.len());
+        let dim = self.ef.memory().len();
+        let mut skip_e = crate::buffers::take_spare_vector(dim);
         let first = std::mem::take(&mut self.fresh);
         let (q, mut mom) = self.drift.observe_fused(alpha);
         let (mut decoded, mut decoded_q) = (Vec::new(), Vec::new());
         let q = match self.q_at {
             None => q,
-            Some(at) => msg_q(msg, at, g.len(), &mut decoded_q),
+            Some(at) => msg_q(msg, at, dim, &mut decoded_q),
         };
-        let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, g.len(), &mut decoded);
+        let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, dim, &mut decoded);
         let mut avg = (!self.avg.is_empty()).then(|| Ema {
             x: &mut self.avg[..],
             a: self.avg_gamma,
@@ -177,7 +184,13 @@ impl LenaWorker {
             q,
             out: &mut skip_e,
         };
-        let norms = k.ef_scan(self.ef.memory(), alpha, g, v_prev, mom, avg, Some(skip));
+        // PERF: a linear model's minibatch gradient is formed where the scan reads it (no pass
+        // of its own, no store), and written out only for an upload below.
+        let e = self.ef.memory();
+        let norms = match &g {
+            Gradient::Values(g) => k.ef_scan(e, alpha, g, v_prev, mom, avg, Some(skip)),
+            Gradient::Linear(lg, _) => k.ef_scan_linear(e, alpha, lg, v_prev, mom, avg, Some(skip)),
+        };
         let grad_sq = f64::from(norms.g_sq);
         let innovation_sq = f64::from(norms.innovation_sq);
         let avg_grad_sq = if self.avg_from_momentum {
@@ -209,6 +222,13 @@ impl LenaWorker {
         };
         match decision {
             Decision::Upload => {
+                let g: &[f32] = match g {
+                    Gradient::Values(g) => g,
+                    Gradient::Linear(lg, buf) => {
+                        k.linear_gradient_into(lg, buf);
+                        buf
+                    }
+                };
                 let d = g.len();
                 // The drift before is kept in case the upload is lost (see `on_lost`); in a
                 // run that loses nothing the thread's spare vector takes it (and drops it).
@@ -296,9 +316,10 @@ impl Worker for LenaWorker {
         let (round, w) = (bc.round, bc.w);
         // PERF: the gradient lives only for the round, so it goes into a per-thread buffer
         // that stays in cache instead of one per node (6 MB less state at M = 200).
-        crate::buffers::with_gradient_buffer(w.len(), |g| {
-            oracle.gradient(w, g);
-            self.core(round, g, rng, msg)
+        crate::buffers::with_gradient_buffer(w.len(), |buf| {
+            let mut up = Upload::Skipped;
+            oracle.gradient_with(w, buf, &mut |g| up = self.core(round, g, rng, msg));
+            up
         })
     }
 

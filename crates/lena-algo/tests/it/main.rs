@@ -340,6 +340,108 @@ fn run_fixed(params: lena_algo::AlgorithmParams, rounds: u64) -> (Vec<f32>, u64)
     (w, uploads)
 }
 
+/// Node i's gradient as a linear model's on three fixed rows of 8 features, 3 classes: its
+/// coefficients depend on w, handed on in factored form or written (`factored`).
+struct LinearField {
+    i: usize,
+    factored: bool,
+}
+
+impl lena_algo::GradientOracle for LinearField {
+    fn gradient(&mut self, w: &[f32], g: &mut [f32]) {
+        self.gradient_with(w, &mut vec![0.0; w.len()], &mut |grad| match grad {
+            lena_algo::Gradient::Linear(lg, _) => Kernels::detect().linear_gradient_into(lg, g),
+            lena_algo::Gradient::Values(v) => g.copy_from_slice(v),
+        });
+    }
+    fn gradient_with(
+        &mut self,
+        w: &[f32],
+        buf: &mut [f32],
+        f: &mut dyn FnMut(lena_algo::Gradient<'_>),
+    ) {
+        let (p, c) = (8, 3);
+        let rows: Vec<Vec<f32>> = (0..3)
+            .map(|r| {
+                (0..p)
+                    .map(|j| ((self.i * 5 + r * 3 + j) % 7) as f32 * 0.2 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let rows: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+        let coef: Vec<f32> = (0..c * 3)
+            .map(|k| w[(k * 5) % w.len()] * 0.3 + (k % 4) as f32 * 0.1 - 0.15)
+            .collect();
+        let bias: Vec<f32> = (0..c).map(|k| w[k * (p + 1) + p] * 0.01 + 0.05).collect();
+        let lg = lena_algo::LinearGradient {
+            lambda: 0.01,
+            w,
+            rows: &rows,
+            coef: &coef,
+            bias: &bias,
+        };
+        if self.factored {
+            f(lena_algo::Gradient::Linear(&lg, buf));
+        } else {
+            Kernels::detect().linear_gradient_into(&lg, buf);
+            f(lena_algo::Gradient::Values(buf));
+        }
+    }
+}
+
+/// A LENA node given a linear gradient in factored form takes the steps, sends the messages
+/// and ends at the parameters it does given the same gradient's values: every drift, with and
+/// without a compressor (uploads and skips both happen).
+#[test]
+fn lena_steps_alike_on_factored_and_written_gradients() {
+    use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
+    let run = |params: LenaParams, factored: bool| {
+        use rand::SeedableRng;
+        let (m, d) = (3, 27);
+        let alg = P::new(StepSize::Value(0.2), params).check(d).unwrap();
+        let (mut ws, mut s) = (
+            alg.workers(m, d, Kernels::detect()),
+            alg.server(m, d, Kernels::detect()),
+        );
+        let (mut msgs, mut sent) = (vec![Message::default(); m], vec![false; m]);
+        let (mut w, mut w_prev) = (vec![0.1f32; d], vec![0.1f32; d]);
+        let mut rngs: Vec<_> = (0..m)
+            .map(|i| rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(i as u64))
+            .collect();
+        let mut log = Vec::new();
+        for t in 0..40 {
+            let bc = Broadcast::next(Kernels::detect(), t, &w, (t > 0).then_some(&w_prev[..]));
+            for i in 0..m {
+                let mut oracle = LinearField { i, factored };
+                sent[i] = ws[i].step(&bc, &mut oracle, &mut rngs[i], &mut msgs[i]) == Upload::Sent;
+                log.push((sent[i], msgs[i].bytes().to_vec()));
+            }
+            w_prev.copy_from_slice(&w);
+            s.apply(t, &mut w, lena_algo::Uploads::new(&msgs, &sent))
+                .unwrap();
+        }
+        (w.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), log)
+    };
+    for drift in [
+        DriftKind::Momentum { gamma: 0.1 },
+        DriftKind::LastGradient,
+        DriftKind::Zero,
+    ] {
+        for compressor in [None, Some(C::top_k(9))] {
+            let params = LenaParams {
+                drift,
+                beta: 40.0,
+                compressor: compressor.clone(),
+                ..LenaParams::default()
+            };
+            let (a, b) = (run(params.clone(), true), run(params, false));
+            let uploads = a.1.iter().filter(|(s, _)| *s).count();
+            assert!(uploads > 3 && uploads < 117, "{drift:?}: {uploads} uploads");
+            assert!(a == b, "{drift:?}, {compressor:?}");
+        }
+    }
+}
+
 fn bit_equal(a: &[f32], b: &[f32]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

@@ -137,6 +137,63 @@ fn pixel_bytes_give_the_same_floats() {
     }
 }
 
+/// A minibatch's gradient in factored form describes the floats `gradient` and `loss_grad`
+/// write: `linear_gradient_into` gives them bit for bit, and `ef_scan_linear` the norms of
+/// `ef_scan` on them, for 1-16 rows read from floats and from pixel bytes, both kinds, every
+/// instruction-set path; more rows, or all of them, are not handed on.
+#[test]
+fn factored_minibatch_gradients_are_the_written_ones() {
+    let (n, features, classes) = (300, 37, 4);
+    let bytes: Vec<u8> = (0..n * features)
+        .map(|i| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+        .collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
+    let pixels = Dataset::from_pixel_bytes(bytes, labels, features, classes).unwrap();
+    let floats = data(n, features, classes);
+    for set in [&pixels, &floats] {
+        for rows in 1..=17usize {
+            let idx: Vec<u32> = (0..rows as u32).map(|i| (i * 37 + 11) % n as u32).collect();
+            for kind in KINDS {
+                for k in Kernels::available() {
+                    let m = Linear::new(kind, features, classes, 1e-3)
+                        .unwrap()
+                        .with_kernels(k);
+                    let w = pseudo_random(m.dim(), 5, 0.3);
+                    let mut ws = m.workspace(rows);
+                    let (mut want, mut with_value) = (vec![0.0; m.dim()], vec![0.0; m.dim()]);
+                    m.gradient(set, Rows::Subset(&idx), &w, &mut want, &mut ws);
+                    m.loss_grad(set, Rows::Subset(&idx), &w, &mut with_value, &mut ws);
+                    let bits = |g: &[f32]| g.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&want), bits(&with_value), "{kind:?}, {rows} rows");
+                    let mut got = vec![f32::NAN; m.dim()];
+                    let mut norms = None;
+                    let e = pseudo_random(m.dim(), 6, 1.0);
+                    let handed =
+                        m.factored_gradient(set, Rows::Subset(&idx), &w, &mut ws, &mut |lg| {
+                            k.linear_gradient_into(lg, &mut got);
+                            norms = Some(k.ef_scan_linear(&e, 0.1, lg, &e, None, None, None));
+                        });
+                    assert_eq!(handed, rows <= 16, "{rows} rows");
+                    if handed {
+                        assert_eq!(
+                            bits(&got),
+                            bits(&want),
+                            "{kind:?}, {rows} rows ({})",
+                            k.name()
+                        );
+                        let scan = k.ef_scan(&e, 0.1, &want, &e, None, None, None);
+                        assert_eq!(norms, Some(scan), "{kind:?}, {rows} rows ({})", k.name());
+                    }
+                }
+            }
+        }
+    }
+    let m = Linear::new(LinearKind::Softmax, features, classes, 0.0).unwrap();
+    let w = vec![0.0; m.dim()];
+    let mut ws = m.workspace(0);
+    assert!(!m.factored_gradient(&floats, Rows::All, &w, &mut ws, &mut |_| {}));
+}
+
 #[test]
 fn finite_difference_gradient_check() {
     // 12 rows take the minibatch path, 120 the blocked matrix-product path.

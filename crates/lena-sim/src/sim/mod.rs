@@ -95,6 +95,30 @@ impl GradientOracle for Local {
         self.gradient_same_batch(w, g);
     }
 
+    fn gradient_with(
+        &mut self,
+        w: &[f32],
+        buf: &mut [f32],
+        f: &mut dyn FnMut(lena_algo::Gradient<'_>),
+    ) {
+        if self.batch_size == 0 || self.model.has_dropout() {
+            self.gradient(w, buf);
+            f(lena_algo::Gradient::Values(buf));
+            return;
+        }
+        self.sampler.fill(&mut self.rng, &mut self.batch);
+        let (model, data, rows) = (self.model, &self.data, Rows::Subset(&self.batch));
+        let factored = self.ws.with(|ws| {
+            model.factored_gradient(data, rows, w, ws, &mut |lg| {
+                f(lena_algo::Gradient::Linear(lg, &mut *buf));
+            })
+        });
+        if !factored {
+            self.gradient_same_batch(w, buf);
+            f(lena_algo::Gradient::Values(buf));
+        }
+    }
+
     fn gradient_same_batch(&mut self, w: &[f32], g: &mut [f32]) {
         let rows = if self.batch_size == 0 {
             Rows::All
