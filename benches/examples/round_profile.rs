@@ -14,8 +14,9 @@
 //! the encoder's loop, its vector and draws in cache, on two threads), and adds them to DGD's
 //! ratio: DIANA's floor, what its round costs with a free coding, decoding and server. And it times LENA-m's node scan alone (`ef_scan` over every
 //! node's memory, drift and momentum, as a skipping node runs it, on two threads) and adds it
-//! to DGD's ratio: LENA-m's floor, its round with the gradient and the scan one after the other
-//! and nothing else. And it times QSGD's whole encoder alone (`compress_shifted` of every
+//! to DGD's ratio: LENA-m's round with its gradient and its scan one after the other and
+//! nothing else (since LENA's node forms a linear model's minibatch gradient inside its scan,
+//! its round can be below this sum). And it times QSGD's whole encoder alone (`compress_shifted` of every
 //! node's vector, draws copied from words drawn before, in cache) and the server's sum of its
 //! messages alone (decoded two at a time into their level form and added, in cache), and adds
 //! them to DGD's ratio, the draws without their copy and the shifts: DIANA's floor with its
@@ -257,7 +258,8 @@ fn main() {
                 + median_ratio(n + 6),
         );
         println!(
-            "LENA-m's floor (DGD's round and the node scan): {:.2} of the bound (median of ratios)",
+            "DGD's round and LENA-m's node scan one after the other: {:.2} of the bound (median of \
+             ratios)",
             median_ratio(dgd) + median_ratio(n + 1)
         );
     }
