@@ -320,7 +320,10 @@ impl Kernels {
 
     /// [`Kernels::ef_scan`] with a linear model's gradient in factored form, each vector of it
     /// formed where the scan reads it: the same norms, averages and skip memory, bit for bit,
-    /// as `ef_scan` given the values [`Kernels::linear_gradient_into`] writes.
+    /// as `ef_scan` given the values [`Kernels::linear_gradient_into`] writes. Each element is
+    /// one chain of a product and a multiply-add per row, vector after vector: with many rows
+    /// the chains' latency exceeds what a scan waiting on memory hides (a linear model hands on
+    /// at most 8).
     ///
     /// # Panics
     /// If the gradient's shape is inconsistent ([`LinearGradient`]) or a slice's length

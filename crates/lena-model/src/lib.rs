@@ -210,7 +210,7 @@ impl Model {
         }
     }
 
-    /// A linear model's gradient on at most 16 listed rows in factored form, handed to `f`
+    /// A linear model's gradient on at most 8 listed rows in factored form, handed to `f`
     /// ([`Linear::factored_gradient`]); `false`, without calling `f`, for other calls and for
     /// networks, whose gradients are then written by [`Self::gradient`].
     ///

@@ -20,6 +20,14 @@ const CHUNK: usize = 2048;
 /// packing and call overhead would cost more than the arithmetic.
 const SMALL: usize = 16;
 
+/// The most rows whose gradient [`Linear::factored_gradient`] hands on. PERF: each element of a
+/// formed gradient is one chain of a product and a multiply-add per row, and a consumer forms
+/// one vector after another; past eight rows the chains' latency is more than the scan it is
+/// formed in hides (LENA's round at M = 200, minibatches of 15: 1.39-1.44 ms written, 1.71-1.73
+/// formed; of 8: 1.055-1.076 written, 1.032-1.037 formed; Intel Xeon, AVX-512), and
+/// `lin_comb_classes` writes every class at once instead.
+const FACTORED: usize = 8;
+
 /// Which loss the linear model uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -268,7 +276,7 @@ impl Linear {
         self.eval(data, rows, w, Some(grad), ws, false);
     }
 
-    /// [`Self::gradient`] on at most 16 listed rows, handed to `f` in factored form (the rows,
+    /// [`Self::gradient`] on at most 8 listed rows, handed to `f` in factored form (the rows,
     /// their coefficients and the biases: [`LinearGradient`]) instead of written, so that a
     /// consumer such as [`lena_kernels::Kernels::ef_scan_linear`] forms it where it reads it;
     /// [`lena_kernels::Kernels::linear_gradient_into`] writes the floats `gradient` does.
@@ -287,7 +295,7 @@ impl Linear {
         assert_eq!(w.len(), self.dim(), "parameter length");
         assert_eq!(data.n_features, self.n_features, "feature count");
         match rows {
-            Rows::Subset(idx) if (1..=SMALL).contains(&idx.len()) => {
+            Rows::Subset(idx) if (1..=FACTORED).contains(&idx.len()) => {
                 self.eval_small(data, rows, w, SmallGrad::Factored(f), ws, false);
                 true
             }
