@@ -525,6 +525,18 @@ impl Linear {
         // ||w||^2 for the penalty: summed by the gradient's pass over the weights when there is
         // one (PERF: a pass less per node and round), else by its own pass.
         let mut w_sq = 0.0f32;
+        // g_k = lambda w_k + sum_i (d_ik / n) x_i; bias: lambda b_k + sum_i d_ik / n.
+        // Fills class `class`'s coefficients and returns its bias gradient; adds its bias to w_sq.
+        let coefficients = |class: usize, coef: &mut [f32], w_sq: &mut f32| {
+            let wb = bias_of(class);
+            let mut bias = self.lambda * wb;
+            for (i, ci) in coef.iter_mut().enumerate() {
+                *ci = z[i * c + class] * inv_n as f32;
+                bias += *ci;
+            }
+            *w_sq = wb.mul_add(wb, *w_sq);
+            bias
+        };
         let grad = match grad {
             SmallGrad::None => None,
             // (No rows: the penalty's gradient alone, which the factors do not describe.)
@@ -542,12 +554,7 @@ impl Linear {
                     .zip(&mut ws.bias)
                     .enumerate()
                 {
-                    let mut bias = self.lambda * bias_of(class);
-                    for (i, ci) in cc.iter_mut().enumerate() {
-                        *ci = z[i * c + class] * inv_n as f32;
-                        bias += *ci;
-                    }
-                    *b = bias;
+                    *b = coefficients(class, cc, &mut w_sq);
                 }
                 let factors = LinearGradient {
                     lambda: self.lambda,
@@ -570,18 +577,6 @@ impl Linear {
         };
         if let Some(g) = grad {
             assert_eq!(g.len(), self.dim(), "gradient length");
-            // g_k = lambda w_k + sum_i (d_ik / n) x_i; bias: lambda b_k + sum_i d_ik / n.
-            // Fills class `class`'s coefficients and bias gradient; adds its bias to w_sq.
-            let coefficients = |class: usize, coef: &mut [f32], w_sq: &mut f32| {
-                let wb = bias_of(class);
-                let mut bias = self.lambda * wb;
-                for (i, ci) in coef.iter_mut().enumerate() {
-                    *ci = z[i * c + class] * inv_n as f32;
-                    bias += *ci;
-                }
-                *w_sq = wb.mul_add(wb, *w_sq);
-                bias
-            };
             {
                 let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
                 let mut class = 0;
