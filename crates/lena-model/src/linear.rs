@@ -577,31 +577,28 @@ impl Linear {
         };
         if let Some(g) = grad {
             assert_eq!(g.len(), self.dim(), "gradient length");
-            {
-                let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
-                let mut class = 0;
-                while class < c {
-                    let (coef0, coef1) = (&mut coef0[..n], &mut coef1[..n]);
-                    let b0 = coefficients(class, coef0, &mut w_sq);
-                    // PERF: two classes per pass over the sample rows where lin_comb2 applies.
-                    if class + 1 < c && n <= 4 {
-                        let b1 = coefficients(class + 1, coef1, &mut w_sq);
-                        let (g0, g1) =
-                            g[class * (p + 1)..(class + 2) * (p + 1)].split_at_mut(p + 1);
-                        let (out, base) = (
-                            [&mut g0[..p], &mut g1[..p]],
-                            [weights(class), weights(class + 1)],
-                        );
-                        let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
-                        w_sq += sq[0] + sq[1];
-                        (g0[p], g1[p]) = (b0, b1);
-                        class += 2;
-                    } else {
-                        let range = class * (p + 1)..class * (p + 1) + p;
-                        w_sq += k.lin_comb(&mut g[range], self.lambda, weights(class), coef0, xs);
-                        g[class * (p + 1) + p] = b0;
-                        class += 1;
-                    }
+            let (mut coef0, mut coef1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
+            let mut class = 0;
+            while class < c {
+                let (coef0, coef1) = (&mut coef0[..n], &mut coef1[..n]);
+                let b0 = coefficients(class, coef0, &mut w_sq);
+                // PERF: two classes per pass over the sample rows where lin_comb2 applies.
+                if class + 1 < c && n <= 4 {
+                    let b1 = coefficients(class + 1, coef1, &mut w_sq);
+                    let (g0, g1) = g[class * (p + 1)..(class + 2) * (p + 1)].split_at_mut(p + 1);
+                    let (out, base) = (
+                        [&mut g0[..p], &mut g1[..p]],
+                        [weights(class), weights(class + 1)],
+                    );
+                    let sq = k.lin_comb2(out, self.lambda, base, [coef0, coef1], xs);
+                    w_sq += sq[0] + sq[1];
+                    (g0[p], g1[p]) = (b0, b1);
+                    class += 2;
+                } else {
+                    let range = class * (p + 1)..class * (p + 1) + p;
+                    w_sq += k.lin_comb(&mut g[range], self.lambda, weights(class), coef0, xs);
+                    g[class * (p + 1) + p] = b0;
+                    class += 1;
                 }
             }
         } else {
