@@ -622,7 +622,7 @@ mod tests {
         sim.evaluate();
         let first = &sim.nodes[0].local.ws;
         assert!(sim.nodes.iter().all(|n| Arc::ptr_eq(&n.local.ws, first)));
-        let held = first.free.lock().unwrap().len();
+        let held: usize = first.free.iter().map(|l| l.0.lock().unwrap().len()).sum();
         assert_eq!(held, 1, "one thread, one workspace");
     }
 
