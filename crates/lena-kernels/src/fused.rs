@@ -201,7 +201,9 @@ impl<const N: usize> Source for Formed<'_, N> {
         } else if self.p >= lanes {
             // PERF: across a bias (one vector in 49 of MNIST's), the class's lanes, the bias and
             // the next class's lanes, each lane the chain above, from loads masked to its lanes
-            // (element by element these vectors took 11-14% of the scan's samples).
+            // (element by element these vectors took 11-14% of the scan's samples). With 8 lanes
+            // (one vector in 98) the AVX2 loop runs about 5% slower for this code; the ways
+            // around it measured cost the AVX-512 loop more (docs/PERFORMANCE.md, 31st session).
             let lo = self.p - f;
             let lam = simd.mul_f32s(simd.splat_f32s(self.g.lambda), load(self.g.w.as_ptr(), j));
             let mask = simd.mask_between_m32s(0, lo as u32);

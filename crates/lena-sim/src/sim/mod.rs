@@ -143,8 +143,9 @@ impl GradientOracle for Local {
 /// workspace where each node kept its own (a CNN's is about 2 MB for minibatches of 32: 20
 /// nodes' took 34 MB, past the last-level cache, and made each training step about 8% slower). A
 /// workspace keeps nothing from one call to the next that a result depends on, so which one a
-/// call gets never changes a result; there are as many as calls ever ran at once (one per
-/// thread, and one more where a thread waiting inside a call took another node's).
+/// call gets never changes a result; each list holds as many as calls ever ran at once on the
+/// threads that take from it (one per thread, and one more where a thread waiting inside a call
+/// took another node's).
 ///
 /// PERF: a list of them per pool thread, each on cache lines of its own: with one list for
 /// all, the lock's line went from core to core at every node's call, and its atomic operations
