@@ -622,7 +622,7 @@ mod tests {
         sim.evaluate();
         let first = &sim.nodes[0].local.ws;
         assert!(sim.nodes.iter().all(|n| Arc::ptr_eq(&n.local.ws, first)));
-        let held: usize = first.free.iter().map(|l| l.0.lock().unwrap().len()).sum();
+        let held: usize = first.free.iter().map(|l| l.lock().unwrap().len()).sum();
         assert_eq!(held, 1, "one thread, one workspace");
     }
 

@@ -14,6 +14,7 @@ use crate::exchange::{Command, Exchange, Item, Items};
 use crate::metrics::MetricsRow;
 use crate::streams::{self, Purpose};
 use crate::{Error, Result};
+use crossbeam_utils::CachePadded;
 use lena_algo::state::{Loader, Saver, Visitor};
 use lena_algo::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Uploads, Worker};
 use lena_data::{Dataset, libsvm, mnist, sampler::BatchSampler, split, synthetic};
@@ -155,17 +156,12 @@ struct Workspaces {
     /// Rows a workspace is first sized for (a node's minibatch; 0: a full batch).
     rows: usize,
     /// The lists, by the calling thread's index in its pool ([`Workspaces::list`]).
-    free: [Lines<Mutex<Vec<ModelWorkspace>>>; FREE_LISTS],
+    free: [CachePadded<Mutex<Vec<ModelWorkspace>>>; FREE_LISTS],
 }
 
 /// Lists of [`Workspaces`]: threads beyond the first ones share them (as do threads outside a
 /// pool and pools' threads of the same index), which is correct at any count.
 const FREE_LISTS: usize = 8;
-
-/// A value on cache lines of its own (two: the adjacent-line prefetcher fetches lines in pairs).
-#[repr(align(128))]
-#[derive(Default)]
-struct Lines<T>(T);
 
 impl Workspaces {
     fn new(model: Model, rows: usize) -> Self {
@@ -179,7 +175,7 @@ impl Workspaces {
     /// The calling thread's list.
     fn list(&self) -> &Mutex<Vec<ModelWorkspace>> {
         let i = rayon::current_thread_index().map_or(0, |i| (i + 1) % FREE_LISTS);
-        &self.free[i].0
+        &self.free[i]
     }
 
     /// `f` with a workspace of its own for the length of the call.
