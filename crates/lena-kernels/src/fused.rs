@@ -201,9 +201,9 @@ impl<const N: usize> Source for Formed<'_, N> {
         } else if self.p >= lanes {
             // PERF: across a bias (one vector in 49 of MNIST's), the class's lanes, the bias and
             // the next class's lanes, each lane the chain above, from loads masked to its lanes
-            // (element by element these vectors took 11-14% of the scan's samples). With 8 lanes
-            // (one vector in 98) the AVX2 loop runs about 5% slower for this code; the ways
-            // around it measured cost the AVX-512 loop more (docs/PERFORMANCE.md, 31st session).
+            // (element by element these vectors took 11-14% of the scan's samples). The registers
+            // this code takes cost the AVX2 loop about 5% of LENA's round until that path took
+            // [`TightScan`] (docs/PERFORMANCE.md, 31st and 32nd sessions).
             let lo = self.p - f;
             let lam = simd.mul_f32s(simd.splat_f32s(self.g.lambda), load(self.g.w.as_ptr(), j));
             let mask = simd.mask_between_m32s(0, lo as u32);
@@ -254,77 +254,118 @@ impl<const N: usize> Source for Formed<'_, N> {
     }
 }
 
-struct Scan<'a, G, const E1: bool, const E2: bool, const SKIP: bool> {
-    e: &'a [f32],
-    alpha: f32,
-    g: G,
-    v: &'a [f32],
-    ema: [Option<Ema<'a>>; 2],
-    skip: Option<SkipUpdate<'a>>,
-}
-
-impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
-    for Scan<'_, G, E1, E2, SKIP>
-{
-    type Output = ScanNorms;
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) -> ScanNorms {
-        let mut src = self.g;
+/// The body of [`Scan`]'s and [`TightScan`]'s `with_simd`, `$tight` choosing the loop over the
+/// vectors: `false` indexes the state's slices as they come (each index checked) with q's
+/// equality to v tested in the loop; `true` cuts each slice to the loop's length first, so that
+/// no index is checked, and runs one of two copies of the loop, q being v or not. The same
+/// floats either way (test `the_tight_scan_is_the_scan`).
+///
+/// PERF: the two loops are written out apart, the checked one as it was before the tight one
+/// came: one loop for both (the slices cut or not, then one closure) compiled the AVX-512
+/// path's scan otherwise, and LENA's round at M = 60 000 took 333-341 ms against 315-318
+/// (alternated; docs/PERFORMANCE.md, 32nd session).
+macro_rules! scan_with_simd {
+    ($this:ident, $simd:ident, $S:ident, $tight:literal) => {{
+        let mut src = $this.g;
         let n = src.len();
-        let (es, _) = S::as_simd_f32s(self.e);
-        let (vs, _) = S::as_simd_f32s(self.v);
-        let chunks = n / S::F32_LANES;
-        let head = chunks * S::F32_LANES;
-        let [m1, m2] = self.ema;
+        let (es, _) = $S::as_simd_f32s($this.e);
+        let (vs, _) = $S::as_simd_f32s($this.v);
+        let chunks = n / $S::F32_LANES;
+        let head = chunks * $S::F32_LANES;
+        let [m1, m2] = $this.ema;
         let (mut x1, a1, b1) = m1.map_or((&mut [][..], 0.0, 0.0), |m| (m.x, m.a, m.b));
         let (mut x2, a2, b2) = m2.map_or((&mut [][..], 0.0, 0.0), |m| (m.x, m.a, m.b));
-        let alpha = simd.splat_f32s(self.alpha);
-        let (sa1, sb1) = (simd.splat_f32s(a1), simd.splat_f32s(b1));
-        let (sa2, sb2) = (simd.splat_f32s(a2), simd.splat_f32s(b2));
-        let zero = simd.splat_f32s(0.0);
+        let alpha = $simd.splat_f32s($this.alpha);
+        let (sa1, sb1) = ($simd.splat_f32s(a1), $simd.splat_f32s(b1));
+        let (sa2, sb2) = ($simd.splat_f32s(a2), $simd.splat_f32s(b2));
+        let zero = $simd.splat_f32s(0.0);
         let (mut g_acc, mut d_acc, mut m1_acc, mut m2_acc) = (zero, zero, zero, zero);
-        let (skip_q, mut skip_out): (&[f32], &mut [f32]) = match self.skip {
+        let (skip_q, mut skip_out): (&[f32], &mut [f32]) = match $this.skip {
             Some(SkipUpdate { q, out }) if SKIP => (q, out),
             _ => (&[], &mut []),
         };
         // When q is v, the skip update is the innovation vector itself.
-        let q_is_v = std::ptr::eq(skip_q, self.v);
-        {
-            let (x1s, _) = S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] });
-            let (x2s, _) = S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] });
-            let (qs, _) = S::as_simd_f32s(skip_q);
-            let (outs, _) = S::as_mut_simd_f32s(&mut *skip_out);
-            for i in 0..chunks {
-                let g = src.vector(simd, i);
-                g_acc = simd.mul_add_f32s(g, g, g_acc);
-                let t = simd.mul_add_f32s(alpha, g, es[i]);
-                let d = simd.sub_f32s(t, vs[i]);
-                d_acc = simd.mul_add_f32s(d, d, d_acc);
-                if SKIP {
-                    outs[i] = if q_is_v { d } else { simd.sub_f32s(t, qs[i]) };
+        let q_is_v = std::ptr::eq(skip_q, $this.v);
+        if $tight {
+            {
+                let cut = |on: bool| if on { chunks } else { 0 };
+                let (es, vs) = (&es[..chunks], &vs[..chunks]);
+                let x1s =
+                    &mut $S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] }).0[..cut(E1)];
+                let x2s =
+                    &mut $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] }).0[..cut(E2)];
+                let qs = &$S::as_simd_f32s(skip_q).0[..cut(SKIP && !q_is_v)];
+                let outs = &mut $S::as_mut_simd_f32s(&mut *skip_out).0[..cut(SKIP)];
+                // Inlined at both calls below, each with its own constant: two loops.
+                let mut run = std::convert::identity(
+                    #[inline(always)]
+                    |q_is_v: bool| {
+                        for i in 0..chunks {
+                            let g = src.vector($simd, i);
+                            g_acc = $simd.mul_add_f32s(g, g, g_acc);
+                            let t = $simd.mul_add_f32s(alpha, g, es[i]);
+                            let d = $simd.sub_f32s(t, vs[i]);
+                            d_acc = $simd.mul_add_f32s(d, d, d_acc);
+                            if SKIP {
+                                outs[i] = if q_is_v { d } else { $simd.sub_f32s(t, qs[i]) };
+                            }
+                            if E1 {
+                                let x = $simd.mul_add_f32s(sa1, g, $simd.mul_f32s(sb1, x1s[i]));
+                                x1s[i] = x;
+                                m1_acc = $simd.mul_add_f32s(x, x, m1_acc);
+                            }
+                            if E2 {
+                                let x = $simd.mul_add_f32s(sa2, g, $simd.mul_f32s(sb2, x2s[i]));
+                                x2s[i] = x;
+                                m2_acc = $simd.mul_add_f32s(x, x, m2_acc);
+                            }
+                        }
+                    },
+                );
+                if q_is_v {
+                    run(true);
+                } else {
+                    run(false);
                 }
-                if E1 {
-                    let x = simd.mul_add_f32s(sa1, g, simd.mul_f32s(sb1, x1s[i]));
-                    x1s[i] = x;
-                    m1_acc = simd.mul_add_f32s(x, x, m1_acc);
-                }
-                if E2 {
-                    let x = simd.mul_add_f32s(sa2, g, simd.mul_f32s(sb2, x2s[i]));
-                    x2s[i] = x;
-                    m2_acc = simd.mul_add_f32s(x, x, m2_acc);
+            }
+        } else {
+            {
+                let (x1s, _) = $S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] });
+                let (x2s, _) = $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] });
+                let (qs, _) = $S::as_simd_f32s(skip_q);
+                let (outs, _) = $S::as_mut_simd_f32s(&mut *skip_out);
+                for i in 0..chunks {
+                    let g = src.vector($simd, i);
+                    g_acc = $simd.mul_add_f32s(g, g, g_acc);
+                    let t = $simd.mul_add_f32s(alpha, g, es[i]);
+                    let d = $simd.sub_f32s(t, vs[i]);
+                    d_acc = $simd.mul_add_f32s(d, d, d_acc);
+                    if SKIP {
+                        outs[i] = if q_is_v { d } else { $simd.sub_f32s(t, qs[i]) };
+                    }
+                    if E1 {
+                        let x = $simd.mul_add_f32s(sa1, g, $simd.mul_f32s(sb1, x1s[i]));
+                        x1s[i] = x;
+                        m1_acc = $simd.mul_add_f32s(x, x, m1_acc);
+                    }
+                    if E2 {
+                        let x = $simd.mul_add_f32s(sa2, g, $simd.mul_f32s(sb2, x2s[i]));
+                        x2s[i] = x;
+                        m2_acc = $simd.mul_add_f32s(x, x, m2_acc);
+                    }
                 }
             }
         }
         let mut out = ScanNorms {
-            g_sq: simd.reduce_sum_f32s(g_acc),
-            innovation_sq: simd.reduce_sum_f32s(d_acc),
-            ema_sq: [simd.reduce_sum_f32s(m1_acc), simd.reduce_sum_f32s(m2_acc)],
+            g_sq: $simd.reduce_sum_f32s(g_acc),
+            innovation_sq: $simd.reduce_sum_f32s(d_acc),
+            ema_sq: [$simd.reduce_sum_f32s(m1_acc), $simd.reduce_sum_f32s(m2_acc)],
         };
         for i in head..n {
             let g = src.element(i);
             out.g_sq = g.mul_add(g, out.g_sq);
-            let t = self.alpha.mul_add(g, self.e[i]);
-            let d = t - self.v[i];
+            let t = $this.alpha.mul_add(g, $this.e[i]);
+            let d = t - $this.v[i];
             out.innovation_sq = d.mul_add(d, out.innovation_sq);
             if SKIP {
                 skip_out[i] = t - skip_q[i];
@@ -343,6 +384,48 @@ impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
         // Keep the borrow checker aware that the averages were written.
         let _ = (&mut x1, &mut x2, &mut skip_out);
         out
+    }};
+}
+
+struct Scan<'a, G, const E1: bool, const E2: bool, const SKIP: bool> {
+    e: &'a [f32],
+    alpha: f32,
+    g: G,
+    v: &'a [f32],
+    ema: [Option<Ema<'a>>; 2],
+    skip: Option<SkipUpdate<'a>>,
+}
+
+impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
+    for Scan<'_, G, E1, E2, SKIP>
+{
+    type Output = ScanNorms;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> ScanNorms {
+        scan_with_simd!(self, simd, S, false)
+    }
+}
+
+/// [`Scan`] with the loop that checks no index (see [`scan_with_simd`]).
+///
+/// PERF: the AVX2 path takes it ([`Kernels::run_v3`]). With 8 lanes the checked loop ran short
+/// of registers and kept its pointers, its count and q's test on the stack, where this one keeps
+/// them in registers: LENA's round 0.92-0.94 -> 0.82-0.83 ms at M = 200 and 408 -> 320-337 ms at
+/// M = 60 000 (Intel Xeon family 6 model 167, `LENA_SIMD=x86-64-v3`, alternated). The AVX-512
+/// path keeps [`Scan`]: there this loop read a node's state from memory more slowly (M = 60 000:
+/// 346-366 ms a round against 306-323). docs/PERFORMANCE.md, 32nd session.
+struct TightScan<'a, G, const E1: bool, const E2: bool, const SKIP: bool>(
+    Scan<'a, G, E1, E2, SKIP>,
+);
+
+impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
+    for TightScan<'_, G, E1, E2, SKIP>
+{
+    type Output = ScanNorms;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> ScanNorms {
+        let this = self.0;
+        scan_with_simd!(this, simd, S, true)
     }
 }
 
@@ -369,7 +452,11 @@ impl Kernels {
         ema2: Option<Ema<'_>>,
         skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
-        self.scan_from(e, alpha, g, v, ema1, ema2, skip)
+        if self.is_x86_64_v3() {
+            self.scan_from::<_, true>(e, alpha, g, v, ema1, ema2, skip)
+        } else {
+            self.scan_from::<_, false>(e, alpha, g, v, ema1, ema2, skip)
+        }
     }
 
     /// [`Kernels::ef_scan`] with a linear model's gradient in factored form, each vector of it
@@ -393,12 +480,31 @@ impl Kernels {
         ema2: Option<Ema<'_>>,
         skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
+        if self.is_x86_64_v3() {
+            self.scan_linear::<true>(e, alpha, g, v, ema1, ema2, skip)
+        } else {
+            self.scan_linear::<false>(e, alpha, g, v, ema1, ema2, skip)
+        }
+    }
+
+    /// [`Kernels::ef_scan_linear`] with [`TightScan`] or [`Scan`].
+    #[allow(clippy::too_many_arguments)]
+    fn scan_linear<const TIGHT: bool>(
+        self,
+        e: &[f32],
+        alpha: f32,
+        g: &LinearGradient<'_>,
+        v: &[f32],
+        ema1: Option<Ema<'_>>,
+        ema2: Option<Ema<'_>>,
+        skip: Option<SkipUpdate<'_>>,
+    ) -> ScanNorms {
         match g.rows.len() {
-            1 => self.scan_from(e, alpha, Formed::<1>::new(*g), v, ema1, ema2, skip),
-            2 => self.scan_from(e, alpha, Formed::<2>::new(*g), v, ema1, ema2, skip),
-            3 => self.scan_from(e, alpha, Formed::<3>::new(*g), v, ema1, ema2, skip),
-            4 => self.scan_from(e, alpha, Formed::<4>::new(*g), v, ema1, ema2, skip),
-            _ => self.scan_from(e, alpha, Formed::<0>::new(*g), v, ema1, ema2, skip),
+            1 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<1>::new(*g), v, ema1, ema2, skip),
+            2 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<2>::new(*g), v, ema1, ema2, skip),
+            3 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<3>::new(*g), v, ema1, ema2, skip),
+            4 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<4>::new(*g), v, ema1, ema2, skip),
+            _ => self.scan_from::<_, TIGHT>(e, alpha, Formed::<0>::new(*g), v, ema1, ema2, skip),
         }
     }
 
@@ -449,7 +555,7 @@ impl Kernels {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn scan_from<G: Source>(
+    fn scan_from<G: Source, const TIGHT: bool>(
         self,
         e: &[f32],
         alpha: f32,
@@ -470,7 +576,7 @@ impl Kernels {
                 "ef_scan: skip length mismatch"
             );
         }
-        fn scan<G: Source, const E1: bool, const E2: bool, const SKIP: bool>(
+        fn scan<G: Source, const E1: bool, const E2: bool, const SKIP: bool, const TIGHT: bool>(
             k: Kernels,
             e: &[f32],
             alpha: f32,
@@ -479,27 +585,178 @@ impl Kernels {
             ema: [Option<Ema<'_>>; 2],
             skip: Option<SkipUpdate<'_>>,
         ) -> ScanNorms {
-            k.run(Scan::<G, E1, E2, SKIP> {
+            let scan = Scan::<G, E1, E2, SKIP> {
                 e,
                 alpha,
                 g,
                 v,
                 ema,
                 skip,
-            })
+            };
+            if TIGHT {
+                k.run_v3(TightScan(scan))
+                    .unwrap_or_else(|TightScan(scan)| k.run(scan))
+            } else {
+                k.run(scan)
+            }
         }
         let ema = [ema1, ema2];
         match (ema[0].is_some(), ema[1].is_some(), skip.is_some()) {
             (false, false, false) => {
-                scan::<G, false, false, false>(self, e, alpha, g, v, ema, skip)
+                scan::<G, false, false, false, TIGHT>(self, e, alpha, g, v, ema, skip)
             }
-            (true, false, false) => scan::<G, true, false, false>(self, e, alpha, g, v, ema, skip),
-            (false, true, false) => scan::<G, false, true, false>(self, e, alpha, g, v, ema, skip),
-            (true, true, false) => scan::<G, true, true, false>(self, e, alpha, g, v, ema, skip),
-            (false, false, true) => scan::<G, false, false, true>(self, e, alpha, g, v, ema, skip),
-            (true, false, true) => scan::<G, true, false, true>(self, e, alpha, g, v, ema, skip),
-            (false, true, true) => scan::<G, false, true, true>(self, e, alpha, g, v, ema, skip),
-            (true, true, true) => scan::<G, true, true, true>(self, e, alpha, g, v, ema, skip),
+            (true, false, false) => {
+                scan::<G, true, false, false, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+            (false, true, false) => {
+                scan::<G, false, true, false, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+            (true, true, false) => {
+                scan::<G, true, true, false, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+            (false, false, true) => {
+                scan::<G, false, false, true, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+            (true, false, true) => {
+                scan::<G, true, false, true, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+            (false, true, true) => {
+                scan::<G, false, true, true, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+            (true, true, true) => {
+                scan::<G, true, true, true, TIGHT>(self, e, alpha, g, v, ema, skip)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ema, Formed, LinearGradient, Scan, SkipUpdate, Source, TightScan};
+    use crate::Kernels;
+
+    /// Values in [-1, 1] from a seed (splitmix64), with a NaN and an infinity at `seed`-chosen
+    /// places in long vectors.
+    fn vector(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut v: Vec<f32> = (0..n)
+            .map(|_| {
+                s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = s;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect();
+        if n > 100 {
+            v[(seed as usize * 7) % n] = f32::NAN;
+            v[(seed as usize * 13) % n] = f32::INFINITY;
+        }
+        v
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// One scan of `g` by [`Scan`] or [`TightScan`]: its norms, averages and skip memory.
+    fn run<G: Source, const E1: bool, const E2: bool, const SKIP: bool>(
+        k: Kernels,
+        tight: bool,
+        g: G,
+        q_is_v: bool,
+    ) -> [Vec<u32>; 4] {
+        let n = g.len();
+        let (e, v, q) = (vector(n, 1), vector(n, 2), vector(n, 3));
+        let (mut m1, mut m2, mut out) = (vector(n, 4), vector(n, 5), vec![0.0f32; n]);
+        let q: &[f32] = if q_is_v { &v } else { &q };
+        let scan = Scan::<G, E1, E2, SKIP> {
+            e: &e,
+            alpha: 0.05,
+            g,
+            v: &v,
+            ema: [
+                E1.then(|| Ema {
+                    x: &mut m1[..],
+                    a: 0.05,
+                    b: 0.9,
+                }),
+                E2.then(|| Ema {
+                    x: &mut m2[..],
+                    a: 0.5,
+                    b: 0.25,
+                }),
+            ],
+            skip: SKIP.then(|| SkipUpdate { q, out: &mut out }),
+        };
+        let r = if tight {
+            k.run(TightScan(scan))
+        } else {
+            k.run(scan)
+        };
+        let norms = [r.g_sq, r.innovation_sq, r.ema_sq[0], r.ema_sq[1]];
+        [bits(&norms), bits(&m1), bits(&m2), bits(&out)]
+    }
+
+    /// Every combination of averages and skip, q another vector or v itself.
+    fn both<G: Source>(k: Kernels, g: impl Fn() -> G, what: &str) {
+        macro_rules! check {
+            ($e1:literal, $e2:literal, $skip:literal) => {
+                for q_is_v in [false, true] {
+                    assert_eq!(
+                        run::<G, $e1, $e2, $skip>(k, true, g(), q_is_v),
+                        run::<G, $e1, $e2, $skip>(k, false, g(), q_is_v),
+                        "{what}: averages {} {}, skip {}, q is v {q_is_v} ({})",
+                        $e1,
+                        $e2,
+                        $skip,
+                        k.name()
+                    );
+                }
+            };
+        }
+        check!(false, false, false);
+        check!(true, false, false);
+        check!(false, true, false);
+        check!(true, true, false);
+        check!(false, false, true);
+        check!(true, false, true);
+        check!(false, true, true);
+        check!(true, true, true);
+    }
+
+    /// [`TightScan`] (the loop that checks no index, taken on the AVX2 path) gives [`Scan`]'s
+    /// norms, averages and skip memory bit for bit on every path, for a gradient in values of
+    /// lengths either side of the lanes and one formed from rows across classes' biases.
+    #[test]
+    fn the_tight_scan_is_the_scan() {
+        for k in Kernels::available() {
+            for n in [1, 7, 8, 9, 15, 16, 17, 33, 7850] {
+                let g = vector(n, 6);
+                both(k, || &g[..], &format!("values, {n}"));
+            }
+            for (p, classes, rows) in [(17, 4, 3), (784, 10, 3), (784, 10, 1), (5, 3, 2)] {
+                let x: Vec<Vec<f32>> = (0..rows).map(|r| vector(p, 10 + r as u64)).collect();
+                let x: Vec<&[f32]> = x.iter().map(|r| &r[..]).collect();
+                let (w, coef, bias) = (
+                    vector(classes * (p + 1), 7),
+                    vector(classes * rows, 8),
+                    vector(classes, 9),
+                );
+                let lg = LinearGradient {
+                    lambda: 1e-3,
+                    w: &w,
+                    rows: &x,
+                    coef: &coef,
+                    bias: &bias,
+                };
+                let what = format!("formed, {rows} rows of {p}, {classes} classes");
+                match rows {
+                    1 => both(k, || Formed::<1>::new(lg), &what),
+                    2 => both(k, || Formed::<2>::new(lg), &what),
+                    _ => both(k, || Formed::<3>::new(lg), &what),
+                }
+            }
         }
     }
 }

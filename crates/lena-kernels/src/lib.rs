@@ -194,6 +194,17 @@ impl Kernels {
         false
     }
 
+    /// Runs `op` if the chosen path is x86-64-v3, else hands it back: for an operation whose
+    /// body for that path alone differs (so that no other path's code is compiled for it).
+    #[inline(always)]
+    fn run_v3<Op: WithSimd>(self, op: Op) -> std::result::Result<Op::Output, Op> {
+        #[cfg(target_arch = "x86_64")]
+        if let Path::Detected(pulp::Arch::V3(simd)) = self.path {
+            return Ok(Simd::vectorize(simd, op));
+        }
+        Err(op)
+    }
+
     /// Number of f32 lanes of the chosen instruction set (1 for the scalar path).
     pub fn f32_lanes(self) -> usize {
         self.run(Lanes)
