@@ -410,8 +410,8 @@ impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
 ///
 /// PERF: the AVX2 path takes it ([`Kernels::run_v3`]). With 8 lanes the checked loop ran short
 /// of registers and kept its pointers, its count and q's test on the stack, where this one keeps
-/// them in registers: LENA's round 0.92-0.94 -> 0.82-0.83 ms at M = 200 and 408 -> 320-337 ms at
-/// M = 60 000 (Intel Xeon family 6 model 167, `LENA_SIMD=x86-64-v3`, alternated). The AVX-512
+/// them in registers: LENA's round 0.864-1.024 -> 0.847-0.930 ms at M = 200 and 406.6 -> 314.7 ms
+/// at M = 60 000 (Intel Xeon family 6 model 167, `LENA_SIMD=x86-64-v3`, alternated). The AVX-512
 /// path keeps [`Scan`]: there this loop read a node's state from memory more slowly (M = 60 000:
 /// 346-366 ms a round against 306-323). docs/PERFORMANCE.md, 32nd session.
 struct TightScan<'a, G, const E1: bool, const E2: bool, const SKIP: bool>(
