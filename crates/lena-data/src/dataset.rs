@@ -1,5 +1,7 @@
 use crate::idx::{pixel, pixel_fused};
 use crate::{Error, Result};
+use std::ops::{Deref, Range};
+use std::sync::Arc;
 
 /// A dense, labelled dataset: `n_samples x n_features` row-major f32 features, class labels.
 ///
@@ -9,10 +11,10 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// Row-major features, `n_samples * n_features` values.
-    features: Vec<f32>,
+    features: Values<f32>,
     /// The features as pixel bytes (`features[i] == f32::from(bytes[i]) / 255.0`), if the
     /// dataset was made from them and its features have not been handed out for writing since.
-    bytes: Option<Vec<u8>>,
+    bytes: Option<Values<u8>>,
     /// Class label of each row, in `0..n_classes`.
     pub labels: Vec<u32>,
     /// Columns per row.
@@ -24,7 +26,7 @@ pub struct Dataset {
 /// Datasets are equal when their values are: the byte form is another copy of the features.
 impl PartialEq for Dataset {
     fn eq(&self, other: &Self) -> bool {
-        self.features == other.features
+        *self.features == *other.features
             && self.labels == other.labels
             && self.n_features == other.n_features
             && self.n_classes == other.n_classes
@@ -59,7 +61,7 @@ impl Dataset {
             });
         }
         Ok(Self {
-            features,
+            features: Values::Own(features),
             bytes: None,
             labels,
             n_features,
@@ -79,14 +81,14 @@ impl Dataset {
         let mut features = crate::large::vec_with_capacity(bytes.len());
         features.extend(bytes.iter().map(|&b| pixel(b)));
         let mut d = Self::new(features, labels, n_features, n_classes)?;
-        d.bytes = Some(bytes);
+        d.bytes = Some(Values::Own(bytes));
         Ok(d)
     }
 
     /// A dataset of no rows (a process of a multi-process run that hosts none of a node's).
     pub fn empty(n_features: usize, n_classes: usize) -> Self {
         Self {
-            features: Vec::new(),
+            features: Values::Own(Vec::new()),
             bytes: None,
             labels: Vec::new(),
             n_features,
@@ -100,9 +102,10 @@ impl Dataset {
     }
 
     /// The features, to be changed in place; the dataset stops keeping them as bytes too.
+    /// (A part of a [`Dataset::split`] copies its rows out of the block it shares first.)
     pub fn features_mut(&mut self) -> &mut [f32] {
         self.bytes = None;
-        &mut self.features
+        self.features.to_mut()
     }
 
     /// Whether [`Dataset::copy_row`] reads pixel bytes (a dataset made by
@@ -182,12 +185,78 @@ impl Dataset {
             out
         });
         Dataset {
-            features,
-            bytes,
+            features: Values::Own(features),
+            bytes: bytes.map(Values::Own),
             labels: rows.iter().map(|&r| self.labels[r]).collect(),
             n_features: p,
             n_classes: self.n_classes,
         }
+    }
+
+    /// The datasets of `parts` (each as [`Dataset::subset`] of its rows, the same values), cut
+    /// from one allocation that they share: a split's nodes' rows, one part after another,
+    /// each part starting on a cache line.
+    ///
+    /// PERF: parts of their own were allocations in 4 KiB pages (a node of MNIST's 200 holds
+    /// 0.94 MB of features and 0.24 MB of bytes), and a node's minibatch rows are a few random
+    /// reads a round between long passes over the nodes' state. In one block the kernel backs
+    /// them with 2 MiB pages (`madvise`, as every large dataset): at M = 200 LENA's round took
+    /// 1.5-3.3% less time and DGD's about 2.6% less (alternated, Intel Xeon family 6 model 167).
+    ///
+    /// # Panics
+    /// If an index is out of range.
+    pub fn split(&self, parts: &[Vec<usize>]) -> Vec<Dataset> {
+        let p = self.n_features;
+        let starts = |line: usize| {
+            let mut at = 0;
+            parts
+                .iter()
+                .map(|rows| {
+                    let start = at;
+                    at = (at + rows.len() * p).next_multiple_of(line);
+                    start
+                })
+                .collect::<Vec<_>>()
+        };
+        fn cut<T: Copy + Default>(
+            parts: &[Vec<usize>],
+            starts: &[usize],
+            p: usize,
+            from: &[T],
+        ) -> Arc<Vec<T>> {
+            let total = match (parts.last(), starts.last()) {
+                (Some(rows), Some(&s)) => s + rows.len() * p,
+                _ => 0,
+            };
+            let mut block = crate::large::vec_with_capacity(total);
+            for (rows, &s) in parts.iter().zip(starts) {
+                block.resize(s, T::default());
+                for &r in rows {
+                    block.extend_from_slice(&from[r * p..(r + 1) * p]);
+                }
+            }
+            Arc::new(block)
+        }
+        // A cache line holds 16 features or 64 bytes.
+        let (f_starts, b_starts) = (starts(16), starts(64));
+        let features = cut(parts, &f_starts, p, &self.features);
+        let bytes = self.bytes.as_ref().map(|b| cut(parts, &b_starts, p, b));
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, rows)| {
+                let len = rows.len() * p;
+                Dataset {
+                    features: Values::Part(Arc::clone(&features), f_starts[i]..f_starts[i] + len),
+                    bytes: bytes
+                        .as_ref()
+                        .map(|b| Values::Part(Arc::clone(b), b_starts[i]..b_starts[i] + len)),
+                    labels: rows.iter().map(|&r| self.labels[r]).collect(),
+                    n_features: p,
+                    n_classes: self.n_classes,
+                }
+            })
+            .collect()
     }
 
     /// The first `n` rows (all rows if `n` is larger).
@@ -195,12 +264,12 @@ impl Dataset {
         let n = n.min(self.n_samples());
         let len = n * self.n_features;
         Dataset {
-            features: {
+            features: Values::Own({
                 let mut f = crate::large::vec_with_capacity(len);
                 f.extend_from_slice(&self.features[..len]);
                 f
-            },
-            bytes: self.bytes.as_ref().map(|b| b[..len].to_vec()),
+            }),
+            bytes: self.bytes.as_ref().map(|b| Values::Own(b[..len].to_vec())),
             labels: self.labels[..n].to_vec(),
             n_features: self.n_features,
             n_classes: self.n_classes,
@@ -214,6 +283,46 @@ impl Dataset {
             c[l as usize] += 1;
         }
         c
+    }
+}
+
+/// A dataset's values: its own, or a range of a block that the parts of one
+/// [`Dataset::split`] share.
+#[derive(Clone)]
+enum Values<T> {
+    Own(Vec<T>),
+    Part(Arc<Vec<T>>, Range<usize>),
+}
+
+impl<T> Deref for Values<T> {
+    type Target = [T];
+
+    #[inline(always)]
+    fn deref(&self) -> &[T] {
+        match self {
+            Self::Own(v) => v,
+            Self::Part(block, range) => &block[range.start..range.end],
+        }
+    }
+}
+
+/// A part shows its own values, not its block's.
+impl<T: std::fmt::Debug> std::fmt::Debug for Values<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl<T: Clone> Values<T> {
+    /// The values to write, copied out of a shared block first.
+    fn to_mut(&mut self) -> &mut Vec<T> {
+        if let Self::Part(block, range) = self {
+            *self = Self::Own(block[range.clone()].to_vec());
+        }
+        match self {
+            Self::Own(v) => v,
+            Self::Part(..) => unreachable!("a part was just copied out"),
+        }
     }
 }
 

@@ -96,6 +96,57 @@ fn pixel_bytes_copy_the_same_rows_and_are_dropped_when_features_change() {
     assert!(Dataset::from_pixel_bytes(vec![0; 5], vec![0, 1], 3, 2).is_err());
 }
 
+/// A split's parts hold the values of the subsets of their rows (pixel bytes included, empty
+/// parts and repeated rows too), each part starting on a cache line of the block they share;
+/// writing one part's features changes that part alone, which then reads the written values
+/// and no longer its bytes.
+#[test]
+fn split_parts_are_the_subsets_and_a_write_stays_in_its_part() {
+    let n_features = 13;
+    let n = 40;
+    let bytes: Vec<u8> = (0..n * n_features).map(|i| (i * 89 % 256) as u8).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 4).collect();
+    let pixels = Dataset::from_pixel_bytes(bytes, labels.clone(), n_features, 4).unwrap();
+    let plain = Dataset::new(pixels.features().to_vec(), labels, n_features, 4).unwrap();
+    let parts = vec![vec![3, 1, 4], vec![], vec![39, 0], vec![7, 7, 7, 2], vec![]];
+    for d in [&pixels, &plain] {
+        let split = d.split(&parts);
+        assert_eq!(split.len(), parts.len());
+        for (set, rows) in split.iter().zip(&parts) {
+            let subset = d.subset(rows);
+            assert_eq!(*set, subset);
+            assert_eq!(set.labels, subset.labels);
+            assert_eq!(set.has_pixel_bytes(), d.has_pixel_bytes());
+            let mut out = vec![f32::NAN; n_features];
+            for i in 0..set.n_samples() {
+                set.prefetch_row(i);
+                set.copy_row(i, &mut out);
+                assert!(
+                    out.iter()
+                        .zip(set.row(i))
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
+        }
+        let base = split[0].features().as_ptr() as usize;
+        for set in split.iter().filter(|s| s.n_samples() > 0) {
+            assert_eq!((set.features().as_ptr() as usize - base) % 64, 0);
+        }
+        let mut split = split;
+        let before: Vec<Dataset> = split.clone();
+        split[2].features_mut()[n_features] = 2.5;
+        assert!(!split[2].has_pixel_bytes());
+        let mut out = vec![0.0; n_features];
+        split[2].copy_row(1, &mut out);
+        assert_eq!(out[0], 2.5);
+        assert_eq!(split[2].row(0), before[2].row(0));
+        for i in [0, 1, 3, 4] {
+            assert_eq!(split[i], before[i], "part {i} unchanged");
+            assert_eq!(split[i].has_pixel_bytes(), d.has_pixel_bytes());
+        }
+    }
+}
+
 /// The validation hold-out is disjoint from the kept samples, covers all of them together,
 /// keeps each class's share, and depends only on its seed.
 #[test]

@@ -174,9 +174,11 @@ impl DataCache {
         if let Some(sets) = alive {
             return sets;
         }
-        let sets: Vec<Arc<Dataset>> = parts
-            .iter()
-            .map(|rows| Arc::new(loaded.train.subset(rows)))
+        let sets: Vec<Arc<Dataset>> = loaded
+            .train
+            .split(parts)
+            .into_iter()
+            .map(Arc::new)
             .collect();
         nodes.push((
             source,
@@ -415,13 +417,10 @@ impl Simulation {
             }
         }
         // Each node's rows: shared with a run of the same split where the training set is the
-        // cache's own, else copied.
+        // cache's own, else copied (every node's rows into one block: `Dataset::split`).
         let node_data = match (data, &train) {
             (Some(cache), Cow::Borrowed(_)) => cache.node_data(&loaded, &parts),
-            _ => parts
-                .iter()
-                .map(|rows| Arc::new(train.subset(rows)))
-                .collect(),
+            _ => train.split(&parts).into_iter().map(Arc::new).collect(),
         };
         let workspaces = Arc::new(Workspaces::new(model, batch));
         let nodes: Vec<Node> = node_data
