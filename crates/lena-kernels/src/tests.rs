@@ -109,6 +109,39 @@ fn check_reductions(k: Kernels, x: &[f32], y: &[f32], v: &[f32], alpha: f32) {
             bits(&want1),
             "dot_rows2 second n={n} rows={nrows}"
         );
+        // dot_rows_classes: every class of a strided w (its last odd class included) as
+        // dot_rows2 for the pairs and dot_rows for the odd one, bit for bit.
+        let stride = n + 3;
+        let classes = 5;
+        let wc: Vec<f32> = (0..classes * stride)
+            .map(|i| y.get(i % n.max(1)).copied().unwrap_or(0.5) * (1.0 + i as f32 * 1e-3))
+            .collect();
+        let mut all = vec![f32::NAN; nrows * classes];
+        k.dot_rows_classes(&rows, &wc, stride, classes, &mut all);
+        let class = |c: usize| &wc[c * stride..c * stride + n];
+        for c in (0..classes).step_by(2) {
+            let (mut a, mut b) = (vec![f32::NAN; nrows], vec![f32::NAN; nrows]);
+            if c + 1 < classes {
+                k.dot_rows2(&rows, [class(c), class(c + 1)], [&mut a, &mut b]);
+            } else {
+                k.dot_rows(&rows, class(c), &mut a);
+            }
+            for r in 0..nrows {
+                assert_eq!(
+                    all[r * classes + c].to_bits(),
+                    a[r].to_bits(),
+                    "dot_rows_classes n={n} rows={nrows} class {c}"
+                );
+                if c + 1 < classes {
+                    assert_eq!(
+                        all[r * classes + c + 1].to_bits(),
+                        b[r].to_bits(),
+                        "dot_rows_classes n={n} rows={nrows} class {}",
+                        c + 1
+                    );
+                }
+            }
+        }
     }
 
     let want = reference::norm2_sq(x);

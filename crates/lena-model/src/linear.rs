@@ -494,27 +494,14 @@ impl Linear {
             ws.z_small.resize(SMALL * c, 0.0);
         }
         let z = &mut ws.z_small[..n * c];
-        // PERF: classes in pairs, so each sample row is read once per two classes (the
-        // results are bit-identical to one class at a time).
+        // PERF: every class in one call, the classes in pairs, so each sample row is read once
+        // per two classes (the results are bit-identical to one class at a time).
         let weights = |class: usize| &w[class * (p + 1)..class * (p + 1) + p];
         let bias_of = |class: usize| w[class * (p + 1) + p];
-        let (mut col0, mut col1) = ([0.0f32; SMALL], [0.0f32; SMALL]);
-        let mut class = 0;
-        while class < c {
-            if class + 1 < c {
-                let ys = [weights(class), weights(class + 1)];
-                k.dot_rows2(xs, ys, [&mut col0[..n], &mut col1[..n]]);
-                for i in 0..n {
-                    z[i * c + class] = col0[i] + bias_of(class);
-                    z[i * c + class + 1] = col1[i] + bias_of(class + 1);
-                }
-                class += 2;
-            } else {
-                k.dot_rows(xs, weights(class), &mut col0[..n]);
-                for (i, s) in col0[..n].iter().enumerate() {
-                    z[i * c + class] = s + bias_of(class);
-                }
-                class += 1;
+        k.dot_rows_classes(xs, w, p + 1, c, z);
+        for zi in z.chunks_exact_mut(c) {
+            for (class, s) in zi.iter_mut().enumerate() {
+                *s += bias_of(class);
             }
         }
         let loss_sum = match self.kind {
