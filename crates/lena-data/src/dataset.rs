@@ -160,10 +160,26 @@ impl Dataset {
     /// If `i` is out of range.
     #[inline(always)]
     pub fn prefetch_row(&self, i: usize) {
+        self.prefetch_row_into::<3>(i); // _MM_HINT_T0
+    }
+
+    /// As [`Dataset::prefetch_row`], into L2 only: for a row read after other work, which
+    /// would push it out of L1 first.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    #[inline(always)]
+    pub fn prefetch_row_l2(&self, i: usize) {
+        self.prefetch_row_into::<2>(i); // _MM_HINT_T1
+    }
+
+    /// Row `i`'s lines (its bytes where the dataset keeps them) requested with x86's hint `HINT`.
+    #[inline(always)]
+    fn prefetch_row_into<const HINT: i32>(&self, i: usize) {
         let p = self.n_features;
         match &self.bytes {
-            Some(bytes) => prefetch_lines(&bytes[i * p..(i + 1) * p]),
-            None => prefetch_lines(self.row(i)),
+            Some(bytes) => prefetch_lines::<HINT, _>(&bytes[i * p..(i + 1) * p]),
+            None => prefetch_lines::<HINT, _>(self.row(i)),
         }
     }
 
@@ -326,9 +342,10 @@ impl<T: Clone> Values<T> {
     }
 }
 
-/// Prefetches every cache line that `v` touches (into L1): a hint that never faults.
+/// Prefetches every cache line that `v` touches, with x86's hint `HINT` (3: into L1, 2: into
+/// L2): a hint that never faults.
 #[inline(always)]
-fn prefetch_lines<T>(v: &[T]) {
+fn prefetch_lines<const HINT: i32, T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         let (start, bytes) = (v.as_ptr() as usize, size_of_val(v));
@@ -339,7 +356,7 @@ fn prefetch_lines<T>(v: &[T]) {
         for line in (first..start + bytes).step_by(64) {
             // SAFETY: a prefetch never faults, whatever the address, and writes nothing; every
             // line named here holds part of `v`.
-            unsafe { std::arch::x86_64::_mm_prefetch::<3>(line as *const i8) };
+            unsafe { std::arch::x86_64::_mm_prefetch::<HINT>(line as *const i8) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

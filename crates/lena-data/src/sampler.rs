@@ -77,6 +77,28 @@ impl BatchSampler {
         }
     }
 
+    /// The rows the next [`BatchSampler::fill`] of `out.len()` rows will draw with `rng`, into
+    /// `out`, without drawing them (nothing changes); `false`, and `out` left unspecified, where
+    /// they are not known without a shuffle (the batch would start a new pass over the rows).
+    ///
+    /// PERF: a caller can ask for the next batch's rows from memory before it draws them.
+    pub fn peek<R: Rng + Clone>(&self, rng: &R, out: &mut [u32]) -> bool {
+        if self.replacement {
+            let mut rng = rng.clone();
+            for o in out {
+                *o = rng.random_range(0..self.n as u32);
+            }
+            return true;
+        }
+        match self.perm.get(self.pos..self.pos + out.len()) {
+            Some(next) => {
+                out.copy_from_slice(next);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Fills `out` with the next batch, drawing randomness from `rng`.
     pub fn fill<R: Rng + ?Sized>(&mut self, rng: &mut R, out: &mut [u32]) {
         if self.replacement {

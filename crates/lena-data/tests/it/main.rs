@@ -566,6 +566,37 @@ fn sampler_without_replacement_covers_each_epoch() {
     assert!(x.iter().collect::<std::collections::HashSet<_>>().len() <= 7);
 }
 
+/// A peek names the rows the next fill draws, and changes nothing: with and without
+/// replacement, batches of several sizes, through several passes; without replacement it
+/// declines a batch that would start a new pass (a shuffle), and the fill after it is the same.
+#[test]
+fn a_peek_names_the_next_batch_and_changes_nothing() {
+    for replacement in [false, true] {
+        let mut s = BatchSampler::new(10, replacement);
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
+        let (mut peeked, mut known, mut declined) = (0, 0, 0);
+        for round in 0..40 {
+            let len = 1 + round % 4;
+            let (mut next, mut drawn) = (vec![u32::MAX; len], vec![0u32; len]);
+            let (before, state) = (s.clone(), rng.clone());
+            let ok = s.peek(&rng, &mut next);
+            assert_eq!(format!("{s:?}"), format!("{before:?}"));
+            assert_eq!(rng, state);
+            s.fill(&mut rng, &mut drawn);
+            if ok {
+                assert_eq!(next, drawn, "round {round}");
+                known += 1;
+            } else {
+                declined += 1;
+            }
+            peeked += 1;
+        }
+        assert_eq!(peeked, 40);
+        assert!(known > 20);
+        assert_eq!(declined > 0, !replacement);
+    }
+}
+
 proptest! {
     #[test]
     fn idx_parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {

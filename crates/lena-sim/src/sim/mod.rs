@@ -85,6 +85,34 @@ struct Local {
     smoothness: Option<Option<f64>>,
 }
 
+impl Local {
+    /// Asks for the rows of the node's next minibatch (up to the first [`NEXT_ROWS`] of them)
+    /// to come into L2, where the sampler knows them without drawing: a hint, no draw and no
+    /// value changed.
+    ///
+    /// PERF: called for the next node of a chunk before a node steps, so that its rows come
+    /// from memory during that node's step instead of at the start of its own: DGD's round at
+    /// M = 200 1.2-5.5% faster in six alternated quads (Intel Xeon family 6 model 167). LENA's
+    /// and LAG-WK's as before: in LENA's the wait moves from the rows' copy to these requests
+    /// and the scan (`perf`: the copy 7.2% -> 3.8% of the round, the requests 3.6%, the scan
+    /// 54% -> 58%), and so it did with the requests issued after the scores, before the scan.
+    fn prefetch_next_batch(&self) {
+        if self.batch_size == 0 || self.model.has_dropout() {
+            return;
+        }
+        let mut next = [0u32; NEXT_ROWS];
+        let next = &mut next[..self.batch_size.min(NEXT_ROWS)];
+        if self.sampler.peek(&self.rng, next) {
+            for &r in &*next {
+                self.data.prefetch_row_l2(r as usize);
+            }
+        }
+    }
+}
+
+/// Rows of a node's next minibatch that [`Local::prefetch_next_batch`] asks for.
+const NEXT_ROWS: usize = 8;
+
 impl GradientOracle for Local {
     fn gradient(&mut self, w: &[f32], g: &mut [f32]) {
         if self.batch_size > 0 {

@@ -173,15 +173,21 @@ impl Simulation {
                     count = 0;
                 }
                 let mut lane = 0;
-                let nodes = nodes.iter_mut().zip(msgs.iter_mut()).zip(sent.iter_mut());
-                for (i, ((node, msg), sent)) in nodes.enumerate() {
+                for (i, (msg, sent)) in msgs.iter_mut().zip(sent.iter_mut()).enumerate() {
                     let mine: &[u64] = if lane < count && lanes[lane] == i {
                         lane += 1;
                         &words[(lane - 1) * n..lane * n]
                     } else {
                         &[]
                     };
-                    step_node(base + i, node, msg, sent, mine);
+                    // The next node's rows requested while this one steps (a hint).
+                    if let Some(next) = nodes.get(i + 1)
+                        && hosted[base + i + 1]
+                        && !next.plan.offline
+                    {
+                        next.local.prefetch_next_batch();
+                    }
+                    step_node(base + i, &mut nodes[i], msg, sent, mine);
                 }
                 AHEAD.set(words);
             };
