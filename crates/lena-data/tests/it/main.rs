@@ -574,7 +574,7 @@ fn a_peek_names_the_next_batch_and_changes_nothing() {
     for replacement in [false, true] {
         let mut s = BatchSampler::new(10, replacement);
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
-        let (mut peeked, mut known, mut declined) = (0, 0, 0);
+        let (mut known, mut declined) = (0, 0);
         for round in 0..40 {
             let len = 1 + round % 4;
             let (mut next, mut drawn) = (vec![u32::MAX; len], vec![0u32; len]);
@@ -589,9 +589,7 @@ fn a_peek_names_the_next_batch_and_changes_nothing() {
             } else {
                 declined += 1;
             }
-            peeked += 1;
         }
-        assert_eq!(peeked, 40);
         assert!(known > 20);
         assert_eq!(declined > 0, !replacement);
     }
