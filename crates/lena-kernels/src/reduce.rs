@@ -378,12 +378,13 @@ impl Kernels {
         for r in rows {
             assert_eq!(r.len(), len, "dot_rows_classes: row length");
         }
-        if classes > 0 {
-            assert!(
-                (classes - 1) * stride + len <= w.len(),
-                "dot_rows_classes: the class rows run past w"
-            );
+        if classes == 0 {
+            return;
         }
+        assert!(
+            (classes - 1) * stride + len <= w.len(),
+            "dot_rows_classes: the class rows run past w"
+        );
         for (rows, out) in rows.chunks(4).zip(out.chunks_mut(4 * classes)) {
             macro_rules! go {
                 ($n:literal) => {

@@ -118,6 +118,8 @@ fn check_reductions(k: Kernels, x: &[f32], y: &[f32], v: &[f32], alpha: f32) {
             .collect();
         let mut all = vec![f32::NAN; nrows * classes];
         k.dot_rows_classes(&rows, &wc, stride, classes, &mut all);
+        // No classes: nothing to write (and no chunk of zero length).
+        k.dot_rows_classes(&rows, &wc, stride, 0, &mut []);
         let class = |c: usize| &wc[c * stride..c * stride + n];
         for c in (0..classes).step_by(2) {
             let (mut a, mut b) = (vec![f32::NAN; nrows], vec![f32::NAN; nrows]);
