@@ -452,11 +452,7 @@ impl Kernels {
         ema2: Option<Ema<'_>>,
         skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
-        if self.is_x86_64_v3() {
-            self.scan_from::<_, true>(e, alpha, g, v, ema1, ema2, skip)
-        } else {
-            self.scan_from::<_, false>(e, alpha, g, v, ema1, ema2, skip)
-        }
+        self.scan_from(e, alpha, g, v, ema1, ema2, skip)
     }
 
     /// [`Kernels::ef_scan`] with a linear model's gradient in factored form, each vector of it
@@ -480,31 +476,12 @@ impl Kernels {
         ema2: Option<Ema<'_>>,
         skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
-        if self.is_x86_64_v3() {
-            self.scan_linear::<true>(e, alpha, g, v, ema1, ema2, skip)
-        } else {
-            self.scan_linear::<false>(e, alpha, g, v, ema1, ema2, skip)
-        }
-    }
-
-    /// [`Kernels::ef_scan_linear`] with [`TightScan`] or [`Scan`].
-    #[allow(clippy::too_many_arguments)]
-    fn scan_linear<const TIGHT: bool>(
-        self,
-        e: &[f32],
-        alpha: f32,
-        g: &LinearGradient<'_>,
-        v: &[f32],
-        ema1: Option<Ema<'_>>,
-        ema2: Option<Ema<'_>>,
-        skip: Option<SkipUpdate<'_>>,
-    ) -> ScanNorms {
         match g.rows.len() {
-            1 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<1>::new(*g), v, ema1, ema2, skip),
-            2 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<2>::new(*g), v, ema1, ema2, skip),
-            3 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<3>::new(*g), v, ema1, ema2, skip),
-            4 => self.scan_from::<_, TIGHT>(e, alpha, Formed::<4>::new(*g), v, ema1, ema2, skip),
-            _ => self.scan_from::<_, TIGHT>(e, alpha, Formed::<0>::new(*g), v, ema1, ema2, skip),
+            1 => self.scan_from(e, alpha, Formed::<1>::new(*g), v, ema1, ema2, skip),
+            2 => self.scan_from(e, alpha, Formed::<2>::new(*g), v, ema1, ema2, skip),
+            3 => self.scan_from(e, alpha, Formed::<3>::new(*g), v, ema1, ema2, skip),
+            4 => self.scan_from(e, alpha, Formed::<4>::new(*g), v, ema1, ema2, skip),
+            _ => self.scan_from(e, alpha, Formed::<0>::new(*g), v, ema1, ema2, skip),
         }
     }
 
@@ -555,7 +532,7 @@ impl Kernels {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn scan_from<G: Source, const TIGHT: bool>(
+    fn scan_from<G: Source>(
         self,
         e: &[f32],
         alpha: f32,
@@ -576,7 +553,7 @@ impl Kernels {
                 "ef_scan: skip length mismatch"
             );
         }
-        fn scan<G: Source, const E1: bool, const E2: bool, const SKIP: bool, const TIGHT: bool>(
+        fn scan<G: Source, const E1: bool, const E2: bool, const SKIP: bool>(
             k: Kernels,
             e: &[f32],
             alpha: f32,
@@ -593,39 +570,22 @@ impl Kernels {
                 ema,
                 skip,
             };
-            if TIGHT {
-                k.run_v3(TightScan(scan))
-                    .unwrap_or_else(|TightScan(scan)| k.run(scan))
-            } else {
-                k.run(scan)
-            }
+            // The AVX2 path's loop checks no index; the others keep the checked one.
+            k.run_v3(TightScan(scan))
+                .unwrap_or_else(|TightScan(scan)| k.run(scan))
         }
         let ema = [ema1, ema2];
         match (ema[0].is_some(), ema[1].is_some(), skip.is_some()) {
             (false, false, false) => {
-                scan::<G, false, false, false, TIGHT>(self, e, alpha, g, v, ema, skip)
+                scan::<G, false, false, false>(self, e, alpha, g, v, ema, skip)
             }
-            (true, false, false) => {
-                scan::<G, true, false, false, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
-            (false, true, false) => {
-                scan::<G, false, true, false, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
-            (true, true, false) => {
-                scan::<G, true, true, false, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
-            (false, false, true) => {
-                scan::<G, false, false, true, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
-            (true, false, true) => {
-                scan::<G, true, false, true, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
-            (false, true, true) => {
-                scan::<G, false, true, true, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
-            (true, true, true) => {
-                scan::<G, true, true, true, TIGHT>(self, e, alpha, g, v, ema, skip)
-            }
+            (true, false, false) => scan::<G, true, false, false>(self, e, alpha, g, v, ema, skip),
+            (false, true, false) => scan::<G, false, true, false>(self, e, alpha, g, v, ema, skip),
+            (true, true, false) => scan::<G, true, true, false>(self, e, alpha, g, v, ema, skip),
+            (false, false, true) => scan::<G, false, false, true>(self, e, alpha, g, v, ema, skip),
+            (true, false, true) => scan::<G, true, false, true>(self, e, alpha, g, v, ema, skip),
+            (false, true, true) => scan::<G, false, true, true>(self, e, alpha, g, v, ema, skip),
+            (true, true, true) => scan::<G, true, true, true>(self, e, alpha, g, v, ema, skip),
         }
     }
 }
