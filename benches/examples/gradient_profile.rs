@@ -190,22 +190,16 @@ fn main() {
             best[10] = best[10].min(t.elapsed().as_secs_f64() * (n as f64 / few as f64));
         }
         let parts = data.features().len().div_ceil(threads);
-        let t = Instant::now();
-        let s: f32 = data
-            .features()
-            .par_chunks(parts)
-            .map(|x| stream_fma::<false>(k, x))
-            .sum();
-        black_box(s);
-        best[11] = best[11].min(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let s: f32 = data
-            .features()
-            .par_chunks(parts)
-            .map(|x| stream_fma::<true>(k, x))
-            .sum();
-        black_box(s);
-        best[12] = best[12].min(t.elapsed().as_secs_f64());
+        for (slot, near) in [(11, false), (12, true)] {
+            let t = Instant::now();
+            let s: f32 = data
+                .features()
+                .par_chunks(parts)
+                .map(|x| stream_fma(k, x, near))
+                .sum();
+            black_box(s);
+            best[slot] = best[slot].min(t.elapsed().as_secs_f64());
+        }
     }
     let peak = 2.0 * (big as f64).powi(3) / best[3];
     let flops = 4.0 * (n * p * c) as f64;
@@ -245,12 +239,20 @@ fn main() {
 }
 
 /// `x` read once, each vector into 20 fused multiply-adds (ten class vectors, twenty
-/// accumulators in registers) and nothing else; with `NEAR`, every fourth line requested into
+/// accumulators in registers) and nothing else; with `near`, every fourth line requested into
 /// L1 eight lines before its first load (on Intel Xeon family 6 model 167 that pattern let the
 /// stream run as fast as X read alone; every line two lines ahead did not). On `k`'s
 /// instruction set.
-fn stream_fma<const NEAR: bool>(k: Kernels, x: &[f32]) -> f32 {
-    let op = StreamFma::<NEAR> { x };
+fn stream_fma(k: Kernels, x: &[f32], near: bool) -> f32 {
+    if near {
+        on_path(k, StreamFma::<true> { x })
+    } else {
+        on_path(k, StreamFma::<false> { x })
+    }
+}
+
+/// `op` on `k`'s instruction set.
+fn on_path<Op: WithSimd<Output = f32>>(k: Kernels, op: Op) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if k.is_x86_64_v4()
