@@ -143,7 +143,7 @@ fn main() {
             .par_chunks(chunk * p)
             .zip(zs.par_chunks_mut(chunk * c))
             .for_each(|(x, z)| {
-                k.dot_block(x, p, &w, p + 1, c, z, &[]);
+                k.dot_block(x, p, &w, p + 1, c, z);
             });
         black_box(&zs);
         best[5] = best[5].min(t.elapsed().as_secs_f64());
@@ -152,7 +152,7 @@ fn main() {
             .par_chunks(chunk * p)
             .zip(zs.par_chunks(chunk * c))
             .zip(gs.par_iter_mut())
-            .for_each(|((x, z), g)| k.add_outer_block(g, p + 1, c, z, x, p, &[]));
+            .for_each(|((x, z), g)| k.add_outer_block(g, p + 1, c, z, x, p));
         black_box(&gs);
         best[6] = best[6].min(t.elapsed().as_secs_f64());
         let t = Instant::now();
@@ -160,7 +160,7 @@ fn main() {
             let x = &data.features()[i * block * p..(i + 1) * block * p];
             let mut z = vec![0.0f32; block * c];
             for _ in 0..repeats {
-                k.dot_block(x, p, &w, p + 1, c, &mut z, &[]);
+                k.dot_block(x, p, &w, p + 1, c, &mut z);
             }
             black_box(&z);
         });
@@ -173,7 +173,7 @@ fn main() {
                 let x = &data.features()[i * block * p..(i + 1) * block * p];
                 let d = &zs[..block * c];
                 for _ in 0..repeats {
-                    k.add_outer_block(g, p + 1, c, d, x, p, &[]);
+                    k.add_outer_block(g, p + 1, c, d, x, p);
                 }
             });
         best[8] = best[8].min(t.elapsed().as_secs_f64());

@@ -570,7 +570,7 @@ fn block_products_match_reference_at_every_tile_edge() {
                 reference::add_outer_block(&mut want_g, stride, c, &d, &x, p);
                 for k in paths() {
                     let mut z = vec![f32::NAN; n * c];
-                    assert_eq!(k.dot_block(&x, p, &w, stride, c, &mut z, &x), 0);
+                    k.dot_block(&x, p, &w, stride, c, &mut z);
                     for (i, (got, want)) in z.iter().zip(&want_z).enumerate() {
                         let bound = 2.0 * p as f64 * EPS * (p as f64).sqrt() + 1e-6;
                         assert!(
@@ -580,15 +580,8 @@ fn block_products_match_reference_at_every_tile_edge() {
                         );
                     }
                     let mut g = g0.clone();
-                    k.add_outer_block(&mut g, stride, c, &d, &x, p, &[]);
+                    k.add_outer_block(&mut g, stride, c, &d, &x, p);
                     assert_eq!(g, want_g, "{} p={p} c={c} n={n}", k.name());
-                    // With rows to prefetch (a hint: the same result), shorter and longer
-                    // than a cache line's floats.
-                    for ahead in [&w[..w.len().min(5)], &w[..]] {
-                        let mut g = g0.clone();
-                        k.add_outer_block(&mut g, stride, c, &d, &x, p, ahead);
-                        assert_eq!(g, want_g, "{} p={p} c={c} n={n} ahead", k.name());
-                    }
                 }
             }
         }
@@ -626,7 +619,8 @@ fn sums10_equals_reduce_sum_on_every_path() {
 }
 
 /// A block of rows scored at once (from 8 rows on, through the interleaved panel and in
-/// passes over its columns) gives the same bits as each row scored alone, on every path: for
+/// passes over its columns, each row of the first half paired with the row half a block on and
+/// an odd block's last row alone) gives the same bits as each row scored alone, on every path: for
 /// one group of ten classes, two groups, and a group plus remainder classes, with rows of one
 /// pass, several passes, and a tail past the last vector.
 #[test]
@@ -640,23 +634,10 @@ fn dot_block_scores_a_block_as_its_rows_one_by_one() {
                 let want_z = reference::dot_block(&x, p, &w, stride, c);
                 for k in paths() {
                     let mut z = vec![f32::NAN; n * c];
-                    k.dot_block(&x, p, &w, stride, c, &mut z, &[]);
-                    // With rows to bring into L2 (a hint: the same bits), fewer and more than
-                    // the block's pairs, and a part of a row: at most one whole row per pair,
-                    // exactly that through the panel (8 rows, ten classes, a vector of columns).
-                    for ahead_rows in [1, n / 2, n + 1] {
-                        let ahead = &x[..(ahead_rows * p + p / 2).min(x.len())];
-                        let mut again = vec![f32::NAN; n * c];
-                        let brought = k.dot_block(&x, p, &w, stride, c, &mut again, ahead);
-                        assert_eq!(differing_bits(&z, &again), 0, "{} ahead", k.name());
-                        let most = (n / 2).min(ahead.len() / p) * p;
-                        let panel = n >= 8 && c >= 10 && p >= k.f32_lanes();
-                        let want = if panel { most } else { 0 };
-                        assert_eq!(brought, want, "{} p={p} c={c} n={n}", k.name());
-                    }
+                    k.dot_block(&x, p, &w, stride, c, &mut z);
                     for (i, (zi, xi)) in z.chunks(c).zip(x.chunks(p)).enumerate() {
                         let mut one = vec![f32::NAN; c];
-                        k.dot_block(xi, p, &w, stride, c, &mut one, &[]);
+                        k.dot_block(xi, p, &w, stride, c, &mut one);
                         let same = zi.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(
                             same,
