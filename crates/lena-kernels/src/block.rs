@@ -17,11 +17,11 @@ use std::cell::RefCell;
 // memory as two forward streams, each the next row of its own, where the hardware's
 // prefetchers keep more lines in flight than requests can: with neighbouring rows as pairs
 // (two streams a row apart, in the same pages) the full-batch gradient needed the next block
-// requested into L2 during both kernels, and was 4-7% slower than this without any such
-// request (Intel Xeon family 6 model 167, AVX-512 and AVX2 paths; with this pairing those
-// requests made it slower). Both kernels are bound by FMA throughput, not by loads. Each call
-// is one dispatch with every tile inside it: a dispatch per tile cost more than the tile's
-// arithmetic on blocks of a few rows.
+// requested into L2 during both kernels, and even so was 5-11% slower than this without any
+// such request (Intel Xeon family 6 model 167, alternated; the AVX2 path 20% slower; with this
+// pairing those requests made it slower). Both kernels are bound by FMA throughput, not by
+// loads. Each call is one dispatch with every tile inside it: a dispatch per tile cost more
+// than the tile's arithmetic on blocks of a few rows.
 /// Class rows per tile of `G += D^T X` with 16 vector registers; twice as many with 32.
 const CLASSES: usize = 5;
 /// Classes per pass of `Z = X W^T` over a row.
