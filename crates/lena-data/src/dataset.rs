@@ -190,14 +190,10 @@ impl Dataset {
     pub fn subset(&self, rows: &[usize]) -> Dataset {
         let p = self.n_features;
         let mut features = crate::large::vec_with_capacity(rows.len() * p);
-        for &r in rows {
-            features.extend_from_slice(self.row(r));
-        }
+        push_rows(&mut features, &self.features, rows, p);
         let bytes = self.bytes.as_ref().map(|b| {
             let mut out = crate::large::vec_with_capacity(rows.len() * p);
-            for &r in rows {
-                out.extend_from_slice(&b[r * p..(r + 1) * p]);
-            }
+            push_rows(&mut out, b, rows, p);
             out
         });
         Dataset {
@@ -247,9 +243,7 @@ impl Dataset {
             let mut block = crate::large::vec_with_capacity(total);
             for (rows, &s) in parts.iter().zip(starts) {
                 block.resize(s, T::default());
-                for &r in rows {
-                    block.extend_from_slice(&from[r * p..(r + 1) * p]);
-                }
+                push_rows(&mut block, from, rows, p);
             }
             Arc::new(block)
         }
@@ -299,6 +293,13 @@ impl Dataset {
             c[l as usize] += 1;
         }
         c
+    }
+}
+
+/// Appends to `out` the listed `rows` of the row-major `from` (`p` values a row), in order.
+fn push_rows<T: Copy>(out: &mut Vec<T>, from: &[T], rows: &[usize], p: usize) {
+    for &r in rows {
+        out.extend_from_slice(&from[r * p..(r + 1) * p]);
     }
 }
 
