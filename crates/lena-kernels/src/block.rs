@@ -14,14 +14,18 @@ use std::cell::RefCell;
 // or 5 (AVX2) class rows x 2 vectors of G in registers while it streams the block's rows, so
 // G is loaded and stored once per block instead of once per row. The two rows of a tile are
 // a row of the block's first half and the row half a block after it, so that the scores read
-// memory as two forward streams, each the next row of its own, where the hardware's
-// prefetchers keep more lines in flight than requests can: with neighbouring rows as pairs
-// (two streams a row apart, in the same pages) the full-batch gradient needed the next block
-// requested into L2 during both kernels, and even so was 5-11% slower than this without any
-// such request (Intel Xeon family 6 model 167, alternated; the AVX2 path 20% slower; with this
-// pairing those requests made it slower). Both kernels are bound by FMA throughput, not by
-// loads. Each call is one dispatch with every tile inside it: a dispatch per tile cost more
-// than the tile's arithmetic on blocks of a few rows.
+// memory as two forward streams, each the next row of its own (neighbouring rows as pairs, two
+// streams a row apart in the same pages, were 5-11% slower, Intel Xeon family 6 model 167). The
+// caller's next block comes into L2 during both kernels where `Kernels::requests_ahead` says
+// so: its first rows during the scores (one per pair of rows), the rest during the
+// accumulation, so that memory streams throughout (the accumulation bringing all of it left
+// memory idle during the scores; the scores bringing all of it slowed them, AMD Zen 5). Whether
+// that helps depends on the machine: with these pairs, the softmax gradient was 12% faster with
+// the requests on Intel Xeon family 6 model 207 (AVX-512; the AVX2 path the same) and 4% slower
+// on model 167, where the hardware's prefetchers alone kept the two streams at memory speed.
+// Both kernels are bound by FMA throughput, not by loads. Each call is one dispatch with every
+// tile inside it: a dispatch per tile cost more than the tile's arithmetic on blocks of a few
+// rows.
 /// Class rows per tile of `G += D^T X` with 16 vector registers; twice as many with 32.
 const CLASSES: usize = 5;
 /// Classes per pass of `Z = X W^T` over a row.
@@ -208,8 +212,9 @@ fn dot_chunk_1x10<S: Simd>(
 /// single-row loop is bound by its eleven loads per ten fused multiply-adds, not by the FMAs).
 /// With 32 vector registers (AVX-512) all ten classes at once; with 16 (AVX2) five and then
 /// the other five, reading the two rows' columns twice from L1. Only the pass from class 0
-/// prefetches `ahead` (into L1: the rows after the two). Each row's sums are the same, in the
-/// same order, as [`dot_chunk_1x10`]'s.
+/// prefetches `ahead` (into L1: the rows after the two) and `far` (into L2: the same columns of a
+/// row the caller reads after this block, or nothing). Each row's sums are the same, in the same
+/// order, as [`dot_chunk_1x10`]'s.
 #[inline(always)]
 fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
     simd: S,
@@ -218,6 +223,7 @@ fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
     panel: &[[S::f32s; 10]],
     acc: [&mut [S::f32s; 10]; 2],
     fresh: bool,
+    far: &[S::f32s],
 ) {
     let [p, q] = acc;
     // Arrays indexed by constants once the class loop is unrolled: registers, as in the
@@ -236,6 +242,9 @@ fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
         if K0 == 0 && j.is_multiple_of(line) {
             prefetch(m);
             prefetch(n);
+            if let Some(f) = far.get(j) {
+                prefetch_l2(f);
+            }
         }
         for k in 0..H {
             a[k] = simd.mul_add_f32s(*u, c[K0 + k], a[k]);
@@ -246,16 +255,28 @@ fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
     q[K0..K0 + H].copy_from_slice(&b);
 }
 
-/// Asks the CPU to bring `v`'s cache line into L1 (x86's hint T0) without waiting for it: a
-/// hint, with no effect on any result. The row kernels prefetch the next row while they work on
-/// one, so that more of the row is in flight than the load buffer allows (each vector of a row
-/// comes with ten loads of class rows from L1).
+/// Asks the CPU to bring `v`'s cache line towards L1 without waiting for it: a hint, with no
+/// effect on any result. The row kernels prefetch the next row while they work on one, so
+/// that more of the row is in flight than the load buffer allows (each vector of a row comes
+/// with ten loads of class rows from L1).
 #[inline(always)]
 fn prefetch<T>(v: &T) {
+    prefetch_into::<3, T>(v); // _MM_HINT_T0
+}
+
+/// As [`prefetch`], into L2 only.
+#[inline(always)]
+fn prefetch_l2<T>(v: &T) {
+    prefetch_into::<2, T>(v); // _MM_HINT_T1
+}
+
+/// A prefetch of `v`'s line with x86's hint `HINT` (3: into L1, 2: into L2).
+#[inline(always)]
+fn prefetch_into<const HINT: i32, T>(v: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and writes nothing; the pointer comes from a reference.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<3>(std::ptr::from_ref(v).cast());
+        std::arch::x86_64::_mm_prefetch::<HINT>(std::ptr::from_ref(v).cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = v;
@@ -390,12 +411,15 @@ struct DotBlock<'a> {
     c: usize,
     z: &'a mut [f32],
     scratch: &'a mut DotScratch,
+    /// Rows the caller reads next: the first of them brought into L2, one per pair of rows.
+    ahead: &'a [f32],
 }
 
 impl WithSimd for DotBlock<'_> {
-    type Output = ();
+    /// Floats of `ahead` brought into L2.
+    type Output = usize;
     #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
+    fn with_simd<S: Simd>(self, simd: S) -> usize {
         let Self {
             x,
             p,
@@ -404,6 +428,7 @@ impl WithSimd for DotBlock<'_> {
             c,
             z,
             scratch,
+            ahead,
         } = self;
         let class = |k: usize| &w[k * stride..k * stride + p];
         let n = x.len() / p;
@@ -463,11 +488,16 @@ impl WithSimd for DotBlock<'_> {
                     let (first, second) = acc.split_at_mut(half);
                     for (q, (a, b)) in first.iter_mut().zip(second).enumerate() {
                         let (x, nx) = ([cols(q), cols(q + half)], [next(q), next(q + half)]);
+                        // Pair q brings row q of `ahead` into L2 (the first group's passes).
+                        let far = match ahead.get(q * p..(q + 1) * p) {
+                            Some(row) if g == 0 => &S::as_simd_f32s(row).0[j0..j1],
+                            _ => &[],
+                        };
                         if wide {
-                            dot_chunk_2xh::<S, 0, 10>(simd, x, nx, panel, [a, b], fresh);
+                            dot_chunk_2xh::<S, 0, 10>(simd, x, nx, panel, [a, b], fresh, far);
                         } else {
-                            dot_chunk_2xh::<S, 0, 5>(simd, x, nx, panel, [a, b], fresh);
-                            dot_chunk_2xh::<S, 5, 5>(simd, x, nx, panel, [a, b], fresh);
+                            dot_chunk_2xh::<S, 0, 5>(simd, x, nx, panel, [a, b], fresh, far);
+                            dot_chunk_2xh::<S, 5, 5>(simd, x, nx, panel, [a, b], fresh, far);
                         }
                     }
                     // An odd block's last row alone.
@@ -520,6 +550,11 @@ impl WithSimd for DotBlock<'_> {
                 }
             }
         }
+        if groups > 0 {
+            (n / 2).min(ahead.len() / p) * p
+        } else {
+            0
+        }
     }
 }
 
@@ -537,6 +572,7 @@ fn outer_tile<S: Simd, const C: usize, const J: usize>(
     c: usize,
     x: &[f32],
     p: usize,
+    ahead: &mut Ahead<'_>,
 ) {
     let lanes = S::F32_LANES;
     let mut acc = [[simd.splat_f32s(0.0); J]; C];
@@ -546,6 +582,7 @@ fn outer_tile<S: Simd, const C: usize, const J: usize>(
     }
     let mut xv = [simd.splat_f32s(0.0); J];
     for (xi, di) in x.chunks_exact(p).zip(d.chunks_exact(c)) {
+        ahead.step();
         xv.copy_from_slice(&S::as_simd_f32s(&xi[j..j + J * lanes]).0[..J]);
         let di = &di[c0..c0 + C];
         for k in 0..C {
@@ -561,6 +598,27 @@ fn outer_tile<S: Simd, const C: usize, const J: usize>(
     }
 }
 
+/// The cache lines of the rows a caller reads next, brought into L2 a few at a time while
+/// [`Kernels::add_outer_block`] works on a block already in cache, so that the memory streams
+/// during its arithmetic instead of idling until the next block's first loads miss.
+struct Ahead<'a> {
+    lines: std::slice::ChunksExact<'a, f32>,
+    per_step: usize,
+}
+
+impl Ahead<'_> {
+    /// Prefetches the next `per_step` lines, if any are left.
+    #[inline(always)]
+    fn step(&mut self) {
+        for _ in 0..self.per_step {
+            match self.lines.next() {
+                Some(line) => prefetch_l2(&line[0]),
+                None => return,
+            }
+        }
+    }
+}
+
 struct OuterBlock<'a> {
     g: &'a mut [f32],
     stride: usize,
@@ -568,6 +626,7 @@ struct OuterBlock<'a> {
     d: &'a [f32],
     x: &'a [f32],
     p: usize,
+    ahead: &'a [f32],
 }
 
 impl WithSimd for OuterBlock<'_> {
@@ -581,6 +640,7 @@ impl WithSimd for OuterBlock<'_> {
             d,
             x,
             p,
+            ahead,
         } = self;
         let lanes = S::F32_LANES;
         let head = p / lanes * lanes;
@@ -589,6 +649,14 @@ impl WithSimd for OuterBlock<'_> {
         // accumulation in L2 took 2.27-2.32 ms instead of 2.43-2.47, its softmax gradient
         // 7.22-7.33 instead of 7.43-7.54 (Intel Xeon, three pairs). Five with AVX2's 16.
         let group = if lanes >= 16 { 2 * CLASSES } else { CLASSES };
+        // Lines of `ahead` per row step of the tiles, each tile stepping once per row (about
+        // one for the half of MNIST's next block left by the scores: 25 tiles x 83 rows on
+        // AVX-512 against 2 034 lines).
+        let steps = c.div_ceil(group) * (head / lanes).div_ceil(2) * (x.len() / p);
+        let mut ahead = Ahead {
+            lines: ahead.chunks_exact(16),
+            per_step: (ahead.len() / 16).div_ceil(steps.max(1)),
+        };
         for c0 in (0..c).step_by(group) {
             let cb = group.min(c - c0);
             let mut j = 0;
@@ -596,7 +664,7 @@ impl WithSimd for OuterBlock<'_> {
                 let two = head - j >= 2 * lanes;
                 macro_rules! tile {
                     ($c:literal, $j:literal) => {
-                        outer_tile::<S, $c, $j>(simd, g, stride, c0, j, d, c, x, p)
+                        outer_tile::<S, $c, $j>(simd, g, stride, c0, j, d, c, x, p, &mut ahead)
                     };
                 }
                 match (cb, two) {
@@ -643,10 +711,27 @@ impl Kernels {
     /// the `c` rows `w_k = w[k * stride..k * stride + p]` (a linear model's scores without
     /// bias: `Z = X W^T`). Each row of `x` is read from memory once.
     ///
+    /// `ahead` is what the caller reads next (the next block of rows, or empty): where
+    /// [`Self::requests_ahead`], through the panel (from 8 rows, 10 classes and a vector of
+    /// columns on), each pair of rows scored brings one row of it into L2, a hint with no effect
+    /// on any result. Returns how many of `ahead`'s floats it brought (whole rows from its
+    /// start; 0 off the panel or without requests), so that the caller can hand the rest to
+    /// [`Self::add_outer_block`].
+    ///
     /// # Panics
     /// If `p` is 0, `x.len()` is not a multiple of `p`, `stride < p`, `w` is too short for `c`
     /// rows, or `z.len() != n * c`.
-    pub fn dot_block(self, x: &[f32], p: usize, w: &[f32], stride: usize, c: usize, z: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn dot_block(
+        self,
+        x: &[f32],
+        p: usize,
+        w: &[f32],
+        stride: usize,
+        c: usize,
+        z: &mut [f32],
+        ahead: &[f32],
+    ) -> usize {
         assert!(p > 0 && x.len().is_multiple_of(p), "dot_block: row length");
         assert!(stride >= p, "dot_block: stride");
         assert!(
@@ -655,7 +740,7 @@ impl Kernels {
         );
         assert_eq!(z.len(), x.len() / p * c, "dot_block: output length");
         if c == 0 {
-            return;
+            return 0;
         }
         DOT_SCRATCH.with_borrow_mut(|scratch| {
             self.run(DotBlock {
@@ -666,19 +751,23 @@ impl Kernels {
                 c,
                 z,
                 scratch,
-            });
-        });
+                ahead: if self.requests_ahead() { ahead } else { &[] },
+            })
+        })
     }
 
     /// `g[k * stride + j] += sum_i d[i * c + k] x_i[j]` for the `c` rows of `g` (each `p` long,
     /// at `stride`), the `n = x.len() / p` rows `x_i` of the row-major `x` and the row-major
     /// `n x c` matrix `d` (a linear model's gradient: `G += D^T X`). The terms are added to each
     /// `g[k * stride + j]` in row order, one rounding each, so the result does not depend on
-    /// the instruction set.
+    /// the instruction set. `ahead` is what the caller reads next (the next block of rows, or
+    /// empty): where [`Self::requests_ahead`], its cache lines are brought into L2 while this
+    /// works, a hint with no effect on any result.
     ///
     /// # Panics
     /// If `p` is 0, `x.len()` is not a multiple of `p`, `stride < p`, `g` is too short for `c`
     /// rows, or `d.len() != n * c`.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_outer_block(
         self,
         g: &mut [f32],
@@ -687,6 +776,7 @@ impl Kernels {
         d: &[f32],
         x: &[f32],
         p: usize,
+        ahead: &[f32],
     ) {
         assert!(
             p > 0 && x.len().is_multiple_of(p),
@@ -710,6 +800,7 @@ impl Kernels {
                 d,
                 x,
                 p,
+                ahead: if self.requests_ahead() { ahead } else { &[] },
             });
         }
     }

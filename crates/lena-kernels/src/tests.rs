@@ -570,7 +570,11 @@ fn block_products_match_reference_at_every_tile_edge() {
                 reference::add_outer_block(&mut want_g, stride, c, &d, &x, p);
                 for k in paths() {
                     let mut z = vec![f32::NAN; n * c];
-                    k.dot_block(&x, p, &w, stride, c, &mut z);
+                    assert_eq!(
+                        k.with_requests_ahead(true)
+                            .dot_block(&x, p, &w, stride, c, &mut z, &x),
+                        0
+                    );
                     for (i, (got, want)) in z.iter().zip(&want_z).enumerate() {
                         let bound = 2.0 * p as f64 * EPS * (p as f64).sqrt() + 1e-6;
                         assert!(
@@ -580,8 +584,20 @@ fn block_products_match_reference_at_every_tile_edge() {
                         );
                     }
                     let mut g = g0.clone();
-                    k.add_outer_block(&mut g, stride, c, &d, &x, p);
+                    k.add_outer_block(&mut g, stride, c, &d, &x, p, &[]);
                     assert_eq!(g, want_g, "{} p={p} c={c} n={n}", k.name());
+                    // With rows to prefetch (a hint: the same result), shorter and longer
+                    // than a cache line's floats.
+                    for (ahead, on) in [
+                        (&w[..w.len().min(5)], true),
+                        (&w[..], true),
+                        (&w[..], false),
+                    ] {
+                        let mut g = g0.clone();
+                        k.with_requests_ahead(on)
+                            .add_outer_block(&mut g, stride, c, &d, &x, p, ahead);
+                        assert_eq!(g, want_g, "{} p={p} c={c} n={n} ahead {on}", k.name());
+                    }
                 }
             }
         }
@@ -634,10 +650,28 @@ fn dot_block_scores_a_block_as_its_rows_one_by_one() {
                 let want_z = reference::dot_block(&x, p, &w, stride, c);
                 for k in paths() {
                     let mut z = vec![f32::NAN; n * c];
-                    k.dot_block(&x, p, &w, stride, c, &mut z);
+                    k.dot_block(&x, p, &w, stride, c, &mut z, &[]);
+                    // With rows to bring into L2 (a hint: the same bits), fewer and more than
+                    // the block's pairs, and a part of a row: at most one whole row per pair,
+                    // exactly that through the panel (8 rows, ten classes, a vector of columns).
+                    // Without requests (`Kernels::requests_ahead` off), none brought.
+                    for (ahead_rows, on) in
+                        [(1, true), (n / 2, true), (n + 1, true), (n + 1, false)]
+                    {
+                        let ahead = &x[..(ahead_rows * p + p / 2).min(x.len())];
+                        let mut again = vec![f32::NAN; n * c];
+                        let brought = k
+                            .with_requests_ahead(on)
+                            .dot_block(&x, p, &w, stride, c, &mut again, ahead);
+                        assert_eq!(differing_bits(&z, &again), 0, "{} ahead", k.name());
+                        let most = (n / 2).min(ahead.len() / p) * p;
+                        let panel = n >= 8 && c >= 10 && p >= k.f32_lanes();
+                        let want = if panel && on { most } else { 0 };
+                        assert_eq!(brought, want, "{} p={p} c={c} n={n}", k.name());
+                    }
                     for (i, (zi, xi)) in z.chunks(c).zip(x.chunks(p)).enumerate() {
                         let mut one = vec![f32::NAN; c];
-                        k.dot_block(xi, p, &w, stride, c, &mut one);
+                        k.dot_block(xi, p, &w, stride, c, &mut one, &[]);
                         let same = zi.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits());
                         assert!(
                             same,

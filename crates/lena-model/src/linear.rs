@@ -320,7 +320,7 @@ impl Linear {
                 let b1 = (b0 + BLOCK).min(r1);
                 let nb = b1 - b0;
                 let z = &mut cw.z[..nb * self.n_classes];
-                self.scores(&data.features()[b0 * p..b1 * p], nb, w, z);
+                self.scores(&data.features()[b0 * p..b1 * p], nb, w, z, &[]);
                 for (i, zi) in z.chunks_exact(self.n_classes).enumerate() {
                     let best = argmax(zi);
                     cw.correct += usize::from(best == data.labels[b0 + i] as usize);
@@ -346,13 +346,16 @@ impl Linear {
         c * gram_lambda_max(data, iters, self.kernels) + f64::from(self.lambda)
     }
 
-    /// `z = X W^T + b` for `nb` contiguous rows `x`; `z` is `nb x n_classes` row-major
+    /// `z = X W^T + b` for `nb` contiguous rows `x`; `z` is `nb x n_classes` row-major. Brings
+    /// the first rows of `ahead` into L2 meanwhile and returns how many of its floats
     /// ([`Kernels::dot_block`]).
-    fn scores(&self, x: &[f32], nb: usize, w: &[f32], z: &mut [f32]) {
+    fn scores(&self, x: &[f32], nb: usize, w: &[f32], z: &mut [f32], ahead: &[f32]) -> usize {
         let (p, c) = (self.n_features, self.n_classes);
-        self.kernels
-            .dot_block(&x[..nb * p], p, w, p + 1, c, &mut z[..nb * c]);
+        let brought = self
+            .kernels
+            .dot_block(&x[..nb * p], p, w, p + 1, c, &mut z[..nb * c], ahead);
         with_classes!(c, add_bias(z, w, p));
+        brought
     }
 
     fn eval(
@@ -380,12 +383,17 @@ impl Linear {
         let want_grad = grad.is_some();
         let n_chunks = n_rows.div_ceil(CHUNK).max(1);
         let chunks = &mut chunks[..n_chunks];
+        let block = self.block();
         chunks.par_iter_mut().enumerate().for_each(|(ci, cw)| {
             let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n_rows));
             let rows = match rows {
                 Rows::All => {
                     let x = data.features();
-                    ChunkRows::Contiguous(&x[r0 * p..r1 * p], &data.labels[r0..r1])
+                    ChunkRows::Contiguous(
+                        &x[r0 * p..r1 * p],
+                        &data.labels[r0..r1],
+                        &x[r1 * p..(r1 + block).min(n_rows) * p],
+                    )
                 }
                 Rows::Subset(idx) => ChunkRows::Gathered(data, &idx[r0..r1]),
             };
@@ -602,8 +610,16 @@ impl Linear {
         for b0 in (0..n).step_by(block) {
             let b1 = (b0 + block).min(n);
             let nb = b1 - b0;
+            let mut next: &[f32] = &[];
             let (xb, labels): (&[f32], &[u32]) = match rows {
-                ChunkRows::Contiguous(x, y) => (&x[b0 * p..b1 * p], &y[b0..b1]),
+                ChunkRows::Contiguous(x, y, after) => {
+                    next = if b1 < n {
+                        &x[b1 * p..(b1 + block).min(n) * p]
+                    } else {
+                        after
+                    };
+                    (&x[b0 * p..b1 * p], &y[b0..b1])
+                }
                 ChunkRows::Gathered(data, idx) => {
                     // A block at a time: a minibatch's copy is one block's room, not the
                     // whole minibatch's (the same rows in the same order as before).
@@ -614,9 +630,12 @@ impl Linear {
                 }
             };
             let z = &mut cw.z[..nb * c];
-            // PERF: no block is requested ahead of its scores: their two forward streams of rows
-            // keep the hardware's prefetchers busy (see lena-kernels' block.rs).
-            self.scores(xb, nb, w, z);
+            // PERF: with a gradient, and where the kernels request ahead (a choice per CPU, see
+            // `Kernels::requests_ahead`), the scores bring the first half of the next block into
+            // L2 and the accumulation the rest, so memory streams during both (the softmax
+            // gradient 12% faster, Intel Xeon family 6 model 207, alternated in one process); the
+            // last block brings the next chunk's first.
+            let brought = self.scores(xb, nb, w, z, if want_grad { next } else { &[] });
             // Replace scores by d loss / d score, accumulating the loss.
             let loss = match self.kind {
                 LinearKind::LogisticOva => logistic_ova_block(self.kernels, z, labels, c),
@@ -624,8 +643,10 @@ impl Linear {
             };
             cw.loss += loss;
             if want_grad {
-                // G[:, :p] += D^T X_b (X_b still in cache); bias column += column sums of D.
-                self.kernels.add_outer_block(&mut cw.g, p + 1, c, z, xb, p);
+                // G[:, :p] += D^T X_b (X_b still in cache, the next block on its way);
+                // bias column += column sums of D.
+                self.kernels
+                    .add_outer_block(&mut cw.g, p + 1, c, z, xb, p, &next[brought..]);
                 with_classes!(c, add_column_sums(&mut cw.bias, z));
             }
         }
@@ -641,15 +662,17 @@ impl Linear {
 /// dataset, copied a block at a time.
 #[derive(Clone, Copy)]
 enum ChunkRows<'a> {
-    /// The chunk's rows and their labels.
-    Contiguous(&'a [f32], &'a [u32]),
+    /// The chunk's rows, their labels, and the rows after the chunk that its last block brings
+    /// into L2 (the next chunk's first block, which the same thread usually takes next: rayon
+    /// hands each thread a run of neighbouring chunks).
+    Contiguous(&'a [f32], &'a [u32], &'a [f32]),
     Gathered(&'a Dataset, &'a [u32]),
 }
 
 impl ChunkRows<'_> {
     fn len(&self) -> usize {
         match self {
-            Self::Contiguous(_, y) => y.len(),
+            Self::Contiguous(_, y, _) => y.len(),
             Self::Gathered(_, idx) => idx.len(),
         }
     }
