@@ -12,20 +12,19 @@ use std::cell::RefCell;
 // than one row x 10 classes, AMD Zen 3). The class rows are memory operands and a minibatch's
 // few rows take 1 row x 10 classes, streaming each row once. `G += D^T X` keeps 10 (AVX-512)
 // or 5 (AVX2) class rows x 2 vectors of G in registers while it streams the block's rows, so
-// G is loaded and stored once per block instead of once per row. The two rows of a tile are
-// a row of the block's first half and the row half a block after it, so that the scores read
-// memory as two forward streams, each the next row of its own (neighbouring rows as pairs, two
-// streams a row apart in the same pages, were 5-11% slower, Intel Xeon family 6 model 167). The
-// caller's next block comes into L2 during both kernels where `Kernels::requests_ahead` says
-// so: its first rows during the scores (one per pair of rows), the rest during the
-// accumulation, so that memory streams throughout (the accumulation bringing all of it left
-// memory idle during the scores; the scores bringing all of it slowed them, AMD Zen 5). Whether
-// that helps depends on the machine: with these pairs, the softmax gradient was 12% faster with
-// the requests on Intel Xeon family 6 model 207 (AVX-512; the AVX2 path the same) and 4% slower
-// on model 167, where the hardware's prefetchers alone kept the two streams at memory speed.
-// Both kernels are bound by FMA throughput, not by loads. Each call is one dispatch with every
-// tile inside it: a dispatch per tile cost more than the tile's arithmetic on blocks of a few
-// rows.
+// G is loaded and stored once per block instead of once per row. The two rows of a tile are a row
+// of the block's first half and the row half a block after it, so that the scores read memory as
+// two forward streams, each the next row of its own (neighbouring rows as pairs, two streams a row
+// apart in the same pages, were 5-11% slower, Intel Xeon family 6 model 167). The caller's next
+// block comes into L2 during both kernels where `Kernels::requests_ahead` says so: its first rows
+// during the scores (one per pair of rows), the rest during the accumulation, so that memory
+// streams throughout (the accumulation bringing all of it left memory idle during the scores; the
+// scores bringing all of it slowed them, AMD Zen 5). Whether that helps depends on the machine:
+// with these pairs, the softmax gradient was 10-13% faster with the requests on Intel Xeon family 6
+// model 207 (AVX-512; on the AVX2 path no different) and 4% slower on model 167, where the
+// hardware's prefetchers alone kept the two streams at memory speed. Both kernels are bound by FMA
+// throughput, not by loads. Each call is one dispatch with every tile inside it: a dispatch per
+// tile cost more than the tile's arithmetic on blocks of a few rows.
 /// Class rows per tile of `G += D^T X` with 16 vector registers; twice as many with 32.
 const CLASSES: usize = 5;
 /// Classes per pass of `Z = X W^T` over a row.

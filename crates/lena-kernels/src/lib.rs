@@ -184,11 +184,10 @@ impl Kernels {
         }
     }
 
-    /// Whether [`Self::dot_block`] and [`Self::add_outer_block`] bring the caller's next block
-    /// of rows into L2 while they work (a hint: no result depends on it). The default depends on
-    /// the CPU, as measured: off on Intel family 6 model 167, where it made the full-batch
-    /// gradient 4% slower, on elsewhere (12% faster on Intel family 6 model 207, and helpful on
-    /// AMD Zen 5).
+    /// Whether [`Self::dot_block`] and [`Self::add_outer_block`] bring the caller's next block of
+    /// rows into L2 while they work (a hint: no result depends on it). The default depends on the
+    /// CPU, as measured: off on Intel family 6 model 167, where it made the full-batch gradient 4%
+    /// slower, on elsewhere (10-13% faster on Intel family 6 model 207, and helpful on AMD Zen 5).
     pub fn requests_ahead(self) -> bool {
         self.ahead
     }

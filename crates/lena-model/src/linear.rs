@@ -631,10 +631,10 @@ impl Linear {
             };
             let z = &mut cw.z[..nb * c];
             // PERF: with a gradient, and where the kernels request ahead (a choice per CPU, see
-            // `Kernels::requests_ahead`), the scores bring the first half of the next block into
-            // L2 and the accumulation the rest, so memory streams during both (the softmax
-            // gradient 12% faster, Intel Xeon family 6 model 207, alternated in one process); the
-            // last block brings the next chunk's first.
+            // `Kernels::requests_ahead`), the scores bring the first half of the next block into L2
+            // and the accumulation the rest, so memory streams during both (the softmax gradient
+            // 10-13% faster, Intel Xeon family 6 model 207, alternated in one process); the last
+            // block brings the next chunk's first.
             let brought = self.scores(xb, nb, w, z, if want_grad { next } else { &[] });
             // Replace scores by d loss / d score, accumulating the loss.
             let loss = match self.kind {
