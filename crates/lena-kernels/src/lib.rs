@@ -263,9 +263,8 @@ impl Kernels {
     }
 }
 
-/// The default of [`Kernels::requests_ahead`] on this CPU: off only where it was measured
-/// slower (Intel, family 6, model 167). Read once per process (`cpuid` traps to the hypervisor
-/// on a virtual machine).
+/// The default of [`Kernels::requests_ahead`] on this CPU ([`requests_ahead_on`] of its
+/// `cpuid`). Read once per process (`cpuid` traps to the hypervisor on a virtual machine).
 fn requests_ahead_here() -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| {
@@ -273,17 +272,27 @@ fn requests_ahead_here() -> bool {
         {
             use std::arch::x86_64::__cpuid;
             let vendor = __cpuid(0);
-            // "GenuineIntel" in EBX, EDX, ECX.
-            let intel =
-                (vendor.ebx, vendor.edx, vendor.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
-            let signature = __cpuid(1).eax;
-            let family = (signature >> 8) & 0xf;
-            let model = ((signature >> 4) & 0xf) | ((signature >> 12) & 0xf0);
-            !(intel && family == 6 && model == 167)
+            requests_ahead_on([vendor.ebx, vendor.edx, vendor.ecx], __cpuid(1).eax)
         }
         #[cfg(not(target_arch = "x86_64"))]
         true
     })
+}
+
+/// The default of [`Kernels::requests_ahead`] for a CPU whose `cpuid` leaf 0 gives the vendor
+/// string in `vendor` (EBX, EDX, ECX) and leaf 1 the signature `signature` (EAX): off only
+/// where it was measured slower (Intel, family 6, model 167).
+fn requests_ahead_on(vendor: [u32; 3], signature: u32) -> bool {
+    const INTEL: [u32; 3] = [
+        u32::from_le_bytes(*b"Genu"),
+        u32::from_le_bytes(*b"ineI"),
+        u32::from_le_bytes(*b"ntel"),
+    ];
+    let intel = vendor == INTEL;
+    let family = (signature >> 8) & 0xf;
+    // The extended model (bits 16-19) extends families 6 and 15.
+    let model = ((signature >> 4) & 0xf) | ((signature >> 12) & 0xf0);
+    !(intel && family == 6 && model == 167)
 }
 
 impl Default for Kernels {
