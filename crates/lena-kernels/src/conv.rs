@@ -481,6 +481,12 @@ const PACK_K: usize = 5;
 /// Kernel rows of side [`PACK_K`] a vector of 16 lanes holds.
 const PACK_ROWS: usize = 3;
 
+/// Whether [`WeightGrad`] packs kernel rows of side `k` several to a vector on `S`'s path
+/// ([`WeightGrad::tile_packed`]): side [`PACK_K`] on 16 lanes.
+fn packs<S: Simd>(k: usize) -> bool {
+    k == PACK_K && S::F32_LANES / PACK_K == PACK_ROWS
+}
+
 impl WeightGrad<'_> {
     /// Channels `co..co + C`, kernel rows `rows` (each `(ci, ki)`).
     #[inline(always)]
@@ -573,21 +579,29 @@ impl WeightGrad<'_> {
         }
     }
 
-    /// Channels `co..co + C` of a layer whose kernel rows (side [`PACK_K`]) are at most `G`
-    /// vectors of `lanes / PACK_K` rows each: every kernel row at once, each vector holding
+    /// Channels `co..co + C`, kernel rows (side [`PACK_K`]) `g0 * PACK_ROWS ..` in `G` vectors of
+    /// [`PACK_ROWS`] rows each (fewer in the last vector of the layer's rows), each vector holding
     /// consecutive kernel rows side by side, as their taps lie in `gw`.
     ///
     /// PERF: the paper's first layer on AVX-512 (16 lanes): one kernel row a vector used 5 of its
     /// 16 lanes, and each position's input was loaded once per tile of two channels. Here three
     /// rows share a vector (15 lanes), every channel's sums are in registers (10 x 2 vectors), and
     /// each position's input rows are loaded once: a lane's sum is the same chain of fused
-    /// multiply-adds over the positions, so the floats are those of [`Self::tile`].
+    /// multiply-adds over the positions, so the floats are those of [`Self::tile`]. The second
+    /// layer's 50 kernel rows (17 vectors a channel, two a tile) take it too, in place of faer's
+    /// product with the unfolded input, which the forward pass then no longer forms.
     #[inline(always)]
-    fn tile_packed<S: Simd, const C: usize, const G: usize>(&mut self, simd: S, co: usize) {
+    fn tile_packed<S: Simd, const C: usize, const G: usize>(
+        &mut self,
+        simd: S,
+        co: usize,
+        g0: usize,
+    ) {
         let s = self.s;
         let (ho, wo) = (s.ho(), s.wo());
-        let rows = s.cin * PACK_K;
-        debug_assert!(s.k == PACK_K && S::F32_LANES / PACK_K == PACK_ROWS && rows <= G * PACK_ROWS);
+        // The kernel rows from the tile's first on (`q` below counts from there).
+        let rows = s.cin * PACK_K - g0 * PACK_ROWS;
+        debug_assert!(s.k == PACK_K && S::F32_LANES / PACK_K == PACK_ROWS && rows > 0);
         let np = s.samples * ho * wo;
         let dyc: [&[f32]; C] = std::array::from_fn(|c| &self.dy[(co + c) * np..][..np]);
         // Kernel row `q = g * PACK_ROWS + r` (group g, slot r) fills lanes `r * PACK_K ..
@@ -605,28 +619,34 @@ impl WeightGrad<'_> {
         let (mut p, mut piece_end) = (0, crate::DENSE_PIECE);
         let plane = s.h * s.w;
         let x_len = self.x.len();
+        // Where each slot's vector load starts for the first sample's first position, in `x`: its
+        // kernel row's input, `r * PACK_K` values early, so that lanes `r * PACK_K ..` hold the
+        // row's values from the position on (wrapped below zero for a slot reading nothing
+        // before the input's start: then no row is `inside`). Sample b's output row i adds
+        // `b * plane + i * w`.
+        let first: [[usize; PACK_ROWS]; G] = std::array::from_fn(|g| {
+            std::array::from_fn(|r| {
+                let q = g0 * PACK_ROWS + (g * PACK_ROWS + r).min(rows - 1);
+                let (ci, ki) = (q / PACK_K, q % PACK_K);
+                (ci * s.samples * plane + ki * s.w).wrapping_sub(r * PACK_K)
+            })
+        });
+        let highest = first.iter().flatten().copied().max().unwrap_or(0);
+        // A slot that would start before the input (wrapped) never reads whole vectors; and the
+        // furthest a row's loads reach past its slots' starts.
+        let wrapped = highest > x_len;
+        let reach = wo - 1 + S::F32_LANES;
         for b in 0..s.samples {
             for i in 0..ho {
-                // Where each slot's vector load starts for position 0, in `x`: its kernel row's
-                // input for this output row, `r * PACK_K` values early, so that lanes `r *
-                // PACK_K ..` hold the row's values from the position on.
-                let start: [[usize; PACK_ROWS]; G] = std::array::from_fn(|g| {
-                    std::array::from_fn(|r| {
-                        let q = (g * PACK_ROWS + r).min(rows - 1);
-                        let (ci, ki) = (q / PACK_K, q % PACK_K);
-                        ((ci * s.samples + b) * plane + (i + ki) * s.w).wrapping_sub(r * PACK_K)
-                    })
-                });
+                let row_at = b * plane + i * s.w;
+                let start = first.map(|g| g.map(|at| at.wrapping_add(row_at)));
                 // Whether every load of the row (whole vectors from `start + j`, `j < wo`) lies
                 // inside `x`: all but rows at the very end of the block.
-                let mut inside = true;
-                for &at in start.iter().flatten() {
-                    inside &= at <= x_len && x_len - at >= wo - 1 + S::F32_LANES;
-                }
+                let inside = !wrapped && highest + row_at + reach <= x_len;
                 let mut j = 0;
                 while j < wo {
                     if p == piece_end {
-                        self.add_packed::<S, C, G>(simd, co, acc);
+                        self.add_packed::<S, C, G>(simd, co, g0, acc);
                         acc = zero;
                         piece_end += crate::DENSE_PIECE;
                     }
@@ -677,7 +697,7 @@ impl WeightGrad<'_> {
                 }
             }
         }
-        self.add_packed::<S, C, G>(simd, co, acc);
+        self.add_packed::<S, C, G>(simd, co, g0, acc);
     }
 
     /// Adds a piece's sums of [`Self::tile_packed`] to the gradient: group `g` of channel `c`
@@ -687,12 +707,13 @@ impl WeightGrad<'_> {
         &mut self,
         simd: S,
         co: usize,
+        g0: usize,
         acc: [[S::f32s; G]; C],
     ) {
         let kk = self.s.kk();
         for (c, acc) in acc.iter().enumerate() {
             for (g, &sum) in acc.iter().enumerate() {
-                let from = g * PACK_ROWS * PACK_K;
+                let from = (g0 + g) * PACK_ROWS * PACK_K;
                 if from >= kk {
                     break;
                 }
@@ -726,25 +747,26 @@ impl WithSimd for WeightGrad<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(mut self, simd: S) {
         let mut co = 0;
-        if self.s.k == PACK_K
-            && S::F32_LANES / PACK_K == PACK_ROWS
-            && self.s.cin * PACK_K <= 2 * PACK_ROWS
-        {
+        if packs::<S>(self.s.k) {
+            let groups = (self.s.cin * PACK_K).div_ceil(PACK_ROWS);
             while co < self.s.cout {
-                match self.s.cout - co {
-                    10.. => {
-                        self.tile_packed::<S, 10, 2>(simd, co);
-                        co += 10;
-                    }
-                    5.. => {
-                        self.tile_packed::<S, 5, 2>(simd, co);
-                        co += 5;
-                    }
-                    _ => {
-                        self.tile_packed::<S, 1, 2>(simd, co);
-                        co += 1;
+                let c = match self.s.cout - co {
+                    10.. => 10,
+                    5.. => 5,
+                    _ => 1,
+                };
+                // Two vectors of kernel rows a tile (the last one alone if they are odd).
+                for g0 in (0..groups).step_by(2) {
+                    match (c, groups - g0) {
+                        (10, 2..) => self.tile_packed::<S, 10, 2>(simd, co, g0),
+                        (10, _) => self.tile_packed::<S, 10, 1>(simd, co, g0),
+                        (5, 2..) => self.tile_packed::<S, 5, 2>(simd, co, g0),
+                        (5, _) => self.tile_packed::<S, 5, 1>(simd, co, g0),
+                        (_, 2..) => self.tile_packed::<S, 1, 2>(simd, co, g0),
+                        _ => self.tile_packed::<S, 1, 1>(simd, co, g0),
                     }
                 }
+                co += c;
             }
             return;
         }
@@ -760,7 +782,25 @@ impl WithSimd for WeightGrad<'_> {
     }
 }
 
+/// [`Kernels::conv_weight_grad_packs`] on one path.
+struct Packs(usize);
+
+impl WithSimd for Packs {
+    type Output = bool;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> bool {
+        packs::<S>(self.0)
+    }
+}
+
 impl Kernels {
+    /// Whether [`Self::conv_weight_grad`] holds several kernel rows of side `k` in a vector on
+    /// this path (side 5 on AVX-512's 16 lanes), so that any number of input channels keeps
+    /// most lanes busy; otherwise a kernel row takes a vector of its own.
+    pub fn conv_weight_grad_packs(self, k: usize) -> bool {
+        self.run(Packs(k))
+    }
+
     /// The weights' gradient of [`Kernels::conv_valid`]: `gw[co][t] += sum_p dy[co][p]
     /// x[ci][b][i + ki][j + kj]` over the output positions `p = (b, i, j)`, for `t = (ci, ki,
     /// kj)`, `dy` as `[cout][samples][ho][wo]` and `gw` row-major `cout x (cin k k)`.

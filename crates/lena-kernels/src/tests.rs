@@ -785,8 +785,9 @@ fn dense_is_bit_identical_to_the_reference() {
 /// `conv_weight_grad` is the reference bit for bit on every path whose lanes hold a kernel
 /// row: the paper's first layer over 1 to 7 samples (one piece of 512 positions and several),
 /// channel and kernel-row counts off the tile edges, and outputs ending at the input's end;
-/// on 16 lanes, side-5 kernels of one input channel take the packed tiles (three kernel rows a
-/// vector) in groups of 10, 5 and 1 channels, small planes among them.
+/// on 16 lanes, side-5 kernels take the packed tiles (three kernel rows a vector, two vectors a
+/// tile, the last alone when they are odd) in groups of 10, 5 and 1 channels, small planes among
+/// them, the paper's second layer too.
 #[test]
 fn conv_weight_grad_is_bit_identical_to_the_reference() {
     let shapes = [
@@ -795,6 +796,8 @@ fn conv_weight_grad_is_bit_identical_to_the_reference() {
         (1, 17, 5, 28, 28, 2),
         (1, 3, 5, 9, 11, 3),
         (1, 6, 5, 5, 5, 40),
+        (10, 20, 5, 12, 12, 3),
+        (3, 7, 5, 9, 9, 2),
         (2, 3, 5, 12, 12, 2),
         (3, 5, 3, 7, 9, 3),
         (1, 1, 1, 1, 1, 1),

@@ -117,10 +117,14 @@ impl Conv {
     ///
     /// PERF: directly where faer's tiles would be mostly empty and a kernel row fills most of a
     /// vector: the paper's first layer (10 channels of 25 weights; through faer 45% of the FMA
-    /// peak, AMD EPYC Zen 1). Not the second (250 weights a channel, where faer reaches about
-    /// 75% and a 5-wide kernel row would fill 5 of 8 lanes).
+    /// peak, AMD EPYC Zen 1); and every layer whose kernel rows the path packs several to a
+    /// vector ([`Kernels::conv_weight_grad_packs`]): the paper's second layer on AVX-512, with no
+    /// unfolding kept (on AVX2, 250 weights a channel, faer reaches about 75% where a 5-wide
+    /// kernel row would fill 5 of 8 lanes).
     pub fn weight_grad_direct(&self, kernels: Kernels) -> bool {
-        self.direct() && self.kk() <= 32 && self.k <= kernels.f32_lanes()
+        self.direct()
+            && self.k <= kernels.f32_lanes()
+            && (self.kk() <= 32 || kernels.conv_weight_grad_packs(self.k))
     }
 
     /// Length of the unfolded input a block of `samples` keeps on `kernels`' path: none where
@@ -618,7 +622,15 @@ impl Cnn {
                 .collect();
             cw.labels = vec![0; block];
             if grad {
-                let max_col = cw.cols.iter().map(Vec::len).max().unwrap_or(0);
+                // The unfolded input's gradient of every convolution whose input's gradient the
+                // backward pass forms (all but the first layer's), kept unfolding or not.
+                let max_col = (ops.iter().skip(1))
+                    .filter_map(|op| match op {
+                        Op::Conv(c) => Some(c.kk() * c.ho() * c.wo() * block),
+                        _ => None,
+                    })
+                    .max()
+                    .unwrap_or(0);
                 cw.d_out = vec![0.0; max_act * block];
                 cw.d_in = vec![0.0; max_act * block];
                 cw.d_col = vec![0.0; max_col];
