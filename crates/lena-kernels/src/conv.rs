@@ -815,7 +815,8 @@ impl Kernels {
     /// [`DENSE_PIECE`](crate::DENSE_PIECE), each added to `gw` in turn
     /// ([`reference::conv_weight_grad`](crate::reference::conv_weight_grad)), on every path:
     /// faer's product of `dy` and the unfolded input's transpose into `gw`. A kernel row is one
-    /// vector (its first `k` lanes), so `k` must not exceed [`Kernels::f32_lanes`].
+    /// vector (its first `k` lanes), so `k` must not exceed [`Kernels::f32_lanes`]; where
+    /// [`Kernels::conv_weight_grad_packs`], several kernel rows share a vector.
     ///
     /// # Panics
     /// If a slice's length does not match `shape` or `k` exceeds the lanes, `h` or `w`.

@@ -5,8 +5,11 @@
 //! (`[channel][sample][row][column]`), so one convolution over the whole block is a single
 //! matrix product: `out (C_out x B*P) = W (C_out x C_in*k*k) . col (C_in*k*k x B*P)`, with `col`
 //! the im2col unfolding of the block (P output positions per sample). The fully connected part
-//! stores `[sample][feature]`. Every product goes through faer; the element-wise layers
-//! (pooling, ReLU, dropout, log-softmax) are plain loops.
+//! stores `[sample][feature]`. Where faer's tiles would be mostly empty (the paper's network:
+//! 10 and 20 output channels), the convolutions, their weight gradients, the unfolded input's
+//! gradient and the small dense layers run this crate's direct kernels instead, each giving
+//! faer's floats (tested), and keep no unfolding they do not need; every other product goes
+//! through faer. The element-wise layers (pooling, ReLU, dropout, log-softmax) are plain loops.
 //!
 //! Samples are processed in fixed blocks inside fixed chunks; chunks run in parallel and their
 //! partial gradients are summed in chunk order, so results do not depend on the thread count.
