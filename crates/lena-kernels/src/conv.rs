@@ -16,6 +16,8 @@ use pulp::{Simd, WithSimd};
 // a GEMM (faer's tiles have 24 rows), the paper's first layer (10 output channels) computed 2.4
 // times the products it needed, and every input value was first copied k * k times.
 const CO_TILE: usize = 5;
+/// Output channels a tile takes with 16 lanes (32 registers), where the layer has them.
+const WIDE_CO_TILE: usize = 2 * CO_TILE;
 const POS_TILE: usize = 2;
 
 /// A convolution's sizes over a block of samples: `cin` input planes of `h x w` per sample,
@@ -415,15 +417,17 @@ impl WithSimd for Conv<'_> {
             let mut co = 0;
             while co < self.s.cout {
                 let c = match self.s.cout - co {
-                    n if wide && n >= 2 * CO_TILE => 2 * CO_TILE,
+                    n if wide && n >= WIDE_CO_TILE => WIDE_CO_TILE,
                     n if n >= CO_TILE => CO_TILE,
                     _ => 1,
                 };
                 match (seg, c) {
-                    (Some(seg), 10) => self.channels_split::<S, 10>(simd, b, co, seg),
+                    (Some(seg), WIDE_CO_TILE) => {
+                        self.channels_split::<S, WIDE_CO_TILE>(simd, b, co, seg);
+                    }
                     (Some(seg), CO_TILE) => self.channels_split::<S, CO_TILE>(simd, b, co, seg),
                     (Some(seg), _) => self.channels_split::<S, 1>(simd, b, co, seg),
-                    (None, 10) => self.channels::<S, 10>(simd, b, co),
+                    (None, WIDE_CO_TILE) => self.channels::<S, WIDE_CO_TILE>(simd, b, co),
                     (None, CO_TILE) => self.channels::<S, CO_TILE>(simd, b, co),
                     (None, _) => self.channels::<S, 1>(simd, b, co),
                 }
@@ -487,10 +491,10 @@ const PACK_K: usize = 5;
 /// Kernel rows of side [`PACK_K`] a vector of 16 lanes holds.
 const PACK_ROWS: usize = 3;
 
-/// Whether [`WeightGrad`] packs kernel rows of side `k` several to a vector on `S`'s path
-/// ([`WeightGrad::tile_packed`]): side [`PACK_K`] on 16 lanes.
-fn packs<S: Simd>(k: usize) -> bool {
-    k == PACK_K && S::F32_LANES / PACK_K == PACK_ROWS
+/// Whether [`WeightGrad`] packs kernel rows of side `k` several to a vector on a path of
+/// `lanes` lanes ([`WeightGrad::tile_packed`]): side [`PACK_K`] on 16 lanes.
+fn packs(k: usize, lanes: usize) -> bool {
+    k == PACK_K && lanes / PACK_K == PACK_ROWS
 }
 
 impl WeightGrad<'_> {
@@ -611,15 +615,12 @@ impl WeightGrad<'_> {
         let np = s.samples * ho * wo;
         let dyc: [&[f32]; C] = std::array::from_fn(|c| &self.dy[(co + c) * np..][..np]);
         // Kernel row `q = g * PACK_ROWS + r` (group g, slot r) fills lanes `r * PACK_K ..
-        // (r + 1) * PACK_K`; a slot past the last row reads nothing (an empty mask).
-        let masks: [[_; PACK_ROWS]; G] = std::array::from_fn(|g| {
-            std::array::from_fn(|r| {
-                let (from, live) = (r * PACK_K, g * PACK_ROWS + r < rows);
-                let to = if live { from + PACK_K } else { from };
-                simd.mask_between_m32s(from as u32, to as u32)
-            })
+        // (r + 1) * PACK_K`; a slot past the last row is skipped.
+        let masks: [_; PACK_ROWS] = std::array::from_fn(|r| {
+            let from = (r * PACK_K) as u32;
+            simd.mask_between_m32s(from, from + PACK_K as u32)
         });
-        let lanes_of = masks.map(|m| m.map(|m| m.mask()));
+        let lanes_of = masks.map(|m| m.mask());
         let zero = [[simd.splat_f32s(0.0); G]; C];
         let mut acc = zero;
         let (mut p, mut piece_end) = (0, crate::DENSE_PIECE);
@@ -676,17 +677,16 @@ impl WeightGrad<'_> {
                                     }
                                 } else {
                                     // SAFETY: the mask's lanes `r * PACK_K .. (r + 1) * PACK_K`
-                                    // (or none) read the kernel row's `q .. q + PACK_K`, inside
-                                    // its input row (`q < wo`); a masked load reads only its
-                                    // lanes.
+                                    // read the kernel row's `q .. q + PACK_K`, inside its input
+                                    // row (`q < wo`); a masked load reads only its lanes.
                                     unsafe {
                                         simd.mask_load_ptr_f32s(
-                                            masks[g][r],
+                                            masks[r],
                                             self.x.as_ptr().wrapping_add(at),
                                         )
                                     }
                                 };
-                                xv[g] = simd.select_f32s(lanes_of[g][r], part, xv[g]);
+                                xv[g] = simd.select_f32s(lanes_of[r], part, xv[g]);
                             }
                         }
                         for c in 0..C {
@@ -753,7 +753,7 @@ impl WithSimd for WeightGrad<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(mut self, simd: S) {
         let mut co = 0;
-        if packs::<S>(self.s.k) {
+        if packs(self.s.k, S::F32_LANES) {
             let groups = (self.s.cin * PACK_K).div_ceil(PACK_ROWS);
             while co < self.s.cout {
                 let c = match self.s.cout - co {
@@ -788,23 +788,12 @@ impl WithSimd for WeightGrad<'_> {
     }
 }
 
-/// [`Kernels::conv_weight_grad_packs`] on one path.
-struct Packs(usize);
-
-impl WithSimd for Packs {
-    type Output = bool;
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, _: S) -> bool {
-        packs::<S>(self.0)
-    }
-}
-
 impl Kernels {
     /// Whether [`Self::conv_weight_grad`] holds several kernel rows of side `k` in a vector on
     /// this path (side 5 on AVX-512's 16 lanes), so that any number of input channels keeps
     /// most lanes busy; otherwise a kernel row takes a vector of its own.
     pub fn conv_weight_grad_packs(self, k: usize) -> bool {
-        self.run(Packs(k))
+        packs(k, self.f32_lanes())
     }
 
     /// The weights' gradient of [`Kernels::conv_valid`]: `gw[co][t] += sum_p dy[co][p]
