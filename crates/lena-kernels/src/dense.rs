@@ -37,14 +37,12 @@ impl Dense<'_> {
             let mut acc = [[simd.splat_f32s(0.0); V]; R];
             for i in from..to {
                 let row = &self.wt[i * output + o0..];
-                let wv: [S::f32s; V] = std::array::from_fn(|v| {
-                    let w = &row[v * lanes..][..len[v]];
-                    if len[v] == lanes {
-                        S::as_simd_f32s(w).0[0]
-                    } else {
-                        simd.partial_load_f32s(w)
-                    }
-                });
+                // A plain loop: a closure's body would not get the path's target features, and
+                // the masked load would become a call (see `prefix`).
+                let mut wv = [simd.splat_f32s(0.0); V];
+                for (v, wv) in wv.iter_mut().enumerate() {
+                    *wv = crate::prefix::load_prefix(simd, &row[v * lanes..][..len[v]]);
+                }
                 for r in 0..R {
                     let xv = simd.splat_f32s(xr[r][i]);
                     for v in 0..V {
@@ -55,7 +53,7 @@ impl Dense<'_> {
             // The first piece onto the bias, each later one onto the sum so far.
             for v in 0..V {
                 let b = if from == 0 {
-                    simd.partial_load_f32s(&self.bias[o0 + v * lanes..][..len[v]])
+                    crate::prefix::load_prefix(simd, &self.bias[o0 + v * lanes..][..len[v]])
                 } else {
                     simd.splat_f32s(0.0)
                 };
@@ -69,7 +67,7 @@ impl Dense<'_> {
         for r in 0..R {
             let yr = &mut self.y[(r0 + r) * output..][..output];
             for v in 0..V {
-                simd.partial_store_f32s(&mut yr[o0 + v * lanes..][..len[v]], out[r][v]);
+                crate::prefix::store_prefix(simd, &mut yr[o0 + v * lanes..][..len[v]], out[r][v]);
             }
         }
     }
@@ -162,14 +160,11 @@ impl ProductTn<'_> {
         let mut acc = [[simd.splat_f32s(0.0); V]; T];
         for (ar, br) in self.a.chunks_exact(m).zip(self.b.chunks_exact(n)) {
             let ar = &ar[t0..t0 + T];
-            let bv: [S::f32s; V] = std::array::from_fn(|v| {
-                let x = &br[j0 + v * lanes..][..len[v]];
-                if len[v] == lanes {
-                    S::as_simd_f32s(x).0[0]
-                } else {
-                    simd.partial_load_f32s(x)
-                }
-            });
+            // A plain loop, as in `Dense::tile`.
+            let mut bv = [simd.splat_f32s(0.0); V];
+            for (v, bv) in bv.iter_mut().enumerate() {
+                *bv = crate::prefix::load_prefix(simd, &br[j0 + v * lanes..][..len[v]]);
+            }
             for t in 0..T {
                 let av = simd.splat_f32s(ar[t]);
                 for v in 0..V {
@@ -180,12 +175,7 @@ impl ProductTn<'_> {
         for (t, acc) in acc.iter().enumerate() {
             let row = &mut self.out[(t0 + t) * n..][..n];
             for v in 0..V {
-                let dst = &mut row[j0 + v * lanes..][..len[v]];
-                if len[v] == lanes {
-                    S::as_mut_simd_f32s(dst).0[0] = acc[v];
-                } else {
-                    simd.partial_store_f32s(dst, acc[v]);
-                }
+                crate::prefix::store_prefix(simd, &mut row[j0 + v * lanes..][..len[v]], acc[v]);
             }
         }
     }
