@@ -187,12 +187,7 @@ impl Conv<'_> {
             for r in 0..R {
                 let v = simd.add_f32s(bias, acc[r]);
                 let len = lanes.min(wo - col[r]);
-                let dst = &mut plane[row[r] * wo + col[r]..][..len];
-                if len == lanes {
-                    S::as_mut_simd_f32s(dst).0[0] = v;
-                } else {
-                    crate::prefix::store_prefix(simd, dst, v);
-                }
+                crate::prefix::store_prefix(simd, &mut plane[row[r] * wo + col[r]..][..len], v);
             }
         }
     }
