@@ -76,10 +76,8 @@ struct Conv<'a> {
 /// paper's second layer took 12-16% longer on AVX-512.
 #[inline(always)]
 fn load<S: Simd>(simd: S, plane: &[f32], at: usize) -> S::f32s {
-    match plane.get(at..at + S::F32_LANES) {
-        Some(v) => S::as_simd_f32s(v).0[0],
-        None => crate::prefix::load_prefix(simd, &plane[at..]),
-    }
+    // A whole vector where the plane has one (`load_prefix` checks that itself).
+    crate::prefix::load_prefix(simd, &plane[at..])
 }
 
 /// One step of a tile's sum: each of the `C` channels' weight `t` times each of the `R` input
