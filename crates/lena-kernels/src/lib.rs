@@ -36,6 +36,7 @@ mod prefix;
 mod random;
 mod reduce;
 pub mod reference;
+mod sparse;
 mod special;
 mod update;
 
@@ -45,6 +46,7 @@ pub use dense::DENSE_PIECE;
 pub use fused::{Ema, LinearGradient, ScanNorms, SkipUpdate};
 use pulp::{Simd, WithSimd};
 pub use random::{xoshiro256pp_back, xoshiro256pp_next};
+pub use sparse::{ClassPanel, ClassVector, NonzeroRows};
 
 /// Which instruction set a [`Kernels`] context dispatches to.
 #[derive(Clone, Copy, Debug)]
