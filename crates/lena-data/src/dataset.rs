@@ -21,6 +21,42 @@ pub struct Dataset {
     pub n_features: usize,
     /// Number of classes; every label is below it.
     pub n_classes: usize,
+    /// Layouts of the features that a consumer built once and keeps with them
+    /// ([`Dataset::derived`]); dropped when the features are handed out for writing.
+    derived: Derived,
+}
+
+/// A dataset's derived layouts, each keyed by its type and the consumer's key. A clone keeps
+/// the same layouts (its features are the same).
+#[derive(Default)]
+struct Derived(std::sync::Mutex<Vec<DerivedEntry>>);
+
+/// One layout (`None`: its builder declined, which is kept too, so it is not asked again).
+type DerivedEntry = (
+    std::any::TypeId,
+    u64,
+    Option<Arc<dyn std::any::Any + Send + Sync>>,
+);
+
+impl Derived {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<DerivedEntry>> {
+        // A builder that panicked left no entry half made: the list is whole either way.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clone for Derived {
+    fn clone(&self) -> Self {
+        Self(std::sync::Mutex::new(self.entries().clone()))
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} derived layouts", self.entries().len())
+    }
 }
 
 /// Datasets are equal when their values are: the byte form is another copy of the features.
@@ -66,6 +102,7 @@ impl Dataset {
             labels,
             n_features,
             n_classes,
+            derived: Derived::default(),
         })
     }
 
@@ -93,6 +130,7 @@ impl Dataset {
             labels: Vec::new(),
             n_features,
             n_classes,
+            derived: Derived::default(),
         }
     }
 
@@ -105,7 +143,48 @@ impl Dataset {
     /// (A part of a [`Dataset::split`] copies its rows out of the block it shares first.)
     pub fn features_mut(&mut self) -> &mut [f32] {
         self.bytes = None;
+        self.derived = Derived::default();
         self.features.to_mut()
+    }
+
+    /// The layout [`Dataset::derived`] built for its type and `key`, if a call has built one
+    /// (never builds).
+    pub fn derived_if_built<T: std::any::Any + Send + Sync>(&self, key: u64) -> Option<Arc<T>> {
+        let id = std::any::TypeId::of::<T>();
+        let entries = self.derived.entries();
+        let (_, _, layout) = entries.iter().find(|(t, k, _)| *t == id && *k == key)?;
+        layout.clone().map(|l| {
+            l.downcast::<T>()
+                .expect("a layout is stored under its own type")
+        })
+    }
+
+    /// A layout of the features that `build` makes from this dataset, made on the first call
+    /// for its type and `key` and kept with the dataset (shared by its clones, dropped when
+    /// [`Dataset::features_mut`] hands the features out for writing). `None` where `build`
+    /// declined (also kept: `build` is not called again). Calls for the same layout at once
+    /// wait for the first to build it.
+    pub fn derived<T: std::any::Any + Send + Sync>(
+        &self,
+        key: u64,
+        build: impl FnOnce(&Dataset) -> Option<T>,
+    ) -> Option<Arc<T>> {
+        let id = std::any::TypeId::of::<T>();
+        let mut entries = self.derived.entries();
+        let found = entries.iter().find(|(t, k, _)| *t == id && *k == key);
+        let layout = match found {
+            Some((_, _, layout)) => layout.clone(),
+            None => {
+                let layout =
+                    build(self).map(|l| Arc::new(l) as Arc<dyn std::any::Any + Send + Sync>);
+                entries.push((id, key, layout.clone()));
+                layout
+            }
+        };
+        layout.map(|l| {
+            l.downcast::<T>()
+                .expect("a layout is stored under its own type")
+        })
     }
 
     /// Whether [`Dataset::copy_row`] reads pixel bytes (a dataset made by
@@ -202,6 +281,7 @@ impl Dataset {
             labels: rows.iter().map(|&r| self.labels[r]).collect(),
             n_features: p,
             n_classes: self.n_classes,
+            derived: Derived::default(),
         }
     }
 
@@ -264,6 +344,7 @@ impl Dataset {
                     labels: rows.iter().map(|&r| self.labels[r]).collect(),
                     n_features: p,
                     n_classes: self.n_classes,
+                    derived: Derived::default(),
                 }
             })
             .collect()
@@ -283,6 +364,7 @@ impl Dataset {
             labels: self.labels[..n].to_vec(),
             n_features: self.n_features,
             n_classes: self.n_classes,
+            derived: Derived::default(),
         }
     }
 

@@ -621,3 +621,40 @@ proptest! {
         }
     }
 }
+
+/// A derived layout is built on the first call for its type and key only (`derived_if_built`
+/// never builds), shared by clones, dropped once the features are handed out for writing; a
+/// declined one is not asked again.
+#[test]
+fn derived_layouts_are_built_once_and_dropped_on_writes() {
+    let mut ds = Dataset::new(vec![1.0, 2.0, 3.0, 4.0], vec![0, 1], 2, 2).unwrap();
+    assert_eq!(ds.derived_if_built::<f32>(1), None);
+    let calls = std::cell::Cell::new(0);
+    let sum = |d: &Dataset| {
+        calls.set(calls.get() + 1);
+        Some(d.features().iter().sum::<f32>())
+    };
+    assert_eq!(ds.derived(1, sum).as_deref(), Some(&10.0));
+    assert_eq!(ds.derived(1, sum).as_deref(), Some(&10.0));
+    assert_eq!(calls.get(), 1, "built once");
+    assert_eq!(ds.derived_if_built::<f32>(1).as_deref(), Some(&10.0));
+    assert_eq!(ds.derived(2, sum).as_deref(), Some(&10.0));
+    assert_eq!(calls.get(), 2, "another key, another layout");
+    assert_eq!(ds.derived::<u8>(1, |_| None), None);
+    assert_eq!(
+        ds.derived::<u8>(1, |_| Some(1)),
+        None,
+        "a declined layout is kept"
+    );
+    let copy = ds.clone();
+    assert_eq!(copy.derived(1, sum).as_deref(), Some(&10.0));
+    assert_eq!(calls.get(), 2, "a clone shares the layouts");
+    ds.features_mut()[0] = 5.0;
+    assert_eq!(ds.derived(1, sum).as_deref(), Some(&14.0));
+    assert_eq!(calls.get(), 3, "rebuilt after a write");
+    assert_eq!(
+        copy.derived(1, sum).as_deref(),
+        Some(&10.0),
+        "the clone keeps its own"
+    );
+}
