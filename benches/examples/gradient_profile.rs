@@ -2,7 +2,9 @@
 //! d = 7850) against the machine's roofline, all measured in the same run.
 //!
 //! `cargo run --release -p lena-benches --example gradient_profile` interleaves, ten times:
-//! `Linear::loss_grad` (softmax and one-versus-all logistic, all threads); the memory floor
+//! `Linear::loss_grad` (softmax and one-versus-all logistic, all threads, by default: from the
+//! nonzero values where the kernels run the products so; and softmax from the dense block
+//! kernels alone, `softmax_dense`); the memory floor
 //! (X read once, a sum over its rows on all threads); sgemm's peak (faer, 1536^3, all threads);
 //! two faer GEMMs of the gradient's shapes; each of the two block kernels alone over X (in the
 //! model's chunks, not blocked for cache: the second reads X from memory again); and each of
@@ -93,12 +95,19 @@ fn main() {
         "stream_fma",
         "stream_fma_near",
         "softmax_toggled",
+        "softmax_dense",
     ];
-    let mut best = [f64::INFINITY; 14];
+    let mut best = [f64::INFINITY; 15];
     // The softmax gradient with the block kernels' requests ahead the other way from this CPU's
     // default (`Kernels::requests_ahead`), to check the default on each machine kind.
     let ahead = k.requests_ahead();
     let toggled = models[0].1.with_kernels(k.with_requests_ahead(!ahead));
+    // The softmax gradient from the dense block kernels alone, where the default runs from the
+    // nonzero values (`Linear::with_nonzero_products`).
+    let dense = models[0].1.with_nonzero_products(false);
+    let t = Instant::now();
+    let layout = models[0].1.nonzero_layout_bytes(&data);
+    let built = t.elapsed().as_secs_f64();
     // The first 4096 rows (12.8 MB, within L3) alone, their time scaled to all n rows: the
     // gradient with its rows from cache, what it costs with memory out of the way.
     let few = 4096.min(n);
@@ -142,6 +151,10 @@ fn main() {
         let t = Instant::now();
         black_box(toggled.loss_grad(&data, Rows::All, black_box(&w), &mut g, &mut ws));
         best[13] = best[13].min(t.elapsed().as_secs_f64());
+        flush();
+        let t = Instant::now();
+        black_box(dense.loss_grad(&data, Rows::All, black_box(&w), &mut g, &mut ws));
+        best[14] = best[14].min(t.elapsed().as_secs_f64());
         flush();
         let t = Instant::now();
         let s: f32 = data
@@ -276,6 +289,22 @@ fn main() {
         if ahead { "off" } else { "on" },
         best[13] / roofline,
         best[13] / best[0]
+    );
+    match layout {
+        Some(bytes) => println!(
+            "the full-batch products run from the nonzero values: a layout of {:.1} MB (X is \
+             {:.1} MB), built in {:.0} ms",
+            bytes as f64 / 1e6,
+            (n * p * 4) as f64 / 1e6,
+            built * 1e3
+        ),
+        None => println!("the full-batch products run from the dense rows (no layout)"),
+    }
+    println!(
+        "softmax from the dense block kernels alone: {:.2}x the roofline, {:.3} of the default's \
+         time",
+        best[14] / roofline,
+        best[14] / best[0]
     );
 }
 

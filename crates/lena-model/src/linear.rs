@@ -2,9 +2,10 @@
 
 use crate::{Error, Result};
 use lena_data::Dataset;
-use lena_kernels::{Kernels, LinearGradient};
+use lena_kernels::{ClassPanel, Kernels, LinearGradient, NonzeroRows};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Bytes of `X` per block (83 MNIST rows): a block's rows stay in L2 between the scores and
 /// the gradient's accumulation, which reads them once per group of five classes and two
@@ -74,7 +75,22 @@ pub struct Linear {
     n_classes: usize,
     lambda: f32,
     kernels: Kernels,
+    /// Whether full-batch calls may take the products from the nonzero values
+    /// ([`Linear::with_nonzero_products`]).
+    nonzero: bool,
 }
+
+/// Most nonzero values, as a share of the features, for which the full-batch products run
+/// from the nonzero values alone. PERF: on MNIST (19% nonzero) they take 0.8 of the dense block
+/// kernels' time, a row of scores and gradient in cache 189 against 226-231 ns; each nonzero
+/// value costs about four times what a dense value does (three loads and a multiply-add for
+/// all classes, against ten multiply-adds a vector), so past about a quarter they would be
+/// slower (Intel Xeon family 6 model 207, `examples/gradient_profile`).
+const NONZERO_SHARE: f64 = 0.22;
+
+/// A dataset's nonzero values, a layout per chunk of [`CHUNK`] rows, kept with the dataset
+/// ([`Dataset::derived`]).
+struct NonzeroChunks(Vec<NonzeroRows>);
 
 /// Per-chunk scratch: scores of one block and a partial gradient.
 #[derive(Clone, Debug, Default)]
@@ -88,6 +104,9 @@ struct ChunkWs {
     /// The gradient's bias column while a chunk accumulates it (contiguous, not at `g`'s
     /// stride: ten chains of adds through ten cache lines of `g` were 2% of the gradient).
     bias: Vec<f32>,
+    /// The partial gradient as columns of class vectors, where the chunk's products run from
+    /// the nonzero values (empty until one does).
+    panel: ClassPanel,
     loss: f64,
     correct: usize,
 }
@@ -146,12 +165,24 @@ impl Linear {
             n_classes,
             lambda,
             kernels: Kernels::detect(),
+            nonzero: true,
         })
     }
 
     /// The same model with another kernel context (e.g. [`Kernels::scalar`]).
     pub fn with_kernels(mut self, kernels: Kernels) -> Self {
         self.kernels = kernels;
+        self
+    }
+
+    /// The same model with the full-batch products from the features' nonzero values allowed
+    /// (the default) or not. Either way the floats are the same: where the kernels have those
+    /// products (x86-64-v4, at most 16 classes, a multiple of 16 features, at most 22% of
+    /// the features nonzero), a call over all rows builds the dataset's layout of its nonzero
+    /// values once ([`Dataset::derived`]) and runs from it; sums that could differ from the
+    /// dense kernels' (a `-0.0`, a non-finite weight or derivative) are redone densely.
+    pub fn with_nonzero_products(mut self, on: bool) -> Self {
+        self.nonzero = on;
         self
     }
 
@@ -220,6 +251,7 @@ impl Linear {
                 x: Vec::new(),
                 y: Vec::new(),
                 bias: vec![0.0; self.n_classes],
+                panel: ClassPanel::default(),
                 loss: 0.0,
                 correct: 0,
             });
@@ -384,8 +416,17 @@ impl Linear {
         let n_chunks = n_rows.div_ceil(CHUNK).max(1);
         let chunks = &mut chunks[..n_chunks];
         let block = self.block();
+        let nonzero = match rows {
+            Rows::All => self.nonzero_layout(data, w, want_grad),
+            Rows::Subset(_) => None,
+        };
         chunks.par_iter_mut().enumerate().for_each(|(ci, cw)| {
             let (r0, r1) = (ci * CHUNK, ((ci + 1) * CHUNK).min(n_rows));
+            if let Some((nz, panel)) = &nonzero
+                && self.chunk_nonzero(data, &nz.0[ci], panel, r0..r1, w, cw, want_grad)
+            {
+                return;
+            }
             let rows = match rows {
                 Rows::All => {
                     let x = data.features();
@@ -592,6 +633,131 @@ impl Linear {
             w_sq = k.norm2_sq(w);
         }
         loss_sum * inv_n + 0.5 * f64::from(self.lambda) * f64::from(w_sq)
+    }
+
+    /// The bytes of `data`'s layout of nonzero values where this model's calls over all of its
+    /// rows run from them (building it if no call has yet), `None` where they run from the
+    /// dense rows (see [`Linear::with_nonzero_products`]).
+    pub fn nonzero_layout_bytes(&self, data: &Dataset) -> Option<usize> {
+        let w = vec![0.0; self.dim()];
+        let (nz, _) = self.nonzero_layout(data, &w, true)?;
+        Some(nz.0.iter().map(NonzeroRows::bytes).sum())
+    }
+
+    /// The layout of `data`'s nonzero values for this model's blocks and `w` as class vectors,
+    /// where a call over all of `data`'s rows may run from them (see
+    /// [`Linear::with_nonzero_products`]); built if `build`, else only if a call built it.
+    ///
+    /// PERF: only a gradient's call builds it (215 ms for MNIST's 60 000 rows on two threads,
+    /// Intel Xeon family 6 model 207): a dataset that is only evaluated (a test set, a minibatch
+    /// run's training loss) would not save that back.
+    fn nonzero_layout(
+        &self,
+        data: &Dataset,
+        w: &[f32],
+        build: bool,
+    ) -> Option<(Arc<NonzeroChunks>, ClassPanel)> {
+        let (p, c, n) = (self.n_features, self.n_classes, data.n_samples());
+        if !self.nonzero
+            || !self.kernels.has_nonzero_products()
+            || c > 16
+            || !p.is_multiple_of(16)
+            || n <= SMALL
+        {
+            return None;
+        }
+        let block = self.block();
+        let layout = |d: &Dataset| {
+            let x = d.features();
+            let nonzero: usize = x
+                .par_chunks(CHUNK * p)
+                .map(|x| x.iter().filter(|v| **v != 0.0).count())
+                .sum();
+            if nonzero as f64 > NONZERO_SHARE * x.len() as f64 {
+                return None;
+            }
+            let chunks: Option<Vec<NonzeroRows>> = x
+                .par_chunks(CHUNK * p)
+                .map(|x| {
+                    let rows = x.len() / p;
+                    let blocks: Vec<_> = (0..rows)
+                        .step_by(block)
+                        .map(|b0| (b0, (b0 + block).min(rows)))
+                        .collect();
+                    NonzeroRows::build(x, p, &blocks)
+                })
+                .collect();
+            chunks.map(NonzeroChunks)
+        };
+        let nz = if build {
+            data.derived(block as u64, layout)?
+        } else {
+            data.derived_if_built::<NonzeroChunks>(block as u64)?
+        };
+        let panel = ClassPanel::from_rows(w, p + 1, p, c);
+        panel.finite().then_some((nz, panel))
+    }
+
+    /// [`Self::chunk`] over the rows `rows` of all of `data`'s, with the products from the
+    /// chunk's nonzero values `nz` (its rows counted from the chunk's first) and the class
+    /// vectors `panel`: the same floats. `false` where a sum
+    /// might not be the dense kernels' (a `-0.0` in the gradient, a derivative not finite):
+    /// the caller then does the chunk densely. A score of `-0.0` is redone densely here.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_nonzero(
+        &self,
+        data: &Dataset,
+        nz: &NonzeroRows,
+        panel: &ClassPanel,
+        rows: std::ops::Range<usize>,
+        w: &[f32],
+        cw: &mut ChunkWs,
+        want_grad: bool,
+    ) -> bool {
+        let (p, c) = (self.n_features, self.n_classes);
+        let x = data.features();
+        cw.loss = 0.0;
+        if want_grad {
+            if cw.panel.columns() != p || cw.panel.classes() != c {
+                cw.panel = ClassPanel::zeros(p, c);
+            } else {
+                cw.panel.clear();
+            }
+            cw.bias.fill(0.0);
+        }
+        let block = self.block();
+        for b0 in rows.clone().step_by(block) {
+            let b1 = (b0 + block).min(rows.end);
+            let nb = b1 - b0;
+            let z = &mut cw.z[..nb * c];
+            let (i0, i1) = (b0 - rows.start, b1 - rows.start);
+            if !self.kernels.nonzero_dot_rows(nz, i0, i1, panel, z) {
+                self.kernels
+                    .dot_block(&x[b0 * p..b1 * p], p, w, p + 1, c, z, &[]);
+            }
+            with_classes!(c, add_bias(z, w, p));
+            let labels = &data.labels[b0..b1];
+            cw.loss += match self.kind {
+                LinearKind::LogisticOva => logistic_ova_block(self.kernels, z, labels, c),
+                LinearKind::Softmax => softmax_block(self.kernels, z, labels, c),
+            };
+            if want_grad {
+                if !self.kernels.nonzero_add_outer(nz, i0, i1, z, &mut cw.panel) {
+                    return false;
+                }
+                with_classes!(c, add_column_sums(&mut cw.bias, z));
+            }
+        }
+        if want_grad {
+            if cw.panel.has_negative_zero() {
+                return false;
+            }
+            cw.panel.write_rows(&mut cw.g, p + 1);
+            for (k, b) in cw.bias.iter().enumerate() {
+                cw.g[k * (p + 1) + p] = *b;
+            }
+        }
+        true
     }
 
     /// Loss sum (and gradient sum, unscaled) over a chunk's rows, a block at a time.

@@ -336,3 +336,103 @@ fn result_independent_of_thread_count() {
     assert_eq!(run(1), run(3));
 }
 mod cnn;
+
+/// Sparse rows like MNIST's (a multiple of 16 features, most of them 0), over more than one
+/// chunk of rows: the full-batch loss and gradient from the nonzero values are the dense
+/// kernels' bit for bit, for both kinds and 10 and 16 classes, with weights that make sums of
+/// `-0.0`, with a weight that is not finite and with scores that overflow (redone densely);
+/// the layout is built by a gradient's call and kept with the dataset; denser data is declined,
+/// its floats the same.
+#[test]
+fn nonzero_products_give_the_dense_floats() {
+    let (n, p) = (4500, 32);
+    let make = |share: u64, c: usize| {
+        let x: Vec<f32> = (0..n * p)
+            .map(|i| {
+                let r = (i as u64 ^ 0x5555).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40;
+                if r % 100 < share {
+                    ((r >> 8) % 255 + 1) as f32 / 255.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let labels = (0..n as u32).map(|i| i % c as u32).collect();
+        Dataset::new(x, labels, p, c).unwrap()
+    };
+    // Only a gradient's call builds the layout; an evaluation uses it once built.
+    let small = make(18, 10).head(40);
+    let m = Linear::new(LinearKind::Softmax, p, 10, 1e-3).unwrap();
+    let w = pseudo_random(m.dim(), 5, 0.2);
+    let mut ws = m.workspace(0);
+    m.loss(&small, Rows::All, &w, &mut ws);
+    assert!(format!("{small:?}").contains("0 derived layouts"));
+    m.loss_grad(&small, Rows::All, &w, &mut vec![0.0; m.dim()], &mut ws);
+    let built = usize::from(Kernels::detect().has_nonzero_products());
+    assert!(format!("{small:?}").contains(&format!("{built} derived layouts")));
+    for c in [10, 16] {
+        for (share, built) in [(18, true), (60, false)] {
+            let ds = make(share, c);
+            for kind in KINDS {
+                let sparse = Linear::new(kind, p, c, 1e-3).unwrap();
+                let dense = sparse.with_nonzero_products(false);
+                let mut w = pseudo_random(sparse.dim(), 3, 0.2);
+                for (round, tweak) in ["plain", "negative zeros", "infinite weight"]
+                    .iter()
+                    .enumerate()
+                {
+                    match round {
+                        // Class 0's first sixteen weights: each lane's first product rounds to
+                        // -0.0 for a row whose first values are tiny.
+                        1 => w[..16].fill(-1e-38),
+                        2 => w[p + 1 + 5] = f32::INFINITY,
+                        _ => {}
+                    }
+                    let mut ds = ds.clone();
+                    if round == 1 {
+                        ds.features_mut()[..16].fill(1e-8);
+                    }
+                    let (mut ga, mut gb) = (vec![0.0; sparse.dim()], vec![0.0; sparse.dim()]);
+                    let mut ws = sparse.workspace(0);
+                    let la = sparse.loss_grad(&ds, Rows::All, &w, &mut ga, &mut ws);
+                    let lb = dense.loss_grad(&ds, Rows::All, &w, &mut gb, &mut ws);
+                    let what = format!("{kind:?}, {c} classes, {share}% nonzero, {tweak}");
+                    assert_eq!(la.to_bits(), lb.to_bits(), "{what}: loss");
+                    for (i, (a, b)) in ga.iter().zip(&gb).enumerate() {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{what}: gradient {i}");
+                    }
+                    let lv = sparse.loss(&ds, Rows::All, &w, &mut ws);
+                    assert_eq!(
+                        lv.to_bits(),
+                        dense.loss(&ds, Rows::All, &w, &mut ws).to_bits()
+                    );
+                }
+                let bytes = sparse.nonzero_layout_bytes(&ds);
+                let taken = built && Kernels::detect().has_nonzero_products();
+                assert_eq!(bytes.is_some(), taken, "{kind:?}, {share}%: layout");
+                assert_eq!(dense.nonzero_layout_bytes(&ds), None);
+                // One row's score overflows: its softmax derivatives are NaN, which the dense sum
+                // carries into every column (a NaN times a zero value), so the chunk is redone
+                // densely.
+                let mut ds = ds.clone();
+                for (i, row) in ds.features_mut().chunks_exact_mut(p).enumerate() {
+                    row[..2].fill(if i == 7 { 1.0 } else { 0.0 });
+                }
+                let mut big = pseudo_random(sparse.dim(), 4, 0.2);
+                big[..2].fill(f32::MAX);
+                let (mut ga, mut gb) = (vec![0.0; sparse.dim()], vec![0.0; sparse.dim()]);
+                let mut ws = sparse.workspace(0);
+                let la = sparse.loss_grad(&ds, Rows::All, &big, &mut ga, &mut ws);
+                let lb = dense.loss_grad(&ds, Rows::All, &big, &mut gb, &mut ws);
+                if kind == LinearKind::Softmax {
+                    assert!(
+                        gb.iter().all(|v| v.is_nan()),
+                        "softmax: NaN everywhere densely"
+                    );
+                }
+                assert_eq!(la.to_bits(), lb.to_bits());
+                assert!(ga.iter().zip(&gb).all(|(a, b)| a.to_bits() == b.to_bits()));
+            }
+        }
+    }
+}
