@@ -81,11 +81,11 @@ pub struct Linear {
 }
 
 /// Most nonzero values, as a share of the features, for which the full-batch products run
-/// from the nonzero values alone. PERF: on MNIST (19% nonzero) they take 0.8 of the dense block
-/// kernels' time, a row of scores and gradient in cache 189 against 226-231 ns; each nonzero
-/// value costs about four times what a dense value does (three loads and a multiply-add for
-/// all classes, against ten multiply-adds a vector), so past about a quarter they would be
-/// slower (Intel Xeon family 6 model 207, `examples/gradient_profile`).
+/// from the nonzero values alone. PERF: on MNIST (19% nonzero) the dense block kernels took
+/// 1.13-1.38 times as long (`examples/gradient_profile`, Intel Xeon family 6 model 207); a row
+/// of both products in cache took 189 ns against 226-231 ns; each nonzero value costs about four
+/// times what a dense value does (three loads and a multiply-add for all classes, against ten
+/// multiply-adds a vector), so from about a quarter nonzero they would be slower.
 const NONZERO_SHARE: f64 = 0.22;
 
 /// A dataset's nonzero values, a layout per chunk of [`CHUNK`] rows, kept with the dataset
