@@ -32,15 +32,23 @@ pub struct Dataset {
 struct Derived(std::sync::Mutex<Vec<DerivedEntry>>);
 
 /// One layout (`None`: its builder declined, which is kept too, so it is not asked again).
-type DerivedEntry = (
-    std::any::TypeId,
-    u64,
-    Option<Arc<dyn std::any::Any + Send + Sync>>,
-);
+type DerivedEntry = (std::any::TypeId, u64, Option<AnyLayout>);
+
+/// A derived layout of any type.
+type AnyLayout = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A layout as the type it was stored under.
+fn downcast<T: std::any::Any + Send + Sync>(layout: AnyLayout) -> Option<Arc<T>> {
+    Some(
+        layout
+            .downcast::<T>()
+            .expect("a layout is stored under its own type"),
+    )
+}
 
 impl Derived {
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<DerivedEntry>> {
-        // A builder that panicked left no entry half made: the list is whole either way.
+        // Nothing under the lock can leave the list half changed (a find, a clone, a push).
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -150,41 +158,42 @@ impl Dataset {
     /// The layout [`Dataset::derived`] built for its type and `key`, if a call has built one
     /// (never builds).
     pub fn derived_if_built<T: std::any::Any + Send + Sync>(&self, key: u64) -> Option<Arc<T>> {
-        let id = std::any::TypeId::of::<T>();
-        let entries = self.derived.entries();
-        let (_, _, layout) = entries.iter().find(|(t, k, _)| *t == id && *k == key)?;
-        layout.clone().map(|l| {
-            l.downcast::<T>()
-                .expect("a layout is stored under its own type")
-        })
+        downcast(self.stored::<T>(key)??)
     }
 
     /// A layout of the features that `build` makes from this dataset, made on the first call
     /// for its type and `key` and kept with the dataset (shared by its clones, dropped when
     /// [`Dataset::features_mut`] hands the features out for writing). `None` where `build`
-    /// declined (also kept: `build` is not called again). Calls for the same layout at once
-    /// wait for the first to build it.
+    /// declined (also kept: `build` is not called again). `build` runs without the dataset's
+    /// lock held (it may use every thread): two first calls at once may both build, and both
+    /// return the layout stored first.
     pub fn derived<T: std::any::Any + Send + Sync>(
         &self,
         key: u64,
         build: impl FnOnce(&Dataset) -> Option<T>,
     ) -> Option<Arc<T>> {
-        let id = std::any::TypeId::of::<T>();
+        if let Some(layout) = self.stored::<T>(key) {
+            return downcast(layout?);
+        }
+        let built = build(self).map(|l| Arc::new(l) as AnyLayout);
         let mut entries = self.derived.entries();
-        let found = entries.iter().find(|(t, k, _)| *t == id && *k == key);
-        let layout = match found {
-            Some((_, _, layout)) => layout.clone(),
+        let id = std::any::TypeId::of::<T>();
+        let layout = match entries.iter().find(|(t, k, _)| *t == id && *k == key) {
+            Some((_, _, first)) => first.clone(),
             None => {
-                let layout =
-                    build(self).map(|l| Arc::new(l) as Arc<dyn std::any::Any + Send + Sync>);
-                entries.push((id, key, layout.clone()));
-                layout
+                entries.push((id, key, built.clone()));
+                built
             }
         };
-        layout.map(|l| {
-            l.downcast::<T>()
-                .expect("a layout is stored under its own type")
-        })
+        downcast(layout?)
+    }
+
+    /// The entry for `T` and `key`: `None` if no layout was built, `Some(None)` if declined.
+    fn stored<T: std::any::Any>(&self, key: u64) -> Option<Option<AnyLayout>> {
+        let id = std::any::TypeId::of::<T>();
+        let entries = self.derived.entries();
+        let (_, _, layout) = entries.iter().find(|(t, k, _)| *t == id && *k == key)?;
+        Some(layout.clone())
     }
 
     /// Whether [`Dataset::copy_row`] reads pixel bytes (a dataset made by

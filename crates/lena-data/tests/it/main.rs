@@ -658,3 +658,28 @@ fn derived_layouts_are_built_once_and_dropped_on_writes() {
         "the clone keeps its own"
     );
 }
+
+/// Two first calls at once (the builder runs without the dataset's lock) both get the layout
+/// stored first, and every later call that one.
+#[test]
+fn derived_layouts_built_at_once_agree() {
+    let ds = Dataset::new(vec![1.0; 8], vec![0; 4], 2, 1).unwrap();
+    let barrier = std::sync::Barrier::new(2);
+    let build = |tag: u32| {
+        let (ds, barrier) = (&ds, &barrier);
+        move || {
+            ds.derived(7, |_| {
+                barrier.wait(); // both builders run before either stores
+                Some(tag)
+            })
+        }
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(build(1));
+        let b = s.spawn(build(2));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    let later = ds.derived(7, |_| Some(3u32)).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &later));
+}
