@@ -38,12 +38,18 @@ type DerivedEntry = (std::any::TypeId, u64, Option<AnyLayout>);
 type AnyLayout = Arc<dyn std::any::Any + Send + Sync>;
 
 /// A layout as the type it was stored under.
-fn downcast<T: std::any::Any + Send + Sync>(layout: AnyLayout) -> Option<Arc<T>> {
-    Some(
-        layout
-            .downcast::<T>()
-            .expect("a layout is stored under its own type"),
-    )
+fn downcast<T: std::any::Any + Send + Sync>(layout: AnyLayout) -> Arc<T> {
+    layout
+        .downcast::<T>()
+        .expect("a layout is stored under its own type")
+}
+
+/// The entry for `T` and `key` in `entries`: `None` if no layout was built, `Some(None)` if
+/// its builder declined.
+fn find<T: std::any::Any>(entries: &[DerivedEntry], key: u64) -> Option<Option<AnyLayout>> {
+    let id = std::any::TypeId::of::<T>();
+    let (_, _, layout) = entries.iter().find(|(t, k, _)| *t == id && *k == key)?;
+    Some(layout.clone())
 }
 
 impl Derived {
@@ -158,7 +164,7 @@ impl Dataset {
     /// The layout [`Dataset::derived`] built for its type and `key`, if a call has built one
     /// (never builds).
     pub fn derived_if_built<T: std::any::Any + Send + Sync>(&self, key: u64) -> Option<Arc<T>> {
-        downcast(self.stored::<T>(key)??)
+        find::<T>(&self.derived.entries(), key)?.map(downcast)
     }
 
     /// A layout of the features that `build` makes from this dataset, made on the first call
@@ -172,28 +178,16 @@ impl Dataset {
         key: u64,
         build: impl FnOnce(&Dataset) -> Option<T>,
     ) -> Option<Arc<T>> {
-        if let Some(layout) = self.stored::<T>(key) {
-            return downcast(layout?);
+        if let Some(layout) = find::<T>(&self.derived.entries(), key) {
+            return layout.map(downcast);
         }
         let built = build(self).map(|l| Arc::new(l) as AnyLayout);
         let mut entries = self.derived.entries();
-        let id = std::any::TypeId::of::<T>();
-        let layout = match entries.iter().find(|(t, k, _)| *t == id && *k == key) {
-            Some((_, _, first)) => first.clone(),
-            None => {
-                entries.push((id, key, built.clone()));
-                built
-            }
-        };
-        downcast(layout?)
-    }
-
-    /// The entry for `T` and `key`: `None` if no layout was built, `Some(None)` if declined.
-    fn stored<T: std::any::Any>(&self, key: u64) -> Option<Option<AnyLayout>> {
-        let id = std::any::TypeId::of::<T>();
-        let entries = self.derived.entries();
-        let (_, _, layout) = entries.iter().find(|(t, k, _)| *t == id && *k == key)?;
-        Some(layout.clone())
+        let layout = find::<T>(&entries, key).unwrap_or_else(|| {
+            entries.push((std::any::TypeId::of::<T>(), key, built.clone()));
+            built
+        });
+        layout.map(downcast)
     }
 
     /// Whether [`Dataset::copy_row`] reads pixel bytes (a dataset made by

@@ -417,7 +417,11 @@ impl Linear {
         let chunks = &mut chunks[..n_chunks];
         let block = self.block();
         let nonzero = match rows {
-            Rows::All => self.nonzero_layout(data, w, want_grad),
+            Rows::All => self.nonzero_chunks(data, want_grad).and_then(|nz| {
+                let (p, c) = (self.n_features, self.n_classes);
+                let panel = ClassPanel::from_rows(w, p + 1, p, c);
+                panel.finite().then_some((nz, panel))
+            }),
             Rows::Subset(_) => None,
         };
         chunks.par_iter_mut().enumerate().for_each(|(ci, cw)| {
@@ -639,24 +643,18 @@ impl Linear {
     /// rows run from them (building it if no call has yet), `None` where they run from the
     /// dense rows (see [`Linear::with_nonzero_products`]).
     pub fn nonzero_layout_bytes(&self, data: &Dataset) -> Option<usize> {
-        let w = vec![0.0; self.dim()];
-        let (nz, _) = self.nonzero_layout(data, &w, true)?;
+        let nz = self.nonzero_chunks(data, true)?;
         Some(nz.0.iter().map(NonzeroRows::bytes).sum())
     }
 
-    /// The layout of `data`'s nonzero values for this model's blocks and `w` as class vectors,
-    /// where a call over all of `data`'s rows may run from them (see
-    /// [`Linear::with_nonzero_products`]); built if `build`, else only if a call built it.
+    /// The layout of `data`'s nonzero values for this model's blocks, where a call over all of
+    /// `data`'s rows may run from them (see [`Linear::with_nonzero_products`]); built if
+    /// `build`, else only if a call built it.
     ///
     /// PERF: only a gradient's call builds it (215 ms for MNIST's 60 000 rows on two threads,
     /// Intel Xeon family 6 model 207): a dataset that is only evaluated (a test set, a minibatch
     /// run's training loss) would not save that back.
-    fn nonzero_layout(
-        &self,
-        data: &Dataset,
-        w: &[f32],
-        build: bool,
-    ) -> Option<(Arc<NonzeroChunks>, ClassPanel)> {
+    fn nonzero_chunks(&self, data: &Dataset, build: bool) -> Option<Arc<NonzeroChunks>> {
         let (p, c, n) = (self.n_features, self.n_classes, data.n_samples());
         if !self.nonzero
             || !self.kernels.has_nonzero_products()
@@ -689,13 +687,11 @@ impl Linear {
                 .collect();
             chunks.map(NonzeroChunks)
         };
-        let nz = if build {
-            data.derived(block as u64, layout)?
+        if build {
+            data.derived(block as u64, layout)
         } else {
-            data.derived_if_built::<NonzeroChunks>(block as u64)?
-        };
-        let panel = ClassPanel::from_rows(w, p + 1, p, c);
-        panel.finite().then_some((nz, panel))
+            data.derived_if_built(block as u64)
+        }
     }
 
     /// [`Self::chunk`] over the rows `rows` of all of `data`'s, with the products from the
@@ -736,11 +732,7 @@ impl Linear {
                     .dot_block(&x[b0 * p..b1 * p], p, w, p + 1, c, z, &[]);
             }
             with_classes!(c, add_bias(z, w, p));
-            let labels = &data.labels[b0..b1];
-            cw.loss += match self.kind {
-                LinearKind::LogisticOva => logistic_ova_block(self.kernels, z, labels, c),
-                LinearKind::Softmax => softmax_block(self.kernels, z, labels, c),
-            };
+            cw.loss += self.derivatives(z, &data.labels[b0..b1]);
             if want_grad {
                 if !self.kernels.nonzero_add_outer(nz, i0, i1, z, &mut cw.panel) {
                     return false;
@@ -753,11 +745,27 @@ impl Linear {
                 return false;
             }
             cw.panel.write_rows(&mut cw.g, p + 1);
-            for (k, b) in cw.bias.iter().enumerate() {
-                cw.g[k * (p + 1) + p] = *b;
-            }
+            self.write_bias(cw);
         }
         true
+    }
+
+    /// Replaces the scores `z` of rows with `labels` by the loss's derivatives with respect
+    /// to them; returns the rows' loss sum.
+    fn derivatives(&self, z: &mut [f32], labels: &[u32]) -> f64 {
+        let c = self.n_classes;
+        match self.kind {
+            LinearKind::LogisticOva => logistic_ova_block(self.kernels, z, labels, c),
+            LinearKind::Softmax => softmax_block(self.kernels, z, labels, c),
+        }
+    }
+
+    /// The chunk's bias column, accumulated apart, into its gradient.
+    fn write_bias(&self, cw: &mut ChunkWs) {
+        let p = self.n_features;
+        for (k, b) in cw.bias.iter().enumerate() {
+            cw.g[k * (p + 1) + p] = *b;
+        }
     }
 
     /// Loss sum (and gradient sum, unscaled) over a chunk's rows, a block at a time.
@@ -803,11 +811,7 @@ impl Linear {
             // block brings the next chunk's first.
             let brought = self.scores(xb, nb, w, z, if want_grad { next } else { &[] });
             // Replace scores by d loss / d score, accumulating the loss.
-            let loss = match self.kind {
-                LinearKind::LogisticOva => logistic_ova_block(self.kernels, z, labels, c),
-                LinearKind::Softmax => softmax_block(self.kernels, z, labels, c),
-            };
-            cw.loss += loss;
+            cw.loss += self.derivatives(z, labels);
             if want_grad {
                 // G[:, :p] += D^T X_b (X_b still in cache, the next block on its way);
                 // bias column += column sums of D.
@@ -817,9 +821,7 @@ impl Linear {
             }
         }
         if want_grad {
-            for (k, b) in cw.bias.iter().enumerate() {
-                cw.g[k * (p + 1) + p] = *b;
-            }
+            self.write_bias(cw);
         }
     }
 }
