@@ -266,26 +266,33 @@ impl Kernels {
     }
 }
 
-/// The default of [`Kernels::requests_ahead`] on this CPU ([`requests_ahead_on`] of its
-/// `cpuid`). Read once per process (`cpuid` traps to the hypervisor on a virtual machine).
+/// The default of [`Kernels::requests_ahead`] on this CPU: on, except on Intel family 6 model
+/// 167, where it was measured slower.
 fn requests_ahead_here() -> bool {
+    !intel_model_167_here()
+}
+
+/// Whether this CPU is Intel family 6 model 167 ([`intel_model_167_on`] of its `cpuid`), the
+/// one kind where two kernels keep other defaults (their requests ahead, [`requests_ahead_here`],
+/// and the AVX-512 scan's checked loop, `fused::scan_from`), as measured there. Read once per
+/// process (`cpuid` traps to the hypervisor on a virtual machine).
+fn intel_model_167_here() -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::__cpuid;
             let vendor = __cpuid(0);
-            requests_ahead_on([vendor.ebx, vendor.edx, vendor.ecx], __cpuid(1).eax)
+            intel_model_167_on([vendor.ebx, vendor.edx, vendor.ecx], __cpuid(1).eax)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        true
+        false
     })
 }
 
-/// The default of [`Kernels::requests_ahead`] for a CPU whose `cpuid` leaf 0 gives the vendor
-/// string in `vendor` (EBX, EDX, ECX) and leaf 1 the signature `signature` (EAX): off only
-/// where it was measured slower (Intel, family 6, model 167).
-fn requests_ahead_on(vendor: [u32; 3], signature: u32) -> bool {
+/// Whether a CPU whose `cpuid` leaf 0 gives the vendor string in `vendor` (EBX, EDX, ECX) and
+/// leaf 1 the signature `signature` (EAX) is Intel, family 6, model 167.
+fn intel_model_167_on(vendor: [u32; 3], signature: u32) -> bool {
     const INTEL: [u32; 3] = [
         u32::from_le_bytes(*b"Genu"),
         u32::from_le_bytes(*b"ineI"),
@@ -295,7 +302,7 @@ fn requests_ahead_on(vendor: [u32; 3], signature: u32) -> bool {
     let family = (signature >> 8) & 0xf;
     // The extended model (bits 16-19) extends families 6 and 15.
     let model = ((signature >> 4) & 0xf) | ((signature >> 12) & 0xf0);
-    !(intel && family == 6 && model == 167)
+    intel && family == 6 && model == 167
 }
 
 impl Default for Kernels {

@@ -1145,10 +1145,11 @@ fn a_linear_gradient_formed_in_the_scan_is_the_one_written() {
     }
 }
 
-/// The requests ahead default off on Intel family 6 model 167 only: its signature's model is
-/// the extended model's high bits with the low ones, and the vendor counts.
+/// Intel family 6 model 167 told from its `cpuid` words (the requests ahead default off there
+/// only, and the AVX-512 scan keeps its checked loop there only): its signature's model is the
+/// extended model's high bits with the low ones, and the vendor counts.
 #[test]
-fn requests_ahead_default_off_on_intel_model_167_only() {
+fn intel_model_167_told_from_cpuid() {
     let words = |s: &[u8; 12]| {
         let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
         // EBX, EDX, ECX: the string's first, second and third four bytes.
@@ -1156,13 +1157,13 @@ fn requests_ahead_default_off_on_intel_model_167_only() {
     };
     let (intel, amd) = (words(b"GenuineIntel"), words(b"AuthenticAMD"));
     // Family 6, model 0xA7 = 167 (extended model 0xA, model 7), stepping 1.
-    assert!(!crate::requests_ahead_on(intel, 0x000A_0671));
+    assert!(crate::intel_model_167_on(intel, 0x000A_0671));
     // Model 0xCF = 207, model 7 without its extended bits, and the same signature on AMD.
-    assert!(crate::requests_ahead_on(intel, 0x000C_06F2));
-    assert!(crate::requests_ahead_on(intel, 0x0000_0671));
-    assert!(crate::requests_ahead_on(amd, 0x000A_0671));
+    assert!(!crate::intel_model_167_on(intel, 0x000C_06F2));
+    assert!(!crate::intel_model_167_on(intel, 0x0000_0671));
+    assert!(!crate::intel_model_167_on(amd, 0x000A_0671));
     // AMD Zen 4: family 0xF + 0xA, model 0x11.
-    assert!(crate::requests_ahead_on(amd, 0x00A1_0F11));
+    assert!(!crate::intel_model_167_on(amd, 0x00A1_0F11));
     // A context's setting overrides the default either way.
     let k = Kernels::detect();
     assert!(k.with_requests_ahead(true).requests_ahead());
