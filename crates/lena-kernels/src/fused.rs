@@ -408,11 +408,11 @@ impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
 
 /// [`Scan`] with the loop that checks no index (see [`scan_with_simd`]).
 ///
-/// PERF: every path takes it but Intel model 167's AVX-512 one. With 8 lanes the checked loop
-/// ran short of registers and kept its pointers, its count and q's test on the stack, where this
-/// one keeps them in registers: LENA's round 0.864-1.024 -> 0.847-0.930 ms at M = 200 and
-/// 406.6 -> 314.7 ms at M = 60 000 (Intel Xeon family 6 model 167, `LENA_SIMD=x86-64-v3`,
-/// alternated; 32nd session). On AVX-512 the checked loop formed a linear model's gradient with
+/// PERF: every path takes it, but on Intel model 167 only the AVX2 one does. With 8 lanes the
+/// checked loop ran short of registers and kept its pointers, its count and q's test on the
+/// stack, where this one keeps them in registers: LENA's round 0.864-1.024 -> 0.847-0.930 ms at
+/// M = 200 and 406.6 -> 314.7 ms at M = 60 000 (Intel Xeon family 6 model 167,
+/// `LENA_SIMD=x86-64-v3`, alternated; 32nd session). On AVX-512 the checked loop formed a linear model's gradient with
 /// its pointers reloaded from the stack too: this loop made LENA's round at M = 200 1-6% faster
 /// in six alternated runs and no slower at M = 60 000 (Intel model 207, 41st session), where on
 /// model 167 it had read a node's state from memory more slowly (M = 60 000: 346-366 ms a round
@@ -573,8 +573,8 @@ impl Kernels {
                 ema,
                 skip,
             };
-            // The loop that checks no index, but on Intel model 167, whose AVX-512 path keeps
-            // the checked one (see `TightScan`).
+            // The loop that checks no index, but on Intel model 167 the AVX2 path's alone (its
+            // AVX-512 and scalar paths keep the checked one; see `TightScan`).
             if crate::intel_model_167_here() {
                 k.run_v3(TightScan(scan))
                     .unwrap_or_else(|TightScan(scan)| k.run(scan))

@@ -274,8 +274,8 @@ fn requests_ahead_here() -> bool {
 
 /// Whether this CPU is Intel family 6 model 167 ([`intel_model_167_on`] of its `cpuid`), the
 /// one kind where two kernels keep other defaults (their requests ahead, [`requests_ahead_here`],
-/// and the AVX-512 scan's checked loop, `fused::scan_from`), as measured there. Read once per
-/// process (`cpuid` traps to the hypervisor on a virtual machine).
+/// and the checked scan loop of its AVX-512 and scalar paths, `fused::scan_from`), as measured
+/// there. Read once per process (`cpuid` traps to the hypervisor on a virtual machine).
 fn intel_model_167_here() -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| {
