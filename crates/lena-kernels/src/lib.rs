@@ -32,6 +32,7 @@ mod block;
 mod conv;
 mod dense;
 mod fused;
+mod pool;
 mod prefix;
 mod random;
 mod reduce;

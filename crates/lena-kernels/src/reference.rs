@@ -221,3 +221,42 @@ pub fn add_outer_block(g: &mut [f32], stride: usize, c: usize, d: &[f32], x: &[f
         }
     }
 }
+
+/// Reference 2 x 2 max-pooling with stride 2 of `planes` planes of `h x w`: each window's
+/// values in the order (0, 0), (0, 1), (1, 0), (1, 1), a later value taking the place of the
+/// maximum so far only if greater. Returns the maxima and their positions `2 di + dj`.
+pub fn max_pool2(planes: usize, h: usize, w: usize, x: &[f32]) -> (Vec<f32>, Vec<u8>) {
+    let (ho, wo) = (h / 2, w / 2);
+    let (mut y, mut am) = (Vec::new(), Vec::new());
+    for p in 0..planes {
+        for i in 0..ho {
+            for j in 0..wo {
+                let at = |di: usize, dj: usize| x[p * h * w + (2 * i + di) * w + 2 * j + dj];
+                let (mut m, mut best) = (at(0, 0), 0u8);
+                for (k, v) in [(1u8, at(0, 1)), (2, at(1, 0)), (3, at(1, 1))] {
+                    if v > m {
+                        (m, best) = (v, k);
+                    }
+                }
+                y.push(m);
+                am.push(best);
+            }
+        }
+    }
+    (y, am)
+}
+
+/// Reference adjoint of [`max_pool2`]: `planes` planes of `h x w` zeros, each pooled value's
+/// gradient `dy` then written at its recorded position `am` (none for a position past 3).
+pub fn max_pool2_adjoint(planes: usize, h: usize, w: usize, dy: &[f32], am: &[u8]) -> Vec<f32> {
+    let (ho, wo) = (h / 2, w / 2);
+    let mut dx = vec![0.0f32; planes * h * w];
+    for o in 0..planes * ho * wo {
+        let (p, i, j) = (o / (ho * wo), o % (ho * wo) / wo, o % wo);
+        let (di, dj) = (usize::from(am[o] >> 1), usize::from(am[o] & 1));
+        if am[o] < 4 {
+            dx[p * h * w + (2 * i + di) * w + 2 * j + dj] = dy[o];
+        }
+    }
+    dx
+}

@@ -1169,3 +1169,71 @@ fn intel_model_167_told_from_cpuid() {
     assert!(k.with_requests_ahead(true).requests_ahead());
     assert!(!k.with_requests_ahead(false).requests_ahead());
 }
+
+/// Pooling and its adjoint on every path, bit for bit the reference's: values from a few
+/// levels (ties common) with signed zeros and NaNs, random values, planes with odd rows and
+/// columns and widths on either side of a vector's eight windows; nothing past the pooled
+/// values written, every float of the adjoint's output written.
+#[test]
+fn pooling_and_its_adjoint_match_the_reference() {
+    let levels = [-0.0f32, 0.0, 1.0, -1.0, 2.5, f32::NAN];
+    let shapes = [
+        (3, 24, 24),
+        (5, 8, 8),
+        (2, 5, 7),
+        (1, 2, 3),
+        (1, 1, 4),
+        (4, 6, 10),
+        (2, 2, 2),
+        (1, 3, 34),
+        (2, 4, 33),
+        (1, 2, 16),
+        (3, 0, 4),
+    ];
+    for k in paths() {
+        for (s, &(planes, h, w)) in shapes.iter().enumerate() {
+            for tied in [true, false] {
+                let raw = vector(planes * h * w, 7 + s as u64, 1.0);
+                let x: Vec<f32> = if tied {
+                    raw.iter()
+                        .map(|v| levels[((v + 1.0) * 2.99) as usize % levels.len()])
+                        .collect()
+                } else {
+                    raw
+                };
+                let (want, want_am) = reference::max_pool2(planes, h, w, &x);
+                let n = want.len();
+                let (mut y, mut am) = (vec![7.0f32; n + 3], vec![9u8; n + 3]);
+                k.max_pool2(planes, h, w, &x, &mut y, Some(&mut am));
+                let case = format!("{planes} x {h} x {w} tied {tied} {}", k.name());
+                assert_eq!(bits(&y[..n]), bits(&want), "maxima, {case}");
+                assert_eq!(am[..n], want_am[..], "positions, {case}");
+                assert!(
+                    y[n..].iter().all(|&v| v == 7.0) && am[n..] == [9; 3],
+                    "{case}"
+                );
+                let mut values = vec![7.0f32; n + 3];
+                k.max_pool2(planes, h, w, &x, &mut values, None);
+                assert_eq!(bits(&values[..n]), bits(&want), "maxima alone, {case}");
+
+                let dy: Vec<f32> = vector(n, 11 + s as u64, 1.0)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| if i % 7 == 3 { -0.0 } else { v })
+                    .collect();
+                let positions: Vec<u8> = (0..n).map(|i| (i * 5 % 4) as u8).collect();
+                for am in [&want_am, &positions] {
+                    let want = reference::max_pool2_adjoint(planes, h, w, &dy, am);
+                    let mut dx = vec![f32::NAN; planes * h * w + 3];
+                    k.max_pool2_adjoint(planes, h, w, &dy, am, &mut dx);
+                    let end = want.len();
+                    assert_eq!(bits(&dx[..end]), bits(&want), "adjoint, {case}");
+                    assert!(
+                        dx[end..].iter().all(|v| v.is_nan()),
+                        "adjoint's end, {case}"
+                    );
+                }
+            }
+        }
+    }
+}

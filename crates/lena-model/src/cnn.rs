@@ -858,11 +858,8 @@ impl Cnn {
                 }
                 Op::Pool { c, h, w: wd } => {
                     let am = &mut cw.argmax[l];
-                    if backward {
-                        max_pool(c * nb, h, wd, x, y, am);
-                    } else {
-                        max_pool_values(c * nb, h, wd, x, y);
-                    }
+                    let am = if backward { Some(&mut am[..]) } else { None };
+                    self.kernels.max_pool2(c * nb, h, wd, x, y, am);
                 }
                 Op::Relu => {
                     let n = self.out_len(l, nb);
@@ -1020,7 +1017,8 @@ impl Cnn {
                     }
                 }
                 Op::Pool { c, h, w: wd } => {
-                    max_pool_adjoint(c * nb, h, wd, dy, &cw.argmax[l], dx);
+                    self.kernels
+                        .max_pool2_adjoint(c * nb, h, wd, dy, &cw.argmax[l], dx);
                 }
                 Op::Relu => {
                     let n = self.out_len(l, nb);
@@ -1287,92 +1285,6 @@ fn fold<const WO: usize>(c: Conv, wo: usize, nb: usize, d_col: &[f32], dx: &mut 
     }
 }
 
-/// [`max_pool`]'s maxima without their positions (a pass with no backward): the same scan
-/// order and strict comparisons, so the same floats (signed zeros and NaNs included).
-fn max_pool_values(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32]) {
-    let (ho, wo) = (h / 2, w / 2);
-    for (xp, yp) in x[..planes * h * w]
-        .chunks_exact(h * w)
-        .zip(y[..planes * ho * wo].chunks_exact_mut(ho * wo))
-    {
-        for (rows, yr) in xp.chunks_exact(2 * w).zip(yp.chunks_exact_mut(wo)) {
-            let (r0, r1) = rows.split_at(w);
-            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            for (yj, (t, u)) in yr.iter_mut().zip(pairs) {
-                let mut m = t[0];
-                for v in [t[1], u[0], u[1]] {
-                    m = if v > m { v } else { m };
-                }
-                *yj = m;
-            }
-        }
-    }
-}
-
-/// 2 x 2 max-pooling, stride 2, of `planes` planes of `h x w`; records each maximum's position
-/// (`2 * di + dj`, the first maximum on ties).
-fn max_pool(planes: usize, h: usize, w: usize, x: &[f32], y: &mut [f32], am: &mut [u8]) {
-    let (ho, wo) = (h / 2, w / 2);
-    for p in 0..planes {
-        let xp = &x[p * h * w..][..h * w];
-        for i in 0..ho {
-            let r0 = &xp[2 * i * w..][..w];
-            let r1 = &xp[(2 * i + 1) * w..][..w];
-            let o = p * ho * wo + i * wo;
-            let (yr, ar) = (&mut y[o..o + wo], &mut am[o..o + wo]);
-            // PERF: selects instead of branches (data-dependent, mispredicted half the time);
-            // the same scan order and strict comparisons, so the same maximum and position.
-            // Pairs from exact chunks, no index to check: the compiler vectorises the loop.
-            let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
-            for ((yj, aj), (t, u)) in yr.iter_mut().zip(ar.iter_mut()).zip(pairs) {
-                let (mut m, mut best) = (t[0], 0u8);
-                for (a, v) in [(1u8, t[1]), (2, u[0]), (3, u[1])] {
-                    let gt = v > m;
-                    m = if gt { v } else { m };
-                    best = if gt { a } else { best };
-                }
-                *yj = m;
-                *aj = best;
-            }
-        }
-    }
-}
-
-/// The adjoint of [`max_pool`]: each pooled value's gradient `dy` at its recorded position in
-/// `dx`, zero elsewhere (an odd last row or column included).
-///
-/// PERF: every value of `dx` written once, by selects the compiler vectorises, rather than zeroed
-/// and then scattered to (the paper's first pooling: 3.2 us of a training sample's 100 on AMD
-/// EPYC Zen 1).
-fn max_pool_adjoint(planes: usize, h: usize, w: usize, dy: &[f32], am: &[u8], dx: &mut [f32]) {
-    let (ho, wo) = (h / 2, w / 2);
-    if ho * wo == 0 {
-        dx[..planes * h * w].fill(0.0);
-        return;
-    }
-    let planes_in = dx[..planes * h * w].chunks_exact_mut(h * w);
-    let planes_out = dy.chunks_exact(ho * wo).zip(am.chunks_exact(ho * wo));
-    for (xp, (yp, ap)) in planes_in.zip(planes_out) {
-        let (pairs, odd_row) = xp.split_at_mut(2 * ho * w);
-        odd_row.fill(0.0);
-        for (rows, (yr, ar)) in pairs
-            .chunks_exact_mut(2 * w)
-            .zip(yp.chunks_exact(wo).zip(ap.chunks_exact(wo)))
-        {
-            let (r0, r1) = rows.split_at_mut(w);
-            r0[2 * wo..].fill(0.0);
-            r1[2 * wo..].fill(0.0);
-            let windows = r0.chunks_exact_mut(2).zip(r1.chunks_exact_mut(2));
-            for ((t, u), (&d, &a)) in windows.zip(yr.iter().zip(ar)) {
-                t[0] = if a == 0 { d } else { 0.0 };
-                t[1] = if a == 1 { d } else { 0.0 };
-                u[0] = if a == 2 { d } else { 0.0 };
-                u[1] = if a == 3 { d } else { 0.0 };
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1634,40 +1546,6 @@ mod tests {
         assert_eq!(checked, 14);
     }
 
-    /// The pooling's adjoint writes each gradient at its recorded position and zero everywhere
-    /// else, signed zeros kept, on even and odd planes: what zeroing `dx` and scattering `dy`
-    /// into it gives.
-    #[test]
-    fn pooling_adjoint_scatters_to_the_recorded_positions() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(13);
-        for (planes, h, w) in [(3, 24, 24), (2, 8, 8), (2, 5, 7), (1, 2, 3), (1, 1, 4)] {
-            let (ho, wo) = (h / 2, w / 2);
-            let dy: Vec<f32> = (0..planes * ho * wo)
-                .map(|i| {
-                    if i % 7 == 3 {
-                        -0.0
-                    } else {
-                        rng.random_range(-1.0..1.0)
-                    }
-                })
-                .collect();
-            let am: Vec<u8> = (0..dy.len()).map(|_| rng.random_range(0..4)).collect();
-            let mut want = vec![0.0f32; planes * h * w];
-            for (o, (&d, &a)) in dy.iter().zip(&am).enumerate() {
-                let (p, i, j) = (o / (ho * wo), o % (ho * wo) / wo, o % wo);
-                let (di, dj) = (usize::from(a >> 1), usize::from(a & 1));
-                want[p * h * w + (2 * i + di) * w + 2 * j + dj] = d;
-            }
-            let mut got = vec![f32::NAN; want.len()];
-            max_pool_adjoint(planes, h, w, &dy, &am, &mut got);
-            let same = got
-                .iter()
-                .zip(&want)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same, "{planes} x {h} x {w}");
-        }
-    }
-
     /// The interleaved row sums are `Iterator::sum`'s, bit for bit, for every row count up to
     /// 19 (each group size and remainder), rows of signed zeros included.
     #[test]
@@ -1694,25 +1572,6 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "rows {rows} len {len}");
             }
-        }
-    }
-
-    /// The pooling without positions gives [`max_pool`]'s maxima bit for bit, on values drawn
-    /// from a few levels (so ties are common) with signed zeros and NaNs among them.
-    #[test]
-    fn pooled_values_equal_the_pooling_with_positions() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
-        let levels = [-0.0f32, 0.0, 1.0, -1.0, 2.5, f32::NAN];
-        for (planes, h, w) in [(3, 24, 24), (5, 8, 8), (2, 2, 2), (4, 6, 10)] {
-            let x: Vec<f32> = (0..planes * h * w)
-                .map(|_| levels[rng.random_range(0..levels.len())])
-                .collect();
-            let n = planes * h * w / 4;
-            let (mut want, mut am, mut got) = (vec![0.0; n], vec![0; n], vec![7.0; n]);
-            max_pool(planes, h, w, &x, &mut want, &mut am);
-            max_pool_values(planes, h, w, &x, &mut got);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "{planes} planes of {h} x {w}");
         }
     }
 }
