@@ -37,6 +37,7 @@ mod prefix;
 mod random;
 mod reduce;
 pub mod reference;
+mod rowsum;
 mod sparse;
 mod special;
 mod update;

@@ -260,3 +260,11 @@ pub fn max_pool2_adjoint(planes: usize, h: usize, w: usize, dy: &[f32], am: &[u8
     }
     dx
 }
+
+/// Reference [`crate::Kernels::add_row_sums`]: each row of `m` (`len` values) summed by
+/// `Iterator::sum` (from `-0.0`, in order) and added to its `acc`.
+pub fn add_row_sums(acc: &mut [f32], m: &[f32], len: usize) {
+    for (r, a) in acc.iter_mut().enumerate() {
+        *a += m[r * len..(r + 1) * len].iter().sum::<f32>();
+    }
+}

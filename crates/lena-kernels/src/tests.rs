@@ -1237,3 +1237,34 @@ fn pooling_and_its_adjoint_match_the_reference() {
         }
     }
 }
+
+/// Row sums on every path are the reference's (`Iterator::sum`, from `-0.0` in order) bit for
+/// bit: every row count up to 40 (groups of sixteen and eight and their remainders), lengths
+/// around a block of sixteen columns, rows of signed zeros and accumulators of signed zeros.
+#[test]
+fn row_sums_match_the_reference() {
+    for k in paths() {
+        for rows in 0..41 {
+            for len in [0, 1, 7, 15, 16, 17, 33, 64] {
+                let mut m = vector(rows * len, (rows * 100 + len) as u64, 1e3);
+                if rows > 2 && len > 0 {
+                    m[..len].fill(-0.0);
+                    m[len..2 * len].fill(0.0);
+                }
+                let start: Vec<f32> = (0..rows)
+                    .map(|c| [-0.0, 0.0, 1.5][c % 3] * f32::from(u8::from(c % 5 != 4)))
+                    .collect();
+                let mut want = start.clone();
+                reference::add_row_sums(&mut want, &m, len);
+                let mut got = start;
+                k.add_row_sums(&mut got, &m, len);
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "rows {rows} len {len} {}",
+                    k.name()
+                );
+            }
+        }
+    }
+}

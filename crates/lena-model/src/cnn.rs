@@ -997,7 +997,7 @@ impl Cnn {
                     } else {
                         weight_grad_by_product(c, dy, &cw.cols[l][..c.kk() * np], gw);
                     }
-                    add_row_sums(gb, dy, np);
+                    self.kernels.add_row_sums(gb, dy, np);
                     if need_dx {
                         let wt = &w[off..off + c.cout * c.kk()];
                         let d_col = &mut cw.d_col[..c.kk() * np];
@@ -1130,48 +1130,6 @@ fn conv_by_product(c: Conv, nb: usize, col: &[f32], wt: &[f32], bias: &[f32], y:
         MatRef::from_row_major_slice(wt, c.cout, c.kk()),
         MatRef::from_row_major_slice(col, c.kk(), np),
     );
-}
-
-/// `acc[c] += sum(m[c * len..(c + 1) * len])` for every `c`, each row summed in order from
-/// `-0.0` as `Iterator::sum` does (so the same floats).
-///
-/// PERF: rows are summed eight (or four, two) at a time, one addition of each in turn, so that
-/// their chains overlap; one row at a time waited for each addition's latency (a convolution's
-/// bias gradient sums rows of a block's every output position: about a tenth of a CNN round).
-fn add_row_sums(acc: &mut [f32], m: &[f32], len: usize) {
-    assert_eq!(m.len(), acc.len() * len, "add_row_sums: rows");
-    let mut c = 0;
-    while c < acc.len() {
-        let n = match acc.len() - c {
-            8.. => 8,
-            4..=7 => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
-        let (acc, m) = (&mut acc[c..c + n], &m[c * len..(c + n) * len]);
-        match n {
-            8 => add_row_sums_n::<8>(acc, m, len),
-            4 => add_row_sums_n::<4>(acc, m, len),
-            2 => add_row_sums_n::<2>(acc, m, len),
-            _ => add_row_sums_n::<1>(acc, m, len),
-        }
-        c += n;
-    }
-}
-
-/// [`add_row_sums`] for `N` rows.
-#[inline(always)]
-fn add_row_sums_n<const N: usize>(acc: &mut [f32], m: &[f32], len: usize) {
-    let rows: [&[f32]; N] = std::array::from_fn(|c| &m[c * len..(c + 1) * len]);
-    let mut s = [-0.0f32; N];
-    for j in 0..len {
-        for c in 0..N {
-            s[c] += rows[c][j];
-        }
-    }
-    for (a, s) in acc.iter_mut().zip(s) {
-        *a += s;
-    }
 }
 
 /// `dst = src` for the short rows of the unfolding and flattening (8-24 values): PERF: in
@@ -1544,34 +1502,5 @@ mod tests {
         }
         // Both direct layers of the paper's network, every block size.
         assert_eq!(checked, 14);
-    }
-
-    /// The interleaved row sums are `Iterator::sum`'s, bit for bit, for every row count up to
-    /// 19 (each group size and remainder), rows of signed zeros included.
-    #[test]
-    fn row_sums_equal_iterator_sums() {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
-        for rows in 0..20 {
-            for len in [0, 1, 7, 64] {
-                let mut m: Vec<f32> = (0..rows * len)
-                    .map(|_| rng.random_range(-1e3..1e3))
-                    .collect();
-                if rows > 2 && len > 0 {
-                    m[..len].fill(-0.0);
-                    m[len..2 * len].fill(0.0);
-                }
-                let start: Vec<f32> = (0..rows)
-                    .map(|c| [-0.0, 0.0, 1.5][c % 3] * f32::from(u8::from(c % 5 != 4)))
-                    .collect();
-                let mut want = start.clone();
-                for (w, row) in want.iter_mut().zip(m.chunks(len.max(1))) {
-                    *w += row.iter().sum::<f32>();
-                }
-                let mut got = start;
-                add_row_sums(&mut got, &m, len);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "rows {rows} len {len}");
-            }
-        }
     }
 }
