@@ -3,7 +3,7 @@
 //! vector), plus a copy benchmark measuring the machine's memory bandwidth in the same run, and
 //! xoshiro256++ draws one stream at a time against eight streams a vector at a time, and a
 //! minibatch gradient's second product (`lin_comb2`, `lin_comb_classes`) as a linear model
-//! takes it.
+//! takes it, and the CNN's pooling, its adjoint and its bias gradients' row sums.
 //!
 //! Throughput is in bytes the kernel must move (read + written), so the large-vector groups
 //! read directly against `copy`.
@@ -207,9 +207,45 @@ fn minibatch_gradient(c: &mut Criterion) {
     g.finish();
 }
 
+/// The paper's CNN's pooling (positions recorded), its adjoint and its bias gradients' row sums
+/// at a training minibatch of 32 (the first layer: 320 planes of 24 x 24, ten rows of 18 432),
+/// every path side by side (the plain loops on the scalar path, and on AVX2 for the pooling).
+fn cnn_layers(c: &mut Criterion) {
+    let paths: Vec<(&str, Kernels)> = lena_kernels::PATH_NAMES
+        .into_iter()
+        .filter_map(|n| Some((n, Kernels::named(n)?)))
+        .collect();
+    let (planes, h) = (320, 24);
+    let x = data(planes * h * h, 7);
+    let n = x.len() / 4;
+    let (mut y, mut am, mut dx) = (vec![0.0f32; n], vec![0u8; n], vec![0.0f32; x.len()]);
+    let dy = data(n, 9);
+    let mut g = c.benchmark_group(format!("cnn/pooling/{planes} planes of {h} x {h}"));
+    for &(name, k) in &paths {
+        g.bench_function(format!("max_pool2/{name}"), |b| {
+            b.iter(|| k.max_pool2(planes, h, h, black_box(&x), &mut y, Some(&mut am)))
+        });
+        k.max_pool2(planes, h, h, &x, &mut y, Some(&mut am));
+        g.bench_function(format!("max_pool2_adjoint/{name}"), |b| {
+            b.iter(|| k.max_pool2_adjoint(planes, h, h, black_box(&dy), &am, &mut dx))
+        });
+    }
+    g.finish();
+    let (rows, len) = (10, 18_432);
+    let m = data(rows * len, 11);
+    let mut acc = vec![0.0f32; rows];
+    let mut g = c.benchmark_group(format!("cnn/add_row_sums/{rows} rows of {len}"));
+    for &(name, k) in &paths {
+        g.bench_function(name, |b| {
+            b.iter(|| k.add_row_sums(&mut acc, black_box(&m), len))
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2));
-    targets = reductions, updates, draws, minibatch_gradient
+    targets = reductions, updates, draws, minibatch_gradient, cnn_layers
 }
 criterion_main!(benches);
