@@ -168,6 +168,7 @@ fn adjoint(h: usize, w: usize, dy: &[f32], am: &[u8], dx: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::prefix::avx2_first_lanes as first_lanes;
     use std::arch::x86_64::*;
 
     /// [`super::pool_with_positions`] on AVX-512: eight windows of a pair of rows at a time.
@@ -340,14 +341,6 @@ mod x86 {
             n
         };
         adjoint_rows(planes, h, w, dy, am, dx, step);
-    }
-
-    /// Lanes `0..n` of eight set (all bits) in an AVX2 mask, the rest clear.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn first_lanes(n: usize) -> __m256i {
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
     }
 
     /// [`adjoint_avx512`] on AVX2: four pooled values at a time.

@@ -20,6 +20,17 @@
 
 use pulp::Simd;
 
+/// Lanes `0..n` of eight set (all bits) in an AVX2 lane mask (the mask of `_mm256_maskload_ps`
+/// and `_mm256_maskstore_ps`), the rest clear: the AVX2 kernels' partial vectors.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn avx2_first_lanes(n: usize) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::{_mm256_cmpgt_epi32, _mm256_set1_epi32, _mm256_setr_epi32};
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes)
+}
+
 /// `dst[..n] = v[..n]` with `n = min(dst.len(), lanes)`: pulp's `partial_store_f32s`.
 #[inline(always)]
 pub(crate) fn store_prefix<S: Simd>(simd: S, dst: &mut [f32], v: S::f32s) {

@@ -71,6 +71,7 @@ fn add_row_sums_n<const N: usize>(acc: &mut [f32], m: &[f32], len: usize) {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use crate::prefix::avx2_first_lanes;
     use std::arch::x86_64::*;
 
     /// [`super::add_row_sums_plain`] on AVX-512: sixteen rows at a time, one a lane. Each
@@ -178,8 +179,6 @@ mod x86 {
     pub(super) unsafe fn add_row_sums_avx2(acc: &mut [f32], m: &[f32], len: usize) {
         let rows = acc.len();
         assert_eq!(m.len(), rows * len);
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let first = |n: usize| _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
         let mut r0 = 0;
         while r0 < rows {
             let n = (rows - r0).min(16);
@@ -187,7 +186,7 @@ mod x86 {
             let mut j = 0;
             while j < len {
                 let t = (len - j).min(8);
-                let cols = first(t);
+                let cols = avx2_first_lanes(t);
                 for (half, s) in s.iter_mut().enumerate().take(n.div_ceil(8)) {
                     let mut v: [__m256; 8] = std::array::from_fn(|r| {
                         let r = 8 * half + r;
@@ -211,7 +210,7 @@ mod x86 {
             }
             for (half, s) in s.into_iter().enumerate().take(n.div_ceil(8)) {
                 let from = r0 + 8 * half;
-                let mask = first(n - 8 * half);
+                let mask = avx2_first_lanes(n - 8 * half);
                 // SAFETY: lanes 0..min(8, n - 8 half) are acc[from..], in bounds; the others
                 // are not touched.
                 unsafe {
