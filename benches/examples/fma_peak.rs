@@ -26,4 +26,8 @@ fn main() {
     println!(
         "{lanes} lanes: {one:.2} G f32 multiply-adds a second on one core, {all:.2} on {cores} at once"
     );
+    lena_benches::report(
+        "fma_peak",
+        serde_json::json!({ "lanes": lanes, "one_core": one, "all_cores": all, "cores": cores }),
+    );
 }

@@ -306,6 +306,24 @@ fn main() {
         best[14] / roofline,
         best[14] / best[0]
     );
+    lena_benches::report(
+        "gradient_profile",
+        serde_json::json!({
+            "simd": k.name(),
+            "threads": threads,
+            "softmax_ms": best[0] * 1e3,
+            "logistic_ova_ms": best[1] * 1e3,
+            "memory_floor_ms": memory * 1e3,
+            "compute_floor_ms": compute * 1e3,
+            "roofline_ms": roofline * 1e3,
+            "read_gb_s": (n * p * 4) as f64 / memory / 1e9,
+            "sgemm_gflop_s": peak / 1e9,
+            "softmax_roofline": best[0] / roofline,
+            "logistic_ova_roofline": best[1] / roofline,
+            "dense_kernels_roofline": best[14] / roofline,
+            "nonzero_layout": layout.is_some(),
+        }),
+    );
 }
 
 /// `x` read once, each vector into 20 fused multiply-adds (ten class vectors, twenty

@@ -189,6 +189,19 @@ fn main() {
                 rss / nodes as f64 / vector,
                 ms / bound
             );
+            lena_benches::report(
+                "memory_profile",
+                serde_json::json!({
+                    "algorithm": name,
+                    "nodes": nodes,
+                    "resident_gb": rss / 1e9,
+                    "vectors_per_node": rss / nodes as f64 / vector,
+                    "round_ms": ms,
+                    "bound_ms": bound,
+                    "fastest_ratio": ms / bound,
+                    "median_ratio": median,
+                }),
+            );
         }
         [] => {
             let (m1, m2) = (1000, 3000);

@@ -229,7 +229,17 @@ fn main() {
         "", "fastest", "median", "fastest/bound2", "median of ratios"
     );
     let median_ratio = |i: usize| (ratios[i][(reps - 1) / 2] + ratios[i][reps / 2]) / 2.0;
+    let mut rows = serde_json::Map::new();
     for (i, (name, t)) in names.zip(&times).enumerate() {
+        rows.insert(
+            name.to_string(),
+            serde_json::json!({
+                "fastest_ms": t[0],
+                "median_ms": t[reps / 2],
+                "fastest_over_bound": t[0] / bound2,
+                "median_ratio": median_ratio(i),
+            }),
+        );
         println!(
             "{name:<18} {:>8.3} {:>8.3} {:>14.2} {:>16.2}",
             t[0],
@@ -263,6 +273,10 @@ fn main() {
             median_ratio(dgd) + median_ratio(n + 1)
         );
     }
+    lena_benches::report(
+        "round_profile",
+        serde_json::json!({ "simd": k.name(), "reps": reps, "slice": slice, "rows": rows }),
+    );
 }
 
 /// Every stream's uniforms for one QSGD round of `d` coordinates, drawn as the simulator draws

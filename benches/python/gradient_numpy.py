@@ -7,6 +7,8 @@ Prints the fastest of 20 timings of the two products (random values: a GEMM's ti
 depend on them), and of the whole gradient as the issue's reference computes it.
 """
 
+import json
+import os
 import time
 
 import numpy as np
@@ -36,6 +38,7 @@ def gradient():
     return loss
 
 
+best_ms = {}
 for name, f in [("two GEMMs", two_gemms), ("whole gradient", gradient)]:
     f()
     best = float("inf")
@@ -44,3 +47,12 @@ for name, f in [("two GEMMs", two_gemms), ("whole gradient", gradient)]:
         f()
         best = min(best, time.perf_counter() - t)
     print(f"numpy {np.__version__} {name}: {best * 1e3:.1f} ms")
+    best_ms[name] = best * 1e3
+
+# With LENA_REPORT naming a file, the figures are appended to it as one JSON line (as the
+# profiling examples do; `cargo xtask targets` reads them).
+if os.environ.get("LENA_REPORT"):
+    with open(os.environ["LENA_REPORT"], "a") as f:
+        line = {"example": "gradient_numpy", "numpy": np.__version__,
+                "two_gemms_ms": best_ms["two GEMMs"], "whole_gradient_ms": best_ms["whole gradient"]}
+        f.write(json.dumps(line) + "\n")

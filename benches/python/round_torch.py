@@ -16,6 +16,7 @@ of the same shape (a round's time does not depend on them).
 """
 
 import gzip
+import json
 import os
 import statistics
 import sys
@@ -81,6 +82,14 @@ def main():
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, DGD round at M = {M}, "
         f"minibatch {B}: fastest {min(slices):.3f} ms, median {statistics.median(slices):.3f} ms"
     )
+    # With LENA_REPORT naming a file, the figures are appended to it as one JSON line (as the
+    # profiling examples do; `cargo xtask targets` reads them).
+    if os.environ.get("LENA_REPORT"):
+        with open(os.environ["LENA_REPORT"], "a") as f:
+            line = {"example": "round_torch", "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "fastest_ms": min(slices),
+                    "median_ms": statistics.median(slices)}
+            f.write(json.dumps(line) + "\n")
 
 
 if __name__ == "__main__":

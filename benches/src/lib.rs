@@ -9,6 +9,35 @@ use lena_sim::ExperimentConfig;
 #[global_allocator]
 static ALLOC: lena_kernels::LineAligned = lena_kernels::LineAligned;
 
+/// The environment variable that asks the profiling examples for their figures as data: when
+/// it names a file, each appends one JSON line to it ([`report`]). `cargo xtask targets` reads
+/// issue 14's targets from these lines.
+pub const REPORT_VAR: &str = "LENA_REPORT";
+
+/// Appends `{"example": example, ..fields}` as one line to the file [`REPORT_VAR`] names, if it
+/// is set; does nothing otherwise.
+///
+/// # Panics
+/// If the file cannot be opened or written: the figures were asked for and would be lost.
+pub fn report(example: &str, fields: serde_json::Value) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os(REPORT_VAR) else {
+        return;
+    };
+    let mut line = serde_json::Map::new();
+    line.insert("example".into(), example.into());
+    if let serde_json::Value::Object(fields) = fields {
+        line.extend(fields);
+    }
+    let text = format!("{}\n", serde_json::Value::Object(line));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("{REPORT_VAR}: cannot append to {}: {e}", path.display()));
+}
+
 /// The per-round setting of issue 3 and the paper's figure 2b: M = 200 nodes, minibatch 3,
 /// one label per node, d = 7850, step 0.05, all threads, with `algorithm` as the body of the
 /// `[algorithm]` table. Uses MNIST from `data/mnist` if present (`cargo xtask data mnist`),
