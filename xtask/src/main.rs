@@ -1,9 +1,10 @@
 //! Project automation: `cargo xtask data mnist`, `cargo xtask fixtures`,
-//! `cargo xtask reproduce FIGURE [--quick]`.
+//! `cargo xtask reproduce FIGURE [--quick]`, `cargo xtask targets`.
 
 mod data;
 mod pool;
 mod reproduce;
+mod targets;
 mod tune;
 mod tuned;
 
@@ -29,7 +30,15 @@ const USAGE: &str = "usage:
                                        (fig2, fig4, lag-mnist, laq-logistic, laq-mlp,
                                        sasg-mnist)
                                        (all methods, or those named) and rewrite
-                                       experiments/tuned/FIGURE";
+                                       experiments/tuned/FIGURE
+  cargo xtask targets [--runs N] [--tests] [--baseline COMMIT] [--out DIR]
+                                       issue 14's speed targets on this machine, each
+                                       against its bound in the same run, over N runs
+                                       (default 3): the profiling examples, NumPy's and
+                                       PyTorch's references where they import; --tests
+                                       runs cargo test --workspace; --baseline times
+                                       reproduce all --quick there and here, alternated;
+                                       a report in DIR (default target/targets)";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
@@ -79,6 +88,36 @@ fn dispatch(args: &[String]) -> Result<()> {
                 }
             }
             reproduce::reproduce(&root(), which, quick, tuned, out)
+        }
+        ["targets", rest @ ..] => {
+            let mut opts = targets::Options {
+                runs: 3,
+                tests: false,
+                baseline: None,
+                out: None,
+            };
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match *a {
+                    "--runs" => {
+                        let n = it.next().context("--runs needs a number")?;
+                        opts.runs = n.parse().with_context(|| {
+                            format!("--runs: expected a number of runs, found {n:?}")
+                        })?;
+                    }
+                    "--tests" => opts.tests = true,
+                    "--baseline" => {
+                        opts.baseline =
+                            Some(it.next().context("--baseline needs a commit")?.to_string());
+                    }
+                    "--out" => {
+                        opts.out =
+                            Some(PathBuf::from(it.next().context("--out needs a directory")?))
+                    }
+                    other => bail!("unknown option {other:?}\n{USAGE}"),
+                }
+            }
+            targets::targets(&root(), &opts)
         }
         ["help" | "--help" | "-h"] | [] => {
             eprintln!("{USAGE}");
