@@ -61,4 +61,14 @@ fn main() {
         floor * 1e3,
         100.0 * floor / best
     );
+    lena_benches::report(
+        "cnn_eval",
+        serde_json::json!({
+            "network": format!("{arch:?}"),
+            "threads": threads,
+            "us_per_image": best * 1e6 / n as f64,
+            "peak_share": floor / best,
+            "checksum": format!("{:#018x}", loss.to_bits()),
+        }),
+    );
 }

@@ -67,4 +67,12 @@ fn main() {
         floor * 1e3,
         100.0 * floor / best
     );
+    lena_benches::report(
+        "cnn_train",
+        serde_json::json!({
+            "us_per_sample": best * 1e6 / (steps * BATCH) as f64,
+            "peak_share": floor / best,
+            "checksum": format!("{sum:#018x}"),
+        }),
+    );
 }

@@ -31,14 +31,16 @@ const USAGE: &str = "usage:
                                        sasg-mnist)
                                        (all methods, or those named) and rewrite
                                        experiments/tuned/FIGURE
-  cargo xtask targets [--runs N] [--tests] [--baseline COMMIT] [--out DIR]
+  cargo xtask targets [--runs N] [--tests] [--baseline COMMIT] [--simd PATH] [--out DIR]
                                        issue 14's speed targets on this machine, each
                                        against its bound in the same run, over N runs
                                        (default 3): the profiling examples, NumPy's and
                                        PyTorch's references where they import; --tests
                                        runs cargo test --workspace; --baseline times
                                        reproduce all --quick there and here, alternated;
-                                       a report in DIR (default target/targets)";
+                                       --simd narrows the examples' path (LENA_SIMD,
+                                       e.g. x86-64-v3); a report in DIR (default
+                                       target/targets)";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {
@@ -95,6 +97,7 @@ fn dispatch(args: &[String]) -> Result<()> {
                 tests: false,
                 baseline: None,
                 out: None,
+                simd: None,
             };
             let mut it = rest.iter();
             while let Some(a) = it.next() {
@@ -106,6 +109,9 @@ fn dispatch(args: &[String]) -> Result<()> {
                         })?;
                     }
                     "--tests" => opts.tests = true,
+                    "--simd" => {
+                        opts.simd = Some(it.next().context("--simd needs a path")?.to_string());
+                    }
                     "--baseline" => {
                         opts.baseline =
                             Some(it.next().context("--baseline needs a commit")?.to_string());
