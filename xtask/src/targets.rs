@@ -125,6 +125,10 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
     let mut failures = Vec::new();
     for run in 1..=opts.runs {
         eprintln!("run {run} of {}", opts.runs);
+        append_line(
+            &lines_path,
+            &serde_json::json!({ "example": RUN_MARK, "run": run }),
+        )?;
         let example = |name: &str, args: &[&str]| {
             let mut cmd = Command::new(examples.join(name));
             cmd.args(args).current_dir(root);
@@ -252,6 +256,17 @@ fn test_counts(text: &str) -> (usize, usize) {
         .fold((0, 0), |(p, f), l| {
             (p + count(l, "passed"), f + count(l, "failed"))
         })
+}
+
+/// Appends `line` to the figures' file `path`.
+fn append_line(path: &Path, line: &Value) -> Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"))
+        .with_context(|| format!("appending to {}", path.display()))
 }
 
 /// Runs `cmd` with its figures appended to `lines` (its own output to stderr).
@@ -478,6 +493,23 @@ fn figures(lines: &[Value], example: &str, path: &[&str]) -> Vec<f64> {
         .collect()
 }
 
+/// The marker line that starts each run in the figures' file: figures of two programs are
+/// paired within a run ([`paired`]).
+const RUN_MARK: &str = "run";
+
+/// `a`'s and `b`'s figures (an example and a path into its line) from each run that has both,
+/// the runs cut at [`RUN_MARK`] lines (all lines one run if there are none).
+fn paired(lines: &[Value], a: (&str, &[&str]), b: (&str, &[&str])) -> Vec<(f64, f64)> {
+    lines
+        .split(|l| l["example"] == RUN_MARK)
+        .filter_map(|run| {
+            let first =
+                |(example, path): (&str, &[&str])| figures(run, example, path).first().copied();
+            Some((first(a)?, first(b)?))
+        })
+        .collect()
+}
+
 fn render(
     cpu: &Cpu,
     forced: Option<&str>,
@@ -496,8 +528,6 @@ fn render(
         .collect();
     let path = paths.first().copied().unwrap_or("?");
     // Target 2.
-    let softmax = figures(lines, "gradient_profile", &["softmax_ms"]);
-    let numpy = figures(lines, "gradient_numpy", &["two_gemms_ms"]);
     for (key, what) in [
         ("softmax_roofline", "softmax gradient / roofline"),
         ("logistic_ova_roofline", "logistic OVA gradient / roofline"),
@@ -514,7 +544,14 @@ fn render(
         target: "2. full-batch gradient",
         measure: "NumPy's two GEMMs / softmax gradient".into(),
         bound: Bound::AtLeast(4.0),
-        values: numpy.iter().zip(&softmax).map(|(n, s)| n / s).collect(),
+        values: paired(
+            lines,
+            ("gradient_numpy", &["two_gemms_ms"]),
+            ("gradient_profile", &["softmax_ms"]),
+        )
+        .iter()
+        .map(|(n, s)| n / s)
+        .collect(),
         notes: Vec::new(),
     });
     rows.push(Row {
@@ -561,14 +598,20 @@ fn render(
             notes: fastest.iter().map(|f| format!("{f:.2}")).collect(),
         });
     }
-    let dgd_ms = figures(lines, "round_profile", &["rows", "dgd", "fastest_ms"]);
-    let torch_ms = figures(lines, "round_torch", &["fastest_ms"]);
+    let dgd_torch = paired(
+        lines,
+        ("round_profile", &["rows", "dgd", "fastest_ms"]),
+        ("round_torch", &["fastest_ms"]),
+    );
     rows.push(Row {
         target: "3. round, DGD",
         measure: "lena's fastest slice / PyTorch's".into(),
         bound: Bound::AtMost(1.0),
-        values: dgd_ms.iter().zip(&torch_ms).map(|(l, t)| l / t).collect(),
-        notes: torch_ms.iter().map(|t| format!("{t:.3} ms")).collect(),
+        values: dgd_torch.iter().map(|(l, t)| l / t).collect(),
+        notes: dgd_torch
+            .iter()
+            .map(|(_, t)| format!("{t:.3} ms"))
+            .collect(),
     });
     // Target 4.
     for (key, what, bound) in [
@@ -866,6 +909,7 @@ mod tests {
     #[test]
     fn verdicts_count_the_runs_within_each_bound() {
         let lines = vec![
+            line(r#"{"example":"run","run":1}"#),
             line(
                 r#"{"example":"gradient_profile","simd":"x86-64-v4 (AVX-512)","softmax_ms":6.0,
                 "softmax_roofline":1.05,"logistic_ova_roofline":1.4,"dense_kernels_roofline":1.41}"#,
@@ -877,12 +921,15 @@ mod tests {
                 "fastest_over_bound":1.57},"lag_wk":{"median_ratio":0.97},
                 "diana_qsgd":{"median_ratio":2.66}}}"#,
             ),
-            line(r#"{"example":"round_torch","fastest_ms":0.64}"#),
+            // Run 1 has no PyTorch figure: its DGD round pairs with nothing, and run 2's
+            // PyTorch round with run 2's DGD round.
+            line(r#"{"example":"run","run":2}"#),
             line(
-                r#"{"example":"round_profile","rows":{"dgd":{"median_ratio":1.35},
-                "lena":{"median_ratio":1.503},"lag_wk":{"median_ratio":0.97},
+                r#"{"example":"round_profile","rows":{"dgd":{"median_ratio":1.35,
+                "fastest_ms":0.30},"lena":{"median_ratio":1.503},"lag_wk":{"median_ratio":0.97},
                 "diana_qsgd":{"median_ratio":2.9}}}"#,
             ),
+            line(r#"{"example":"round_torch","fastest_ms":0.60}"#),
         ];
         let cpu = Cpu {
             name: "Test CPU".into(),
@@ -915,8 +962,8 @@ mod tests {
         assert!(row("| 3. round, LENA-m").contains("1.55 (1.57)"));
         assert!(row("| 3. round, LAG-WK").contains("**met** (2 of 2)"));
         assert!(row("| 3. round, DIANA-QSGD").contains("**met** (2 of 2)"));
-        // 0.32 ms against PyTorch's 0.64.
-        assert!(row("| 3. round, DGD | lena's").contains("0.50 (0.640 ms) | **met**"));
+        // Run 2's 0.30 ms against its PyTorch's 0.60 (not run 1's 0.32).
+        assert!(row("| 3. round, DGD | lena's").contains("| 0.50 (0.600 ms) | **met** (1 of 1) |"));
         assert!(row("| 4. LENA at M = 60 000 | GB").contains("| - | not measured |"));
         assert!(text.contains("Target 5 not measured"));
         // A path narrowed by --simd is judged against the one asked for.
