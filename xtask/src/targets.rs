@@ -1,12 +1,14 @@
-//! `cargo xtask targets [--runs N] [--tests] [--baseline COMMIT] [--out DIR]`: every speed
-//! target of issue 14 measured on this machine, each against its bound in the same run, with a
-//! verdict per target and the machine named (docs/PERFORMANCE.md keeps one column of figures
-//! per machine kind).
+//! `cargo xtask targets [--runs N] [--tests] [--baseline COMMIT] [--simd PATH] [--out DIR]`:
+//! every speed target of issue 14 measured on this machine, each against its bound in the same
+//! run, with a verdict per target and the machine named (docs/PERFORMANCE.md keeps one column of
+//! figures per machine kind).
 //!
 //! Each run takes the profiling examples in turn (`fma_peak`, `gradient_profile`, NumPy's two
-//! GEMMs, `round_profile`, PyTorch's DGD round, `memory_profile -- one lena 60000`), which
-//! append their figures to one file as JSON lines (`LENA_REPORT`); the Python references run
-//! where NumPy and PyTorch import. `--tests` runs `cargo test --workspace` (target 1: every
+//! GEMMs, `round_profile`, PyTorch's DGD round, `memory_profile -- one lena 60000`, and what
+//! figure 3's CNN runs spend, `cnn_train` and `cnn_eval`), which append their figures to one
+//! file as JSON lines (`LENA_REPORT`); the Python references run where NumPy and PyTorch
+//! import, on as many threads as the machine has cores. `--simd` narrows the examples' path
+//! (`LENA_SIMD`). `--tests` runs `cargo test --workspace` (target 1: every
 //! kernel's tests on every path this CPU has). `--baseline COMMIT` times `cargo xtask reproduce
 //! all --quick` at that commit (a git worktree under `target/`) and here, alternated (baseline,
 //! here, here, baseline), for target 5 (the issue was filed at cef624b). The report goes to
@@ -141,9 +143,7 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
         example("gradient_profile", &[])?;
         if python.numpy {
             python.step(
-                python
-                    .command(root, "benches/python/gradient_numpy.py")
-                    .env("OPENBLAS_NUM_THREADS", "2"),
+                &mut python.command(root, "benches/python/gradient_numpy.py"),
                 &lines_path,
                 &mut failures,
             );
@@ -319,11 +319,13 @@ impl Python {
         }
     }
 
-    /// `script` on two threads.
+    /// `script` on one thread a core (the issue's references ran on the machines' two).
     fn command(&self, root: &Path, script: &str) -> Command {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let mut cmd = Command::new(&self.exe);
         cmd.arg(root.join(script))
-            .env("OMP_NUM_THREADS", "2")
+            .env("OMP_NUM_THREADS", cores.to_string())
+            .env("OPENBLAS_NUM_THREADS", cores.to_string())
             .current_dir(root);
         cmd
     }
