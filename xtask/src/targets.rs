@@ -100,21 +100,19 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
     let stamp = utc_stamp();
     let lines_path = out.join(format!("targets-{stamp}.jsonl"));
     eprintln!("building the profiling examples (release)");
-    let built = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "lena-benches",
-            "--examples",
-        ])
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !built.success() {
-        bail!("cargo build --release -p lena-benches --examples failed");
-    }
+    checked(
+        Command::new(&cargo)
+            .args([
+                "build",
+                "--release",
+                "-q",
+                "-p",
+                "lena-benches",
+                "--examples",
+            ])
+            .current_dir(root),
+        "cargo build --release -p lena-benches --examples",
+    )?;
     // The figures are MNIST's (on random data of its shape the full-batch products would take
     // the dense kernels, not the nonzero values'): fetched if missing, as `reproduce` does.
     crate::data::mnist(&root.join("data/mnist"))?;
@@ -269,18 +267,23 @@ fn append_line(path: &Path, line: &Value) -> Result<()> {
         .with_context(|| format!("appending to {}", path.display()))
 }
 
-/// Runs `cmd` with its figures appended to `lines` (its own output to stderr).
-fn step(cmd: &mut Command, lines: &Path) -> Result<()> {
-    let what = format!("{:?}", cmd.get_program());
-    let status = cmd
-        .env("LENA_REPORT", lines)
-        .stdout(std::io::stderr())
-        .status()
-        .with_context(|| format!("running {what}"))?;
+/// The variable that asks the examples and the Python references for their figures
+/// (`lena_benches::REPORT_VAR`; xtask does not link the benches' crate).
+const REPORT_VAR: &str = "LENA_REPORT";
+
+/// Runs `cmd` to its end (its output passed through); an error naming `what` if it fails.
+fn checked(cmd: &mut Command, what: &str) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }
     Ok(())
+}
+
+/// Runs `cmd` with its figures appended to `lines` (its own output to stderr).
+fn step(cmd: &mut Command, lines: &Path) -> Result<()> {
+    let what = format!("{:?}", cmd.get_program());
+    checked(cmd.env(REPORT_VAR, lines).stdout(std::io::stderr()), &what)
 }
 
 /// Which Python references can run here.
@@ -338,17 +341,14 @@ fn time_reproduce(root: &Path, cargo: &str, commit: &str) -> Result<Baseline> {
     let tree = root.join("target/targets-baseline").join(commit);
     if !tree.exists() {
         eprintln!("git worktree of {commit} at {}", tree.display());
-        let ok = Command::new("git")
-            .args(["worktree", "add", "--detach"])
-            .arg(&tree)
-            .arg(commit)
-            .current_dir(root)
-            .status()
-            .context("running git worktree add")?
-            .success();
-        if !ok {
-            bail!("git worktree add {} {commit} failed", tree.display());
-        }
+        checked(
+            Command::new("git")
+                .args(["worktree", "add", "--detach"])
+                .arg(&tree)
+                .arg(commit)
+                .current_dir(root),
+            &format!("git worktree add {} {commit}", tree.display()),
+        )?;
     }
     // The baseline reads the same MNIST files (no download).
     let data = tree.join("data");
@@ -359,22 +359,22 @@ fn time_reproduce(root: &Path, cargo: &str, commit: &str) -> Result<Baseline> {
         (tree.clone(), tree.join("target/reproduce")),
         (root.to_path_buf(), root.join("target/targets/reproduce")),
     ];
+    // Cargo in a side's directory, with its own target directory.
+    let cargo_in = |dir: &Path| {
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(dir)
+            .env("CARGO_TARGET_DIR", dir.join("target"));
+        cmd
+    };
     let run = |(dir, out): &(PathBuf, PathBuf)| -> Result<f64> {
         let t = Instant::now();
-        let status = Command::new(cargo)
-            .args(["xtask", "reproduce", "all", "--quick", "--out"])
-            .arg(out)
-            .current_dir(dir)
-            .env("CARGO_TARGET_DIR", dir.join("target"))
-            .stdout(std::io::stderr())
-            .status()
-            .with_context(|| format!("running cargo xtask reproduce in {}", dir.display()))?;
-        if !status.success() {
-            bail!(
-                "cargo xtask reproduce all --quick failed in {}",
-                dir.display()
-            );
-        }
+        checked(
+            cargo_in(dir)
+                .args(["xtask", "reproduce", "all", "--quick", "--out"])
+                .arg(out)
+                .stdout(std::io::stderr()),
+            &format!("cargo xtask reproduce all --quick in {}", dir.display()),
+        )?;
         Ok(t.elapsed().as_secs_f64())
     };
     // Both builds each side's timed command would otherwise start with: xtask in the `cargo
@@ -385,15 +385,10 @@ fn time_reproduce(root: &Path, cargo: &str, commit: &str) -> Result<Baseline> {
             &["build", "-q", "-p", "xtask"][..],
             &["build", "--release", "-q", "-p", "lena-cli"],
         ] {
-            let status = Command::new(cargo)
-                .args(args)
-                .current_dir(dir)
-                .env("CARGO_TARGET_DIR", dir.join("target"))
-                .status()
-                .context("running cargo build")?;
-            if !status.success() {
-                bail!("cargo {} failed in {}", args.join(" "), dir.display());
-            }
+            checked(
+                cargo_in(dir).args(args),
+                &format!("cargo {} in {}", args.join(" "), dir.display()),
+            )?;
         }
     }
     let mut times = Baseline::default();
