@@ -273,9 +273,20 @@ fn main() {
             median_ratio(dgd) + median_ratio(n + 1)
         );
     }
+    println!(
+        "LENA's node scan requests its state's lines ahead: {} (this CPU's default unless \
+         LENA_SCAN_REQUESTS says on or off)",
+        if k.scan_requests_ahead() { "on" } else { "off" }
+    );
     lena_benches::report(
         "round_profile",
-        serde_json::json!({ "simd": k.name(), "reps": reps, "slice": slice, "rows": rows }),
+        serde_json::json!({
+            "simd": k.name(),
+            "scan_requests_ahead": k.scan_requests_ahead(),
+            "reps": reps,
+            "slice": slice,
+            "rows": rows
+        }),
     );
 }
 

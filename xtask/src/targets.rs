@@ -4,7 +4,8 @@
 //! figures per machine kind).
 //!
 //! Each run takes the profiling examples in turn (`fma_peak`, `gradient_profile`, NumPy's two
-//! GEMMs, `round_profile`, PyTorch's DGD round, `memory_profile -- one lena 60000`, and what
+//! GEMMs, `round_profile`, PyTorch's DGD round, `scan_profile` (whether this CPU's default for
+//! LENA's scan requests is the faster), `memory_profile -- one lena 60000`, and what
 //! figure 3's CNN runs spend, `cnn_train` and `cnn_eval`), which append their figures to one
 //! file as JSON lines (`LENA_REPORT`); the Python references run where NumPy and PyTorch
 //! import, on as many threads as the machine has cores. `--simd` narrows the examples' path
@@ -156,6 +157,7 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
                 &mut failures,
             );
         }
+        example("scan_profile", &[])?;
         example("memory_profile", &["one", "lena", "60000"])?;
         // What figure 3's runs (most of target 5's time) spend: a training step and an
         // evaluation, each on one thread as `reproduce`'s runs take them.
@@ -558,23 +560,13 @@ fn render(
         values: figures(lines, "gradient_profile", &["dense_kernels_roofline"]),
         notes: Vec::new(),
     });
-    let ahead: Vec<String> = lines
-        .iter()
-        .filter(|l| l["example"] == "gradient_profile")
-        .filter_map(|l| l["requests_ahead"].as_bool())
-        .map(|on| format!("default {}", if on { "on" } else { "off" }))
-        .collect();
-    rows.push(Row {
-        target: "2. (the CPU's default, `Kernels::requests_ahead`)",
-        measure: "dense block kernels' softmax gradient, requests ahead toggled / default".into(),
-        bound: Bound::Info,
-        values: figures(
-            lines,
-            "gradient_profile",
-            &["requests_toggled_over_default"],
-        ),
-        notes: ahead,
-    });
+    rows.push(default_row(
+        lines,
+        "2. (the CPU's default, `Kernels::requests_ahead`)",
+        "dense block kernels' softmax gradient, requests ahead toggled / default",
+        "gradient_profile",
+        "requests_ahead",
+    ));
     // Target 3.
     for (name, label, bound) in [
         ("dgd", "3. round, DGD", 1.3),
@@ -595,6 +587,13 @@ fn render(
             notes: fastest.iter().map(|f| format!("{f:.2}")).collect(),
         });
     }
+    rows.push(default_row(
+        lines,
+        "3. (the CPU's default, `Kernels::scan_requests_ahead`)",
+        "LENA-m's node scan of 200 nodes, requests ahead toggled / default",
+        "scan_profile",
+        "scan_requests_ahead",
+    ));
     let dgd_torch = paired(
         lines,
         ("round_profile", &["rows", "dgd", "fastest_ms"]),
@@ -802,6 +801,31 @@ fn render(
     s
 }
 
+/// A shown row for one of the kernels' per-CPU defaults: `example`'s figure of the time with
+/// the default toggled over the time with it (`requests_toggled_over_default`), each run noted
+/// with the default its line gives under `flag`.
+fn default_row(
+    lines: &[Value],
+    target: &'static str,
+    measure: &str,
+    example: &str,
+    flag: &str,
+) -> Row {
+    let defaults = lines
+        .iter()
+        .filter(|l| l["example"] == example)
+        .filter_map(|l| l[flag].as_bool())
+        .map(|on| format!("default {}", if on { "on" } else { "off" }))
+        .collect();
+    Row {
+        target,
+        measure: measure.into(),
+        bound: Bound::Info,
+        values: figures(lines, example, &["requests_toggled_over_default"]),
+        notes: defaults,
+    }
+}
+
 fn or_unknown(s: &str) -> &str {
     if s.is_empty() { "unknown" } else { s }
 }
@@ -927,6 +951,10 @@ mod tests {
                 "diana_qsgd":{"median_ratio":2.9}}}"#,
             ),
             line(r#"{"example":"round_torch","fastest_ms":0.60}"#),
+            line(
+                r#"{"example":"scan_profile","scan_requests_ahead":true,
+                "requests_toggled_over_default":1.25}"#,
+            ),
         ];
         let cpu = Cpu {
             name: "Test CPU".into(),
@@ -963,6 +991,10 @@ mod tests {
         assert!(row("| 3. round, DGD | lena's").contains("| 0.50 (0.600 ms) | **met** (1 of 1) |"));
         assert!(row("| 4. LENA at M = 60 000 | GB").contains("| - | not measured |"));
         assert!(text.contains("Target 5 not measured"));
+        assert!(
+            row("| 3. (the CPU's default, `Kernels::scan_requests_ahead`)")
+                .contains("| (shown) | 1.25 (default on) |")
+        );
         // A path narrowed by --simd is judged against the one asked for.
         let narrowed = render(
             &cpu,

@@ -259,7 +259,7 @@ fn dot_chunk_2xh<S: Simd, const K0: usize, const H: usize>(
 /// that more of the row is in flight than the load buffer allows (each vector of a row comes
 /// with ten loads of class rows from L1).
 #[inline(always)]
-fn prefetch<T>(v: &T) {
+pub(crate) fn prefetch<T>(v: &T) {
     prefetch_into::<3, T>(v); // _MM_HINT_T0
 }
 

@@ -264,6 +264,15 @@ impl<const N: usize> Source for Formed<'_, N> {
 /// came: one loop for both (the slices cut or not, then one closure) compiled the AVX-512
 /// path's scan otherwise, and LENA's round at M = 60 000 took 333-341 ms against 315-318
 /// (alternated; docs/PERFORMANCE.md, 32nd session).
+/// How far ahead of its position the tight scan requests each state vector's lines, where
+/// [`Kernels::scan_requests_ahead`] says so: 16 lines. PERF: on AMD EPYC Zen 4 (family 25 model
+/// 17) the scan of 200 nodes' state formed from three rows took 0.46-0.51 ms with these
+/// requests against 0.64-0.72 ms without, two threads, and LENA-m's round at M = 200 0.79-0.83
+/// ms against 0.95-1.04 ms, alternated (44th session; 8 and 32 lines ahead were no better, 4
+/// worse). There the scan's arithmetic alone, one node's state in cache, takes 0.31 ms: without
+/// the requests the state's loads and the arithmetic did not overlap. docs/PERFORMANCE.md.
+const SCAN_AHEAD_BYTES: usize = 1024;
+
 macro_rules! scan_with_simd {
     ($this:ident, $simd:ident, $S:ident, $tight:literal) => {{
         let mut src = $this.g;
@@ -296,11 +305,35 @@ macro_rules! scan_with_simd {
                     &mut $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] }).0[..cut(E2)];
                 let qs = &$S::as_simd_f32s(skip_q).0[..cut(SKIP && !q_is_v)];
                 let outs = &mut $S::as_mut_simd_f32s(&mut *skip_out).0[..cut(SKIP)];
-                // Inlined at both calls below, each with its own constant: two loops.
+                // The lines `SCAN_AHEAD_BYTES` ahead of each state vector's (the gradient's are
+                // formed or in cache), once per line, where `Kernels::scan_requests_ahead` says so.
+                let per_line = (64 / (4 * $S::F32_LANES)).max(1);
+                let distance = (SCAN_AHEAD_BYTES / (4 * $S::F32_LANES)).max(1);
+                let request_qs = SKIP && !q_is_v;
+                // Inlined at the four calls below, each with its own constants: four loops.
                 let mut run = std::convert::identity(
                     #[inline(always)]
-                    |q_is_v: bool| {
+                    |q_is_v: bool, ahead: bool| {
+                        let split = if ahead {
+                            chunks.saturating_sub(distance)
+                        } else {
+                            0
+                        };
                         for i in 0..chunks {
+                            if i < split && i % per_line == 0 {
+                                let j = i + distance;
+                                crate::block::prefetch(&es[j]);
+                                crate::block::prefetch(&vs[j]);
+                                if request_qs {
+                                    crate::block::prefetch(&qs[j]);
+                                }
+                                if E1 {
+                                    crate::block::prefetch(&x1s[j]);
+                                }
+                                if E2 {
+                                    crate::block::prefetch(&x2s[j]);
+                                }
+                            }
                             let g = src.vector($simd, i);
                             g_acc = $simd.mul_add_f32s(g, g, g_acc);
                             let t = $simd.mul_add_f32s(alpha, g, es[i]);
@@ -322,10 +355,11 @@ macro_rules! scan_with_simd {
                         }
                     },
                 );
-                if q_is_v {
-                    run(true);
-                } else {
-                    run(false);
+                match (q_is_v, $this.ahead) {
+                    (true, true) => run(true, true),
+                    (true, false) => run(true, false),
+                    (false, true) => run(false, true),
+                    (false, false) => run(false, false),
                 }
             }
         } else {
@@ -388,6 +422,8 @@ macro_rules! scan_with_simd {
 }
 
 struct Scan<'a, G, const E1: bool, const E2: bool, const SKIP: bool> {
+    /// Whether the tight loop requests the state's lines ahead ([`Kernels::scan_requests_ahead`]).
+    ahead: bool,
     e: &'a [f32],
     alpha: f32,
     g: G,
@@ -566,6 +602,7 @@ impl Kernels {
             skip: Option<SkipUpdate<'_>>,
         ) -> ScanNorms {
             let scan = Scan::<G, E1, E2, SKIP> {
+                ahead: k.scan_requests_ahead(),
                 e,
                 alpha,
                 g,
@@ -639,6 +676,7 @@ mod tests {
         let (mut m1, mut m2, mut out) = (vector(n, 4), vector(n, 5), vec![0.0f32; n]);
         let q: &[f32] = if q_is_v { &v } else { &q };
         let scan = Scan::<G, E1, E2, SKIP> {
+            ahead: k.scan_requests_ahead(),
             e: &e,
             alpha: 0.05,
             g,
@@ -674,11 +712,12 @@ mod tests {
                     assert_eq!(
                         run::<G, $e1, $e2, $skip>(k, true, g(), q_is_v),
                         run::<G, $e1, $e2, $skip>(k, false, g(), q_is_v),
-                        "{what}: averages {} {}, skip {}, q is v {q_is_v} ({})",
+                        "{what}: averages {} {}, skip {}, q is v {q_is_v} ({}, requests {})",
                         $e1,
                         $e2,
                         $skip,
-                        k.name()
+                        k.name(),
+                        k.scan_requests_ahead()
                     );
                 }
             };
@@ -694,12 +733,14 @@ mod tests {
     }
 
     /// [`TightScan`] (the loop that checks no index, taken on the AVX2 path) gives [`Scan`]'s
-    /// norms, averages and skip memory bit for bit on every path, for a gradient in values of
-    /// lengths either side of the lanes and one formed from rows across classes' biases.
+    /// norms, averages and skip memory bit for bit on every path, with its requests ahead on
+    /// and off, for a gradient in values of lengths either side of the lanes and of the
+    /// requests' distance, and one formed from rows across classes' biases.
     #[test]
     fn the_tight_scan_is_the_scan() {
-        for k in Kernels::available() {
-            for n in [1, 7, 8, 9, 15, 16, 17, 33, 7850] {
+        let paths = Kernels::available().into_iter();
+        for k in paths.flat_map(|k| [false, true].map(|on| k.with_scan_requests_ahead(on))) {
+            for n in [1, 7, 8, 9, 15, 16, 17, 33, 255, 256, 257, 300, 1000, 7850] {
                 let g = vector(n, 6);
                 both(k, || &g[..], &format!("values, {n}"));
             }

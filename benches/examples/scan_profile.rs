@@ -1,0 +1,161 @@
+//! LENA-m's node scan as its round runs it, against the state-touch bound: on two threads,
+//! every one of M = 200 nodes' `Kernels::ef_scan_linear` with the gradient formed from three
+//! rows of MNIST's shape (d = 7850), over the node's own memory, momentum and upload (last v
+//! and q), the skip's memory written into a spare that becomes the node's memory, as LENA's
+//! worker does.
+//!
+//! `cargo run --release -p lena-benches --example scan_profile` interleaves, fifteen times,
+//! 100 passes each of: the 200 nodes' scans with the scan's requests ahead off and on
+//! (`Kernels::with_scan_requests_ahead`), the same scans over one node's state again and again
+//! (in cache: the scan's arithmetic alone, off and on), and the bound (`touch_state_once`, two
+//! threads); it prints each one's fastest pass and the median over repetitions of its ratio to
+//! the bound's pass of the same repetition. Where the out-of-cache scan with requests off is
+//! near the sum of the arithmetic and the bound, the state's loads and the arithmetic do not
+//! overlap; the requests are what can make them. Its last line says whether this CPU's default
+//! (`Kernels::scan_requests_ahead`) is the faster.
+
+#![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
+
+use lena_benches::{bound_state_for, touch_state_once};
+use lena_kernels::{Ema, Kernels, LinearGradient, SkipUpdate};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// One node's state: memory e, momentum, and its upload (v, then q).
+struct Node {
+    e: Vec<f32>,
+    mom: Vec<f32>,
+    upload: Vec<f32>,
+}
+
+/// A linear model's minibatch gradient in factored form (its parts owned).
+struct Gradient {
+    w: Vec<f32>,
+    rows: Vec<Vec<f32>>,
+    coef: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// Values in [-6, 6] times `scale`, varied along the vector.
+fn values(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) * scale)
+        .collect()
+}
+
+/// Every node's scan in `nodes` (or node 0's, `nodes.len()` times, with `in_cache`).
+fn scan_all(k: Kernels, nodes: &mut [Node], spare: &mut Vec<f32>, g: &Gradient, in_cache: bool) {
+    let rows: Vec<&[f32]> = g.rows.iter().map(|r| &r[..]).collect();
+    let lg = LinearGradient {
+        lambda: 1e-4,
+        w: &g.w,
+        rows: &rows,
+        coef: &g.coef,
+        bias: &g.bias,
+    };
+    let d = g.w.len();
+    let mut acc = 0.0f32;
+    for i in 0..nodes.len() {
+        let node = &mut nodes[if in_cache { 0 } else { i }];
+        let (v, q) = node.upload.split_at(d);
+        let mom = Ema {
+            x: &mut node.mom,
+            a: 0.05,
+            b: 0.9,
+        };
+        let skip = SkipUpdate { q, out: spare };
+        let norms = k.ef_scan_linear(&node.e, 0.05, &lg, v, Some(mom), None, Some(skip));
+        std::mem::swap(&mut node.e, spare);
+        acc += norms.innovation_sq;
+    }
+    black_box(acc);
+}
+
+fn main() {
+    let k = Kernels::detect();
+    let (d, p, nodes) = (7850, 784, 200);
+    let g = Gradient {
+        w: values(d, 1e-3),
+        rows: (1..=3).map(|r| values(p, 1e-2 * r as f32)).collect(),
+        coef: values(30, 0.1),
+        bias: values(10, 0.1),
+    };
+    let node = || Node {
+        e: values(d, 1e-3),
+        mom: values(d, 1e-3),
+        upload: values(2 * d, 1e-3),
+    };
+    let mut halves: [Vec<Node>; 2] = [(); 2].map(|()| (0..nodes / 2).map(|_| node()).collect());
+    let mut spares = [values(d, 0.0), values(d, 0.0)];
+    let mut state = bound_state_for(nodes);
+    let names = [
+        "200 nodes, requests off",
+        "200 nodes, requests on",
+        "in cache, requests off",
+        "in cache, requests on",
+        "bound",
+    ];
+    let (reps, passes) = (15, 100);
+    let mut times = vec![Vec::new(); names.len()];
+    for _ in 0..reps {
+        for (case, t) in times.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..passes {
+                if case == 4 {
+                    black_box(touch_state_once(k, &mut state, 2));
+                    continue;
+                }
+                let k = k.with_scan_requests_ahead(case % 2 == 1);
+                let in_cache = case >= 2;
+                let [h0, h1] = &mut halves;
+                let [s0, s1] = &mut spares;
+                rayon::join(
+                    || scan_all(k, h0, s0, &g, in_cache),
+                    || scan_all(k, h1, s1, &g, in_cache),
+                );
+            }
+            t.push(start.elapsed().as_secs_f64() * 1e3 / passes as f64);
+        }
+    }
+    println!(
+        "LENA-m's node scan, M = {nodes}, d = {d}, gradient formed from 3 rows, 2 threads, {}; \
+         ms a pass, {reps} repetitions interleaved",
+        k.name()
+    );
+    let mut rows = serde_json::Map::new();
+    for (name, t) in names.iter().zip(&times) {
+        let mut ratios: Vec<f64> = t.iter().zip(&times[4]).map(|(a, b)| a / b).collect();
+        ratios.sort_by(f64::total_cmp);
+        let fastest = t.iter().copied().fold(f64::INFINITY, f64::min);
+        let median = ratios[reps / 2];
+        println!("{name:<26} fastest {fastest:.3} ms, median of ratios to the bound {median:.2}");
+        rows.insert(
+            (*name).to_string(),
+            serde_json::json!({ "fastest_ms": fastest, "median_ratio": median }),
+        );
+    }
+    // The 200 nodes' scan with the requests the other way than this CPU's default, over its
+    // time with the default, repetition by repetition.
+    let on = k.scan_requests_ahead();
+    let mut toggled: Vec<f64> = times[0]
+        .iter()
+        .zip(&times[1])
+        .map(|(off, with)| if on { off / with } else { with / off })
+        .collect();
+    toggled.sort_by(f64::total_cmp);
+    let toggled = toggled[reps / 2];
+    println!(
+        "the scan's requests ahead are {} on this CPU by default; the other way, the 200 \
+         nodes' scan takes {toggled:.3} of the default's time (median of repetitions)",
+        if on { "on" } else { "off" }
+    );
+    lena_benches::report(
+        "scan_profile",
+        serde_json::json!({
+            "simd": k.name(),
+            "scan_requests_ahead": on,
+            "requests_toggled_over_default": toggled,
+            "rows": rows
+        }),
+    );
+}
