@@ -254,25 +254,25 @@ impl<const N: usize> Source for Formed<'_, N> {
     }
 }
 
-/// The body of [`Scan`]'s and [`TightScan`]'s `with_simd`, `$tight` choosing the loop over the
-/// vectors: `false` indexes the state's slices as they come (each index checked) with q's
-/// equality to v tested in the loop; `true` cuts each slice to the loop's length first, so that
-/// no index is checked, and runs one of two copies of the loop, q being v or not. The same
-/// floats either way (test `the_tight_scan_is_the_scan`).
-///
-/// PERF: the two loops are written out apart, the checked one as it was before the tight one
-/// came: one loop for both (the slices cut or not, then one closure) compiled the AVX-512
-/// path's scan otherwise, and LENA's round at M = 60 000 took 333-341 ms against 315-318
-/// (alternated; docs/PERFORMANCE.md, 32nd session).
 /// How far ahead of its position the tight scan requests each state vector's lines, where
 /// [`Kernels::scan_requests_ahead`] says so: 16 lines. PERF: on AMD EPYC Zen 4 (family 25 model
-/// 17) the scan of 200 nodes' state formed from three rows took 0.46-0.51 ms with these
+/// 17) the scan of 200 nodes' state formed from three rows took 0.46-0.55 ms with these
 /// requests against 0.64-0.72 ms without, two threads, and LENA-m's round at M = 200 0.79-0.83
 /// ms against 0.95-1.04 ms, alternated (44th session; 8 and 32 lines ahead were no better, 4
 /// worse). There the scan's arithmetic alone, one node's state in cache, takes 0.31 ms: without
 /// the requests the state's loads and the arithmetic did not overlap. docs/PERFORMANCE.md.
 const SCAN_AHEAD_BYTES: usize = 1024;
 
+/// The body of [`Scan`]'s and [`TightScan`]'s `with_simd`, `$tight` choosing the loop over the
+/// vectors: `false` indexes the state's slices as they come (each index checked) with q's
+/// equality to v tested in the loop; `true` cuts each slice to the loop's length first, so that
+/// no index is checked, and runs one of four copies of the loop (q being v or not, the
+/// requests ahead on or off). The same floats either way (test `the_tight_scan_is_the_scan`).
+///
+/// PERF: the two loops are written out apart, the checked one as it was before the tight one
+/// came: one loop for both (the slices cut or not, then one closure) compiled the AVX-512
+/// path's scan otherwise, and LENA's round at M = 60 000 took 333-341 ms against 315-318
+/// (alternated; docs/PERFORMANCE.md, 32nd session).
 macro_rules! scan_with_simd {
     ($this:ident, $simd:ident, $S:ident, $tight:literal) => {{
         let mut src = $this.g;
@@ -309,7 +309,6 @@ macro_rules! scan_with_simd {
                 // formed or in cache), once per line, where `Kernels::scan_requests_ahead` says so.
                 let per_line = (64 / (4 * $S::F32_LANES)).max(1);
                 let distance = (SCAN_AHEAD_BYTES / (4 * $S::F32_LANES)).max(1);
-                let request_qs = SKIP && !q_is_v;
                 // Inlined at the four calls below, each with its own constants: four loops.
                 let mut run = std::convert::identity(
                     #[inline(always)]
@@ -324,7 +323,7 @@ macro_rules! scan_with_simd {
                                 let j = i + distance;
                                 crate::block::prefetch(&es[j]);
                                 crate::block::prefetch(&vs[j]);
-                                if request_qs {
+                                if SKIP && !q_is_v {
                                     crate::block::prefetch(&qs[j]);
                                 }
                                 if E1 {

@@ -311,22 +311,25 @@ fn scan_requests_here() -> bool {
 
 /// Whether this CPU's vendor string (`cpuid` leaf 0) is AMD's.
 fn amd_here() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::__cpuid;
-        let vendor = __cpuid(0);
-        [vendor.ebx, vendor.edx, vendor.ecx] == AMD
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    cpu_vendor() == vendor(b"AuthenticAMD")
 }
 
-/// `cpuid` leaf 0's vendor string of AMD's CPUs, "AuthenticAMD", as EBX, EDX, ECX.
-const AMD: [u32; 3] = [
-    u32::from_le_bytes(*b"Auth"),
-    u32::from_le_bytes(*b"enti"),
-    u32::from_le_bytes(*b"cAMD"),
-];
+/// This CPU's vendor string as `cpuid` leaf 0 gives it (EBX, EDX, ECX); zeros off x86-64.
+fn cpu_vendor() -> [u32; 3] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v = std::arch::x86_64::__cpuid(0);
+        [v.ebx, v.edx, v.ecx]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    [0; 3]
+}
+
+/// A vendor string ("GenuineIntel", "AuthenticAMD") as [`cpu_vendor`] gives it.
+fn vendor(name: &[u8; 12]) -> [u32; 3] {
+    let w = |i: usize| u32::from_le_bytes([name[i], name[i + 1], name[i + 2], name[i + 3]]);
+    [w(0), w(4), w(8)]
+}
 
 /// Whether this CPU is Intel family 6 model 167 ([`intel_model_167_on`] of its `cpuid`), the
 /// one kind where two kernels keep other defaults (their requests ahead, [`requests_ahead_here`],
@@ -336,11 +339,7 @@ fn intel_model_167_here() -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::__cpuid;
-            let vendor = __cpuid(0);
-            intel_model_167_on([vendor.ebx, vendor.edx, vendor.ecx], __cpuid(1).eax)
-        }
+        return intel_model_167_on(cpu_vendor(), std::arch::x86_64::__cpuid(1).eax);
         #[cfg(not(target_arch = "x86_64"))]
         false
     })
@@ -349,12 +348,7 @@ fn intel_model_167_here() -> bool {
 /// Whether a CPU whose `cpuid` leaf 0 gives the vendor string in `vendor` (EBX, EDX, ECX) and
 /// leaf 1 the signature `signature` (EAX) is Intel, family 6, model 167.
 fn intel_model_167_on(vendor: [u32; 3], signature: u32) -> bool {
-    const INTEL: [u32; 3] = [
-        u32::from_le_bytes(*b"Genu"),
-        u32::from_le_bytes(*b"ineI"),
-        u32::from_le_bytes(*b"ntel"),
-    ];
-    let intel = vendor == INTEL;
+    let intel = vendor == self::vendor(b"GenuineIntel");
     let family = (signature >> 8) & 0xf;
     // The extended model (bits 16-19) extends families 6 and 15.
     let model = ((signature >> 4) & 0xf) | ((signature >> 12) & 0xf0);
