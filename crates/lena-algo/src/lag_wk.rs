@@ -1,7 +1,7 @@
 //! LAG-WK: lazily aggregated gradients, the worker-side rule (Chen et al. 2018).
 
 use crate::params::{check_step, compressor, contractive, default_depth, lazy_rule};
-use crate::{Algorithm, Broadcast, GradientOracle, Message, Server, Upload, Worker};
+use crate::{Algorithm, Broadcast, Gradient, GradientOracle, Message, Server, Upload, Worker};
 use lena_compress::{Compressor, CompressorParams, dense};
 use lena_kernels::Kernels;
 use lena_policy::trigger::{Decision, LazyRule, Normalisation, Trigger, TriggerCtx};
@@ -171,9 +171,9 @@ impl Worker for LagWorker {
     ) -> Upload {
         let (round, w) = (bc.round, bc.w);
         let k = self.kernels;
-        let ctx = |g: &[f32], last_sent: &[f32]| TriggerCtx {
+        let ctx = |innovation_sq: f32| TriggerCtx {
             round,
-            innovation_sq: f64::from(k.dist2_sq(g, last_sent)),
+            innovation_sq: f64::from(innovation_sq),
             param_step_sq: bc.step_sq,
             step_size: f64::from(self.alpha),
             n_workers: self.n_workers,
@@ -185,10 +185,11 @@ impl Worker for LagWorker {
                 // from its message. PERF: the gradient is computed straight into this thread's
                 // spare message, which an upload swaps with the node's: an upload is the
                 // gradient's one write, with no copy into the message after the decision.
+                // PERF: a linear model's minibatch gradient is written there by the pass that
+                // sums its distance to g_hat (`linear_gradient_dist`), not read back by a second.
                 let n = w.len();
                 let mut next = crate::buffers::take_spare_message();
-                let decision = crate::buffers::with_buffers(n, |[g_buf, hat]| {
-                    let g = crate::buffers::gradient_into_message(oracle, w, &mut next, g_buf);
+                let decision = crate::buffers::with_buffers(n, |[hat]| {
                     let g_hat: &[f32] = if msg.bits() == 0 {
                         hat.fill(0.0);
                         hat
@@ -198,7 +199,18 @@ impl Worker for LagWorker {
                         dense::decode_at(msg, 0, hat);
                         hat
                     };
-                    self.trigger.decide(&ctx(g, g_hat))
+                    let mut unaligned = Vec::new();
+                    let innovation = dense::encode_with(&mut next, n, &mut unaligned, |g| {
+                        let mut innovation = 0.0;
+                        oracle.gradient_with(w, g, &mut |grad| {
+                            innovation = match grad {
+                                Gradient::Values(g) => k.dist2_sq(g, g_hat),
+                                Gradient::Linear(lg, g) => k.linear_gradient_dist(lg, g_hat, g),
+                            };
+                        });
+                        innovation
+                    });
+                    self.trigger.decide(&ctx(innovation))
                 });
                 let sent = match decision {
                     Decision::Upload => {
@@ -218,7 +230,7 @@ impl Worker for LagWorker {
                 let g = &mut self.prev_sent;
                 g.resize(w.len(), 0.0);
                 oracle.gradient(w, g);
-                match self.trigger.decide(&ctx(g, &self.last_sent)) {
+                match self.trigger.decide(&ctx(k.dist2_sq(g, &self.last_sent))) {
                     Decision::Upload => {
                         std::mem::swap(&mut self.last_sent, &mut self.prev_sent);
                         dense::encode(&self.last_sent, msg);
@@ -229,7 +241,7 @@ impl Worker for LagWorker {
             }
             Some(s) => crate::buffers::with_gradient_buffer(w.len(), |g| {
                 oracle.gradient(w, g);
-                match self.trigger.decide(&ctx(g, &self.last_sent)) {
+                match self.trigger.decide(&ctx(k.dist2_sq(g, &self.last_sent))) {
                     Decision::Upload => {
                         // v = C(g - g_hat); g_hat += v (the server does the same).
                         k.lin_comb(&mut s.delta, 1.0, g, &[-1.0], &[&self.last_sent]);

@@ -577,6 +577,78 @@ impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
     }
 }
 
+/// A linear model's gradient formed by `G`, written into `out` as it is formed, and its squared
+/// distance to `other` summed as [`Kernels::dist2_sq`] sums it (see
+/// [`Kernels::linear_gradient_dist`]).
+struct WriteDist<'a, G> {
+    src: G,
+    other: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl<G: Source> WithSimd for WriteDist<'_, G> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f32 {
+        let Self {
+            mut src,
+            other,
+            out,
+        } = self;
+        let n = src.len();
+        let chunks = n / S::F32_LANES;
+        let head = chunks * S::F32_LANES;
+        // `dist2_sq` sums whole groups of four vectors into four accumulators, vector `i` into
+        // accumulator `i % 4`, then the vectors after the last group into the first.
+        let grouped = chunks / 4 * 4;
+        let ys = &S::as_simd_f32s(other).0[..chunks];
+        let outs = &mut S::as_mut_simd_f32s(&mut *out).0[..chunks];
+        let zero = simd.splat_f32s(0.0);
+        let [mut a0, mut a1, mut a2, mut a3] = [zero; 4];
+        {
+            // Vector `i` within the groups: into `a0`, which then holds accumulator
+            // `(i + 1) % 4`'s sum (the four turned by one).
+            let mut grouped_step = std::convert::identity(
+                #[inline(always)]
+                |i: usize, g: S::f32s| {
+                    outs[i] = g;
+                    let d = simd.sub_f32s(g, ys[i]);
+                    let t = simd.mul_add_f32s(d, d, a0);
+                    (a0, a1, a2, a3) = (a1, a2, a3, t);
+                },
+            );
+            let mut i = 0;
+            while i < grouped {
+                let (end, reader) = src.run::<S>(i, grouped);
+                for i in i..end {
+                    // SAFETY: `i` lies in the run `reader` was returned for.
+                    grouped_step(i, unsafe { reader.vector(simd, i) });
+                }
+                if end < grouped {
+                    grouped_step(end, src.vector(simd, end));
+                }
+                i = end + 1;
+            }
+        }
+        // After whole groups the four are back in their places.
+        for i in grouped..chunks {
+            let g = src.vector(simd, i);
+            outs[i] = g;
+            let d = simd.sub_f32s(g, ys[i]);
+            a0 = simd.mul_add_f32s(d, d, a0);
+        }
+        let sum = simd.add_f32s(simd.add_f32s(a0, a1), simd.add_f32s(a2, a3));
+        let mut r = simd.reduce_sum_f32s(sum);
+        for j in head..n {
+            let g = src.element(j);
+            out[j] = g;
+            let d = g - other[j];
+            r = d.mul_add(d, r);
+        }
+        r
+    }
+}
+
 impl Kernels {
     /// One pass over a node's state: `||g||^2`, the trigger norm `||e + alpha g - v||^2`, up to
     /// two exponential averages `x <- a g + b x` updated in place with their new squared norms,
@@ -676,6 +748,37 @@ impl Kernels {
                 );
                 class += 1;
             }
+        }
+    }
+
+    /// [`Kernels::linear_gradient_into`]'s values written into `out` and, in the same pass,
+    /// their squared distance to `other` as [`Kernels::dist2_sq`] returns it: the same floats
+    /// as the two calls, without reading the values back (a lazy rule's innovation
+    /// `||g - g_hat||^2` for a gradient that is also its upload).
+    ///
+    /// # Panics
+    /// If the gradient's shape is inconsistent ([`LinearGradient`]) or `other` or `out` is not
+    /// as long as its parameters.
+    pub fn linear_gradient_dist(
+        self,
+        g: &LinearGradient<'_>,
+        other: &[f32],
+        out: &mut [f32],
+    ) -> f32 {
+        let n = g.w.len();
+        assert!(
+            other.len() == n && out.len() == n,
+            "linear_gradient_dist: length mismatch"
+        );
+        fn run<G: Source>(k: Kernels, src: G, other: &[f32], out: &mut [f32]) -> f32 {
+            k.run(WriteDist { src, other, out })
+        }
+        match g.rows.len() {
+            1 => run(self, Formed::<1>::new(*g), other, out),
+            2 => run(self, Formed::<2>::new(*g), other, out),
+            3 => run(self, Formed::<3>::new(*g), other, out),
+            4 => run(self, Formed::<4>::new(*g), other, out),
+            _ => run(self, Formed::<0>::new(*g), other, out),
         }
     }
 
@@ -841,6 +944,70 @@ mod tests {
         check!(true, true, true);
     }
 
+    /// Gradients in factored form, `(p, classes, rows)`: MNIST's shape, classes narrower than a
+    /// vector, vectors that end in a group of four or not, with a tail or not, each count of
+    /// rows compiled apart and one counted at run time (five).
+    const FORMED_SHAPES: [(usize, usize, usize); 9] = [
+        (784, 10, 3),
+        (784, 10, 1),
+        (17, 4, 3),
+        (17, 4, 2),
+        (5, 3, 2),
+        (40, 5, 4),
+        (33, 3, 5),
+        (63, 2, 3),
+        (64, 7, 2),
+    ];
+
+    /// `f` given a gradient in factored form of `rows` rows of `p` features and `classes`
+    /// classes, its values from `seed` on (parameters, coefficients, biases, then the rows).
+    fn with_formed(
+        p: usize,
+        classes: usize,
+        rows: usize,
+        seed: u64,
+        f: impl FnOnce(LinearGradient<'_>),
+    ) {
+        let x: Vec<Vec<f32>> = (0..rows).map(|r| vector(p, seed + 3 + r as u64)).collect();
+        let x: Vec<&[f32]> = x.iter().map(|r| &r[..]).collect();
+        let (w, coef, bias) = (
+            vector(classes * (p + 1), seed),
+            vector(classes * rows, seed + 1),
+            vector(classes, seed + 2),
+        );
+        f(LinearGradient {
+            lambda: 1e-3,
+            w: &w,
+            rows: &x,
+            coef: &coef,
+            bias: &bias,
+        });
+    }
+
+    /// `linear_gradient_dist` writes `linear_gradient_into`'s values and returns `dist2_sq`'s
+    /// distance bit for bit, on every path, for shapes whose vectors end in a group of four or
+    /// not, with a tail or not, classes wider and narrower than a vector, and each count of
+    /// rows compiled apart and one counted at run time.
+    #[test]
+    fn the_formed_distance_is_the_written_gradient_s() {
+        for k in Kernels::available() {
+            for (p, classes, rows) in FORMED_SHAPES {
+                let n = classes * (p + 1);
+                let other = vector(n, 20);
+                with_formed(p, classes, rows, 21, |lg| {
+                    let mut written = vec![0.0f32; n];
+                    k.linear_gradient_into(&lg, &mut written);
+                    let expected = k.dist2_sq(&written, &other);
+                    let mut out = vec![f32::NAN; n];
+                    let got = k.linear_gradient_dist(&lg, &other, &mut out);
+                    let what = format!("{rows} rows of {p}, {classes} classes ({})", k.name());
+                    assert_eq!(bits(&out), bits(&written), "values, {what}");
+                    assert_eq!(got.to_bits(), expected.to_bits(), "distance, {what}");
+                });
+            }
+        }
+    }
+
     /// [`TightScan`] (the loop that checks no index, taken on the AVX2 path) gives [`Scan`]'s
     /// norms, averages and skip memory bit for bit on every path, with its requests ahead on
     /// and off, for a gradient in values of lengths either side of the lanes and of the
@@ -855,36 +1022,17 @@ mod tests {
                 let g = vector(n, 6);
                 both(k, || &g[..], &format!("values, {n}"));
             }
-            for (p, classes, rows) in [
-                (17, 4, 3),
-                (784, 10, 3),
-                (784, 10, 1),
-                (5, 3, 2),
-                (40, 5, 4),
-                (33, 3, 5),
-            ] {
-                let x: Vec<Vec<f32>> = (0..rows).map(|r| vector(p, 10 + r as u64)).collect();
-                let x: Vec<&[f32]> = x.iter().map(|r| &r[..]).collect();
-                let (w, coef, bias) = (
-                    vector(classes * (p + 1), 7),
-                    vector(classes * rows, 8),
-                    vector(classes, 9),
-                );
-                let lg = LinearGradient {
-                    lambda: 1e-3,
-                    w: &w,
-                    rows: &x,
-                    coef: &coef,
-                    bias: &bias,
-                };
-                let what = format!("formed, {rows} rows of {p}, {classes} classes");
-                match rows {
-                    1 => both(k, || Formed::<1>::new(lg), &what),
-                    2 => both(k, || Formed::<2>::new(lg), &what),
-                    3 => both(k, || Formed::<3>::new(lg), &what),
-                    4 => both(k, || Formed::<4>::new(lg), &what),
-                    _ => both(k, || Formed::<0>::new(lg), &what),
-                }
+            for (p, classes, rows) in FORMED_SHAPES {
+                with_formed(p, classes, rows, 7, |lg| {
+                    let what = format!("formed, {rows} rows of {p}, {classes} classes");
+                    match rows {
+                        1 => both(k, || Formed::<1>::new(lg), &what),
+                        2 => both(k, || Formed::<2>::new(lg), &what),
+                        3 => both(k, || Formed::<3>::new(lg), &what),
+                        4 => both(k, || Formed::<4>::new(lg), &what),
+                        _ => both(k, || Formed::<0>::new(lg), &what),
+                    }
+                });
             }
         }
     }
