@@ -1,8 +1,9 @@
 //! LENA-m's node scan as its round runs it, against the state-touch bound: on two threads,
 //! every one of M = 200 nodes' `Kernels::ef_scan_linear` with the gradient formed from three
-//! rows of MNIST's shape (d = 7850), over the node's own memory, momentum and upload (last v
-//! and q), the skip's memory written into a spare that becomes the node's memory, as LENA's
-//! worker does.
+//! rows of MNIST's shape (d = 7850), over the node's own memory, momentum and drift q, as
+//! LENA's worker runs it after a skip: the memory owes q (`Memory::Owing`: q taken off as it is
+//! read), q is the update applied (the scan's v), and `t = e + alpha g` is written over the
+//! memory.
 //!
 //! `cargo run --release -p lena-benches --example scan_profile` interleaves, fifteen times,
 //! 100 passes each of: the 200 nodes' scans with the scan's requests ahead off and on
@@ -17,15 +18,15 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{bound_state_for, touch_state_once};
-use lena_kernels::{Ema, Kernels, LinearGradient, SkipUpdate};
+use lena_kernels::{Ema, Kernels, LinearGradient, Memory};
 use std::hint::black_box;
 use std::time::Instant;
 
-/// One node's state: memory e, momentum, and its upload (v, then q).
+/// One node's state: memory (owing q), momentum, and its drift q (in its last upload).
 struct Node {
-    e: Vec<f32>,
+    u: Vec<f32>,
     mom: Vec<f32>,
-    upload: Vec<f32>,
+    q: Vec<f32>,
 }
 
 /// A linear model's minibatch gradient in factored form (its parts owned).
@@ -44,7 +45,7 @@ fn values(n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// Every node's scan in `nodes` (or node 0's, `nodes.len()` times, with `in_cache`).
-fn scan_all(k: Kernels, nodes: &mut [Node], spare: &mut Vec<f32>, g: &Gradient, in_cache: bool) {
+fn scan_all(k: Kernels, nodes: &mut [Node], g: &Gradient, in_cache: bool) {
     let rows: Vec<&[f32]> = g.rows.iter().map(|r| &r[..]).collect();
     let lg = LinearGradient {
         lambda: 1e-4,
@@ -53,19 +54,16 @@ fn scan_all(k: Kernels, nodes: &mut [Node], spare: &mut Vec<f32>, g: &Gradient, 
         coef: &g.coef,
         bias: &g.bias,
     };
-    let d = g.w.len();
     let mut acc = 0.0f32;
     for i in 0..nodes.len() {
         let node = &mut nodes[if in_cache { 0 } else { i }];
-        let (v, q) = node.upload.split_at(d);
         let mom = Ema {
             x: &mut node.mom,
             a: 0.05,
             b: 0.9,
         };
-        let skip = SkipUpdate { q, out: spare };
-        let norms = k.ef_scan_linear(&node.e, 0.05, &lg, v, Some(mom), None, Some(skip));
-        std::mem::swap(&mut node.e, spare);
+        let memory = Memory::Owing(&mut node.u);
+        let norms = k.ef_scan_linear(memory, 0.05, &lg, &node.q, Some(mom), None);
         acc += norms.innovation_sq;
     }
     black_box(acc);
@@ -81,12 +79,11 @@ fn main() {
         bias: values(10, 0.1),
     };
     let node = || Node {
-        e: values(d, 1e-3),
+        u: values(d, 1e-3),
         mom: values(d, 1e-3),
-        upload: values(2 * d, 1e-3),
+        q: values(d, 1e-3),
     };
     let mut halves: [Vec<Node>; 2] = [(); 2].map(|()| (0..nodes / 2).map(|_| node()).collect());
-    let mut spares = [values(d, 0.0), values(d, 0.0)];
     let mut state = bound_state_for(nodes);
     let names = [
         "200 nodes, requests off",
@@ -108,10 +105,9 @@ fn main() {
                 let k = k.with_scan_requests_ahead(case % 2 == 1);
                 let in_cache = case >= 2;
                 let [h0, h1] = &mut halves;
-                let [s0, s1] = &mut spares;
                 rayon::join(
-                    || scan_all(k, h0, s0, &g, in_cache),
-                    || scan_all(k, h1, s1, &g, in_cache),
+                    || scan_all(k, h0, &g, in_cache),
+                    || scan_all(k, h1, &g, in_cache),
                 );
             }
             t.push(start.elapsed().as_secs_f64() * 1e3 / passes as f64);

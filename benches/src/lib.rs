@@ -119,24 +119,20 @@ fn in_halves<T: Send>(
     }
 }
 
-/// LENA-m's node scan alone, as a skipping node runs it each round: for every node, one
-/// [`Kernels::ef_scan`] over its memory e, drift q and momentum (updated in place) with a
-/// gradient `g` that stays in cache, writing the memory a skip leaves into a spare vector that
-/// then becomes the node's memory (the node's old memory the next spare), as LENA's worker
-/// does. `state` holds three vectors per node (e, q, momentum); one thread, or the nodes split
-/// in two halves on two, each half with its own spare. What a LENA-m round cannot do without
-/// whatever its gradient and server cost.
-pub fn lena_scan_once(
-    k: Kernels,
-    state: &mut [Vec<f32>],
-    spares: &mut [Vec<f32>; 2],
-    g: &[f32],
-    threads: usize,
-) -> f32 {
-    let part = |part: &mut [Vec<f32>], spare: &mut Vec<f32>| {
+/// LENA-m's node scan alone, as a node that skipped runs it each round: for every node, one
+/// [`Kernels::ef_scan`] over its memory, which owes its drift q ([`Memory::Owing`]: the memory
+/// is `u - q`, and `t = e + alpha g` is written over `u`), q (the update it applied, the scan's
+/// `v`) and its momentum (updated in place), with a gradient `g` that stays in cache, as LENA's
+/// worker does. `state` holds three vectors per node (u, q, momentum); one thread, or the
+/// nodes split in two halves on two. What a LENA-m round cannot do without whatever its
+/// gradient and server cost.
+///
+/// [`Memory::Owing`]: lena_kernels::Memory::Owing
+pub fn lena_scan_once(k: Kernels, state: &mut [Vec<f32>], g: &[f32], threads: usize) -> f32 {
+    let part = |part: &mut [Vec<f32>]| {
         let mut acc = 0.0f32;
         for node in part.chunks_mut(3) {
-            let [e, q, mom] = node else {
+            let [u, q, mom] = node else {
                 unreachable!("three vectors per node")
             };
             let momentum = lena_kernels::Ema {
@@ -144,20 +140,18 @@ pub fn lena_scan_once(
                 a: 0.05,
                 b: 0.9,
             };
-            let skip = lena_kernels::SkipUpdate { q, out: spare };
-            let norms = k.ef_scan(e, 0.05, g, q, Some(momentum), None, Some(skip));
-            std::mem::swap(e, spare);
+            let memory = lena_kernels::Memory::Owing(u);
+            let norms = k.ef_scan(memory, 0.05, g, q, Some(momentum), None);
             acc += norms.innovation_sq;
         }
         acc
     };
-    let [s0, s1] = spares;
     if threads <= 1 {
-        part(state, s0)
+        part(state)
     } else {
         let half = state.len() / 6 * 3;
         let (a, b) = state.split_at_mut(half);
-        let (x, y) = rayon::join(|| part(a, s0), || part(b, s1));
+        let (x, y) = rayon::join(|| part(a), || part(b));
         x + y
     }
 }

@@ -28,7 +28,6 @@ pub(crate) fn with_buffers<const N: usize, R>(
 
 thread_local! {
     static LEVELS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's vector in `key`, at length `dim`.
@@ -46,13 +45,6 @@ fn with_thread_vector<T: Clone + Default + 'static, R>(
 /// Runs `f` with this thread's integer buffer of length `dim` (quantization levels).
 pub(crate) fn with_levels_buffer<R>(dim: usize, f: impl FnOnce(&mut [u32]) -> R) -> R {
     with_thread_vector(&LEVELS, dim, f)
-}
-
-/// Runs `f` with this thread's scratch vector of length `dim`, for a vector an upload forms and
-/// uses at once (LENA's compressor input `e + alpha g`), beside the gradient buffer and the
-/// spare vector.
-pub(crate) fn with_scratch_vector<R>(dim: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    with_thread_vector(&SCRATCH, dim, f)
 }
 
 thread_local! {

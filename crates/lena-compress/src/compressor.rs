@@ -2320,6 +2320,25 @@ impl ErrorFeedback {
         // before the subtraction, as `m` was rounded.
         k.ef_update(&mut self.e, alpha, x, out);
     }
+
+    /// Compresses `m` that the memory already holds (a caller that formed `m = e + alpha x`
+    /// over its memory in a pass of its own, as LENA's scan does): `out = C(m)`, then
+    /// `e <- m - C(m)`, each element one rounded subtraction. The same floats as
+    /// [`Self::compress_scaled`] given the `e`, `alpha` and `x` whose fused multiply-add
+    /// formed `m`.
+    pub fn compress_held(
+        &mut self,
+        c: &dyn Compressor,
+        rng: &mut dyn RngCore,
+        out: &mut [f32],
+        msg: &mut Message,
+    ) {
+        let k = self.kernels;
+        self.memory_mut();
+        c.compress(&self.e, rng, out, msg);
+        // fl(-1 C(m) + m): the product is exact, so one rounding of m - C(m).
+        k.axpy(-1.0, out, &mut self.e);
+    }
 }
 
 #[cfg(test)]

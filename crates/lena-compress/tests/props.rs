@@ -115,6 +115,29 @@ proptest! {
         }
     }
 
+    /// Compressing `m` formed over the memory (`compress_held`, as LENA's scan forms it) is
+    /// `compress_scaled` bit for bit, every step, for every compressor: what is sent, what the
+    /// receiver decodes and the memory left.
+    #[test]
+    fn compressing_the_held_sum_is_compressing_the_scaled_one(xs in proptest::collection::vec(proptest::collection::vec(-10.0f32..10.0, 16), 1..12), alpha in 0.01f32..2.0) {
+        let k = lena_kernels::Kernels::detect();
+        for c in all(16) {
+            let (mut scaled, mut held) = (ErrorFeedback::new(16), ErrorFeedback::new(16));
+            let (mut rng_a, mut rng_b) = (Xoshiro256PlusPlus::seed_from_u64(5), Xoshiro256PlusPlus::seed_from_u64(5));
+            for x in &xs {
+                let (mut out_a, mut out_b, mut scratch) = (vec![0.0f32; 16], vec![f32::NAN; 16], vec![0.0f32; 16]);
+                let (mut msg_a, mut msg_b) = (Message::default(), Message::default());
+                scaled.compress_scaled(c.as_ref(), alpha, x, &mut rng_a, &mut scratch, &mut out_a, &mut msg_a);
+                k.axpy(alpha, x, held.memory_mut());
+                held.compress_held(c.as_ref(), &mut rng_b, &mut out_b, &mut msg_b);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&out_a), bits(&out_b), "{}", c.name());
+                prop_assert_eq!(&msg_a, &msg_b, "{}", c.name());
+                prop_assert_eq!(bits(scaled.memory()), bits(held.memory()), "{}", c.name());
+            }
+        }
+    }
+
     #[test]
     fn decoders_reject_garbage_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..80), d in 1usize..40) {
         for c in all(d) {

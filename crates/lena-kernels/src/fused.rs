@@ -25,14 +25,39 @@ pub struct ScanNorms {
     pub ema_sq: [f32; 2],
 }
 
-/// The error-feedback memory after a skip, `e + alpha g - q`, written during an
-/// [`Kernels::ef_scan`] into `out` (so that a skip needs no second pass over the state).
+/// The error-feedback memory an [`Kernels::ef_scan`] reads, and where it writes the sum
+/// `t = e + alpha g` it forms: what a node uploads (before any compression), and its memory
+/// after a skip once the drift the skip applies is taken off.
 #[derive(Debug)]
-pub struct SkipUpdate<'a> {
-    /// The update a skip applies (the drift q); may be the same slice as the scan's `v`.
-    pub q: &'a [f32],
-    /// Receives `e + alpha g - q`, element-wise bit-identical to [`Kernels::ef_update`].
-    pub out: &'a mut [f32],
+pub enum Memory<'a> {
+    /// `e`, only read.
+    Read(&'a [f32]),
+    /// `e` read, `t` written into `out` (of `e`'s length).
+    Into {
+        /// The memory.
+        e: &'a [f32],
+        /// Receives `t`.
+        out: &'a mut [f32],
+    },
+    /// A memory that owes the scan's `v`: the slice holds `u`, and the memory is `u - v`,
+    /// each element one rounded subtraction (a skip's `t` kept as it was formed, the drift
+    /// the skip applied, this round's `v`, not yet taken off). `t` is written over `u`.
+    Owing(&'a mut [f32]),
+}
+
+impl Memory<'_> {
+    /// The memory's length.
+    pub fn len(&self) -> usize {
+        match self {
+            Memory::Read(e) | Memory::Into { e, .. } => e.len(),
+            Memory::Owing(u) => u.len(),
+        }
+    }
+
+    /// Whether the memory is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A linear model's minibatch gradient in factored form, the values never written out:
@@ -379,10 +404,10 @@ impl<const N: usize> Run for FormedRun<N> {
 const SCAN_AHEAD_BYTES: usize = 1024;
 
 /// The body of [`Scan`]'s and [`TightScan`]'s `with_simd`, `$tight` choosing the loop over the
-/// vectors: `false` indexes the state's slices as they come (each index checked) with q's
-/// equality to v tested in the loop; `true` cuts each slice to the loop's length first, so that
-/// no index is checked, and runs one of four copies of the loop (q being v or not, the
-/// requests ahead on or off). The same floats either way (test `the_tight_scan_is_the_scan`).
+/// vectors: `false` indexes the state's slices as they come (each index checked); `true` cuts
+/// each slice to the loop's length first, so that no index is checked, and runs one of two
+/// copies of the loop (the requests ahead on or off). The same floats either way (test
+/// `the_tight_scan_is_the_scan`).
 ///
 /// PERF: the two loops are written out apart, the checked one as it was before the tight one
 /// came: one loop for both (the slices cut or not, then one closure) compiled the AVX-512
@@ -392,8 +417,16 @@ macro_rules! scan_with_simd {
     ($this:ident, $simd:ident, $S:ident, $tight:literal) => {{
         let mut src = $this.g;
         let n = src.len();
-        let (es, _) = $S::as_simd_f32s($this.e);
-        let (vs, _) = $S::as_simd_f32s($this.v);
+        let v = $this.v;
+        // The memory read (`e`), or owed (`u`, the memory `u - v`), and where `t` goes: `e`'s
+        // `t_out`, or over `u`. The slices a kind does not use are empty.
+        let (e, mut u, mut t_out): (&[f32], &mut [f32], &mut [f32]) = match $this.memory {
+            Memory::Read(e) => (e, &mut [], &mut []),
+            Memory::Into { e, out } => (e, &mut [], out),
+            Memory::Owing(u) => (&[], u, &mut []),
+        };
+        let (es, _) = $S::as_simd_f32s(e);
+        let (vs, _) = $S::as_simd_f32s(v);
         let chunks = n / $S::F32_LANES;
         let head = chunks * $S::F32_LANES;
         let [m1, m2] = $this.ema;
@@ -404,30 +437,24 @@ macro_rules! scan_with_simd {
         let (sa2, sb2) = ($simd.splat_f32s(a2), $simd.splat_f32s(b2));
         let zero = $simd.splat_f32s(0.0);
         let (mut g_acc, mut d_acc, mut m1_acc, mut m2_acc) = (zero, zero, zero, zero);
-        let (skip_q, mut skip_out): (&[f32], &mut [f32]) = match $this.skip {
-            Some(SkipUpdate { q, out }) if SKIP => (q, out),
-            _ => (&[], &mut []),
-        };
-        // When q is v, the skip update is the innovation vector itself.
-        let q_is_v = std::ptr::eq(skip_q, $this.v);
         if $tight {
             {
                 let cut = |on: bool| if on { chunks } else { 0 };
-                let (es, vs) = (&es[..chunks], &vs[..chunks]);
+                let (es, vs) = (&es[..cut(MEM != OWING)], &vs[..chunks]);
+                let us = &mut $S::as_mut_simd_f32s(&mut *u).0[..cut(MEM == OWING)];
+                let outs = &mut $S::as_mut_simd_f32s(&mut *t_out).0[..cut(MEM == INTO)];
                 let x1s =
                     &mut $S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] }).0[..cut(E1)];
                 let x2s =
                     &mut $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] }).0[..cut(E2)];
-                let qs = &$S::as_simd_f32s(skip_q).0[..cut(SKIP && !q_is_v)];
-                let outs = &mut $S::as_mut_simd_f32s(&mut *skip_out).0[..cut(SKIP)];
                 // The lines `SCAN_AHEAD_BYTES` ahead of each state vector's (the gradient's are
                 // formed or in cache), once per line, where `Kernels::scan_requests_ahead` says so.
                 let per_line = (64 / (4 * $S::F32_LANES)).max(1);
                 let distance = (SCAN_AHEAD_BYTES / (4 * $S::F32_LANES)).max(1);
-                // Inlined at the four calls below, each with its own constants: four loops.
+                // Inlined at the two calls below, each with its own constant: two loops.
                 let mut run = std::convert::identity(
                     #[inline(always)]
-                    |q_is_v: bool, ahead: bool| {
+                    |ahead: bool| {
                         let split = if ahead {
                             chunks.saturating_sub(distance)
                         } else {
@@ -439,11 +466,12 @@ macro_rules! scan_with_simd {
                             |i: usize, g: $S::f32s| {
                                 if i < split && i % per_line == 0 {
                                     let j = i + distance;
-                                    crate::block::prefetch(&es[j]);
-                                    crate::block::prefetch(&vs[j]);
-                                    if SKIP && !q_is_v {
-                                        crate::block::prefetch(&qs[j]);
+                                    if MEM == OWING {
+                                        crate::block::prefetch(&us[j]);
+                                    } else {
+                                        crate::block::prefetch(&es[j]);
                                     }
+                                    crate::block::prefetch(&vs[j]);
                                     if E1 {
                                         crate::block::prefetch(&x1s[j]);
                                     }
@@ -451,12 +479,20 @@ macro_rules! scan_with_simd {
                                         crate::block::prefetch(&x2s[j]);
                                     }
                                 }
+                                let e = if MEM == OWING {
+                                    $simd.sub_f32s(us[i], vs[i])
+                                } else {
+                                    es[i]
+                                };
                                 g_acc = $simd.mul_add_f32s(g, g, g_acc);
-                                let t = $simd.mul_add_f32s(alpha, g, es[i]);
+                                let t = $simd.mul_add_f32s(alpha, g, e);
                                 let d = $simd.sub_f32s(t, vs[i]);
                                 d_acc = $simd.mul_add_f32s(d, d, d_acc);
-                                if SKIP {
-                                    outs[i] = if q_is_v { d } else { $simd.sub_f32s(t, qs[i]) };
+                                if MEM == INTO {
+                                    outs[i] = t;
+                                }
+                                if MEM == OWING {
+                                    us[i] = t;
                                 }
                                 if E1 {
                                     let x = $simd.mul_add_f32s(sa1, g, $simd.mul_f32s(sb1, x1s[i]));
@@ -481,27 +517,30 @@ macro_rules! scan_with_simd {
                         each_vector(&mut src, $simd, 0, chunks, step);
                     },
                 );
-                match (q_is_v, $this.ahead) {
-                    (true, true) => run(true, true),
-                    (true, false) => run(true, false),
-                    (false, true) => run(false, true),
-                    (false, false) => run(false, false),
-                }
+                if $this.ahead { run(true) } else { run(false) }
             }
         } else {
             {
+                let (us, _) = $S::as_mut_simd_f32s(&mut *u);
+                let (outs, _) = $S::as_mut_simd_f32s(&mut *t_out);
                 let (x1s, _) = $S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] });
                 let (x2s, _) = $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] });
-                let (qs, _) = $S::as_simd_f32s(skip_q);
-                let (outs, _) = $S::as_mut_simd_f32s(&mut *skip_out);
                 for i in 0..chunks {
                     let g = src.vector($simd, i);
+                    let e = if MEM == OWING {
+                        $simd.sub_f32s(us[i], vs[i])
+                    } else {
+                        es[i]
+                    };
                     g_acc = $simd.mul_add_f32s(g, g, g_acc);
-                    let t = $simd.mul_add_f32s(alpha, g, es[i]);
+                    let t = $simd.mul_add_f32s(alpha, g, e);
                     let d = $simd.sub_f32s(t, vs[i]);
                     d_acc = $simd.mul_add_f32s(d, d, d_acc);
-                    if SKIP {
-                        outs[i] = if q_is_v { d } else { $simd.sub_f32s(t, qs[i]) };
+                    if MEM == INTO {
+                        outs[i] = t;
+                    }
+                    if MEM == OWING {
+                        us[i] = t;
                     }
                     if E1 {
                         let x = $simd.mul_add_f32s(sa1, g, $simd.mul_f32s(sb1, x1s[i]));
@@ -524,11 +563,15 @@ macro_rules! scan_with_simd {
         for i in head..n {
             let g = src.element(i);
             out.g_sq = g.mul_add(g, out.g_sq);
-            let t = $this.alpha.mul_add(g, $this.e[i]);
-            let d = t - $this.v[i];
+            let ei = if MEM == OWING { u[i] - v[i] } else { e[i] };
+            let t = $this.alpha.mul_add(g, ei);
+            let d = t - v[i];
             out.innovation_sq = d.mul_add(d, out.innovation_sq);
-            if SKIP {
-                skip_out[i] = t - skip_q[i];
+            if MEM == INTO {
+                t_out[i] = t;
+            }
+            if MEM == OWING {
+                u[i] = t;
             }
             if E1 {
                 let x = a1.mul_add(g, b1 * x1[i]);
@@ -541,25 +584,31 @@ macro_rules! scan_with_simd {
                 out.ema_sq[1] = x.mul_add(x, out.ema_sq[1]);
             }
         }
-        // Keep the borrow checker aware that the averages were written.
-        let _ = (&mut x1, &mut x2, &mut skip_out);
+        // Keep the borrow checker aware that the averages and memory were written.
+        let _ = (&mut x1, &mut x2, &mut u, &mut t_out);
         out
     }};
 }
 
-struct Scan<'a, G, const E1: bool, const E2: bool, const SKIP: bool> {
+/// [`Scan`]'s memory kinds ([`Memory`]'s variants), as its const parameter.
+const READ: u8 = 0;
+/// See [`READ`].
+const INTO: u8 = 1;
+/// See [`READ`].
+const OWING: u8 = 2;
+
+struct Scan<'a, G, const E1: bool, const E2: bool, const MEM: u8> {
     /// Whether the tight loop requests the state's lines ahead ([`Kernels::scan_requests_ahead`]).
     ahead: bool,
-    e: &'a [f32],
+    memory: Memory<'a>,
     alpha: f32,
     g: G,
     v: &'a [f32],
     ema: [Option<Ema<'a>>; 2],
-    skip: Option<SkipUpdate<'a>>,
 }
 
-impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
-    for Scan<'_, G, E1, E2, SKIP>
+impl<G: Source, const E1: bool, const E2: bool, const MEM: u8> WithSimd
+    for Scan<'_, G, E1, E2, MEM>
 {
     type Output = ScanNorms;
     #[inline(always)]
@@ -579,12 +628,10 @@ impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
 /// in six alternated runs and no slower at M = 60 000 (Intel model 207, 41st session), where on
 /// model 167 it had read a node's state from memory more slowly (M = 60 000: 346-366 ms a round
 /// against 306-323; 32nd session), so that kind keeps [`Scan`]. docs/PERFORMANCE.md.
-struct TightScan<'a, G, const E1: bool, const E2: bool, const SKIP: bool>(
-    Scan<'a, G, E1, E2, SKIP>,
-);
+struct TightScan<'a, G, const E1: bool, const E2: bool, const MEM: u8>(Scan<'a, G, E1, E2, MEM>);
 
-impl<G: Source, const E1: bool, const E2: bool, const SKIP: bool> WithSimd
-    for TightScan<'_, G, E1, E2, SKIP>
+impl<G: Source, const E1: bool, const E2: bool, const MEM: u8> WithSimd
+    for TightScan<'_, G, E1, E2, MEM>
 {
     type Output = ScanNorms;
     #[inline(always)]
@@ -665,32 +712,33 @@ impl<G: Source> WithSimd for WriteDist<'_, G> {
 impl Kernels {
     /// One pass over a node's state: `||g||^2`, the trigger norm `||e + alpha g - v||^2`, up to
     /// two exponential averages `x <- a g + b x` updated in place with their new squared norms,
-    /// and optionally the memory a skip would leave, `e + alpha g - q`, into `skip.out`.
+    /// and, as `memory` says, `t = e + alpha g` written into a vector of its own or over a
+    /// memory that owes `v` ([`Memory`]).
     ///
     /// This replaces six separate passes of LENA's node step (gradient norm, innovation,
-    /// momentum drift, running average and its norm, and the skip's memory update). Each
-    /// average is updated element-wise with the same operation as [`Kernels::axpby`] and the
-    /// skip memory as [`Kernels::ef_update`], so both are bit-identical to those; the norms are
-    /// summed in another order than [`Kernels::norm2_sq`] and may differ in the last bits.
+    /// momentum drift, running average and its norm, and the memory's update). Each average is
+    /// updated element-wise with the same operation as [`Kernels::axpby`], and `t` is
+    /// [`Kernels::axpy`]'s `e + alpha g` (an owed memory's `e` is `u - v` rounded first), so
+    /// both are bit-identical to those; the norms are summed in another order than
+    /// [`Kernels::norm2_sq`] and may differ in the last bits.
     ///
     /// # Panics
     /// If any slice's length differs from `g`'s.
     pub fn ef_scan(
         self,
-        e: &[f32],
+        memory: Memory<'_>,
         alpha: f32,
         g: &[f32],
         v: &[f32],
         ema1: Option<Ema<'_>>,
         ema2: Option<Ema<'_>>,
-        skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
-        self.scan_from(e, alpha, g, v, ema1, ema2, skip)
+        self.scan_from(memory, alpha, g, v, ema1, ema2)
     }
 
     /// [`Kernels::ef_scan`] with a linear model's gradient in factored form, each vector of it
-    /// formed where the scan reads it: the same norms, averages and skip memory, bit for bit,
-    /// as `ef_scan` given the values [`Kernels::linear_gradient_into`] writes. Each element is
+    /// formed where the scan reads it: the same norms, averages and `t`, bit for bit, as
+    /// `ef_scan` given the values [`Kernels::linear_gradient_into`] writes. Each element is
     /// one chain of a product and a multiply-add per row, vector after vector: with many rows
     /// the chains' latency exceeds what a scan waiting on memory hides (a linear model hands on
     /// at most 8).
@@ -698,23 +746,21 @@ impl Kernels {
     /// # Panics
     /// If the gradient's shape is inconsistent ([`LinearGradient`]) or a slice's length
     /// differs from its parameters'.
-    #[allow(clippy::too_many_arguments)]
     pub fn ef_scan_linear(
         self,
-        e: &[f32],
+        memory: Memory<'_>,
         alpha: f32,
         g: &LinearGradient<'_>,
         v: &[f32],
         ema1: Option<Ema<'_>>,
         ema2: Option<Ema<'_>>,
-        skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
         match g.rows.len() {
-            1 => self.scan_from(e, alpha, Formed::<1>::new(*g), v, ema1, ema2, skip),
-            2 => self.scan_from(e, alpha, Formed::<2>::new(*g), v, ema1, ema2, skip),
-            3 => self.scan_from(e, alpha, Formed::<3>::new(*g), v, ema1, ema2, skip),
-            4 => self.scan_from(e, alpha, Formed::<4>::new(*g), v, ema1, ema2, skip),
-            _ => self.scan_from(e, alpha, Formed::<0>::new(*g), v, ema1, ema2, skip),
+            1 => self.scan_from(memory, alpha, Formed::<1>::new(*g), v, ema1, ema2),
+            2 => self.scan_from(memory, alpha, Formed::<2>::new(*g), v, ema1, ema2),
+            3 => self.scan_from(memory, alpha, Formed::<3>::new(*g), v, ema1, ema2),
+            4 => self.scan_from(memory, alpha, Formed::<4>::new(*g), v, ema1, ema2),
+            _ => self.scan_from(memory, alpha, Formed::<0>::new(*g), v, ema1, ema2),
         }
     }
 
@@ -795,74 +841,90 @@ impl Kernels {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn scan_from<G: Source>(
         self,
-        e: &[f32],
+        memory: Memory<'_>,
         alpha: f32,
         g: G,
         v: &[f32],
         ema1: Option<Ema<'_>>,
         ema2: Option<Ema<'_>>,
-        skip: Option<SkipUpdate<'_>>,
     ) -> ScanNorms {
         let n = g.len();
-        assert!(e.len() == n && v.len() == n, "ef_scan: length mismatch");
+        assert!(
+            memory.len() == n && v.len() == n,
+            "ef_scan: length mismatch"
+        );
+        if let Memory::Into { out, .. } = &memory {
+            assert_eq!(out.len(), n, "ef_scan: output length mismatch");
+        }
         for m in [&ema1, &ema2].into_iter().flatten() {
             assert_eq!(m.x.len(), n, "ef_scan: average length mismatch");
         }
-        if let Some(s) = &skip {
-            assert!(
-                s.q.len() == n && s.out.len() == n,
-                "ef_scan: skip length mismatch"
-            );
-        }
-        fn scan<G: Source, const E1: bool, const E2: bool, const SKIP: bool>(
+        fn scan<G: Source, const E1: bool, const E2: bool>(
             k: Kernels,
-            e: &[f32],
+            memory: Memory<'_>,
             alpha: f32,
             g: G,
             v: &[f32],
             ema: [Option<Ema<'_>>; 2],
-            skip: Option<SkipUpdate<'_>>,
         ) -> ScanNorms {
-            let scan = Scan::<G, E1, E2, SKIP> {
-                ahead: k.scan_requests_ahead(),
-                e,
-                alpha,
-                g,
-                v,
-                ema,
-                skip,
-            };
-            // The loop that checks no index, but on Intel model 167 the AVX2 path's alone (its
-            // AVX-512 and scalar paths keep the checked one; see `TightScan`).
-            if crate::intel_model_167_here() {
-                k.run_v3(TightScan(scan))
-                    .unwrap_or_else(|TightScan(scan)| k.run(scan))
-            } else {
-                k.run(TightScan(scan))
+            // The scan with the memory's kind as its constant.
+            macro_rules! run {
+                ($mem:ident) => {{
+                    let scan = Scan::<G, E1, E2, $mem> {
+                        ahead: k.scan_requests_ahead(),
+                        memory,
+                        alpha,
+                        g,
+                        v,
+                        ema,
+                    };
+                    // The loop that checks no index, but on Intel model 167 the AVX2 path's
+                    // alone (its AVX-512 and scalar paths keep the checked one; see
+                    // `TightScan`).
+                    if crate::intel_model_167_here() {
+                        k.run_v3(TightScan(scan))
+                            .unwrap_or_else(|TightScan(scan)| k.run(scan))
+                    } else {
+                        k.run(TightScan(scan))
+                    }
+                }};
+            }
+            match memory {
+                Memory::Read(_) => run!(READ),
+                Memory::Into { .. } => run!(INTO),
+                Memory::Owing(_) => run!(OWING),
             }
         }
         let ema = [ema1, ema2];
-        match (ema[0].is_some(), ema[1].is_some(), skip.is_some()) {
-            (false, false, false) => {
-                scan::<G, false, false, false>(self, e, alpha, g, v, ema, skip)
-            }
-            (true, false, false) => scan::<G, true, false, false>(self, e, alpha, g, v, ema, skip),
-            (false, true, false) => scan::<G, false, true, false>(self, e, alpha, g, v, ema, skip),
-            (true, true, false) => scan::<G, true, true, false>(self, e, alpha, g, v, ema, skip),
-            (false, false, true) => scan::<G, false, false, true>(self, e, alpha, g, v, ema, skip),
-            (true, false, true) => scan::<G, true, false, true>(self, e, alpha, g, v, ema, skip),
-            (false, true, true) => scan::<G, false, true, true>(self, e, alpha, g, v, ema, skip),
-            (true, true, true) => scan::<G, true, true, true>(self, e, alpha, g, v, ema, skip),
+        match (ema[0].is_some(), ema[1].is_some()) {
+            (false, false) => scan::<G, false, false>(self, memory, alpha, g, v, ema),
+            (true, false) => scan::<G, true, false>(self, memory, alpha, g, v, ema),
+            (false, true) => scan::<G, false, true>(self, memory, alpha, g, v, ema),
+            (true, true) => scan::<G, true, true>(self, memory, alpha, g, v, ema),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Ema, Formed, LinearGradient, Scan, SkipUpdate, Source, TightScan};
+    use super::{Ema, Formed, INTO, LinearGradient, Memory, OWING, READ, Scan, Source, TightScan};
+
+    /// `$check!(e1, e2, memory)` for every combination of averages and memory kinds.
+    macro_rules! for_each_memory {
+        ($check:ident) => {
+            for_each_memory!($check, READ);
+            for_each_memory!($check, INTO);
+            for_each_memory!($check, OWING);
+        };
+        ($check:ident, $mem:ident) => {
+            $check!(false, false, $mem);
+            $check!(true, false, $mem);
+            $check!(false, true, $mem);
+            $check!(true, true, $mem);
+        };
+    }
     use crate::Kernels;
 
     /// Values in [-1, 1] from a seed (splitmix64), with a NaN and an infinity at `seed`-chosen
@@ -889,20 +951,27 @@ mod tests {
         v.iter().map(|f| f.to_bits()).collect()
     }
 
-    /// One scan of `g` by [`Scan`] or [`TightScan`]: its norms, averages and skip memory.
-    fn run<G: Source, const E1: bool, const E2: bool, const SKIP: bool>(
+    /// One scan of `g` by [`Scan`] or [`TightScan`]: its norms, averages and `t` (written into
+    /// a vector of its own, over the owed memory, or nowhere: then the memory as it was).
+    fn run<G: Source, const E1: bool, const E2: bool, const MEM: u8>(
         k: Kernels,
         tight: bool,
         g: G,
-        q_is_v: bool,
     ) -> [Vec<u32>; 4] {
         let n = g.len();
-        let (e, v, q) = (vector(n, 1), vector(n, 2), vector(n, 3));
+        let (v, mut e) = (vector(n, 2), vector(n, 1));
         let (mut m1, mut m2, mut out) = (vector(n, 4), vector(n, 5), vec![0.0f32; n]);
-        let q: &[f32] = if q_is_v { &v } else { &q };
-        let scan = Scan::<G, E1, E2, SKIP> {
+        let memory = match MEM {
+            READ => Memory::Read(&e),
+            INTO => Memory::Into {
+                e: &e,
+                out: &mut out,
+            },
+            _ => Memory::Owing(&mut e),
+        };
+        let scan = Scan::<G, E1, E2, MEM> {
             ahead: k.scan_requests_ahead(),
-            e: &e,
+            memory,
             alpha: 0.05,
             g,
             v: &v,
@@ -918,7 +987,6 @@ mod tests {
                     b: 0.25,
                 }),
             ],
-            skip: SKIP.then(|| SkipUpdate { q, out: &mut out }),
         };
         let r = if tight {
             k.run(TightScan(scan))
@@ -926,35 +994,27 @@ mod tests {
             k.run(scan)
         };
         let norms = [r.g_sq, r.innovation_sq, r.ema_sq[0], r.ema_sq[1]];
-        [bits(&norms), bits(&m1), bits(&m2), bits(&out)]
+        let t = if MEM == INTO { &out } else { &e };
+        [bits(&norms), bits(&m1), bits(&m2), bits(t)]
     }
 
-    /// Every combination of averages and skip, q another vector or v itself.
+    /// Every combination of averages and memory kinds.
     fn both<G: Source>(k: Kernels, g: impl Fn() -> G, what: &str) {
         macro_rules! check {
-            ($e1:literal, $e2:literal, $skip:literal) => {
-                for q_is_v in [false, true] {
-                    assert_eq!(
-                        run::<G, $e1, $e2, $skip>(k, true, g(), q_is_v),
-                        run::<G, $e1, $e2, $skip>(k, false, g(), q_is_v),
-                        "{what}: averages {} {}, skip {}, q is v {q_is_v} ({}, requests {})",
-                        $e1,
-                        $e2,
-                        $skip,
-                        k.name(),
-                        k.scan_requests_ahead()
-                    );
-                }
+            ($e1:literal, $e2:literal, $mem:ident) => {
+                assert_eq!(
+                    run::<G, $e1, $e2, $mem>(k, true, g()),
+                    run::<G, $e1, $e2, $mem>(k, false, g()),
+                    "{what}: averages {} {}, memory {} ({}, requests {})",
+                    $e1,
+                    $e2,
+                    stringify!($mem),
+                    k.name(),
+                    k.scan_requests_ahead()
+                );
             };
         }
-        check!(false, false, false);
-        check!(true, false, false);
-        check!(false, true, false);
-        check!(true, true, false);
-        check!(false, false, true);
-        check!(true, false, true);
-        check!(false, true, true);
-        check!(true, true, true);
+        for_each_memory!(check);
     }
 
     /// Gradients in factored form, `(p, classes, rows)`: MNIST's shape, classes narrower than a
@@ -1022,7 +1082,7 @@ mod tests {
     }
 
     /// [`TightScan`] (the loop that checks no index, taken on the AVX2 path) gives [`Scan`]'s
-    /// norms, averages and skip memory bit for bit on every path, with its requests ahead on
+    /// norms, averages and `t` bit for bit (each memory kind) on every path, with its requests ahead on
     /// and off, for a gradient in values of lengths either side of the lanes and of the
     /// requests' distance, and one formed from rows across classes' biases (the tight loop
     /// forms runs of vectors within a class by `Source::run`, the checked one each vector by

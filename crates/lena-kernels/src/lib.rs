@@ -45,7 +45,7 @@ mod update;
 pub use alloc::LineAligned;
 pub use conv::ConvShape;
 pub use dense::DENSE_PIECE;
-pub use fused::{Ema, LinearGradient, ScanNorms, SkipUpdate};
+pub use fused::{Ema, LinearGradient, Memory, ScanNorms};
 use pulp::{Simd, WithSimd};
 pub use random::{xoshiro256pp_back, xoshiro256pp_next};
 pub use sparse::{ClassPanel, ClassVector, NonzeroRows};

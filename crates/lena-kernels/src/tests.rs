@@ -225,18 +225,30 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
         "ef_update norm {ng} vs {nw}"
     );
 
-    // ef_scan: norms against the reference, averages bit-equal to axpby and the skip memory
-    // to ef_update (with q another slice and q = v), every combination.
-    let q: Vec<f32> = v.iter().zip(y).map(|(v, y)| 0.5 * v - 0.25 * y).collect();
-    for case in 0..12 {
+    // ef_scan: norms against the reference, averages bit-equal to axpby, t to axpy's e + a y,
+    // and a memory owing v the same scan as the memory it owes (u - v rounded), every
+    // combination.
+    let owed: Vec<f32> = x.iter().zip(v).map(|(x, v)| x + v).collect();
+    let owed_e: Vec<f32> = owed.iter().zip(v).map(|(u, v)| u - v).collect();
+    let mut owing_norms = Vec::new();
+    for case in 0..16 {
         let (with1, with2) = (case & 1 == 1, case & 2 == 2);
-        let skip_kind = case / 4; // 0: none, 1: q another slice, 2: q is v
+        let kind = case / 4; // 0: read, 1: into, 2: owing, 3: into from the owed memory
         let (mut m1, mut m2) = (v.to_vec(), x.to_vec());
         let (mut w1, mut w2) = (v.to_vec(), x.to_vec());
-        let mut skip_out = vec![f32::NAN; x.len()];
-        let skip_q: &[f32] = if skip_kind == 2 { v } else { &q };
+        let mut t = vec![f32::NAN; x.len()];
+        let mut u = owed.clone();
+        let memory = match kind {
+            0 => crate::Memory::Read(x),
+            1 => crate::Memory::Into { e: x, out: &mut t },
+            2 => crate::Memory::Owing(&mut u),
+            _ => crate::Memory::Into {
+                e: &owed_e,
+                out: &mut t,
+            },
+        };
         let r = k.ef_scan(
-            x,
+            memory,
             a,
             y,
             v,
@@ -250,22 +262,35 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
                 a: b,
                 b: 0.25,
             }),
-            (skip_kind > 0).then(|| crate::SkipUpdate {
-                q: skip_q,
-                out: &mut skip_out,
-            }),
         );
-        if skip_kind > 0 {
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        if kind == 1 {
             let mut want = x.to_vec();
-            k.ef_update(&mut want, a, y, skip_q);
+            k.axpy(a, y, &mut want);
             assert_eq!(
-                skip_out.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
-                "ef_scan skip memory ({}, case {case})",
+                bits(&t),
+                bits(&want),
+                "ef_scan t ({}, case {case})",
                 k.name()
             );
         }
-        let lin = reference::lin_dist2_sq(x, a, y, v);
+        // Owing v, the scan is the one of the memory it owes: norms, averages and t.
+        let scan = (r.g_sq, r.innovation_sq, r.ema_sq, bits(&m1), bits(&m2));
+        if kind == 2 {
+            owing_norms.push((scan, bits(&u)));
+        } else if kind == 3 {
+            let (owing, u) = &owing_norms[case % 4];
+            assert_eq!(owing, &scan, "ef_scan owing v ({}, case {case})", k.name());
+            assert_eq!(
+                u,
+                &bits(&t),
+                "ef_scan owing v: t ({}, case {case})",
+                k.name()
+            );
+            continue;
+        }
+        let e: &[f32] = if kind == 2 { &owed_e } else { x };
+        let lin = reference::lin_dist2_sq(e, a, y, v);
         let lin_abs: f64 = (0..x.len()).map(|i| mag(i).powi(2)).sum();
         assert!((r.innovation_sq as f64 - lin).abs() <= sum_bound(x.len(), lin_abs));
         let gw = reference::norm2_sq(y);
@@ -976,7 +1001,10 @@ fn kernels_give_the_same_bits_wherever_the_slices_lie() {
             };
             let (e, g, v, mut m, mut out) = (at(&e), at(&g), at(&v), at(&m), vec![0.0; n + 16]);
             let r = k.ef_scan(
-                &e[off..off + n],
+                crate::Memory::Into {
+                    e: &e[off..off + n],
+                    out: &mut out[off..off + n],
+                },
                 0.05,
                 &g[off..off + n],
                 &v[off..off + n],
@@ -986,10 +1014,6 @@ fn kernels_give_the_same_bits_wherever_the_slices_lie() {
                     b: 0.9,
                 }),
                 None,
-                Some(crate::SkipUpdate {
-                    q: &v[off..off + n],
-                    out: &mut out[off..off + n],
-                }),
             );
             let dot = k.dot(&e[off..off + n], &g[off..off + n]);
             let got = (
@@ -1058,10 +1082,10 @@ fn lin_comb_classes_is_lin_comb_class_by_class() {
 
 /// A linear gradient in factored form: `linear_gradient_into` writes each weight as one product
 /// and fused multiply-adds in row order (the chain spelled out here in scalar code) and each
-/// bias as given, and `ef_scan_linear` returns the norms, averages and skip memory of `ef_scan`
+/// bias as given, and `ef_scan_linear` returns the norms, averages and `t` of `ef_scan`
 /// on those values, bit for bit, on every path: 1-16 rows, feature counts either side of the
 /// lanes (so vectors cross biases anywhere), one to ten classes, with and without a penalty,
-/// with each combination of averages and skip, and non-finite values passed through.
+/// with each combination of averages and memory kinds, and non-finite values passed through.
 #[test]
 fn a_linear_gradient_formed_in_the_scan_is_the_one_written() {
     for k in paths() {
@@ -1114,23 +1138,29 @@ fn a_linear_gradient_formed_in_the_scan_is_the_one_written() {
                         vector(d, seed + 500, 1.0),
                         vector(d, seed + 600, 1.0),
                     );
-                    for case in 0..4 {
+                    for case in 0..6 {
                         let scan = |formed: bool| {
                             let (mut m1, mut m2, mut out) = (m0.clone(), m0.clone(), vec![0.0; d]);
+                            let mut u = e.clone();
                             let ema = |x| crate::Ema { x, a: 0.05, b: 0.9 };
                             let e1 = (case & 1 == 1).then(|| ema(&mut m1[..]));
-                            let e2 = (case == 2).then(|| ema(&mut m2[..]));
-                            let skip = (case >= 2).then(|| crate::SkipUpdate {
-                                q: &v,
-                                out: &mut out,
-                            });
+                            let e2 = (case == 2 || case == 5).then(|| ema(&mut m2[..]));
+                            let memory = match case / 2 {
+                                0 => crate::Memory::Read(&e),
+                                1 => crate::Memory::Into {
+                                    e: &e,
+                                    out: &mut out,
+                                },
+                                _ => crate::Memory::Owing(&mut u),
+                            };
                             let r = if formed {
-                                k.ef_scan_linear(&e, 0.05, &lg, &v, e1, e2, skip)
+                                k.ef_scan_linear(memory, 0.05, &lg, &v, e1, e2)
                             } else {
-                                k.ef_scan(&e, 0.05, &g, &v, e1, e2, skip)
+                                k.ef_scan(memory, 0.05, &g, &v, e1, e2)
                             };
                             let norms = [r.g_sq, r.innovation_sq, r.ema_sq[0], r.ema_sq[1]];
-                            (norms.map(f32::to_bits), bits(&m1), bits(&m2), bits(&out))
+                            let t = bits(&out);
+                            (norms.map(f32::to_bits), bits(&m1), bits(&m2), t, bits(&u))
                         };
                         assert_eq!(
                             scan(true),

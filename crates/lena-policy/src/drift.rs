@@ -48,6 +48,13 @@ impl DriftKind {
         )
     }
 
+    /// True if an upload's new `q` is formed from the round's gradient (LENA-g's `alpha g`):
+    /// the other kinds never read the gradient handed to [`Drift::on_upload`] and
+    /// [`Drift::sent_q_into`].
+    pub fn reads_gradient(self) -> bool {
+        matches!(self, DriftKind::LastGradient)
+    }
+
     /// A rebuildable drift's new `q` from the uploaded `v` after `rounds` rounds, element-wise,
     /// so that a server may apply it to any block of coordinates with the node's exact float
     /// operations. Does nothing for the other kinds (their `q` is sent).

@@ -27,7 +27,10 @@ pub const MAGIC: &[u8; 8] = b"LENACKPT";
 ///
 /// 3: a LENA node whose uploads cannot be lost keeps no drift of its own (it reads q from its
 /// last upload), so its state holds no q (nor LENA-g's `alpha g`).
-pub const VERSION: u32 = 3;
+///
+/// 4: a LENA node's memory is saved as it is held, with a flag after it: whether it owes the
+/// drift its last skip applied (the memory then being the saved vector less q).
+pub const VERSION: u32 = 4;
 
 /// At most this many files are named in a header.
 const MAX_FILES: usize = 64;

@@ -3,7 +3,7 @@
 use super::{Init, Layout, Lena};
 use crate::{Broadcast, Gradient, GradientOracle, Message, Upload, Worker};
 use lena_compress::{Compressor, ErrorFeedback, dense};
-use lena_kernels::{Ema, Kernels, SkipUpdate};
+use lena_kernels::{Ema, Kernels, Memory};
 use lena_policy::drift::Drift;
 use lena_policy::trigger::{Decision, ReferenceNorm, Trigger, TriggerCtx};
 use rand::RngCore;
@@ -27,6 +27,7 @@ impl Lena {
             drift: Drift::new(self.params.drift, dim),
             q_at: None,
             ef: ErrorFeedback::with_kernels(dim, k),
+            owes_q: false,
             // PERF: without a compressor the v last sent is read from the node's message (its
             // first d values), not kept a second time.
             v_prev: if self.compressor.is_some() {
@@ -72,8 +73,14 @@ pub struct LenaWorker {
     /// Where q is read in the node's last upload, instead of kept by `drift` (see
     /// `Worker::lossless`).
     q_at: Option<usize>,
-    /// The error-feedback memory e.
+    /// The error-feedback memory e (see `owes_q`).
     ef: ErrorFeedback,
+    /// The memory owes the drift: `ef` holds `t = e + alpha g` as the last round's scan formed
+    /// it, and that round skipped, so the memory is `t - q` (each element one rounded
+    /// subtraction; q has not moved since, as it moves at uploads only). The next scan takes q
+    /// off as it reads the memory (q is then its v), and `settle` where the memory is read
+    /// otherwise.
+    owes_q: bool,
     /// The compressed v last sent (empty without a compressor: then it is the first d
     /// values of the node's message).
     v_prev: Vec<f32>,
@@ -104,9 +111,20 @@ pub struct LenaWorker {
 }
 
 impl LenaWorker {
-    /// Error-feedback memory e.
-    pub fn memory(&self) -> &[f32] {
-        self.ef.memory()
+    /// The error-feedback memory e, given the node's message buffer (as for [`Self::applied`]:
+    /// the memory a skip leaves is kept owing the drift, which may live there).
+    ///
+    /// # Panics
+    /// If `msg` is not the buffer of this node's last upload.
+    pub fn memory(&self, msg: &Message) -> Vec<f32> {
+        let mut e = self.ef.memory().to_vec();
+        if self.owes_q {
+            let mut scratch = Vec::new();
+            let q = drift_q(&self.drift, self.q_at, msg, e.len(), &mut scratch);
+            // As `settle` takes it off.
+            self.kernels.axpy(-1.0, q, &mut e);
+        }
+        e
     }
 
     /// The update this node believes the server applied for it last round (v), given the
@@ -150,14 +168,20 @@ impl LenaWorker {
         let alpha = self.alpha;
         self.since_upload += 1;
         // PERF: one fused pass over the node's state computes ||g||^2, the innovation
-        // ||e + alpha g - v_prev||^2 (without forming u), the momentum drift's update and the
-        // running average with its norm (five passes before). After a skip v_prev is the drift
-        // q itself (q only changes on upload), so it is read from there instead of copied.
-        // PERF: the scan also writes the memory a skip leaves, e + alpha g - q, into a
-        // per-thread spare vector, swapped in below if the node skips: a skip costs no second
-        // pass over e, g and q.
+        // ||e + alpha g - v_prev||^2, the momentum drift's update and the running average with
+        // its norm (five passes before), and writes t = e + alpha g. After a skip v_prev is the
+        // drift q itself (q only changes on upload), so it is read from there instead of copied.
+        // PERF: t is what an upload sends (before any compression) and, less q, the memory a
+        // skip leaves. The memory after a skip is kept as t owing q (`owes_q`), so that the
+        // next scan takes q off as it reads it (q is that scan's v) and writes its own t over
+        // it: a skipping node's memory is read and written in place, where the scan wrote the
+        // skip's memory into a spare vector (a stream of stores into lines not in cache), and an
+        // upload copies t instead of forming e + alpha g again. LENA-m's round at M = 200:
+        // 0.556-0.603 ms against 0.811-0.885 in nine alternated pairs of processes in a noisy
+        // hour, 0.587-0.597 against 0.627-0.652 in a quiet one (AMD EPYC Zen 4; 46th session,
+        // docs/PERFORMANCE.md); the same floats.
         let dim = self.ef.memory().len();
-        let mut skip_e = crate::buffers::take_spare_vector(dim);
+        let mut spare = crate::buffers::take_spare_vector(dim);
         let first = std::mem::take(&mut self.fresh);
         let (q, mut mom) = self.drift.observe_fused(alpha);
         let (mut decoded, mut decoded_q) = (Vec::new(), Vec::new());
@@ -180,17 +204,31 @@ impl LenaWorker {
                 (a.a, a.b) = (1.0, 0.0);
             }
         }
-        let skip = SkipUpdate {
-            q,
-            out: &mut skip_e,
+        // A memory owes q only after a skip, when v_prev is q.
+        debug_assert!(
+            !self.owes_q || self.v_is_q,
+            "a memory owing q with v_prev not q"
+        );
+        let owing = self.owes_q;
+        let memory = if owing {
+            Memory::Owing(self.ef.memory_mut())
+        } else {
+            Memory::Into {
+                e: self.ef.memory(),
+                out: &mut spare,
+            }
         };
         // PERF: a linear model's minibatch gradient is formed where the scan reads it (no pass
-        // of its own, no store), and written out only for an upload below.
-        let e = self.ef.memory();
+        // of its own, no store), and written out only for an upload whose drift reads it.
         let norms = match &g {
-            Gradient::Values(g) => k.ef_scan(e, alpha, g, v_prev, mom, avg, Some(skip)),
-            Gradient::Linear(lg, _) => k.ef_scan_linear(e, alpha, lg, v_prev, mom, avg, Some(skip)),
+            Gradient::Values(g) => k.ef_scan(memory, alpha, g, v_prev, mom, avg),
+            Gradient::Linear(lg, _) => k.ef_scan_linear(memory, alpha, lg, v_prev, mom, avg),
         };
+        if !owing {
+            // t into the memory's place; the spare takes the memory before.
+            self.ef.swap_memory(&mut spare);
+        }
+        self.owes_q = false;
         let grad_sq = f64::from(norms.g_sq);
         let innovation_sq = f64::from(norms.innovation_sq);
         let avg_grad_sq = if self.avg_from_momentum {
@@ -222,14 +260,16 @@ impl LenaWorker {
         };
         match decision {
             Decision::Upload => {
+                // The gradient, written out where the drift reads it (LENA-g's alpha g).
                 let g: &[f32] = match g {
+                    _ if !self.drift.kind().reads_gradient() => &[],
                     Gradient::Values(g) => g,
                     Gradient::Linear(lg, buf) => {
                         k.linear_gradient_into(lg, buf);
                         buf
                     }
                 };
-                let d = g.len();
+                let d = dim;
                 // The drift before is kept in case the upload is lost (see `on_lost`); in a
                 // run that loses nothing the thread's spare vector takes it (and drops it).
                 self.since_before = self.since_upload;
@@ -237,20 +277,20 @@ impl LenaWorker {
                     self.q_before.resize(d, 0.0);
                     &mut self.q_before
                 } else {
-                    &mut skip_e
+                    &mut spare
                 };
                 let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
                 match &self.compressor {
                     None => {
-                        // v = u = e + alpha g, written straight into the upload (v, or v then
+                        // v = u = t, the memory's place, written into the upload (v, or v then
                         // q); e = u - v = 0 exactly.
                         let n = layout.dense_len();
-                        let (e, drift) = (self.ef.memory(), &mut self.drift);
+                        let (t, drift) = (self.ef.memory(), &mut self.drift);
                         let since = self.since_upload;
                         let aliased = self.q_at.is_some();
                         dense::encode_with(msg, n, &mut decoded, |out| {
                             let (v, q_out) = out.split_at_mut(d);
-                            k.lin_comb(v, 1.0, e, &[alpha], &[g]);
+                            v.copy_from_slice(t);
                             if aliased {
                                 // q lives in the upload: the new one goes there (LENA-v's is v).
                                 drift.sent_q_into(k, alpha, g, q_out);
@@ -265,19 +305,9 @@ impl LenaWorker {
                         self.ef.clear();
                     }
                     Some(c) => {
-                        // u = e + alpha g; v = C(u); e = u - v. u is formed in the thread's
-                        // scratch vector.
-                        crate::buffers::with_scratch_vector(d, |u| {
-                            self.ef.compress_scaled(
-                                c.as_ref(),
-                                alpha,
-                                g,
-                                rng,
-                                u,
-                                &mut self.v_prev,
-                                &mut self.tmp,
-                            );
-                        });
+                        // u = t, held in the memory's place; v = C(u); e = u - v.
+                        self.ef
+                            .compress_held(c.as_ref(), rng, &mut self.v_prev, &mut self.tmp);
                         self.drift.on_upload_keeping(
                             k,
                             &self.v_prev,
@@ -291,16 +321,30 @@ impl LenaWorker {
                 }
                 self.since_upload = 0;
                 self.v_is_q = false;
-                crate::buffers::give_back_spare_vector(skip_e);
+                crate::buffers::give_back_spare_vector(spare);
                 Upload::Sent
             }
             Decision::Skip => {
-                // v = q; e = e + alpha g - q, computed by the scan.
-                self.ef.swap_memory(&mut skip_e);
-                crate::buffers::give_back_spare_vector(skip_e);
+                // v = q; e = t - q, taken off by the next scan (or where the memory is read).
+                self.owes_q = true;
+                crate::buffers::give_back_spare_vector(spare);
                 self.v_is_q = true;
                 Upload::Skipped
             }
+        }
+    }
+
+    /// Takes the drift a skip applied off the memory, where it is owed (`owes_q`): `e = t - q`,
+    /// the floats the next scan would read. `msg` is the node's last upload (where a lossless
+    /// node's q lives).
+    fn settle(&mut self, msg: &Message) {
+        if std::mem::take(&mut self.owes_q) {
+            let k = self.kernels;
+            let mut scratch = Vec::new();
+            let d = self.ef.memory().len();
+            let q = drift_q(&self.drift, self.q_at, msg, d, &mut scratch);
+            // fl(-1 q + t): the product is exact, so one rounding of t - q, as the scan's.
+            k.axpy(-1.0, q, self.ef.memory_mut());
         }
     }
 }
@@ -328,6 +372,8 @@ impl Worker for LenaWorker {
     /// lost, only delayed) and the node's drift and age return to the server's.
     fn on_lost(&mut self, msg: &Message) {
         assert!(self.keep_before, "on_lost in a run declared lossless");
+        // A loss may be known rounds after the upload, the node having skipped since.
+        self.settle(msg);
         let k = self.kernels;
         let mut decoded = Vec::new();
         let d = self.ef.memory().len();
@@ -340,10 +386,18 @@ impl Worker for LenaWorker {
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
+        // The memory as held, and whether it owes q (which may live in the node's message,
+        // saved by the caller).
         v.f32s(self.ef.memory_mut());
+        v.bool(&mut self.owes_q);
         v.f32s(&mut self.v_prev);
         v.f32s(&mut self.avg);
         v.bool(&mut self.v_is_q);
+        if self.owes_q && !self.v_is_q {
+            v.fail(
+                "a LENA node's memory owes its drift, but its last update was not the drift".into(),
+            );
+        }
         if self.keep_before {
             // The same length whether saved before or after the first upload.
             self.q_before.resize(self.ef.memory().len(), 0.0);
@@ -365,6 +419,7 @@ impl Worker for LenaWorker {
     /// The server applied the drift q in each absent round, which the node never computed:
     /// it is charged to the memory, `e -= rounds q`.
     fn on_absent(&mut self, rounds: u64, msg: &Message) {
+        self.settle(msg);
         let k = self.kernels;
         let mut scratch = Vec::new();
         let d = self.ef.memory().len();

@@ -92,10 +92,10 @@ proptest! {
                 abs[i] += (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.applied(&msg)[i]).abs();
             }
             if up == Upload::Sent {
-                prop_assert!(wk.memory().iter().all(|&e| e == 0.0), "memory not zero after upload");
+                prop_assert!(wk.memory(&msg).iter().all(|&e| e == 0.0), "memory not zero after upload");
             }
             for i in 0..7 {
-                let lhs = sum_v[i] + f64::from(wk.memory()[i]);
+                let lhs = sum_v[i] + f64::from(wk.memory(&msg)[i]);
                 let tol = 8.0 * (t as f64 + 2.0) * f64::from(f32::EPSILON) * abs[i] + 1e-30;
                 prop_assert!((lhs - sum_ag[i]).abs() <= tol, "t={t} i={i}: {lhs} vs {}", sum_ag[i]);
             }
@@ -189,7 +189,7 @@ proptest! {
                 for j in 0..d {
                     sum_ag[i][j] += f64::from(alpha) * f64::from(gi[j]);
                     mag[i][j] += (f64::from(alpha) * f64::from(gi[j])).abs()
-                        + f64::from(workers[i].memory()[j]).abs();
+                        + f64::from(workers[i].memory(&msgs[i])[j]).abs();
                 }
             }
             // Some uploads are lost on the way.
@@ -227,7 +227,7 @@ proptest! {
         }
         for i in 0..m {
             for j in 0..d {
-                let lhs = sum_v[i][j] + f64::from(workers[i].memory()[j]);
+                let lhs = sum_v[i][j] + f64::from(workers[i].memory(&msgs[i])[j]);
                 prop_assert!((lhs - sum_ag[i][j]).abs() <= 1e-5 * mag[i][j],
                     "node {} coordinate {}: applied + e = {} but sum alpha g = {}", i, j, lhs, sum_ag[i][j]);
             }
@@ -961,19 +961,19 @@ proptest! {
         let mut msg = Message::default();
         let (mut sum_v, mut sum_ag, mut mag) = (vec![0.0f64; 8], vec![0.0f64; 8], vec![0.0f64; 8]);
         for (t, g) in grads.iter().enumerate() {
-            let u: Vec<f64> = (0..8).map(|i| f64::from(wk.memory()[i]) + f64::from(alpha) * f64::from(g[i])).collect();
+            let u: Vec<f64> = (0..8).map(|i| f64::from(wk.memory(&msg)[i]) + f64::from(alpha) * f64::from(g[i])).collect();
             let up = wk.step_with_gradient(t as u64, g, &mut rng0(), &mut msg);
             if up == Upload::Sent {
-                let e2: f64 = wk.memory().iter().map(|v| f64::from(*v).powi(2)).sum();
+                let e2: f64 = wk.memory(&msg).iter().map(|v| f64::from(*v).powi(2)).sum();
                 let u2: f64 = u.iter().map(|v| v * v).sum();
                 prop_assert!(e2 <= (1.0 - delta) * u2 * (1.0 + 1e-5) + 1e-12, "t={}: {} > {}", t, e2, (1.0 - delta) * u2);
             }
             for i in 0..8 {
                 sum_v[i] += f64::from(wk.applied(&msg)[i]);
                 sum_ag[i] += f64::from(alpha) * f64::from(g[i]);
-                mag[i] += f64::from(wk.applied(&msg)[i].abs()) + (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.memory()[i].abs());
+                mag[i] += f64::from(wk.applied(&msg)[i].abs()) + (f64::from(alpha) * f64::from(g[i])).abs() + f64::from(wk.memory(&msg)[i].abs());
                 let tol = 8.0 * f64::from(f32::EPSILON) * mag[i] + 1e-30;
-                prop_assert!((sum_v[i] + f64::from(wk.memory()[i]) - sum_ag[i]).abs() <= tol);
+                prop_assert!((sum_v[i] + f64::from(wk.memory(&msg)[i]) - sum_ag[i]).abs() <= tol);
             }
         }
     }
@@ -1204,7 +1204,11 @@ fn gradient_init_exchanges_the_first_gradient_and_starts_the_drift_there() {
                 assert_eq!(wk.drift(&msg), q);
                 // A skip then applies that drift, and the memory keeps the rest.
                 assert_eq!(wk.applied(&msg), q);
-                assert!(wk.memory().iter().all(|&e| e == 0.0), "{:?}", wk.memory());
+                assert!(
+                    wk.memory(&msg).iter().all(|&e| e == 0.0),
+                    "{:?}",
+                    wk.memory(&msg)
+                );
             }
         }
     }
@@ -1381,7 +1385,7 @@ proptest! {
             prop_assert_eq!(&m1, &m2, "t={}", t);
             prop_assert_eq!(kept.drift(&m1), read.drift(&m2), "t={}", t);
             prop_assert_eq!(kept.applied(&m1), read.applied(&m2), "t={}", t);
-            prop_assert_eq!(kept.memory(), read.memory(), "t={}", t);
+            prop_assert_eq!(kept.memory(&m1), read.memory(&m2), "t={}", t);
         }
     }
 

@@ -1,7 +1,7 @@
 //! lena-model against its f64 reference and finite differences.
 
 use lena_data::{Dataset, synthetic};
-use lena_kernels::Kernels;
+use lena_kernels::{Kernels, Memory};
 use lena_model::{Linear, LinearKind, Rows, reference};
 use lena_testkit::{close, directional_check, pseudo_random};
 
@@ -172,7 +172,8 @@ fn factored_minibatch_gradients_are_the_written_ones() {
                     let handed =
                         m.factored_gradient(set, Rows::Subset(&idx), &w, &mut ws, &mut |lg| {
                             k.linear_gradient_into(lg, &mut got);
-                            norms = Some(k.ef_scan_linear(&e, 0.1, lg, &e, None, None, None));
+                            norms =
+                                Some(k.ef_scan_linear(Memory::Read(&e), 0.1, lg, &e, None, None));
                         });
                     assert_eq!(handed, rows <= 8, "{rows} rows");
                     if handed {
@@ -182,7 +183,7 @@ fn factored_minibatch_gradients_are_the_written_ones() {
                             "{kind:?}, {rows} rows ({})",
                             k.name()
                         );
-                        let scan = k.ef_scan(&e, 0.1, &want, &e, None, None, None);
+                        let scan = k.ef_scan(Memory::Read(&e), 0.1, &want, &e, None, None);
                         assert_eq!(norms, Some(scan), "{kind:?}, {rows} rows ({})", k.name());
                     }
                 }
