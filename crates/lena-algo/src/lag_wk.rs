@@ -205,7 +205,9 @@ impl Worker for LagWorker {
                         oracle.gradient_with(w, g, &mut |grad| {
                             innovation = match grad {
                                 Gradient::Values(g) => k.dist2_sq(g, g_hat),
-                                Gradient::Linear(lg, g) => k.linear_gradient_dist(lg, g_hat, g),
+                                Gradient::Linear(lg, g) => {
+                                    k.linear_gradient_dist(lg, g_hat, Some(g))
+                                }
                             };
                         });
                         innovation

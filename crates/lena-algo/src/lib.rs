@@ -160,6 +160,19 @@ pub trait GradientOracle {
         f(Gradient::Values(buf));
     }
 
+    /// [`Self::gradient_same_batch`] handed to `f` as [`Self::gradient_with`] hands its
+    /// gradient on: a linear model's minibatch gradient in factored form (`buf` untouched), or
+    /// its values in `buf`. The default writes the values.
+    fn gradient_same_batch_with(
+        &mut self,
+        w: &[f32],
+        buf: &mut [f32],
+        f: &mut dyn FnMut(Gradient<'_>),
+    ) {
+        self.gradient_same_batch(w, buf);
+        f(Gradient::Values(buf));
+    }
+
     /// Smoothness constant of the node's local objective, if known (LAG-PS needs it).
     fn smoothness(&mut self) -> Option<f64> {
         None

@@ -641,16 +641,16 @@ impl<G: Source, const E1: bool, const E2: bool, const MEM: u8> WithSimd
     }
 }
 
-/// A linear model's gradient formed by `G`, written into `out` as it is formed, and its squared
-/// distance to `other` summed as [`Kernels::dist2_sq`] sums it (see
-/// [`Kernels::linear_gradient_dist`]).
-struct WriteDist<'a, G> {
+/// A linear model's gradient formed by `G`, written into `out` as it is formed where `WRITE`
+/// (`out` empty otherwise), and its squared distance to `other` summed as
+/// [`Kernels::dist2_sq`] sums it (see [`Kernels::linear_gradient_dist`]).
+struct WriteDist<'a, G, const WRITE: bool> {
     src: G,
     other: &'a [f32],
     out: &'a mut [f32],
 }
 
-impl<G: Source> WithSimd for WriteDist<'_, G> {
+impl<G: Source, const WRITE: bool> WithSimd for WriteDist<'_, G, WRITE> {
     type Output = f32;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> f32 {
@@ -666,7 +666,7 @@ impl<G: Source> WithSimd for WriteDist<'_, G> {
         // accumulator `i % 4`, then the vectors after the last group into the first.
         let grouped = chunks / 4 * 4;
         let ys = &S::as_simd_f32s(other).0[..chunks];
-        let outs = &mut S::as_mut_simd_f32s(&mut *out).0[..chunks];
+        let outs = &mut S::as_mut_simd_f32s(&mut *out).0[..if WRITE { chunks } else { 0 }];
         let zero = simd.splat_f32s(0.0);
         let [mut a0, mut a1, mut a2, mut a3] = [zero; 4];
         // Vector `i` within the groups: into `a0`, which then holds accumulator `(i + 1) % 4`'s
@@ -678,7 +678,9 @@ impl<G: Source> WithSimd for WriteDist<'_, G> {
             grouped,
             #[inline(always)]
             |i, g| {
-                outs[i] = g;
+                if WRITE {
+                    outs[i] = g;
+                }
                 let d = simd.sub_f32s(g, ys[i]);
                 let t = simd.mul_add_f32s(d, d, a0);
                 (a0, a1, a2, a3) = (a1, a2, a3, t);
@@ -692,7 +694,9 @@ impl<G: Source> WithSimd for WriteDist<'_, G> {
             chunks,
             #[inline(always)]
             |i, g| {
-                outs[i] = g;
+                if WRITE {
+                    outs[i] = g;
+                }
                 let d = simd.sub_f32s(g, ys[i]);
                 a0 = simd.mul_add_f32s(d, d, a0);
             },
@@ -701,7 +705,9 @@ impl<G: Source> WithSimd for WriteDist<'_, G> {
         let mut r = simd.reduce_sum_f32s(sum);
         for j in head..n {
             let g = src.element(j);
-            out[j] = g;
+            if WRITE {
+                out[j] = g;
+            }
             let d = g - other[j];
             r = d.mul_add(d, r);
         }
@@ -810,10 +816,11 @@ impl Kernels {
         }
     }
 
-    /// [`Kernels::linear_gradient_into`]'s values written into `out` and, in the same pass,
-    /// their squared distance to `other` as [`Kernels::dist2_sq`] returns it: the same floats
-    /// as the two calls, without reading the values back (a lazy rule's innovation
-    /// `||g - g_hat||^2` for a gradient that is also its upload).
+    /// [`Kernels::linear_gradient_into`]'s values written into `out` (where one is given) and,
+    /// in the same pass, their squared distance to `other` as [`Kernels::dist2_sq`] returns it
+    /// (either order: `d^2` is `(-d)^2`): the same floats as the two calls, without reading the
+    /// values back (a lazy rule's innovation `||g - g_hat||^2` for a gradient that is also its
+    /// upload, or LASG's distance between two points' gradients, the second never written).
     ///
     /// # Panics
     /// If the gradient's shape is inconsistent ([`LinearGradient`]) or `other` or `out` is not
@@ -822,15 +829,22 @@ impl Kernels {
         self,
         g: &LinearGradient<'_>,
         other: &[f32],
-        out: &mut [f32],
+        out: Option<&mut [f32]>,
     ) -> f32 {
         let n = g.w.len();
         assert!(
-            other.len() == n && out.len() == n,
+            other.len() == n && out.as_ref().is_none_or(|o| o.len() == n),
             "linear_gradient_dist: length mismatch"
         );
-        fn run<G: Source>(k: Kernels, src: G, other: &[f32], out: &mut [f32]) -> f32 {
-            k.run(WriteDist { src, other, out })
+        fn run<G: Source>(k: Kernels, src: G, other: &[f32], out: Option<&mut [f32]>) -> f32 {
+            match out {
+                Some(out) => k.run(WriteDist::<G, true> { src, other, out }),
+                None => k.run(WriteDist::<G, false> {
+                    src,
+                    other,
+                    out: &mut [],
+                }),
+            }
         }
         match g.rows.len() {
             1 => run(self, Formed::<1>::new(*g), other, out),
@@ -1057,8 +1071,8 @@ mod tests {
         });
     }
 
-    /// `linear_gradient_dist` writes `linear_gradient_into`'s values and returns `dist2_sq`'s
-    /// distance bit for bit, on every path, for shapes whose vectors end in a group of four or
+    /// `linear_gradient_dist` writes `linear_gradient_into`'s values (or writes nothing) and
+    /// returns `dist2_sq`'s distance bit for bit, taken either way round, on every path, for shapes whose vectors end in a group of four or
     /// not, with a tail or not, classes wider and narrower than a vector, and each count of
     /// rows compiled apart and one counted at run time.
     #[test]
@@ -1072,10 +1086,15 @@ mod tests {
                     k.linear_gradient_into(&lg, &mut written);
                     let expected = k.dist2_sq(&written, &other);
                     let mut out = vec![f32::NAN; n];
-                    let got = k.linear_gradient_dist(&lg, &other, &mut out);
+                    let got = k.linear_gradient_dist(&lg, &other, Some(&mut out));
                     let what = format!("{rows} rows of {p}, {classes} classes ({})", k.name());
                     assert_eq!(bits(&out), bits(&written), "values, {what}");
                     assert_eq!(got.to_bits(), expected.to_bits(), "distance, {what}");
+                    // Not written, and the other way round: the same distance.
+                    let alone = k.linear_gradient_dist(&lg, &other, None);
+                    assert_eq!(alone.to_bits(), expected.to_bits(), "alone, {what}");
+                    let reversed = k.dist2_sq(&other, &written);
+                    assert_eq!(alone.to_bits(), reversed.to_bits(), "reversed, {what}");
                 });
             }
         }

@@ -387,6 +387,71 @@ impl lena_algo::GradientOracle for LinearField {
             f(lena_algo::Gradient::Values(buf));
         }
     }
+    /// The rows are fixed: every minibatch is the same one.
+    fn gradient_same_batch_with(
+        &mut self,
+        w: &[f32],
+        buf: &mut [f32],
+        f: &mut dyn FnMut(lena_algo::Gradient<'_>),
+    ) {
+        self.gradient_with(w, buf, f);
+    }
+}
+
+/// An algorithm's run of 40 rounds, 3 nodes, d = 27 on [`LinearField`]'s gradients, handed on
+/// in factored form or written: its final parameters' bits and each node's decision and
+/// message, round by round.
+type FieldRun = (Vec<u32>, Vec<(bool, Vec<u8>)>);
+
+fn run_on_linear_field(params: lena_algo::AlgorithmParams, factored: bool) -> FieldRun {
+    use rand::SeedableRng;
+    let (m, d) = (3, 27);
+    let alg = params.check(d).unwrap();
+    let (mut ws, mut s) = (
+        alg.workers(m, d, Kernels::detect()),
+        alg.server(m, d, Kernels::detect()),
+    );
+    let (mut msgs, mut sent) = (vec![Message::default(); m], vec![false; m]);
+    let (mut w, mut w_prev) = (vec![0.1f32; d], vec![0.1f32; d]);
+    let mut rngs: Vec<_> = (0..m)
+        .map(|i| rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(i as u64))
+        .collect();
+    let mut log = Vec::new();
+    for t in 0..40 {
+        let bc = Broadcast::next(Kernels::detect(), t, &w, (t > 0).then_some(&w_prev[..]));
+        for i in 0..m {
+            let mut oracle = LinearField { i, factored };
+            sent[i] = ws[i].step(&bc, &mut oracle, &mut rngs[i], &mut msgs[i]) == Upload::Sent;
+            log.push((sent[i], msgs[i].bytes().to_vec()));
+        }
+        w_prev.copy_from_slice(&w);
+        s.apply(t, &mut w, lena_algo::Uploads::new(&msgs, &sent))
+            .unwrap();
+    }
+    (w.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), log)
+}
+
+/// The nodes that compare two points' gradients on one minibatch (LASG-WK2, SASG) and LAG-WK,
+/// given a linear gradient in factored form, decide, send and end as they do given its
+/// values (the second point's gradient is never written: its distance is summed as formed).
+#[test]
+fn lazy_nodes_step_alike_on_factored_and_written_gradients() {
+    use lena_algo::{AlgorithmParams as P, LagWkParams, LasgWk2Params, SasgParams, StepSize};
+    let step = || StepSize::Value(0.2);
+    let runs = [
+        ("lasg_wk2", P::new(step(), LasgWk2Params::default())),
+        ("sasg", P::new(step(), SasgParams::default())),
+        ("lag_wk", P::new(step(), LagWkParams::default())),
+    ];
+    for (name, params) in runs {
+        let (a, b) = (
+            run_on_linear_field(params.clone(), true),
+            run_on_linear_field(params, false),
+        );
+        let uploads = a.1.iter().filter(|(s, _)| *s).count();
+        assert!(uploads > 3 && uploads < 120, "{name}: {uploads} uploads");
+        assert!(a == b, "{name}");
+    }
 }
 
 /// A LENA node given a linear gradient in factored form takes the steps, sends the messages
@@ -396,31 +461,7 @@ impl lena_algo::GradientOracle for LinearField {
 fn lena_steps_alike_on_factored_and_written_gradients() {
     use lena_algo::{AlgorithmParams as P, CompressorParams as C, StepSize};
     let run = |params: LenaParams, factored: bool| {
-        use rand::SeedableRng;
-        let (m, d) = (3, 27);
-        let alg = P::new(StepSize::Value(0.2), params).check(d).unwrap();
-        let (mut ws, mut s) = (
-            alg.workers(m, d, Kernels::detect()),
-            alg.server(m, d, Kernels::detect()),
-        );
-        let (mut msgs, mut sent) = (vec![Message::default(); m], vec![false; m]);
-        let (mut w, mut w_prev) = (vec![0.1f32; d], vec![0.1f32; d]);
-        let mut rngs: Vec<_> = (0..m)
-            .map(|i| rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(i as u64))
-            .collect();
-        let mut log = Vec::new();
-        for t in 0..40 {
-            let bc = Broadcast::next(Kernels::detect(), t, &w, (t > 0).then_some(&w_prev[..]));
-            for i in 0..m {
-                let mut oracle = LinearField { i, factored };
-                sent[i] = ws[i].step(&bc, &mut oracle, &mut rngs[i], &mut msgs[i]) == Upload::Sent;
-                log.push((sent[i], msgs[i].bytes().to_vec()));
-            }
-            w_prev.copy_from_slice(&w);
-            s.apply(t, &mut w, lena_algo::Uploads::new(&msgs, &sent))
-                .unwrap();
-        }
-        (w.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), log)
+        run_on_linear_field(P::new(StepSize::Value(0.2), params), factored)
     };
     for drift in [
         DriftKind::Momentum { gamma: 0.1 },

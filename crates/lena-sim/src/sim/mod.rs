@@ -136,12 +136,23 @@ impl GradientOracle for Local {
             return;
         }
         self.sampler.fill(&mut self.rng, &mut self.batch);
+        self.gradient_same_batch_with(w, buf, f);
+    }
+
+    fn gradient_same_batch_with(
+        &mut self,
+        w: &[f32],
+        buf: &mut [f32],
+        f: &mut dyn FnMut(lena_algo::Gradient<'_>),
+    ) {
         let (model, data, rows) = (self.model, &self.data, Rows::Subset(&self.batch));
-        let factored = self.ws.with(|ws| {
-            model.factored_gradient(data, rows, w, ws, &mut |lg| {
-                f(lena_algo::Gradient::Linear(lg, &mut *buf));
-            })
-        });
+        let factored = self.batch_size > 0
+            && !model.has_dropout()
+            && self.ws.with(|ws| {
+                model.factored_gradient(data, rows, w, ws, &mut |lg| {
+                    f(lena_algo::Gradient::Linear(lg, &mut *buf));
+                })
+            });
         if !factored {
             self.gradient_same_batch(w, buf);
             f(lena_algo::Gradient::Values(buf));
