@@ -924,6 +924,7 @@ impl Kernels {
 #[cfg(test)]
 mod tests {
     use super::{Ema, Formed, INTO, LinearGradient, Memory, OWING, READ, Scan, Source, TightScan};
+    use crate::Kernels;
 
     /// `$check!(e1, e2, memory)` for every combination of averages and memory kinds.
     macro_rules! for_each_memory {
@@ -939,7 +940,6 @@ mod tests {
             $check!(true, true, $mem);
         };
     }
-    use crate::Kernels;
 
     /// Values in [-1, 1] from a seed (splitmix64), with a NaN and an infinity at `seed`-chosen
     /// places in long vectors.

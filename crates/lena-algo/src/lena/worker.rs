@@ -119,10 +119,7 @@ impl LenaWorker {
     pub fn memory(&self, msg: &Message) -> Vec<f32> {
         let mut e = self.ef.memory().to_vec();
         if self.owes_q {
-            let mut scratch = Vec::new();
-            let q = drift_q(&self.drift, self.q_at, msg, e.len(), &mut scratch);
-            // As `settle` takes it off.
-            self.kernels.axpy(-1.0, q, &mut e);
+            take_q_off(self.kernels, &self.drift, self.q_at, msg, &mut e);
         }
         e
     }
@@ -339,12 +336,8 @@ impl LenaWorker {
     /// node's q lives).
     fn settle(&mut self, msg: &Message) {
         if std::mem::take(&mut self.owes_q) {
-            let k = self.kernels;
-            let mut scratch = Vec::new();
-            let d = self.ef.memory().len();
-            let q = drift_q(&self.drift, self.q_at, msg, d, &mut scratch);
-            // fl(-1 q + t): the product is exact, so one rounding of t - q, as the scan's.
-            k.axpy(-1.0, q, self.ef.memory_mut());
+            let t = self.ef.memory_mut();
+            take_q_off(self.kernels, &self.drift, self.q_at, msg, t);
         }
     }
 }
@@ -445,6 +438,14 @@ impl Worker for LenaWorker {
             self.drift.release_q();
         }
     }
+}
+
+/// `t - q` into `t`, the drift q read as [`drift_q`] reads it: the floats the next scan would
+/// read. `fl(-1 q + t)`: the product is exact, so one rounding of `t - q`, as the scan's.
+fn take_q_off(k: Kernels, drift: &Drift, q_at: Option<usize>, msg: &Message, t: &mut [f32]) {
+    let mut scratch = Vec::new();
+    let q = drift_q(drift, q_at, msg, t.len(), &mut scratch);
+    k.axpy(-1.0, q, t);
 }
 
 /// The drift q: the node's own, or the one in its last upload at `q_at` (see

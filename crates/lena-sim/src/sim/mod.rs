@@ -86,6 +86,17 @@ struct Local {
 }
 
 impl Local {
+    /// Draws a fresh minibatch (none for a full batch) and, for a model with dropout, its
+    /// dropout seed: what every call on a new minibatch does first.
+    fn next_batch(&mut self) {
+        if self.batch_size > 0 {
+            self.sampler.fill(&mut self.rng, &mut self.batch);
+        }
+        if self.model.has_dropout() {
+            self.dropout_seed = self.dropout.random();
+        }
+    }
+
     /// Asks for the rows of the node's next minibatch (up to the first [`NEXT_ROWS`] of them)
     /// to come into L2, where the sampler knows them without drawing: a hint, no draw and no
     /// value changed.
@@ -115,12 +126,7 @@ const NEXT_ROWS: usize = 8;
 
 impl GradientOracle for Local {
     fn gradient(&mut self, w: &[f32], g: &mut [f32]) {
-        if self.batch_size > 0 {
-            self.sampler.fill(&mut self.rng, &mut self.batch);
-        }
-        if self.model.has_dropout() {
-            self.dropout_seed = self.dropout.random();
-        }
+        self.next_batch();
         self.gradient_same_batch(w, g);
     }
 
@@ -130,12 +136,7 @@ impl GradientOracle for Local {
         buf: &mut [f32],
         f: &mut dyn FnMut(lena_algo::Gradient<'_>),
     ) {
-        if self.batch_size == 0 || self.model.has_dropout() {
-            self.gradient(w, buf);
-            f(lena_algo::Gradient::Values(buf));
-            return;
-        }
-        self.sampler.fill(&mut self.rng, &mut self.batch);
+        self.next_batch();
         self.gradient_same_batch_with(w, buf, f);
     }
 
