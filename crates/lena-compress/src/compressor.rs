@@ -2207,8 +2207,10 @@ impl Compressor for ScaledSign {
 /// each keep one per node.
 #[derive(Clone, Debug)]
 pub struct ErrorFeedback {
-    /// The memory (stale while `zero`).
+    /// The memory (stale while `zero`; empty until first written).
     e: Vec<f32>,
+    /// The memory's length.
+    d: usize,
     /// The memory is zero ([`Self::clear`]) and is read as the shared zeros.
     zero: bool,
     m: Vec<f32>,
@@ -2222,11 +2224,13 @@ impl ErrorFeedback {
         Self::with_kernels(d, Kernels::detect())
     }
 
-    /// Zero memory of dimension `d`, computing with `k`.
+    /// Zero memory of dimension `d`, computing with `k`. Nothing is allocated until the memory
+    /// is first written: until then it reads as the process's shared zeros.
     pub fn with_kernels(d: usize, k: Kernels) -> Self {
         Self {
-            e: vec![0.0; d],
-            zero: false,
+            e: Vec::new(),
+            d,
+            zero: true,
             // Grown by the first `compress` (never with `compress_scaled`).
             m: Vec::new(),
             kernels: k,
@@ -2236,7 +2240,7 @@ impl ErrorFeedback {
     /// The residual e.
     pub fn memory(&self) -> &[f32] {
         if self.zero {
-            lena_kernels::zeros(self.e.len())
+            lena_kernels::zeros(self.d)
         } else {
             &self.e
         }
@@ -2246,7 +2250,8 @@ impl ErrorFeedback {
     /// (LENA charges its drift to it in silent rounds).
     pub fn memory_mut(&mut self) -> &mut [f32] {
         if std::mem::take(&mut self.zero) {
-            self.e.fill(0.0);
+            self.e.clear();
+            self.e.resize(self.d, 0.0);
         }
         &mut self.e
     }
@@ -2261,13 +2266,22 @@ impl ErrorFeedback {
         self.zero = true;
     }
 
-    /// Exchanges the memory with `e` (of the same length): an algorithm that computed the next
-    /// memory elsewhere swaps it in without a copy.
+    /// Sets the memory to zero and frees its vector: a caller that keeps the memory elsewhere
+    /// for a while (LENA's node keeps it in its last upload) holds nothing here. The next
+    /// write allocates it again.
+    pub fn release(&mut self) {
+        self.zero = true;
+        self.e = Vec::new();
+    }
+
+    /// Exchanges the memory with `e` (of the memory's length): an algorithm that computed the
+    /// next memory elsewhere swaps it in without a copy. `e` then holds the vector the memory
+    /// held (empty if it had none yet).
     ///
     /// # Panics
     /// If the lengths differ.
     pub fn swap_memory(&mut self, e: &mut Vec<f32>) {
-        assert_eq!(e.len(), self.e.len(), "swap_memory: length mismatch");
+        assert_eq!(e.len(), self.d, "swap_memory: length mismatch");
         std::mem::swap(&mut self.e, e);
         self.zero = false;
     }
@@ -2289,7 +2303,7 @@ impl ErrorFeedback {
         msg: &mut Message,
     ) {
         let mut m = std::mem::take(&mut self.m);
-        m.resize(self.e.len(), 0.0);
+        m.resize(self.d, 0.0);
         self.compress_scaled(c, 1.0, x, rng, &mut m, out, msg);
         self.m = m;
     }

@@ -223,6 +223,46 @@ pub mod dense {
         r
     }
 
+    /// Runs `f` on the values of a dense message, in place where the platform allows
+    /// (little-endian, a 4-byte-aligned buffer), else on a copy decoded into `scratch` (grown to
+    /// fit) and encoded back after: a holder that updates part of a dense message it keeps
+    /// (LENA's node keeps its memory in its last upload).
+    ///
+    /// # Panics
+    /// If the message is not 32 bits a value over its whole buffer.
+    pub fn update_with<R>(
+        msg: &mut Message,
+        scratch: &mut Vec<f32>,
+        f: impl FnOnce(&mut [f32]) -> R,
+    ) -> R {
+        assert!(
+            msg.bytes.len().is_multiple_of(4) && msg.bits == 8 * msg.bytes.len() as u64,
+            "update_with: {} bits in {} bytes, not a dense message",
+            msg.bits,
+            msg.bytes.len()
+        );
+        if cfg!(target_endian = "little")
+            && let Ok(values) = bytemuck::try_cast_slice_mut::<u8, f32>(&mut msg.bytes)
+        {
+            return f(values);
+        }
+        update_decoded(msg, scratch, f)
+    }
+
+    /// [`update_with`] on a decoded copy: the path of a platform that cannot read the values in
+    /// place.
+    pub(crate) fn update_decoded<R>(
+        msg: &mut Message,
+        scratch: &mut Vec<f32>,
+        f: impl FnOnce(&mut [f32]) -> R,
+    ) -> R {
+        scratch.resize(msg.bytes.len() / 4, 0.0);
+        decode_at(msg, 0, scratch);
+        let r = f(scratch);
+        encode(scratch, msg);
+        r
+    }
+
     /// Decodes `msg` into `out`, which must have exactly the encoded length.
     pub fn decode(msg: &Message, out: &mut [f32]) -> Result<()> {
         let expected_bits = 32 * out.len() as u64;
@@ -350,6 +390,34 @@ mod tests {
             dense::decode(&msg, &mut back).unwrap();
             for (a, b) in x.iter().zip(&back) {
                 prop_assert_eq!(a.to_bits(), b.to_bits());
+            }
+        }
+
+        /// `update_with` changes the values it is given in the message, in place and through
+        /// the decoded copy alike, and leaves the others and the bit length as they were.
+        #[test]
+        fn dense_update_in_place_and_decoded_agree(
+            x in proptest::collection::vec(any::<f32>(), 1..300),
+            at in any::<proptest::sample::Index>(),
+        ) {
+            let mut msg = Message::default();
+            dense::encode(&x, &mut msg);
+            let (mut a, mut b) = (msg.clone(), msg.clone());
+            let j = at.index(x.len());
+            let set = |v: &mut [f32]| {
+                v[j] = -v[j];
+                v.len()
+            };
+            let mut scratch = Vec::new();
+            prop_assert_eq!(dense::update_with(&mut a, &mut scratch, set), x.len());
+            prop_assert_eq!(dense::update_decoded(&mut b, &mut scratch, set), x.len());
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(a.bits(), msg.bits());
+            let mut back = vec![0.0f32; x.len()];
+            dense::decode(&a, &mut back).unwrap();
+            for (i, (g, w)) in back.iter().zip(&x).enumerate() {
+                let want = if i == j { -*w } else { *w };
+                prop_assert_eq!(g.to_bits(), want.to_bits());
             }
         }
 

@@ -43,6 +43,11 @@ pub enum Memory<'a> {
     /// each element one rounded subtraction (a skip's `t` kept as it was formed, the drift
     /// the skip applied, this round's `v`, not yet taken off). `t` is written over `u`.
     Owing(&'a mut [f32]),
+    /// A zero memory whose scan's `v` is this slice (the scan's `v` argument then empty): each
+    /// element of `v` is read, then `t = alpha g` (formed as `0 + alpha g`, as a zero memory
+    /// read gives it) is written over it. A node whose memory is zero after an upload and
+    /// kept in the place of the upload, which is also the `v` it applied.
+    ZeroOver(&'a mut [f32]),
 }
 
 impl Memory<'_> {
@@ -50,7 +55,7 @@ impl Memory<'_> {
     pub fn len(&self) -> usize {
         match self {
             Memory::Read(e) | Memory::Into { e, .. } => e.len(),
-            Memory::Owing(u) => u.len(),
+            Memory::Owing(u) | Memory::ZeroOver(u) => u.len(),
         }
     }
 
@@ -423,7 +428,7 @@ macro_rules! scan_with_simd {
         let (e, mut u, mut t_out): (&[f32], &mut [f32], &mut [f32]) = match $this.memory {
             Memory::Read(e) => (e, &mut [], &mut []),
             Memory::Into { e, out } => (e, &mut [], out),
-            Memory::Owing(u) => (&[], u, &mut []),
+            Memory::Owing(u) | Memory::ZeroOver(u) => (&[], u, &mut []),
         };
         let (es, _) = $S::as_simd_f32s(e);
         let (vs, _) = $S::as_simd_f32s(v);
@@ -440,8 +445,12 @@ macro_rules! scan_with_simd {
         if $tight {
             {
                 let cut = |on: bool| if on { chunks } else { 0 };
-                let (es, vs) = (&es[..cut(MEM != OWING)], &vs[..chunks]);
-                let us = &mut $S::as_mut_simd_f32s(&mut *u).0[..cut(MEM == OWING)];
+                let (es, vs) = (
+                    &es[..cut(MEM == READ || MEM == INTO)],
+                    &vs[..cut(MEM != ZERO_OVER)],
+                );
+                let us =
+                    &mut $S::as_mut_simd_f32s(&mut *u).0[..cut(MEM == OWING || MEM == ZERO_OVER)];
                 let outs = &mut $S::as_mut_simd_f32s(&mut *t_out).0[..cut(MEM == INTO)];
                 let x1s =
                     &mut $S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] }).0[..cut(E1)];
@@ -466,12 +475,14 @@ macro_rules! scan_with_simd {
                             |i: usize, g: $S::f32s| {
                                 if i < split && i % per_line == 0 {
                                     let j = i + distance;
-                                    if MEM == OWING {
+                                    if MEM == OWING || MEM == ZERO_OVER {
                                         crate::block::prefetch(&us[j]);
                                     } else {
                                         crate::block::prefetch(&es[j]);
                                     }
-                                    crate::block::prefetch(&vs[j]);
+                                    if MEM != ZERO_OVER {
+                                        crate::block::prefetch(&vs[j]);
+                                    }
                                     if E1 {
                                         crate::block::prefetch(&x1s[j]);
                                     }
@@ -479,19 +490,22 @@ macro_rules! scan_with_simd {
                                         crate::block::prefetch(&x2s[j]);
                                     }
                                 }
+                                let vi = if MEM == ZERO_OVER { us[i] } else { vs[i] };
                                 let e = if MEM == OWING {
-                                    $simd.sub_f32s(us[i], vs[i])
+                                    $simd.sub_f32s(us[i], vi)
+                                } else if MEM == ZERO_OVER {
+                                    zero
                                 } else {
                                     es[i]
                                 };
                                 g_acc = $simd.mul_add_f32s(g, g, g_acc);
                                 let t = $simd.mul_add_f32s(alpha, g, e);
-                                let d = $simd.sub_f32s(t, vs[i]);
+                                let d = $simd.sub_f32s(t, vi);
                                 d_acc = $simd.mul_add_f32s(d, d, d_acc);
                                 if MEM == INTO {
                                     outs[i] = t;
                                 }
-                                if MEM == OWING {
+                                if MEM == OWING || MEM == ZERO_OVER {
                                     us[i] = t;
                                 }
                                 if E1 {
@@ -527,19 +541,22 @@ macro_rules! scan_with_simd {
                 let (x2s, _) = $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] });
                 for i in 0..chunks {
                     let g = src.vector($simd, i);
+                    let vi = if MEM == ZERO_OVER { us[i] } else { vs[i] };
                     let e = if MEM == OWING {
-                        $simd.sub_f32s(us[i], vs[i])
+                        $simd.sub_f32s(us[i], vi)
+                    } else if MEM == ZERO_OVER {
+                        zero
                     } else {
                         es[i]
                     };
                     g_acc = $simd.mul_add_f32s(g, g, g_acc);
                     let t = $simd.mul_add_f32s(alpha, g, e);
-                    let d = $simd.sub_f32s(t, vs[i]);
+                    let d = $simd.sub_f32s(t, vi);
                     d_acc = $simd.mul_add_f32s(d, d, d_acc);
                     if MEM == INTO {
                         outs[i] = t;
                     }
-                    if MEM == OWING {
+                    if MEM == OWING || MEM == ZERO_OVER {
                         us[i] = t;
                     }
                     if E1 {
@@ -563,14 +580,21 @@ macro_rules! scan_with_simd {
         for i in head..n {
             let g = src.element(i);
             out.g_sq = g.mul_add(g, out.g_sq);
-            let ei = if MEM == OWING { u[i] - v[i] } else { e[i] };
+            let vi = if MEM == ZERO_OVER { u[i] } else { v[i] };
+            let ei = if MEM == OWING {
+                u[i] - vi
+            } else if MEM == ZERO_OVER {
+                0.0
+            } else {
+                e[i]
+            };
             let t = $this.alpha.mul_add(g, ei);
-            let d = t - v[i];
+            let d = t - vi;
             out.innovation_sq = d.mul_add(d, out.innovation_sq);
             if MEM == INTO {
                 t_out[i] = t;
             }
-            if MEM == OWING {
+            if MEM == OWING || MEM == ZERO_OVER {
                 u[i] = t;
             }
             if E1 {
@@ -596,6 +620,8 @@ const READ: u8 = 0;
 const INTO: u8 = 1;
 /// See [`READ`].
 const OWING: u8 = 2;
+/// See [`READ`].
+const ZERO_OVER: u8 = 3;
 
 struct Scan<'a, G, const E1: bool, const E2: bool, const MEM: u8> {
     /// Whether the tight loop requests the state's lines ahead ([`Kernels::scan_requests_ahead`]).
@@ -718,8 +744,9 @@ impl<G: Source, const WRITE: bool> WithSimd for WriteDist<'_, G, WRITE> {
 impl Kernels {
     /// One pass over a node's state: `||g||^2`, the trigger norm `||e + alpha g - v||^2`, up to
     /// two exponential averages `x <- a g + b x` updated in place with their new squared norms,
-    /// and, as `memory` says, `t = e + alpha g` written into a vector of its own or over a
-    /// memory that owes `v` ([`Memory`]).
+    /// and, as `memory` says, `t = e + alpha g` written into a vector of its own, over a
+    /// memory that owes `v`, or over `v` itself where the memory is zero ([`Memory`]; `v` is
+    /// then the memory's slice, and the argument empty).
     ///
     /// This replaces six separate passes of LENA's node step (gradient norm, innovation,
     /// momentum drift, running average and its norm, and the memory's update). Each average is
@@ -729,7 +756,7 @@ impl Kernels {
     /// [`Kernels::norm2_sq`] and may differ in the last bits.
     ///
     /// # Panics
-    /// If any slice's length differs from `g`'s.
+    /// If any slice's length differs from `g`'s (`v` not empty with [`Memory::ZeroOver`]).
     pub fn ef_scan(
         self,
         memory: Memory<'_>,
@@ -865,8 +892,14 @@ impl Kernels {
         ema2: Option<Ema<'_>>,
     ) -> ScanNorms {
         let n = g.len();
+        // A memory over `v` holds it: the argument is then empty.
+        let v_len = if matches!(memory, Memory::ZeroOver(_)) {
+            0
+        } else {
+            n
+        };
         assert!(
-            memory.len() == n && v.len() == n,
+            memory.len() == n && v.len() == v_len,
             "ef_scan: length mismatch"
         );
         if let Memory::Into { out, .. } = &memory {
@@ -909,6 +942,7 @@ impl Kernels {
                 Memory::Read(_) => run!(READ),
                 Memory::Into { .. } => run!(INTO),
                 Memory::Owing(_) => run!(OWING),
+                Memory::ZeroOver(_) => run!(ZERO_OVER),
             }
         }
         let ema = [ema1, ema2];
@@ -923,7 +957,9 @@ impl Kernels {
 
 #[cfg(test)]
 mod tests {
-    use super::{Ema, Formed, INTO, LinearGradient, Memory, OWING, READ, Scan, Source, TightScan};
+    use super::{
+        Ema, Formed, INTO, LinearGradient, Memory, OWING, READ, Scan, Source, TightScan, ZERO_OVER,
+    };
     use crate::Kernels;
 
     /// `$check!(e1, e2, memory)` for every combination of averages and memory kinds.
@@ -932,6 +968,7 @@ mod tests {
             for_each_memory!($check, READ);
             for_each_memory!($check, INTO);
             for_each_memory!($check, OWING);
+            for_each_memory!($check, ZERO_OVER);
         };
         ($check:ident, $mem:ident) => {
             $check!(false, false, $mem);
@@ -966,14 +1003,15 @@ mod tests {
     }
 
     /// One scan of `g` by [`Scan`] or [`TightScan`]: its norms, averages and `t` (written into
-    /// a vector of its own, over the owed memory, or nowhere: then the memory as it was).
+    /// a vector of its own, over the owed memory, over `v`, or nowhere: then the memory as it
+    /// was).
     fn run<G: Source, const E1: bool, const E2: bool, const MEM: u8>(
         k: Kernels,
         tight: bool,
         g: G,
     ) -> [Vec<u32>; 4] {
         let n = g.len();
-        let (v, mut e) = (vector(n, 2), vector(n, 1));
+        let (mut v, mut e) = (vector(n, 2), vector(n, 1));
         let (mut m1, mut m2, mut out) = (vector(n, 4), vector(n, 5), vec![0.0f32; n]);
         let memory = match MEM {
             READ => Memory::Read(&e),
@@ -981,14 +1019,16 @@ mod tests {
                 e: &e,
                 out: &mut out,
             },
-            _ => Memory::Owing(&mut e),
+            OWING => Memory::Owing(&mut e),
+            _ => Memory::ZeroOver(&mut v),
         };
+        let v_arg: &[f32] = if MEM == ZERO_OVER { &[] } else { &vector(n, 2) };
         let scan = Scan::<G, E1, E2, MEM> {
             ahead: k.scan_requests_ahead(),
             memory,
             alpha: 0.05,
             g,
-            v: &v,
+            v: v_arg,
             ema: [
                 E1.then(|| Ema {
                     x: &mut m1[..],
@@ -1008,7 +1048,11 @@ mod tests {
             k.run(scan)
         };
         let norms = [r.g_sq, r.innovation_sq, r.ema_sq[0], r.ema_sq[1]];
-        let t = if MEM == INTO { &out } else { &e };
+        let t = match MEM {
+            INTO => &out,
+            ZERO_OVER => &v,
+            _ => &e,
+        };
         [bits(&norms), bits(&m1), bits(&m2), bits(t)]
     }
 

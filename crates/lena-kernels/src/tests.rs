@@ -311,6 +311,35 @@ fn check_updates(k: Kernels, x: &[f32], y: &[f32], v: &[f32], a: f32, b: f32) {
         }
     }
 
+    // A zero memory over v: the scan of the shared zeros into a vector of its own, with v
+    // read from its own slice (norms, averages and t bit for bit), t written over v.
+    for case in 0..4 {
+        let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let scan = |over: bool| {
+            let (mut m1, mut m2) = (v.to_vec(), x.to_vec());
+            let (mut held, mut t) = (v.to_vec(), vec![f32::NAN; x.len()]);
+            let (memory, v_arg) = if over {
+                (crate::Memory::ZeroOver(&mut held), &[][..])
+            } else {
+                let e = crate::zeros(x.len());
+                (crate::Memory::Into { e, out: &mut t }, v)
+            };
+            let ema = |x, a, b| crate::Ema { x, a, b };
+            let e1 = (case & 1 == 1).then(|| ema(&mut m1[..], 0.3 * a, 0.7));
+            let e2 = (case & 2 == 2).then(|| ema(&mut m2[..], b, 0.25));
+            let r = k.ef_scan(memory, a, y, v_arg, e1, e2);
+            let t = if over { held } else { t };
+            let norms = [r.g_sq, r.innovation_sq, r.ema_sq[0], r.ema_sq[1]];
+            (bits(&norms), bits(&m1), bits(&m2), bits(&t))
+        };
+        assert_eq!(
+            scan(true),
+            scan(false),
+            "ef_scan over v ({}, case {case})",
+            k.name()
+        );
+    }
+
     // Every row count 0..=9 crosses the groups of four the kernel takes rows in.
     let pool = [x, y, v];
     for nrows in 0..=9usize {
@@ -1138,10 +1167,10 @@ fn a_linear_gradient_formed_in_the_scan_is_the_one_written() {
                         vector(d, seed + 500, 1.0),
                         vector(d, seed + 600, 1.0),
                     );
-                    for case in 0..6 {
+                    for case in 0..8 {
                         let scan = |formed: bool| {
                             let (mut m1, mut m2, mut out) = (m0.clone(), m0.clone(), vec![0.0; d]);
-                            let mut u = e.clone();
+                            let (mut u, mut held) = (e.clone(), v.clone());
                             let ema = |x| crate::Ema { x, a: 0.05, b: 0.9 };
                             let e1 = (case & 1 == 1).then(|| ema(&mut m1[..]));
                             let e2 = (case == 2 || case == 5).then(|| ema(&mut m2[..]));
@@ -1151,16 +1180,26 @@ fn a_linear_gradient_formed_in_the_scan_is_the_one_written() {
                                     e: &e,
                                     out: &mut out,
                                 },
-                                _ => crate::Memory::Owing(&mut u),
+                                2 => crate::Memory::Owing(&mut u),
+                                _ => crate::Memory::ZeroOver(&mut held),
                             };
+                            let v: &[f32] = if case / 2 == 3 { &[] } else { &v };
                             let r = if formed {
-                                k.ef_scan_linear(memory, 0.05, &lg, &v, e1, e2)
+                                k.ef_scan_linear(memory, 0.05, &lg, v, e1, e2)
                             } else {
-                                k.ef_scan(memory, 0.05, &g, &v, e1, e2)
+                                k.ef_scan(memory, 0.05, &g, v, e1, e2)
                             };
                             let norms = [r.g_sq, r.innovation_sq, r.ema_sq[0], r.ema_sq[1]];
                             let t = bits(&out);
-                            (norms.map(f32::to_bits), bits(&m1), bits(&m2), t, bits(&u))
+                            let held = bits(&held);
+                            (
+                                norms.map(f32::to_bits),
+                                bits(&m1),
+                                bits(&m2),
+                                t,
+                                bits(&u),
+                                held,
+                            )
                         };
                         assert_eq!(
                             scan(true),

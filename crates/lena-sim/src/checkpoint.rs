@@ -30,7 +30,11 @@ pub const MAGIC: &[u8; 8] = b"LENACKPT";
 ///
 /// 4: a LENA node's memory is saved as it is held, with a flag after it: whether it owes the
 /// drift its last skip applied (the memory then being the saved vector less q).
-pub const VERSION: u32 = 4;
+///
+/// 5: a LENA node whose uploads cannot be lost and carry q apart from v (LENA-g, LENA-m) holds
+/// its memory in its last upload, v's place, once it has one: a flag before the memory says
+/// so, and the memory is then not saved (the node's message is).
+pub const VERSION: u32 = 5;
 
 /// At most this many files are named in a header.
 const MAX_FILES: usize = 64;

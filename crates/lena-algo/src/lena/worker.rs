@@ -3,7 +3,7 @@
 use super::{Init, Layout, Lena};
 use crate::{Broadcast, Gradient, GradientOracle, Message, Upload, Worker};
 use lena_compress::{Compressor, ErrorFeedback, dense};
-use lena_kernels::{Ema, Kernels, Memory};
+use lena_kernels::{Ema, Kernels, Memory, ScanNorms};
 use lena_policy::drift::Drift;
 use lena_policy::trigger::{Decision, ReferenceNorm, Trigger, TriggerCtx};
 use rand::RngCore;
@@ -26,7 +26,10 @@ impl Lena {
             trigger,
             drift: Drift::new(self.params.drift, dim),
             q_at: None,
+            dim,
             ef: ErrorFeedback::with_kernels(dim, k),
+            hold: false,
+            held: false,
             owes_q: false,
             // PERF: without a compressor the v last sent is read from the node's message (its
             // first d values), not kept a second time.
@@ -73,8 +76,21 @@ pub struct LenaWorker {
     /// Where q is read in the node's last upload, instead of kept by `drift` (see
     /// `Worker::lossless`).
     q_at: Option<usize>,
-    /// The error-feedback memory e (see `owes_q`).
+    /// The parameters' number.
+    dim: usize,
+    /// The error-feedback memory e (see `owes_q`), unless `held`.
     ef: ErrorFeedback,
+    /// The memory is held in the upload once there is one (set by `Worker::lossless` where
+    /// uploads are dense and carry q apart from v: LENA-g, LENA-m).
+    hold: bool,
+    /// The memory is held in the first d values of the node's last upload, its v's place
+    /// (`ef` then holds nothing): zero, that v then still being what the node applied
+    /// (`!v_is_q`), or the t of a skip owing q (`owes_q`; q sits after it in the upload).
+    /// The server reads a silent node's q there and a sender's v only in the round it is
+    /// sent, and v's place is read by the node only as its last v, so the scan writes its t
+    /// there: an upload's v is in place as the scan forms it. Taken back into `ef` where the
+    /// memory is changed outside a scan (an absence).
+    held: bool,
     /// The memory owes the drift: `ef` holds `t = e + alpha g` as the last round's scan formed
     /// it, and that round skipped, so the memory is `t - q` (each element one rounded
     /// subtraction; q has not moved since, as it moves at uploads only). The next scan takes q
@@ -117,7 +133,12 @@ impl LenaWorker {
     /// # Panics
     /// If `msg` is not the buffer of this node's last upload.
     pub fn memory(&self, msg: &Message) -> Vec<f32> {
-        let mut e = self.ef.memory().to_vec();
+        let mut e = if self.held && self.v_is_q {
+            let mut scratch = Vec::new();
+            dense_at(msg, 0, self.dim, &mut scratch).to_vec()
+        } else {
+            self.ef.memory().to_vec()
+        };
         if self.owes_q {
             take_q_off(self.kernels, &self.drift, self.q_at, msg, &mut e);
         }
@@ -131,7 +152,7 @@ impl LenaWorker {
     /// If `msg` is not the buffer of this node's last upload.
     pub fn applied(&self, msg: &Message) -> Vec<f32> {
         let (mut scratch, mut q_scratch) = (Vec::new(), Vec::new());
-        let d = self.ef.memory().len();
+        let d = self.dim;
         let q = drift_q(&self.drift, self.q_at, msg, d, &mut q_scratch);
         applied(self.v_is_q, q, &self.v_prev, msg, d, &mut scratch).to_vec()
     }
@@ -139,8 +160,7 @@ impl LenaWorker {
     /// The node's current drift q, given the node's message buffer (as for [`Self::applied`]).
     pub fn drift(&self, msg: &Message) -> Vec<f32> {
         let mut scratch = Vec::new();
-        let d = self.ef.memory().len();
-        drift_q(&self.drift, self.q_at, msg, d, &mut scratch).to_vec()
+        drift_q(&self.drift, self.q_at, msg, self.dim, &mut scratch).to_vec()
     }
 
     /// One round given an already computed gradient `g` (the oracle-free core of `step`).
@@ -177,16 +197,10 @@ impl LenaWorker {
         // 0.556-0.603 ms against 0.811-0.885 in nine alternated pairs of processes in a noisy
         // hour, 0.587-0.597 against 0.627-0.652 in a quiet one (AMD EPYC Zen 4; 46th session,
         // docs/PERFORMANCE.md); the same floats.
-        let dim = self.ef.memory().len();
-        let mut spare = crate::buffers::take_spare_vector(dim);
+        let dim = self.dim;
         let first = std::mem::take(&mut self.fresh);
         let (q, mut mom) = self.drift.observe_fused(alpha);
         let (mut decoded, mut decoded_q) = (Vec::new(), Vec::new());
-        let q = match self.q_at {
-            None => q,
-            Some(at) => msg_q(msg, at, dim, &mut decoded_q),
-        };
-        let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, dim, &mut decoded);
         let mut avg = (!self.avg.is_empty()).then(|| Ema {
             x: &mut self.avg[..],
             a: self.avg_gamma,
@@ -207,24 +221,57 @@ impl LenaWorker {
             "a memory owing q with v_prev not q"
         );
         let owing = self.owes_q;
-        let memory = if owing {
-            Memory::Owing(self.ef.memory_mut())
+        let mut spare = Vec::new();
+        let norms = if self.held {
+            // PERF: the memory kept in the place of the last upload's v (see `held`): zero
+            // after that upload, whose v is then the scan's v and takes t, else t owing q.
+            // Either way t is written where an upload sends it: no copy at an upload, no
+            // vector of the node's own, and no spare vector's stores. LENA-m's node: 3.03
+            // vectors of d against 4.04 (`memory_profile`), M = 60 000 in 6.00 GB against
+            // 7.89; its round at M = 200 0.532-0.661 ms against 0.582-0.679 in 14 alternated
+            // pairs of processes (new faster in 11; AMD EPYC Zen 4, 47th session,
+            // docs/PERFORMANCE.md); the same floats.
+            let over = !self.v_is_q;
+            debug_assert!(
+                over || owing,
+                "a memory held in the upload is zero or owes q"
+            );
+            dense::update_with(msg, &mut decoded, |values| {
+                assert!(
+                    values.len() == 2 * dim,
+                    "a LENA node's memory held in its upload: {} values there, {} expected",
+                    values.len(),
+                    2 * dim
+                );
+                let (held, q) = values.split_at_mut(dim);
+                if over {
+                    scan(k, Memory::ZeroOver(held), alpha, &g, &[], mom, avg)
+                } else {
+                    scan(k, Memory::Owing(held), alpha, &g, q, mom, avg)
+                }
+            })
         } else {
-            Memory::Into {
-                e: self.ef.memory(),
-                out: &mut spare,
+            let q = match self.q_at {
+                None => q,
+                Some(at) => msg_q(msg, at, dim, &mut decoded_q),
+            };
+            let v_prev = applied(self.v_is_q, q, &self.v_prev, msg, dim, &mut decoded);
+            let memory = if owing {
+                Memory::Owing(self.ef.memory_mut())
+            } else {
+                spare = crate::buffers::take_spare_vector(dim);
+                Memory::Into {
+                    e: self.ef.memory(),
+                    out: &mut spare,
+                }
+            };
+            let norms = scan(k, memory, alpha, &g, v_prev, mom, avg);
+            if !owing {
+                // t into the memory's place; the spare takes the memory before.
+                self.ef.swap_memory(&mut spare);
             }
+            norms
         };
-        // PERF: a linear model's minibatch gradient is formed where the scan reads it (no pass
-        // of its own, no store), and written out only for an upload whose drift reads it.
-        let norms = match &g {
-            Gradient::Values(g) => k.ef_scan(memory, alpha, g, v_prev, mom, avg),
-            Gradient::Linear(lg, _) => k.ef_scan_linear(memory, alpha, lg, v_prev, mom, avg),
-        };
-        if !owing {
-            // t into the memory's place; the spare takes the memory before.
-            self.ef.swap_memory(&mut spare);
-        }
         self.owes_q = false;
         let grad_sq = f64::from(norms.g_sq);
         let innovation_sq = f64::from(norms.innovation_sq);
@@ -255,7 +302,7 @@ impl LenaWorker {
         } else {
             decision
         };
-        match decision {
+        let up = match decision {
             Decision::Upload => {
                 // The gradient, written out where the drift reads it (LENA-g's alpha g).
                 let g: &[f32] = match g {
@@ -266,68 +313,107 @@ impl LenaWorker {
                         buf
                     }
                 };
-                let d = dim;
-                // The drift before is kept in case the upload is lost (see `on_lost`); in a
-                // run that loses nothing the thread's spare vector takes it (and drops it).
                 self.since_before = self.since_upload;
-                let before = if self.keep_before {
-                    self.q_before.resize(d, 0.0);
-                    &mut self.q_before
+                if self.held {
+                    // v = t, in place already; the new q after it (a held memory's run is
+                    // lossless: nothing is kept to undo the upload).
+                    let drift = &self.drift;
+                    dense::update_with(msg, &mut decoded, |values| {
+                        drift.sent_q_into(k, alpha, g, &mut values[dim..]);
+                    });
                 } else {
-                    &mut spare
-                };
-                let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
-                match &self.compressor {
-                    None => {
-                        // v = u = t, the memory's place, written into the upload (v, or v then
-                        // q); e = u - v = 0 exactly.
-                        let n = layout.dense_len();
-                        let (t, drift) = (self.ef.memory(), &mut self.drift);
-                        let since = self.since_upload;
-                        let aliased = self.q_at.is_some();
-                        dense::encode_with(msg, n, &mut decoded, |out| {
-                            let (v, q_out) = out.split_at_mut(d);
-                            v.copy_from_slice(t);
-                            if aliased {
-                                // q lives in the upload: the new one goes there (LENA-v's is v).
-                                drift.sent_q_into(k, alpha, g, q_out);
-                                return;
-                            }
-                            drift.on_upload_keeping(k, v, alpha, g, since, before);
-                            if layout.sends_q {
-                                q_out.copy_from_slice(drift.q());
-                            }
-                        });
-                        // PERF: zero without writing it (see `ErrorFeedback::clear`).
-                        self.ef.clear();
-                    }
-                    Some(c) => {
-                        // u = t, held in the memory's place; v = C(u); e = u - v.
-                        self.ef
-                            .compress_held(c.as_ref(), rng, &mut self.v_prev, &mut self.tmp);
-                        self.drift.on_upload_keeping(
-                            k,
-                            &self.v_prev,
-                            alpha,
-                            g,
-                            self.since_upload,
-                            before,
-                        );
-                        layout.write_compressed(self.drift.q(), &self.tmp, msg);
-                    }
+                    self.upload(alpha, g, rng, msg, &mut spare, &mut decoded);
                 }
                 self.since_upload = 0;
                 self.v_is_q = false;
-                crate::buffers::give_back_spare_vector(spare);
                 Upload::Sent
             }
             Decision::Skip => {
                 // v = q; e = t - q, taken off by the next scan (or where the memory is read).
                 self.owes_q = true;
-                crate::buffers::give_back_spare_vector(spare);
                 self.v_is_q = true;
                 Upload::Skipped
             }
+        };
+        if !spare.is_empty() {
+            crate::buffers::give_back_spare_vector(spare);
+        }
+        up
+    }
+
+    /// An upload of a memory of the node's own, which holds t: the message (v, and q where it
+    /// is sent), the memory left and the drift; then, where the run allows, the memory is
+    /// held in the upload from here on (see `held`).
+    fn upload(
+        &mut self,
+        alpha: f32,
+        g: &[f32],
+        rng: &mut dyn RngCore,
+        msg: &mut Message,
+        spare: &mut Vec<f32>,
+        decoded: &mut Vec<f32>,
+    ) {
+        let (k, d) = (self.kernels, self.dim);
+        // The drift before is kept in case the upload is lost (see `on_lost`); in a run that
+        // loses nothing the thread's spare vector takes it (and drops it).
+        let before = if self.keep_before {
+            self.q_before.resize(d, 0.0);
+            &mut self.q_before
+        } else {
+            if spare.is_empty() {
+                *spare = crate::buffers::take_spare_vector(d);
+            }
+            spare
+        };
+        let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
+        match &self.compressor {
+            None => {
+                // v = u = t, the memory's place, written into the upload (v, or v then q);
+                // e = u - v = 0 exactly.
+                let n = layout.dense_len();
+                let (t, drift) = (self.ef.memory(), &mut self.drift);
+                let since = self.since_upload;
+                let aliased = self.q_at.is_some();
+                dense::encode_with(msg, n, decoded, |out| {
+                    let (v, q_out) = out.split_at_mut(d);
+                    v.copy_from_slice(t);
+                    if aliased {
+                        // q lives in the upload: the new one goes there (LENA-v's is v).
+                        drift.sent_q_into(k, alpha, g, q_out);
+                        return;
+                    }
+                    drift.on_upload_keeping(k, v, alpha, g, since, before);
+                    if layout.sends_q {
+                        q_out.copy_from_slice(drift.q());
+                    }
+                });
+                if self.hold {
+                    // PERF: from now on the memory lives in the upload (zero, v in place).
+                    self.ef.release();
+                    self.held = true;
+                } else {
+                    // PERF: zero without writing it (see `ErrorFeedback::clear`).
+                    self.ef.clear();
+                }
+            }
+            Some(c) => {
+                // u = t, held in the memory's place; v = C(u); e = u - v.
+                self.ef
+                    .compress_held(c.as_ref(), rng, &mut self.v_prev, &mut self.tmp);
+                self.drift
+                    .on_upload_keeping(k, &self.v_prev, alpha, g, self.since_upload, before);
+                layout.write_compressed(self.drift.q(), &self.tmp, msg);
+            }
+        }
+    }
+
+    /// A memory held in the upload ([`Self::held`]) taken back into the node's own vector:
+    /// zero, or t owing q, as it was held (then `settle` takes q off).
+    fn unhold(&mut self, msg: &Message) {
+        if std::mem::take(&mut self.held) && self.v_is_q {
+            let mut scratch = Vec::new();
+            let t = dense_at(msg, 0, self.dim, &mut scratch);
+            self.ef.memory_mut().copy_from_slice(t);
         }
     }
 
@@ -369,7 +455,7 @@ impl Worker for LenaWorker {
         self.settle(msg);
         let k = self.kernels;
         let mut decoded = Vec::new();
-        let d = self.ef.memory().len();
+        let d = self.dim;
         let v = applied(false, &[], &self.v_prev, msg, d, &mut decoded);
         k.ef_update(self.ef.memory_mut(), 1.0, v, &self.q_before);
         self.drift.set(&self.q_before);
@@ -379,9 +465,17 @@ impl Worker for LenaWorker {
     }
 
     fn visit(&mut self, v: &mut dyn crate::state::Visitor) {
-        // The memory as held, and whether it owes q (which may live in the node's message,
-        // saved by the caller).
-        v.f32s(self.ef.memory_mut());
+        // Whether the memory is held in the upload (the node's message, saved by the caller),
+        // else the memory as held; and whether it owes q (which may live in the message too).
+        v.bool(&mut self.held);
+        if self.held {
+            if !self.hold {
+                v.fail("a LENA node's memory is held in its upload, in a run that keeps it".into());
+            }
+            self.ef.release();
+        } else {
+            v.f32s(self.ef.memory_mut());
+        }
         v.bool(&mut self.owes_q);
         v.f32s(&mut self.v_prev);
         v.f32s(&mut self.avg);
@@ -391,9 +485,14 @@ impl Worker for LenaWorker {
                 "a LENA node's memory owes its drift, but its last update was not the drift".into(),
             );
         }
+        if self.held && self.v_is_q && !self.owes_q {
+            v.fail(
+                "a LENA node's memory held in its upload neither zero nor owing its drift".into(),
+            );
+        }
         if self.keep_before {
             // The same length whether saved before or after the first upload.
-            self.q_before.resize(self.ef.memory().len(), 0.0);
+            self.q_before.resize(self.dim, 0.0);
         }
         v.f32s(&mut self.q_before);
         v.u64(&mut self.since_before);
@@ -412,10 +511,11 @@ impl Worker for LenaWorker {
     /// The server applied the drift q in each absent round, which the node never computed:
     /// it is charged to the memory, `e -= rounds q`.
     fn on_absent(&mut self, rounds: u64, msg: &Message) {
+        self.unhold(msg);
         self.settle(msg);
         let k = self.kernels;
         let mut scratch = Vec::new();
-        let d = self.ef.memory().len();
+        let d = self.dim;
         let q = drift_q(&self.drift, self.q_at, msg, d, &mut scratch);
         k.axpy(-(rounds as f32), q, self.ef.memory_mut());
         self.since_upload += rounds;
@@ -431,12 +531,30 @@ impl Worker for LenaWorker {
     fn lossless(&mut self) {
         self.keep_before = false;
         self.q_before = Vec::new();
-        let d = self.ef.memory().len();
-        let layout = Layout::new(d, self.drift.kind(), self.compressor.is_some());
+        let layout = Layout::new(self.dim, self.drift.kind(), self.compressor.is_some());
         if layout.drift_in_upload(self.drift.kind()) {
             self.q_at = Some(layout.drift_at());
             self.drift.release_q();
+            // Where q is sent apart from v, the memory is held in v's place (see `held`).
+            self.hold = layout.sends_q;
         }
+    }
+}
+
+/// One scan of the node's state ([`Kernels::ef_scan`], or [`Kernels::ef_scan_linear`] for a
+/// gradient in factored form).
+fn scan(
+    k: Kernels,
+    memory: Memory<'_>,
+    alpha: f32,
+    g: &Gradient<'_>,
+    v: &[f32],
+    mom: Option<Ema<'_>>,
+    avg: Option<Ema<'_>>,
+) -> ScanNorms {
+    match g {
+        Gradient::Values(g) => k.ef_scan(memory, alpha, g, v, mom, avg),
+        Gradient::Linear(lg, _) => k.ef_scan_linear(memory, alpha, lg, v, mom, avg),
     }
 }
 
