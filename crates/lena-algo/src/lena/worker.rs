@@ -128,7 +128,8 @@ pub struct LenaWorker {
 
 impl LenaWorker {
     /// The error-feedback memory e, given the node's message buffer (as for [`Self::applied`]:
-    /// the memory a skip leaves is kept owing the drift, which may live there).
+    /// a lossless node may hold its memory there, and the memory a skip leaves is kept owing
+    /// the drift, which may live there too).
     ///
     /// # Panics
     /// If `msg` is not the buffer of this node's last upload.
