@@ -544,6 +544,9 @@ impl Worker for LenaWorker {
 
 /// One scan of the node's state ([`Kernels::ef_scan`], or [`Kernels::ef_scan_linear`] for a
 /// gradient in factored form).
+///
+/// PERF: a linear model's minibatch gradient is formed where the scan reads it (no pass of its
+/// own, no store), and written out only for an upload whose drift reads it.
 fn scan(
     k: Kernels,
     memory: Memory<'_>,
