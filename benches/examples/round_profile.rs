@@ -22,6 +22,12 @@
 //! them to DGD's ratio, the draws without their copy and the shifts: DIANA's floor with its
 //! codec as it is (DGD's round counts its own upload and sum, which DIANA replaces, so this is
 //! not a lower bound: the parts' sum exceeds DIANA's round where they overlap).
+//! And it times LENA-m's round written out by hand (`lena_m_bare`: every node skipping, the
+//! same kernels and state as the simulator's, none of its machinery; see
+//! `lena_benches::BareLena`): against `lena`, the framework's share of the round. `... --
+//! bare` times that round whole and with each part left out in turn (the rows drawn from
+//! memory, the next node's rows requested, the scores, the scan, the server's sum; and the
+//! scan with none of the rest), each part's cost a ratio to the bound.
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
 //! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's). `... -- ab dgd` times
 //! one algorithm's round with the server's sum formed in the node phase and left to the
@@ -32,8 +38,9 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{
-    ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once, qsgd_compress_once,
-    qsgd_decode_once, qsgd_levels_once, round_config, round_config_with_batch, touch_state_once,
+    BareLena, BareParts, ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once,
+    qsgd_compress_once, qsgd_decode_once, qsgd_levels_once, round_config, round_config_with_batch,
+    touch_state_once,
 };
 use lena_compress::{Qsgd, QsgdCoding, QsgdNorm};
 use lena_kernels::Kernels;
@@ -60,6 +67,10 @@ fn main() {
             ["drawn ahead", "node by node"],
             Simulation::set_draws_ahead,
         );
+        return;
+    }
+    if args.first().map(String::as_str) == Some("bare") {
+        bare_parts();
         return;
     }
     if let Some(name) = args.first() {
@@ -133,8 +144,12 @@ fn main() {
     qsgd_compress_once(k, &qsgd, &x, &words, &mut hs, &mut msgs, 2, 2);
     let coded = msgs.clone();
     let mut sums = [vec![0.0f32; 7850], vec![0.0f32; 7850]];
+    let mut bare = BareLena::new(200);
+    for _ in 0..20 {
+        black_box(bare.round(k, 2, BareParts::ALL));
+    }
     let n = sims.len() + 2;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 7];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 8];
     for _ in 0..reps {
         for (i, (_, sim)) in sims.iter_mut().enumerate() {
             let start = Instant::now();
@@ -195,6 +210,11 @@ fn main() {
             black_box(qsgd_decode_once(k, &qsgd, &coded, &mut sums, 200, 2));
         }
         times[n + 6].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(bare.round(k, 2, BareParts::ALL));
+        }
+        times[n + 7].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     // Each slice against the 2-thread bound of its own repetition (measured within seconds of
     // it, so under about the same load of a shared machine): the median of these ratios moves
@@ -221,6 +241,7 @@ fn main() {
         "qsgd_draws_alone",
         "qsgd_compress",
         "qsgd_sum",
+        "lena_m_bare",
     ]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
@@ -383,4 +404,122 @@ fn alternate(name: &str, labels: [&str; 2], switch: impl Fn(&mut Simulation, boo
             t[t.len() / 2]
         );
     }
+}
+
+/// `-- bare`: LENA-m's round written out ([`BareLena`]) whole, with each part left out in turn,
+/// and as its scan with none of the rest, interleaved with the state-touch bound (15
+/// repetitions of 200 rounds each); prints each variant's fastest round and median ratio to the
+/// bound, and each part's cost: the median over repetitions of (whole - without it) / bound.
+fn bare_parts() {
+    let k = Kernels::detect();
+    let all = BareParts::ALL;
+    let variants = [
+        ("whole", all),
+        (
+            "rows in cache",
+            BareParts {
+                random_rows: false,
+                ..all
+            },
+        ),
+        (
+            "no requests",
+            BareParts {
+                request_next: false,
+                ..all
+            },
+        ),
+        (
+            "no scores",
+            BareParts {
+                scores: false,
+                ..all
+            },
+        ),
+        ("no scan", BareParts { scan: false, ..all }),
+        ("no sum", BareParts { sum: false, ..all }),
+        (
+            "scan only",
+            BareParts {
+                random_rows: false,
+                request_next: false,
+                scores: false,
+                scan: true,
+                sum: false,
+            },
+        ),
+    ];
+    let mut bare = BareLena::new(200);
+    let mut state = bound_state();
+    for _ in 0..20 {
+        black_box(bare.round(k, 2, all));
+    }
+    let (reps, slice) = (15, 200);
+    let mut times = vec![Vec::new(); variants.len() + 1];
+    for _ in 0..reps {
+        for (t, (_, parts)) in times.iter_mut().zip(&variants) {
+            let start = Instant::now();
+            for _ in 0..slice {
+                black_box(bare.round(k, 2, *parts));
+            }
+            t.push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        }
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(touch_state_once(k, &mut state, 2));
+        }
+        times[variants.len()].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+    }
+    let bound = &times[variants.len()];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+    };
+    let ratio = |t: &[f64]| median(t.iter().zip(bound).map(|(a, b)| a / b).collect());
+    println!(
+        "LENA-m's round written out (every node skipping), M = 200, {} ({reps} repetitions of \
+         {slice} rounds, interleaved with the bound)",
+        k.name()
+    );
+    println!(
+        "{:<14} {:>8} {:>16} {:>22}",
+        "", "fastest", "median of ratios", "the part: (whole - it)"
+    );
+    let mut rows = serde_json::Map::new();
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let t = &times[i];
+        let fastest = t.iter().copied().fold(f64::INFINITY, f64::min);
+        let part = (1..=5).contains(&i).then(|| {
+            median(
+                t.iter()
+                    .zip(&times[0])
+                    .zip(bound)
+                    .map(|((a, w), b)| (w - a) / b)
+                    .collect(),
+            )
+        });
+        println!(
+            "{name:<14} {fastest:>8.3} {:>16.2} {:>22}",
+            ratio(t),
+            part.map_or(String::new(), |p| format!("{p:.2}"))
+        );
+        rows.insert(
+            (*name).to_string(),
+            serde_json::json!({"fastest_ms": fastest, "median_ratio": ratio(t), "part": part}),
+        );
+    }
+    let fastest = bound.iter().copied().fold(f64::INFINITY, f64::min);
+    println!("{:<14} {fastest:>8.3} {:>16.2}", "bound", 1.0);
+    let rest = ratio(&times[4]);
+    println!(
+        "Without its scan the round is {rest:.2} of the bound. The scan reads the memory, q and \
+         the momentum and writes the memory and the momentum, as many lines from and to L3 as the \
+         bound moves (four read, one written): at the bound's rate, the round is at least \
+         {:.2} of the bound where none of the rest overlaps the scan.",
+        1.0 + rest
+    );
+    lena_benches::report(
+        "round_profile_bare",
+        serde_json::json!({"simd": k.name(), "bound_fastest_ms": fastest, "rows": rows}),
+    );
 }

@@ -411,3 +411,227 @@ pub fn fma_rate(iters: usize) -> (f64, usize) {
 pub fn fma_peak(iters: usize) -> f64 {
     (0..3).map(|_| fma_rate(iters).0).fold(0.0, f64::max)
 }
+
+/// LENA-m's round written out by hand, with none of the simulator's machinery, every one of
+/// M nodes skipping (as most do in a round). Each node draws three rows of its shard of a
+/// dataset of MNIST's shape (60 000 images of 784 pixel bytes, 300 a node), copies them out as
+/// the simulator does ([`lena_data::Dataset::copy_row`]) while the next node's rows are
+/// requested, forms their scores against the ten classes' weights and the logistic loss's
+/// coefficients, and runs LENA's scan over its memory owing its drift q, q and its momentum
+/// with the gradient formed in the scan ([`Kernels::ef_scan_linear`], as LENA's worker runs it
+/// after a skip); the server sums the silent nodes' drifts eight rows at a time in node order
+/// (on each thread) and moves the parameters. The same kernels and state (three vectors of d
+/// a node) as the simulator's LENA-m: against its round, the difference is the framework's
+/// (the sampler, the trigger, the worker, the chain of sums, an upload's copy). With parts left
+/// out ([`BareParts`]), what each part costs.
+pub struct BareLena {
+    data: lena_data::Dataset,
+    nodes: Vec<BareNode>,
+    w: Vec<f32>,
+    sums: [Vec<f32>; 2],
+}
+
+/// One node of [`BareLena`]: its memory (owing q), its drift q, its momentum, its row stream.
+struct BareNode {
+    u: Vec<f32>,
+    q: Vec<f32>,
+    mom: Vec<f32>,
+    seed: u64,
+}
+
+/// Which parts of a [`BareLena`] round run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BareParts {
+    /// Each node's rows drawn at random from its shard (else its first three: in cache).
+    pub random_rows: bool,
+    /// The next node's rows requested (into L2) while a node works.
+    pub request_next: bool,
+    /// The rows' scores against the classes' weights.
+    pub scores: bool,
+    /// The node's scan over its state.
+    pub scan: bool,
+    /// The server's sum of the nodes' drifts.
+    pub sum: bool,
+}
+
+impl BareParts {
+    /// Every part.
+    pub const ALL: Self = Self {
+        random_rows: true,
+        request_next: true,
+        scores: true,
+        scan: true,
+        sum: true,
+    };
+}
+
+/// [`BareLena`]'s shape: MNIST's features and classes, 300 rows a node, three a minibatch.
+const BARE_FEATURES: usize = 784;
+const BARE_CLASSES: usize = 10;
+const BARE_SHARD: usize = 300;
+const BARE_BATCH: usize = 3;
+
+/// The `r`-th of a node's next rows, from its stream's state `seed` (advanced).
+#[inline(always)]
+fn bare_pick(seed: &mut u64, m: usize, r: usize, random: bool) -> usize {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407 + r as u64);
+    m * BARE_SHARD
+        + if random {
+            (*seed >> 33) as usize % BARE_SHARD
+        } else {
+            r
+        }
+}
+
+impl BareLena {
+    /// `nodes` nodes (at most 200: the dataset's 60 000 rows), their state filled with small
+    /// values of both signs (no zero: a momentum decaying into subnormals would time those).
+    ///
+    /// # Panics
+    /// If `nodes` is over 200.
+    pub fn new(nodes: usize) -> Self {
+        assert!(nodes * BARE_SHARD <= 60_000, "at most 200 nodes");
+        let d = BARE_CLASSES * (BARE_FEATURES + 1);
+        let vector = |s: usize| -> Vec<f32> {
+            (0..d)
+                .map(|i| (((i * 31 + s * 17) % 97) as f32 - 48.5) * 1e-5)
+                .collect()
+        };
+        let rows = 60_000;
+        let bytes = (0..rows * BARE_FEATURES)
+            .map(|i| ((i * 7919) % 256) as u8)
+            .collect();
+        let labels = (0..rows)
+            .map(|r| (r / BARE_SHARD % BARE_CLASSES) as u32)
+            .collect();
+        let data = lena_data::Dataset::from_pixel_bytes(bytes, labels, BARE_FEATURES, BARE_CLASSES)
+            .expect("the bare round's dataset is well formed");
+        let nodes = (0..nodes)
+            .map(|m| BareNode {
+                u: vector(3 * m),
+                q: vector(3 * m + 1),
+                mom: vector(3 * m + 2),
+                seed: 0x9E37_79B9_7F4A_7C15 ^ m as u64,
+            })
+            .collect();
+        Self {
+            data,
+            nodes,
+            w: vector(1 << 20),
+            sums: [vec![0.0; d], vec![0.0; d]],
+        }
+    }
+
+    /// One round of `parts` on one thread, or with the nodes split in two halves on two;
+    /// returns a value that depends on every node's norms.
+    pub fn round(&mut self, k: Kernels, threads: usize, parts: BareParts) -> f32 {
+        let (data, w) = (&self.data, &self.w[..]);
+        let part = |nodes: &mut [BareNode], base: usize, sum: &mut Vec<f32>| -> f32 {
+            sum.fill(0.0);
+            let mut acc = 0.0f32;
+            let mut x = [0.0f32; BARE_BATCH * BARE_FEATURES];
+            let mut z = [0.0f32; BARE_BATCH * BARE_CLASSES];
+            let (mut coef, mut bias) =
+                ([0.0f32; BARE_BATCH * BARE_CLASSES], [0.0f32; BARE_CLASSES]);
+            for (group, nodes) in nodes.chunks_mut(8).enumerate() {
+                for i in 0..nodes.len() {
+                    let m = base + 8 * group + i;
+                    if parts.request_next
+                        && let Some(next) = nodes.get(i + 1)
+                    {
+                        let mut seed = next.seed;
+                        for r in 0..BARE_BATCH {
+                            let row = bare_pick(&mut seed, m + 1, r, parts.random_rows);
+                            data.prefetch_row_l2(row);
+                        }
+                    }
+                    let node = &mut nodes[i];
+                    let mut y = [0u32; BARE_BATCH];
+                    k.vectorize(
+                        #[inline(always)]
+                        || {
+                            for (r, (xr, yr)) in
+                                x.chunks_exact_mut(BARE_FEATURES).zip(&mut y).enumerate()
+                            {
+                                let row = bare_pick(&mut node.seed, m, r, parts.random_rows);
+                                data.copy_row(row, xr);
+                                *yr = data.labels[row];
+                            }
+                        },
+                    );
+                    let rows: [&[f32]; BARE_BATCH] = [
+                        &x[..BARE_FEATURES],
+                        &x[BARE_FEATURES..2 * BARE_FEATURES],
+                        &x[2 * BARE_FEATURES..],
+                    ];
+                    if parts.scores {
+                        k.dot_rows_classes(&rows, w, BARE_FEATURES + 1, BARE_CLASSES, &mut z);
+                    }
+                    for zr in z.chunks_exact_mut(BARE_CLASSES) {
+                        for (c, zc) in zr.iter_mut().enumerate() {
+                            *zc += w[c * (BARE_FEATURES + 1) + BARE_FEATURES];
+                        }
+                    }
+                    acc += k.softplus_sigmoid(&mut z) as f32;
+                    for (c, (cc, b)) in coef.chunks_exact_mut(BARE_BATCH).zip(&mut bias).enumerate()
+                    {
+                        *b = 1e-3 * w[c * (BARE_FEATURES + 1) + BARE_FEATURES];
+                        for (r, (ci, &yr)) in cc.iter_mut().zip(&y).enumerate() {
+                            let target = f32::from(u8::from(yr as usize == c));
+                            *ci = (z[r * BARE_CLASSES + c] - target) / BARE_BATCH as f32;
+                            *b += *ci;
+                        }
+                    }
+                    if parts.scan {
+                        let lg = lena_kernels::LinearGradient {
+                            lambda: 1e-3,
+                            w,
+                            rows: &rows,
+                            coef: &coef,
+                            bias: &bias,
+                        };
+                        let momentum = lena_kernels::Ema {
+                            x: &mut node.mom,
+                            a: 0.05 * 0.1,
+                            b: 0.9,
+                        };
+                        let memory = lena_kernels::Memory::Owing(&mut node.u);
+                        let norms =
+                            k.ef_scan_linear(memory, 0.05, &lg, &node.q, Some(momentum), None);
+                        acc += norms.innovation_sq + norms.ema_sq[0];
+                    }
+                }
+                if parts.sum {
+                    let mut rows: [&[f32]; 8] = [&[]; 8];
+                    for (r, n) in rows.iter_mut().zip(nodes.iter()) {
+                        *r = &n.q;
+                    }
+                    k.sum_rows(sum, 1.0, &rows[..nodes.len()]);
+                }
+            }
+            acc
+        };
+        let acc = if threads <= 1 {
+            part(&mut self.nodes, 0, &mut self.sums[0])
+        } else {
+            let half = self.nodes.len() / 2;
+            let (a, b) = self.nodes.split_at_mut(half);
+            let [s0, s1] = &mut self.sums;
+            let (x, y) = rayon::join(|| part(a, 0, s0), || part(b, half, s1));
+            x + y
+        };
+        // A step too small to move the parameters far in thousands of rounds.
+        let scale = -1e-9 / self.nodes.len() as f32;
+        k.vectorize(
+            #[inline(always)]
+            || {
+                for ((wi, a), b) in self.w.iter_mut().zip(&self.sums[0]).zip(&self.sums[1]) {
+                    *wi += scale * (a + b);
+                }
+            },
+        );
+        acc
+    }
+}

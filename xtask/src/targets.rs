@@ -4,16 +4,16 @@
 //! figures per machine kind).
 //!
 //! Each run takes the profiling examples in turn (`fma_peak`, `gradient_profile`, NumPy's two
-//! GEMMs, `round_profile`, PyTorch's DGD round, `scan_profile` (whether this CPU's default for
-//! LENA's scan requests is the faster), `memory_profile -- one lena 60000`, and what
-//! figure 3's CNN runs spend, `cnn_train` and `cnn_eval`), which append their figures to one
-//! file as JSON lines (`LENA_REPORT`); the Python references run where NumPy and PyTorch
-//! import, on as many threads as the machine has cores. `--simd` narrows the examples' path
-//! (`LENA_SIMD`). `--tests` runs `cargo test --workspace` (target 1: every
-//! kernel's tests on every path this CPU has). `--baseline COMMIT` times `cargo xtask reproduce
-//! all --quick` at that commit (a git worktree under `target/`) and here, alternated (baseline,
-//! here, here, baseline), for target 5 (the issue was filed at cef624b). The report goes to
-//! stdout and, with the raw lines, to `DIR` (default `target/targets`).
+//! GEMMs, `round_profile` and its `-- bare` decomposition of LENA-m's round, PyTorch's DGD round,
+//! `scan_profile` (whether this CPU's default for LENA's scan requests is the faster),
+//! `memory_profile -- one lena 60000`, and what figure 3's CNN runs spend, `cnn_train` and
+//! `cnn_eval`), which append their figures to one file as JSON lines (`LENA_REPORT`); the Python
+//! references run where NumPy and PyTorch import, on as many threads as the machine has cores.
+//! `--simd` narrows the examples' path (`LENA_SIMD`). `--tests` runs `cargo test --workspace`
+//! (target 1: every kernel's tests on every path this CPU has). `--baseline COMMIT` times `cargo
+//! xtask reproduce all --quick` at that commit (a git worktree under `target/`) and here,
+//! alternated (baseline, here, here, baseline), for target 5 (the issue was filed at cef624b). The
+//! report goes to stdout and, with the raw lines, to `DIR` (default `target/targets`).
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -148,6 +148,9 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
             );
         }
         example("round_profile", &[])?;
+        // LENA-m's round written out by hand, whole and without its scan: how much of its
+        // round is the framework's, and what its own work costs (target 3's floor).
+        example("round_profile", &["bare"])?;
         if python.torch {
             python.step(
                 python
@@ -585,6 +588,26 @@ fn render(
             bound: Bound::AtMost(bound),
             values: figures(lines, "round_profile", &["rows", name, "median_ratio"]),
             notes: fastest.iter().map(|f| format!("{f:.2}")).collect(),
+        });
+    }
+    for (example, path, what) in [
+        (
+            "round_profile",
+            &["rows", "lena_m_bare", "median_ratio"][..],
+            "LENA-m's round written out (its kernels, no framework), median of ratios",
+        ),
+        (
+            "round_profile_bare",
+            &["rows", "no scan", "median_ratio"][..],
+            "the same without its scan (a scan at the bound's rate adds 1)",
+        ),
+    ] {
+        rows.push(Row {
+            target: "3. (LENA-m's own work)",
+            measure: what.into(),
+            bound: Bound::Info,
+            values: figures(lines, example, path),
+            notes: Vec::new(),
         });
     }
     rows.push(default_row(
