@@ -24,10 +24,13 @@
 //! not a lower bound: the parts' sum exceeds DIANA's round where they overlap).
 //! And it times LENA-m's round written out by hand (`lena_m_bare`: every node skipping, the
 //! same kernels and state as the simulator's, none of its machinery; see
-//! `lena_benches::BareLena`): against `lena`, the framework's share of the round. `... --
-//! bare` times that round whole and with each part left out in turn (the rows drawn from
-//! memory, the next node's rows requested, the scores, the scan, the server's sum; and the
-//! scan with none of the rest), each part's cost a ratio to the bound.
+//! `lena_benches::BareLena`), and DIANA-QSGD's likewise (`diana_bare`, `BareDiana`): against
+//! `lena` and `diana_qsgd`, the framework's share of each round. `... -- bare` times LENA-m's
+//! written-out round whole and with each part left out in turn (the rows drawn from memory, the
+//! next node's rows requested, the scores, the scan, the server's sum; and the scan with none
+//! of the rest), each part's cost a ratio to the bound; `... -- bare-diana` DIANA's (the rows,
+//! the requests, the scores, the gradient written, the draws, the compression, the decoding
+//! and sum; and the round without its codec).
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
 //! `... -- dgd 500 30` does so with minibatches of 30 rows (figure 4's). `... -- ab dgd` times
 //! one algorithm's round with the server's sum formed in the node phase and left to the
@@ -38,9 +41,9 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{
-    BareLena, BareParts, ROUND_ALGORITHMS, bound_state, diana_shift_once, lena_scan_once,
-    qsgd_compress_once, qsgd_decode_once, qsgd_levels_once, round_config, round_config_with_batch,
-    touch_state_once,
+    BareDiana, BareLena, BareParts, DianaParts, ROUND_ALGORITHMS, bound_state, diana_shift_once,
+    lena_scan_once, qsgd_compress_once, qsgd_decode_once, qsgd_levels_once, round_config,
+    round_config_with_batch, touch_state_once,
 };
 use lena_compress::{Qsgd, QsgdCoding, QsgdNorm};
 use lena_kernels::Kernels;
@@ -71,6 +74,10 @@ fn main() {
     }
     if args.first().map(String::as_str) == Some("bare") {
         bare_parts();
+        return;
+    }
+    if args.first().map(String::as_str) == Some("bare-diana") {
+        bare_diana_parts();
         return;
     }
     if let Some(name) = args.first() {
@@ -145,11 +152,13 @@ fn main() {
     let coded = msgs.clone();
     let mut sums = [vec![0.0f32; 7850], vec![0.0f32; 7850]];
     let mut bare = BareLena::new(200);
+    let mut bare_diana = BareDiana::new(200);
     for _ in 0..20 {
         black_box(bare.round(k, 2, BareParts::ALL));
+        black_box(bare_diana.round(k, 2, DianaParts::ALL));
     }
     let n = sims.len() + 2;
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 8];
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n + 9];
     for _ in 0..reps {
         for (i, (_, sim)) in sims.iter_mut().enumerate() {
             let start = Instant::now();
@@ -215,6 +224,11 @@ fn main() {
             black_box(bare.round(k, 2, BareParts::ALL));
         }
         times[n + 7].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(bare_diana.round(k, 2, DianaParts::ALL));
+        }
+        times[n + 8].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     // Each slice against the 2-thread bound of its own repetition (measured within seconds of
     // it, so under about the same load of a shared machine): the median of these ratios moves
@@ -242,6 +256,7 @@ fn main() {
         "qsgd_compress",
         "qsgd_sum",
         "lena_m_bare",
+        "diana_bare",
     ]);
     println!("ms per round, {reps} slices of {slice} rounds each, interleaved");
     println!(
@@ -407,9 +422,7 @@ fn alternate(name: &str, labels: [&str; 2], switch: impl Fn(&mut Simulation, boo
 }
 
 /// `-- bare`: LENA-m's round written out ([`BareLena`]) whole, with each part left out in turn,
-/// and as its scan with none of the rest, interleaved with the state-touch bound (15
-/// repetitions of 200 rounds each); prints each variant's fastest round and median ratio to the
-/// bound, and each part's cost: the median over repetitions of (whole - without it) / bound.
+/// and as its scan with none of the rest ([`decompose`]), with what its scan's traffic implies.
 fn bare_parts() {
     let k = Kernels::detect();
     let all = BareParts::ALL;
@@ -450,17 +463,120 @@ fn bare_parts() {
         ),
     ];
     let mut bare = BareLena::new(200);
+    let title = format!(
+        "LENA-m's round written out (every node skipping), M = 200, {}",
+        k.name()
+    );
+    let ratios = decompose(&title, "round_profile_bare", &variants, 5, |parts| {
+        black_box(bare.round(k, 2, parts));
+    });
+    let rest = ratios[4];
+    println!(
+        "Without its scan the round is {rest:.2} of the bound. The scan reads the memory, q and \
+         the momentum and writes the memory and the momentum, as many lines from and to L3 as the \
+         bound moves (four read, one written): at the bound's rate, the round is at least \
+         {:.2} of the bound where none of the rest overlaps the scan.",
+        1.0 + rest
+    );
+}
+
+/// `-- bare-diana`: DIANA-QSGD's round written out ([`BareDiana`]) whole, with each part left
+/// out in turn, and with its codec alone ([`decompose`]).
+fn bare_diana_parts() {
+    let k = Kernels::detect();
+    let all = DianaParts::ALL;
+    let variants = [
+        ("whole", all),
+        (
+            "rows in cache",
+            DianaParts {
+                random_rows: false,
+                ..all
+            },
+        ),
+        (
+            "no requests",
+            DianaParts {
+                request_next: false,
+                ..all
+            },
+        ),
+        (
+            "no scores",
+            DianaParts {
+                scores: false,
+                ..all
+            },
+        ),
+        (
+            "no gradient",
+            DianaParts {
+                gradient: false,
+                ..all
+            },
+        ),
+        (
+            "no draws",
+            DianaParts {
+                draws: false,
+                ..all
+            },
+        ),
+        (
+            "no compress",
+            DianaParts {
+                compress: false,
+                ..all
+            },
+        ),
+        ("no sum", DianaParts { sum: false, ..all }),
+        (
+            "no codec",
+            DianaParts {
+                draws: false,
+                compress: false,
+                sum: false,
+                ..all
+            },
+        ),
+    ];
+    let mut bare = BareDiana::new(200);
+    let title = format!("DIANA-QSGD's round written out, M = 200, {}", k.name());
+    let ratios = decompose(&title, "round_profile_bare_diana", &variants, 7, |parts| {
+        black_box(bare.round(k, 2, parts));
+    });
+    println!(
+        "Without its codec (draws, compression, decoding and sum) the round is {:.2} of the \
+         bound; the codec's parts left out one at a time add up to {:.2}.",
+        ratios[8],
+        (5..=7).map(|i| ratios[0] - ratios[i]).sum::<f64>()
+    );
+}
+
+/// Times `round(parts)` for each of `variants` (the first the whole round), interleaved with
+/// the state-touch bound (15 repetitions of 200 rounds each); prints each variant's fastest
+/// round and median ratio to the bound, and for variants `1..=parts_out` (each one part left
+/// out) the part's cost: the median over repetitions of (whole - without it) / bound. Reports
+/// the figures as `example`'s line; returns each variant's median ratio.
+fn decompose<P: Copy>(
+    title: &str,
+    example: &str,
+    variants: &[(&str, P)],
+    parts_out: usize,
+    mut round: impl FnMut(P),
+) -> Vec<f64> {
+    let k = Kernels::detect();
     let mut state = bound_state();
     for _ in 0..20 {
-        black_box(bare.round(k, 2, all));
+        round(variants[0].1);
     }
     let (reps, slice) = (15, 200);
     let mut times = vec![Vec::new(); variants.len() + 1];
     for _ in 0..reps {
-        for (t, (_, parts)) in times.iter_mut().zip(&variants) {
+        for (t, (_, parts)) in times.iter_mut().zip(variants) {
             let start = Instant::now();
             for _ in 0..slice {
-                black_box(bare.round(k, 2, *parts));
+                round(*parts);
             }
             t.push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
         }
@@ -476,20 +592,17 @@ fn bare_parts() {
         (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
     };
     let ratio = |t: &[f64]| median(t.iter().zip(bound).map(|(a, b)| a / b).collect());
-    println!(
-        "LENA-m's round written out (every node skipping), M = 200, {} ({reps} repetitions of \
-         {slice} rounds, interleaved with the bound)",
-        k.name()
-    );
+    println!("{title} ({reps} repetitions of {slice} rounds, interleaved with the bound)");
     println!(
         "{:<14} {:>8} {:>16} {:>22}",
         "", "fastest", "median of ratios", "the part: (whole - it)"
     );
     let mut rows = serde_json::Map::new();
+    let mut ratios = Vec::new();
     for (i, (name, _)) in variants.iter().enumerate() {
         let t = &times[i];
         let fastest = t.iter().copied().fold(f64::INFINITY, f64::min);
-        let part = (1..=5).contains(&i).then(|| {
+        let part = (1..=parts_out).contains(&i).then(|| {
             median(
                 t.iter()
                     .zip(&times[0])
@@ -507,19 +620,13 @@ fn bare_parts() {
             (*name).to_string(),
             serde_json::json!({"fastest_ms": fastest, "median_ratio": ratio(t), "part": part}),
         );
+        ratios.push(ratio(t));
     }
     let fastest = bound.iter().copied().fold(f64::INFINITY, f64::min);
     println!("{:<14} {fastest:>8.3} {:>16.2}", "bound", 1.0);
-    let rest = ratio(&times[4]);
-    println!(
-        "Without its scan the round is {rest:.2} of the bound. The scan reads the memory, q and \
-         the momentum and writes the memory and the momentum, as many lines from and to L3 as the \
-         bound moves (four read, one written): at the bound's rate, the round is at least \
-         {:.2} of the bound where none of the rest overlaps the scan.",
-        1.0 + rest
-    );
     lena_benches::report(
-        "round_profile_bare",
+        example,
         serde_json::json!({"simd": k.name(), "bound_fastest_ms": fastest, "rows": rows}),
     );
+    ratios
 }

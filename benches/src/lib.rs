@@ -471,6 +471,32 @@ const BARE_CLASSES: usize = 10;
 const BARE_SHARD: usize = 300;
 const BARE_BATCH: usize = 3;
 
+/// The written-out rounds' parameter count: MNIST's ten classes of 784 weights and a bias.
+const BARE_D: usize = BARE_CLASSES * (BARE_FEATURES + 1);
+
+/// A vector of the written-out rounds' state: small values of both signs, none zero (a
+/// momentum decaying into subnormals would time those), varied by `s`.
+fn bare_vector(s: usize) -> Vec<f32> {
+    (0..BARE_D)
+        .map(|i| (((i * 31 + s * 17) % 97) as f32 - 48.5) * 1e-5)
+        .collect()
+}
+
+/// The written-out rounds' dataset: 60 000 images of MNIST's shape as pixel bytes (the
+/// features are their floats, copied out of the bytes as the simulator's rows are), 300 a
+/// node, each node's of one label.
+fn bare_dataset() -> lena_data::Dataset {
+    let rows = 60_000;
+    let bytes = (0..rows * BARE_FEATURES)
+        .map(|i| ((i * 7919) % 256) as u8)
+        .collect();
+    let labels = (0..rows)
+        .map(|r| (r / BARE_SHARD % BARE_CLASSES) as u32)
+        .collect();
+    lena_data::Dataset::from_pixel_bytes(bytes, labels, BARE_FEATURES, BARE_CLASSES)
+        .expect("the written-out rounds' dataset is well formed")
+}
+
 /// The `r`-th of a node's next rows, from its stream's state `seed` (advanced).
 #[inline(always)]
 fn bare_pick(seed: &mut u64, m: usize, r: usize, random: bool) -> usize {
@@ -493,21 +519,8 @@ impl BareLena {
     /// If `nodes` is over 200.
     pub fn new(nodes: usize) -> Self {
         assert!(nodes * BARE_SHARD <= 60_000, "at most 200 nodes");
-        let d = BARE_CLASSES * (BARE_FEATURES + 1);
-        let vector = |s: usize| -> Vec<f32> {
-            (0..d)
-                .map(|i| (((i * 31 + s * 17) % 97) as f32 - 48.5) * 1e-5)
-                .collect()
-        };
-        let rows = 60_000;
-        let bytes = (0..rows * BARE_FEATURES)
-            .map(|i| ((i * 7919) % 256) as u8)
-            .collect();
-        let labels = (0..rows)
-            .map(|r| (r / BARE_SHARD % BARE_CLASSES) as u32)
-            .collect();
-        let data = lena_data::Dataset::from_pixel_bytes(bytes, labels, BARE_FEATURES, BARE_CLASSES)
-            .expect("the bare round's dataset is well formed");
+        let (d, vector) = (BARE_D, bare_vector);
+        let data = bare_dataset();
         let nodes = (0..nodes)
             .map(|m| BareNode {
                 u: vector(3 * m),
@@ -528,69 +541,32 @@ impl BareLena {
     /// returns a value that depends on every node's norms.
     pub fn round(&mut self, k: Kernels, threads: usize, parts: BareParts) -> f32 {
         let (data, w) = (&self.data, &self.w[..]);
+        let front = BareFront {
+            data,
+            w,
+            random_rows: parts.random_rows,
+            request_next: parts.request_next,
+            scores: parts.scores,
+        };
         let part = |nodes: &mut [BareNode], base: usize, sum: &mut Vec<f32>| -> f32 {
             sum.fill(0.0);
             let mut acc = 0.0f32;
-            let mut x = [0.0f32; BARE_BATCH * BARE_FEATURES];
-            let mut z = [0.0f32; BARE_BATCH * BARE_CLASSES];
-            let (mut coef, mut bias) =
-                ([0.0f32; BARE_BATCH * BARE_CLASSES], [0.0f32; BARE_CLASSES]);
+            let mut batch = BareBatch::default();
             for (group, nodes) in nodes.chunks_mut(8).enumerate() {
                 for i in 0..nodes.len() {
                     let m = base + 8 * group + i;
-                    if parts.request_next
-                        && let Some(next) = nodes.get(i + 1)
-                    {
-                        let mut seed = next.seed;
-                        for r in 0..BARE_BATCH {
-                            let row = bare_pick(&mut seed, m + 1, r, parts.random_rows);
-                            data.prefetch_row_l2(row);
-                        }
-                    }
+                    let next = nodes.get(i + 1).map(|n| n.seed);
                     let node = &mut nodes[i];
-                    let mut y = [0u32; BARE_BATCH];
-                    k.vectorize(
-                        #[inline(always)]
-                        || {
-                            for (r, (xr, yr)) in
-                                x.chunks_exact_mut(BARE_FEATURES).zip(&mut y).enumerate()
-                            {
-                                let row = bare_pick(&mut node.seed, m, r, parts.random_rows);
-                                data.copy_row(row, xr);
-                                *yr = data.labels[row];
-                            }
-                        },
-                    );
-                    let rows: [&[f32]; BARE_BATCH] = [
-                        &x[..BARE_FEATURES],
-                        &x[BARE_FEATURES..2 * BARE_FEATURES],
-                        &x[2 * BARE_FEATURES..],
-                    ];
-                    if parts.scores {
-                        k.dot_rows_classes(&rows, w, BARE_FEATURES + 1, BARE_CLASSES, &mut z);
-                    }
-                    for zr in z.chunks_exact_mut(BARE_CLASSES) {
-                        for (c, zc) in zr.iter_mut().enumerate() {
-                            *zc += w[c * (BARE_FEATURES + 1) + BARE_FEATURES];
-                        }
-                    }
-                    acc += k.softplus_sigmoid(&mut z) as f32;
-                    for (c, (cc, b)) in coef.chunks_exact_mut(BARE_BATCH).zip(&mut bias).enumerate()
-                    {
-                        *b = 1e-3 * w[c * (BARE_FEATURES + 1) + BARE_FEATURES];
-                        for (r, (ci, &yr)) in cc.iter_mut().zip(&y).enumerate() {
-                            let target = f32::from(u8::from(yr as usize == c));
-                            *ci = (z[r * BARE_CLASSES + c] - target) / BARE_BATCH as f32;
-                            *b += *ci;
-                        }
-                    }
+                    acc += front.node(k, m, &mut node.seed, next, &mut batch);
+                    let rows = batch.rows();
+                    let (coef, bias) = (&batch.coef, &batch.bias);
                     if parts.scan {
                         let lg = lena_kernels::LinearGradient {
                             lambda: 1e-3,
                             w,
                             rows: &rows,
-                            coef: &coef,
-                            bias: &bias,
+                            coef,
+                            bias,
                         };
                         let momentum = lena_kernels::Ema {
                             x: &mut node.mom,
@@ -629,6 +605,389 @@ impl BareLena {
             || {
                 for ((wi, a), b) in self.w.iter_mut().zip(&self.sums[0]).zip(&self.sums[1]) {
                     *wi += scale * (a + b);
+                }
+            },
+        );
+        acc
+    }
+}
+
+/// A node's minibatch in [`BareLena`] and [`BareDiana`]: its rows, scores, and the logistic
+/// loss's coefficients and bias gradients.
+struct BareBatch {
+    x: [f32; BARE_BATCH * BARE_FEATURES],
+    z: [f32; BARE_BATCH * BARE_CLASSES],
+    coef: [f32; BARE_BATCH * BARE_CLASSES],
+    bias: [f32; BARE_CLASSES],
+}
+
+impl Default for BareBatch {
+    fn default() -> Self {
+        Self {
+            x: [0.0; BARE_BATCH * BARE_FEATURES],
+            z: [0.0; BARE_BATCH * BARE_CLASSES],
+            coef: [0.0; BARE_BATCH * BARE_CLASSES],
+            bias: [0.0; BARE_CLASSES],
+        }
+    }
+}
+
+impl BareBatch {
+    /// The minibatch's rows.
+    fn rows(&self) -> [&[f32]; BARE_BATCH] {
+        let (a, rest) = self.x.split_at(BARE_FEATURES);
+        let (b, c) = rest.split_at(BARE_FEATURES);
+        [a, b, c]
+    }
+}
+
+/// The part of a node's step that every written-out round shares: the next node's rows
+/// requested, this node's rows drawn and copied out, their scores, the logistic coefficients.
+struct BareFront<'a> {
+    data: &'a lena_data::Dataset,
+    w: &'a [f32],
+    random_rows: bool,
+    request_next: bool,
+    scores: bool,
+}
+
+impl BareFront<'_> {
+    /// Node `m`'s minibatch into `batch` (its row stream `seed` advanced; `next`: the next
+    /// node's stream, whose rows are requested); returns the minibatch's loss.
+    fn node(
+        &self,
+        k: Kernels,
+        m: usize,
+        seed: &mut u64,
+        next: Option<u64>,
+        batch: &mut BareBatch,
+    ) -> f32 {
+        let (data, w) = (self.data, self.w);
+        if self.request_next
+            && let Some(mut next) = next
+        {
+            for r in 0..BARE_BATCH {
+                data.prefetch_row_l2(bare_pick(&mut next, m + 1, r, self.random_rows));
+            }
+        }
+        let mut y = [0u32; BARE_BATCH];
+        k.vectorize(
+            #[inline(always)]
+            || {
+                for (r, (xr, yr)) in batch
+                    .x
+                    .chunks_exact_mut(BARE_FEATURES)
+                    .zip(&mut y)
+                    .enumerate()
+                {
+                    let row = bare_pick(seed, m, r, self.random_rows);
+                    data.copy_row(row, xr);
+                    *yr = data.labels[row];
+                }
+            },
+        );
+        if self.scores {
+            let rows = batch.rows();
+            let mut z = [0.0f32; BARE_BATCH * BARE_CLASSES];
+            k.dot_rows_classes(&rows, w, BARE_FEATURES + 1, BARE_CLASSES, &mut z);
+            batch.z = z;
+        }
+        for zr in batch.z.chunks_exact_mut(BARE_CLASSES) {
+            for (c, zc) in zr.iter_mut().enumerate() {
+                *zc += w[c * (BARE_FEATURES + 1) + BARE_FEATURES];
+            }
+        }
+        let loss = k.softplus_sigmoid(&mut batch.z) as f32;
+        for (c, (cc, b)) in batch
+            .coef
+            .chunks_exact_mut(BARE_BATCH)
+            .zip(&mut batch.bias)
+            .enumerate()
+        {
+            *b = 1e-3 * w[c * (BARE_FEATURES + 1) + BARE_FEATURES];
+            for (r, (ci, &yr)) in cc.iter_mut().zip(&y).enumerate() {
+                let target = f32::from(u8::from(yr as usize == c));
+                *ci = (batch.z[r * BARE_CLASSES + c] - target) / BARE_BATCH as f32;
+                *b += *ci;
+            }
+        }
+        loss
+    }
+}
+
+/// DIANA-QSGD's round written out by hand, as [`BareLena`] is LENA-m's: every one of M nodes
+/// draws its minibatch (the shared [`BareFront`]: rows from memory, the next node's requested,
+/// scores, coefficients), writes its gradient ([`Kernels::linear_gradient_into`], as DIANA's
+/// oracle call does), and compresses it against its shift with DIANA's default QSGD (s = 4,
+/// buckets of 512, L2 norms, Elias-gamma levels; `compress_shifted`: bucket norms of `g - h`,
+/// stochastic levels, `h += a Q`, the packing), its uniforms copied from words drawn ahead
+/// eight streams at a time in a vector's lanes (`xoshiro256pp_lanes`, as the simulator's
+/// chunks draw them); after every eight nodes, their messages are decoded two at a time into
+/// their level form and added in node order (`decode_levels_two`, `add_level_values`, as the
+/// simulator's node phase sums them); the server then forms the mean and moves the parameters
+/// and its shift. The same kernels, codec and state (a shift and a message a node) as the
+/// simulator's DIANA, none of its machinery. With parts left out ([`DianaParts`]), what each
+/// costs.
+pub struct BareDiana {
+    data: lena_data::Dataset,
+    q: lena_compress::Qsgd,
+    nodes: Vec<DianaNode>,
+    w: Vec<f32>,
+    h: Vec<f32>,
+    sums: [Vec<f32>; 2],
+    /// A gradient of the right shape, copied in where the gradient part is left out.
+    g0: Vec<f32>,
+    /// Each thread's words drawn for a group of eight nodes, kept from round to round (the
+    /// round before's used again where the draws are left out).
+    words: [Vec<u64>; 2],
+}
+
+/// One node of [`BareDiana`]: its shift, its message, its QSGD stream and its row stream.
+struct DianaNode {
+    h: Vec<f32>,
+    msg: lena_compress::Message,
+    stream: [u64; 4],
+    seed: u64,
+}
+
+/// Which parts of a [`BareDiana`] round run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DianaParts {
+    /// Each node's rows drawn at random from its shard (else its first three: in cache).
+    pub random_rows: bool,
+    /// The next node's rows requested (into L2) while a node works.
+    pub request_next: bool,
+    /// The rows' scores against the classes' weights.
+    pub scores: bool,
+    /// The gradient written out (else a fixed one copied in).
+    pub gradient: bool,
+    /// The uniforms drawn (else the words of the round before are used again).
+    pub draws: bool,
+    /// QSGD's compression against the shift, the shift's move and the packing.
+    pub compress: bool,
+    /// The messages decoded and summed.
+    pub sum: bool,
+}
+
+impl DianaParts {
+    /// Every part.
+    pub const ALL: Self = Self {
+        random_rows: true,
+        request_next: true,
+        scores: true,
+        gradient: true,
+        draws: true,
+        compress: true,
+        sum: true,
+    };
+}
+
+/// A node's words drawn ahead as its random stream: whole words copied eight bytes at a time
+/// (little-endian), as the simulator's drawn-ahead stream hands them to a compressor.
+struct Words<'a> {
+    words: &'a [u64],
+    taken: usize,
+}
+
+impl rand::RngCore for Words<'_> {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let w = self.words[self.taken];
+        self.taken += 1;
+        w
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let mut chunks = dest.chunks_exact_mut(8);
+        for d in &mut chunks {
+            d.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let w = self.next_u64().to_le_bytes();
+            tail.copy_from_slice(&w[..tail.len()]);
+        }
+    }
+}
+
+/// DIANA's default shift step with QSGD of s = 4 and buckets of 512: `1 / (1 + omega)`,
+/// `omega = min(512 / 16, sqrt(512) / 4)`.
+const BARE_DIANA_A: f32 = 0.15;
+
+impl BareDiana {
+    /// `nodes` nodes (at most 200), their shifts filled with small values of both signs.
+    ///
+    /// # Panics
+    /// If `nodes` is over 200.
+    pub fn new(nodes: usize) -> Self {
+        assert!(nodes * BARE_SHARD <= 60_000, "at most 200 nodes");
+        let (d, vector) = (BARE_D, bare_vector);
+        let q = lena_compress::Qsgd::new(
+            d,
+            4,
+            512,
+            lena_compress::QsgdNorm::L2,
+            lena_compress::QsgdCoding::EliasGamma,
+        )
+        .expect("DIANA's default QSGD");
+        let nodes = (0..nodes)
+            .map(|m| DianaNode {
+                h: vector(m),
+                msg: lena_compress::Message::default(),
+                stream: [2 * m as u64 + 1, 0x9E37_79B9_7F4A_7C15 ^ m as u64, 3, 4],
+                seed: 0x9E37_79B9_7F4A_7C15 ^ m as u64,
+            })
+            .collect();
+        Self {
+            data: bare_dataset(),
+            q,
+            nodes,
+            w: vector(1 << 20),
+            h: vec![0.0; d],
+            sums: [vec![0.0; d], vec![0.0; d]],
+            g0: vector(1 << 21),
+            words: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// One round of `parts` on one thread, or with the nodes split in two halves on two;
+    /// returns a value that depends on every node's loss and message.
+    pub fn round(&mut self, k: Kernels, threads: usize, parts: DianaParts) -> f32 {
+        use lena_compress::Compressor;
+        let d = self.w.len();
+        // The words QSGD takes a node: four bytes a coordinate, a draw per 256 coordinates.
+        let n: usize = (0..d)
+            .step_by(256)
+            .map(|c| (d - c).min(256).div_ceil(2))
+            .sum();
+        let (data, w, q, g0) = (&self.data, &self.w[..], &self.q, &self.g0[..]);
+        let front = BareFront {
+            data,
+            w,
+            random_rows: parts.random_rows,
+            request_next: parts.request_next,
+            scores: parts.scores,
+        };
+        let part = |nodes: &mut [DianaNode],
+                    base: usize,
+                    sum: &mut Vec<f32>,
+                    words: &mut Vec<u64>|
+         -> f32 {
+            sum.fill(0.0);
+            let mut acc = 0.0f32;
+            let mut batch = BareBatch::default();
+            if words.len() != 8 * n {
+                // Drawn once whatever the parts, so that a round without draws reads real words.
+                *words = vec![0u64; 8 * n];
+                let mut states = [[0u64; 4]; 8];
+                for (l, s) in states.iter_mut().enumerate() {
+                    *s = [l as u64 + 1, 0x9E37_79B9_7F4A_7C15, 5, 7];
+                }
+                k.xoshiro256pp_lanes(&mut states, words);
+            }
+            let (mut g, mut scratch) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let (mut f0, mut f1) = (vec![0u8; d], vec![0u8; d]);
+            let (mut s0, mut s1) = (Vec::new(), Vec::new());
+            for (group, nodes) in nodes.chunks_mut(8).enumerate() {
+                if parts.draws {
+                    let mut states = [[0u64; 4]; 8];
+                    for (s, node) in states.iter_mut().zip(nodes.iter()) {
+                        *s = node.stream;
+                    }
+                    let count = nodes.len();
+                    k.xoshiro256pp_lanes(&mut states[..count], &mut words[..count * n]);
+                    for (s, node) in states.iter().zip(nodes.iter_mut()) {
+                        node.stream = *s;
+                    }
+                }
+                for i in 0..nodes.len() {
+                    let m = base + 8 * group + i;
+                    let next = nodes.get(i + 1).map(|n| n.seed);
+                    let node = &mut nodes[i];
+                    acc += front.node(k, m, &mut node.seed, next, &mut batch);
+                    if parts.gradient {
+                        let rows = batch.rows();
+                        let lg = lena_kernels::LinearGradient {
+                            lambda: 1e-3,
+                            w,
+                            rows: &rows,
+                            coef: &batch.coef,
+                            bias: &batch.bias,
+                        };
+                        k.linear_gradient_into(&lg, &mut g);
+                    } else {
+                        g.copy_from_slice(g0);
+                    }
+                    if parts.compress {
+                        let mut rng = Words {
+                            words: &words[i * n..(i + 1) * n],
+                            taken: 0,
+                        };
+                        let shift = lena_compress::Shift {
+                            h: &mut node.h,
+                            a: BARE_DIANA_A,
+                        };
+                        q.compress_shifted(k, &mut g, shift, &mut rng, &mut scratch, &mut node.msg);
+                        acc += (node.msg.bits() % 7) as f32;
+                    }
+                }
+                if parts.sum {
+                    for pair in nodes.chunks(2) {
+                        let [a, b] = [&pair[0], pair.last().expect("one or two")];
+                        let decoded = q.decode_levels_two(
+                            [&a.msg, &b.msg],
+                            [&mut f0, &mut f1],
+                            [&mut s0, &mut s1],
+                        );
+                        let [Ok(bucket), Ok(_)] = decoded.expect("QSGD has a level form") else {
+                            panic!("QSGD's level form of its own messages");
+                        };
+                        let both: &[(&Vec<u8>, &Vec<f32>)] = if pair.len() == 2 {
+                            &[(&f0, &s0), (&f1, &s1)]
+                        } else {
+                            &[(&f0, &s0)]
+                        };
+                        for &(f, steps) in both {
+                            for ((sum, f), &step) in
+                                sum.chunks_mut(bucket).zip(f.chunks(bucket)).zip(steps)
+                            {
+                                lena_compress::Qsgd::add_level_values(k, sum, f, step);
+                            }
+                        }
+                    }
+                }
+            }
+            acc + sum[d / 2]
+        };
+        let [w0, w1] = &mut self.words;
+        let acc = if threads <= 1 {
+            part(&mut self.nodes, 0, &mut self.sums[0], w0)
+        } else {
+            let half = self.nodes.len() / 2;
+            let (a, b) = self.nodes.split_at_mut(half);
+            let [s0, s1] = &mut self.sums;
+            let (x, y) = rayon::join(|| part(a, 0, s0, w0), || part(b, half, s1, w1));
+            x + y
+        };
+        // The server: the mean of the differences, the parameters' step (too small to move
+        // them far in thousands of rounds) and its shift's.
+        let inv_m = 1.0 / self.nodes.len() as f32;
+        k.vectorize(
+            #[inline(always)]
+            || {
+                for (((wi, hi), a), b) in self
+                    .w
+                    .iter_mut()
+                    .zip(&mut self.h)
+                    .zip(&self.sums[0])
+                    .zip(&self.sums[1])
+                {
+                    let mean = inv_m * (a + b);
+                    *wi -= 1e-9 * (*hi + mean);
+                    *hi += BARE_DIANA_A * mean;
                 }
             },
         );

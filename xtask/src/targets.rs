@@ -4,16 +4,17 @@
 //! figures per machine kind).
 //!
 //! Each run takes the profiling examples in turn (`fma_peak`, `gradient_profile`, NumPy's two
-//! GEMMs, `round_profile` and its `-- bare` decomposition of LENA-m's round, PyTorch's DGD round,
-//! `scan_profile` (whether this CPU's default for LENA's scan requests is the faster),
-//! `memory_profile -- one lena 60000`, and what figure 3's CNN runs spend, `cnn_train` and
-//! `cnn_eval`), which append their figures to one file as JSON lines (`LENA_REPORT`); the Python
-//! references run where NumPy and PyTorch import, on as many threads as the machine has cores.
-//! `--simd` narrows the examples' path (`LENA_SIMD`). `--tests` runs `cargo test --workspace`
-//! (target 1: every kernel's tests on every path this CPU has). `--baseline COMMIT` times `cargo
-//! xtask reproduce all --quick` at that commit (a git worktree under `target/`) and here,
-//! alternated (baseline, here, here, baseline), for target 5 (the issue was filed at cef624b). The
-//! report goes to stdout and, with the raw lines, to `DIR` (default `target/targets`).
+//! GEMMs, `round_profile` and its `-- bare` and `-- bare-diana` decompositions of LENA-m's and
+//! DIANA's rounds, PyTorch's DGD round, `scan_profile` (whether this CPU's default for LENA's scan
+//! requests is the faster), `memory_profile -- one lena 60000`, and what figure 3's CNN runs spend,
+//! `cnn_train` and `cnn_eval`), which append their figures to one file as JSON lines
+//! (`LENA_REPORT`); the Python references run where NumPy and PyTorch import, on as many threads as
+//! the machine has cores. `--simd` narrows the examples' path (`LENA_SIMD`). `--tests` runs `cargo
+//! test --workspace` (target 1: every kernel's tests on every path this CPU has). `--baseline
+//! COMMIT` times `cargo xtask reproduce all --quick` at that commit (a git worktree under
+//! `target/`) and here, alternated (baseline, here, here, baseline), for target 5 (the issue was
+//! filed at cef624b). The report goes to stdout and, with the raw lines, to `DIR` (default
+//! `target/targets`).
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -151,6 +152,7 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
         // LENA-m's round written out by hand, whole and without its scan: how much of its
         // round is the framework's, and what its own work costs (target 3's floor).
         example("round_profile", &["bare"])?;
+        example("round_profile", &["bare-diana"])?;
         if python.torch {
             python.step(
                 python
@@ -590,20 +592,34 @@ fn render(
             notes: fastest.iter().map(|f| format!("{f:.2}")).collect(),
         });
     }
-    for (example, path, what) in [
+    for (target, example, path, what) in [
         (
+            "3. (LENA-m's own work)",
             "round_profile",
             &["rows", "lena_m_bare", "median_ratio"][..],
             "LENA-m's round written out (its kernels, no framework), median of ratios",
         ),
         (
+            "3. (LENA-m's own work)",
             "round_profile_bare",
             &["rows", "no scan", "median_ratio"][..],
             "the same without its scan (a scan at the bound's rate adds 1)",
         ),
+        (
+            "3. (DIANA's own work)",
+            "round_profile",
+            &["rows", "diana_bare", "median_ratio"][..],
+            "DIANA-QSGD's round written out (its kernels and codec, no framework)",
+        ),
+        (
+            "3. (DIANA's own work)",
+            "round_profile_bare_diana",
+            &["rows", "no codec", "median_ratio"][..],
+            "the same without its codec (draws, compression, decoding and sum)",
+        ),
     ] {
         rows.push(Row {
-            target: "3. (LENA-m's own work)",
+            target,
             measure: what.into(),
             bound: Bound::Info,
             values: figures(lines, example, path),
