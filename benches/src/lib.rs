@@ -716,8 +716,8 @@ impl BareFront<'_> {
 }
 
 /// DIANA-QSGD's round written out by hand, as [`BareLena`] is LENA-m's: every one of M nodes
-/// draws its minibatch (the shared [`BareFront`]: rows from memory, the next node's requested,
-/// scores, coefficients), writes its gradient ([`Kernels::linear_gradient_into`], as DIANA's
+/// draws its minibatch (the step it shares with [`BareLena`]: rows from memory, the next node's
+/// requested, scores, coefficients), writes its gradient ([`Kernels::linear_gradient_into`], as DIANA's
 /// oracle call does), and compresses it against its shift with DIANA's default QSGD (s = 4,
 /// buckets of 512, L2 norms, Elias-gamma levels; `compress_shifted`: bucket norms of `g - h`,
 /// stochastic levels, `h += a Q`, the packing), its uniforms copied from words drawn ahead
