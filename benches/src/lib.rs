@@ -291,24 +291,11 @@ pub fn qsgd_decode_once(
     nodes: usize,
     threads: usize,
 ) -> f32 {
-    use lena_compress::Compressor;
     let part = |sum: &mut Vec<f32>, count: usize| {
         let d = sum.len();
-        let (mut f0, mut f1) = (vec![0u8; d], vec![0u8; d]);
-        let (mut s0, mut s1) = (Vec::new(), Vec::new());
+        let mut levels = Levels::default();
         for _ in 0..count.div_ceil(2) {
-            let r =
-                q.decode_levels_two([&msgs[0], &msgs[1]], [&mut f0, &mut f1], [&mut s0, &mut s1]);
-            let [Some(Ok(bucket)), Some(Ok(_))] =
-                r.map_or([None, None], |[a, b]| [Some(a), Some(b)])
-            else {
-                panic!("QSGD's level form of its own messages");
-            };
-            for (f, steps) in [(&f0, &s0), (&f1, &s1)] {
-                for ((sum, f), &step) in sum.chunks_mut(bucket).zip(f.chunks(bucket)).zip(steps) {
-                    lena_compress::Qsgd::add_level_values(k, sum, f, step);
-                }
-            }
+            levels.add_two(k, q, [&msgs[0], &msgs[1]], 2, sum);
         }
         sum[d / 2]
     };
@@ -318,6 +305,43 @@ pub fn qsgd_decode_once(
     } else {
         let (x, y) = rayon::join(|| part(a, nodes / 2), || part(b, nodes - nodes / 2));
         x + y
+    }
+}
+
+/// Two QSGD messages' level form, as the server's sum decodes them: fields and bucket steps.
+#[derive(Default)]
+struct Levels {
+    fields: [Vec<u8>; 2],
+    steps: [Vec<f32>; 2],
+}
+
+impl Levels {
+    /// Decodes `msgs` two at a time into their level form
+    /// ([`lena_compress::Compressor::decode_levels_two`]) and adds the first `count` (1 or 2)
+    /// into `sum` bucket by bucket (`Qsgd::add_level_values`), as the simulator's node phase
+    /// sums DIANA's uploads.
+    fn add_two(
+        &mut self,
+        k: Kernels,
+        q: &lena_compress::Qsgd,
+        msgs: [&lena_compress::Message; 2],
+        count: usize,
+        sum: &mut [f32],
+    ) {
+        use lena_compress::Compressor;
+        let [f0, f1] = &mut self.fields;
+        f0.resize(sum.len(), 0);
+        f1.resize(sum.len(), 0);
+        let [s0, s1] = &mut self.steps;
+        let decoded = q.decode_levels_two(msgs, [f0, f1], [s0, s1]);
+        let [Ok(bucket), Ok(_)] = decoded.expect("QSGD has a level form") else {
+            panic!("QSGD's level form of its own messages");
+        };
+        for (f, steps) in self.fields.iter().zip(&self.steps).take(count) {
+            for ((sum, f), &step) in sum.chunks_mut(bucket).zip(f.chunks(bucket)).zip(steps) {
+                lena_compress::Qsgd::add_level_values(k, sum, f, step);
+            }
+        }
     }
 }
 
@@ -737,9 +761,19 @@ pub struct BareDiana {
     sums: [Vec<f32>; 2],
     /// A gradient of the right shape, copied in where the gradient part is left out.
     g0: Vec<f32>,
-    /// Each thread's words drawn for a group of eight nodes, kept from round to round (the
-    /// round before's used again where the draws are left out).
-    words: [Vec<u64>; 2],
+    /// Each thread's buffers, kept from round to round as the simulator's per-thread ones are.
+    threads: [DianaThread; 2],
+}
+
+/// A [`BareDiana`] thread's buffers: the words drawn for a group of eight nodes (the round
+/// before's used again where the draws are left out), the gradient, the compressor's scratch
+/// and two messages' level form.
+#[derive(Default)]
+struct DianaThread {
+    words: Vec<u64>,
+    g: Vec<f32>,
+    scratch: Vec<f32>,
+    levels: Levels,
 }
 
 /// One node of [`BareDiana`]: its shift, its message, its QSGD stream and its row stream.
@@ -849,7 +883,7 @@ impl BareDiana {
             h: vec![0.0; d],
             sums: [vec![0.0; d], vec![0.0; d]],
             g0: vector(1 << 21),
-            words: [Vec::new(), Vec::new()],
+            threads: Default::default(),
         }
     }
 
@@ -871,105 +905,90 @@ impl BareDiana {
             request_next: parts.request_next,
             scores: parts.scores,
         };
-        let part = |nodes: &mut [DianaNode],
-                    base: usize,
-                    sum: &mut Vec<f32>,
-                    words: &mut Vec<u64>|
-         -> f32 {
-            sum.fill(0.0);
-            let mut acc = 0.0f32;
-            let mut batch = BareBatch::default();
-            if words.len() != 8 * n {
-                // Drawn once whatever the parts, so that a round without draws reads real words.
-                *words = vec![0u64; 8 * n];
-                let mut states = [[0u64; 4]; 8];
-                for (l, s) in states.iter_mut().enumerate() {
-                    *s = [l as u64 + 1, 0x9E37_79B9_7F4A_7C15, 5, 7];
-                }
-                k.xoshiro256pp_lanes(&mut states, words);
-            }
-            let (mut g, mut scratch) = (vec![0.0f32; d], vec![0.0f32; d]);
-            let (mut f0, mut f1) = (vec![0u8; d], vec![0u8; d]);
-            let (mut s0, mut s1) = (Vec::new(), Vec::new());
-            for (group, nodes) in nodes.chunks_mut(8).enumerate() {
-                if parts.draws {
+        let part =
+            |nodes: &mut [DianaNode], base: usize, sum: &mut Vec<f32>, t: &mut DianaThread| {
+                sum.fill(0.0);
+                let mut acc = 0.0f32;
+                let mut batch = BareBatch::default();
+                if t.words.len() != 8 * n {
+                    // Drawn once whatever the parts, so that a round without draws reads real words.
+                    t.words = vec![0u64; 8 * n];
                     let mut states = [[0u64; 4]; 8];
-                    for (s, node) in states.iter_mut().zip(nodes.iter()) {
-                        *s = node.stream;
+                    for (l, s) in states.iter_mut().enumerate() {
+                        *s = [l as u64 + 1, 0x9E37_79B9_7F4A_7C15, 5, 7];
                     }
-                    let count = nodes.len();
-                    k.xoshiro256pp_lanes(&mut states[..count], &mut words[..count * n]);
-                    for (s, node) in states.iter().zip(nodes.iter_mut()) {
-                        node.stream = *s;
-                    }
+                    k.xoshiro256pp_lanes(&mut states, &mut t.words);
+                    t.g = vec![0.0; d];
+                    t.scratch = vec![0.0; d];
                 }
-                for i in 0..nodes.len() {
-                    let m = base + 8 * group + i;
-                    let next = nodes.get(i + 1).map(|n| n.seed);
-                    let node = &mut nodes[i];
-                    acc += front.node(k, m, &mut node.seed, next, &mut batch);
-                    if parts.gradient {
-                        let rows = batch.rows();
-                        let lg = lena_kernels::LinearGradient {
-                            lambda: 1e-3,
-                            w,
-                            rows: &rows,
-                            coef: &batch.coef,
-                            bias: &batch.bias,
-                        };
-                        k.linear_gradient_into(&lg, &mut g);
-                    } else {
-                        g.copy_from_slice(g0);
+                let words = &mut t.words;
+                for (group, nodes) in nodes.chunks_mut(8).enumerate() {
+                    if parts.draws {
+                        let mut states = [[0u64; 4]; 8];
+                        for (s, node) in states.iter_mut().zip(nodes.iter()) {
+                            *s = node.stream;
+                        }
+                        let count = nodes.len();
+                        k.xoshiro256pp_lanes(&mut states[..count], &mut words[..count * n]);
+                        for (s, node) in states.iter().zip(nodes.iter_mut()) {
+                            node.stream = *s;
+                        }
                     }
-                    if parts.compress {
-                        let mut rng = Words {
-                            words: &words[i * n..(i + 1) * n],
-                            taken: 0,
-                        };
-                        let shift = lena_compress::Shift {
-                            h: &mut node.h,
-                            a: BARE_DIANA_A,
-                        };
-                        q.compress_shifted(k, &mut g, shift, &mut rng, &mut scratch, &mut node.msg);
-                        acc += (node.msg.bits() % 7) as f32;
-                    }
-                }
-                if parts.sum {
-                    for pair in nodes.chunks(2) {
-                        let [a, b] = [&pair[0], pair.last().expect("one or two")];
-                        let decoded = q.decode_levels_two(
-                            [&a.msg, &b.msg],
-                            [&mut f0, &mut f1],
-                            [&mut s0, &mut s1],
-                        );
-                        let [Ok(bucket), Ok(_)] = decoded.expect("QSGD has a level form") else {
-                            panic!("QSGD's level form of its own messages");
-                        };
-                        let both: &[(&Vec<u8>, &Vec<f32>)] = if pair.len() == 2 {
-                            &[(&f0, &s0), (&f1, &s1)]
+                    for i in 0..nodes.len() {
+                        let m = base + 8 * group + i;
+                        let next = nodes.get(i + 1).map(|n| n.seed);
+                        let node = &mut nodes[i];
+                        acc += front.node(k, m, &mut node.seed, next, &mut batch);
+                        if parts.gradient {
+                            let rows = batch.rows();
+                            let lg = lena_kernels::LinearGradient {
+                                lambda: 1e-3,
+                                w,
+                                rows: &rows,
+                                coef: &batch.coef,
+                                bias: &batch.bias,
+                            };
+                            k.linear_gradient_into(&lg, &mut t.g);
                         } else {
-                            &[(&f0, &s0)]
-                        };
-                        for &(f, steps) in both {
-                            for ((sum, f), &step) in
-                                sum.chunks_mut(bucket).zip(f.chunks(bucket)).zip(steps)
-                            {
-                                lena_compress::Qsgd::add_level_values(k, sum, f, step);
-                            }
+                            t.g.copy_from_slice(g0);
+                        }
+                        if parts.compress {
+                            let mut rng = Words {
+                                words: &words[i * n..(i + 1) * n],
+                                taken: 0,
+                            };
+                            let shift = lena_compress::Shift {
+                                h: &mut node.h,
+                                a: BARE_DIANA_A,
+                            };
+                            q.compress_shifted(
+                                k,
+                                &mut t.g,
+                                shift,
+                                &mut rng,
+                                &mut t.scratch,
+                                &mut node.msg,
+                            );
+                            acc += (node.msg.bits() % 7) as f32;
+                        }
+                    }
+                    if parts.sum {
+                        for pair in nodes.chunks(2) {
+                            let [a, b] = [&pair[0], pair.last().expect("one or two")];
+                            t.levels.add_two(k, q, [&a.msg, &b.msg], pair.len(), sum);
                         }
                     }
                 }
-            }
-            acc + sum[d / 2]
-        };
-        let [w0, w1] = &mut self.words;
+                acc + sum[d / 2]
+            };
+        let [t0, t1] = &mut self.threads;
         let acc = if threads <= 1 {
-            part(&mut self.nodes, 0, &mut self.sums[0], w0)
+            part(&mut self.nodes, 0, &mut self.sums[0], t0)
         } else {
             let half = self.nodes.len() / 2;
             let (a, b) = self.nodes.split_at_mut(half);
             let [s0, s1] = &mut self.sums;
-            let (x, y) = rayon::join(|| part(a, 0, s0, w0), || part(b, half, s1, w1));
+            let (x, y) = rayon::join(|| part(a, 0, s0, t0), || part(b, half, s1, t1));
             x + y
         };
         // The server: the mean of the differences, the parameters' step (too small to move
