@@ -17,17 +17,10 @@
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
-use lena_benches::{bound_state_for, touch_state_once};
+use lena_benches::{ScanNode, bound_state_for, touch_state_once, varied};
 use lena_kernels::{Ema, Kernels, LinearGradient, Memory};
 use std::hint::black_box;
 use std::time::Instant;
-
-/// One node's state: memory (owing q), momentum, and its drift q (in its last upload).
-struct Node {
-    u: Vec<f32>,
-    mom: Vec<f32>,
-    q: Vec<f32>,
-}
 
 /// A linear model's minibatch gradient in factored form (its parts owned).
 struct Gradient {
@@ -37,15 +30,8 @@ struct Gradient {
     bias: Vec<f32>,
 }
 
-/// Values in [-6, 6] times `scale`, varied along the vector.
-fn values(n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) * scale)
-        .collect()
-}
-
 /// Every node's scan in `nodes` (or node 0's, `nodes.len()` times, with `in_cache`).
-fn scan_all(k: Kernels, nodes: &mut [Node], g: &Gradient, in_cache: bool) {
+fn scan_all(k: Kernels, nodes: &mut [ScanNode], g: &Gradient, in_cache: bool) {
     let rows: Vec<&[f32]> = g.rows.iter().map(|r| &r[..]).collect();
     let lg = LinearGradient {
         lambda: 1e-4,
@@ -73,17 +59,13 @@ fn main() {
     let k = Kernels::detect();
     let (d, p, nodes) = (7850, 784, 200);
     let g = Gradient {
-        w: values(d, 1e-3),
-        rows: (1..=3).map(|r| values(p, 1e-2 * r as f32)).collect(),
-        coef: values(30, 0.1),
-        bias: values(10, 0.1),
+        w: varied(d, 1e-3),
+        rows: (1..=3).map(|r| varied(p, 1e-2 * r as f32)).collect(),
+        coef: varied(30, 0.1),
+        bias: varied(10, 0.1),
     };
-    let node = || Node {
-        u: values(d, 1e-3),
-        mom: values(d, 1e-3),
-        q: values(d, 1e-3),
-    };
-    let mut halves: [Vec<Node>; 2] = [(); 2].map(|()| (0..nodes / 2).map(|_| node()).collect());
+    let mut halves: [Vec<ScanNode>; 2] =
+        [(); 2].map(|()| (0..nodes / 2).map(|_| ScanNode::new(d)).collect());
     let mut state = bound_state_for(nodes);
     let names = [
         "200 nodes, requests off",

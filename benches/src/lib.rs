@@ -75,6 +75,35 @@ pub const ROUND_ALGORITHMS: [(&str, &str); 5] = [
     ),
 ];
 
+/// Values in [-6, 6] times `scale`, varied along the vector (the scan probes' state and rows).
+pub fn varied(n: usize, scale: f32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) * scale)
+        .collect()
+}
+
+/// One LENA-m node's state as its scan reads it after a skip (`scan_profile`,
+/// `fusion_profile`): its memory owing q, its momentum and its drift q.
+pub struct ScanNode {
+    /// The memory, owing q (`Memory::Owing`).
+    pub u: Vec<f32>,
+    /// The momentum.
+    pub mom: Vec<f32>,
+    /// The drift q (in the node's last upload).
+    pub q: Vec<f32>,
+}
+
+impl ScanNode {
+    /// A node's state of `d` coordinates, each vector [`varied`] at scale 1e-3.
+    pub fn new(d: usize) -> Self {
+        Self {
+            u: varied(d, 1e-3),
+            mom: varied(d, 1e-3),
+            q: varied(d, 1e-3),
+        }
+    }
+}
+
 /// Every node's state for the state-touch bound: four vectors of 7850 f32 per node, 200
 /// nodes (25 MB, inside the 32 MiB L3).
 pub fn bound_state() -> Vec<Vec<f32>> {

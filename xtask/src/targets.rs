@@ -6,7 +6,8 @@
 //! Each run takes the profiling examples in turn (`fma_peak`, `gradient_profile`, NumPy's two
 //! GEMMs, `round_profile` and its `-- bare` and `-- bare-diana` decompositions of LENA-m's and
 //! DIANA's rounds, PyTorch's DGD round, `scan_profile` (whether this CPU's default for LENA's scan
-//! requests is the faster), `memory_profile -- one lena 60000`, and what figure 3's CNN runs spend,
+//! requests is the faster), `fusion_profile` (LENA-m's scan with its scores and sum fused in),
+//! `memory_profile -- one lena 60000`, and what figure 3's CNN runs spend,
 //! `cnn_train` and `cnn_eval`), which append their figures to one file as JSON lines
 //! (`LENA_REPORT`); the Python references run where NumPy and PyTorch import, on as many threads as
 //! the machine has cores. `--simd` narrows the examples' path (`LENA_SIMD`). `--tests` runs `cargo
@@ -163,6 +164,9 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
             );
         }
         example("scan_profile", &[])?;
+        // LENA-m's scan with its next scores and its sum inside (other floats): whether fusing
+        // them would bring its round nearer target 3 on this kind.
+        example("fusion_profile", &[])?;
         example("memory_profile", &["one", "lena", "60000"])?;
         // What figure 3's runs (most of target 5's time) spend: a training step and an
         // evaluation, each on one thread as `reproduce`'s runs take them.
@@ -617,6 +621,30 @@ fn render(
             &["rows", "no codec", "median_ratio"][..],
             "the same without its codec (draws, compression, decoding and sum)",
         ),
+        (
+            "3. (LENA-m's own work)",
+            "fusion_profile",
+            &["rows", "200 nodes, + sum of q apart", "median_ratio"][..],
+            "its scan, then the sum of q (as the round runs them)",
+        ),
+        (
+            "3. (LENA-m's own work)",
+            "fusion_profile",
+            &["rows", "200 nodes, + sum of q", "median_ratio"][..],
+            "a copy of its scan with the sum inside (other floats; `fusion_profile`)",
+        ),
+        (
+            "3. (LENA-m's own work)",
+            "fusion_profile",
+            &["rows", "200 nodes, + both apart", "median_ratio"][..],
+            "its scan, the next node's scores and the sum of q, one after another",
+        ),
+        (
+            "3. (LENA-m's own work)",
+            "fusion_profile",
+            &["rows", "200 nodes, + both", "median_ratio"][..],
+            "a copy of its scan with both inside (other floats)",
+        ),
     ] {
         rows.push(Row {
             target,
@@ -994,6 +1022,10 @@ mod tests {
                 r#"{"example":"scan_profile","scan_requests_ahead":true,
                 "requests_toggled_over_default":1.25}"#,
             ),
+            line(
+                r#"{"example":"fusion_profile","rows":{"200 nodes, + both apart":
+                {"median_ratio":0.97},"200 nodes, + both":{"median_ratio":1.1}}}"#,
+            ),
         ];
         let cpu = Cpu {
             name: "Test CPU".into(),
@@ -1033,6 +1065,13 @@ mod tests {
         assert!(
             row("| 3. (the CPU's default, `Kernels::scan_requests_ahead`)")
                 .contains("| (shown) | 1.25 (default on) |")
+        );
+        assert!(
+            row("| 3. (LENA-m's own work) | its scan, the next").contains("| (shown) | 0.97 |")
+        );
+        assert!(
+            row("| 3. (LENA-m's own work) | a copy of its scan with both")
+                .contains("| (shown) | 1.10 |")
         );
         // A path narrowed by --simd is judged against the one asked for.
         let narrowed = render(
