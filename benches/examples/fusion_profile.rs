@@ -142,7 +142,6 @@ impl<const SCORES: bool, const SUM: bool> WithSimd for Fused<'_, SCORES, SUM> {
                 }
             }
         }
-        let _ = self.x.bias.len();
         simd.reduce_sum_f32s(simd.add_f32s(g_acc, simd.add_f32s(d_acc, m_acc)))
     }
 }
