@@ -32,7 +32,7 @@
 
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
-use lena_benches::{ScanNode, bound_state_for, touch_state_once, varied};
+use lena_benches::{ScanNode, bound_state_for, on_path, touch_state_once, varied};
 use lena_kernels::{Ema, Kernels, LinearGradient, Memory};
 use pulp::{Simd, WithSimd};
 use std::hint::black_box;
@@ -146,26 +146,6 @@ impl<const SCORES: bool, const SUM: bool> WithSimd for Fused<'_, SCORES, SUM> {
     }
 }
 
-/// Runs `op` on the path `k` takes (its `LENA_SIMD` choice included).
-fn dispatch<Op: WithSimd>(k: Kernels, op: Op) -> Op::Output {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use pulp::x86::{V3, V4};
-        if k.name().starts_with("x86-64-v4")
-            && let Some(v4) = V4::try_new()
-        {
-            return Simd::vectorize(v4, op);
-        }
-        if k.name().starts_with("x86-64-v3")
-            && let Some(v3) = V3::try_new()
-        {
-            return Simd::vectorize(v3, op);
-        }
-    }
-    let _ = k;
-    op.with_simd(pulp::Scalar)
-}
-
 /// One node's scan by the copy, with the scores and the sum inside where asked.
 fn fused<const SCORES: bool, const SUM: bool>(
     k: Kernels,
@@ -175,7 +155,7 @@ fn fused<const SCORES: bool, const SUM: bool>(
     scores: &mut [f32; 3 * CLASSES],
     ahead: bool,
 ) -> f32 {
-    dispatch(
+    on_path(
         k,
         Fused::<SCORES, SUM> {
             x,
@@ -224,7 +204,7 @@ fn scan_all(
     let ahead = k.scan_requests_ahead();
     let mut acc = 0.0f32;
     let mut scores = [0.0f32; 3 * CLASSES];
-    let rows: Vec<&[f32]> = x.rows.iter().map(|r| &r[..P]).collect();
+    let rows = x.rows.each_ref().map(|r| &r[..P]);
     let lg = LinearGradient {
         lambda: 1e-4,
         w: &x.w,
@@ -232,7 +212,7 @@ fn scan_all(
         coef: &x.coef,
         bias: &x.bias,
     };
-    let next: Vec<&[f32]> = x.next.iter().map(|r| &r[..P]).collect();
+    let next = x.next.each_ref().map(|r| &r[..P]);
     sum.fill(0.0);
     for i in 0..nodes.len() {
         let node = &mut nodes[if in_cache { 0 } else { i }];
@@ -265,12 +245,14 @@ fn scan_all(
             } else {
                 8 * g..(8 * g + 8).min(nodes.len())
             }];
-            let qs: Vec<&[f32]> = if in_cache {
-                vec![&group[0].q[..]; 8]
-            } else {
-                group.iter().map(|n| &n.q[..]).collect()
-            };
-            k.sum_rows(sum, 0.005, &qs);
+            let mut qs: [&[f32]; 8] = [&group[0].q; 8];
+            if !in_cache {
+                for (r, n) in qs.iter_mut().zip(group) {
+                    *r = &n.q;
+                }
+            }
+            let qs = &qs[..if in_cache { 8 } else { group.len() }];
+            k.sum_rows(sum, 0.005, qs);
         }
     }
     black_box((acc, scores));

@@ -29,6 +29,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
+use lena_benches::on_path;
 use lena_kernels::Kernels;
 use lena_model::{Linear, LinearKind, Rows};
 use pulp::{Simd, WithSimd};
@@ -342,24 +343,6 @@ fn stream_fma(k: Kernels, x: &[f32], near: bool) -> f32 {
     } else {
         on_path(k, StreamFma::<false> { x })
     }
-}
-
-/// `op` on `k`'s instruction set.
-fn on_path<Op: WithSimd<Output = f32>>(k: Kernels, op: Op) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if k.is_x86_64_v4()
-            && let Some(simd) = pulp::x86::V4::try_new()
-        {
-            return Simd::vectorize(simd, op);
-        }
-        if k.is_x86_64_v3()
-            && let Some(simd) = pulp::x86::V3::try_new()
-        {
-            return Simd::vectorize(simd, op);
-        }
-    }
-    op.with_simd(pulp::Scalar::new())
 }
 
 /// See [`stream_fma`].

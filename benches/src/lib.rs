@@ -75,6 +75,26 @@ pub const ROUND_ALGORITHMS: [(&str, &str); 5] = [
     ),
 ];
 
+/// `op` on `k`'s instruction set (the examples' own SIMD loops, on the path the kernels take,
+/// `LENA_SIMD` included).
+pub fn on_path<Op: pulp::WithSimd>(k: Kernels, op: Op) -> Op::Output {
+    use pulp::Simd;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if k.is_x86_64_v4()
+            && let Some(simd) = pulp::x86::V4::try_new()
+        {
+            return Simd::vectorize(simd, op);
+        }
+        if k.is_x86_64_v3()
+            && let Some(simd) = pulp::x86::V3::try_new()
+        {
+            return Simd::vectorize(simd, op);
+        }
+    }
+    op.with_simd(pulp::Scalar::new())
+}
+
 /// Values in [-6, 6] times `scale`, varied along the vector (the scan probes' state and rows).
 pub fn varied(n: usize, scale: f32) -> Vec<f32> {
     (0..n)
@@ -484,11 +504,9 @@ pub struct BareLena {
     sums: [Vec<f32>; 2],
 }
 
-/// One node of [`BareLena`]: its memory (owing q), its drift q, its momentum, its row stream.
+/// One node of [`BareLena`]: its state as its scan reads it, and its row stream.
 struct BareNode {
-    u: Vec<f32>,
-    q: Vec<f32>,
-    mom: Vec<f32>,
+    state: ScanNode,
     seed: u64,
 }
 
@@ -576,9 +594,11 @@ impl BareLena {
         let data = bare_dataset();
         let nodes = (0..nodes)
             .map(|m| BareNode {
-                u: vector(3 * m),
-                q: vector(3 * m + 1),
-                mom: vector(3 * m + 2),
+                state: ScanNode {
+                    u: vector(3 * m),
+                    q: vector(3 * m + 1),
+                    mom: vector(3 * m + 2),
+                },
                 seed: 0x9E37_79B9_7F4A_7C15 ^ m as u64,
             })
             .collect();
@@ -621,21 +641,21 @@ impl BareLena {
                             coef,
                             bias,
                         };
+                        let ScanNode { u, mom, q } = &mut node.state;
                         let momentum = lena_kernels::Ema {
-                            x: &mut node.mom,
+                            x: mom,
                             a: 0.05 * 0.1,
                             b: 0.9,
                         };
-                        let memory = lena_kernels::Memory::Owing(&mut node.u);
-                        let norms =
-                            k.ef_scan_linear(memory, 0.05, &lg, &node.q, Some(momentum), None);
+                        let memory = lena_kernels::Memory::Owing(u);
+                        let norms = k.ef_scan_linear(memory, 0.05, &lg, q, Some(momentum), None);
                         acc += norms.innovation_sq + norms.ema_sq[0];
                     }
                 }
                 if parts.sum {
                     let mut rows: [&[f32]; 8] = [&[]; 8];
                     for (r, n) in rows.iter_mut().zip(nodes.iter()) {
-                        *r = &n.q;
+                        *r = &n.state.q;
                     }
                     k.sum_rows(sum, 1.0, &rows[..nodes.len()]);
                 }
