@@ -68,6 +68,8 @@ struct Meta<'a> {
     pub(crate) version: &'a str,
     git_commit: &'a str,
     simd: &'a str,
+    /// The CPU the run started on (`lena_kernels::cpu`): what its wall-clock figures ran on.
+    cpu: &'a str,
     pub(crate) threads: usize,
     pub(crate) nodes: usize,
     node_samples: (usize, usize),
@@ -140,6 +142,7 @@ pub(crate) fn run_in(
         version: env!("CARGO_PKG_VERSION"),
         git_commit: env!("LENA_GIT_COMMIT"),
         simd,
+        cpu: lena_kernels::cpu(),
         threads,
         nodes: sizes.len(),
         node_samples: (

@@ -44,6 +44,12 @@ fn run_writes_its_directory_and_flags_override_the_file() {
     assert_eq!(meta["seed"], 2);
     assert_eq!(meta["algorithm"], "DGD");
     assert!(meta["simd"].as_str().unwrap().len() > 3);
+    // The CPU it ran on, as `cpuid` names it (the architecture's name off x86-64).
+    let cpu = meta["cpu"].as_str().unwrap();
+    assert!(!cpu.is_empty());
+    if cfg!(target_arch = "x86_64") {
+        assert!(cpu.contains(", family "), "{cpu}");
+    }
     assert!(meta["git_commit"].is_string());
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())

@@ -355,6 +355,58 @@ fn intel_model_167_on(vendor: [u32; 3], signature: u32) -> bool {
     intel && family == 6 && model == 167
 }
 
+/// The CPU this process runs on, for a run's record (`meta.json`) beside its wall-clock
+/// figures: its brand string, vendor, family and model as `cpuid` gives them, e.g.
+/// "AMD EPYC (AuthenticAMD, family 25, model 17)"; off x86-64, the architecture's name. Read
+/// once per process.
+pub fn cpu() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            let mut brand = [0u8; 48];
+            // The brand string's three leaves, where the CPU has them.
+            if __cpuid(0x8000_0000).eax >= 0x8000_0004 {
+                for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+                    let r = __cpuid(leaf);
+                    for (j, w) in [r.eax, r.ebx, r.ecx, r.edx].into_iter().enumerate() {
+                        brand[16 * i + 4 * j..16 * i + 4 * j + 4].copy_from_slice(&w.to_le_bytes());
+                    }
+                }
+            }
+            cpu_description(cpu_vendor(), __cpuid(1).eax, &brand)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        String::from(std::env::consts::ARCH)
+    })
+}
+
+/// [`cpu`]'s text for the vendor words of `cpuid` leaf 0 (EBX, EDX, ECX), the signature of
+/// leaf 1 (EAX) and the brand string of leaves 0x8000_0002-4 (NUL-padded; all NULs if absent).
+fn cpu_description(vendor: [u32; 3], signature: u32, brand: &[u8; 48]) -> String {
+    let vendor: Vec<u8> = vendor.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let vendor = String::from_utf8_lossy(&vendor)
+        .trim_matches('\0')
+        .trim()
+        .to_string();
+    let base = (signature >> 8) & 0xf;
+    // The extended family adds to family 15; the extended model extends families 6 and 15.
+    let family = if base == 0xf {
+        base + ((signature >> 20) & 0xff)
+    } else {
+        base
+    };
+    let mut model = (signature >> 4) & 0xf;
+    if base == 6 || base == 0xf {
+        model |= (signature >> 12) & 0xf0;
+    }
+    let brand = String::from_utf8_lossy(brand);
+    let brand = brand.trim_matches('\0').trim();
+    let brand = if brand.is_empty() { "x86-64" } else { brand };
+    format!("{brand} ({vendor}, family {family}, model {model})")
+}
+
 impl Default for Kernels {
     fn default() -> Self {
         Self::detect()

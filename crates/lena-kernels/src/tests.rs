@@ -1337,3 +1337,33 @@ fn row_sums_match_the_reference() {
         }
     }
 }
+
+/// `cpu`'s text from `cpuid`'s words: the extended family added to family 15 (AMD Zen 4 is 25),
+/// the extended model taken for families 6 and 15, and the brand string trimmed.
+#[test]
+fn cpu_description_reads_cpuid_words() {
+    let words = crate::vendor;
+    let brand = |s: &str| {
+        let mut b = [0u8; 48];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        b
+    };
+    assert_eq!(
+        crate::cpu_description(words(b"AuthenticAMD"), 0x00A1_0F11, &brand("AMD EPYC ")),
+        "AMD EPYC (AuthenticAMD, family 25, model 17)"
+    );
+    assert_eq!(
+        crate::cpu_description(
+            words(b"GenuineIntel"),
+            0x000C_06F2,
+            &brand("  Intel(R) Xeon(R) Platinum")
+        ),
+        "Intel(R) Xeon(R) Platinum (GenuineIntel, family 6, model 207)"
+    );
+    // A family below 15 keeps its base model; no brand string names the architecture.
+    assert_eq!(
+        crate::cpu_description(words(b"AuthenticAMD"), 0x0001_0501, &[0; 48]),
+        "x86-64 (AuthenticAMD, family 5, model 0)"
+    );
+    assert!(!crate::cpu().is_empty());
+}
