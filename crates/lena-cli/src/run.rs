@@ -68,7 +68,8 @@ struct Meta<'a> {
     pub(crate) version: &'a str,
     git_commit: &'a str,
     simd: &'a str,
-    /// The CPU the run started on (`lena_kernels::cpu`): what its wall-clock figures ran on.
+    /// The CPU the run started on (`lena_kernels::cpu`; rank 0's under MPI): what its
+    /// wall-clock figures ran on.
     cpu: &'a str,
     pub(crate) threads: usize,
     pub(crate) nodes: usize,
