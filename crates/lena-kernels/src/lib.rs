@@ -349,10 +349,24 @@ fn intel_model_167_here() -> bool {
 /// leaf 1 the signature `signature` (EAX) is Intel, family 6, model 167.
 fn intel_model_167_on(vendor: [u32; 3], signature: u32) -> bool {
     let intel = vendor == self::vendor(b"GenuineIntel");
-    let family = (signature >> 8) & 0xf;
-    // The extended model (bits 16-19) extends families 6 and 15.
-    let model = ((signature >> 4) & 0xf) | ((signature >> 12) & 0xf0);
-    intel && family == 6 && model == 167
+    intel && family_model(signature) == (6, 167)
+}
+
+/// The family and model a `cpuid` leaf 1 signature (EAX) gives: the extended family added to
+/// family 15 (AMD Zen 4 is 15 + 10 = 25), the extended model (bits 16-19) extending families 6
+/// and 15.
+fn family_model(signature: u32) -> (u32, u32) {
+    let base = (signature >> 8) & 0xf;
+    let family = if base == 0xf {
+        base + ((signature >> 20) & 0xff)
+    } else {
+        base
+    };
+    let mut model = (signature >> 4) & 0xf;
+    if base == 6 || base == 0xf {
+        model |= (signature >> 12) & 0xf0;
+    }
+    (family, model)
 }
 
 /// The CPU this process runs on, for a run's record (`meta.json`) beside its wall-clock
@@ -368,11 +382,12 @@ pub fn cpu() -> &'static str {
             let mut brand = [0u8; 48];
             // The brand string's three leaves, where the CPU has them.
             if __cpuid(0x8000_0000).eax >= 0x8000_0004 {
-                for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+                let words = (0x8000_0002u32..=0x8000_0004).flat_map(|leaf| {
                     let r = __cpuid(leaf);
-                    for (j, w) in [r.eax, r.ebx, r.ecx, r.edx].into_iter().enumerate() {
-                        brand[16 * i + 4 * j..16 * i + 4 * j + 4].copy_from_slice(&w.to_le_bytes());
-                    }
+                    [r.eax, r.ebx, r.ecx, r.edx]
+                });
+                for (bytes, w) in brand.chunks_exact_mut(4).zip(words) {
+                    bytes.copy_from_slice(&w.to_le_bytes());
                 }
             }
             cpu_description(cpu_vendor(), __cpuid(1).eax, &brand)
@@ -390,17 +405,7 @@ fn cpu_description(vendor: [u32; 3], signature: u32, brand: &[u8; 48]) -> String
         .trim_matches('\0')
         .trim()
         .to_string();
-    let base = (signature >> 8) & 0xf;
-    // The extended family adds to family 15; the extended model extends families 6 and 15.
-    let family = if base == 0xf {
-        base + ((signature >> 20) & 0xff)
-    } else {
-        base
-    };
-    let mut model = (signature >> 4) & 0xf;
-    if base == 6 || base == 0xf {
-        model |= (signature >> 12) & 0xf0;
-    }
+    let (family, model) = family_model(signature);
     let brand = String::from_utf8_lossy(brand);
     let brand = brand.trim_matches('\0').trim();
     let brand = if brand.is_empty() { "x86-64" } else { brand };
