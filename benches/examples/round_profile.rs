@@ -28,7 +28,11 @@
 //! `lena` and `diana_qsgd`, the framework's share of each round. `... -- bare` times LENA-m's
 //! written-out round whole and with each part left out in turn (the rows drawn from memory, the
 //! next node's rows requested, the scores, the scan, the server's sum; and the scan with none
-//! of the rest), each part's cost a ratio to the bound; `... -- bare-diana` DIANA's (the rows,
+//! of the rest), each part's cost a ratio to the bound, and a pass of the scan's own traffic
+//! without its arithmetic (`own traffic`: three vectors read and two written a node, where the
+//! bound reads four and writes one); `... -- bare-large [M]` does the same at M nodes (60 000
+//! unless given; about 13 GB with the bound's state), five repetitions of two rounds;
+//! `... -- bare-diana` DIANA's (the rows,
 //! the requests, the scores, the gradient written, the draws, the compression, the decoding
 //! and sum; and the round without its codec).
 //! `... --example round_profile -- lena 3000` steps one algorithm only (for `perf record`);
@@ -41,9 +45,9 @@
 #![allow(clippy::print_stdout)] // A command-line tool: its report is its output.
 
 use lena_benches::{
-    BareDiana, BareLena, BareParts, DianaParts, ROUND_ALGORITHMS, bound_state, diana_shift_once,
-    lena_scan_once, qsgd_compress_once, qsgd_decode_once, qsgd_levels_once, round_config,
-    round_config_with_batch, touch_state_once,
+    BareDiana, BareLena, BareParts, DianaParts, ROUND_ALGORITHMS, bound_state, bound_state_for,
+    diana_shift_once, lena_scan_once, own_traffic_once, qsgd_compress_once, qsgd_decode_once,
+    qsgd_levels_once, round_config, round_config_with_batch, touch_state_once,
 };
 use lena_compress::{Qsgd, QsgdCoding, QsgdNorm};
 use lena_kernels::Kernels;
@@ -72,8 +76,20 @@ fn main() {
         );
         return;
     }
+    if args.first().map(String::as_str) == Some("bare-large") {
+        let nodes = args.get(1).map_or(Ok(60_000), |n| n.parse());
+        let nodes = nodes.expect("bare-large's node count: a number");
+        let size = Size {
+            nodes,
+            warm: 2,
+            reps: 5,
+            slice: 2,
+        };
+        bare_parts("round_profile_bare_large", size);
+        return;
+    }
     if args.first().map(String::as_str) == Some("bare") {
-        bare_parts();
+        bare_parts("round_profile_bare", AT_200);
         return;
     }
     if args.first().map(String::as_str) == Some("bare-diana") {
@@ -423,7 +439,7 @@ fn alternate(name: &str, labels: [&str; 2], switch: impl Fn(&mut Simulation, boo
 
 /// `-- bare`: LENA-m's round written out ([`BareLena`]) whole, with each part left out in turn,
 /// and as its scan with none of the rest ([`decompose`]), with what its scan's traffic implies.
-fn bare_parts() {
+fn bare_parts(example: &str, size: Size) {
     let k = Kernels::detect();
     let all = BareParts::ALL;
     let variants = [
@@ -462,12 +478,13 @@ fn bare_parts() {
             },
         ),
     ];
-    let mut bare = BareLena::new(200);
+    let mut bare = BareLena::new(size.nodes);
     let title = format!(
-        "LENA-m's round written out (every node skipping), M = 200, {}",
+        "LENA-m's round written out (every node skipping), M = {}, {}",
+        size.nodes,
         k.name()
     );
-    let ratios = decompose(&title, "round_profile_bare", &variants, 5, |parts| {
+    let ratios = decompose(&title, example, &variants, 5, size, |parts| {
         black_box(bare.round(k, 2, parts));
     });
     let rest = ratios[4];
@@ -542,9 +559,16 @@ fn bare_diana_parts() {
     ];
     let mut bare = BareDiana::new(200);
     let title = format!("DIANA-QSGD's round written out, M = 200, {}", k.name());
-    let ratios = decompose(&title, "round_profile_bare_diana", &variants, 7, |parts| {
-        black_box(bare.round(k, 2, parts));
-    });
+    let ratios = decompose(
+        &title,
+        "round_profile_bare_diana",
+        &variants,
+        7,
+        AT_200,
+        |parts| {
+            black_box(bare.round(k, 2, parts));
+        },
+    );
     println!(
         "Without its codec (draws, compression, decoding and sum) the round is {:.2} of the \
          bound; the codec's parts left out one at a time add up to {:.2}.",
@@ -563,15 +587,17 @@ fn decompose<P: Copy>(
     example: &str,
     variants: &[(&str, P)],
     parts_out: usize,
+    size: Size,
     mut round: impl FnMut(P),
 ) -> Vec<f64> {
     let k = Kernels::detect();
-    let mut state = bound_state();
-    for _ in 0..20 {
+    let mut state = bound_state_for(size.nodes);
+    for _ in 0..size.warm {
         round(variants[0].1);
     }
-    let (reps, slice) = (15, 200);
+    let (reps, slice) = (size.reps, size.slice);
     let mut times = vec![Vec::new(); variants.len() + 1];
+    let mut traffic = Vec::new();
     for _ in 0..reps {
         for (t, (_, parts)) in times.iter_mut().zip(variants) {
             let start = Instant::now();
@@ -585,6 +611,11 @@ fn decompose<P: Copy>(
             black_box(touch_state_once(k, &mut state, 2));
         }
         times[variants.len()].push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
+        let start = Instant::now();
+        for _ in 0..slice {
+            black_box(own_traffic_once(k, &mut state, 2));
+        }
+        traffic.push(start.elapsed().as_secs_f64() * 1e3 / slice as f64);
     }
     let bound = &times[variants.len()];
     let median = |mut v: Vec<f64>| {
@@ -623,10 +654,40 @@ fn decompose<P: Copy>(
         ratios.push(ratio(t));
     }
     let fastest = bound.iter().copied().fold(f64::INFINITY, f64::min);
+    let traffic_fastest = traffic.iter().copied().fold(f64::INFINITY, f64::min);
+    println!(
+        "{:<14} {traffic_fastest:>8.3} {:>16.2}      (3 vectors read, 2 written a node)",
+        "own traffic",
+        ratio(&traffic)
+    );
     println!("{:<14} {fastest:>8.3} {:>16.2}", "bound", 1.0);
     lena_benches::report(
         example,
-        serde_json::json!({"simd": k.name(), "bound_fastest_ms": fastest, "rows": rows}),
+        serde_json::json!({
+            "simd": k.name(),
+            "nodes": size.nodes,
+            "bound_fastest_ms": fastest,
+            "traffic": {"fastest_ms": traffic_fastest, "median_ratio": ratio(&traffic)},
+            "rows": rows,
+        }),
     );
     ratios
 }
+
+/// How [`decompose`] times: at `nodes` nodes (the bound's too), `warm` rounds first, then
+/// `reps` repetitions of `slice` rounds of each variant.
+#[derive(Clone, Copy)]
+struct Size {
+    nodes: usize,
+    warm: usize,
+    reps: usize,
+    slice: usize,
+}
+
+/// M = 200: 20 rounds to warm, 15 repetitions of 200 rounds.
+const AT_200: Size = Size {
+    nodes: 200,
+    warm: 20,
+    reps: 15,
+    slice: 200,
+};

@@ -152,6 +152,28 @@ pub fn touch_state_once(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f
     in_halves(state, threads, part)
 }
 
+/// LENA-m's node scan's traffic without its arithmetic, over [`bound_state_for`]'s state:
+/// per node, three vectors read and two of them written (`e += 0.1 g`, then `x = g + 0.9 x`;
+/// `g` is still in cache for the second), as the scan reads the memory, q and the momentum and
+/// writes the memory and the momentum; on one thread or split in two halves on two. At a large
+/// M it is the scan's floor in memory traffic, beside the bound's four vectors read and one
+/// written.
+pub fn own_traffic_once(k: Kernels, state: &mut [Vec<f32>], threads: usize) -> f32 {
+    let part = |part: &mut [Vec<f32>]| {
+        let mut acc = 0.0f32;
+        for node in part.chunks_mut(4) {
+            let [e, g, x, _] = node else {
+                unreachable!("four vectors per node")
+            };
+            k.axpy(0.1, g, e);
+            k.axpby(1.0, g, 0.9, x);
+            acc += e[0] + x[0];
+        }
+        acc
+    };
+    in_halves(state, threads, part)
+}
+
 /// `part` over all of `items` on one thread, or over its two halves on two (joined), the
 /// results added.
 fn in_halves<T: Send>(
@@ -540,6 +562,8 @@ impl BareParts {
 const BARE_FEATURES: usize = 784;
 const BARE_CLASSES: usize = 10;
 const BARE_SHARD: usize = 300;
+/// The written-out rounds' shards: node `m` draws from shard `m % BARE_SHARDS`.
+const BARE_SHARDS: usize = 200;
 const BARE_BATCH: usize = 3;
 
 /// The written-out rounds' parameter count: MNIST's ten classes of 784 weights and a bias.
@@ -574,7 +598,7 @@ fn bare_pick(seed: &mut u64, m: usize, r: usize, random: bool) -> usize {
     *seed = seed
         .wrapping_mul(6_364_136_223_846_793_005)
         .wrapping_add(1_442_695_040_888_963_407 + r as u64);
-    m * BARE_SHARD
+    m % BARE_SHARDS * BARE_SHARD
         + if random {
             (*seed >> 33) as usize % BARE_SHARD
         } else {
@@ -583,13 +607,11 @@ fn bare_pick(seed: &mut u64, m: usize, r: usize, random: bool) -> usize {
 }
 
 impl BareLena {
-    /// `nodes` nodes (at most 200: the dataset's 60 000 rows), their state filled with small
-    /// values of both signs (no zero: a momentum decaying into subnormals would time those).
-    ///
-    /// # Panics
-    /// If `nodes` is over 200.
+    /// `nodes` nodes, their state filled with small values of both signs (no zero: a momentum
+    /// decaying into subnormals would time those). The dataset's 60 000 rows make 200 shards of
+    /// 300; past 200 nodes, node `m` draws from shard `m % 200` (at M = 60 000, 300 nodes a
+    /// shard, each drawing its own rows).
     pub fn new(nodes: usize) -> Self {
-        assert!(nodes * BARE_SHARD <= 60_000, "at most 200 nodes");
         let (d, vector) = (BARE_D, bare_vector);
         let data = bare_dataset();
         let nodes = (0..nodes)

@@ -7,7 +7,9 @@
 //! GEMMs, `round_profile` and its `-- bare` and `-- bare-diana` decompositions of LENA-m's and
 //! DIANA's rounds, PyTorch's DGD round, `scan_profile` (whether this CPU's default for LENA's scan
 //! requests is the faster), `fusion_profile` (LENA-m's scan with its scores and sum fused in),
-//! `memory_profile -- one lena 60000`, and what figure 3's CNN runs spend,
+//! `memory_profile -- one lena 60000` with `round_profile -- bare-large` (LENA-m's round
+//! written out at M = 60 000, its scan alone and a pass of its traffic), and what figure 3's
+//! CNN runs spend,
 //! `cnn_train` and `cnn_eval`), which append their figures to one file as JSON lines
 //! (`LENA_REPORT`); the Python references run where NumPy and PyTorch import, on as many threads as
 //! the machine has cores. `--simd` narrows the examples' path (`LENA_SIMD`). `--tests` runs `cargo
@@ -168,6 +170,9 @@ pub fn targets(root: &Path, opts: &Options) -> Result<()> {
         // them would bring its round nearer target 3 on this kind.
         example("fusion_profile", &[])?;
         example("memory_profile", &["one", "lena", "60000"])?;
+        // LENA-m's round written out at M = 60 000, its scan alone and a pass of the scan's own
+        // traffic, against the bound (target 4's floor on this kind; about 13 GB, 45 s).
+        example("round_profile", &["bare-large"])?;
         // What figure 3's runs (most of target 5's time) spend: a training step and an
         // evaluation, each on one thread as `reproduce`'s runs take them.
         example("cnn_train", &[])?;
@@ -610,6 +615,12 @@ fn render(
             "the same without its scan (a scan at the bound's rate adds 1)",
         ),
         (
+            "3. (LENA-m's own work)",
+            "round_profile_bare",
+            &["traffic", "median_ratio"][..],
+            "a pass of its scan's traffic alone (three vectors read, two written a node)",
+        ),
+        (
             "3. (DIANA's own work)",
             "round_profile",
             &["rows", "diana_bare", "median_ratio"][..],
@@ -713,6 +724,25 @@ fn render(
             measure: what.into(),
             bound,
             values: figures(lines, "memory_profile", &[key]),
+            notes: Vec::new(),
+        });
+    }
+    for (path, what) in [
+        (
+            &["rows", "whole", "median_ratio"][..],
+            "LENA-m's round written out (every node skipping), median of ratios",
+        ),
+        (&["rows", "scan only", "median_ratio"][..], "its scan alone"),
+        (
+            &["traffic", "median_ratio"][..],
+            "a pass of its scan's traffic alone (three vectors read, two written a node)",
+        ),
+    ] {
+        rows.push(Row {
+            target: "4. (LENA's own work at M = 60 000)",
+            measure: what.into(),
+            bound: Bound::Info,
+            values: figures(lines, "round_profile_bare_large", path),
             notes: Vec::new(),
         });
     }
