@@ -265,7 +265,7 @@ pub(crate) fn prefetch<T>(v: &T) {
 
 /// As [`prefetch`], into L2 only.
 #[inline(always)]
-fn prefetch_l2<T>(v: &T) {
+pub(crate) fn prefetch_l2<T>(v: &T) {
     prefetch_into::<2, T>(v); // _MM_HINT_T1
 }
 

@@ -408,6 +408,17 @@ impl<const N: usize> Run for FormedRun<N> {
 /// the requests the state's loads and the arithmetic did not overlap. docs/PERFORMANCE.md.
 const SCAN_AHEAD_BYTES: usize = 1024;
 
+/// How far ahead the tight scan also requests each state vector's lines into L2, with the
+/// requests of [`SCAN_AHEAD_BYTES`]: 64 lines. PERF: the state of a large M comes from memory,
+/// whose latency the L1 requests' kilobyte does not cover: on AMD EPYC Zen 4 (family 25 model
+/// 17) at M = 60 000 the scan of every node's state, formed from three rows, took 1.10-1.45x
+/// the state-touch bound where a pass with its traffic alone (three vectors read, two written)
+/// took 0.87-1.02x; with these requests 164-175 ms against 201-232 ms (fastest, alternated
+/// processes), LENA-m's round written out 207-215 ms against 246-289 (`round_profile --
+/// bare-large`); at M = 200, the state in L3, the scan of 200 nodes 0.48-0.57 of the bound
+/// against 0.60-0.76 (2048 and 8192 bytes no better; 51st session, docs/PERFORMANCE.md).
+const SCAN_AHEAD_L2_BYTES: usize = 4096;
+
 /// The body of [`Scan`]'s and [`TightScan`]'s `with_simd`, `$tight` choosing the loop over the
 /// vectors: `false` indexes the state's slices as they come (each index checked); `true` cuts
 /// each slice to the loop's length first, so that no index is checked, and runs one of two
@@ -456,38 +467,58 @@ macro_rules! scan_with_simd {
                     &mut $S::as_mut_simd_f32s(if E1 { &mut *x1 } else { &mut [] }).0[..cut(E1)];
                 let x2s =
                     &mut $S::as_mut_simd_f32s(if E2 { &mut *x2 } else { &mut [] }).0[..cut(E2)];
-                // The lines `SCAN_AHEAD_BYTES` ahead of each state vector's (the gradient's are
-                // formed or in cache), once per line, where `Kernels::scan_requests_ahead` says so.
+                // The lines `SCAN_AHEAD_BYTES` ahead of each state vector's into L1, and those
+                // `SCAN_AHEAD_L2_BYTES` ahead into L2 (the gradient's are formed or in cache), once
+                // per line, where `Kernels::scan_requests_ahead` says so.
                 let per_line = (64 / (4 * $S::F32_LANES)).max(1);
                 let distance = (SCAN_AHEAD_BYTES / (4 * $S::F32_LANES)).max(1);
+                let distance_l2 = (SCAN_AHEAD_L2_BYTES / (4 * $S::F32_LANES)).max(1);
                 // Inlined at the two calls below, each with its own constant: two loops.
                 let mut run = std::convert::identity(
                     #[inline(always)]
                     |ahead: bool| {
-                        let split = if ahead {
-                            chunks.saturating_sub(distance)
+                        let (split, split_l2) = if ahead {
+                            (
+                                chunks.saturating_sub(distance),
+                                chunks.saturating_sub(distance_l2),
+                            )
                         } else {
-                            0
+                            (0, 0)
                         };
                         // One vector's work, from its gradient's lanes.
                         let step = std::convert::identity(
                             #[inline(always)]
                             |i: usize, g: $S::f32s| {
-                                if i < split && i % per_line == 0 {
-                                    let j = i + distance;
-                                    if MEM == OWING || MEM == ZERO_OVER {
-                                        crate::block::prefetch(&us[j]);
-                                    } else {
-                                        crate::block::prefetch(&es[j]);
+                                if i % per_line == 0 {
+                                    // Each state vector's line at vector j, into L1 or L2.
+                                    let request = |j: usize, l2: bool| {
+                                        let line = |x: &$S::f32s| {
+                                            if l2 {
+                                                crate::block::prefetch_l2(x);
+                                            } else {
+                                                crate::block::prefetch(x);
+                                            }
+                                        };
+                                        if MEM == OWING || MEM == ZERO_OVER {
+                                            line(&us[j]);
+                                        } else {
+                                            line(&es[j]);
+                                        }
+                                        if MEM != ZERO_OVER {
+                                            line(&vs[j]);
+                                        }
+                                        if E1 {
+                                            line(&x1s[j]);
+                                        }
+                                        if E2 {
+                                            line(&x2s[j]);
+                                        }
+                                    };
+                                    if i < split {
+                                        request(i + distance, false);
                                     }
-                                    if MEM != ZERO_OVER {
-                                        crate::block::prefetch(&vs[j]);
-                                    }
-                                    if E1 {
-                                        crate::block::prefetch(&x1s[j]);
-                                    }
-                                    if E2 {
-                                        crate::block::prefetch(&x2s[j]);
+                                    if i < split_l2 {
+                                        request(i + distance_l2, true);
                                     }
                                 }
                                 let vi = if MEM == ZERO_OVER { us[i] } else { vs[i] };
