@@ -210,10 +210,11 @@ impl Kernels {
     }
 
     /// Whether [`Self::ef_scan`] and [`Self::ef_scan_linear`] request the lines of the node's
-    /// state (memory, last v, q, averages) a kilobyte ahead of where they read (a hint: no result
-    /// depends on it). The default depends on the CPU, as measured: on for AMD, where it made
-    /// LENA-m's round at M = 200 about a sixth faster on Zen 4 (the scan's loads and arithmetic
-    /// overlap), off elsewhere (Intel, where requests in the scan were measured without a gain).
+    /// state (memory, last v, q, averages) a kilobyte ahead of where they read into L1, and four
+    /// kilobytes ahead into L2 (hints: no result depends on them). The default depends on the
+    /// CPU, as measured: on for AMD, where it made LENA-m's round at M = 200 about a sixth faster
+    /// on Zen 4 (the scan's loads and arithmetic overlap), and the L2 requests its scan at
+    /// M = 60 000, from memory, about a fifth faster; off elsewhere (Intel, where requests in the scan were measured without a gain).
     /// `LENA_SCAN_REQUESTS=on` or `off` sets it for a process, to measure both.
     pub fn scan_requests_ahead(self) -> bool {
         self.scan_ahead
