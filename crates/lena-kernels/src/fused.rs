@@ -413,10 +413,11 @@ const SCAN_AHEAD_BYTES: usize = 1024;
 /// whose latency the L1 requests' kilobyte does not cover: on AMD EPYC Zen 4 (family 25 model
 /// 17) at M = 60 000 the scan of every node's state, formed from three rows, took 1.10-1.45x
 /// the state-touch bound where a pass with its traffic alone (three vectors read, two written)
-/// took 0.87-1.02x; with these requests 164-175 ms against 201-232 ms (fastest, alternated
-/// processes), LENA-m's round written out 207-215 ms against 246-289 (`round_profile --
-/// bare-large`); at M = 200, the state in L3, the scan of 200 nodes 0.48-0.57 of the bound
-/// against 0.60-0.76 (2048 and 8192 bytes no better; 51st session, docs/PERFORMANCE.md).
+/// took 0.87-1.02x; with these requests 164-177 ms against 201-235 ms (fastest, alternated
+/// processes), LENA-m's round written out 207-238 ms against 246-289 (`round_profile --
+/// bare-large`); at M = 200, the state in L3, the scan of 200 nodes 0.76-0.88 of the bound
+/// against 0.87-0.90 (`scan_profile`; 2048 and 8192 bytes no better; 51st session,
+/// docs/PERFORMANCE.md).
 const SCAN_AHEAD_L2_BYTES: usize = 4096;
 
 /// The body of [`Scan`]'s and [`TightScan`]'s `with_simd`, `$tight` choosing the loop over the

@@ -214,7 +214,8 @@ impl Kernels {
     /// kilobytes ahead into L2 (hints: no result depends on them). The default depends on the
     /// CPU, as measured: on for AMD, where it made LENA-m's round at M = 200 about a sixth faster
     /// on Zen 4 (the scan's loads and arithmetic overlap), and the L2 requests its scan at
-    /// M = 60 000, from memory, about a fifth faster; off elsewhere (Intel, where requests in the scan were measured without a gain).
+    /// M = 60 000, from memory, about a fifth faster; off elsewhere (Intel, where requests in
+    /// the scan were measured without a gain).
     /// `LENA_SCAN_REQUESTS=on` or `off` sets it for a process, to measure both.
     pub fn scan_requests_ahead(self) -> bool {
         self.scan_ahead
